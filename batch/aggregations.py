@@ -1,0 +1,326 @@
+"""Statistics per institute, classroom and time period.
+
+The input is scanned once: validated readings are reduced to mergeable partial statistics
+(count, mean, M2, min, max per metric) at the finest grain every grouping shares - one
+device, one local day - and each published grouping is rolled up from those partials.
+Variances are merged with Chan's parallel formula, which stays exact where a sum of squares
+would cancel. The lists of key columns, statistics and groupings below are data: the Spark
+expressions and the PostgreSQL DDL (batch/postgres.py) are both derived from them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from batch.contract import CLASSROOM, DEVICE, INSTITUTE, METRICS, SENDTIME, Metric
+from batch.validation import (
+    EXCLUSION_REASON,
+    EXCLUSION_REASONS,
+    REPLAY_REASON,
+    REPLAYS,
+    out_of_range_flag,
+)
+
+READING_DATE = "reading_date"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Limits of the share statistics (configurable: CO2_HIGH_PPM, ...)."""
+
+    co2_high_ppm: float = 1000.0
+    co2_very_high_ppm: float = 1500.0
+    comfort_min_c: float = 20.0
+    comfort_max_c: float = 26.0
+
+
+@dataclass(frozen=True)
+class OutputColumn:
+    """A column of a published table: its Spark type, nullability and catalog comment."""
+
+    name: str
+    spark_type: T.DataType
+    nullable: bool
+    comment: str
+
+
+# --- group keys -------------------------------------------------------------------------
+
+def _week_start(date: Column) -> Column:
+    # dayofweek: Sunday = 1 ... Saturday = 7; ISO weeks start on Monday.
+    return F.date_sub(date, (F.dayofweek(date) + 5) % 7)
+
+
+def _iso_thursday(date: Column) -> Column:
+    # An ISO week belongs to the ISO year of its Thursday.
+    return F.date_add(_week_start(date), 3)
+
+
+@dataclass(frozen=True)
+class GroupKey:
+    column: OutputColumn
+    # Derives the key from the partial statistics row (None: the column is carried as is).
+    derive: Callable[[], Column] | None = None
+
+
+def _key(name: str, spark_type: T.DataType, comment: str,
+         derive: Callable[[], Column] | None = None) -> GroupKey:
+    return GroupKey(OutputColumn(name, spark_type, False, comment), derive)
+
+
+INSTITUTE_KEY = _key(INSTITUTE, T.StringType(), "school, as named in the sensor registry")
+CLASSROOM_KEY = _key(CLASSROOM, T.StringType(),
+                     "classroom inside the institute (names are unique per institute only)")
+ISO_YEAR_KEY = _key("iso_year", T.IntegerType(), "ISO-8601 week-numbering year",
+                    lambda: F.year(_iso_thursday(F.col(READING_DATE))))
+ISO_WEEK_KEY = _key("iso_week", T.IntegerType(), "ISO-8601 week number (1-53) within iso_year",
+                    lambda: F.floor((F.dayofyear(_iso_thursday(F.col(READING_DATE))) - 1) / 7)
+                    .cast("int") + 1)
+WEEK_START_KEY = _key("week_start", T.DateType(), "Monday the ISO week starts on (local date)",
+                      lambda: _week_start(F.col(READING_DATE)))
+YEAR_KEY = _key("year", T.IntegerType(), "calendar year (local time)",
+                lambda: F.year(F.col(READING_DATE)))
+MONTH_KEY = _key("month", T.IntegerType(), "calendar month 1-12 (local time)",
+                 lambda: F.month(F.col(READING_DATE)))
+MONTH_START_KEY = _key("month_start", T.DateType(), "first day of the month (local date)",
+                       lambda: F.trunc(F.col(READING_DATE), "month"))
+
+CLASSROOM_KEYS = (INSTITUTE_KEY, CLASSROOM_KEY)
+WEEK_KEYS = (ISO_YEAR_KEY, ISO_WEEK_KEY, WEEK_START_KEY)
+MONTH_KEYS = (YEAR_KEY, MONTH_KEY, MONTH_START_KEY)
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """One published table: the statistics of every group of readings sharing `keys`."""
+
+    table: str
+    keys: tuple[GroupKey, ...]
+    description: str
+
+    @property
+    def key_names(self) -> tuple[str, ...]:
+        return tuple(key.column.name for key in self.keys)
+
+
+GROUPINGS: tuple[Grouping, ...] = (
+    Grouping("classroom_stats", CLASSROOM_KEYS,
+             "Indoor-air statistics per classroom over the whole period of data"),
+    Grouping("classroom_weekly_stats", CLASSROOM_KEYS + WEEK_KEYS,
+             "Indoor-air statistics per classroom and ISO week"),
+    Grouping("classroom_monthly_stats", CLASSROOM_KEYS + MONTH_KEYS,
+             "Indoor-air statistics per classroom and calendar month"),
+    Grouping("institute_weekly_stats", (INSTITUTE_KEY,) + WEEK_KEYS,
+             "Indoor-air statistics per institute and ISO week (all its classrooms)"),
+    Grouping("institute_monthly_stats", (INSTITUTE_KEY,) + MONTH_KEYS,
+             "Indoor-air statistics per institute and calendar month (all its classrooms)"),
+    Grouping("weekly_stats", WEEK_KEYS,
+             "Indoor-air statistics of all institutes together per ISO week"),
+)
+
+
+# --- statistics -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MetricStatistic:
+    suffix: str
+    spark_type: T.DataType
+    nullable: bool
+    comment: str  # formatted with the metric's description and unit
+
+
+METRIC_STATISTICS: tuple[MetricStatistic, ...] = (
+    MetricStatistic("count", T.LongType(), False,
+                    "number of valid {description} values measured (nulls and impossible values excluded)"),
+    MetricStatistic("mean", T.DoubleType(), True, "mean {description}, {unit}"),
+    MetricStatistic("min", T.DoubleType(), True, "lowest {description}, {unit}"),
+    MetricStatistic("max", T.DoubleType(), True, "highest {description}, {unit}"),
+    MetricStatistic("stddev", T.DoubleType(), True,
+                    "sample standard deviation of {description}, {unit} (null with fewer than 2 values)"),
+)
+
+
+def metric_columns(metric: Metric) -> tuple[OutputColumn, ...]:
+    return tuple(
+        OutputColumn(f"{metric.name}_{stat.suffix}", stat.spark_type, stat.nullable,
+                     stat.comment.format(description=metric.description, unit=metric.unit))
+        for stat in METRIC_STATISTICS)
+
+
+def group_columns() -> tuple[OutputColumn, ...]:
+    return (
+        OutputColumn("readings", T.LongType(), False,
+                     "number of readings used (excluded readings are counted in batch_runs)"),
+        OutputColumn("devices", T.LongType(), False, "number of distinct devices (DevEui) that sent them"),
+        OutputColumn("first_reading_at", T.TimestampType(), False, "time of the first reading"),
+        OutputColumn("last_reading_at", T.TimestampType(), False, "time of the last reading"),
+    )
+
+
+def share_columns(thresholds: Thresholds) -> tuple[OutputColumn, ...]:
+    return (
+        OutputColumn("co2_share_above_high", T.DoubleType(), True,
+                     f"share (0-1) of CO2 values above {thresholds.co2_high_ppm:g} ppm "
+                     "(CO2_HIGH_PPM); null without CO2 values"),
+        OutputColumn("co2_share_above_very_high", T.DoubleType(), True,
+                     f"share (0-1) of CO2 values above {thresholds.co2_very_high_ppm:g} ppm "
+                     "(CO2_VERY_HIGH_PPM); null without CO2 values"),
+        OutputColumn("temperature_share_in_comfort", T.DoubleType(), True,
+                     f"share (0-1) of temperature values within {thresholds.comfort_min_c:g}-"
+                     f"{thresholds.comfort_max_c:g} °C (COMFORT_MIN_C, COMFORT_MAX_C); "
+                     "null without temperature values"),
+    )
+
+
+def output_columns(grouping: Grouping, thresholds: Thresholds) -> tuple[OutputColumn, ...]:
+    """Every column of `grouping`'s table, in order."""
+    return (
+        tuple(key.column for key in grouping.keys)
+        + group_columns()
+        + tuple(column for metric in METRICS for column in metric_columns(metric))
+        + share_columns(thresholds)
+    )
+
+
+# --- partial statistics at the finest grain ---------------------------------------------
+
+_N, _MEAN, _M2, _MIN, _MAX = "n", "mean", "m2", "min", "max"
+_CO2_ABOVE_HIGH = "co2_above_high"
+_CO2_ABOVE_VERY_HIGH = "co2_above_very_high"
+_TEMPERATURE_IN_COMFORT = "temperature_in_comfort"
+
+
+def _partial(metric: str, part: str) -> str:
+    return f"{metric}__{part}"
+
+
+def with_reading_date(readings_df: DataFrame, timezone: str) -> DataFrame:
+    """Add the local calendar date of each reading in `timezone`.
+
+    Assumes the session time zone is UTC (batch.session sets it): from_utc_timestamp
+    shifts the instant to local wall-clock time, to_date then reads that wall clock.
+    """
+    return readings_df.withColumn(
+        READING_DATE, F.to_date(F.from_utc_timestamp(F.col(SENDTIME), timezone)))
+
+
+def partial_statistics(
+    validated_df: DataFrame, timezone: str, thresholds: Thresholds
+) -> DataFrame:
+    """Reduce validated readings to one row per reason, institute, classroom, device and local day."""
+    aggregates = [
+        F.count(F.lit(1)).alias("readings"),
+        F.sum(REPLAYS).cast("long").alias(REPLAYS),
+        F.min(SENDTIME).alias("first_reading_at"),
+        F.max(SENDTIME).alias("last_reading_at"),
+    ]
+    for metric in METRICS:
+        value = F.col(metric.name)
+        n = F.count(value)
+        aggregates += [
+            n.alias(_partial(metric.name, _N)),
+            F.avg(value).alias(_partial(metric.name, _MEAN)),
+            # var_pop is Spark's stable central-moment aggregate; times n it is M2.
+            (F.var_pop(value) * n).alias(_partial(metric.name, _M2)),
+            F.min(value).alias(_partial(metric.name, _MIN)),
+            F.max(value).alias(_partial(metric.name, _MAX)),
+            F.sum(out_of_range_flag(metric.name)).cast("long").alias(out_of_range_flag(metric.name)),
+        ]
+    aggregates += [
+        F.count(F.when(F.col("co2") > thresholds.co2_high_ppm, 1)).alias(_CO2_ABOVE_HIGH),
+        F.count(F.when(F.col("co2") > thresholds.co2_very_high_ppm, 1)).alias(_CO2_ABOVE_VERY_HIGH),
+        F.count(F.when(F.col("temperature").between(thresholds.comfort_min_c,
+                                                    thresholds.comfort_max_c), 1))
+        .alias(_TEMPERATURE_IN_COMFORT),
+    ]
+    return (
+        validated_df.transform(with_reading_date, timezone)
+        .groupBy(EXCLUSION_REASON, INSTITUTE, CLASSROOM, DEVICE, READING_DATE)
+        .agg(*aggregates)
+    )
+
+
+# --- roll-up of partials to a published grouping ----------------------------------------
+
+def _ratio(numerator: Column, denominator: Column) -> Column:
+    return F.when(denominator > 0, numerator / denominator)
+
+
+def _metric_rollup(metric: str) -> list[Column]:
+    n_i = F.col(_partial(metric, _N))
+    mean_i = F.col(_partial(metric, _MEAN))
+    n = F.sum(n_i)
+    weighted_sum = F.sum(F.when(n_i > 0, n_i * mean_i))
+    group_mean = F.col(_partial(metric, "group_mean"))
+    # Chan et al.: M2 of a union = sum of the parts' M2 + n_i * (mean_i - mean)^2.
+    m2 = F.sum(F.when(n_i > 0, F.col(_partial(metric, _M2)) + n_i * (mean_i - group_mean) ** 2))
+    return [
+        n.alias(f"{metric}_count"),
+        _ratio(weighted_sum, n).alias(f"{metric}_mean"),
+        F.min(_partial(metric, _MIN)).alias(f"{metric}_min"),
+        F.max(_partial(metric, _MAX)).alias(f"{metric}_max"),
+        F.when(n > 1, F.sqrt(F.greatest(m2, F.lit(0.0)) / (n - 1))).alias(f"{metric}_stddev"),
+    ]
+
+
+def _with_group_means(partials_df: DataFrame, key_names: tuple[str, ...]) -> DataFrame:
+    group_window = Window.partitionBy(*key_names)
+    df = partials_df
+    for metric in METRICS:
+        n_i = F.col(_partial(metric.name, _N))
+        weighted = F.when(n_i > 0, n_i * F.col(_partial(metric.name, _MEAN)))
+        df = df.withColumn(_partial(metric.name, "group_mean"),
+                           F.sum(weighted).over(group_window) / F.sum(n_i).over(group_window))
+    return df
+
+
+def rollup(partials_df: DataFrame, grouping: Grouping, thresholds: Thresholds) -> DataFrame:
+    """The published statistics of `grouping`, from the partials of the included readings."""
+    keyed_df = partials_df.filter(F.col(EXCLUSION_REASON).isNull())
+    for key in grouping.keys:
+        if key.derive is not None:
+            keyed_df = keyed_df.withColumn(key.column.name, key.derive())
+    keyed_df = _with_group_means(keyed_df, grouping.key_names)
+    aggregates = [
+        F.sum("readings").alias("readings"),
+        F.countDistinct(DEVICE).alias("devices"),
+        F.min("first_reading_at").alias("first_reading_at"),
+        F.max("last_reading_at").alias("last_reading_at"),
+    ]
+    for metric in METRICS:
+        aggregates += _metric_rollup(metric.name)
+    aggregates += [
+        _ratio(F.sum(_CO2_ABOVE_HIGH), F.sum(_partial("co2", _N))).alias("co2_share_above_high"),
+        _ratio(F.sum(_CO2_ABOVE_VERY_HIGH), F.sum(_partial("co2", _N)))
+        .alias("co2_share_above_very_high"),
+        _ratio(F.sum(_TEMPERATURE_IN_COMFORT), F.sum(_partial("temperature", _N)))
+        .alias("temperature_share_in_comfort"),
+    ]
+    stats_df = keyed_df.groupBy(*grouping.key_names).agg(*aggregates)
+    return stats_df.select([
+        F.col(column.name).cast(column.spark_type).alias(column.name)
+        for column in output_columns(grouping, thresholds)
+    ])
+
+
+# --- validation counts ------------------------------------------------------------------
+
+def validation_counts(partials_df: DataFrame) -> DataFrame:
+    """One row: readings read, kept, excluded per reason, replays dropped, values nulled per metric."""
+    included = F.col(EXCLUSION_REASON).isNull()
+    counts = {
+        "rows_read": F.sum("readings") + F.sum(REPLAYS),
+        "rows_used": F.sum(F.when(included, F.col("readings")).otherwise(0)),
+        REPLAY_REASON: F.sum(REPLAYS),
+    }
+    for reason in EXCLUSION_REASONS:
+        counts[reason] = F.sum(F.when(F.col(EXCLUSION_REASON) == reason, F.col("readings")).otherwise(0))
+    for metric in METRICS:
+        flag = out_of_range_flag(metric.name)
+        counts[flag] = F.sum(F.when(included, F.col(flag)).otherwise(0))
+    return partials_df.agg(*[F.coalesce(expr, F.lit(0)).cast("long").alias(name)
+                             for name, expr in counts.items()])

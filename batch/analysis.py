@@ -1,0 +1,197 @@
+"""The batch analysis: read -> validate -> aggregate -> publish, with a run record and summary."""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from batch import postgres
+from batch.aggregations import GROUPINGS, Grouping, Thresholds, partial_statistics, rollup, validation_counts
+from batch.config import (
+    COMMON_OPTIONS,
+    POSTGRES_OPTIONS,
+    Option,
+    Secret,
+    parse_bool,
+    parse_positive_int,
+    public_view,
+    read_password,
+)
+from batch.contract import ANALYSIS_COLUMNS, METRIC_NAMES
+from batch.errors import BatchError, ConfigurationError, EmptyInputError
+from batch.readers import read_raw_readings
+from batch.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings
+
+log = logging.getLogger(__name__)
+
+ANALYSIS_OPTIONS: tuple[Option, ...] = COMMON_OPTIONS + POSTGRES_OPTIONS + (
+    Option("DROP_REPLAYS", "false",
+           "drop exact replays (same DevEui and sendtime) before computing statistics", parse_bool),
+    Option("CO2_HIGH_PPM", "1000", "CO2 threshold of co2_share_above_high, ppm", float),
+    Option("CO2_VERY_HIGH_PPM", "1500", "CO2 threshold of co2_share_above_very_high, ppm", float),
+    Option("COMFORT_MIN_C", "20", "lower bound of the temperature comfort band, °C", float),
+    Option("COMFORT_MAX_C", "26", "upper bound of the temperature comfort band, °C", float),
+    Option("POSTGRES_CONNECT_ATTEMPTS", "5",
+           "connection attempts (exponential backoff) before giving up", parse_positive_int),
+    Option("PUBLISH_LOCK_TIMEOUT_S", "600",
+           "seconds to wait for another run publishing to the same schema", float),
+    Option("SUMMARY_JSON", "", "also write the run summary as JSON to this file"),
+)
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    raw_data_path: str
+    batch_timezone: str
+    skip_corrupt_files: bool
+    spark_master: str
+    postgres_host: str
+    postgres_port: int
+    postgres_db: str
+    postgres_user: str
+    postgres_password: Secret
+    postgres_password_file: str
+    postgres_schema: str
+    postgres_jdbc_jar: str
+    postgres_jdbc_package: str
+    drop_replays: bool
+    co2_high_ppm: float
+    co2_very_high_ppm: float
+    comfort_min_c: float
+    comfort_max_c: float
+    postgres_connect_attempts: int
+    publish_lock_timeout_s: float
+    summary_json: str
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return Thresholds(self.co2_high_ppm, self.co2_very_high_ppm,
+                          self.comfort_min_c, self.comfort_max_c)
+
+    @property
+    def target(self) -> postgres.PostgresTarget:
+        return postgres.PostgresTarget(
+            host=self.postgres_host, port=self.postgres_port, database=self.postgres_db,
+            user=self.postgres_user,
+            password=read_password(self.postgres_password, self.postgres_password_file),
+            schema=self.postgres_schema, connect_attempts=self.postgres_connect_attempts,
+            lock_timeout_s=self.publish_lock_timeout_s)
+
+
+@dataclass
+class RunSummary:
+    """What a run did; printed at the end, written as JSON, and stored in batch_runs."""
+
+    job: str
+    input_path: str
+    status: str = "running"
+    run_id: int | None = None
+    input_files: int | None = None
+    skipped_files: list[str] = field(default_factory=list)
+    rows_read: int | None = None
+    rows_used: int | None = None
+    rows_excluded: dict[str, int] = field(default_factory=dict)
+    values_nulled: dict[str, int] = field(default_factory=dict)
+    rows_written: dict[str, int] = field(default_factory=dict)
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    error_message: str | None = None
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.phase_seconds[name] = round(time.monotonic() - started, 3)
+
+    def run_record(self) -> dict[str, Any]:
+        """The batch_runs columns this summary fills."""
+        return {
+            "input_files": self.input_files, "skipped_files": self.skipped_files,
+            "rows_read": self.rows_read, "rows_used": self.rows_used,
+            "rows_excluded": self.rows_excluded, "values_nulled": self.values_nulled,
+            "phase_seconds": self.phase_seconds, "error_message": self.error_message,
+        }
+
+
+def check_settings(settings: AnalysisSettings) -> None:
+    if settings.co2_very_high_ppm < settings.co2_high_ppm:
+        raise ConfigurationError("CO2_VERY_HIGH_PPM must not be below CO2_HIGH_PPM")
+    if settings.comfort_min_c >= settings.comfort_max_c:
+        raise ConfigurationError("COMFORT_MIN_C must be below COMFORT_MAX_C")
+
+
+def run_analysis(spark: SparkSession, settings: AnalysisSettings, summary: RunSummary,
+                 groupings: Sequence[Grouping] = GROUPINGS) -> RunSummary:
+    """Run the whole analysis, filling `summary`; raises BatchError with the run marked failed."""
+    check_settings(settings)
+    target = settings.target
+    thresholds = settings.thresholds
+    tables = [grouping.table for grouping in groupings]
+    conn = postgres.connect(target)
+    try:
+        with postgres.publish_lock(conn, target):
+            postgres.ensure_schema(conn, target, groupings, thresholds)
+            summary.run_id = postgres.start_run(conn, target, summary.job, settings.raw_data_path,
+                                                public_view(settings))
+            try:
+                _compute_and_publish(spark, settings, summary, conn, target, groupings, tables)
+            except BaseException as error:
+                summary.status = "failed"
+                summary.error_message = str(error) if isinstance(error, BatchError) else (
+                    f"{type(error).__name__}: {error}")
+                postgres.drop_staging(conn, target, tables)
+                postgres.fail_run(conn, target, summary.run_id, summary.run_record())
+                raise
+    finally:
+        conn.close()
+    return summary
+
+
+def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summary: RunSummary,
+                         conn: Any, target: postgres.PostgresTarget,
+                         groupings: Sequence[Grouping], tables: list[str]) -> None:
+    thresholds = settings.thresholds
+    with summary.phase("read"):
+        readings_df, input_files = read_raw_readings(
+            spark, settings.raw_data_path, ANALYSIS_COLUMNS, settings.skip_corrupt_files)
+        summary.input_files = input_files.file_count
+        summary.skipped_files = list(input_files.skipped)
+    with summary.phase("aggregate"):
+        partials_df = (
+            readings_df.transform(validate_readings, METRIC_NAMES, settings.drop_replays)
+            .transform(partial_statistics, settings.batch_timezone, thresholds)
+            .cache()
+        )
+        counts = validation_counts(partials_df).collect()[0].asDict()
+        _record_counts(summary, counts)
+    try:
+        if not summary.rows_used:
+            raise EmptyInputError(
+                f"no usable reading under {settings.raw_data_path}: {summary.rows_read} read, "
+                f"excluded per reason {summary.rows_excluded}; previous results kept")
+        with summary.phase("publish"):
+            postgres.prepare_staging(conn, target, tables)
+            for grouping in groupings:
+                postgres.write_staging(rollup(partials_df, grouping, thresholds), target,
+                                       grouping.table)
+            summary.status = "succeeded"
+            summary.rows_written = postgres.swap_in(
+                conn, target, groupings, thresholds, settings.batch_timezone, summary.run_id,
+                summary.run_record())
+            postgres.drop_staging(conn, target, tables)
+    finally:
+        partials_df.unpersist()
+    postgres.record_phases(conn, target, summary.run_id, summary.phase_seconds)
+
+
+def _record_counts(summary: RunSummary, counts: dict[str, int]) -> None:
+    summary.rows_read = counts["rows_read"]
+    summary.rows_used = counts["rows_used"]
+    summary.rows_excluded = {reason: counts[reason] for reason in EXCLUSION_REASONS + (REPLAY_REASON,)}
+    summary.values_nulled = {metric: counts[out_of_range_flag(metric)] for metric in METRIC_NAMES}

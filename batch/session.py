@@ -1,0 +1,38 @@
+"""The SparkSession the jobs run in."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pyspark.sql import SparkSession
+
+# Settings every job needs whatever the cluster: the library's time arithmetic assumes a UTC
+# session (local time is always derived explicitly from BATCH_TIMEZONE), and adaptive
+# execution fits shuffle partitions to the data, which is small after the first aggregation.
+BASE_CONF: dict[str, str] = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.adaptive.enabled": "true",
+    "spark.sql.adaptive.coalescePartitions.enabled": "true",
+    # Lets AQE coalesce the shuffle of the cached partial statistics too.
+    "spark.sql.optimizer.canChangeCachedPlanOutputPartitioning": "true",
+    "spark.sql.parquet.int96RebaseModeInRead": "CORRECTED",
+    "spark.sql.parquet.datetimeRebaseModeInRead": "CORRECTED",
+}
+
+
+def jdbc_driver_conf(jar: str, package: str) -> dict[str, str]:
+    """How a session started outside spark-submit gets the JDBC driver: a jar, else Maven."""
+    return {"spark.jars": jar} if jar else {"spark.jars.packages": package}
+
+
+def build_spark_session(
+    app_name: str, master: str | None = None, conf: Mapping[str, str] | None = None
+) -> SparkSession:
+    """Create (or reuse) the session; `master` only applies when not launched by spark-submit."""
+    builder = SparkSession.builder.appName(app_name)
+    if master:
+        builder = builder.master(master)
+    for key, value in {**BASE_CONF, **(conf or {})}.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
