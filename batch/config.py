@@ -11,6 +11,8 @@ import argparse
 import dataclasses
 import os
 import re
+import shlex
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,3 +227,21 @@ def public_view(settings: Any) -> dict[str, Any]:
         for field in dataclasses.fields(settings)
         if not isinstance(value := getattr(settings, field.name), Secret)
     }
+
+
+def _print_launcher_settings(argv: Sequence[str]) -> int:
+    """`python -m batch.config ENV_FILE KEY...`: shell assignments for the launchers.
+
+    Each KEY is resolved as the jobs resolve it (environment over env file over the
+    default written there) and printed shell-quoted, so a launcher can `eval` the output.
+    """
+    env_file, keys = Path(argv[0]), argv[1:]
+    file_values = dotenv_values(env_file) if env_file.is_file() else {}
+    for key in keys:
+        value = os.environ.get(key, file_values.get(key) or "")
+        print(f"{key}={shlex.quote(value)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_print_launcher_settings(sys.argv[1:]))
