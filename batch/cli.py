@@ -33,7 +33,11 @@ def load_settings(settings_class: type, options: Sequence[Option], prog: str, de
     if args.env_file is None and not env_file.is_file():
         env_file = None  # Running without any env file is allowed: defaults and environment.
     values = resolve_options(options, vars(args), os.environ, env_file)
-    return settings_from(settings_class, values)
+    settings = settings_from(settings_class, values)
+    if args.check_config:
+        print(f"{prog}: configuration OK")
+        sys.exit(0)
+    return settings
 
 
 def spark_master_unless_submitted(master: str) -> str | None:

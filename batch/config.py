@@ -152,6 +152,8 @@ def build_parser(prog: str, description: str, options: Sequence[Option]) -> argp
                "read only from POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE, never from a flag.",
     )
     parser.add_argument("--env-file", type=Path, help="env file to load (default env/spark.env)")
+    parser.add_argument("--check-config", action="store_true",
+                        help="validate the options and settings, then exit without running")
     for option in options:
         if option.secret:
             continue

@@ -13,7 +13,7 @@ LAUNCHER_VARIABLES=(SPARK_MASTER SPARK_DRIVER_MEMORY POSTGRES_JDBC_JAR POSTGRES_
 
 launcher_usage() {
     cat <<EOF
-Usage: $(basename "$0") [--background|--foreground] [--local] [--demo] [--help] [-- JOB OPTIONS]
+Usage: $(basename "$0") [--background|--foreground] [--local] [--demo] [--help] [JOB OPTIONS]
 
 $JOB_TITLE
 
@@ -24,7 +24,8 @@ Launcher options:
   --demo         embedded default: demo dataset, a local PostgreSQL managed under .demo/,
                  local Spark; runs in the foreground unless --background is given
   -h, --help     this help, then the job's own options
-  --             everything after it goes to the job (see the job options below)
+  JOB OPTIONS    passed to the job (listed below); checked before anything starts, an
+                 unknown one exits with 2; after -- everything goes to the job
 
 Settings come from env/spark.env (or \$BATCH_ENV_FILE), overridden by the environment.
 The database password is read from POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE only.
@@ -199,7 +200,7 @@ launcher_main() {
                 fi
                 exit 0 ;;
             --) shift; JOB_ARGS+=("$@"); break ;;
-            *) launcher_usage >&2; die 2 "unknown option: $1" ;;
+            *) JOB_ARGS+=("$1") ;;
         esac
         shift
     done
@@ -213,6 +214,10 @@ launcher_main() {
     if [[ "$demo" = true ]]; then
         prepare_demo
     fi
+    # Options meant for the job are checked now, so that a typo fails here with exit 2
+    # rather than in the log of a background run.
+    "$VENV_DIR/bin/python" "$PROJECT_ROOT/$JOB_SCRIPT" --check-config "${JOB_ARGS[@]}" >/dev/null ||
+        exit "$?"
     if [[ "$mode" = "foreground" ]]; then
         local code=0
         run_foreground || code=$?

@@ -1,0 +1,920 @@
+"""A deterministic generator of realistic raw readings, laid out as the streaming side writes them.
+
+The dataset follows shared/DATA_CONTRACT.md: a fleet of AM319 / AM103 / WS301 devices in the
+classrooms of a few institutes, one reading per device every `days * devices / readings`
+(about every 11 minutes for 5 million readings over a year), with school-day CO2 cycles,
+heating seasons and holidays - and the contract's dirty cases in a small share of rows:
+impossible values, unregistered devices, null timestamps, exact replays, and files whose
+schema drifts over the months (a column missing from the oldest files, a metric stored as
+int, double or decimal, radio columns appearing in the newest).
+
+Everything is vectorised numpy written in bounded batches with pyarrow: no Spark is needed,
+memory does not grow with the number of readings, and the same seed gives the same bytes.
+The dataset appears atomically: it is written to a hidden folder beside `output_dir` and
+renamed once complete, with `_demo_dataset.json` (its parameters) as the last file written.
+
+    python -m batch.demo --output data/demo/raw --readings 300000 --seed 7
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from batch.contract import RAW_COLUMNS
+from batch.errors import BatchError, ConfigurationError
+
+# Bumped whenever the generated content changes, so that ensure_demo_dataset regenerates.
+GENERATOR_VERSION = 1
+MARKER_FILE = "_demo_dataset.json"
+DEFAULT_READINGS = 300_000
+DEFAULT_SEED = 7
+# A school year: the span crosses the ISO-year boundary (2024-12-30 is in week 1 of 2025).
+DEFAULT_START = date(2024, 9, 2)
+DEFAULT_DAYS = 365
+
+# Bounds on memory: one batch is one row group; a month larger than a file is split.
+BATCH_ROWS = 262_144
+MAX_ROWS_PER_FILE = 1_048_576
+
+MICROS_PER_SECOND = 1_000_000
+MICROS_PER_HOUR = 3_600 * MICROS_PER_SECOND
+MICROS_PER_DAY = 24 * MICROS_PER_HOUR
+
+
+class DemoDatasetError(BatchError):
+    """The demo dataset cannot be written where it was asked."""
+
+    exit_code = 6
+
+
+class DemoDatasetExistsError(DemoDatasetError):
+    """The output folder already holds data and overwriting it was not asked for."""
+
+
+# ---------------------------------------------------------------------------------------
+# The world being simulated, as data
+# ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Institute:
+    """A school: its classrooms (named per institute), timetable and site."""
+
+    name: str
+    slug: str
+    classrooms: tuple[str, ...]
+    school_weekdays: int  # lessons Monday .. Monday + n - 1
+    lessons_start_hour: float  # local time
+    lessons_end_hour: float
+    altitude_hpa: float  # how much lower the barometric pressure is than at sea level
+
+
+INSTITUTES: tuple[Institute, ...] = (
+    Institute("Liceo Galilei", "galilei",
+              ("1A", "2A", "3A", "4A", "5A", "1B", "2B", "3B", "4B", "5B", "Lab Fisica",
+               "Aula Magna"), 6, 8.0, 13.0, 2.5),
+    Institute("Istituto Sant'Anna", "santanna",
+              ("1A", "2A", "3A", "1B", "2B", "3B", "1C", "2C", "Biblioteca", "Aula Musica"),
+              5, 8.0, 14.0, 9.0),
+    Institute("École Voltaire", "voltaire",
+              ("CP", "CE1", "CE2", "CM1", "CM2", "3A", "Salle Polyvalente", "Réfectoire"),
+              5, 8.5, 16.5, 24.0),
+    Institute("IIS Enrico Fermi", "fermi",
+              ("1A", "2A", "3A", "4A", "5A", "3B", "4B", "5B", "Lab Chimica", "Palestra"),
+              5, 8.0, 14.0, 4.0),
+)
+GATEWAYS_PER_INSTITUTE = 2
+
+PROFILES: tuple[str, ...] = ("AM319", "AM103", "WS301")
+AM319, AM103, WS301 = range(len(PROFILES))
+
+# What each profile measures; every other metric of its readings is null ("not measured").
+PROFILE_METRICS: dict[str, frozenset[str]] = {
+    "AM319": frozenset({"temperature", "humidity", "co2", "tvoc", "pressure", "light_level",
+                        "pir", "battery"}),
+    "AM103": frozenset({"temperature", "humidity", "co2", "battery"}),
+    "WS301": frozenset({"door_status", "door_open_times", "last_open_minutes", "battery",
+                        "battery_voltage", "alarm"}),
+}
+
+# Installed but never entered in the registry: their readings have no institute, classroom
+# or profile (the profile comes from the registry too).
+UNREGISTERED_PROFILES: tuple[int, ...] = (AM103, AM319, AM103, WS301)
+
+# Closed days as (first MMDD, last MMDD), inclusive: Christmas, Easter, bank holidays, summer.
+HOLIDAYS: tuple[tuple[int, int], ...] = (
+    (1223, 1231), (101, 106), (417, 422), (425, 425), (501, 501), (602, 602), (611, 914),
+    (1101, 1101), (1208, 1208),
+)
+HEATING_SEASON: tuple[int, int] = (1015, 415)  # MMDD, wraps over the new year
+
+
+@dataclass(frozen=True)
+class DirtRates:
+    """Share of rows carrying each dirty case of the contract (each also forced once a batch)."""
+
+    null_sendtime: float = 0.002
+    replay: float = 0.004
+    fault: float = 0.0005  # per kind of impossible value
+
+
+DIRT = DirtRates()
+
+# Impossible values faulty sensors send, each in the range of rows whose device measures it.
+FAULTS: tuple[tuple[str, float], ...] = (
+    ("co2", -350.0),
+    ("humidity", 180.0),
+    ("temperature", 300.0),
+    ("temperature", math.nan),
+    ("pressure", 0.0),
+    ("battery", 255.0),
+    ("tvoc", 65_535.0),
+)
+
+
+# ---------------------------------------------------------------------------------------
+# Schema drift: how the streaming side's writer stored the readings over the months
+# ---------------------------------------------------------------------------------------
+
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+    "double": pa.float64(),
+    "bigint": pa.int64(),
+    "int": pa.int32(),
+}
+CONTRACT_ARROW_TYPES: dict[str, pa.DataType] = {
+    column.name: _ARROW_TYPES[column.spark_type.simpleString()] for column in RAW_COLUMNS
+}
+RADIO_COLUMNS: dict[str, pa.DataType] = {"rssi": pa.int32(), "snr": pa.float64()}
+
+FIRST_FIRMWARE = "first_firmware"  # the oldest files: no tvoc yet, narrower numeric types
+CURRENT = "current"
+BACKFILL = "backfill"  # one file rewritten by another tool: co2 as a decimal
+RADIO_METADATA = "radio_metadata"  # the newest files: the gateway's rssi and snr appended
+
+ERA_TYPE_OVERRIDES: dict[str, dict[str, pa.DataType]] = {
+    FIRST_FIRMWARE: {"co2": pa.int32(), "humidity": pa.float32(), "light_level": pa.int32(),
+                     "door_open_times": pa.int32(), "last_open_minutes": pa.int32()},
+    CURRENT: {},
+    BACKFILL: {"co2": pa.decimal128(8, 1)},
+    RADIO_METADATA: {},
+}
+ERA_MISSING_COLUMNS: dict[str, tuple[str, ...]] = {FIRST_FIRMWARE: ("tvoc",)}
+ERA_EXTRA_COLUMNS: dict[str, dict[str, pa.DataType]] = {RADIO_METADATA: RADIO_COLUMNS}
+
+
+def era_schema(era: str) -> pa.Schema:
+    """The Parquet schema files of `era` were written with."""
+    missing = set(ERA_MISSING_COLUMNS.get(era, ()))
+    overrides = ERA_TYPE_OVERRIDES[era]
+    fields = [pa.field(name, overrides.get(name, arrow_type))
+              for name, arrow_type in CONTRACT_ARROW_TYPES.items() if name not in missing]
+    fields += [pa.field(name, arrow_type)
+               for name, arrow_type in ERA_EXTRA_COLUMNS.get(era, {}).items()]
+    return pa.schema(fields)
+
+
+# ---------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DemoParameters:
+    """What determines a demo dataset's content."""
+
+    readings: int = DEFAULT_READINGS
+    seed: int = DEFAULT_SEED
+    start: date = DEFAULT_START
+    days: int = DEFAULT_DAYS
+
+    def as_json(self) -> dict[str, object]:
+        return {"readings": self.readings, "seed": self.seed, "start": self.start.isoformat(),
+                "days": self.days, "generator_version": GENERATOR_VERSION}
+
+
+@dataclass(frozen=True)
+class DemoDatasetInfo:
+    """A written demo dataset: where it is and what it holds."""
+
+    path: Path
+    files: tuple[str, ...]
+    readings: int
+    seed: int
+    start: date
+    days: int
+    institutes: tuple[str, ...]
+    devices: int
+    unregistered_devices: int
+
+    @property
+    def parameters(self) -> DemoParameters:
+        return DemoParameters(self.readings, self.seed, self.start, self.days)
+
+    def as_json(self) -> dict[str, object]:
+        return {**self.parameters.as_json(), "files": list(self.files),
+                "institutes": list(self.institutes), "devices": self.devices,
+                "unregistered_devices": self.unregistered_devices}
+
+    @classmethod
+    def from_json(cls, path: Path, document: dict[str, object]) -> DemoDatasetInfo:
+        return cls(path=path, files=tuple(document["files"]), readings=int(document["readings"]),
+                   seed=int(document["seed"]), start=date.fromisoformat(str(document["start"])),
+                   days=int(document["days"]), institutes=tuple(document["institutes"]),
+                   devices=int(document["devices"]),
+                   unregistered_devices=int(document["unregistered_devices"]))
+
+
+def generate_demo_dataset(
+    output_dir: Path,
+    readings: int = DEFAULT_READINGS,
+    seed: int = DEFAULT_SEED,
+    start: date = DEFAULT_START,
+    days: int = DEFAULT_DAYS,
+    force: bool = False,
+) -> DemoDatasetInfo:
+    """Write `readings` raw readings as Parquet files `part-NNNNN.parquet` into `output_dir`.
+
+    Refuses a non-empty `output_dir` unless `force`; the folder is replaced as a whole.
+    """
+    parameters = _checked_parameters(readings, seed, start, days)
+    output_dir = Path(output_dir)
+    if _holds_data(output_dir) and not force:
+        raise DemoDatasetExistsError(
+            f"{output_dir} already holds files; pass force=True (--force) to replace it")
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging_dir = _new_sibling(output_dir, "writing")
+    try:
+        info = _write_dataset(staging_dir, parameters)
+        _replace_dir(staging_dir, output_dir)
+    except BaseException:
+        shutil.rmtree(staging_dir, ignore_errors=True)
+        raise
+    return replace(info, path=output_dir)
+
+
+def ensure_demo_dataset(
+    output_dir: Path,
+    readings: int = DEFAULT_READINGS,
+    seed: int = DEFAULT_SEED,
+    start: date = DEFAULT_START,
+    days: int = DEFAULT_DAYS,
+) -> DemoDatasetInfo:
+    """The demo dataset in `output_dir`, generated only if absent or made with other parameters.
+
+    A folder holding data without the marker is not a demo dataset and is never replaced.
+    """
+    output_dir = Path(output_dir)
+    parameters = _checked_parameters(readings, seed, start, days)
+    existing = read_demo_dataset_info(output_dir)
+    if existing is not None and _made_with(output_dir, parameters) \
+            and all((output_dir / name).is_file() for name in existing.files):
+        return existing
+    if existing is None and _holds_data(output_dir):
+        raise DemoDatasetExistsError(
+            f"{output_dir} holds files but no {MARKER_FILE}: it is not a demo dataset, "
+            f"so it is left alone; choose another folder or delete it")
+    return generate_demo_dataset(output_dir, readings, seed, start, days, force=True)
+
+
+def read_demo_dataset_info(output_dir: Path) -> DemoDatasetInfo | None:
+    """The marker of a complete demo dataset in `output_dir`, or None if there is none."""
+    marker = Path(output_dir) / MARKER_FILE
+    try:
+        document = json.loads(marker.read_text(encoding="utf-8"))
+        return DemoDatasetInfo.from_json(Path(output_dir), document)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _made_with(output_dir: Path, parameters: DemoParameters) -> bool:
+    document = json.loads((output_dir / MARKER_FILE).read_text(encoding="utf-8"))
+    return all(document.get(key) == value for key, value in parameters.as_json().items())
+
+
+def _checked_parameters(readings: int, seed: int, start: date, days: int) -> DemoParameters:
+    if readings < 1:
+        raise ConfigurationError(f"readings must be at least 1, got {readings}")
+    if days < 1:
+        raise ConfigurationError(f"days must be at least 1, got {days}")
+    if seed < 0:
+        raise ConfigurationError(f"seed must be a non-negative integer, got {seed}")
+    return DemoParameters(readings, seed, start, days)
+
+
+def _holds_data(folder: Path) -> bool:
+    return folder.exists() and (not folder.is_dir() or any(folder.iterdir()))
+
+
+def _new_sibling(output_dir: Path, purpose: str) -> Path:
+    """A new empty folder beside `output_dir`, on the same file system so renames are atomic.
+
+    Its name starts with a dot: readers skip it like any hidden or temporary file.
+    """
+    for attempt in range(100):
+        candidate = output_dir.parent / f".{output_dir.name}.{purpose}-{os.getpid()}-{attempt}"
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise DemoDatasetError(f"cannot create a working folder beside {output_dir}: "
+                           f"delete the leftover .{output_dir.name}.{purpose}-* folders")
+
+
+def _replace_dir(staging_dir: Path, output_dir: Path) -> None:
+    if not output_dir.exists() or (output_dir.is_dir() and not any(output_dir.iterdir())):
+        if output_dir.exists():
+            output_dir.rmdir()
+        os.replace(staging_dir, output_dir)
+        return
+    # A directory cannot be renamed over a non-empty one: move the old one aside first.
+    retired = _new_sibling(output_dir, "retired")
+    retired.rmdir()
+    os.replace(output_dir, retired)
+    os.replace(staging_dir, output_dir)
+    if retired.is_dir():
+        shutil.rmtree(retired)
+    else:
+        retired.unlink()
+
+
+# ---------------------------------------------------------------------------------------
+# The fleet: devices, where they hang, and their individual quirks
+# ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Fleet:
+    """Every device and classroom as parallel numpy arrays (one entry per device / classroom)."""
+
+    dev_eui: np.ndarray  # str
+    device_name: np.ndarray  # str
+    profile: np.ndarray  # index into PROFILES
+    registered: np.ndarray  # bool
+    classroom: np.ndarray  # index into the classroom arrays: where the device hangs
+    gateway: np.ndarray  # index into gateway_names: the nearest gateway
+    phase: np.ndarray  # fraction of the uplink period
+    co2_offset: np.ndarray
+    temperature_offset: np.ndarray
+    humidity_offset: np.ndarray
+    tvoc_base: np.ndarray
+    battery_start: np.ndarray
+    battery_drain_per_day: np.ndarray
+    rssi_base: np.ndarray
+    classroom_name: np.ndarray  # str
+    classroom_institute: np.ndarray  # index into INSTITUTES
+    classroom_occupancy: np.ndarray  # people relative to a full class
+    classroom_co2_rise: np.ndarray  # ppm above outdoor air a full class reaches in winter
+    classroom_tvoc_rise: np.ndarray
+    institute_names: np.ndarray  # str
+    gateway_names: np.ndarray  # str
+
+    @property
+    def size(self) -> int:
+        return len(self.dev_eui)
+
+
+def build_fleet(seed: int) -> Fleet:
+    """The devices: an air sensor and a door sensor per classroom, a second air sensor in
+    every other classroom, and a few devices missing from the registry."""
+    rng = np.random.default_rng([seed, 0xF1EE7])
+    rooms = [(i, name) for i, institute in enumerate(INSTITUTES) for name in institute.classrooms]
+    devices: list[tuple[int, int, bool, str]] = []  # profile, classroom, registered, name
+    for room, (institute_index, name) in enumerate(rooms):
+        slug = INSTITUTES[institute_index].slug
+        label = name.replace(" ", "")
+        air = AM103 if room % 3 == 2 else AM319
+        devices.append((air, room, True, f"{PROFILES[air]}-{slug}-{label}"))
+        if room % 2 == 0:
+            devices.append((AM103, room, True, f"AM103-{slug}-{label}-2"))
+        devices.append((WS301, room, True, f"WS301-{slug}-{label}-door"))
+    for number, profile in enumerate(UNREGISTERED_PROFILES, start=1):
+        room = int(rng.integers(len(rooms)))
+        devices.append((profile, room, False, f"{PROFILES[profile]}-new-{number:02d}"))
+
+    count = len(devices)
+    profile = np.array([d[0] for d in devices], dtype=np.int8)
+    classroom = np.array([d[1] for d in devices], dtype=np.int32)
+    classroom_institute = np.array([i for i, _ in rooms], dtype=np.int32)
+    institute = classroom_institute[classroom]
+    return Fleet(
+        dev_eui=_unique_dev_euis(rng, count),
+        device_name=np.array([d[3] for d in devices], dtype=object),
+        profile=profile,
+        registered=np.array([d[2] for d in devices]),
+        classroom=classroom,
+        gateway=institute * GATEWAYS_PER_INSTITUTE
+        + rng.integers(GATEWAYS_PER_INSTITUTE, size=count),
+        phase=rng.random(count),
+        co2_offset=rng.normal(0.0, 12.0, count),
+        temperature_offset=rng.normal(0.0, 0.6, count),
+        humidity_offset=rng.normal(0.0, 3.0, count),
+        tvoc_base=rng.uniform(40.0, 120.0, count),
+        battery_start=rng.uniform(70.0, 100.0, count),
+        battery_drain_per_day=rng.uniform(0.01, 0.12, count),
+        rssi_base=rng.uniform(-112.0, -60.0, count),
+        classroom_name=np.array([name for _, name in rooms], dtype=object),
+        classroom_institute=classroom_institute,
+        classroom_occupancy=rng.uniform(0.55, 1.2, len(rooms)),
+        classroom_co2_rise=rng.uniform(450.0, 1150.0, len(rooms)),
+        classroom_tvoc_rise=rng.uniform(120.0, 700.0, len(rooms)),
+        institute_names=np.array([institute.name for institute in INSTITUTES], dtype=object),
+        gateway_names=np.array([f"gw-{institute.slug}-{n + 1}" for institute in INSTITUTES
+                                for n in range(GATEWAYS_PER_INSTITUTE)], dtype=object),
+    )
+
+
+def _unique_dev_euis(rng: np.random.Generator, count: int) -> np.ndarray:
+    # Milesight's OUI followed by a random, unique 40-bit serial.
+    serials = rng.choice(1 << 40, size=count, replace=False)
+    return np.array([f"24E124{int(serial):010X}" for serial in serials], dtype=object)
+
+
+# ---------------------------------------------------------------------------------------
+# The file plan: which slots of the reading sequence go to which file
+# ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Timeline:
+    """Slot i is round i // devices of device i % devices; rounds are `period_us` apart."""
+
+    start_us: int
+    period_us: float
+    devices: int
+    readings: int
+    first_day: int  # local days since the epoch of the first reading, minus one
+    day_count: int
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    name: str
+    first_slot: int
+    end_slot: int
+    era: str
+
+
+def build_timeline(parameters: DemoParameters, devices: int) -> Timeline:
+    start_us = _date_us(parameters.start)
+    rounds = math.ceil(parameters.readings / devices)
+    # One spare round keeps the jittered last round inside the span.
+    period_us = parameters.days * MICROS_PER_DAY / (rounds + 1)
+    return Timeline(start_us=start_us, period_us=period_us, devices=devices,
+                    readings=parameters.readings, first_day=start_us // MICROS_PER_DAY - 1,
+                    day_count=parameters.days + 3)
+
+
+def plan_files(timeline: Timeline, parameters: DemoParameters) -> tuple[PlannedFile, ...]:
+    """One file per calendar month (split when large), in time order, each with its era."""
+    month_slots = _month_slot_ranges(timeline, parameters)
+    eras = _month_eras(len(month_slots))
+    planned: list[PlannedFile] = []
+    for (first, end), era in zip(month_slots, eras):
+        for chunk_first in range(first, end, MAX_ROWS_PER_FILE):
+            # A large month is split, but only one file of it was backfilled.
+            file_era = CURRENT if era == BACKFILL and chunk_first != first else era
+            planned.append(PlannedFile(f"part-{len(planned):05d}.parquet", chunk_first,
+                                       min(chunk_first + MAX_ROWS_PER_FILE, end), file_era))
+    return tuple(planned)
+
+
+def _month_slot_ranges(timeline: Timeline, parameters: DemoParameters) -> list[tuple[int, int]]:
+    end = parameters.start + timedelta(days=parameters.days)
+    boundaries = [timeline.readings]
+    month = date(parameters.start.year, parameters.start.month, 1)
+    while True:
+        month = date(month.year + month.month // 12, month.month % 12 + 1, 1)
+        if month >= end:
+            break
+        first_round = math.ceil((_date_us(month) - timeline.start_us) / timeline.period_us)
+        boundaries.append(min(first_round * timeline.devices, timeline.readings))
+    boundaries = sorted(set(boundaries))
+    edges = [0] + boundaries
+    return [(first, last) for first, last in zip(edges, edges[1:]) if last > first]
+
+
+def _month_eras(months: int) -> list[str]:
+    old = max(1, months // 4) if months > 1 else 0
+    new_from = months - max(1, months // 2)
+    eras = [FIRST_FIRMWARE if m < old else RADIO_METADATA if m >= new_from else CURRENT
+            for m in range(months)]
+    if CURRENT in eras:
+        eras[eras.index(CURRENT)] = BACKFILL
+    return eras
+
+
+def _date_us(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()) \
+        * MICROS_PER_SECOND
+
+
+# ---------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------
+
+def _write_dataset(folder: Path, parameters: DemoParameters) -> DemoDatasetInfo:
+    fleet = build_fleet(parameters.seed)
+    timeline = build_timeline(parameters, fleet.size)
+    world = World.build(fleet, timeline, parameters.seed)
+    files = plan_files(timeline, parameters)
+    for planned in files:
+        _write_file(folder / planned.name, planned, world, parameters.seed)
+    info = DemoDatasetInfo(
+        path=folder, files=tuple(f.name for f in files), readings=parameters.readings,
+        seed=parameters.seed, start=parameters.start, days=parameters.days,
+        institutes=tuple(institute.name for institute in INSTITUTES), devices=fleet.size,
+        unregistered_devices=int((~fleet.registered).sum()))
+    # Written last: its presence means every file before it is complete.
+    (folder / MARKER_FILE).write_text(
+        json.dumps(info.as_json(), indent=2, ensure_ascii=False, sort_keys=True) + "\n",
+        encoding="utf-8")
+    return info
+
+
+def _write_file(path: Path, planned: PlannedFile, world: World, seed: int) -> None:
+    schema = era_schema(planned.era)
+    with pq.ParquetWriter(path, schema, compression="snappy") as writer:
+        for first in range(planned.first_slot, planned.end_slot, BATCH_ROWS):
+            end = min(first + BATCH_ROWS, planned.end_slot)
+            rng = np.random.default_rng([seed, first])
+            writer.write_table(_batch_table(world, np.arange(first, end, dtype=np.int64),
+                                            schema, rng))
+
+
+def _batch_table(world: World, slots: np.ndarray, schema: pa.Schema,
+                 rng: np.random.Generator) -> pa.Table:
+    readings = world.readings(slots, rng)
+    replayed = _choose_rows(rng, len(slots), DIRT.replay, np.arange(len(slots)) > 0)
+    untouched = ~replayed
+    _inject_faults(readings, rng, untouched)
+    # A replay's source keeps its sendtime, so the replay is a visible (DevEui, sendtime) twin.
+    replay_source = np.roll(replayed, -1)
+    readings.nulls["sendtime"] |= _choose_rows(rng, len(slots), DIRT.null_sendtime,
+                                               untouched & ~replay_source)
+    table = pa.Table.from_arrays(
+        [readings.arrow_column(field.name, field.type) for field in schema], schema=schema)
+    # A replay is the previous uplink stored again, in place of the one that followed it.
+    rows = np.arange(len(slots))
+    rows[replayed] -= 1
+    while replayed[rows].any():  # consecutive replays all copy the same original
+        rows = np.where(replayed[rows], rows - 1, rows)
+    return table.take(pa.array(rows))
+
+
+def _choose_rows(rng: np.random.Generator, count: int, share: float,
+                 eligible: np.ndarray) -> np.ndarray:
+    """A random `share` of the eligible rows, and at least one if any is eligible."""
+    chosen = (rng.random(count) < share) & eligible
+    if not chosen.any() and eligible.any():
+        chosen[rng.choice(np.flatnonzero(eligible))] = True
+    return chosen
+
+
+def _inject_faults(readings: Readings, rng: np.random.Generator, eligible: np.ndarray) -> None:
+    for metric, value in FAULTS:
+        measured = ~readings.nulls[metric]
+        faulty = _choose_rows(rng, len(eligible), DIRT.fault, eligible & measured)
+        readings.values[metric][faulty] = value
+
+
+# ---------------------------------------------------------------------------------------
+# Simulation of one batch of readings
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class Readings:
+    """One batch: a value array and a null mask per column, before any physical typing."""
+
+    values: dict[str, np.ndarray]
+    nulls: dict[str, np.ndarray]
+    strings: dict[str, tuple[np.ndarray, np.ndarray]]  # column -> (codes, dictionary)
+
+    def arrow_column(self, name: str, arrow_type: pa.DataType) -> pa.Array:
+        if name in self.strings:
+            codes, dictionary = self.strings[name]
+            return pa.DictionaryArray.from_arrays(
+                pa.array(codes, mask=self.nulls[name]), pa.array(dictionary, pa.string())
+            ).cast(pa.string())
+        return _typed_array(self.values[name], self.nulls[name], arrow_type)
+
+
+def _typed_array(values: np.ndarray, nulls: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
+    if pa.types.is_timestamp(arrow_type):
+        return pa.array(values, type=arrow_type, mask=nulls)
+    if pa.types.is_integer(arrow_type):
+        whole = np.rint(np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0))
+        return pa.array(whole.astype(arrow_type.to_pandas_dtype()), mask=nulls)
+    if pa.types.is_decimal(arrow_type):
+        rounded = np.round(values, arrow_type.scale)
+        return pa.array(rounded, mask=nulls).cast(arrow_type, safe=False)
+    return pa.array(values.astype(arrow_type.to_pandas_dtype()), mask=nulls)
+
+
+@dataclass(frozen=True)
+class LocalCalendar:
+    """Local (Central European) clock and calendar of each reading."""
+
+    hour: np.ndarray  # fractional hour of the local day
+    weekday: np.ndarray  # 0 = Monday
+    day: np.ndarray  # local days since the epoch
+    month_day: np.ndarray  # MMDD
+    winterness: np.ndarray  # 1 in mid-January, -1 in mid-July
+
+
+@dataclass(frozen=True)
+class World:
+    """The fleet, the timeline and the day-to-day randomness shared by every batch."""
+
+    fleet: Fleet
+    timeline: Timeline
+    class_attendance: np.ndarray  # [classroom, day]: 0 = empty (trip, strike), ~1 = usual
+    summer_time_spans_us: tuple[tuple[int, int], ...]
+    weather_phase: tuple[float, float]
+
+    @classmethod
+    def build(cls, fleet: Fleet, timeline: Timeline, seed: int) -> World:
+        rng = np.random.default_rng([seed, 0xDA75])
+        rooms = len(fleet.classroom_name)
+        attendance = rng.lognormal(0.0, 0.22, (rooms, timeline.day_count))
+        attendance[rng.random((rooms, timeline.day_count)) < 0.03] = 0.0
+        first_year = (date(1970, 1, 1) + timedelta(days=timeline.first_day)).year
+        years = range(first_year, first_year + timeline.day_count // 365 + 2)
+        return cls(fleet=fleet, timeline=timeline, class_attendance=attendance,
+                   summer_time_spans_us=tuple(_summer_time_span_us(year) for year in years),
+                   weather_phase=(float(rng.uniform(0, 2 * np.pi)),
+                                  float(rng.uniform(0, 2 * np.pi))))
+
+    def readings(self, slots: np.ndarray, rng: np.random.Generator) -> Readings:
+        fleet = self.fleet
+        device = (slots % fleet.size).astype(np.int32)
+        sendtime_us = self._sendtimes(slots, device, rng)
+        calendar = self._calendar(sendtime_us)
+        room = fleet.classroom[device]
+        presence = self._presence(calendar, room)
+        values: dict[str, np.ndarray] = {"sendtime": sendtime_us}
+        values.update(_air(fleet, device, room, calendar, presence, rng))
+        values["pressure"] = self._pressure(sendtime_us, device, rng)
+        values.update(_light_and_motion(calendar, presence, rng))
+        values.update(_power(fleet, device, sendtime_us - self.timeline.start_us, rng))
+        values.update(_doors(presence, rng))
+        values.update(_radio(fleet, device, rng))
+        nulls = {name: ~_measured(name, fleet.profile[device]) for name in values}
+        strings, string_nulls = self._strings(device, rng)
+        return Readings(values=values, nulls={**nulls, **string_nulls}, strings=strings)
+
+    def _sendtimes(self, slots: np.ndarray, device: np.ndarray,
+                   rng: np.random.Generator) -> np.ndarray:
+        timeline = self.timeline
+        # Within each device's own period, so its readings stay in order and never collide.
+        position = slots // timeline.devices + self.fleet.phase[device] \
+            + rng.uniform(0.05, 0.95, len(slots))
+        sendtime_us = timeline.start_us + position * timeline.period_us
+        return (sendtime_us // 1000).astype(np.int64) * 1000  # network servers stamp milliseconds
+
+    def _calendar(self, sendtime_us: np.ndarray) -> LocalCalendar:
+        summer = np.zeros(len(sendtime_us), dtype=bool)
+        for begin, end in self.summer_time_spans_us:
+            summer |= (sendtime_us >= begin) & (sendtime_us < end)
+        local_us = sendtime_us + np.where(summer, 2, 1) * MICROS_PER_HOUR
+        day = local_us // MICROS_PER_DAY
+        as_date = day.astype("datetime64[D]")
+        month_start = as_date.astype("datetime64[M]")
+        month_day = (month_start.astype(np.int64) % 12 + 1) * 100 \
+            + (as_date - month_start.astype("datetime64[D]")).astype(np.int64) + 1
+        year_start = as_date.astype("datetime64[Y]").astype("datetime64[D]")
+        year_day = (as_date - year_start).astype(np.int64)
+        return LocalCalendar(
+            hour=(local_us - day * MICROS_PER_DAY) / MICROS_PER_HOUR,
+            weekday=(day + 3) % 7,  # 1970-01-01 was a Thursday
+            day=day,
+            month_day=month_day,
+            winterness=np.cos(2 * np.pi * (year_day - 15) / 365.25),
+        )
+
+    def _presence(self, calendar: LocalCalendar, room: np.ndarray) -> Presence:
+        fleet = self.fleet
+        institute = fleet.classroom_institute[room]
+        weekdays = np.array([i.school_weekdays for i in INSTITUTES])[institute]
+        lessons_start = np.array([i.lessons_start_hour for i in INSTITUTES])[institute]
+        lessons_end = np.array([i.lessons_end_hour for i in INSTITUTES])[institute]
+        day_index = np.clip(calendar.day - self.timeline.first_day, 0,
+                            self.class_attendance.shape[1] - 1)
+        attendance = self.class_attendance[room, day_index] * fleet.classroom_occupancy[room]
+        open_day = (calendar.weekday < weekdays) & ~_is_holiday(calendar.month_day)
+        school_day = open_day & (attendance > 0)
+        in_lessons = school_day & (calendar.hour >= lessons_start) & (calendar.hour < lessons_end)
+        after_lessons = school_day & (calendar.hour >= lessons_end)
+        # Exhaled air accumulates towards a steady state during lessons, then is aired out.
+        built_up = 1.0 - np.exp(-(np.minimum(calendar.hour, lessons_end) - lessons_start) / 0.9)
+        level = np.where(in_lessons, built_up, 0.0)
+        level = np.where(after_lessons,
+                         built_up * np.exp(-(calendar.hour - lessons_end) / 1.2), level)
+        heated = open_day & (calendar.hour >= lessons_start - 2) & (calendar.hour < lessons_end + 1)
+        return Presence(in_lessons=in_lessons, load=level * attendance, heated=heated,
+                        heating_season=_in_heating_season(calendar.month_day))
+
+    def _pressure(self, sendtime_us: np.ndarray, device: np.ndarray,
+                  rng: np.random.Generator) -> np.ndarray:
+        days = sendtime_us / MICROS_PER_DAY
+        altitude = np.array([i.altitude_hpa for i in INSTITUTES])[
+            self.fleet.classroom_institute[self.fleet.classroom[device]]]
+        weather = 7.0 * np.sin(2 * np.pi * days / 5.3 + self.weather_phase[0]) \
+            + 4.0 * np.sin(2 * np.pi * days / 13.1 + self.weather_phase[1])
+        return np.round(1013.2 - altitude + weather + rng.normal(0.0, 0.3, len(days)), 1)
+
+    def _strings(self, device: np.ndarray, rng: np.random.Generator
+                 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, np.ndarray]]:
+        """The string columns as (codes, dictionary), and their null masks."""
+        fleet = self.fleet
+        room = fleet.classroom[device]
+        # Now and then the uplink is picked up by another gateway of the institute.
+        gateway = fleet.gateway[device]
+        other_gateway = gateway - gateway % GATEWAYS_PER_INSTITUTE \
+            + (gateway % GATEWAYS_PER_INSTITUTE + 1) % GATEWAYS_PER_INSTITUTE
+        gateway = np.where(rng.random(len(device)) < 0.1, other_gateway, gateway)
+        strings = {
+            "DevEui": (device, fleet.dev_eui),
+            "deviceName": (device, fleet.device_name),
+            "gwname": (gateway, fleet.gateway_names),
+            "institute": (fleet.classroom_institute[room], fleet.institute_names),
+            "classroom": (room, fleet.classroom_name),
+            "profile": (fleet.profile[device], np.array(PROFILES, dtype=object)),
+        }
+        unregistered = ~fleet.registered[device]
+        from_registry = ("institute", "classroom", "profile")
+        nulls = {name: unregistered if name in from_registry else np.zeros(len(device), bool)
+                 for name in strings}
+        return strings, nulls
+
+
+@dataclass(frozen=True)
+class Presence:
+    """How occupied each reading's classroom is, and whether it is heated."""
+
+    in_lessons: np.ndarray
+    load: np.ndarray  # 0 empty .. ~1.5 crowded and long unventilated
+    heated: np.ndarray
+    heating_season: np.ndarray
+
+
+_MEASURED: dict[str, np.ndarray] = {
+    metric: np.array([metric in PROFILE_METRICS[profile] for profile in PROFILES])
+    for metric in sorted(set().union(*PROFILE_METRICS.values()))
+}
+
+
+def _measured(name: str, profile: np.ndarray) -> np.ndarray:
+    if name in _MEASURED:
+        return _MEASURED[name][profile]
+    return np.ones(len(profile), dtype=bool)  # sendtime, rssi, snr: every uplink has them
+
+
+def _is_holiday(month_day: np.ndarray) -> np.ndarray:
+    holiday = np.zeros(len(month_day), dtype=bool)
+    for first, last in HOLIDAYS:
+        holiday |= (month_day >= first) & (month_day <= last)
+    return holiday
+
+
+def _in_heating_season(month_day: np.ndarray) -> np.ndarray:
+    first, last = HEATING_SEASON
+    return (month_day >= first) | (month_day <= last)
+
+
+def _summer_time_span_us(year: int) -> tuple[int, int]:
+    """Central European Summer Time: last Sunday of March to last Sunday of October, 01:00 UTC."""
+    def last_sunday(month: int) -> date:
+        last = date(year, month, 31)
+        return last - timedelta(days=(last.weekday() + 1) % 7)
+    return (_date_us(last_sunday(3)) + MICROS_PER_HOUR, _date_us(last_sunday(10)) + MICROS_PER_HOUR)
+
+
+def _air(fleet: Fleet, device: np.ndarray, room: np.ndarray, calendar: LocalCalendar,
+         presence: Presence, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    count = len(device)
+    load = presence.load
+    # Windows stay shut in winter, so the same class raises CO2 further.
+    co2_rise = fleet.classroom_co2_rise[room] * (1.0 + 0.3 * calendar.winterness)
+    co2 = 415.0 + fleet.co2_offset[device] + co2_rise * load \
+        + rng.normal(0.0, 8.0, count) * (1.0 + 2.0 * load)
+    outdoor = 13.5 - 10.0 * calendar.winterness + 4.0 * np.sin(2 * np.pi * (calendar.hour - 9) / 24)
+    heated = np.where(presence.heated, 21.0, 18.5) + 0.08 * (outdoor - 5.0)
+    unheated = 0.45 * outdoor + 12.5 + np.maximum(0.0, -calendar.winterness)
+    temperature = np.where(presence.heating_season, heated, unheated) + 1.8 * load \
+        + fleet.temperature_offset[device] + rng.normal(0.0, 0.15, count)
+    humidity = 48.0 - 10.0 * calendar.winterness + 7.0 * load + fleet.humidity_offset[device] \
+        + rng.normal(0.0, 1.5, count)
+    tvoc = fleet.tvoc_base[device] + fleet.classroom_tvoc_rise[room] * load \
+        * rng.lognormal(0.0, 0.25, count)
+    return {
+        "temperature": np.round(temperature, 1),
+        "humidity": np.round(np.clip(humidity, 15.0, 95.0) * 2) / 2,  # 0.5 % resolution
+        "co2": np.round(np.maximum(co2, 380.0)),
+        "tvoc": np.round(tvoc),
+    }
+
+
+def _light_and_motion(calendar: LocalCalendar, presence: Presence,
+                      rng: np.random.Generator) -> dict[str, np.ndarray]:
+    count = len(calendar.hour)
+    daylight = np.clip(np.sin(np.pi * (calendar.hour - 6.5) / 12.5), 0.0, 1.0) \
+        * (0.8 - 0.2 * calendar.winterness)
+    lights_on = presence.in_lessons & (presence.load > 0)
+    level = np.rint(2.2 * daylight + np.where(lights_on, 2.0, 0.0) + rng.normal(0.0, 0.3, count))
+    motion = (lights_on & (rng.random(count) < 0.9)) | (rng.random(count) < 0.01)
+    return {"light_level": np.clip(level, 0, 5), "pir": motion.astype(np.float64)}
+
+
+def _power(fleet: Fleet, device: np.ndarray, elapsed_us: np.ndarray,
+           rng: np.random.Generator) -> dict[str, np.ndarray]:
+    elapsed_days = elapsed_us / MICROS_PER_DAY
+    battery = fleet.battery_start[device] - fleet.battery_drain_per_day[device] * elapsed_days
+    battery = np.clip(np.rint(battery + rng.normal(0.0, 0.4, len(device))), 1.0, 100.0)
+    voltage = np.round(2.9 + 0.7 * battery / 100.0 + rng.normal(0.0, 0.01, len(device)), 2)
+    return {"battery": battery, "battery_voltage": voltage}
+
+
+def _doors(presence: Presence, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    count = len(presence.load)
+    busy = presence.in_lessons & (presence.load > 0)
+    door_open = rng.random(count) < np.where(busy, 0.25, 0.02)
+    openings = rng.poisson(np.where(busy, 4.0, 0.05))
+    open_minutes = rng.geometric(np.where(door_open, 0.15, 0.3)) - 1
+    alarm = rng.random(count) < 0.001  # tamper alarm
+    return {"door_status": door_open.astype(np.float64),
+            "door_open_times": openings.astype(np.float64),
+            "last_open_minutes": open_minutes.astype(np.float64),
+            "alarm": alarm.astype(np.float64)}
+
+
+def _radio(fleet: Fleet, device: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    count = len(device)
+    return {"rssi": np.rint(fleet.rssi_base[device] + rng.normal(0.0, 4.0, count)),
+            "snr": np.round(rng.normal(6.0, 3.5, count), 1)}
+
+
+# ---------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    return value
+
+
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m batch.demo",
+        description="Write a deterministic, realistic demo dataset of raw indoor-air readings "
+                    "(Parquet, as the streaming side writes them, dirty cases included).")
+    parser.add_argument("--output", type=Path, default=Path("data/demo/raw"),
+                        help="folder to create (default: data/demo/raw)")
+    parser.add_argument("--readings", type=_positive_int, default=DEFAULT_READINGS,
+                        help=f"number of rows to write (default: {DEFAULT_READINGS})")
+    parser.add_argument("--seed", type=_non_negative_int, default=DEFAULT_SEED,
+                        help="random seed; the same seed writes the same files "
+                             f"(default: {DEFAULT_SEED})")
+    parser.add_argument("--start", type=date.fromisoformat, default=DEFAULT_START,
+                        help=f"first day, YYYY-MM-DD (default: {DEFAULT_START.isoformat()})")
+    parser.add_argument("--days", type=_positive_int, default=DEFAULT_DAYS,
+                        help=f"number of days covered (default: {DEFAULT_DAYS})")
+    parser.add_argument("--force", action="store_true",
+                        help="replace the output folder if it already holds files")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = parse_arguments(argv)
+    try:
+        info = generate_demo_dataset(arguments.output, arguments.readings, arguments.seed,
+                                     arguments.start, arguments.days, force=arguments.force)
+    except BatchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    print(f"wrote {info.readings} readings of {info.devices} devices "
+          f"({info.unregistered_devices} unregistered) in {len(info.files)} files to {info.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

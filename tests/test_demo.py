@@ -1,0 +1,266 @@
+"""The demo dataset, checked from the outside: its files are read back with pyarrow and pandas
+and held against the data contract (batch/contract.py), not against the generator's tables."""
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from batch.contract import RAW_COLUMNS, RAW_COLUMNS_BY_NAME
+from batch.demo import (
+    MARKER_FILE,
+    DemoDatasetExistsError,
+    ensure_demo_dataset,
+    generate_demo_dataset,
+    main,
+    read_demo_dataset_info,
+)
+
+READINGS = 5_000
+SEED = 7
+RANGED_METRICS = ("co2", "humidity", "temperature", "pressure")
+INTEGER_MEANING = ("light_level", "pir", "door_status", "door_open_times", "last_open_minutes",
+                   "alarm")
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output_dir = tmp_path_factory.mktemp("demo") / "raw"
+    generate_demo_dataset(output_dir, readings=READINGS, seed=SEED)
+    return output_dir
+
+
+@pytest.fixture(scope="module")
+def readings_pdf(dataset_dir: Path) -> pd.DataFrame:
+    return pd.concat([_as_pandas(pq.read_table(f)) for f in _data_files(dataset_dir)],
+                     ignore_index=True)
+
+
+def _data_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("part-*.parquet"))
+
+
+def _as_pandas(table: pa.Table) -> pd.DataFrame:
+    # Every numeric type the contract allows (int, float, decimal) read as float64: null -> NaN.
+    columns = {
+        name: column.cast(pa.float64())
+        if pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
+        or pa.types.is_decimal(column.type) else column
+        for name, column in zip(table.column_names, table.columns)
+    }
+    return pa.table(columns).to_pandas()
+
+
+def _out_of_range(values: pd.Series, metric: str) -> pd.Series:
+    """True where a value is present but outside the contract's physical range."""
+    spec = RAW_COLUMNS_BY_NAME[metric]
+    outside = pd.Series(False, index=values.index)
+    if spec.lower is not None:
+        outside |= values < spec.lower
+    if spec.upper is not None:
+        outside |= values > spec.upper
+    return outside
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.iterdir())}
+
+
+def test_writes_exactly_the_requested_readings_in_several_files(dataset_dir: Path) -> None:
+    files = _data_files(dataset_dir)
+    assert len(files) >= 6
+    assert sum(pq.read_metadata(f).num_rows for f in files) == READINGS
+    assert (dataset_dir / MARKER_FILE).is_file()
+    assert not [p for p in dataset_dir.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_newest_file_has_every_contract_column_with_its_meaning(dataset_dir: Path) -> None:
+    schema = pq.read_schema(_data_files(dataset_dir)[-1])
+    for column in RAW_COLUMNS:
+        stored = schema.field(column.name).type
+        kind = column.spark_type.typeName()
+        if kind == "string":
+            assert pa.types.is_string(stored), column.name
+        elif kind == "timestamp":
+            assert stored == pa.timestamp("us", tz="UTC"), column.name
+        elif column.name in INTEGER_MEANING:
+            assert pa.types.is_integer(stored), column.name
+        else:
+            assert pa.types.is_floating(stored) or pa.types.is_decimal(stored), column.name
+
+
+def test_values_have_the_contract_meaning(readings_pdf: pd.DataFrame) -> None:
+    assert readings_pdf["DevEui"].str.fullmatch(r"[0-9A-F]{16}").all()
+    assert set(readings_pdf["profile"].dropna()) == {"AM319", "AM103", "WS301"}
+    for flag in ("pir", "door_status", "alarm"):
+        assert set(readings_pdf[flag].dropna()) == {0.0, 1.0}, flag
+    assert readings_pdf["DevEui"].nunique() >= 100
+    assert readings_pdf["institute"].nunique() >= 4
+    institutes = readings_pdf["institute"].dropna()
+    assert institutes.str.contains("'").any()
+    assert institutes.map(lambda name: not name.isascii()).any()
+
+
+def test_every_dirty_case_is_present_in_a_small_share(readings_pdf: pd.DataFrame) -> None:
+    small_share = 0.05 * len(readings_pdf)
+    for metric in RANGED_METRICS:
+        outside = int(_out_of_range(readings_pdf[metric], metric).sum())
+        assert 0 < outside < small_share, metric
+    unregistered = readings_pdf["institute"].isna()
+    assert 0 < unregistered.sum() < small_share
+    assert readings_pdf.loc[unregistered, "classroom"].isna().all()
+    null_sendtime = readings_pdf["sendtime"].isna()
+    assert 0 < null_sendtime.sum() < small_share
+    keyed = readings_pdf[~null_sendtime]
+    replays = keyed.duplicated(["DevEui", "sendtime"])
+    assert 0 < replays.sum() < small_share
+    # A replay is the same uplink stored again: the whole row repeats.
+    assert keyed.astype(str).duplicated().sum() == replays.sum()
+
+
+def test_a_faulty_sensor_sends_nan_which_is_a_value_not_a_null(dataset_dir: Path) -> None:
+    # Read with pyarrow alone: pandas would blur NaN and null.
+    nan_count = 0
+    for path in _data_files(dataset_dir):
+        temperature = pq.read_table(path, columns=["temperature"])["temperature"]
+        valid = temperature.drop_null().to_numpy()
+        nan_count += int(np.isnan(valid).sum())
+    assert nan_count > 0
+
+
+def test_schema_drifts_across_files(dataset_dir: Path) -> None:
+    schemas = [pq.read_schema(path) for path in _data_files(dataset_dir)]
+    co2_types = {str(schema.field("co2").type) for schema in schemas}
+    assert any(t.startswith("int") for t in co2_types)
+    assert "double" in co2_types
+    assert sum(pa.types.is_decimal(schema.field("co2").type) for schema in schemas) == 1
+    assert "tvoc" not in schemas[0].names
+    assert "tvoc" in schemas[-1].names
+    extra = set(schemas[-1].names) - {column.name for column in RAW_COLUMNS}
+    assert extra & {"rssi", "snr"}
+    assert not extra & set(schemas[0].names)
+
+
+def test_a_metric_a_device_does_not_measure_is_null(readings_pdf: pd.DataFrame) -> None:
+    door = readings_pdf[readings_pdf["profile"] == "WS301"]
+    assert len(door) > 0
+    assert door[["co2", "temperature", "humidity"]].isna().all().all()
+    assert door["door_status"].notna().all()
+    basic = readings_pdf[readings_pdf["profile"] == "AM103"]
+    assert basic[["tvoc", "pressure", "light_level", "pir"]].isna().all().all()
+    assert basic["co2"].notna().all()
+    full = readings_pdf[readings_pdf["profile"] == "AM319"]
+    # temperature aside: pandas reads the NaN a faulty sensor sends as missing
+    assert full[["co2", "humidity", "pressure", "light_level", "pir"]].notna().all().all()
+
+
+def test_classroom_names_repeat_across_institutes(readings_pdf: pd.DataFrame) -> None:
+    institutes_per_name = readings_pdf.dropna(subset=["institute"]).groupby("classroom")[
+        "institute"].nunique()
+    assert institutes_per_name.get("3A", 0) >= 2
+
+
+def test_span_crosses_the_iso_year_boundary(readings_pdf: pd.DataFrame) -> None:
+    sendtime = readings_pdf["sendtime"].dropna()
+    iso_year = sendtime.dt.isocalendar().year
+    assert (iso_year != sendtime.dt.year).any()
+    assert sendtime.min() < pd.Timestamp("2024-12-30", tz="UTC") < sendtime.max()
+    assert sendtime.max() - sendtime.min() > pd.Timedelta(days=300)
+
+
+def test_co2_follows_school_hours(readings_pdf: pd.DataFrame) -> None:
+    local = readings_pdf["sendtime"].dt.tz_convert("Europe/Rome")
+    valid_co2 = readings_pdf["co2"].where(~_out_of_range(readings_pdf["co2"], "co2"))
+    night = valid_co2[local.dt.hour < 5]
+    lessons = valid_co2[(local.dt.weekday < 5) & local.dt.hour.between(10, 12)
+                        & local.dt.month.isin([11, 12, 1, 2, 3])]
+    assert 380 <= night.median() <= 460
+    assert lessons.quantile(0.75) > 900
+    assert (valid_co2 > 1500).any()
+    temperature = readings_pdf["temperature"]
+    assert temperature[~_out_of_range(temperature, "temperature")].dropna().between(15, 30).all()
+
+
+def test_same_seed_gives_identical_files(tmp_path: Path, dataset_dir: Path) -> None:
+    again = generate_demo_dataset(tmp_path / "again", readings=READINGS, seed=SEED)
+    assert _digests(again.path) == _digests(dataset_dir)
+    other = generate_demo_dataset(tmp_path / "other", readings=READINGS, seed=SEED + 1)
+    assert _digests(other.path) != _digests(dataset_dir)
+
+
+def test_refuses_to_overwrite_unless_forced(tmp_path: Path) -> None:
+    output_dir = tmp_path / "raw"
+    generate_demo_dataset(output_dir, readings=500, seed=1)
+    with pytest.raises(DemoDatasetExistsError):
+        generate_demo_dataset(output_dir, readings=600, seed=1)
+    info = generate_demo_dataset(output_dir, readings=600, seed=1, force=True)
+    assert sum(pq.read_metadata(output_dir / name).num_rows for name in info.files) == 600
+    assert sorted(p.name for p in output_dir.glob("*.parquet")) == sorted(info.files)
+    assert [p.name for p in tmp_path.iterdir()] == ["raw"]
+
+
+def test_ensure_generates_only_when_absent_or_different(tmp_path: Path) -> None:
+    output_dir = tmp_path / "raw"
+    first = ensure_demo_dataset(output_dir, readings=800, seed=3)
+    stamps = {p.name: p.stat().st_mtime_ns for p in output_dir.iterdir()}
+    again = ensure_demo_dataset(output_dir, readings=800, seed=3)
+    assert again == first
+    assert {p.name: p.stat().st_mtime_ns for p in output_dir.iterdir()} == stamps
+    changed = ensure_demo_dataset(output_dir, readings=900, seed=3)
+    assert changed.readings == 900
+    assert sum(pq.read_metadata(output_dir / name).num_rows for name in changed.files) == 900
+
+
+def test_ensure_leaves_foreign_data_alone(tmp_path: Path) -> None:
+    foreign = tmp_path / "raw"
+    foreign.mkdir()
+    (foreign / "part-00000.parquet").write_bytes(b"not ours")
+    with pytest.raises(DemoDatasetExistsError):
+        ensure_demo_dataset(foreign, readings=500, seed=1)
+    assert (foreign / "part-00000.parquet").read_bytes() == b"not ours"
+
+
+def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    output_dir = tmp_path / "cli"
+    arguments = ["--output", str(output_dir), "--readings", "700", "--seed", "5",
+                 "--start", date(2025, 11, 3).isoformat(), "--days", "90"]
+    assert main(arguments) == 0
+    assert "700 readings" in capsys.readouterr().out
+    assert main(arguments) != 0
+    assert re.search(r"--force", capsys.readouterr().err)
+    assert main([*arguments, "--force"]) == 0
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--readings", "0"])
+    assert exit_info.value.code == 2
+
+
+def test_an_interrupted_run_leaves_no_half_dataset(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import batch.demo as demo
+
+    output_dir = tmp_path / "raw"
+    previous = generate_demo_dataset(output_dir, readings=500, seed=1)
+    before = _digests(output_dir)
+    real_write_file = demo._write_file
+    written: list[Path] = []
+
+    def write_then_fail(path: Path, *args: object) -> None:
+        if written:
+            raise KeyboardInterrupt
+        written.append(path)
+        real_write_file(path, *args)
+
+    monkeypatch.setattr(demo, "_write_file", write_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        generate_demo_dataset(output_dir, readings=5_000, seed=2, force=True)
+    assert _digests(output_dir) == before
+    assert read_demo_dataset_info(output_dir) == previous
+    assert [p.name for p in tmp_path.iterdir()] == ["raw"]
