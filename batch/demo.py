@@ -899,19 +899,24 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--days", type=_positive_int, default=DEFAULT_DAYS,
                         help=f"number of days covered (default: {DEFAULT_DAYS})")
     parser.add_argument("--force", action="store_true",
-                        help="replace the output folder if it already holds files")
+                        help="regenerate even if the folder already holds this demo dataset "
+                             "(without it, an existing identical dataset is kept)")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     try:
-        info = generate_demo_dataset(arguments.output, arguments.readings, arguments.seed,
-                                     arguments.start, arguments.days, force=arguments.force)
+        if arguments.force:
+            info = generate_demo_dataset(arguments.output, arguments.readings, arguments.seed,
+                                         arguments.start, arguments.days, force=True)
+        else:
+            info = ensure_demo_dataset(arguments.output, arguments.readings, arguments.seed,
+                                       arguments.start, arguments.days)
     except BatchError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
-    print(f"wrote {info.readings} readings of {info.devices} devices "
+    print(f"demo dataset: {info.readings} readings of {info.devices} devices "
           f"({info.unregistered_devices} unregistered) in {len(info.files)} files to {info.path}")
     return 0
 

@@ -73,10 +73,12 @@ ensure_venv() {
         echo "Creating the virtualenv $VENV_DIR ..." >&2
         "$python" -m venv "$VENV_DIR" || die 3 "cannot create a virtualenv: install python3-venv"
     fi
-    echo "Installing the package and its dependencies into $VENV_DIR ..." >&2
-    "$VENV_DIR/bin/python" -m pip install --quiet --upgrade pip >&2
-    "$VENV_DIR/bin/python" -m pip install --quiet -e "$PROJECT_ROOT[dev]" >&2 ||
-        die 3 "installing the package into $VENV_DIR failed"
+    echo "Installing the package and its dependencies into $VENV_DIR (log: $VENV_DIR/install.log) ..." >&2
+    if ! { "$VENV_DIR/bin/python" -m pip install --upgrade pip &&
+        "$VENV_DIR/bin/python" -m pip install -e "$PROJECT_ROOT[dev]"; } >"$VENV_DIR/install.log" 2>&1; then
+        tail -n 20 "$VENV_DIR/install.log" >&2
+        die 3 "installing the package into $VENV_DIR failed (see $VENV_DIR/install.log)"
+    fi
     rm -f "$VENV_DIR"/.installed-*
     touch "$stamp"
 }
@@ -85,6 +87,11 @@ load_launcher_settings() {
     local env_file="${BATCH_ENV_FILE:-$PROJECT_ROOT/env/spark.env}" assignments
     assignments="$("$VENV_DIR/bin/python" -m batch.config "$env_file" "${LAUNCHER_VARIABLES[@]}")"
     eval "$assignments"
+    # spark-submit must find the virtualenv's pyspark, and run its Python on both sides.
+    SPARK_HOME="$("$VENV_DIR/bin/python" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')"
+    PYSPARK_PYTHON="$VENV_DIR/bin/python"
+    PYSPARK_DRIVER_PYTHON="$VENV_DIR/bin/python"
+    export SPARK_HOME PYSPARK_PYTHON PYSPARK_DRIVER_PYTHON
     SPARK_MASTER="${SPARK_MASTER:-local[*]}"
     SPARK_DRIVER_MEMORY="${SPARK_DRIVER_MEMORY:-2g}"
     LOG_DIR="${LOG_DIR:-logs}"

@@ -1,0 +1,100 @@
+"""Configuration: precedence, validation, the documented env file, secrets."""
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dotenv import dotenv_values
+
+from batch.analysis import ANALYSIS_OPTIONS, AnalysisSettings
+from batch.config import Secret, build_parser, public_view, read_password, resolve_options, settings_from
+from batch.errors import ConfigurationError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+JOB_OPTIONS = {"start-spark.py": ANALYSIS_OPTIONS}
+try:
+    from batch.downloader import DOWNLOADER_OPTIONS
+
+    JOB_OPTIONS["spark-downloader.py"] = DOWNLOADER_OPTIONS
+except ImportError:  # the downloader is optional for this test
+    pass
+
+
+def resolve(flags: dict[str, object], environ: dict[str, str], env_file: Path | None = None) -> AnalysisSettings:
+    return settings_from(AnalysisSettings, resolve_options(ANALYSIS_OPTIONS, flags, environ, env_file))
+
+
+def test_flags_override_the_environment_which_overrides_the_env_file(tmp_path: Path) -> None:
+    env_file = tmp_path / "spark.env"
+    env_file.write_text("BATCH_TIMEZONE=Europe/Rome\nPOSTGRES_PORT=6000\nCO2_HIGH_PPM=900\n"
+                        "DROP_REPLAYS=true\n")
+    settings = resolve({"co2_high_ppm": "950"}, {"POSTGRES_PORT": "6001"}, env_file)
+    assert (settings.batch_timezone, settings.postgres_port, settings.co2_high_ppm,
+            settings.drop_replays, settings.postgres_db) == ("Europe/Rome", 6001, 950.0, True, "iot")
+    assert resolve({"drop_replays": False}, {}, env_file).drop_replays is False
+
+
+@pytest.mark.parametrize("variable, value, fragment", [
+    ("BATCH_TIMEZONE", "Mars/Olympus", "not a known IANA time zone"),
+    ("POSTGRES_SCHEMA", "x; DROP TABLE y", "not a plain SQL identifier"),
+    ("POSTGRES_PORT", "70000", "not a TCP port"),
+    ("DROP_REPLAYS", "maybe", "expected true or false"),
+    ("CO2_HIGH_PPM", "lots", "could not convert"),
+])
+def test_invalid_values_name_the_variable(variable: str, value: str, fragment: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        resolve({}, {variable: value})
+    assert variable in str(raised.value) and fragment in str(raised.value)
+
+
+def test_settings_dataclass_has_exactly_one_field_per_option() -> None:
+    assert [f.name for f in dataclasses.fields(AnalysisSettings)] == [o.field for o in ANALYSIS_OPTIONS]
+
+
+@pytest.mark.parametrize("job", sorted(JOB_OPTIONS))
+def test_env_file_documents_every_option_with_its_default(job: str) -> None:
+    documented = dotenv_values(PROJECT_ROOT / "env" / "spark.env")
+    text = (PROJECT_ROOT / "env" / "spark.env").read_text()
+    for option in JOB_OPTIONS[job]:
+        assert option.env in documented, f"{option.env} is not in env/spark.env"
+        assert (documented[option.env] or "") == option.default, option.env
+        line = text.splitlines()[[i for i, l in enumerate(text.splitlines())
+                                  if l.startswith(option.env + "=")][0] - 1]
+        assert line.startswith("#"), f"{option.env} has no comment above it"
+
+
+def test_the_password_never_shows() -> None:
+    secret = Secret("hunter2-very-secret")
+    settings = resolve({}, {"POSTGRES_PASSWORD": "hunter2-very-secret"})
+    assert settings.postgres_password == secret
+    assert "hunter2" not in repr(settings) and "hunter2" not in str(public_view(settings))
+    assert "postgres_password" not in public_view(settings)
+    assert "hunter2" not in f"{secret} {secret!r}"
+    help_text = build_parser("job", "", ANALYSIS_OPTIONS).format_help()
+    assert "--postgres-password " not in help_text and "--postgres-password\n" not in help_text
+
+
+def test_the_password_is_read_from_a_file(tmp_path: Path) -> None:
+    password_file = tmp_path / "password"
+    password_file.write_text("s3cret\n")
+    assert read_password(Secret(""), str(password_file)).reveal() == "s3cret"
+    assert read_password(Secret("direct"), str(password_file)).reveal() == "direct"
+    with pytest.raises(ConfigurationError, match="cannot read POSTGRES_PASSWORD_FILE"):
+        read_password(Secret(""), str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("job", sorted(JOB_OPTIONS))
+def test_job_help_lists_every_variable_and_rejects_a_password_flag(job: str) -> None:
+    environment = {"POSTGRES_PASSWORD": "hunter2-very-secret", "PATH": "/usr/bin:/bin"}
+    shown = subprocess.run([sys.executable, str(PROJECT_ROOT / job), "--help"], capture_output=True,
+                           text=True, env=environment, cwd=PROJECT_ROOT, check=True).stdout
+    for option in JOB_OPTIONS[job]:
+        if not option.secret:
+            assert option.env in shown, option.env
+    assert "hunter2" not in shown
+    refused = subprocess.run([sys.executable, str(PROJECT_ROOT / job), "--postgres-password", "x"],
+                             capture_output=True, text=True, env=environment, cwd=PROJECT_ROOT)
+    assert refused.returncode == 2 and "unrecognized arguments" in refused.stderr
