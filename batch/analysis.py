@@ -166,6 +166,9 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
         partials_df = (
             readings_df.transform(validate_readings, METRIC_NAMES, settings.drop_replays)
             .transform(partial_statistics, settings.batch_timezone, thresholds)
+            # One row per device and day: a few partitions hold it, so each of the seven
+            # actions on the cache runs a few tasks instead of spark.sql.shuffle.partitions.
+            .coalesce(spark.sparkContext.defaultParallelism)
             .cache()
         )
         counts = validation_counts(partials_df).collect()[0].asDict()

@@ -154,10 +154,15 @@ build_submit_command() {
     local show_progress="$1"
     local -a driver_args
     mapfile -t driver_args < <(jdbc_driver_args)
+    local java_options="-Duser.timezone=UTC -Dlog4j2.configurationFile=file:$PROJECT_ROOT/env/log4j2.properties"
+    if [[ "$SPARK_MASTER" == local* ]]; then
+        # A local run serves nobody else: Spark's driver and UI listen on loopback only.
+        export SPARK_LOCAL_IP=127.0.0.1
+    fi
     SUBMIT_COMMAND=("$VENV_DIR/bin/spark-submit" --master "$SPARK_MASTER"
         --name "indoor-air-$JOB_NAME" --driver-memory "$SPARK_DRIVER_MEMORY"
         --conf "spark.ui.showConsoleProgress=$show_progress"
-        --conf "spark.driver.extraJavaOptions=-Duser.timezone=UTC"
+        --conf "spark.driver.extraJavaOptions=$java_options"
         --conf "spark.executor.extraJavaOptions=-Duser.timezone=UTC"
         "${driver_args[@]}" "$PROJECT_ROOT/$JOB_SCRIPT" "${JOB_ARGS[@]}")
 }

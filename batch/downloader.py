@@ -1,0 +1,404 @@
+"""The raw-data download: raw Parquet readings -> filters -> (validation) -> one ordered file.
+
+Launched by spark-downloader.sh (spark-submit), or directly with
+`python spark-downloader.py --help`. Settings come from the shared options (RAW_DATA_PATH,
+BATCH_TIMEZONE, ...) plus the export's own; the filters are flags only, since they
+describe one particular export rather than the installation.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+
+from batch.config import (
+    COMMON_OPTIONS,
+    Option,
+    build_parser,
+    default_env_file,
+    parse_bool,
+    resolve_options,
+    settings_from,
+)
+from batch.contract import RAW_COLUMNS, RAW_COLUMNS_BY_NAME
+from batch.errors import BatchError, ConfigurationError
+from batch.export import (
+    CSV,
+    FORMATS,
+    PARQUET,
+    ExportFilter,
+    NoMatchingReadingsError,
+    check_filter_values,
+    clean_counts,
+    columns_to_read,
+    filter_readings,
+    order_for_export,
+    parse_local_instant,
+    range_checked_columns,
+    selection_counts,
+    usable_readings,
+    value_inventory,
+    write_single_file,
+)
+from batch.readers import read_raw_readings
+from batch.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OUTPUT = "data/raw/indoor_sensor_data.csv"
+_SUFFIXES: dict[tuple[str, bool], str] = {(CSV, False): ".csv", (CSV, True): ".csv.gz",
+                                          (PARQUET, False): ".parquet"}
+
+
+def parse_format(text: str) -> str:
+    lowered = text.strip().lower()
+    if lowered not in FORMATS:
+        raise ValueError(f"unknown format {text!r}; expected one of {', '.join(FORMATS)}")
+    return lowered
+
+
+def parse_columns(text: str) -> tuple[str, ...]:
+    """Comma-separated contract columns, in the order to write them; empty means all of them."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in RAW_COLUMNS_BY_NAME]
+    if unknown:
+        raise ValueError(f"unknown column(s) {', '.join(unknown)}; the contract's columns are "
+                         f"{', '.join(column.name for column in RAW_COLUMNS)}")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"column(s) {', '.join(repeated)} given more than once")
+    return names
+
+
+DOWNLOADER_OPTIONS: tuple[Option, ...] = COMMON_OPTIONS + (
+    Option("DOWNLOAD_OUTPUT", DEFAULT_OUTPUT,
+           "file to write, on the driver's disk; the default's suffix follows the format "
+           "(.csv, .csv.gz with --gzip, .parquet)"),
+    Option("DOWNLOAD_FORMAT", CSV, "csv (RFC 4180, UTF-8) or parquet (one file)", parse_format),
+    Option("DOWNLOAD_GZIP", "false", "gzip the CSV", parse_bool),
+    Option("DOWNLOAD_CLEAN", "false",
+           "validate as the analysis does: drop readings without instant, device or registered "
+           "classroom, null physically impossible values; the counts are reported", parse_bool),
+    Option("DROP_REPLAYS", "false",
+           "with --clean, also drop exact replays (same DevEui and sendtime)", parse_bool),
+    Option("DOWNLOAD_COLUMNS", "",
+           "comma-separated columns to export, in that order (empty: every contract column)",
+           parse_columns),
+    Option("DOWNLOAD_STAGING_DIR", "",
+           "folder (URI) Spark writes the parts to before they are joined into the output; "
+           "empty: beside the output, which only local Spark can reach - on a cluster give a "
+           "folder on the shared file system (hdfs://...)"),
+    Option("SUMMARY_JSON", "", "also write the run summary as JSON to this file"),
+)
+
+# The flags the downloader documents; config.build_parser would derive --download-output etc.
+_FLAGS: dict[str, str] = {
+    "DOWNLOAD_OUTPUT": "--output",
+    "DOWNLOAD_FORMAT": "--format",
+    "DOWNLOAD_GZIP": "--gzip",
+    "DOWNLOAD_CLEAN": "--clean",
+    "DOWNLOAD_COLUMNS": "--columns",
+    "DOWNLOAD_STAGING_DIR": "--staging-dir",
+}
+
+
+@dataclass(frozen=True)
+class DownloaderSettings:
+    raw_data_path: str
+    batch_timezone: str
+    skip_corrupt_files: bool
+    spark_master: str
+    download_output: str
+    download_format: str
+    download_gzip: bool
+    download_clean: bool
+    drop_replays: bool
+    download_columns: tuple[str, ...]
+    download_staging_dir: str
+    summary_json: str
+    profiles: tuple[str, ...] = ()
+    institutes: tuple[str, ...] = ()
+    classrooms: tuple[str, ...] = ()
+    since: str = ""
+    until: str = ""
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.download_columns or tuple(column.name for column in RAW_COLUMNS)
+
+    @property
+    def output_path(self) -> Path:
+        """The file to write; the default name takes the suffix of the format."""
+        suffix = _SUFFIXES.get((self.download_format, self.download_gzip), "")
+        path = Path(self.download_output)
+        if self.download_output == DEFAULT_OUTPUT:
+            return path.with_name(path.name[: -len(".csv")] + suffix)
+        return path
+
+    @property
+    def export_filter(self) -> ExportFilter:
+        """The filters, with --since and --until read in BATCH_TIMEZONE (ConfigurationError if malformed)."""
+        instants = {}
+        for name in ("since", "until"):
+            text = getattr(self, name)
+            try:
+                instants[name] = parse_local_instant(text, self.batch_timezone) if text else None
+            except ValueError as error:
+                raise ConfigurationError(f"--{name}: {error}") from None
+        return ExportFilter(profiles=self.profiles, institutes=self.institutes,
+                            classrooms=self.classrooms, **instants)
+
+    def filter_description(self) -> dict[str, str]:
+        """The filters as given, for the summary (instants also shown in UTC)."""
+        export_filter = self.export_filter
+        described: dict[str, str] = {}
+        for flag, values in (("profile", self.profiles), ("institute", self.institutes),
+                             ("classroom", self.classrooms)):
+            if values:
+                described[flag] = ", ".join(values)
+        for flag, text, instant in (("since", self.since, export_filter.since),
+                                    ("until", self.until, export_filter.until)):
+            if instant is not None:
+                described[flag] = (f"{text} ({self.batch_timezone}) = "
+                                   f"{instant.isoformat().replace('+00:00', 'Z')}")
+        return described
+
+
+def build_download_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The shared options' flags, the export's own short flags, and the repeatable filters."""
+    parser = build_parser(prog, description,
+                          [option for option in DOWNLOADER_OPTIONS if option.env not in _FLAGS])
+    for option in DOWNLOADER_OPTIONS:
+        if option.env in _FLAGS:
+            _add_option_flag(parser, option, _FLAGS[option.env])
+    filters = parser.add_argument_group(
+        "filters", "All optional; different filters combine with AND, repeated values with OR.")
+    filters.add_argument("--profile", dest="profiles", action="append", default=[], metavar="NAME",
+                         help="device profile to export, e.g. AM319 (repeatable)")
+    filters.add_argument("--institute", dest="institutes", action="append", default=[],
+                         metavar="NAME", help="institute to export (repeatable)")
+    filters.add_argument("--classroom", dest="classrooms", action="append", default=[],
+                         metavar="NAME",
+                         help="classroom to export (repeatable); classrooms are named per "
+                              "institute, so combine with --institute to pick one room")
+    filters.add_argument("--since", default="", metavar="WHEN",
+                         help="first instant, inclusive: ISO date or date-time, local to "
+                              "BATCH_TIMEZONE unless it has an offset (2024-10-01, "
+                              "2024-10-01T08:00, 2024-10-01T08:00+02:00)")
+    filters.add_argument("--until", default="", metavar="WHEN",
+                         help="end instant, exclusive; same forms as --since")
+    return parser
+
+
+def _add_option_flag(parser: argparse.ArgumentParser, option: Option, flag: str) -> None:
+    # Same shape as config.build_parser, under a flag that is not derived from the variable.
+    help_text = f"{option.help} [{option.env}, default: {option.default or 'empty'}]"
+    if option.parse is parse_bool:
+        parser.add_argument(flag, dest=option.field, default=None,
+                            action=argparse.BooleanOptionalAction, help=help_text)
+    else:
+        parser.add_argument(flag, dest=option.field, default=None, metavar=option.env,
+                            help=help_text)
+
+
+def load_download_settings(
+    argv: Sequence[str], project_root: Path, prog: str = "spark-downloader.py",
+    description: str = "", environ: Mapping[str, str] | None = None,
+) -> DownloaderSettings:
+    """Parse `argv` (exit 2 on unknown options) and resolve every setting, as cli.load_settings does.
+
+    With --check-config the settings are also checked, then the process exits (0 if valid).
+    """
+    args = build_download_parser(prog, description).parse_args(argv)
+    env_file = args.env_file or default_env_file(project_root)
+    if args.env_file is None and not env_file.is_file():
+        env_file = None  # Running without any env file is allowed: defaults and environment.
+    values = resolve_options(DOWNLOADER_OPTIONS, vars(args), os.environ if environ is None else environ,
+                             env_file)
+    settings = dataclasses.replace(
+        settings_from(DownloaderSettings, values), profiles=tuple(args.profiles),
+        institutes=tuple(args.institutes), classrooms=tuple(args.classrooms), since=args.since,
+        until=args.until)
+    if args.check_config:
+        # The launchers check the job options this way before starting anything.
+        check_settings(settings)
+        print(f"{prog}: configuration OK")
+        sys.exit(0)
+    return settings
+
+
+def check_settings(settings: DownloaderSettings) -> None:
+    """Refuse contradictory settings before any Spark work (ConfigurationError, exit 2)."""
+    if settings.download_gzip and settings.download_format != CSV:
+        raise ConfigurationError("--gzip applies to CSV; a Parquet file is compressed inside")
+    settings.export_filter  # noqa: B018 - parsing --since/--until raises on a malformed or empty window
+    path = settings.output_path
+    expected = _SUFFIXES[(settings.download_format, settings.download_gzip)]
+    known = sorted(set(_SUFFIXES.values()) | {".gz"}, key=len, reverse=True)
+    actual = next((suffix for suffix in known if path.name.endswith(suffix)), None)
+    if actual is not None and actual != expected:
+        what = "gzipped CSV" if settings.download_gzip else settings.download_format.upper()
+        raise ConfigurationError(
+            f"--output {path} ends in {actual}, but the export is {what}: name it "
+            f"{path.name[: -len(actual)]}{expected} so that readers know what it holds")
+    if path.is_dir():
+        raise ConfigurationError(f"--output {path} is a directory; give a file name")
+
+
+@dataclass
+class DownloadSummary:
+    """What a download did; printed at the end and optionally written as JSON."""
+
+    job: str
+    input_path: str
+    output: str
+    file_format: str
+    timezone: str
+    clean: bool
+    filters: dict[str, str] = field(default_factory=dict)
+    columns: list[str] = field(default_factory=list)
+    status: str = "running"
+    input_files: int | None = None
+    skipped_files: list[str] = field(default_factory=list)
+    rows_selected: int | None = None
+    rows_exported: int | None = None
+    rows_excluded: dict[str, int] | None = None  # with --clean only
+    values_nulled: dict[str, int] | None = None  # with --clean only
+    file_bytes: int | None = None
+    file_size: str | None = None
+    parts: int | None = None
+    seconds: float | None = None
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    error_message: str | None = None
+
+    @classmethod
+    def for_settings(cls, settings: DownloaderSettings) -> DownloadSummary:
+        file_format = settings.download_format + ("+gzip" if settings.download_gzip else "")
+        return cls(job="download", input_path=settings.raw_data_path,
+                   output=str(settings.output_path), file_format=file_format,
+                   timezone=settings.batch_timezone, clean=settings.download_clean,
+                   filters=settings.filter_description() or {"(none)": "every reading"},
+                   columns=list(settings.columns))
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.phase_seconds[name] = round(time.monotonic() - started, 3)
+
+    def report(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def run_download(spark: SparkSession, settings: DownloaderSettings,
+                 summary: DownloadSummary) -> DownloadSummary:
+    """Run the whole download, filling `summary`; raises BatchError with the summary marked failed."""
+    started = time.monotonic()
+    try:
+        _download(spark, settings, summary)
+        summary.status = "succeeded"
+    except BaseException as error:
+        summary.status = "failed"
+        summary.error_message = (str(error) if isinstance(error, BatchError)
+                                 else f"{type(error).__name__}: {error}")
+        raise
+    finally:
+        summary.seconds = round(time.monotonic() - started, 3)
+    return summary
+
+
+def _download(spark: SparkSession, settings: DownloaderSettings, summary: DownloadSummary) -> None:
+    check_settings(settings)
+    _check_staging(spark, settings)
+    export_filter = settings.export_filter
+    columns = settings.columns
+    with summary.phase("read"):
+        readings_df, input_files = read_raw_readings(
+            spark, settings.raw_data_path,
+            columns_to_read(columns, export_filter, settings.download_clean),
+            settings.skip_corrupt_files)
+        summary.input_files = input_files.file_count
+        summary.skipped_files = list(input_files.skipped)
+    if export_filter.has_value_filters:
+        # One small aggregation, so that a typo is told apart from an empty selection.
+        with summary.phase("check_filters"):
+            inventory = [row.asDict() for row in value_inventory(readings_df).collect()]
+            check_filter_values(export_filter, inventory, settings.raw_data_path)
+    selected_df = readings_df.transform(filter_readings, export_filter)
+    with summary.phase("count"):
+        export_df = _count(selected_df, settings, summary)
+    if not summary.rows_exported:
+        raise NoMatchingReadingsError(_no_match_message(settings, summary))
+    with summary.phase("write"):
+        exported = write_single_file(
+            export_df.transform(order_for_export, columns), settings.output_path,
+            settings.download_format, settings.download_gzip, settings.batch_timezone,
+            settings.download_staging_dir, expected_rows=summary.rows_exported)
+    summary.file_bytes = exported.size_bytes
+    summary.file_size = _human_size(exported.size_bytes)
+    summary.parts = exported.parts
+    log.info("exported %s rows to %s (%s)", f"{summary.rows_exported:,}", exported.path,
+             summary.file_size)
+
+
+def _count(selected_df: DataFrame, settings: DownloaderSettings,
+           summary: DownloadSummary) -> DataFrame:
+    """Count what will be exported (one pass); the DataFrame to export."""
+    if not settings.download_clean:
+        counts = selection_counts(selected_df).first().asDict()
+        summary.rows_selected = summary.rows_exported = counts["rows_selected"]
+        return selected_df
+    checked = range_checked_columns(settings.columns)
+    validated_df = selected_df.transform(validate_readings, checked, settings.drop_replays)
+    counts = clean_counts(validated_df, checked).first().asDict()
+    summary.rows_selected = counts["rows_selected"]
+    summary.rows_exported = counts["rows_exported"]
+    reasons = EXCLUSION_REASONS + ((REPLAY_REASON,) if settings.drop_replays else ())
+    summary.rows_excluded = {reason: counts[reason] for reason in reasons}
+    summary.values_nulled = {column: counts[out_of_range_flag(column)] for column in checked}
+    return validated_df.transform(usable_readings, settings.columns)
+
+
+def _check_staging(spark: SparkSession, settings: DownloaderSettings) -> None:
+    master = spark.sparkContext.master
+    if not settings.download_staging_dir and not master.startswith("local"):
+        # Executors on other machines would write their parts to their own disks, and the
+        # driver would assemble an export with rows missing.
+        raise ConfigurationError(
+            f"Spark runs on {master}, whose executors cannot write to this machine's disk: set "
+            "DOWNLOAD_STAGING_DIR (--staging-dir) to a folder on the cluster's file system, "
+            "e.g. hdfs://hadoop-namenode:8020/tmp/indoor-air-export, or file:///... if every "
+            "executor shares this machine's disk")
+
+
+def _no_match_message(settings: DownloaderSettings, summary: DownloadSummary) -> str:
+    filters = "; ".join(f"{name} {value}" for name, value in settings.filter_description().items())
+    selection = f"matches {filters}" if filters else "is in the input"
+    message = f"no reading under {settings.raw_data_path} {selection}"
+    if settings.download_clean and summary.rows_selected:
+        excluded = ", ".join(f"{reason} {count:,}"
+                             for reason, count in (summary.rows_excluded or {}).items() if count)
+        message = (f"the {summary.rows_selected:,} readings selected under {settings.raw_data_path} "
+                   f"are all excluded by --clean ({excluded})")
+    return f"{message}; nothing written, {settings.output_path} left as it was"
+
+
+def _human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
+        value /= 1024
+    return f"{size} B"

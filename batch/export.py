@@ -1,0 +1,585 @@
+"""The raw-data export: filters, a total order, and one file assembled from Spark's parts.
+
+The export is training data for machine learning, so the file must be exactly right and
+reproducible. Spark sorts in parallel (range partitioning: part i holds the i-th slice of
+the order) and writes one part per slice into a staging folder; the parts are then
+concatenated, in order and behind a single header, into a temporary file beside the target,
+which is renamed over the target at the very end. The concatenation streams through the
+Hadoop FileSystem API inside the driver's JVM, so the parts can sit on the local disk or on
+HDFS alike, and neither the Python driver nor the JVM heap ever holds more than a copy
+buffer, whatever the size of the export.
+
+CSV dialect (RFC 4180, UTF-8, no byte-order mark):
+- one header line with the column names; records end with LF (Spark's CSV writer cannot
+  emit CRLF; every CSV reader accepts LF);
+- a field is quoted when it holds a comma, a quote, CR or LF (or starts with `#`), and a
+  quote inside a field is doubled - Spark's default escape is a backslash, which is not
+  RFC 4180, hence `escape='"'`; leading and trailing spaces are kept (Spark strips them
+  by default);
+- null is an empty field; an empty string is `""`, so the two stay distinguishable for a
+  reader that looks at quoting (Python's csv module and pandas read both as empty);
+- timestamps are ISO-8601 with microseconds and the UTC offset of the instant in
+  BATCH_TIMEZONE (`2024-10-01T08:00:00.000000+02:00`; `Z` when the offset is zero);
+- floating-point values are written by Java's `Double.toString`, which always reads back
+  as the same double (`0.1`, `1.0E-7`, `1.23456789123E8`; `NaN`, `Infinity`); a value
+  stored as a 32-bit float is exported as the exact double of that float (the reader
+  widens it), e.g. a float 21.3 is `21.299999237060547`.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import logging
+import os
+import re
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from py4j.protocol import Py4JError, Py4JJavaError
+from pyspark.errors.exceptions.captured import CapturedException
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from batch.contract import (
+    CLASSROOM,
+    DEVICE,
+    INSTITUTE,
+    PROFILE,
+    RAW_COLUMNS,
+    RAW_COLUMNS_BY_NAME,
+    SENDTIME,
+)
+from batch.errors import ConfigurationError, EmptyInputError, ExportError
+from batch.validation import (
+    EXCLUSION_REASON,
+    EXCLUSION_REASONS,
+    REPLAY_REASON,
+    REPLAYS,
+    out_of_range_flag,
+)
+
+log = logging.getLogger(__name__)
+
+CSV = "csv"
+PARQUET = "parquet"
+FORMATS: tuple[str, ...] = (CSV, PARQUET)
+
+# The export is ordered by instant, then device; the other exported columns only break ties
+# (replays of one uplink), so that two runs over the same input write the same bytes.
+ORDER_KEYS: tuple[str, ...] = (SENDTIME, DEVICE)
+
+TIMESTAMP_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"
+COPY_BUFFER_BYTES = 1 << 20
+
+# The columns whose values a value filter (profile, institute, classroom) selects on.
+_VALUE_FILTER_COLUMNS: tuple[str, ...] = (PROFILE, INSTITUTE, CLASSROOM)
+_PART_INDEX = re.compile(r"^part-(\d+)")
+_PART_FILE_COUNTER = re.compile(r"-c(\d+)\.")
+
+
+class UnknownFilterValueError(ConfigurationError):
+    """A --profile, --institute or --classroom value that no reading in the input has."""
+
+
+class NoMatchingReadingsError(EmptyInputError):
+    """The filters select no reading: nothing is written and the previous file is kept."""
+
+
+# --- filters --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ExportFilter:
+    """Which readings to export; every part is optional and they combine with AND.
+
+    `since` and `until` are instants (timezone-aware); since is inclusive, until exclusive.
+    Several values of one column select any of them.
+    """
+
+    profiles: tuple[str, ...] = ()
+    institutes: tuple[str, ...] = ()
+    classrooms: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("since", "until"):
+            instant = getattr(self, name)
+            if instant is not None and instant.utcoffset() is None:
+                # PySpark would read a naive datetime in the Python process's local zone.
+                raise ValueError(f"{name} must be a timezone-aware instant, got {instant!r}")
+        if self.since is not None and self.until is not None and self.since >= self.until:
+            raise ConfigurationError(
+                f"--since {self.since.isoformat()} is not before --until {self.until.isoformat()}: "
+                "the window is empty")
+
+    @property
+    def values_by_column(self) -> dict[str, tuple[str, ...]]:
+        return {PROFILE: self.profiles, INSTITUTE: self.institutes, CLASSROOM: self.classrooms}
+
+    @property
+    def has_value_filters(self) -> bool:
+        return any(self.values_by_column.values())
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The input columns the filter reads."""
+        used = [name for name, values in self.values_by_column.items() if values]
+        if self.since is not None or self.until is not None:
+            used.append(SENDTIME)
+        return tuple(used)
+
+
+def parse_local_instant(text: str, timezone_name: str) -> datetime:
+    """The UTC instant of an ISO date or date-time; without an offset it is local to `timezone_name`.
+
+    A date means its local midnight. A local time that does not exist (the hour skipped when
+    clocks go forward) or exists twice (clocks go back) is refused: the caller must say
+    which instant is meant by adding an offset.
+    """
+    cleaned = text.strip()
+    if cleaned[-1:] in ("Z", "z"):
+        cleaned = cleaned[:-1] + "+00:00"  # fromisoformat accepts Z only from Python 3.11
+    try:
+        parsed = datetime.fromisoformat(cleaned)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not an ISO date or date-time (e.g. 2024-10-01, 2024-10-01T08:30, "
+            "2024-10-01T08:30:00+02:00)") from None
+    if parsed.tzinfo is not None:
+        return parsed.astimezone(timezone.utc)
+    zone = ZoneInfo(timezone_name)
+    earlier = parsed.replace(tzinfo=zone, fold=0)
+    later = parsed.replace(tzinfo=zone, fold=1)
+    if earlier.utcoffset() != later.utcoffset():
+        offsets = sorted({_offset_text(earlier), _offset_text(later)})
+        round_trip = earlier.astimezone(timezone.utc).astimezone(zone).replace(tzinfo=None)
+        why = ("does not exist in" if round_trip != parsed else "happens twice in")
+        raise ValueError(
+            f"{text!r} {why} {timezone_name} (a daylight-saving change): add the offset "
+            f"meant, e.g. {parsed.isoformat()}{offsets[0]} or {parsed.isoformat()}{offsets[-1]}")
+    return earlier.astimezone(timezone.utc)
+
+
+def _offset_text(instant: datetime) -> str:
+    offset = instant.utcoffset() or timedelta(0)
+    sign = "-" if offset < timedelta(0) else "+"
+    minutes = abs(int(offset.total_seconds())) // 60
+    return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def filter_readings(readings_df: DataFrame, export_filter: ExportFilter) -> DataFrame:
+    """The readings `export_filter` selects; a time window excludes readings without `sendtime`."""
+    return readings_df.where(_filter_condition(export_filter))
+
+
+def _filter_condition(export_filter: ExportFilter) -> Column:
+    condition = F.lit(True)
+    for column, values in export_filter.values_by_column.items():
+        if values:
+            condition = condition & F.col(column).isin(list(values))
+    # Aware datetimes become exact instants whatever the Python process's local time zone.
+    if export_filter.since is not None:
+        condition = condition & (F.col(SENDTIME) >= F.lit(export_filter.since))
+    if export_filter.until is not None:
+        condition = condition & (F.col(SENDTIME) < F.lit(export_filter.until))
+    return condition
+
+
+def value_inventory(readings_df: DataFrame) -> DataFrame:
+    """Readings per (profile, institute, classroom): what the value filters can select."""
+    return readings_df.groupBy(*_VALUE_FILTER_COLUMNS).agg(F.count(F.lit(1)).alias("rows"))
+
+
+def check_filter_values(
+    export_filter: ExportFilter, inventory: Iterable[Mapping[str, Any]], input_path: str
+) -> None:
+    """Refuse a profile, institute or classroom that no reading has, listing those that exist."""
+    rows = list(inventory)
+    for column, wanted in export_filter.values_by_column.items():
+        if not wanted:
+            continue
+        scope = rows
+        if column == CLASSROOM and export_filter.institutes:
+            # Classrooms are named per institute: look only inside the institutes asked for.
+            scope = [row for row in rows if row[INSTITUTE] in export_filter.institutes]
+        counts: dict[str, int] = {}
+        without = 0
+        for row in scope:
+            if row[column] is None:
+                without += row["rows"]
+            else:
+                counts[row[column]] = counts.get(row[column], 0) + row["rows"]
+        unknown = [value for value in wanted if value not in counts]
+        if unknown:
+            raise UnknownFilterValueError(
+                _unknown_message(column, unknown, counts, without, input_path,
+                                 export_filter.institutes if column == CLASSROOM else ()))
+
+
+def _unknown_message(column: str, unknown: Sequence[str], counts: Mapping[str, int],
+                     without: int, input_path: str, institutes: Sequence[str]) -> str:
+    names = ", ".join(f"`{value}`" for value in unknown)
+    where = input_path
+    if institutes:
+        where = f"{', '.join(institutes)} ({input_path})"
+    existing = ", ".join(f"{value} ({count:,} rows)" for value, count in sorted(counts.items()))
+    message = (f"unknown {column} {names}; {column}s in {where}: {existing or 'none'}")
+    if without:
+        message += f"; {without:,} rows have no {column}"
+    return message
+
+
+# --- order and columns ----------------------------------------------------------------------
+
+def order_for_export(readings_df: DataFrame, columns: Sequence[str]) -> DataFrame:
+    """`columns` of the readings in export order: `sendtime`, then `DevEui`, nulls last.
+
+    The remaining exported columns break ties, so the order is total on what is written.
+    """
+    tie_breakers = [name for name in columns if name not in ORDER_KEYS]
+    sort_columns = [F.col(name).asc_nulls_last() for name in (*ORDER_KEYS, *tie_breakers)]
+    return readings_df.orderBy(*sort_columns).select(*columns)
+
+
+def columns_to_read(
+    columns: Sequence[str], export_filter: ExportFilter, clean: bool
+) -> tuple[str, ...]:
+    """Every input column the export needs, in contract order: no other column is scanned."""
+    needed = set(columns) | set(ORDER_KEYS) | set(export_filter.columns)
+    if clean:
+        needed |= {SENDTIME, DEVICE, INSTITUTE, CLASSROOM}  # the exclusion rules read them
+    return tuple(column.name for column in RAW_COLUMNS if column.name in needed)
+
+
+def range_checked_columns(columns: Sequence[str]) -> tuple[str, ...]:
+    """The exported columns with a physical range in the contract: --clean nulls their impossible values."""
+    return tuple(name for name in columns if RAW_COLUMNS_BY_NAME[name].has_range)
+
+
+# --- counts ---------------------------------------------------------------------------------
+
+def selection_counts(selected_df: DataFrame) -> DataFrame:
+    """One row: the readings the filters select (all exported without --clean)."""
+    return selected_df.agg(F.count(F.lit(1)).cast("long").alias("rows_selected"))
+
+
+def clean_counts(validated_df: DataFrame, checked_columns: Sequence[str]) -> DataFrame:
+    """One row from validated readings: selected, exported, excluded per reason, values nulled."""
+    included = F.col(EXCLUSION_REASON).isNull()
+    counts: dict[str, Column] = {
+        "rows_selected": F.count(F.lit(1)) + F.sum(REPLAYS),
+        "rows_exported": F.sum(F.when(included, 1).otherwise(0)),
+        REPLAY_REASON: F.sum(REPLAYS),
+    }
+    for reason in EXCLUSION_REASONS:
+        counts[reason] = F.sum(F.when(F.col(EXCLUSION_REASON) == reason, 1).otherwise(0))
+    for column in checked_columns:
+        counts[out_of_range_flag(column)] = F.sum(
+            F.when(included, F.col(out_of_range_flag(column))).otherwise(0))
+    return validated_df.agg(*[F.coalesce(expr, F.lit(0)).cast("long").alias(name)
+                              for name, expr in counts.items()])
+
+
+def usable_readings(validated_df: DataFrame, columns: Sequence[str]) -> DataFrame:
+    """The validated readings that are not excluded, without the validation flags."""
+    return validated_df.where(F.col(EXCLUSION_REASON).isNull()).select(*columns)
+
+
+# --- the single-file writer -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ExportFile:
+    """A published export file."""
+
+    path: Path
+    size_bytes: int
+    parts: int
+    rows: int | None = None  # counted from the Parquet footers; None for CSV
+
+
+def csv_write_options(timezone_name: str, compress: bool) -> dict[str, str]:
+    """Spark CSV writer options giving the dialect described in the module docstring."""
+    return {
+        "header": "false",  # the assembly writes one header, not one per part
+        "sep": ",",
+        "quote": '"',
+        "escape": '"',  # RFC 4180 doubles a quote inside a field; Spark's default is a backslash
+        "escapeQuotes": "true",
+        "quoteAll": "false",
+        "nullValue": "",
+        "emptyValue": '""',
+        # Spark strips leading and trailing spaces on write by default: names would change.
+        "ignoreLeadingWhiteSpace": "false",
+        "ignoreTrailingWhiteSpace": "false",
+        "encoding": "UTF-8",
+        "lineSep": "\n",
+        "timestampFormat": TIMESTAMP_FORMAT,
+        "timeZone": timezone_name,
+        # Gzip members can be concatenated (RFC 1952): each part compresses in parallel.
+        "compression": "gzip" if compress else "none",
+    }
+
+
+def csv_header(columns: Sequence[str]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(columns)
+    return buffer.getvalue().encode("utf-8")
+
+
+# Parquet timestamps as INT64 microseconds marked as UTC instants, which every reader maps to a
+# timestamp with time zone; Spark's default INT96 is deprecated and read back as naive nanoseconds.
+_PARQUET_WRITE_CONF: dict[str, str] = {"spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS"}
+
+
+def write_single_file(
+    export_df: DataFrame,
+    target: Path,
+    file_format: str,
+    compress: bool,
+    timezone_name: str,
+    staging_root: str = "",
+    expected_rows: int | None = None,
+) -> ExportFile:
+    """Write `export_df` in its order as the single file `target`, replacing it atomically.
+
+    Spark writes the ordered parts into a staging folder (`staging_root`, a URI Spark and the
+    Hadoop FileSystem API both reach; empty: beside the target on the local disk); they are
+    concatenated into a temporary file beside the target, which is renamed over it. On any
+    failure or interruption the temporary file and the parts are removed and the previous
+    target is left as it was.
+    """
+    if file_format not in FORMATS:
+        raise ConfigurationError(f"unknown export format {file_format!r}; expected one of {FORMATS}")
+    if compress and file_format != CSV:
+        raise ConfigurationError("gzip compression applies to CSV; Parquet is compressed inside")
+    spark = export_df.sparkSession
+    target = Path(target).absolute()
+    if target.is_dir():
+        raise ExportError(f"the export target {target} is a directory; give a file name")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ExportError(f"cannot create the folder of {target}: {error.strerror}") from None
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    safe_name = re.sub(r"[^A-Za-z0-9._-]", "_", target.name)
+    temporary = target.with_name(f".{safe_name}.{token}.tmp")
+    staging = _staging_uri(staging_root, target, safe_name, token)
+    try:
+        parts = _write_parts(export_df, staging, file_format, compress, timezone_name)
+        if file_format == CSV:
+            header = csv_header(export_df.columns)
+            _concatenate(spark, parts, gzip.compress(header, mtime=0) if compress else header,
+                         temporary)
+            rows = None
+        else:
+            rows = _merge_parquet(spark, parts, temporary)
+            if expected_rows is not None and rows != expected_rows:
+                raise ExportError(
+                    f"the assembled Parquet file holds {rows:,} rows, {expected_rows:,} were "
+                    f"expected: parts are missing from {staging}; {target} left as it was")
+        size = temporary.stat().st_size
+        _publish(temporary, target)
+    finally:
+        _remove_quietly(temporary)
+        _delete_staging(spark, staging)
+    return ExportFile(path=target, size_bytes=size, parts=len(parts), rows=rows)
+
+
+def _staging_uri(staging_root: str, target: Path, safe_name: str, token: str) -> str:
+    if not staging_root:
+        # A dot-folder: readers and listings skip it like any temporary file.
+        return f"file://{target.parent}/.{safe_name}.parts-{token}"
+    return f"{staging_root.rstrip('/')}/{safe_name}.parts-{token}"
+
+
+def _write_parts(export_df: DataFrame, staging: str, file_format: str, compress: bool,
+                 timezone_name: str) -> list[str]:
+    spark = export_df.sparkSession
+    try:
+        if file_format == CSV:
+            export_df.write.mode("errorifexists").options(
+                **csv_write_options(timezone_name, compress)).csv(staging)
+        else:
+            with _session_conf(spark, _PARQUET_WRITE_CONF):
+                export_df.write.mode("errorifexists").parquet(staging)
+    except CapturedException as error:  # PySpark's translation of the JVM's exception
+        raise ExportError(f"writing the export parts to {staging} failed: "
+                          f"{_first_line(str(error))}") from None
+    except Py4JJavaError as error:
+        raise ExportError(f"writing the export parts to {staging} failed: "
+                          f"{_java_message(error)}") from None
+    return list_parts(spark, staging)
+
+
+@contextmanager
+def _session_conf(spark: SparkSession, values: Mapping[str, str]) -> Iterator[None]:
+    previous = {key: spark.conf.get(key, None) for key in values}
+    for key, value in values.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
+
+
+def list_parts(spark: SparkSession, folder: str) -> list[str]:
+    """The part files Spark wrote into `folder`, in the order of the data they hold."""
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(folder)
+    try:
+        fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+        names = [(status.getPath().getName(), status.getPath().toString())
+                 for status in fs.listStatus(path) if status.isFile()]
+    except Py4JJavaError as error:
+        raise ExportError(f"cannot list the export parts in {folder}: {_java_message(error)}") from None
+    parts = [(name, uri) for name, uri in names if name.startswith("part-")]
+    if not parts:
+        raise ExportError(f"Spark wrote no part file into {folder}")
+    return [uri for _, uri in sorted(parts, key=lambda part: part_sort_key(part[0]))]
+
+
+def part_sort_key(name: str) -> tuple[int, int, str]:
+    """(partition, file counter, name) of `part-00007-<uuid>-c000.csv`: numeric, so part 100000 follows 99999."""
+    index = _PART_INDEX.match(name)
+    if index is None:
+        raise ExportError(f"unexpected file name {name!r} among the export parts")
+    counter = _PART_FILE_COUNTER.search(name)
+    return int(index.group(1)), int(counter.group(1)) if counter else 0, name
+
+
+def _concatenate(spark: SparkSession, parts: Sequence[str], header: bytes, temporary: Path) -> None:
+    """Stream `header` and then every part into `temporary`, inside the JVM."""
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    copy_bytes = jvm.org.apache.hadoop.io.IOUtils.copyBytes
+    try:
+        out = _local_raw_fs(spark).create(jvm.org.apache.hadoop.fs.Path(f"file://{temporary}"), False)
+        try:
+            out.write(bytearray(header))
+            for part in parts:
+                part_path = jvm.org.apache.hadoop.fs.Path(part)
+                stream = part_path.getFileSystem(conf).open(part_path)
+                try:
+                    copy_bytes(stream, out, COPY_BUFFER_BYTES, False)
+                finally:
+                    stream.close()
+        finally:
+            out.close()
+    except Py4JJavaError as error:
+        raise ExportError(f"assembling {temporary} from the parts failed: "
+                          f"{_java_message(error)}") from None
+
+
+def _merge_parquet(spark: SparkSession, parts: Sequence[str], temporary: Path) -> int:
+    """Append the row groups of every part, undecoded, into one Parquet file; its row count."""
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    hadoop_path = jvm.org.apache.hadoop.fs.Path
+    parquet = jvm.org.apache.parquet.hadoop
+    try:
+        inputs = [parquet.util.HadoopInputFile.fromPath(hadoop_path(part), conf) for part in parts]
+        first = parquet.ParquetFileReader.open(inputs[0])
+        try:
+            metadata = first.getFooter().getFileMetaData()
+            schema, key_values = metadata.getSchema(), metadata.getKeyValueMetaData()
+        finally:
+            first.close()
+        output = parquet.util.HadoopOutputFile.fromPath(
+            hadoop_path(f"file://{temporary}"), _raw_local_conf(spark))
+        writer = parquet.ParquetFileWriter(output, schema, parquet.ParquetFileWriter.Mode.CREATE,
+                                           parquet.ParquetWriter.DEFAULT_BLOCK_SIZE, 0)
+        writer.start()
+        for input_file in inputs:
+            writer.appendFile(input_file)
+        # Spark's schema travels in the key-value metadata: Spark reads the file back as written.
+        writer.end(key_values)
+        merged = parquet.ParquetFileReader.open(
+            parquet.util.HadoopInputFile.fromPath(hadoop_path(f"file://{temporary}"), conf))
+        try:
+            return int(merged.getRecordCount())
+        finally:
+            merged.close()
+    except Py4JJavaError as error:
+        raise ExportError(f"assembling {temporary} from the Parquet parts failed: "
+                          f"{_java_message(error)}") from None
+
+
+def _raw_local_conf(spark: SparkSession) -> Any:
+    # The checksummed local file system would leave a `.name.crc` file beside the target.
+    jvm = spark.sparkContext._jvm
+    conf = jvm.org.apache.hadoop.conf.Configuration(spark.sparkContext._jsc.hadoopConfiguration())
+    conf.set("fs.file.impl", "org.apache.hadoop.fs.RawLocalFileSystem")
+    conf.setBoolean("fs.file.impl.disable.cache", True)
+    return conf
+
+
+def _local_raw_fs(spark: SparkSession) -> Any:
+    jvm = spark.sparkContext._jvm
+    return jvm.org.apache.hadoop.fs.FileSystem.getLocal(
+        spark.sparkContext._jsc.hadoopConfiguration()).getRawFileSystem()
+
+
+def _publish(temporary: Path, target: Path) -> None:
+    """Make the complete temporary file durable, then rename it over the target."""
+    try:
+        _fsync(temporary)
+        os.replace(temporary, target)
+        _fsync(target.parent)
+    except OSError as error:
+        raise ExportError(f"cannot move the finished export to {target}: {error.strerror or error}; "
+                          "the previous file is left as it was") from None
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        log.warning("cannot remove the temporary file %s: %s", path, error.strerror)
+
+
+def _delete_staging(spark: SparkSession, staging: str) -> None:
+    # Best effort: after an interruption the JVM may already be gone.
+    try:
+        path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(staging)
+        path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(path, True)
+    except (Py4JError, AttributeError) as error:
+        log.warning("cannot remove the export parts in %s: %s", staging, error)
+
+
+def _java_message(error: Py4JJavaError) -> str:
+    """What happened, and the root cause when Spark wraps it (a task failure in a job failure)."""
+    exception = error.java_exception
+    message = _first_line(str(exception.toString()))
+    root = exception
+    while root.getCause() is not None and not root.getCause().equals(root):
+        root = root.getCause()
+    if not root.equals(exception):
+        message += f" (cause: {_first_line(str(root.toString()))})"
+    return message
+
+
+def _first_line(message: str) -> str:
+    # Spark's messages go on with the JVM stack trace; the first line says what happened.
+    return message.strip().splitlines()[0] if message.strip() else message
+
