@@ -20,7 +20,7 @@ log = logging.getLogger("batch")
 
 def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     # py4j logs every gateway round trip at INFO.
     logging.getLogger("py4j").setLevel(logging.WARNING)
 
