@@ -268,26 +268,55 @@ def _metric_rollup(metric: str) -> list[Column]:
 
 
 def _with_group_means(partials_df: DataFrame, key_names: tuple[str, ...]) -> DataFrame:
+    # One select, so that Spark computes every mean in a single Window operator.
     group_window = Window.partitionBy(*key_names)
-    df = partials_df
+    means = []
     for metric in METRICS:
         n_i = F.col(_partial(metric.name, _N))
         weighted = F.when(n_i > 0, n_i * F.col(_partial(metric.name, _MEAN)))
-        df = df.withColumn(_partial(metric.name, "group_mean"),
-                           F.sum(weighted).over(group_window) / F.sum(n_i).over(group_window))
-    return df
+        means.append((F.sum(weighted).over(group_window) / F.sum(n_i).over(group_window))
+                     .alias(_partial(metric.name, "group_mean")))
+    return partials_df.select("*", *means)
 
 
-def rollup(partials_df: DataFrame, grouping: Grouping, thresholds: Thresholds) -> DataFrame:
-    """The published statistics of `grouping`, from the partials of the included readings."""
+GROUPING_ID = "grouping_id"
+
+
+def _all_keys(groupings: tuple[Grouping, ...]) -> tuple[GroupKey, ...]:
+    keys: dict[str, GroupKey] = {}
+    for grouping in groupings:
+        for key in grouping.keys:
+            keys.setdefault(key.column.name, key)
+    return tuple(keys.values())
+
+
+def rollup_all(partials_df: DataFrame, groupings: tuple[Grouping, ...]) -> DataFrame:
+    """The statistics of every grouping in one DataFrame, one row per (`grouping_id`, group).
+
+    The included partials are stacked once per grouping, with the keys a grouping does not
+    use set to null, so that one window and one aggregation compute every table: a handful
+    of Spark stages however many groupings there are. `grouping_table` selects one table.
+    """
+    all_keys = _all_keys(groupings)
     keyed_df = partials_df.filter(F.col(EXCLUSION_REASON).isNull())
-    for key in grouping.keys:
+    for key in all_keys:
         if key.derive is not None:
             keyed_df = keyed_df.withColumn(key.column.name, key.derive())
-    keyed_df = _with_group_means(keyed_df, grouping.key_names)
+    value_columns = [c for c in keyed_df.columns if c not in {k.column.name for k in all_keys}]
+    stacked_df = None
+    for index, grouping in enumerate(groupings):
+        layer_df = keyed_df.select(
+            F.lit(index).alias(GROUPING_ID),
+            *[F.col(k.column.name) if k.column.name in grouping.key_names
+              else F.lit(None).cast(k.column.spark_type).alias(k.column.name) for k in all_keys],
+            *value_columns)
+        stacked_df = layer_df if stacked_df is None else stacked_df.unionByName(layer_df)
+    group_names = (GROUPING_ID,) + tuple(key.column.name for key in all_keys)
     aggregates = [
         F.sum("readings").alias("readings"),
-        F.countDistinct(DEVICE).alias("devices"),
+        # Not countDistinct: beside other aggregates Spark rewrites it into an Expand and a
+        # second aggregation of every row; a set of device ids per group is far cheaper.
+        F.size(F.collect_set(DEVICE)).cast("long").alias("devices"),
         F.min("first_reading_at").alias("first_reading_at"),
         F.max("last_reading_at").alias("last_reading_at"),
     ]
@@ -300,11 +329,24 @@ def rollup(partials_df: DataFrame, grouping: Grouping, thresholds: Thresholds) -
         _ratio(F.sum(_TEMPERATURE_IN_COMFORT), F.sum(_partial("temperature", _N)))
         .alias("temperature_share_in_comfort"),
     ]
-    stats_df = keyed_df.groupBy(*grouping.key_names).agg(*aggregates)
-    return stats_df.select([
+    # Null keys group together, in the window as in the aggregation: within one grouping
+    # an unused key is null in every row, so it never splits a group.
+    return (_with_group_means(stacked_df, group_names)
+            .groupBy(*group_names).agg(*aggregates))
+
+
+def grouping_table(all_stats_df: DataFrame, groupings: tuple[Grouping, ...], grouping: Grouping,
+                   thresholds: Thresholds) -> DataFrame:
+    """The published table of `grouping`, from `rollup_all(partials, groupings)`."""
+    return all_stats_df.filter(F.col(GROUPING_ID) == groupings.index(grouping)).select([
         F.col(column.name).cast(column.spark_type).alias(column.name)
         for column in output_columns(grouping, thresholds)
     ])
+
+
+def rollup(partials_df: DataFrame, grouping: Grouping, thresholds: Thresholds) -> DataFrame:
+    """The published statistics of one grouping, from the partials."""
+    return grouping_table(rollup_all(partials_df, (grouping,)), (grouping,), grouping, thresholds)
 
 
 # --- validation counts ------------------------------------------------------------------

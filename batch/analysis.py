@@ -2,16 +2,27 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from py4j.protocol import Py4JJavaError
+from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import SparkSession
 
 from batch import postgres
-from batch.aggregations import GROUPINGS, Grouping, Thresholds, partial_statistics, rollup, validation_counts
+from batch.aggregations import (
+    GROUPINGS,
+    Grouping,
+    Thresholds,
+    grouping_table,
+    partial_statistics,
+    rollup_all,
+    validation_counts,
+)
 from batch.config import (
     COMMON_OPTIONS,
     POSTGRES_OPTIONS,
@@ -23,11 +34,15 @@ from batch.config import (
     read_password,
 )
 from batch.contract import ANALYSIS_COLUMNS, METRIC_NAMES
-from batch.errors import BatchError, ConfigurationError, EmptyInputError
+from batch.errors import BatchError, ConfigurationError, CorruptInputFileError, EmptyInputError
 from batch.readers import read_raw_readings
 from batch.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings
 
 log = logging.getLogger(__name__)
+
+# How Spark names a file it cannot decode (a damaged page behind an intact footer).
+_UNREADABLE_FILE = re.compile(r"Encountered error while reading file (.+?)\. Details")
+_CAUSE = re.compile(r"\(cause: (.*)\)$")
 
 ANALYSIS_OPTIONS: tuple[Option, ...] = COMMON_OPTIONS + POSTGRES_OPTIONS + (
     Option("DROP_REPLAYS", "false",
@@ -129,24 +144,38 @@ def check_settings(settings: AnalysisSettings) -> None:
 def run_analysis(spark: SparkSession, settings: AnalysisSettings, summary: RunSummary,
                  groupings: Sequence[Grouping] = GROUPINGS) -> RunSummary:
     """Run the whole analysis, filling `summary`; raises BatchError with the run marked failed."""
+    try:
+        return _run_analysis(spark, settings, summary, groupings)
+    except BaseException as error:
+        # Failures before the run is recorded (database unreachable, lock not granted) too.
+        summary.status = "failed"
+        summary.error_message = summary.error_message or _describe(error)
+        raise
+
+
+def _describe(error: BaseException) -> str:
+    return str(error) if isinstance(error, BatchError) else f"{type(error).__name__}: {error}"
+
+
+def _run_analysis(spark: SparkSession, settings: AnalysisSettings, summary: RunSummary,
+                  groupings: Sequence[Grouping]) -> RunSummary:
     check_settings(settings)
     target = settings.target
     thresholds = settings.thresholds
     tables = [grouping.table for grouping in groupings]
     conn = postgres.connect(target)
     try:
-        with postgres.publish_lock(conn, target):
+        with postgres.database_errors(target), postgres.publish_lock(conn, target):
             postgres.ensure_schema(conn, target, groupings, thresholds)
             summary.run_id = postgres.start_run(conn, target, summary.job, settings.raw_data_path,
                                                 public_view(settings))
             try:
-                _compute_and_publish(spark, settings, summary, conn, target, groupings, tables)
+                with postgres.database_errors(target):
+                    _compute_and_publish(spark, settings, summary, conn, target, groupings, tables)
             except BaseException as error:
                 summary.status = "failed"
-                summary.error_message = str(error) if isinstance(error, BatchError) else (
-                    f"{type(error).__name__}: {error}")
-                postgres.drop_staging(conn, target, tables)
-                postgres.fail_run(conn, target, summary.run_id, summary.run_record())
+                summary.error_message = _describe(error)
+                postgres.record_failure(conn, target, tables, summary.run_id, summary.run_record())
                 raise
     finally:
         conn.close()
@@ -171,7 +200,13 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
             .coalesce(spark.sparkContext.defaultParallelism)
             .cache()
         )
-        counts = validation_counts(partials_df).collect()[0].asDict()
+        try:
+            counts = validation_counts(partials_df).collect()[0].asDict()
+        except (Py4JJavaError, CapturedException) as error:
+            unreadable = _unreadable_file_error(error, settings.skip_corrupt_files)
+            if unreadable is None:
+                raise
+            raise unreadable from None
         _record_counts(summary, counts)
     try:
         if not summary.rows_used:
@@ -179,18 +214,35 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
                 f"no usable reading under {settings.raw_data_path}: {summary.rows_read} read, "
                 f"excluded per reason {summary.rows_excluded}; previous results kept")
         with summary.phase("publish"):
-            postgres.prepare_staging(conn, target, tables)
+            postgres.prepare_staging(conn, target, tables, summary.run_id)
+            all_stats_df = rollup_all(partials_df, tuple(groupings)).cache()
             for grouping in groupings:
-                postgres.write_staging(rollup(partials_df, grouping, thresholds), target,
-                                       grouping.table)
+                postgres.write_staging(
+                    grouping_table(all_stats_df, tuple(groupings), grouping, thresholds),
+                    target, postgres.staging_table(grouping.table, summary.run_id))
+            all_stats_df.unpersist()
             summary.status = "succeeded"
             summary.rows_written = postgres.swap_in(
                 conn, target, groupings, thresholds, settings.batch_timezone, summary.run_id,
                 summary.run_record())
-            postgres.drop_staging(conn, target, tables)
     finally:
         partials_df.unpersist()
-    postgres.record_phases(conn, target, summary.run_id, summary.phase_seconds)
+    postgres.tidy_up(conn, target, tables, summary.run_id, summary.phase_seconds)
+
+
+def _unreadable_file_error(error: Py4JJavaError | CapturedException,
+                           skip_corrupt_files: bool) -> CorruptInputFileError | None:
+    """The failure of the first pass over the input as an error naming the file, if Spark named one."""
+    message = postgres.spark_error_message(error)
+    found = _UNREADABLE_FILE.search(message)
+    if found is None:
+        return None
+    cause = _CAUSE.search(message)
+    hint = ("; SKIP_CORRUPT_FILES skips files whose footer is unreadable, but this one's footer "
+            "is intact and its data damaged: move it out of the input" if skip_corrupt_files else "")
+    return CorruptInputFileError(
+        f"{found.group(1)} is not a readable Parquet file: its data cannot be decoded"
+        f"{f' ({cause.group(1)})' if cause else ''}{hint}")
 
 
 def _record_counts(summary: RunSummary, counts: dict[str, int]) -> None:
