@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -56,6 +57,7 @@ from batch.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag
 log = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT = "data/raw/indoor_sensor_data.csv"
+_URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _SUFFIXES: dict[tuple[str, bool], str] = {(CSV, False): ".csv", (CSV, True): ".csv.gz",
                                           (PARQUET, False): ".parquet"}
 
@@ -242,6 +244,10 @@ def check_settings(settings: DownloaderSettings) -> None:
     if settings.download_gzip and settings.download_format != CSV:
         raise ConfigurationError("--gzip applies to CSV; a Parquet file is compressed inside")
     settings.export_filter  # noqa: B018 - parsing --since/--until raises on a malformed or empty window
+    if _URI_SCHEME.match(settings.download_output):
+        raise ConfigurationError(
+            f"--output {settings.download_output} is a URI; the export is one file on the "
+            "driver's disk: give a local path (copy it to HDFS afterwards if needed)")
     path = settings.output_path
     expected = _SUFFIXES[(settings.download_format, settings.download_gzip)]
     known = sorted(set(_SUFFIXES.values()) | {".gz"}, key=len, reverse=True)
@@ -311,8 +317,11 @@ def run_download(spark: SparkSession, settings: DownloaderSettings,
         summary.status = "succeeded"
     except BaseException as error:
         summary.status = "failed"
-        summary.error_message = (str(error) if isinstance(error, BatchError)
-                                 else f"{type(error).__name__}: {error}")
+        if isinstance(error, KeyboardInterrupt):
+            summary.error_message = "interrupted (Ctrl-C or SIGTERM); the previous file is kept"
+        else:
+            summary.error_message = (str(error) if isinstance(error, BatchError)
+                                     else f"{type(error).__name__}: {error}")
         raise
     finally:
         summary.seconds = round(time.monotonic() - started, 3)
@@ -346,6 +355,8 @@ def _download(spark: SparkSession, settings: DownloaderSettings, summary: Downlo
             export_df.transform(order_for_export, columns), settings.output_path,
             settings.download_format, settings.download_gzip, settings.batch_timezone,
             settings.download_staging_dir, expected_rows=summary.rows_exported)
+    summary.phase_seconds.update({f"write.{step}": seconds
+                                  for step, seconds in exported.step_seconds.items()})
     summary.file_bytes = exported.size_bytes
     summary.file_size = _human_size(exported.size_bytes)
     summary.parts = exported.parts

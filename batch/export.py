@@ -33,10 +33,12 @@ import io
 import logging
 import os
 import re
+import shutil
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -44,7 +46,7 @@ from zoneinfo import ZoneInfo
 
 from py4j.protocol import Py4JError, Py4JJavaError
 from pyspark.errors.exceptions.captured import CapturedException
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from batch.contract import (
@@ -301,7 +303,8 @@ class ExportFile:
     path: Path
     size_bytes: int
     parts: int
-    rows: int | None = None  # counted from the Parquet footers; None for CSV
+    rows: int  # counted by Spark while writing the parts
+    step_seconds: dict[str, float] = field(default_factory=dict)  # parts, assemble, sync
 
 
 def csv_write_options(timezone_name: str, compress: bool) -> dict[str, str]:
@@ -353,7 +356,8 @@ def write_single_file(
     Hadoop FileSystem API both reach; empty: beside the target on the local disk); they are
     concatenated into a temporary file beside the target, which is renamed over it. On any
     failure or interruption the temporary file and the parts are removed and the previous
-    target is left as it was.
+    target is left as it was. The rows are counted as Spark writes them (and again from the
+    footer of an assembled Parquet file); a count other than `expected_rows` fails the export.
     """
     if file_format not in FORMATS:
         raise ConfigurationError(f"unknown export format {file_format!r}; expected one of {FORMATS}")
@@ -371,25 +375,53 @@ def write_single_file(
     safe_name = re.sub(r"[^A-Za-z0-9._-]", "_", target.name)
     temporary = target.with_name(f".{safe_name}.{token}.tmp")
     staging = _staging_uri(staging_root, target, safe_name, token)
+    steps = _StepTimer()
     try:
-        parts = _write_parts(export_df, staging, file_format, compress, timezone_name)
+        # Counted in the write itself, after the sort: no extra pass over the data.
+        written = Observation(f"export-{token}")
+        parts = _write_parts(export_df.observe(written, F.count(F.lit(1)).alias("rows")),
+                             staging, file_format, compress, timezone_name)
+        rows = int(written.get["rows"])
+        _check_row_count(rows, expected_rows, "Spark wrote", target)
+        steps.done("parts")
         if file_format == CSV:
             header = csv_header(export_df.columns)
             _concatenate(spark, parts, gzip.compress(header, mtime=0) if compress else header,
                          temporary)
-            rows = None
         else:
-            rows = _merge_parquet(spark, parts, temporary)
-            if expected_rows is not None and rows != expected_rows:
-                raise ExportError(
-                    f"the assembled Parquet file holds {rows:,} rows, {expected_rows:,} were "
-                    f"expected: parts are missing from {staging}; {target} left as it was")
+            merged_rows = _merge_parquet(spark, parts, temporary)
+            _check_row_count(merged_rows, rows, "the assembled Parquet file holds", target)
         size = temporary.stat().st_size
+        steps.done("assemble")
         _publish(temporary, target)
+        steps.done("sync")
+    except KeyboardInterrupt:
+        _cancel_jobs(spark)  # so that no task keeps writing parts while they are deleted
+        raise
     finally:
         _remove_quietly(temporary)
         _delete_staging(spark, staging)
-    return ExportFile(path=target, size_bytes=size, parts=len(parts), rows=rows)
+    return ExportFile(path=target, size_bytes=size, parts=len(parts), rows=rows,
+                      step_seconds=steps.seconds)
+
+
+class _StepTimer:
+    """Seconds spent in each consecutive step."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.monotonic()
+
+    def done(self, step: str) -> None:
+        now = time.monotonic()
+        self.seconds[step] = round(now - self._last, 3)
+        self._last = now
+
+
+def _check_row_count(rows: int, expected: int | None, what: str, target: Path) -> None:
+    if expected is not None and rows != expected:
+        raise ExportError(f"{what} {rows:,} rows where {expected:,} were expected (did the input "
+                          f"change during the export?); {target} left as it was")
 
 
 def _staging_uri(staging_root: str, target: Path, safe_name: str, token: str) -> str:
@@ -558,7 +590,18 @@ def _remove_quietly(path: Path) -> None:
         log.warning("cannot remove the temporary file %s: %s", path, error.strerror)
 
 
+def _cancel_jobs(spark: SparkSession) -> None:
+    try:
+        spark.sparkContext.cancelAllJobs()
+    except Py4JError as error:
+        log.warning("cannot cancel the running Spark jobs: %s", error)
+
+
 def _delete_staging(spark: SparkSession, staging: str) -> None:
+    if staging.startswith("file://"):
+        # Without the JVM: after a kill of spark-submit the gateway is already gone.
+        shutil.rmtree(staging[len("file://"):], ignore_errors=True)
+        return
     # Best effort: after an interruption the JVM may already be gone.
     try:
         path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(staging)

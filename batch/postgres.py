@@ -5,7 +5,9 @@ one PostgreSQL transaction then replaces the published rows by the staged ones (
 INSERT, which is MVCC-safe: a reader sees the complete previous results or the complete new
 ones) and marks the run succeeded. Published tables are never dropped, so their indexes,
 grants and dependent views stay. A session-level advisory lock keeps two runs against the
-same schema from interleaving.
+same schema from interleaving; it lives as long as the job's connection, so a run that loses
+that connection (a PostgreSQL restart) fails rather than publish without it, and its staging
+tables carry its run id so that nothing it still writes can reach another run's.
 """
 from __future__ import annotations
 
@@ -19,12 +21,14 @@ from typing import Any
 
 import psycopg2
 from psycopg2 import sql
+from py4j.protocol import Py4JJavaError
+from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
 from batch.aggregations import Grouping, OutputColumn, Thresholds, output_columns
-from batch.config import Secret
-from batch.errors import PublishError
+from batch.config import Secret, parse_identifier
+from batch.errors import ConfigurationError, PublishError
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,14 @@ class PostgresTarget:
     schema: str
     connect_attempts: int = 5
     lock_timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        # Every statement quotes the schema, but a name that needs quoting is refused anyway:
+        # it is a configuration mistake (or an attack), better reported before anything runs.
+        try:
+            parse_identifier(self.schema)
+        except ValueError as error:
+            raise ConfigurationError(f"POSTGRES_SCHEMA: {error}") from None
 
     @property
     def jdbc_url(self) -> str:
@@ -95,7 +107,7 @@ def connect(target: PostgresTarget) -> psycopg2.extensions.connection:
     raise AssertionError("unreachable")
 
 
-def _first_line(error: Exception) -> str:
+def _first_line(error: object) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
@@ -120,9 +132,24 @@ def publish_lock(conn: psycopg2.extensions.connection, target: PostgresTarget) -
     try:
         yield
     finally:
-        with conn.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
-        conn.commit()
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+            conn.commit()
+        except psycopg2.Error as error:
+            # The session is gone, and the lock with it; the error that ended the run matters more.
+            log.warning("cannot release the publish lock (%s); it ended with the session",
+                        _first_line(error))
+
+
+@contextmanager
+def database_errors(target: PostgresTarget) -> Iterator[None]:
+    """Report any psycopg2 error in the block (a lost connection included) as a PublishError."""
+    try:
+        yield
+    except psycopg2.Error as error:
+        raise PublishError(f"PostgreSQL at {target.address} failed: {_first_line(error)}; "
+                           "previous results kept") from None
 
 
 # --- DDL -----------------------------------------------------------------------------------
@@ -227,7 +254,11 @@ def ensure_schema(conn: psycopg2.extensions.connection, target: PostgresTarget,
                   groupings: Sequence[Grouping], thresholds: Thresholds) -> None:
     """Create the schema, the run table and every published table that does not exist yet."""
     with conn.cursor() as cursor:
-        cursor.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(target.schema)))
+        # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists,
+        # which a role that only owns its schema does not have.
+        cursor.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (target.schema,))
+        if cursor.fetchone() is None:
+            cursor.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(target.schema)))
         for statement in runs_ddl(target.schema):
             cursor.execute(statement)
         for grouping in groupings:
@@ -277,9 +308,15 @@ def _run_update(target: PostgresTarget, run_id: int, status: str,
     statement = sql.SQL("UPDATE {} SET status = %s, finished_at = now(), {} WHERE run_id = %s").format(
         _ident(target.schema, RUNS_TABLE),
         sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(name)) for name in columns))
-    values = tuple(json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
+    values = tuple(json.dumps(value, sort_keys=True) if isinstance(value, (dict, list))
+                   else _storable(value) if isinstance(value, str) else value
                    for value in record.values())
     return statement, (status, *values, run_id)
+
+
+def _storable(text: str) -> str:
+    # An error message can quote input data, and PostgreSQL text cannot hold a NUL character.
+    return text.replace("\x00", "\\x00")
 
 
 def record_phases(conn: psycopg2.extensions.connection, target: PostgresTarget, run_id: int,
@@ -300,45 +337,125 @@ def fail_run(conn: psycopg2.extensions.connection, target: PostgresTarget, run_i
     conn.commit()
 
 
+def record_failure(conn: psycopg2.extensions.connection, target: PostgresTarget,
+                   tables: Sequence[str], run_id: int, record: Mapping[str, Any]) -> None:
+    """Drop the run's staging tables and mark it failed, over a new connection if `conn` was lost.
+
+    Best effort: when PostgreSQL stays unreachable the run is left 'running', and the next
+    run marks it abandoned.
+    """
+    try:
+        drop_staging(conn, target, tables, run_id)
+        fail_run(conn, target, run_id, record)
+        return
+    except psycopg2.Error as error:
+        log.warning("lost the connection to PostgreSQL at %s (%s); reconnecting to record "
+                    "the failure of run %d", target.address, _first_line(error), run_id)
+    try:
+        fresh = connect(target)
+    except PublishError as error:
+        log.warning("cannot record the failure of run %d: %s; the next run marks it abandoned",
+                    run_id, error)
+        return
+    try:
+        # The staging tables are this run's own (named by run id): no lock is needed to drop them.
+        drop_staging(fresh, target, tables, run_id)
+        fail_run(fresh, target, run_id, record)
+    except psycopg2.Error as error:
+        log.warning("cannot record the failure of run %d: %s; the next run marks it abandoned",
+                    run_id, _first_line(error))
+    finally:
+        fresh.close()
+
+
 # --- publication -----------------------------------------------------------------------------
 
-def staging_table(table: str) -> str:
-    return STAGING_PREFIX + table
+def staging_table(table: str, run_id: int) -> str:
+    return f"{STAGING_PREFIX}{run_id}_{table}"
 
 
 def prepare_staging(conn: psycopg2.extensions.connection, target: PostgresTarget,
-                    tables: Sequence[str]) -> None:
-    """Fresh, empty staging tables shaped like the published ones (without their constraints)."""
+                    tables: Sequence[str], run_id: int) -> None:
+    """Fresh, empty staging tables shaped like the published ones (without their constraints).
+
+    Staging tables left by runs that died are dropped first: the caller holds the publish
+    lock, so no live run owns them.
+    """
     with conn.cursor() as cursor:
+        cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s "
+                       "AND starts_with(tablename, %s) ORDER BY tablename",
+                       (target.schema, STAGING_PREFIX))
+        for (leftover,) in cursor.fetchall():
+            log.info("dropping %s.%s, left by a run that died", target.schema, leftover)
+            cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(target.schema, leftover)))
         for table in tables:
-            staging = _ident(target.schema, staging_table(table))
-            cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staging))
             cursor.execute(sql.SQL("CREATE UNLOGGED TABLE {} (LIKE {})").format(
-                staging, _ident(target.schema, table)))
+                _ident(target.schema, staging_table(table, run_id)), _ident(target.schema, table)))
     conn.commit()
 
 
 def drop_staging(conn: psycopg2.extensions.connection, target: PostgresTarget,
-                 tables: Sequence[str]) -> None:
+                 tables: Sequence[str], run_id: int) -> None:
     conn.rollback()
     with conn.cursor() as cursor:
         for table in tables:
             cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(
-                _ident(target.schema, staging_table(table))))
+                _ident(target.schema, staging_table(table, run_id))))
     conn.commit()
 
 
-def write_staging(stats_df: DataFrame, target: PostgresTarget, table: str) -> None:
-    """Append `stats_df` to the table's staging table through Spark's JDBC data source."""
-    (stats_df.write.format("jdbc")
-     .option("url", target.jdbc_url)
-     .option("driver", JDBC_DRIVER_CLASS)
-     .option("dbtable", f'"{target.schema}"."{staging_table(table)}"')
-     .option("user", target.user)
-     .option("password", target.password.reveal())
-     .option("batchsize", "10000")
-     .mode("append")
-     .save())
+def tidy_up(conn: psycopg2.extensions.connection, target: PostgresTarget, tables: Sequence[str],
+            run_id: int, phase_seconds: Mapping[str, float]) -> None:
+    """After a successful swap: drop the staging tables and complete the timings, best effort.
+
+    The results are published and the run recorded as succeeded by then, so a failure here
+    (a lost connection) is only reported; the next run drops the leftover staging tables.
+    """
+    try:
+        drop_staging(conn, target, tables, run_id)
+        record_phases(conn, target, run_id, phase_seconds)
+    except psycopg2.Error as error:
+        log.warning("run %d is published, but tidying up after it failed: %s", run_id,
+                    _first_line(error))
+
+
+def _quoted_name(schema: str, table: str) -> str:
+    """`"schema"."table"` for Spark's dbtable option, quoted as sql.Identifier quotes."""
+    return ".".join('"' + name.replace('"', '""') + '"' for name in (schema, table))
+
+
+def write_staging(stats_df: DataFrame, target: PostgresTarget, staging: str) -> None:
+    """Append `stats_df` to the staging table `staging` (see `staging_table`) through Spark's JDBC data source."""
+    try:
+        (stats_df.write.format("jdbc")
+         .option("url", target.jdbc_url)
+         .option("driver", JDBC_DRIVER_CLASS)
+         .option("dbtable", _quoted_name(target.schema, staging))
+         .option("user", target.user)
+         .option("password", target.password.reveal())
+         .option("batchsize", "10000")
+         .mode("append")
+         .save())
+    except (Py4JJavaError, CapturedException) as error:
+        # The root cause says what PostgreSQL refused; the error around it quotes every value.
+        _, cause = _spark_error_lines(error)
+        raise PublishError(f"writing {target.schema}.{staging} at {target.address} failed: "
+                           f"{cause}; previous results kept") from None
+
+
+def spark_error_message(error: Py4JJavaError | CapturedException) -> str:
+    """The first line of what the JVM reported, and of its root cause when that differs."""
+    message, cause = _spark_error_lines(error)
+    return message if cause == message else f"{message} (cause: {cause})"
+
+
+def _spark_error_lines(error: Py4JJavaError | CapturedException) -> tuple[str, str]:
+    if not isinstance(error, Py4JJavaError):
+        return _first_line(error), _first_line(error)
+    exception = root = error.java_exception
+    while root.getCause() is not None and not root.getCause().equals(root):
+        root = root.getCause()
+    return _first_line(exception.toString()), _first_line(root.toString())
 
 
 def swap_in(conn: psycopg2.extensions.connection, target: PostgresTarget,
@@ -350,7 +467,7 @@ def swap_in(conn: psycopg2.extensions.connection, target: PostgresTarget,
         with conn.cursor() as cursor:
             for grouping in groupings:
                 table = _ident(target.schema, grouping.table)
-                staging = _ident(target.schema, staging_table(grouping.table))
+                staging = _ident(target.schema, staging_table(grouping.table, run_id))
                 cursor.execute(sql.SQL("DELETE FROM {}").format(table))
                 cursor.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(table, staging))
                 rows_written[grouping.table] = cursor.rowcount

@@ -1,0 +1,47 @@
+"""Raw-data download job: raw Parquet readings -> filtered, ordered, single CSV or Parquet file.
+
+Launched by spark-downloader.sh (spark-submit), or directly with `python spark-downloader.py --help`.
+Exit codes: 0 success, 1 unexpected error, 2 bad configuration (unknown profile or institute
+included), 3 bad input or no matching reading, 5 writing the file failed, 130 interrupted.
+The previous output file is left as it was whenever the exit code is not 0.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+from batch import cli, downloader
+from batch.session import build_spark_session
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+DESCRIPTION = ("Export raw indoor-air readings, filtered by device profile, institute, classroom "
+               "and time window, as one ordered CSV (or Parquet) file, replaced atomically.")
+
+
+def main() -> int:
+    settings = downloader.load_download_settings(sys.argv[1:], PROJECT_ROOT,
+                                                 "spark-downloader.py", DESCRIPTION)
+    downloader.check_settings(settings)
+    summary = downloader.DownloadSummary.for_settings(settings)
+    master = cli.spark_master_unless_submitted(settings.spark_master)
+    spark = build_spark_session("indoor-air-download", master)
+    # Ctrl-C and SIGTERM (kill, a stopping container) raise KeyboardInterrupt, so that the
+    # export cancels its Spark jobs and removes its temporary file and parts. PySpark's own
+    # SIGINT handler is replaced: it calls the JVM from inside the interrupted JVM call, which
+    # breaks the gateway connection instead of stopping the job.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        downloader.run_download(spark, settings, summary)
+    finally:
+        report = summary.report()
+        print(cli.format_summary("indoor-air download", report), flush=True)
+        if settings.summary_json:
+            cli.write_json_atomically(Path(settings.summary_json), report)
+        spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run_main(main)

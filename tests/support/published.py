@@ -1,0 +1,65 @@
+"""Raw readings written as the contract types them, and the published tables checked against
+the independent SQL computation of tests/independent.py."""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from psycopg2 import sql
+
+from batch.postgres import PostgresTarget
+from tests import independent
+from tests.rawdata import METRICS
+from tests.support.jobs import admin_connection, query
+
+TABLES = tuple(independent.TABLE_KEYS)
+VIEW = "latest_complete_week_by_classroom"
+
+
+def write_rows(folder: Path, rows: Sequence[dict[str, Any]], name: str = "part-0.parquet") -> Path:
+    """`rows` (the columns of tests/independent.RAW_COLUMNS) as one Parquet file in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    columns = {
+        "DevEui": pa.array([r["DevEui"] for r in rows], pa.string()),
+        "sendtime": pa.array([r["sendtime"] for r in rows], pa.timestamp("us", tz="UTC")),
+        "institute": pa.array([r["institute"] for r in rows], pa.string()),
+        "classroom": pa.array([r["classroom"] for r in rows], pa.string()),
+    }
+    for metric in METRICS:
+        columns[metric] = pa.array([r[metric] for r in rows],
+                                   pa.int64() if metric == "light_level" else pa.float64())
+    pq.write_table(pa.table(columns), folder / name)
+    return folder
+
+
+def published(conn: Any, schema: str, with_view: bool = True) -> dict[str, list[dict[str, Any]]]:
+    """Every published table (and the view), as a dashboard reads them.
+
+    Leave the view out while a run is held inside its swap: replacing it locks it exclusively.
+    """
+    tables = {table: independent.published_table(conn, schema, table) for table in TABLES}
+    if with_view:
+        tables[VIEW] = independent.fetch_dicts(
+            conn, sql.SQL("SELECT * FROM {}.{} ORDER BY institute, classroom").format(
+                sql.Identifier(schema), sql.Identifier(VIEW)).as_string(conn))
+    return tables
+
+
+def assert_published_equals_independent(target: PostgresTarget, rows: Sequence[dict[str, Any]],
+                                        timezone: str = "UTC", drop_replays: bool = False) -> None:
+    """Every published table equals the statistics PostgreSQL computes from `rows` itself."""
+    reference = f"{target.schema}_expected"
+    with contextlib.closing(admin_connection(target)) as conn:
+        query(conn, sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(reference)))
+        independent.load_raw(conn, reference, rows)
+        try:
+            for table in TABLES:
+                independent.assert_rows_close(
+                    independent.published_table(conn, target.schema, table),
+                    independent.expected_table(conn, reference, table, timezone, drop_replays))
+        finally:
+            query(conn, sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(reference)))

@@ -1,0 +1,329 @@
+"""The downloader end to end: spark-downloader.py and spark-downloader.sh run as a user runs them.
+
+Every export is read back with Python's csv module, gzip or pyarrow and compared with the
+rows computed in plain Python from the files written by pyarrow (tests/test_export.py).
+The jobs run with TZ=America/New_York and BATCH_TIMEZONE=Europe/Rome, so that neither the
+process's local time nor UTC can pass for the batch time zone.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from batch.downloader import (
+    DOWNLOADER_OPTIONS,
+    DownloaderSettings,
+    _check_staging,
+    check_settings,
+    load_download_settings,
+)
+from batch.errors import ConfigurationError
+from batch.export import parse_local_instant
+from tests.test_export import (
+    COLUMNS,
+    RANGES,
+    ROME,
+    ExportDataset,
+    assert_rows_equal,
+    exact_text,
+    expected_rows,
+    read_csv_rows,
+    write_export_dataset,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+JOB_TIMEOUT_S = 600
+SANT_ANNA = "Istituto \"Sant'Anna\", sede 2"
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> ExportDataset:
+    return write_export_dataset(tmp_path_factory.mktemp("raw"))
+
+
+@pytest.fixture(scope="module")
+def env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("env") / "empty.env"  # the tests do not read env/spark.env
+    path.write_text("")
+    return path
+
+
+def job_environment(dataset: ExportDataset, env_file: Path, **variables: str) -> dict[str, str]:
+    ours = {option.env for option in DOWNLOADER_OPTIONS} | {"BATCH_ENV_FILE", "LOG_DIR", "RUN_DIR"}
+    environment = {key: value for key, value in os.environ.items() if key not in ours}
+    environment.update(BATCH_ENV_FILE=str(env_file), RAW_DATA_PATH=str(dataset.folder),
+                       BATCH_TIMEZONE=ROME, SPARK_MASTER="local[2]", SPARK_LOCAL_IP="127.0.0.1",
+                       TZ="America/New_York", **variables)
+    return environment
+
+
+def run_job(dataset: ExportDataset, env_file: Path, *args: str,
+            **variables: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "spark-downloader.py"), *args],
+        env=job_environment(dataset, env_file, **variables), capture_output=True, text=True,
+        timeout=JOB_TIMEOUT_S, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL)
+
+
+def run_launcher(dataset: ExportDataset, env_file: Path, *args: str,
+                 **variables: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(PROJECT_ROOT / "spark-downloader.sh"), *args],
+        env=job_environment(dataset, env_file, **variables), capture_output=True, text=True,
+        timeout=JOB_TIMEOUT_S, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL)
+
+
+def leftovers(folder: Path, *expected: str) -> list[str]:
+    """Files in `folder` other than `expected`: temporary files or parts left behind."""
+    return sorted(set(os.listdir(folder)) - set(expected))
+
+
+def expected_clean(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]
+                   ) -> tuple[list[tuple[Any, ...]], dict[str, int], dict[str, int]]:
+    """--clean computed in plain Python: rows kept, excluded per reason, values nulled per column."""
+    kept, excluded, nulled = [], Counter(), Counter()
+    for row in rows:
+        reason = ("missing_sendtime" if row["sendtime"] is None else
+                  "missing_device" if row["DevEui"] is None else
+                  "unregistered_device" if row["institute"] is None or row["classroom"] is None
+                  else None)
+        if reason:
+            excluded[reason] += 1
+            continue
+        cleaned = dict(row)
+        for name in columns:
+            if name not in RANGES or cleaned[name] is None:
+                continue
+            lower, upper = RANGES[name]
+            value = cleaned[name]
+            if (isinstance(value, float) and math.isnan(value)) or (
+                    lower is not None and value < lower) or (upper is not None and value > upper):
+                cleaned[name] = None
+                nulled[name] += 1
+        kept.append(cleaned)
+    return expected_rows(kept, columns), dict(excluded), dict(nulled)
+
+
+# --- spark-downloader.py ----------------------------------------------------------------------
+
+def test_filtered_csv_equals_an_independent_filtering_of_the_raw_data(
+        dataset: ExportDataset, env_file: Path, tmp_path: Path) -> None:
+    target = tmp_path / "export" / "AM319.csv"
+    summary_path = tmp_path / "summary.json"
+    result = run_job(dataset, env_file, "--output", str(target), "--profile", "AM319",
+                     "--profile", "WS301", "--institute", SANT_ANNA, "--institute", "École ñ 日本",
+                     "--since", "2024-10-01", "--until", "2024-11-01",
+                     "--summary-json", str(summary_path))
+    assert result.returncode == 0, result.stderr
+    expected = expected_rows(dataset.rows, profiles=("AM319", "WS301"),
+                             institutes=(SANT_ANNA, "École ñ 日本"),
+                             since=parse_local_instant("2024-10-01", ROME),
+                             until=parse_local_instant("2024-11-01", ROME))
+    assert expected
+    assert_rows_equal(read_csv_rows(exact_text(target), COLUMNS), expected, COLUMNS)
+    assert leftovers(target.parent, target.name) == []
+    summary = json.loads(summary_path.read_text())
+    assert summary["status"] == "succeeded"
+    assert summary["rows_exported"] == len(expected)
+    assert summary["file_bytes"] == target.stat().st_size
+    assert summary["filters"]["since"] == "2024-10-01 (Europe/Rome) = 2024-09-30T22:00:00Z"
+    assert summary["filters"]["profile"] == "AM319, WS301"
+    assert "==== indoor-air download ====" in result.stdout
+    assert f"rows_exported: {len(expected)}" in result.stdout
+
+
+def test_clean_parquet_equals_an_independent_validation(
+        dataset: ExportDataset, env_file: Path, tmp_path: Path) -> None:
+    target = tmp_path / "clean.parquet"
+    columns = ("sendtime", "DevEui", "institute", "classroom", "temperature", "humidity", "co2",
+               "pir", "door_status")
+    summary_path = tmp_path / "summary.json"
+    result = run_job(dataset, env_file, "--output", str(target), "--format", "parquet", "--clean",
+                     "--columns", ",".join(columns), "--summary-json", str(summary_path))
+    assert result.returncode == 0, result.stderr
+    expected, excluded, nulled = expected_clean(dataset.rows, columns)
+    table = pq.read_table(target)
+    assert table.column_names == list(columns)
+    assert_rows_equal([tuple(row[name] for name in columns) for row in table.to_pylist()],
+                      expected, columns)
+    summary = json.loads(summary_path.read_text())
+    assert summary["rows_selected"] == len(dataset.rows)
+    assert summary["rows_exported"] == len(expected)
+    assert {reason: count for reason, count in summary["rows_excluded"].items() if count} == excluded
+    assert {name: count for name, count in summary["values_nulled"].items() if count} == nulled
+    assert leftovers(tmp_path, "clean.parquet", "summary.json") == []
+
+
+def test_an_unknown_profile_lists_the_profiles_and_keeps_the_previous_file(
+        dataset: ExportDataset, env_file: Path, tmp_path: Path) -> None:
+    target = tmp_path / "export.csv"
+    target.write_text("previous export\n")
+    result = run_job(dataset, env_file, "--output", str(target), "--profile", "AM999")
+    assert result.returncode == 2
+    counts = Counter(row["profile"] for row in dataset.rows if row["profile"] is not None)
+    listing = ", ".join(f"{profile} ({counts[profile]:,} rows)" for profile in sorted(counts))
+    assert f"unknown profile `AM999`; profiles in {dataset.folder}: {listing}" in result.stderr
+    assert target.read_text() == "previous export\n"
+    assert leftovers(tmp_path, "export.csv") == []
+
+
+def test_no_matching_reading_is_an_error_and_keeps_the_previous_file(
+        dataset: ExportDataset, env_file: Path, tmp_path: Path) -> None:
+    target = tmp_path / "export.csv"
+    target.write_text("previous export\n")
+    result = run_job(dataset, env_file, "--output", str(target), "--profile", "AM103",
+                     "--since", "2030-01-01")
+    assert result.returncode == 3
+    assert "no reading under" in result.stderr and "matches profile AM103; since 2030-01-01" in result.stderr
+    assert f"{target} left as it was" in result.stderr
+    assert target.read_text() == "previous export\n"
+    assert leftovers(tmp_path, "export.csv") == []
+
+
+def test_sigterm_during_the_export_leaves_the_previous_file(
+        dataset: ExportDataset, env_file: Path, tmp_path: Path) -> None:
+    target = tmp_path / "export.csv"
+    target.write_text("previous export\n")
+    process = subprocess.Popen(
+        [sys.executable, str(PROJECT_ROOT / "spark-downloader.py"), "--output", str(target)],
+        env=job_environment(dataset, env_file), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    # The parts folder appears when Spark starts writing: stop the job there.
+    while not any(name.startswith(".export.csv.parts-") for name in os.listdir(tmp_path)):
+        if process.poll() is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=JOB_TIMEOUT_S)
+    if process.returncode == 0:
+        pytest.skip("the export finished before it could be interrupted")
+    assert process.returncode == 130, stderr
+    assert target.read_text() == "previous export\n"
+    assert leftovers(tmp_path, "export.csv") == []
+
+
+# --- spark-downloader.sh ----------------------------------------------------------------------
+
+def test_the_launcher_in_the_foreground_writes_a_gzipped_csv(
+        dataset: ExportDataset, env_file: Path, tmp_path: Path) -> None:
+    target = tmp_path / "AM319.csv.gz"
+    result = run_launcher(dataset, env_file, "--foreground", "--profile", "AM319", "--gzip",
+                          "--output", str(target))
+    assert result.returncode == 0, result.stderr[-3000:]
+    with gzip.open(target, "rt", encoding="utf-8", newline="") as handle:
+        rows = read_csv_rows(handle.read(), COLUMNS)
+    assert_rows_equal(rows, expected_rows(dataset.rows, profiles=("AM319",)), COLUMNS)
+
+
+def test_the_launcher_in_the_background_logs_and_writes_the_file(
+        dataset: ExportDataset, env_file: Path, tmp_path: Path) -> None:
+    target = tmp_path / "room.csv"
+    result = run_launcher(dataset, env_file, "--institute", SANT_ANNA, "--classroom", "Aula\nMagna",
+                          "--output", str(target), LOG_DIR=str(tmp_path / "logs"),
+                          RUN_DIR=str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    pid = int((tmp_path / "run" / "downloader.pid").read_text())
+    assert f"pid {pid}" in result.stdout
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    (log_file,) = (tmp_path / "logs").glob("downloader-*.log")
+    assert "status: succeeded" in log_file.read_text(), log_file.read_text()[-3000:]
+    expected = expected_rows(dataset.rows, institutes=(SANT_ANNA,), classrooms=("Aula\nMagna",))
+    assert expected
+    assert_rows_equal(read_csv_rows(exact_text(target), COLUMNS), expected, COLUMNS)
+
+
+def test_the_launcher_rejects_unknown_options_and_bad_values_before_starting(
+        dataset: ExportDataset, env_file: Path, tmp_path: Path) -> None:
+    unknown = run_launcher(dataset, env_file, "--foreground", "--bogus")
+    assert unknown.returncode == 2 and "unrecognized arguments: --bogus" in unknown.stderr
+    bad_window = run_launcher(dataset, env_file, "--since", "2024-10-27T02:30",
+                              RUN_DIR=str(tmp_path / "run"))
+    assert bad_window.returncode == 2 and "happens twice in Europe/Rome" in bad_window.stderr
+    assert not (tmp_path / "run").exists()  # nothing was started
+    usage = run_launcher(dataset, env_file, "--help")
+    assert usage.returncode == 0
+    assert "--demo" in usage.stdout and "--profile NAME" in usage.stdout
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def settings(env_file: Path) -> Any:
+    """Settings as the job loads them from `argv` and `environ` (an empty env file)."""
+
+    def load(*argv: str, **environ: str) -> DownloaderSettings:
+        return load_download_settings([*argv, "--env-file", str(env_file)], PROJECT_ROOT,
+                                      environ=environ)
+
+    return load
+
+
+def test_settings_come_from_flags_over_the_environment(settings: Any) -> None:
+    result = settings("--profile", "AM319", "--profile", "AM103", "--columns", "co2, sendtime",
+                      DOWNLOAD_FORMAT="parquet", DOWNLOAD_CLEAN="true")
+    assert result.profiles == ("AM319", "AM103")
+    assert result.columns == ("co2", "sendtime")
+    assert result.download_format == "parquet" and result.download_clean
+    assert result.output_path == Path("data/raw/indoor_sensor_data.parquet")
+    check_settings(result)
+
+
+@pytest.mark.parametrize("argv, output", [
+    ((), "data/raw/indoor_sensor_data.csv"),
+    (("--gzip",), "data/raw/indoor_sensor_data.csv.gz"),
+    (("--format", "parquet"), "data/raw/indoor_sensor_data.parquet"),
+    (("--gzip", "--output", "x/y.csv.gz"), "x/y.csv.gz"),
+    (("--output", "export.txt"), "export.txt"),
+])
+def test_the_default_output_follows_the_format(settings: Any, argv: tuple[str, ...], output: str) -> None:
+    result = settings(*argv)
+    check_settings(result)
+    assert result.output_path == Path(output)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("--format", "parquet", "--gzip"), "--gzip applies to CSV"),
+    (("--output", "x.csv", "--gzip"), r"ends in \.csv, but the export is gzipped CSV: name it x\.csv\.gz"),
+    (("--output", "x.parquet"), r"ends in \.parquet, but the export is CSV"),
+    (("--since", "2024-11-01", "--until", "2024-10-01"), "not before --until"),
+    (("--until", "31/12/2024"), "--until: '31/12/2024' is not an ISO date"),
+    (("--output", "hdfs://nn:8020/exports/x.csv"), "is a URI; the export is one file on the driver"),
+])
+def test_contradictory_settings_are_refused(settings: Any, argv: tuple[str, ...], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        check_settings(settings(*argv))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("--columns", "co2,CO2"), "unknown column"),
+    (("--columns", "co2,co2"), "given more than once"),
+    (("--format", "xlsx"), "unknown format"),
+])
+def test_malformed_options_are_refused(settings: Any, argv: tuple[str, ...], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        settings(*argv)
+
+
+def test_a_cluster_needs_a_shared_staging_folder(settings: Any) -> None:
+    cluster = SimpleNamespace(sparkContext=SimpleNamespace(master="spark://spark-master:7077"))
+    with pytest.raises(ConfigurationError, match="DOWNLOAD_STAGING_DIR"):
+        _check_staging(cluster, settings())
+    _check_staging(cluster, settings("--staging-dir", "hdfs://nn:8020/tmp/x"))
+    _check_staging(SimpleNamespace(sparkContext=SimpleNamespace(master="local[2]")), settings())
