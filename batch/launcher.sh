@@ -16,11 +16,6 @@ DEMO_POSTGRES_DIR="$PROJECT_ROOT/.demo/postgres"
 DEMO_READINGS="${DEMO_READINGS:-300000}"
 JOB_OUTPUT_OPTION="${JOB_OUTPUT_OPTION:-}"
 JOB_OUTPUT_VARIABLE="${JOB_OUTPUT_VARIABLE:-}"
-if [[ "$JOB_SCRIPT" == spark-downloader.py && -z "$JOB_OUTPUT_OPTION" ]]; then
-    # The downloader's file; spark-downloader.sh may set these itself.
-    JOB_OUTPUT_OPTION="--output"
-    JOB_OUTPUT_VARIABLE="DOWNLOAD_OUTPUT"
-fi
 # Variables the launcher itself reads (the job reads the rest of env/spark.env on its own).
 LAUNCHER_VARIABLES=(SPARK_MASTER SPARK_DRIVER_MEMORY SPARK_EXECUTOR_PYTHON POSTGRES_JDBC_JAR
                     POSTGRES_JDBC_PACKAGE POSTGRES_SCHEMA POSTGRES_PASSWORD_FILE SUMMARY_JSON

@@ -32,7 +32,6 @@ from batch.postgres import PostgresTarget
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ANALYSIS_SCRIPT = PROJECT_ROOT / "start-spark.py"
 HELD_ANALYSIS_SCRIPT = Path(__file__).with_name("held_analysis.py")
-LAUNCHER = PROJECT_ROOT / "start-spark.sh"
 JOB_APPLICATION = "indoor-air-batch"  # psycopg2 sessions of the job (postgres.connect)
 JDBC_APPLICATION = "PostgreSQL JDBC Driver"  # Spark's JDBC sessions (the driver's default name)
 DEADLINE_S = 300.0
@@ -174,10 +173,6 @@ class JobProcess:
             command = [sys.executable, str(HELD_ANALYSIS_SCRIPT), hold_at, str(work_dir / "hold"), *args]
         return cls(command, environment, work_dir)
 
-    @classmethod
-    def launcher(cls, environment: Mapping[str, str], work_dir: Path, *args: str) -> JobProcess:
-        return cls([str(LAUNCHER), *args], environment, work_dir)
-
     def hold_reached(self, point: str) -> bool:
         return (self.stdout_path.parent / "hold" / point).exists()
 
@@ -205,9 +200,6 @@ class JobProcess:
 
     def output(self) -> str:
         return self.stdout() + self.stderr()
-
-    def tree(self) -> set[int]:
-        return process_tree(self.pid)
 
     def kill_tree(self) -> set[int]:
         """SIGKILL every process of the job; wait until all are gone."""
@@ -272,7 +264,7 @@ def wait_until_gone(conn: Any, pids: set[int] | Sequence[int], what: str = "the 
 
 @contextmanager
 def advisory_hold(target: PostgresTarget, key: int) -> Iterator[Any]:
-    """Hold advisory lock `key` in a session of its own until the block ends (or `release()`)."""
+    """Hold advisory lock `key` in a session of its own until the block ends (or it is unlocked)."""
     conn = admin_connection(target)
     query(conn, "SELECT pg_advisory_lock(%s)", (key,))
     try:
