@@ -144,8 +144,10 @@ def default_env_file(project_root: Path) -> Path:
 
 
 def build_parser(prog: str, description: str, options: Sequence[Option]) -> argparse.ArgumentParser:
+    # No abbreviations: `--postgres-password x` must be refused, not taken for
+    # `--postgres-password-file x`.
     parser = argparse.ArgumentParser(
-        prog=prog, description=description,
+        prog=prog, description=description, allow_abbrev=False,
         epilog="Every option can also be set as the variable named in brackets, in the "
                "environment or in the env file (default env/spark.env, or $BATCH_ENV_FILE); "
                "flags override the environment, which overrides the file. The password is "

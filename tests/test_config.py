@@ -61,9 +61,12 @@ def test_env_file_documents_every_option_with_its_default(job: str) -> None:
     for option in JOB_OPTIONS[job]:
         assert option.env in documented, f"{option.env} is not in env/spark.env"
         assert (documented[option.env] or "") == option.default, option.env
-        line = text.splitlines()[[i for i, l in enumerate(text.splitlines())
-                                  if l.startswith(option.env + "=")][0] - 1]
-        assert line.startswith("#"), f"{option.env} has no comment above it"
+        lines = text.splitlines()
+        index = next(i for i, line in enumerate(lines) if line.startswith(option.env + "="))
+        # A comment may explain a block of related variables: skip up over them.
+        while index > 0 and "=" in lines[index - 1] and not lines[index - 1].startswith("#"):
+            index -= 1
+        assert index > 0 and lines[index - 1].startswith("#"), f"{option.env} has no comment"
 
 
 def test_the_password_never_shows() -> None:
