@@ -14,13 +14,14 @@ import os
 import re
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Observation, SparkSession
 
 from batch.config import (
     COMMON_OPTIONS,
@@ -32,7 +33,7 @@ from batch.config import (
     settings_from,
 )
 from batch.contract import RAW_COLUMNS, RAW_COLUMNS_BY_NAME
-from batch.errors import BatchError, ConfigurationError
+from batch.errors import BatchError, ConfigurationError, ExportError
 from batch.export import (
     CSV,
     FORMATS,
@@ -40,13 +41,13 @@ from batch.export import (
     ExportFilter,
     NoMatchingReadingsError,
     check_filter_values,
-    clean_counts,
+    clean_count_columns,
     columns_to_read,
     filter_readings,
     order_for_export,
     parse_local_instant,
     range_checked_columns,
-    selection_counts,
+    sort_for_export,
     usable_readings,
     value_inventory,
     write_single_file,
@@ -346,15 +347,29 @@ def _download(spark: SparkSession, settings: DownloaderSettings, summary: Downlo
             inventory = [row.asDict() for row in value_inventory(readings_df).collect()]
             check_filter_values(export_filter, inventory, settings.raw_data_path)
     selected_df = readings_df.transform(filter_readings, export_filter)
-    with summary.phase("count"):
-        export_df = _count(selected_df, settings, summary)
-    if not summary.rows_exported:
-        raise NoMatchingReadingsError(_no_match_message(settings, summary))
+    checked = range_checked_columns(columns)
+    # The --clean counts are observed while the export is written, after the sort: above the
+    # range exchange, so Spark's sampling of the input for the sort does not count twice.
+    clean_observation = (Observation(f"clean-counts-{uuid.uuid4().hex}")
+                         if settings.download_clean else None)
+    if clean_observation is None:
+        export_df = selected_df.transform(order_for_export, columns)
+    else:
+        export_df = (selected_df.transform(validate_readings, checked, settings.drop_replays)
+                     .transform(sort_for_export, columns)
+                     .observe(clean_observation, *clean_count_columns(checked))
+                     .transform(usable_readings, columns))
+
+    def check_written(rows: int) -> None:
+        # Called once Spark has written the parts, before the file is assembled and published.
+        _record_counts(summary, settings, checked, clean_observation, rows)
+        if rows == 0:
+            raise NoMatchingReadingsError(_no_match_message(settings, summary))
+
     with summary.phase("write"):
         exported = write_single_file(
-            export_df.transform(order_for_export, columns), settings.output_path,
-            settings.download_format, settings.download_gzip, settings.batch_timezone,
-            settings.download_staging_dir, expected_rows=summary.rows_exported)
+            export_df, settings.output_path, settings.download_format, settings.download_gzip,
+            settings.batch_timezone, settings.download_staging_dir, on_written=check_written)
     summary.phase_seconds.update({f"write.{step}": seconds
                                   for step, seconds in exported.step_seconds.items()})
     summary.file_bytes = exported.size_bytes
@@ -364,22 +379,21 @@ def _download(spark: SparkSession, settings: DownloaderSettings, summary: Downlo
              summary.file_size)
 
 
-def _count(selected_df: DataFrame, settings: DownloaderSettings,
-           summary: DownloadSummary) -> DataFrame:
-    """Count what will be exported (one pass); the DataFrame to export."""
-    if not settings.download_clean:
-        counts = selection_counts(selected_df).first().asDict()
-        summary.rows_selected = summary.rows_exported = counts["rows_selected"]
-        return selected_df
-    checked = range_checked_columns(settings.columns)
-    validated_df = selected_df.transform(validate_readings, checked, settings.drop_replays)
-    counts = clean_counts(validated_df, checked).first().asDict()
+def _record_counts(summary: DownloadSummary, settings: DownloaderSettings,
+                   checked: Sequence[str], clean_observation: Observation | None,
+                   rows: int) -> None:
+    summary.rows_exported = rows
+    if clean_observation is None:
+        summary.rows_selected = rows
+        return
+    counts = clean_observation.get
+    if counts["rows_exported"] != rows:
+        raise ExportError(f"--clean counted {counts['rows_exported']:,} usable readings but "
+                          f"{rows:,} were written; {settings.output_path} left as it was")
     summary.rows_selected = counts["rows_selected"]
-    summary.rows_exported = counts["rows_exported"]
     reasons = EXCLUSION_REASONS + ((REPLAY_REASON,) if settings.drop_replays else ())
     summary.rows_excluded = {reason: counts[reason] for reason in reasons}
     summary.values_nulled = {column: counts[out_of_range_flag(column)] for column in checked}
-    return validated_df.transform(usable_readings, settings.columns)
 
 
 def _check_staging(spark: SparkSession, settings: DownloaderSettings) -> None:

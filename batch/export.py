@@ -28,6 +28,7 @@ CSV dialect (RFC 4180, UTF-8, no byte-order mark):
 from __future__ import annotations
 
 import csv
+import errno
 import gzip
 import io
 import logging
@@ -36,7 +37,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -79,6 +80,8 @@ ORDER_KEYS: tuple[str, ...] = (SENDTIME, DEVICE)
 
 TIMESTAMP_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"
 COPY_BUFFER_BYTES = 1 << 20
+COPY_CHUNK_BYTES = 1 << 30  # per copy_file_range call; the kernel copies without a user buffer
+_NO_COPY_FILE_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM}
 
 # The columns whose values a value filter (profile, institute, classroom) selects on.
 _VALUE_FILTER_COLUMNS: tuple[str, ...] = (PROFILE, INSTITUTE, CLASSROOM)
@@ -240,14 +243,19 @@ def _unknown_message(column: str, unknown: Sequence[str], counts: Mapping[str, i
 
 # --- order and columns ----------------------------------------------------------------------
 
-def order_for_export(readings_df: DataFrame, columns: Sequence[str]) -> DataFrame:
-    """`columns` of the readings in export order: `sendtime`, then `DevEui`, nulls last.
+def sort_for_export(readings_df: DataFrame, columns: Sequence[str]) -> DataFrame:
+    """The readings (every column kept) in export order: `sendtime`, then `DevEui`, nulls last.
 
-    The remaining exported columns break ties, so the order is total on what is written.
+    The other exported `columns` break ties, so the order is total on what is written.
     """
     tie_breakers = [name for name in columns if name not in ORDER_KEYS]
-    sort_columns = [F.col(name).asc_nulls_last() for name in (*ORDER_KEYS, *tie_breakers)]
-    return readings_df.orderBy(*sort_columns).select(*columns)
+    return readings_df.orderBy(*[F.col(name).asc_nulls_last()
+                                 for name in (*ORDER_KEYS, *tie_breakers)])
+
+
+def order_for_export(readings_df: DataFrame, columns: Sequence[str]) -> DataFrame:
+    """`columns` of the readings, in export order."""
+    return readings_df.transform(sort_for_export, columns).select(*columns)
 
 
 def columns_to_read(
@@ -267,13 +275,13 @@ def range_checked_columns(columns: Sequence[str]) -> tuple[str, ...]:
 
 # --- counts ---------------------------------------------------------------------------------
 
-def selection_counts(selected_df: DataFrame) -> DataFrame:
-    """One row: the readings the filters select (all exported without --clean)."""
-    return selected_df.agg(F.count(F.lit(1)).cast("long").alias("rows_selected"))
-
-
 def clean_counts(validated_df: DataFrame, checked_columns: Sequence[str]) -> DataFrame:
     """One row from validated readings: selected, exported, excluded per reason, values nulled."""
+    return validated_df.agg(*clean_count_columns(checked_columns))
+
+
+def clean_count_columns(checked_columns: Sequence[str]) -> list[Column]:
+    """The aggregates of clean_counts, also usable with DataFrame.observe."""
     included = F.col(EXCLUSION_REASON).isNull()
     counts: dict[str, Column] = {
         "rows_selected": F.count(F.lit(1)) + F.sum(REPLAYS),
@@ -285,8 +293,7 @@ def clean_counts(validated_df: DataFrame, checked_columns: Sequence[str]) -> Dat
     for column in checked_columns:
         counts[out_of_range_flag(column)] = F.sum(
             F.when(included, F.col(out_of_range_flag(column))).otherwise(0))
-    return validated_df.agg(*[F.coalesce(expr, F.lit(0)).cast("long").alias(name)
-                              for name, expr in counts.items()])
+    return [F.coalesce(expr, F.lit(0)).cast("long").alias(name) for name, expr in counts.items()]
 
 
 def usable_readings(validated_df: DataFrame, columns: Sequence[str]) -> DataFrame:
@@ -349,6 +356,7 @@ def write_single_file(
     timezone_name: str,
     staging_root: str = "",
     expected_rows: int | None = None,
+    on_written: Callable[[int], None] | None = None,
 ) -> ExportFile:
     """Write `export_df` in its order as the single file `target`, replacing it atomically.
 
@@ -358,6 +366,8 @@ def write_single_file(
     failure or interruption the temporary file and the parts are removed and the previous
     target is left as it was. The rows are counted as Spark writes them (and again from the
     footer of an assembled Parquet file); a count other than `expected_rows` fails the export.
+    `on_written(rows)` is called once the parts are written, before anything is assembled:
+    what it raises fails the export, the target untouched.
     """
     if file_format not in FORMATS:
         raise ConfigurationError(f"unknown export format {file_format!r}; expected one of {FORMATS}")
@@ -383,6 +393,8 @@ def write_single_file(
                              staging, file_format, compress, timezone_name)
         rows = int(written.get["rows"])
         _check_row_count(rows, expected_rows, "Spark wrote", target)
+        if on_written is not None:
+            on_written(rows)
         steps.done("parts")
         if file_format == CSV:
             header = csv_header(export_df.columns)
@@ -491,7 +503,49 @@ def part_sort_key(name: str) -> tuple[int, int, str]:
 
 
 def _concatenate(spark: SparkSession, parts: Sequence[str], header: bytes, temporary: Path) -> None:
-    """Stream `header` and then every part into `temporary`, inside the JVM."""
+    """Stream `header` and then every part, in order, into `temporary`."""
+    if all(_local_path(part) is not None for part in parts):
+        _concatenate_local([_local_path(part) for part in parts], header, temporary)  # type: ignore[misc]
+    else:
+        _concatenate_through_hadoop(spark, parts, header, temporary)
+
+
+def _local_path(uri: str) -> Path | None:
+    """The local path of a `file:` URI as Hadoop prints it; None for any other file system."""
+    match = re.match(r"^file:(?://)?(/.*)$", uri)
+    return Path(match.group(1)) if match else None
+
+
+def _concatenate_local(parts: Sequence[Path], header: bytes, temporary: Path) -> None:
+    # Parts on this machine's disk: the kernel copies them (copy_file_range), without the
+    # data passing through the JVM or Python.
+    try:
+        with open(temporary, "xb") as out:
+            out.write(header)
+            out.flush()
+            for part in parts:
+                with open(part, "rb") as source:
+                    _copy_file(source, out)
+    except OSError as error:
+        raise ExportError(f"assembling {temporary} from the parts failed: "
+                          f"{error.strerror or error}") from None
+
+
+def _copy_file(source: Any, out: Any) -> None:
+    try:
+        while os.copy_file_range(source.fileno(), out.fileno(), COPY_CHUNK_BYTES):
+            pass
+    except (AttributeError, OSError) as error:
+        # No copy_file_range (not Linux, or across file systems that refuse it): plain copy.
+        if isinstance(error, OSError) and error.errno not in _NO_COPY_FILE_RANGE:
+            raise
+        shutil.copyfileobj(source, out, COPY_BUFFER_BYTES)
+        out.flush()  # the next part may be copied by the kernel, at the file's offset
+
+
+def _concatenate_through_hadoop(spark: SparkSession, parts: Sequence[str], header: bytes,
+                                temporary: Path) -> None:
+    """Stream `header` and then every part into `temporary`, inside the JVM (parts on HDFS...)."""
     jvm = spark.sparkContext._jvm
     conf = spark.sparkContext._jsc.hadoopConfiguration()
     copy_bytes = jvm.org.apache.hadoop.io.IOUtils.copyBytes
@@ -598,9 +652,10 @@ def _cancel_jobs(spark: SparkSession) -> None:
 
 
 def _delete_staging(spark: SparkSession, staging: str) -> None:
-    if staging.startswith("file://"):
+    local = _local_path(staging)
+    if local is not None:
         # Without the JVM: after a kill of spark-submit the gateway is already gone.
-        shutil.rmtree(staging[len("file://"):], ignore_errors=True)
+        shutil.rmtree(local, ignore_errors=True)
         return
     # Best effort: after an interruption the JVM may already be gone.
     try:

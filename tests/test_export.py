@@ -675,6 +675,40 @@ def test_a_row_count_other_than_the_expected_one_fails_the_export(
     assert exported.rows == 2
 
 
+def test_a_check_of_the_written_rows_can_stop_the_export(
+        spark: SparkSession, tmp_path: Path) -> None:
+    target = tmp_path / "export.csv"
+    target.write_text("previous export\n")
+    seen: list[int] = []
+
+    def refuse(rows: int) -> None:
+        seen.append(rows)
+        raise ExportError("refused")
+
+    with pytest.raises(ExportError, match="refused"):
+        write_single_file(_small_export_df(spark), target, "csv", False, "UTC", on_written=refuse)
+    assert seen == [2]
+    assert target.read_text() == "previous export\n"
+    assert os.listdir(tmp_path) == ["export.csv"]
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_parts_on_another_file_system_are_streamed_through_hadoop(
+        spark: SparkSession, dataset: ExportDataset, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, compress: bool) -> None:
+    suffix = ".csv.gz" if compress else ".csv"
+    local, streamed = tmp_path / f"local{suffix}", tmp_path / f"hadoop{suffix}"
+    with session_conf(spark, {"spark.sql.adaptive.coalescePartitions.enabled": "false",
+                              "spark.sql.shuffle.partitions": "3"}):
+        run_export(spark, dataset.folder, local, compress=compress)
+        # As if the parts were on HDFS: the JVM reads them through the Hadoop FileSystem API.
+        monkeypatch.setattr(export, "_local_path", lambda uri: None)
+        exported = run_export(spark, dataset.folder, streamed, compress=compress)
+    assert exported.parts > 1
+    assert streamed.read_bytes() == local.read_bytes()
+    assert sorted(os.listdir(tmp_path)) == sorted([local.name, streamed.name])
+
+
 def test_a_failing_spark_write_is_an_export_error(spark: SparkSession, tmp_path: Path) -> None:
     target = tmp_path / "export.csv"
     target.write_text("previous export\n")

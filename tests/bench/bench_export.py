@@ -10,7 +10,7 @@
 
 The demo generator (batch.demo) writes the input once (reused when present). The two
 variants alternate, each run in its own spark-submit process; /proc is sampled every 50 ms
-for the peak memory of the whole process tree (sum of PSS) and the peak RSS of the JVM
+for the peak memory of the process tree's JVM and Python (sum of PSS) and the peak RSS of the JVM
 (the driver, which in local mode runs the executors too) and of the Python driver. The
 machine's load average is printed with every run: other work on the machine skews the
 times. Both outputs must be byte-identical
@@ -92,9 +92,7 @@ def _children() -> dict[int, list[int]]:
 def _memory_kib(pid: int) -> tuple[int, int, str]:
     """(RSS, PSS, command name) of `pid`; zeros once it is gone.
 
-    The tree's total is a sum of PSS: a child forked by the JVM (Hadoop's local file system
-    runs `chmod` without its native library) shares the JVM's pages for a moment, and a sum
-    of RSS would count them twice.
+    The tree's total is a sum of PSS, so that pages the JVM and Python share count once.
     """
     try:
         with open(f"/proc/{pid}/statm", encoding="ascii") as handle:
@@ -112,7 +110,7 @@ def _memory_kib(pid: int) -> tuple[int, int, str]:
 
 
 class TreeMemorySampler(threading.Thread):
-    """Peak memory of a process tree (sum of PSS), and peak RSS of its java and python members."""
+    """Peak memory of a process tree's JVM and Python processes (sum of PSS), and peak RSS of each kind."""
 
     def __init__(self, root_pid: int) -> None:
         super().__init__(daemon=True)
@@ -127,11 +125,15 @@ class TreeMemorySampler(threading.Thread):
             while pending:
                 pid = pending.pop()
                 resident, proportional, name = _memory_kib(pid)
-                total += proportional
+                # Only the long-lived members: children the JVM forks for a moment (chmod,
+                # bash) share its pages and would be counted twice by a sampler that cannot
+                # read the whole tree at one instant.
                 if name == "java":
                     jvm += resident
+                    total += proportional
                 elif name.startswith("python"):
                     python += resident
+                    total += proportional
                 pending += tree.get(pid, [])
             self.peak_tree_kib = max(self.peak_tree_kib, total)
             self.peak_jvm_kib = max(self.peak_jvm_kib, jvm)
