@@ -234,9 +234,17 @@ def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
                  "--start", date(2025, 11, 3).isoformat(), "--days", "90"]
     assert main(arguments) == 0
     assert "700 readings" in capsys.readouterr().out
-    assert main(arguments) != 0
-    assert re.search(r"--force", capsys.readouterr().err)
+    first_files = {p.name: p.stat().st_mtime_ns for p in output_dir.iterdir()}
+    # Run again: the same demo dataset is kept as it is, not rewritten.
+    assert main(arguments) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in output_dir.iterdir()} == first_files
     assert main([*arguments, "--force"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in output_dir.iterdir()} != first_files
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.parquet").write_bytes(b"not ours")
+    assert main(["--output", str(foreign), "--readings", "700"]) != 0
+    assert re.search(r"not a demo dataset", capsys.readouterr().err)
     with pytest.raises(SystemExit) as exit_info:
         main(["--readings", "0"])
     assert exit_info.value.code == 2
