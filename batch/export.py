@@ -263,6 +263,8 @@ def columns_to_read(
 ) -> tuple[str, ...]:
     """Every input column the export needs, in contract order: no other column is scanned."""
     needed = set(columns) | set(ORDER_KEYS) | set(export_filter.columns)
+    if export_filter.has_value_filters:
+        needed |= set(_VALUE_FILTER_COLUMNS)  # value_inventory checks the values against all three
     if clean:
         needed |= {SENDTIME, DEVICE, INSTITUTE, CLASSROOM}  # the exclusion rules read them
     return tuple(column.name for column in RAW_COLUMNS if column.name in needed)

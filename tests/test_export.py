@@ -767,7 +767,11 @@ def test_clean_counts_and_usable_readings(spark: SparkSession) -> None:
 
 def test_only_the_needed_columns_are_read() -> None:
     export_filter = ExportFilter(profiles=("AM319",), since=dt.datetime(2024, 1, 1, tzinfo=UTC))
-    assert columns_to_read(("co2",), export_filter, clean=False) == ("DevEui", "sendtime", "co2",
-                                                                      "profile")
+    # A value filter reads all three value columns: the check of unknown values lists them all.
+    assert columns_to_read(("co2",), export_filter, clean=False) == (
+        "DevEui", "sendtime", "co2", "institute", "classroom", "profile")
+    assert columns_to_read(("co2",), ExportFilter(institutes=("Liceo",)), clean=False) == (
+        "DevEui", "sendtime", "co2", "institute", "classroom", "profile")
+    assert columns_to_read(("co2",), ExportFilter(), clean=False) == ("DevEui", "sendtime", "co2")
     assert columns_to_read(("co2",), ExportFilter(), clean=True) == (
         "DevEui", "sendtime", "co2", "institute", "classroom")
