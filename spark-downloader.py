@@ -7,7 +7,6 @@ The previous output file is left as it was whenever the exit code is not 0.
 """
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 
@@ -26,21 +25,9 @@ def main() -> int:
     summary = downloader.DownloadSummary.for_settings(settings)
     master = cli.spark_master_unless_submitted(settings.spark_master)
     spark = build_spark_session("indoor-air-download", master)
-    # Ctrl-C and SIGTERM (kill, a stopping container) raise KeyboardInterrupt, so that the
-    # export cancels its Spark jobs and removes its temporary file and parts. PySpark's own
-    # SIGINT handler is replaced: it calls the JVM from inside the interrupted JVM call, which
-    # breaks the gateway connection instead of stopping the job.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        downloader.run_download(spark, settings, summary)
-    finally:
-        report = summary.report()
-        print(cli.format_summary("indoor-air download", report), flush=True)
-        if settings.summary_json:
-            cli.write_json_atomically(Path(settings.summary_json), report)
-        spark.stop()
-    return 0
+    return cli.run_and_report(spark, "indoor-air download",
+                              lambda: downloader.run_download(spark, settings, summary),
+                              summary.report, settings.summary_json)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ Exit codes: 0 success, 1 unexpected error, 2 bad configuration, 3 bad input, 4 p
 from __future__ import annotations
 
 import dataclasses
-import signal
 import sys
 from pathlib import Path
 
@@ -27,18 +26,9 @@ def main() -> int:
     spark = build_spark_session(
         "indoor-air-analysis", master,
         jdbc_driver_conf(settings.postgres_jdbc_jar, settings.postgres_jdbc_package) if master else {})
-    # `kill` (SIGTERM) unwinds like Ctrl-C, so a stopped run is recorded as failed at once
-    # rather than found abandoned by the next run.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        analysis.run_analysis(spark, settings, summary)
-    finally:
-        report = dataclasses.asdict(summary)
-        print(cli.format_summary("indoor-air analysis", report), flush=True)
-        if settings.summary_json:
-            cli.write_json_atomically(Path(settings.summary_json), report)
-        spark.stop()
-    return 0
+    return cli.run_and_report(spark, "indoor-air analysis",
+                              lambda: analysis.run_analysis(spark, settings, summary),
+                              lambda: dataclasses.asdict(summary), settings.summary_json)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import logging
 import re
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +35,7 @@ from batch.config import (
 from batch.contract import ANALYSIS_COLUMNS, METRIC_NAMES
 from batch.errors import BatchError, ConfigurationError, CorruptInputFileError, EmptyInputError
 from batch.readers import read_raw_readings
+from batch.timing import timed_phase
 from batch.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings
 
 log = logging.getLogger(__name__)
@@ -116,13 +116,8 @@ class RunSummary:
     phase_seconds: dict[str, float] = field(default_factory=dict)
     error_message: str | None = None
 
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        started = time.monotonic()
-        try:
-            yield
-        finally:
-            self.phase_seconds[name] = round(time.monotonic() - started, 3)
+    def phase(self, name: str) -> AbstractContextManager[None]:
+        return timed_phase(self.phase_seconds, name)
 
     def run_record(self) -> dict[str, Any]:
         """The batch_runs columns this summary fills."""

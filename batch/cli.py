@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -66,6 +67,28 @@ def format_summary(title: str, summary: Mapping[str, Any]) -> str:
         elif value is not None:
             lines.append(f"{key}: {value}")
     return "\n".join(lines)
+
+
+def run_and_report(spark: Any, title: str, run: Callable[[], object],
+                   report: Callable[[], Mapping[str, Any]], summary_json: str) -> int:
+    """Run a job's body, then print its summary (and write it as JSON when asked), stop Spark.
+
+    Ctrl-C and SIGTERM (kill, a stopping container) raise KeyboardInterrupt, so that the job
+    unwinds: Spark jobs cancelled, temporary files removed, the run recorded as failed.
+    PySpark's own SIGINT handler is replaced: it calls the JVM from inside the interrupted
+    JVM call, which breaks the gateway connection instead of stopping the job.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        run()
+    finally:
+        data = report()
+        print(format_summary(title, data), flush=True)
+        if summary_json:
+            write_json_atomically(Path(summary_json), data)
+        spark.stop()
+    return 0
 
 
 def run_main(main: Callable[[], int]) -> None:

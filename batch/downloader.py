@@ -15,8 +15,8 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ from batch.export import (
     write_single_file,
 )
 from batch.readers import read_raw_readings
+from batch.timing import timed_phase
 from batch.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings
 
 log = logging.getLogger(__name__)
@@ -297,13 +298,8 @@ class DownloadSummary:
                    filters=settings.filter_description() or {"(none)": "every reading"},
                    columns=list(settings.columns))
 
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        started = time.monotonic()
-        try:
-            yield
-        finally:
-            self.phase_seconds[name] = round(time.monotonic() - started, 3)
+    def phase(self, name: str) -> AbstractContextManager[None]:
+        return timed_phase(self.phase_seconds, name)
 
     def report(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
