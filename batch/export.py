@@ -4,10 +4,11 @@ The export is training data for machine learning, so the file must be exactly ri
 reproducible. Spark sorts in parallel (range partitioning: part i holds the i-th slice of
 the order) and writes one part per slice into a staging folder; the parts are then
 concatenated, in order and behind a single header, into a temporary file beside the target,
-which is renamed over the target at the very end. The concatenation streams through the
-Hadoop FileSystem API inside the driver's JVM, so the parts can sit on the local disk or on
-HDFS alike, and neither the Python driver nor the JVM heap ever holds more than a copy
-buffer, whatever the size of the export.
+which is renamed over the target at the very end. Parts on the local disk are copied by the
+kernel (copy_file_range); parts elsewhere (HDFS, on a cluster) stream through the Hadoop
+FileSystem API inside the driver's JVM; Parquet parts are joined row group by row group,
+undecoded. Neither the Python driver nor the JVM heap ever holds more than a copy buffer,
+whatever the size of the export; nothing is collected to the driver.
 
 CSV dialect (RFC 4180, UTF-8, no byte-order mark):
 - one header line with the column names; records end with LF (Spark's CSV writer cannot
