@@ -156,6 +156,25 @@ def _submit_command(script: Path, args: list[str], driver_memory: str, master: s
             str(script), *args]
 
 
+def run_sampled(variant: str, command: list[str], env: dict[str, str],
+                log_path: Path) -> tuple[float, float, TreeMemorySampler]:
+    """Run `command` to its end, logging to `log_path`: wall seconds, CPU seconds, peak memory."""
+    with open(log_path, "w", encoding="utf-8") as log:
+        started = time.monotonic()
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, cwd=PROJECT_ROOT)
+        sampler = TreeMemorySampler(process.pid)
+        sampler.start()
+        # wait4: the CPU time of the JVM and of the Python driver it waited for.
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.monotonic() - started
+        process.returncode = code = os.waitstatus_to_exitcode(status)
+        sampler.stop()
+    if code != 0:
+        raise SystemExit(f"{variant} failed with exit code {code}; see {log_path}")
+    return seconds, usage.ru_utime + usage.ru_stime, sampler
+
+
 def run_variant(variant: str, raw_path: Path, target: Path, rows: int, driver_memory: str,
                 master: str, log_dir: Path) -> RunResult:
     target.unlink(missing_ok=True)
@@ -173,20 +192,8 @@ def run_variant(variant: str, raw_path: Path, target: Path, rows: int, driver_me
         command = _submit_command(Path(__file__), ["--naive-worker", str(raw_path), str(target)],
                                   driver_memory, master)
     log_path = log_dir / f"{variant}-{time.strftime('%H%M%S')}.log"
-    with open(log_path, "w", encoding="utf-8") as log:
-        started = time.monotonic()
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, cwd=PROJECT_ROOT)
-        sampler = TreeMemorySampler(process.pid)
-        sampler.start()
-        # wait4: the CPU time of the JVM and of the Python driver it waited for.
-        _, status, usage = os.wait4(process.pid, 0)
-        seconds = time.monotonic() - started
-        process.returncode = code = os.waitstatus_to_exitcode(status)
-        sampler.stop()
-    if code != 0:
-        raise SystemExit(f"{variant} failed with exit code {code}; see {log_path}")
-    return RunResult(variant, rows, round(seconds, 2), round(usage.ru_utime + usage.ru_stime, 1),
+    seconds, cpu_seconds, sampler = run_sampled(variant, command, env, log_path)
+    return RunResult(variant, rows, round(seconds, 2), round(cpu_seconds, 1),
                      round(os.getloadavg()[0], 1),
                      round(sampler.peak_tree_kib / 1024, 1),
                      round(sampler.peak_jvm_kib / 1024, 1),

@@ -40,7 +40,7 @@ def main(raw_path: str, timezone: str) -> None:
         "CREATE TEMP TABLE readings AS SELECT \"DevEui\" AS dev_eui, sendtime, institute, classroom, "
         f"CAST(timezone('{timezone}', sendtime) AS DATE) AS d, "
         + ", ".join(_valid(m) for m in METRICS)
-        + f" FROM (SELECT \"DevEui\", sendtime, institute, classroom, "
+        + " FROM (SELECT \"DevEui\", sendtime, institute, classroom, "
         + ", ".join(f"CAST({m} AS DOUBLE) AS {m}" for m in METRICS)
         + f" FROM read_parquet('{raw_path}/**/*.parquet', union_by_name = true)) "
         "WHERE sendtime IS NOT NULL AND \"DevEui\" IS NOT NULL AND institute IS NOT NULL "

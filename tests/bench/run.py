@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batch import local_postgres
-from tests.bench.bench_export import TreeMemorySampler, ensure_input
+from tests.bench.bench_export import ensure_input, run_sampled
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BENCH = Path(__file__).resolve().parent
@@ -92,17 +92,7 @@ def _submit(script: Path, *args: str, jars: bool = False) -> list[str]:
 def measure(variant: str, rows: int, command: list[str], env: dict[str, str], log_dir: Path,
             summary_json: Path | None = None) -> Measurement:
     log_path = log_dir / f"{variant}-{rows}-{time.strftime('%H%M%S')}.log"
-    with open(log_path, "w", encoding="utf-8") as log:
-        started = time.monotonic()
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, cwd=PROJECT_ROOT)
-        sampler = TreeMemorySampler(process.pid)
-        sampler.start()
-        code = process.wait()
-        seconds = time.monotonic() - started
-        sampler.stop()
-    if code != 0:
-        raise SystemExit(f"{variant} failed with exit code {code}; see {log_path}")
+    seconds, _, sampler = run_sampled(variant, command, env, log_path)
     detail: dict[str, object] = {}
     if summary_json is not None:
         summary = json.loads(summary_json.read_text())
