@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -267,19 +267,37 @@ def _metric_rollup(metric: str) -> list[Column]:
     ]
 
 
-def _with_group_means(partials_df: DataFrame, key_names: tuple[str, ...]) -> DataFrame:
-    # One select, so that Spark computes every mean in a single Window operator.
-    group_window = Window.partitionBy(*key_names)
-    means = []
+def _with_group_means_and_devices(stacked_df: DataFrame, group_names: tuple[str, ...]) -> DataFrame:
+    """Add to each stacked partial its group's mean per metric and its number of devices.
+
+    A first aggregation of a narrow projection computes them, joined back on the group keys
+    (null-safe: unused keys are null). Cheaper than a window over the wide rows: no sort,
+    and the join result goes straight into a code-generated hash aggregation.
+    """
+    # Per device first, then per group: the number of devices is the number of rows of the
+    # second aggregation, without collect_set (whose aggregation Spark does not compile).
+    per_device = [F.sum(_partial(metric.name, _N)).alias(_partial(metric.name, _N))
+                  for metric in METRICS]
+    per_device += [F.sum(F.when(F.col(_partial(metric.name, _N)) > 0,
+                                F.col(_partial(metric.name, _N)) * F.col(_partial(metric.name, _MEAN))))
+                   .alias(_partial(metric.name, "weighted")) for metric in METRICS]
+    aggregates = [F.count(F.lit(1)).alias("devices")]
     for metric in METRICS:
-        n_i = F.col(_partial(metric.name, _N))
-        weighted = F.when(n_i > 0, n_i * F.col(_partial(metric.name, _MEAN)))
-        means.append((F.sum(weighted).over(group_window) / F.sum(n_i).over(group_window))
-                     .alias(_partial(metric.name, "group_mean")))
-    return partials_df.select("*", *means)
+        aggregates.append((F.sum(_partial(metric.name, "weighted")) / F.sum(_partial(metric.name, _N)))
+                          .alias(_partial(metric.name, "group_mean")))
+    group_df = (stacked_df.groupBy(*group_names, DEVICE).agg(*per_device)
+                .groupBy(*group_names).agg(*aggregates))
+    stacked = stacked_df.alias("stacked")
+    # One row per published row: small enough to broadcast, and without the hint Spark would
+    # first shuffle the wide stacked rows for a sort-merge join it then abandons.
+    groups = F.broadcast(group_df).alias("groups")
+    matches = [F.col(f"stacked.{name}").eqNullSafe(F.col(f"groups.{name}")) for name in group_names]
+    return stacked.join(groups, matches).select(
+        "stacked.*", *[F.col(f"groups.{name}") for name in groups.columns if name not in group_names])
 
 
 GROUPING_ID = "grouping_id"
+_GROUP = "group"
 
 
 def _all_keys(groupings: tuple[Grouping, ...]) -> tuple[GroupKey, ...]:
@@ -290,33 +308,42 @@ def _all_keys(groupings: tuple[Grouping, ...]) -> tuple[GroupKey, ...]:
     return tuple(keys.values())
 
 
+def _stacked(partials_df: DataFrame, groupings: tuple[Grouping, ...],
+             all_keys: tuple[GroupKey, ...]) -> DataFrame:
+    """Each included partial once per grouping, keyed by `grouping_id` and that grouping's keys.
+
+    The keys a grouping does not use are null. One explode of an array of key structs, not a
+    union of one projection per grouping: the partials are read once and the plan stays small.
+    """
+    key_names = {key.column.name for key in all_keys}
+    derived = {key.column.name: key.derive() if key.derive is not None else F.col(key.column.name)
+               for key in all_keys}
+    groups = F.array(*[
+        F.struct(F.lit(index).alias(GROUPING_ID),
+                 *[(derived[key.column.name] if key.column.name in grouping.key_names
+                    else F.lit(None).cast(key.column.spark_type)).alias(key.column.name)
+                   for key in all_keys])
+        for index, grouping in enumerate(groupings)])
+    value_columns = [c for c in partials_df.columns if c not in key_names]
+    group_names = (GROUPING_ID,) + tuple(key.column.name for key in all_keys)
+    return (partials_df.filter(F.col(EXCLUSION_REASON).isNull())
+            .select(F.explode(groups).alias(_GROUP), *value_columns)
+            .select(*[F.col(f"{_GROUP}.{name}").alias(name) for name in group_names],
+                    *value_columns))
+
+
 def rollup_all(partials_df: DataFrame, groupings: tuple[Grouping, ...]) -> DataFrame:
     """The statistics of every grouping in one DataFrame, one row per (`grouping_id`, group).
 
     The included partials are stacked once per grouping, with the keys a grouping does not
-    use set to null, so that one window and one aggregation compute every table: a handful
-    of Spark stages however many groupings there are. `grouping_table` selects one table.
+    use set to null, so that the same few aggregations compute every table: a handful of
+    Spark stages however many groupings there are. `grouping_table` selects one table.
     """
     all_keys = _all_keys(groupings)
-    keyed_df = partials_df.filter(F.col(EXCLUSION_REASON).isNull())
-    for key in all_keys:
-        if key.derive is not None:
-            keyed_df = keyed_df.withColumn(key.column.name, key.derive())
-    value_columns = [c for c in keyed_df.columns if c not in {k.column.name for k in all_keys}]
-    stacked_df = None
-    for index, grouping in enumerate(groupings):
-        layer_df = keyed_df.select(
-            F.lit(index).alias(GROUPING_ID),
-            *[F.col(k.column.name) if k.column.name in grouping.key_names
-              else F.lit(None).cast(k.column.spark_type).alias(k.column.name) for k in all_keys],
-            *value_columns)
-        stacked_df = layer_df if stacked_df is None else stacked_df.unionByName(layer_df)
     group_names = (GROUPING_ID,) + tuple(key.column.name for key in all_keys)
     aggregates = [
         F.sum("readings").alias("readings"),
-        # Not countDistinct: beside other aggregates Spark rewrites it into an Expand and a
-        # second aggregation of every row; a set of device ids per group is far cheaper.
-        F.size(F.collect_set(DEVICE)).cast("long").alias("devices"),
+        F.max("devices").alias("devices"),
         F.min("first_reading_at").alias("first_reading_at"),
         F.max("last_reading_at").alias("last_reading_at"),
     ]
@@ -329,9 +356,10 @@ def rollup_all(partials_df: DataFrame, groupings: tuple[Grouping, ...]) -> DataF
         _ratio(F.sum(_TEMPERATURE_IN_COMFORT), F.sum(_partial("temperature", _N)))
         .alias("temperature_share_in_comfort"),
     ]
-    # Null keys group together, in the window as in the aggregation: within one grouping
-    # an unused key is null in every row, so it never splits a group.
-    return (_with_group_means(stacked_df, group_names)
+    # Null keys group together, in the join (null-safe) as in the aggregations: within one
+    # grouping an unused key is null in every row, so it never splits a group.
+    return (_stacked(partials_df, groupings, all_keys)
+            .transform(_with_group_means_and_devices, group_names)
             .groupBy(*group_names).agg(*aggregates))
 
 

@@ -187,41 +187,39 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
         summary.input_files = input_files.file_count
         summary.skipped_files = list(input_files.skipped)
     with summary.phase("aggregate"):
-        partials_df = (
-            readings_df.transform(validate_readings, METRIC_NAMES, settings.drop_replays)
-            .transform(partial_statistics, settings.batch_timezone, thresholds)
-            # One row per device and day: a few partitions hold it, so each of the seven
-            # actions on the cache runs a few tasks instead of spark.sql.shuffle.partitions.
-            .coalesce(spark.sparkContext.defaultParallelism)
-            .cache()
-        )
         try:
-            counts = validation_counts(partials_df).collect()[0].asDict()
+            # One row per device and day, kept in a few partitions: every later step reads it
+            # and the plans built on it stay small. A local checkpoint lives in the executors;
+            # losing one fails the run, which publishes nothing.
+            partials_df = (
+                readings_df.transform(validate_readings, METRIC_NAMES, settings.drop_replays)
+                .transform(partial_statistics, settings.batch_timezone, thresholds)
+                .coalesce(spark.sparkContext.defaultParallelism)
+                .localCheckpoint()
+            )
         except (Py4JJavaError, CapturedException) as error:
             unreadable = _unreadable_file_error(error, settings.skip_corrupt_files)
             if unreadable is None:
                 raise
             raise unreadable from None
-        _record_counts(summary, counts)
-    try:
+        _record_counts(summary, validation_counts(partials_df).collect()[0].asDict())
         if not summary.rows_used:
             raise EmptyInputError(
                 f"no usable reading under {settings.raw_data_path}: {summary.rows_read} read, "
                 f"excluded per reason {summary.rows_excluded}; previous results kept")
-        with summary.phase("publish"):
-            postgres.prepare_staging(conn, target, tables, summary.run_id)
-            all_stats_df = rollup_all(partials_df, tuple(groupings)).cache()
-            for grouping in groupings:
-                postgres.write_staging(
-                    grouping_table(all_stats_df, tuple(groupings), grouping, thresholds),
-                    target, postgres.staging_table(grouping.table, summary.run_id))
-            all_stats_df.unpersist()
-            summary.status = "succeeded"
-            summary.rows_written = postgres.swap_in(
-                conn, target, groupings, thresholds, settings.batch_timezone, summary.run_id,
-                summary.run_record())
-    finally:
-        partials_df.unpersist()
+        # Every table's rows, computed once; one partition, so that each table is written
+        # by a single task over a single connection.
+        all_stats_df = rollup_all(partials_df, tuple(groupings)).localCheckpoint().coalesce(1)
+    with summary.phase("publish"):
+        postgres.prepare_staging(conn, target, tables, summary.run_id)
+        for grouping in groupings:
+            postgres.write_staging(
+                grouping_table(all_stats_df, tuple(groupings), grouping, thresholds),
+                target, postgres.staging_table(grouping.table, summary.run_id))
+        summary.status = "succeeded"
+        summary.rows_written = postgres.swap_in(
+            conn, target, groupings, thresholds, settings.batch_timezone, summary.run_id,
+            summary.run_record())
     postgres.tidy_up(conn, target, tables, summary.run_id, summary.phase_seconds)
 
 
