@@ -34,7 +34,7 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 VARIANTS = ("downloader", "naive")
-SAMPLE_INTERVAL_S = 0.05
+SAMPLE_INTERVAL_S = 0.25
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
