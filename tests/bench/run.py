@@ -140,6 +140,16 @@ def report(results: list[Measurement]) -> None:
     print(f"publish share of the job's phases: {publish:.1%} (target < 10%)")
 
 
+def report_scaling(results: list[Measurement]) -> None:
+    """Growth of the time per million readings and of peak memory, largest input against the rest."""
+    largest = max(results, key=lambda m: m.rows)
+    for smaller in results:
+        if smaller.rows < largest.rows:
+            growth = (largest.seconds / largest.rows) / (smaller.seconds / smaller.rows)
+            print(f"{smaller.rows:,} -> {largest.rows:,} readings: time per million x{growth:.2f} "
+                  f"(target <= 1.2), peak memory x{largest.peak_mib / smaller.peak_mib:.2f}")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=5_000_000)
@@ -170,11 +180,13 @@ def main(argv: list[str]) -> int:
                            check=True, cwd=PROJECT_ROOT)
         if args.scaling:
             print("\nanalysis scaling", flush=True)
+            scaling = []
             for rows in args.scaling:
                 scaled = uniform_copy(ensure_input(work, rows))
                 command, env, summary = variants(scaled, server, work)["analysis"]
-                result = measure("analysis", rows, command, env, work, summary)
-                print(f"    {result.seconds / (rows / 1e6):.2f} s per million readings", flush=True)
+                scaling.append(measure("analysis", rows, command, env, work, summary))
+                print(f"    {scaling[-1].seconds / (rows / 1e6):.2f} s per million readings", flush=True)
+            report_scaling(scaling)
     finally:
         local_postgres.stop(work / "postgres")
     return 0
