@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batch import local_postgres
-from tests.bench.bench_export import ensure_input, run_sampled
+from tests.bench.measure import ensure_input, run_sampled
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BENCH = Path(__file__).resolve().parent
