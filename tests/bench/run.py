@@ -1,6 +1,8 @@
 """The performance benchmark, run by hand (never in CI).
 
-    .venv/bin/python -m tests.bench.run --rows 5000000 --repeats 3 --scaling 1000000 5000000 20000000
+    tests/bench/run.sh --rows 5000000 --repeats 3 --scaling 1000000 5000000 20000000
+
+(tests/bench/run.sh sets up the virtualenv and the JDBC driver, then runs this module.)
 
 On one generated dataset (batch.demo; rewritten once with one type per column, because
 the seed-style reference and the floor read with Spark's plain schema merge, which refuses
@@ -40,7 +42,10 @@ from tests.bench.measure import ensure_input, run_sampled
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BENCH = Path(__file__).resolve().parent
 MASTER = "local[2]"
-JDBC_JAR = Path.home() / ".m2/repository/org/postgresql/postgresql/42.7.4/postgresql-42.7.4.jar"
+# Set by tests/bench/run.sh, which fetches the jar when missing.
+JDBC_JAR = Path(os.environ.get(
+    "BENCH_JDBC_JAR",
+    Path.home() / ".m2/repository/org/postgresql/postgresql/42.7.4/postgresql-42.7.4.jar"))
 
 
 @dataclass(frozen=True)
@@ -151,7 +156,7 @@ def report_scaling(results: list[Measurement]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.run", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="tests/bench/run.sh", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--scaling", type=int, nargs="*", default=[1_000_000, 5_000_000, 20_000_000])
