@@ -173,6 +173,21 @@ jdbc_driver_args() {
     fi
 }
 
+# What the test and benchmark commands need on this machine: Java, the virtualenv with the dev
+# extras, PostgreSQL's server binaries, and POSTGRES_JDBC_JAR exported when the pinned driver
+# jar is (or can be fetched into) the Maven cache.
+prepare_development_tools() {
+    check_java
+    ensure_venv
+    "$VENV_DIR/bin/python" -c 'import batch.local_postgres as p; p.find_server_binaries()' ||
+        die 3 "the $JOB_TITLE need the PostgreSQL server binaries"
+    local -a driver_args
+    mapfile -t driver_args < <(POSTGRES_JDBC_PACKAGE="org.postgresql:postgresql:42.7.4" jdbc_driver_args)
+    if [[ "${driver_args[0]}" = --jars ]]; then
+        export POSTGRES_JDBC_JAR="${driver_args[1]}"
+    fi
+}
+
 # In the container: a configured jar that exists here is copied along (into jars/ of the run
 # folder, $1); one that does not is taken as a path inside the container; without a jar Spark
 # fetches the pinned package.

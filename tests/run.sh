@@ -12,16 +12,7 @@ JOB_USES_POSTGRES=true
 source "$PROJECT_ROOT/batch/launcher.sh"
 
 cd "$PROJECT_ROOT"
-check_java
-ensure_venv
-"$VENV_DIR/bin/python" -c 'import batch.local_postgres as p; p.find_server_binaries()' ||
-    die 3 "the tests need the PostgreSQL server binaries"
-
-# The JDBC driver jar, from the Maven cache (fetched when missing).
-mapfile -t driver_args < <(POSTGRES_JDBC_PACKAGE="org.postgresql:postgresql:42.7.4" jdbc_driver_args)
-if [[ "${driver_args[0]}" = --jars ]]; then
-    export POSTGRES_JDBC_JAR="${driver_args[1]}"
-fi
+prepare_development_tools
 
 TEST_POSTGRES_DIR="$(mktemp -d "${TMPDIR:-/tmp}/indoor-air-tests-pg.XXXXXX")"
 export TEST_POSTGRES_DIR

@@ -44,7 +44,7 @@ BENCH = Path(__file__).resolve().parent
 MASTER = "local[2]"
 # Set by tests/bench/run.sh, which fetches the jar when missing.
 JDBC_JAR = Path(os.environ.get(
-    "BENCH_JDBC_JAR",
+    "POSTGRES_JDBC_JAR",
     Path.home() / ".m2/repository/org/postgresql/postgresql/42.7.4/postgresql-42.7.4.jar"))
 
 
