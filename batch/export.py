@@ -38,8 +38,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -61,6 +60,7 @@ from batch.contract import (
     SENDTIME,
 )
 from batch.errors import ConfigurationError, EmptyInputError, ExportError
+from batch.session import session_conf
 from batch.validation import (
     EXCLUSION_REASON,
     EXCLUSION_REASONS,
@@ -454,7 +454,7 @@ def _write_parts(export_df: DataFrame, staging: str, file_format: str, compress:
             export_df.write.mode("errorifexists").options(
                 **csv_write_options(timezone_name, compress)).csv(staging)
         else:
-            with _session_conf(spark, _PARQUET_WRITE_CONF):
+            with session_conf(spark, _PARQUET_WRITE_CONF):
                 export_df.write.mode("errorifexists").parquet(staging)
     except CapturedException as error:  # PySpark's translation of the JVM's exception
         raise ExportError(f"writing the export parts to {staging} failed: "
@@ -463,21 +463,6 @@ def _write_parts(export_df: DataFrame, staging: str, file_format: str, compress:
         raise ExportError(f"writing the export parts to {staging} failed: "
                           f"{_java_message(error)}") from None
     return list_parts(spark, staging)
-
-
-@contextmanager
-def _session_conf(spark: SparkSession, values: Mapping[str, str]) -> Iterator[None]:
-    previous = {key: spark.conf.get(key, None) for key in values}
-    for key, value in values.items():
-        spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, value)
 
 
 def list_parts(spark: SparkSession, folder: str) -> list[str]:

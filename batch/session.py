@@ -1,7 +1,8 @@
 """The SparkSession the jobs run in."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 from pyspark.sql import SparkSession
 
@@ -41,3 +42,19 @@ def build_spark_session(
         spark.conf.set("spark.sql.shuffle.partitions",
                        str(max(2, 2 * spark.sparkContext.defaultParallelism)))
     return spark
+
+
+@contextmanager
+def session_conf(spark: SparkSession, values: Mapping[str, str]) -> Iterator[None]:
+    """Set SQL settings of `spark` for the duration of a block, then restore (or unset) them."""
+    previous = {key: spark.conf.get(key, None) for key in values}
+    for key, value in values.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)

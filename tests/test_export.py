@@ -15,8 +15,7 @@ import math
 import os
 import random
 import struct
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from batch.export import (
     write_single_file,
 )
 from batch.readers import read_raw_readings
+from batch.session import session_conf
 from batch.validation import validate_readings
 
 UTC = dt.timezone.utc
@@ -339,18 +339,6 @@ def run_export(spark: SparkSession, folder: Path, target: Path,
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> ExportDataset:
     return write_export_dataset(tmp_path_factory.mktemp("raw"))
-
-
-@contextmanager
-def session_conf(spark: SparkSession, values: Mapping[str, str]) -> Iterator[None]:
-    previous = {key: spark.conf.get(key) for key in values}
-    for key, value in values.items():
-        spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        for key, value in previous.items():
-            spark.conf.set(key, value)
 
 
 # --- the exported file equals the input -----------------------------------------------------
