@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from batch.local_postgres import LocalPostgres
 from batch.postgres import PostgresTarget
