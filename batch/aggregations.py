@@ -189,6 +189,7 @@ def output_columns(grouping: Grouping, thresholds: Thresholds) -> tuple[OutputCo
 # --- partial statistics at the finest grain ---------------------------------------------
 
 _N, _MEAN, _M2, _MIN, _MAX = "n", "mean", "m2", "min", "max"
+_GROUP_MEAN = "group_mean"
 _CO2_ABOVE_HIGH = "co2_above_high"
 _CO2_ABOVE_VERY_HIGH = "co2_above_very_high"
 _TEMPERATURE_IN_COMFORT = "temperature_in_comfort"
@@ -254,13 +255,13 @@ def _metric_rollup(metric: str) -> list[Column]:
     n_i = F.col(_partial(metric, _N))
     mean_i = F.col(_partial(metric, _MEAN))
     n = F.sum(n_i)
-    weighted_sum = F.sum(F.when(n_i > 0, n_i * mean_i))
-    group_mean = F.col(_partial(metric, "group_mean"))
+    group_mean = F.col(_partial(metric, _GROUP_MEAN))
     # Chan et al.: M2 of a union = sum of the parts' M2 + n_i * (mean_i - mean)^2.
     m2 = F.sum(F.when(n_i > 0, F.col(_partial(metric, _M2)) + n_i * (mean_i - group_mean) ** 2))
     return [
         n.alias(f"{metric}_count"),
-        _ratio(weighted_sum, n).alias(f"{metric}_mean"),
+        # Computed once per group by _with_group_means_and_devices: the same in every row.
+        F.max(group_mean).alias(f"{metric}_mean"),
         F.min(_partial(metric, _MIN)).alias(f"{metric}_min"),
         F.max(_partial(metric, _MAX)).alias(f"{metric}_max"),
         F.when(n > 1, F.sqrt(F.greatest(m2, F.lit(0.0)) / (n - 1))).alias(f"{metric}_stddev"),
@@ -283,8 +284,8 @@ def _with_group_means_and_devices(stacked_df: DataFrame, group_names: tuple[str,
                    .alias(_partial(metric.name, "weighted")) for metric in METRICS]
     aggregates = [F.count(F.lit(1)).alias("devices")]
     for metric in METRICS:
-        aggregates.append((F.sum(_partial(metric.name, "weighted")) / F.sum(_partial(metric.name, _N)))
-                          .alias(_partial(metric.name, "group_mean")))
+        aggregates.append(_ratio(F.sum(_partial(metric.name, "weighted")), F.sum(_partial(metric.name, _N)))
+                          .alias(_partial(metric.name, _GROUP_MEAN)))
     group_df = (stacked_df.groupBy(*group_names, DEVICE).agg(*per_device)
                 .groupBy(*group_names).agg(*aggregates))
     stacked = stacked_df.alias("stacked")
@@ -309,7 +310,7 @@ def _all_keys(groupings: tuple[Grouping, ...]) -> tuple[GroupKey, ...]:
 
 
 def _stacked(partials_df: DataFrame, groupings: tuple[Grouping, ...],
-             all_keys: tuple[GroupKey, ...]) -> DataFrame:
+             all_keys: tuple[GroupKey, ...], group_names: tuple[str, ...]) -> DataFrame:
     """Each included partial once per grouping, keyed by `grouping_id` and that grouping's keys.
 
     The keys a grouping does not use are null. One explode of an array of key structs, not a
@@ -325,7 +326,6 @@ def _stacked(partials_df: DataFrame, groupings: tuple[Grouping, ...],
                    for key in all_keys])
         for index, grouping in enumerate(groupings)])
     value_columns = [c for c in partials_df.columns if c not in key_names]
-    group_names = (GROUPING_ID,) + tuple(key.column.name for key in all_keys)
     return (partials_df.filter(F.col(EXCLUSION_REASON).isNull())
             .select(F.explode(groups).alias(_GROUP), *value_columns)
             .select(*[F.col(f"{_GROUP}.{name}").alias(name) for name in group_names],
@@ -358,7 +358,7 @@ def rollup_all(partials_df: DataFrame, groupings: tuple[Grouping, ...]) -> DataF
     ]
     # Null keys group together, in the join (null-safe) as in the aggregations: within one
     # grouping an unused key is null in every row, so it never splits a group.
-    return (_stacked(partials_df, groupings, all_keys)
+    return (_stacked(partials_df, groupings, all_keys, group_names)
             .transform(_with_group_means_and_devices, group_names)
             .groupBy(*group_names).agg(*aggregates))
 
