@@ -179,7 +179,7 @@ jdbc_driver_args() {
 prepare_development_tools() {
     check_java
     ensure_venv
-    "$VENV_DIR/bin/python" -c 'import batch.local_postgres as p; p.find_server_binaries()' ||
+    "$VENV_DIR/bin/python" -c 'import devtools.local_postgres as p; p.find_server_binaries()' ||
         die 3 "the $JOB_TITLE need the PostgreSQL server binaries"
     local -a driver_args
     mapfile -t driver_args < <(POSTGRES_JDBC_PACKAGE="org.postgresql:postgresql:42.7.4" jdbc_driver_args)
@@ -373,11 +373,11 @@ drop_docker_job_option() {
 
 prepare_demo() {
     local assignments
-    "$VENV_DIR/bin/python" -m batch.demo --output "$DEMO_RAW_DATA_PATH" --readings "$DEMO_READINGS" ||
+    "$VENV_DIR/bin/python" -m devtools.demo --output "$DEMO_RAW_DATA_PATH" --readings "$DEMO_READINGS" ||
         die 3 "generating the demo dataset failed"
     export RAW_DATA_PATH="$DEMO_RAW_DATA_PATH"
     [[ "$JOB_USES_POSTGRES" = true ]] || return 0
-    assignments="$("$VENV_DIR/bin/python" -m batch.local_postgres env --dir "$DEMO_POSTGRES_DIR")" ||
+    assignments="$("$VENV_DIR/bin/python" -m devtools.local_postgres env --dir "$DEMO_POSTGRES_DIR")" ||
         die 3 "starting the demo PostgreSQL failed (see the message above)"
     eval "$assignments"
     export POSTGRES_HOST POSTGRES_PORT POSTGRES_DB POSTGRES_USER POSTGRES_PASSWORD_FILE
@@ -391,7 +391,7 @@ print_demo_epilogue() {
 Results are in PostgreSQL (schema $schema). Look at them with:
   PGPASSWORD="\$(cat $POSTGRES_PASSWORD_FILE)" psql -h $POSTGRES_HOST -p $POSTGRES_PORT -U $POSTGRES_USER -d $POSTGRES_DB -c 'SELECT institute, classroom, week_start, co2_mean, co2_share_above_high FROM $schema.latest_complete_week_by_classroom'
 Stop the demo database with:
-  $VENV_DIR/bin/python -m batch.local_postgres stop --dir $DEMO_POSTGRES_DIR
+  $VENV_DIR/bin/python -m devtools.local_postgres stop --dir $DEMO_POSTGRES_DIR
 EOF
 }
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from batch import local_postgres
+from devtools import local_postgres
 from batch.config import Secret
 from batch.postgres import PostgresTarget
 from batch.session import BASE_CONF

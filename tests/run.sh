@@ -17,7 +17,7 @@ prepare_development_tools
 TEST_POSTGRES_DIR="$(mktemp -d "${TMPDIR:-/tmp}/indoor-air-tests-pg.XXXXXX")"
 export TEST_POSTGRES_DIR
 cleanup() {
-    "$VENV_DIR/bin/python" -m batch.local_postgres stop --dir "$TEST_POSTGRES_DIR" >/dev/null 2>&1 || true
+    "$VENV_DIR/bin/python" -m devtools.local_postgres stop --dir "$TEST_POSTGRES_DIR" >/dev/null 2>&1 || true
     rm -rf "$TEST_POSTGRES_DIR"
 }
 trap cleanup EXIT

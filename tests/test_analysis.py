@@ -248,7 +248,7 @@ def test_corrupt_files_can_be_skipped_and_are_reported(
 
 def test_an_unreachable_database_is_named_without_the_password(
         spark: SparkSession, make_target: Callable[..., PostgresTarget], tmp_path: Path) -> None:
-    from batch.local_postgres import free_port
+    from devtools.local_postgres import free_port
 
     target = make_target(port=free_port(), connect_attempts=2)
     settings = analysis_settings(target, small_dataset(tmp_path / "raw"))

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batch.contract import RAW_COLUMNS, RAW_COLUMNS_BY_NAME
-from batch.demo import (
+from devtools.demo import (
     MARKER_FILE,
     DemoDatasetExistsError,
     ensure_demo_dataset,
@@ -252,7 +252,7 @@ def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_an_interrupted_run_leaves_no_half_dataset(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import batch.demo as demo
+    import devtools.demo as demo
 
     output_dir = tmp_path / "raw"
     previous = generate_demo_dataset(output_dir, readings=500, seed=1)

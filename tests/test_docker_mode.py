@@ -32,7 +32,7 @@ import pyspark
 import pytest
 from pyspark.sql import SparkSession
 
-from batch.local_postgres import LocalPostgres
+from devtools.local_postgres import LocalPostgres
 from tests.conftest import jdbc_jar
 from tests.rawdata import write_dataset
 from tests.support import fake_docker, local_results

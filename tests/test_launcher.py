@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batch.local_postgres import LocalPostgres
+from devtools.local_postgres import LocalPostgres
 from batch.postgres import PostgresTarget
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -35,7 +35,7 @@ from batch.errors import (
     IncompatibleColumnTypeError,
     MissingColumnError,
 )
-from batch.local_postgres import LocalPostgres
+from devtools.local_postgres import LocalPostgres
 from batch.postgres import PostgresTarget
 from tests import independent
 from tests.rawdata import METRICS, RANGES

@@ -31,7 +31,7 @@ import pytest
 from psycopg2 import sql
 from pyspark.sql import SparkSession
 
-from batch import local_postgres
+from devtools import local_postgres
 from batch.analysis import RunSummary, run_analysis
 from batch.config import Secret
 from batch.errors import CorruptInputFileError, ExportError, PublishError

@@ -38,7 +38,7 @@ from pyspark.sql import SparkSession
 from batch.analysis import RunSummary, run_analysis
 from batch.config import Secret
 from batch.errors import ConfigurationError, InputNotFoundError, PublishError
-from batch.local_postgres import LocalPostgres, free_port
+from devtools.local_postgres import LocalPostgres, free_port
 from batch.postgres import PostgresTarget
 from tests import independent
 from tests.rawdata import METRICS

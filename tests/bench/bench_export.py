@@ -8,7 +8,7 @@
 - `naive`: the same reader, options and sort keys, then `orderBy(...).coalesce(1).write.csv`
   (one task sorts and writes everything) and the single part renamed to the target.
 
-The demo generator (batch.demo) writes the input once (reused when present). The two
+The demo generator (devtools.demo) writes the input once (reused when present). The two
 variants alternate, each run in its own spark-submit process (tests/bench/measure.py samples /proc
 for the peak memory of the process tree's JVM and Python (sum of PSS) and the peak RSS of the JVM
 (the driver, which in local mode runs the executors too) and of the Python driver). The

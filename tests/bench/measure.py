@@ -107,7 +107,7 @@ def run_sampled(variant: str, command: list[str], env: dict[str, str],
 
 
 def ensure_input(workdir: Path, rows: int) -> Path:
-    from batch.demo import ensure_demo_dataset
+    from devtools.demo import ensure_demo_dataset
 
     raw_path = workdir / f"raw-{rows}"
     started = time.monotonic()

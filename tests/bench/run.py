@@ -4,7 +4,7 @@
 
 (tests/bench/run.sh sets up the virtualenv and the JDBC driver, then runs this module.)
 
-On one generated dataset (batch.demo; rewritten once with one type per column, because
+On one generated dataset (devtools.demo; rewritten once with one type per column, because
 the seed-style reference and the floor read with Spark's plain schema merge, which refuses
 drifting types), alternating the variants in each repetition:
 
@@ -36,7 +36,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batch import local_postgres
+from devtools import local_postgres
 from tests.bench.measure import ensure_input, run_sampled
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

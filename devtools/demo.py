@@ -13,7 +13,7 @@ memory does not grow with the number of readings, and the same seed gives the sa
 The dataset appears atomically: it is written to a hidden folder beside `output_dir` and
 renamed once complete, with `_demo_dataset.json` (its parameters) as the last file written.
 
-    python -m batch.demo --output data/demo/raw --readings 300000 --seed 7
+    python -m devtools.demo --output data/demo/raw --readings 300000 --seed 7
 """
 from __future__ import annotations
 
@@ -884,7 +884,7 @@ def _non_negative_int(text: str) -> int:
 
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m batch.demo",
+        prog="python -m devtools.demo",
         description="Write a deterministic, realistic demo dataset of raw indoor-air readings "
                     "(Parquet, as the streaming side writes them, dirty cases included).")
     parser.add_argument("--output", type=Path, default=Path("data/demo/raw"),

@@ -206,7 +206,7 @@ def stop(base_dir: Path) -> bool:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m batch.local_postgres",
+    parser = argparse.ArgumentParser(prog="python -m devtools.local_postgres",
                                      description="Manage the package's local PostgreSQL server.")
     parser.add_argument("action", choices=("start", "stop", "env"))
     parser.add_argument("--dir", type=Path, default=Path(".demo/postgres"),
