@@ -43,8 +43,9 @@ def analysis_settings(target: PostgresTarget, raw_path: Path | str, **variables:
     return settings_from(AnalysisSettings, resolve_options(ANALYSIS_OPTIONS, {}, environ, None))
 
 
-def run(spark: SparkSession, settings: AnalysisSettings) -> RunSummary:
-    return run_analysis(spark, settings, RunSummary(job="analysis", input_path=settings.raw_data_path))
+def run(spark: SparkSession, settings: AnalysisSettings, **options: Any) -> RunSummary:
+    return run_analysis(spark, settings, RunSummary(job="analysis", input_path=settings.raw_data_path),
+                        **options)
 
 
 def connect(target: PostgresTarget) -> Any:
