@@ -18,6 +18,7 @@ import os
 import re
 import sys
 import tempfile
+import textwrap
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -334,8 +335,6 @@ _RC = {
     "text.parse_math": False,
     "font.family": "DejaVu Sans",  # shipped with Matplotlib: its layout matches the text
     "font.size": 12,
-    "axes.titlesize": 13,
-    "axes.titleweight": "bold",
     "axes.spines.top": False,
     "axes.spines.right": False,
 }
@@ -381,6 +380,13 @@ def _short(name: str) -> str:
     return name if len(name) <= CHART_LABEL_CHARS else name[:CHART_LABEL_CHARS - 1] + "…"
 
 
+def _set_title(figure: Figure, title: str) -> None:
+    """Title the chart from the figure's left edge, wrapped to its width (long names would overflow)."""
+    characters = int(figure.get_figwidth() * 8.5)  # about 8.5 bold 13 pt characters an inch
+    figure.suptitle("\n".join(textwrap.wrap(title, characters)), x=0.01, ha="left",
+                    fontsize="large", fontweight="bold")
+
+
 def _week_label(monday: date) -> str:
     year, week, _ = monday.isocalendar()
     return f"{year}-W{week:02d}"
@@ -408,7 +414,10 @@ def co2_heatmap(cells: Sequence[ClassroomWeekCo2], weeks: Sequence[date], thresh
     colours = matplotlib.colors.LinearSegmentedColormap.from_list(
         "co2", [((ppm - CO2_SCALE_FLOOR_PPM) / span, colour) for ppm, colour in stops])
     colours.set_bad(NO_DATA_COLOUR)
-    figure = _figure(max(NARROW_INCHES, 3.0 + 0.17 * len(weeks)), max(3.2, 1.9 + 0.26 * len(classrooms)))
+    # Room for the longest classroom label, the weeks and the colour bar.
+    label_inches = 0.6 + 0.09 * max(len(_short(name)) for name in classrooms)
+    figure = _figure(max(NARROW_INCHES, label_inches + 1.3 + 0.17 * len(weeks)),
+                     max(3.2, 1.9 + 0.26 * len(classrooms)))
     with matplotlib.rc_context(_RC):
         axes = figure.add_subplot()
         mesh = axes.pcolormesh(np.ma.masked_invalid(grid), cmap=colours, vmin=CO2_SCALE_FLOOR_PPM,
@@ -423,7 +432,7 @@ def co2_heatmap(cells: Sequence[ClassroomWeekCo2], weeks: Sequence[date], thresh
             axes.spines[side].set_visible(False)
         axes.set_xlabel("ISO week")
         axes.set_ylabel("classroom")
-        axes.set_title(title, loc="left")
+        _set_title(figure, title)
         bar = figure.colorbar(mesh, ax=axes, location="right", fraction=0.04, pad=0.01, extend="max")
         bar.set_ticks([CO2_SCALE_FLOOR_PPM, *co2_bands(thresholds), CO2_SCALE_CEILING_PPM])
         bar.ax.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
@@ -454,7 +463,7 @@ def bb101_chart(failures: Sequence[Bb101Failures], window: tuple[date, date], ti
         axes.xaxis.get_major_locator().set_params(integer=True)
         axes.set_xlabel(f"school days, {_week_label(window[0])} to {_week_label(window[1])}")
         axes.set_ylabel("classroom")
-        axes.set_title(title, loc="left")
+        _set_title(figure, title)
         figure.legend(loc="outside lower center", ncols=2, frameon=False, fontsize=10)
     return _svg(figure, chart_id)
 
@@ -465,12 +474,17 @@ def _weekly_line(weeks: Sequence[InstituteWeek], values: Sequence[float | None],
     axes = figure.add_subplot()
     axes.plot([week.week_start for week in weeks], [np.nan if v is None else v for v in values],
               marker="o", markersize=3, color=colour, label=label)
-    locator = matplotlib.dates.AutoDateLocator(maxticks=7)
+    first, last = weeks[0].week_start, weeks[-1].week_start
+    span_weeks = (last - first).days // 7
+    # AutoDateLocator finds no interval for a span of a few weeks: there, tick Mondays.
+    locator = (matplotlib.dates.WeekdayLocator(matplotlib.dates.MO, interval=span_weeks // 6 + 1)
+               if span_weeks < 12 else matplotlib.dates.AutoDateLocator(maxticks=7))
+    axes.set_xlim(first - timedelta(days=4), last + timedelta(days=4))
     axes.xaxis.set_major_locator(locator)
     axes.xaxis.set_major_formatter(matplotlib.dates.ConciseDateFormatter(locator))
     axes.set_xlabel("week (Monday it starts on)")
     axes.set_ylabel(unit_label)
-    axes.set_title(title, loc="left")
+    _set_title(figure, title)
     axes.grid(axis="y", color="#e2e8f0", linewidth=0.8)
     return figure, axes
 
@@ -513,7 +527,7 @@ def phase_chart(phase_seconds: Mapping[str, float], title: str, chart_id: str) -
         axes.invert_yaxis()
         axes.set_xlabel("wall time, seconds")
         axes.set_ylabel("phase")
-        axes.set_title(title, loc="left")
+        _set_title(figure, title)
         axes.margins(x=0.2)
     return _svg(figure, chart_id)
 
@@ -565,7 +579,7 @@ def institute_sections(data: ReportData) -> list[InstituteSection]:
                             "marked on its bar; grey: no data that week.",
                             co2_heatmap(cells, weeks, data.thresholds, title,
                                         f"heatmap-{number}"), wide=True)
-        if ranked and data.window:
+        if data.window and any(row.days_failed for row in ranked):
             title = f"{short}: school days failing BB101"
             ranking = Chart(title, "School days (grey) and those failing BB101 (red) of the "
                             f"{min(RANKING_ROWS_CHARTED, len(ranked))} worst classrooms over "

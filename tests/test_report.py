@@ -251,9 +251,9 @@ def test_an_unknown_run_or_no_successful_run_is_a_clear_error(conn: Any, publish
 # --- the file --------------------------------------------------------------------------------
 
 def chart_count(data: report.ReportData) -> int:
-    """Phases, then per institute: a heatmap, two trends, and a ranking where it has school days."""
+    """Phases, then per institute: a heatmap, two trends, and a ranking where a school day failed."""
     institutes = {cell.institute for cell in data.classroom_weeks}
-    ranked = {row.institute for row in data.bb101 or []}
+    ranked = {row.institute for row in data.bb101 or [] if row.days_failed > 0}
     return 1 + 3 * len(institutes) + len(ranked)
 
 
