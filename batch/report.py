@@ -11,7 +11,6 @@ external resource, so the file opens offline by double-click and looks the same 
 """
 from __future__ import annotations
 
-import argparse
 import io
 import logging
 import os
@@ -74,6 +73,8 @@ RANKING_WEEKS = 4
 RANKING_ROWS_CHARTED = 15
 # Longer names are shortened on chart axes (the tables show them in full).
 CHART_LABEL_CHARS = 28
+# The page template, package data beside this module (a zip of the package needs it too).
+TEMPLATE = "report.html.j2"
 
 REPORT_OPTIONS: tuple[Option, ...] = (
     Option("REPORT_DIR", "reports",
@@ -604,13 +605,13 @@ def institute_sections(data: ReportData) -> list[InstituteSection]:
 
 def render_report(data: ReportData, generated_at: datetime) -> str:
     environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("batch", "templates"), autoescape=True,
+        loader=jinja2.PackageLoader("batch", "."), autoescape=True,
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     run = data.run
     phases = (Chart("Run time per phase", "Wall time of each phase of the run.",
                     phase_chart(run.phase_seconds, "Run time per phase", "phases"))
               if run.phase_seconds else None)
-    return environment.get_template("report.html.j2").render(
+    return environment.get_template(TEMPLATE).render(
         data=data, run=run, sections=institute_sections(data), phases=phases,
         generated_at=generated_at, ranking_weeks=RANKING_WEEKS, week_label=_week_label,
         iaq_table=IAQ_WEEKLY_TABLE, bb101_peak_ppm=BB101_PEAK_PPM)
@@ -666,6 +667,9 @@ def write_report(conn_or_target: psycopg2.extensions.connection | PostgresTarget
     path = Path(report_dir) / report_file_name(data.run)
     try:
         write_atomically(path, render_report(data, datetime.now(timezone.utc)))
+    except jinja2.TemplateNotFound:
+        raise ReportError(f"the report's page template {TEMPLATE} is missing from the batch "
+                          f"package at {Path(__file__).parent}: ship batch/*.j2 with it") from None
     except OSError as error:
         raise ReportError(f"cannot write the report {path}: {error.strerror}") from None
     log.info("report of run %d written to %s", data.run.run_id, path)

@@ -269,6 +269,18 @@ def test_write_report_names_the_file_after_the_run_and_leaves_no_temporary_file(
     assert "1,100 ppm" in text  # the run's own CO2_HIGH_PPM, from its recorded settings
 
 
+def test_write_report_through_the_callers_connection_leaves_it_open_and_idle(
+        conn: Any, published: str, tmp_path: Path) -> None:
+    path = report.write_report(conn, published, tmp_path, 1)
+    assert path.name == "report-run-1-20250410T020005Z.html"
+    assert not conn.closed
+    assert conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+    with conn.cursor() as cursor:  # and still usable, for writing too
+        cursor.execute(sql.SQL("UPDATE {}.batch_runs SET error_message = 'x' WHERE run_id = 2").format(
+            sql.Identifier(published)))
+    conn.commit()
+
+
 def test_without_the_compliance_table_the_section_says_so(
         target: PostgresTarget, published: str, tmp_path: Path) -> None:
     text = report.write_report(target, published, tmp_path, 1).read_text(encoding="utf-8")
