@@ -18,7 +18,7 @@ import re
 import sys
 import tempfile
 import textwrap
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timedelta, timezone
@@ -377,6 +377,11 @@ def _figure(width: float, height: float) -> Figure:
         return Figure(figsize=(width, height), layout="constrained")
 
 
+def _label_inches(names: Iterable[str]) -> float:
+    """About how wide the longest of `names` is as a 12 pt axis label, and the axis title beside it."""
+    return 0.6 + 0.09 * max((len(_short(name)) for name in names), default=0)
+
+
 def _short(name: str) -> str:
     return name if len(name) <= CHART_LABEL_CHARS else name[:CHART_LABEL_CHARS - 1] + "…"
 
@@ -415,10 +420,11 @@ def co2_heatmap(cells: Sequence[ClassroomWeekCo2], weeks: Sequence[date], thresh
     colours = matplotlib.colors.LinearSegmentedColormap.from_list(
         "co2", [((ppm - CO2_SCALE_FLOOR_PPM) / span, colour) for ppm, colour in stops])
     colours.set_bad(NO_DATA_COLOUR)
-    # Room for the longest classroom label, the weeks and the colour bar.
-    label_inches = 0.6 + 0.09 * max(len(_short(name)) for name in classrooms)
-    figure = _figure(max(NARROW_INCHES, label_inches + 1.3 + 0.17 * len(weeks)),
-                     max(3.2, 1.9 + 0.26 * len(classrooms)))
+    # The grid, never so small that the colour bar beside it cannot show its ticks, with room
+    # for the longest classroom label, the week labels, the title and the colour bar.
+    grid_width, grid_height = max(2.5, 0.17 * len(weeks)), max(1.8, 0.26 * len(classrooms))
+    figure = _figure(max(NARROW_INCHES, _label_inches(classrooms) + 1.4 + grid_width),
+                     grid_height + 2.0)
     with matplotlib.rc_context(_RC):
         axes = figure.add_subplot()
         mesh = axes.pcolormesh(np.ma.masked_invalid(grid), cmap=colours, vmin=CO2_SCALE_FLOOR_PPM,
@@ -434,7 +440,9 @@ def co2_heatmap(cells: Sequence[ClassroomWeekCo2], weeks: Sequence[date], thresh
         axes.set_xlabel("ISO week")
         axes.set_ylabel("classroom")
         _set_title(figure, title)
-        bar = figure.colorbar(mesh, ax=axes, location="right", fraction=0.04, pad=0.01, extend="max")
+        # A bar 0.15 inch wide along the whole grid, whatever the grid's size.
+        bar = figure.colorbar(mesh, ax=axes, location="right", fraction=0.15 / grid_width,
+                              aspect=grid_height / 0.15, pad=0.01, extend="max")
         bar.set_ticks([CO2_SCALE_FLOOR_PPM, *co2_bands(thresholds), CO2_SCALE_CEILING_PPM])
         bar.ax.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
         for limit in co2_bands(thresholds):
@@ -451,7 +459,8 @@ def bb101_chart(failures: Sequence[Bb101Failures], window: tuple[date, date], ti
                 chart_id: str) -> Markup:
     """Horizontal bars: school days failing BB101 per classroom, worst at the top."""
     shown = list(failures[:RANKING_ROWS_CHARTED])
-    figure = _figure(NARROW_INCHES, 1.8 + 0.32 * max(1, len(shown)))
+    figure = _figure(max(NARROW_INCHES, _label_inches(row.classroom for row in shown) + 3.0),
+                     1.8 + 0.32 * max(1, len(shown)))
     with matplotlib.rc_context(_RC):
         axes = figure.add_subplot()
         positions = np.arange(len(shown))
@@ -462,7 +471,7 @@ def bb101_chart(failures: Sequence[Bb101Failures], window: tuple[date, date], ti
         axes.set_yticks(positions, [_short(row.classroom) for row in shown])
         axes.invert_yaxis()
         axes.xaxis.get_major_locator().set_params(integer=True)
-        axes.set_xlabel(f"school days, {_week_label(window[0])} to {_week_label(window[1])}")
+        axes.set_xlabel(f"school days in ISO weeks {window[0].isocalendar()[1]}–{window[1].isocalendar()[1]}")
         axes.set_ylabel("classroom")
         _set_title(figure, title)
         figure.legend(loc="outside lower center", ncols=2, frameon=False, fontsize=10)

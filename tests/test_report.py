@@ -6,7 +6,11 @@ import contextlib
 import datetime as dt
 import html
 import json
+import os
 import re
+import subprocess
+import sys
+import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -320,6 +324,28 @@ def test_command_line_reads_the_password_from_its_file_and_prints_the_path(
         assert target.password.reveal() not in text
 
 
+def test_a_package_without_its_template_is_a_clear_error(
+        target: PostgresTarget, published: str, tmp_path: Path) -> None:
+    """The package zipped as its *.py files alone (a --py-files zip) cannot render: it says why."""
+    package = Path(report.__file__).parent
+    archive_path = tmp_path / "batch.zip"
+    with zipfile.ZipFile(archive_path, "w") as archive:
+        for source in package.glob("*.py"):
+            archive.write(source, f"batch/{source.name}")
+    (tmp_path / "empty.env").write_text("")
+    environ = {**os.environ, "PYTHONPATH": str(archive_path), "POSTGRES_HOST": target.host,
+               "POSTGRES_PORT": str(target.port), "POSTGRES_DB": target.database,
+               "POSTGRES_USER": target.user, "POSTGRES_PASSWORD": target.password.reveal()}
+    finished = subprocess.run(
+        [sys.executable, "-m", "batch.report", "--schema", published, "--output-dir",
+         str(tmp_path / "out"), "--env-file", str(tmp_path / "empty.env")],
+        cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 4, finished.stderr
+    assert f"the report's page template {report.TEMPLATE} is missing from the batch package at " \
+           f"{archive_path}" in finished.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
 # --- in a real browser -------------------------------------------------------------------------
 
 needs_chromium = pytest.mark.skipif(
@@ -361,7 +387,7 @@ def test_report_renders_in_headless_chromium_offline(
             assert_shows_cleanly(browser, path, expected)
             # Nothing is wider than the screen but the heatmaps, which scroll in their frame.
             assert browser.evaluate("document.documentElement.scrollWidth") <= width
-            shot = browser.screenshot(tmp_path / f"report-{width}.png")
+            shot = browser.screenshot(tmp_path / f"report-{width}.png", full_page=True)
             assert shot.stat().st_size > 10_000
             browser.events.clear()
 
@@ -408,4 +434,4 @@ def test_hostile_names_show_as_text_in_the_browser(
         for name in HOSTILE_CLASSROOMS:
             assert name in chart_texts  # short enough to be shown whole on the axes
         assert_shows_cleanly(browser, path, expected_charts=5)
-        browser.screenshot(tmp_path / "hostile.png")
+        browser.screenshot(tmp_path / "hostile.png", full_page=True)
