@@ -486,12 +486,16 @@ def _weekly_line(weeks: Sequence[InstituteWeek], values: Sequence[float | None],
               marker="o", markersize=3, color=colour, label=label)
     first, last = weeks[0].week_start, weeks[-1].week_start
     span_weeks = (last - first).days // 7
-    # AutoDateLocator finds no interval for a span of a few weeks: there, tick Mondays.
-    locator = (matplotlib.dates.WeekdayLocator(matplotlib.dates.MO, interval=span_weeks // 6 + 1)
-               if span_weeks < 12 else matplotlib.dates.AutoDateLocator(maxticks=7))
     axes.set_xlim(first - timedelta(days=4), last + timedelta(days=4))
-    axes.xaxis.set_major_locator(locator)
-    axes.xaxis.set_major_formatter(matplotlib.dates.ConciseDateFormatter(locator))
+    if span_weeks < 12:
+        # Too short a span for AutoDateLocator (it would tick hours): tick a few Mondays.
+        axes.xaxis.set_major_locator(
+            matplotlib.dates.WeekdayLocator(matplotlib.dates.MO, interval=span_weeks // 5 + 1))
+        axes.xaxis.set_major_formatter(matplotlib.dates.DateFormatter("%d %b"))
+    else:
+        locator = matplotlib.dates.AutoDateLocator(maxticks=7)
+        axes.xaxis.set_major_locator(locator)
+        axes.xaxis.set_major_formatter(matplotlib.dates.ConciseDateFormatter(locator))
     axes.set_xlabel("week (Monday it starts on)")
     axes.set_ylabel(unit_label)
     _set_title(figure, title)

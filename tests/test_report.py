@@ -322,6 +322,9 @@ def test_command_line_reads_the_password_from_its_file_and_prints_the_path(
     assert "run 42 is not recorded" in err2
     for text in (out, err, out2, err2, path.read_text(encoding="utf-8")):
         assert target.password.reveal() not in text
+    with pytest.raises(SystemExit) as refused:  # a command line is visible to every user
+        report.main(["--postgres-password", "secret", "--schema", published])
+    assert refused.value.code == 2
 
 
 def test_a_package_without_its_template_is_a_clear_error(
