@@ -93,6 +93,14 @@ class ReportError(BatchError):
 # --- the report's data, read from the published tables -------------------------------------
 
 @dataclass(frozen=True)
+class FileList:
+    """How many files, and the names of the first few (a run may list only those)."""
+
+    count: int
+    names: list[str]
+
+
+@dataclass(frozen=True)
 class RunRecord:
     """One row of batch_runs, as the data-quality panel shows it."""
 
@@ -108,7 +116,7 @@ class RunRecord:
     values_nulled: dict[str, int]
     skipped_files: list[str]
     # None: batch_runs has no such column (published before issue 11).
-    uncommitted_files: list[str] | None
+    uncommitted_files: FileList | None
     rows_written: dict[str, int]
     phase_seconds: dict[str, float]
     settings: dict[str, Any]
@@ -206,13 +214,17 @@ def fetch_run(conn: psycopg2.extensions.connection, schema: str, run_id: int) ->
         rows_written=rows_written or {}, phase_seconds=phase_seconds or {}, settings=settings or {})
 
 
-def _file_list(value: Any) -> list[str]:
-    # The column may hold the list itself or a summary object with the first few names.
+def _file_list(value: Any) -> FileList:
+    """The uncommitted files as issue 11 may record them: a count, a JSON array of names, or
+    a JSON object with a count and the first few names."""
     if value is None:
-        return []
-    if isinstance(value, Mapping):
-        value = value.get("files") or value.get("names") or []
-    return [str(item) for item in value] if isinstance(value, list) else [str(value)]
+        return FileList(0, [])
+    if isinstance(value, int):
+        return FileList(value, [])
+    if isinstance(value, list):
+        return FileList(len(value), [str(name) for name in value])
+    names = [str(name) for name in value.get("files") or value.get("names") or value.get("first") or []]
+    return FileList(int(value.get("count", len(names))), names)
 
 
 def co2_source(conn: psycopg2.extensions.connection, schema: str) -> Co2Source:

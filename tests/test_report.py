@@ -233,14 +233,26 @@ def test_data_quality_comes_from_the_runs_record(conn: Any, published: str) -> N
     assert report.fetch_run(conn, published, 2).status == "failed"
 
 
-def test_uncommitted_files_are_shown_when_batch_runs_records_them(conn: Any, published: str) -> None:
+@pytest.mark.parametrize("recorded, expected, shown", [
+    (["part-00007-orphan.parquet", "part-00009.parquet"],
+     report.FileList(2, ["part-00007-orphan.parquet", "part-00009.parquet"]),
+     "2: part-00007-orphan.parquet, part-00009.parquet"),
+    ({"count": 12, "files": ["part-00007-orphan.parquet"]},
+     report.FileList(12, ["part-00007-orphan.parquet"]), "12: part-00007-orphan.parquet, …"),
+    (3, report.FileList(3, []), "3"),
+])
+def test_uncommitted_files_are_shown_when_batch_runs_records_them(
+        conn: Any, published: str, tmp_path: Path, recorded: Any, expected: report.FileList,
+        shown: str) -> None:
     execute(conn, sql.SQL("ALTER TABLE {}.batch_runs ADD COLUMN {} jsonb").format(
         sql.Identifier(published), sql.Identifier(report.UNCOMMITTED_FILES_COLUMN)))
     execute(conn, sql.SQL("UPDATE {}.batch_runs SET {} = %s WHERE run_id = 1").format(
         sql.Identifier(published), sql.Identifier(report.UNCOMMITTED_FILES_COLUMN)),
-        [json.dumps(["part-00007-orphan.parquet"])])
-    assert report.fetch_run(conn, published, 1).uncommitted_files == ["part-00007-orphan.parquet"]
-    assert report.fetch_run(conn, published, 2).uncommitted_files == []
+        [json.dumps(recorded)])
+    assert report.fetch_run(conn, published, 1).uncommitted_files == expected
+    assert report.fetch_run(conn, published, 2).uncommitted_files == report.FileList(0, [])
+    text = report.write_report(conn, published, tmp_path, 1).read_text(encoding="utf-8")
+    assert f"<dt>uncommitted files left out</dt><dd>{shown}</dd>" in text
 
 
 def test_an_unknown_run_or_no_successful_run_is_a_clear_error(conn: Any, published: str) -> None:
