@@ -49,7 +49,8 @@ from batch.config import (
     settings_from,
 )
 from batch.errors import BatchError, ConfigurationError
-from batch.postgres import LATEST_WEEK_VIEW, RUNS_TABLE, PostgresTarget, connect
+from batch.catalog import LATEST_WEEK_VIEW, RUNS_TABLE
+from batch.postgres import PostgresTarget, connect
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class RunRecord:
     input_files: int | None
     rows_read: int | None
     rows_used: int | None
-    rows_excluded: dict[str, int]
+    rows_excluded: dict[str, int | None]  # None: not checked by that run (replays)
     values_nulled: dict[str, int]
     skipped_files: list[str]
     # None: batch_runs has no such column (published before issue 11).

@@ -20,9 +20,10 @@ import pytest
 from psycopg2 import sql
 
 from batch import report
-from batch.aggregations import GROUPINGS, Thresholds, output_columns
+from batch.aggregations import Thresholds
+from batch.catalog import build_catalog
 from batch.errors import ConfigurationError
-from batch.postgres import PostgresTarget, grouping_ddl, runs_ddl, views_ddl
+from batch.postgres import PostgresTarget, catalog_ddl
 from tests.support.browser import CHROMIUM, Chromium
 
 UTC = dt.timezone.utc
@@ -66,7 +67,8 @@ IAQ_WEEKS = [
 RUN = {
     "status": "succeeded", "started_at": STARTED, "finished_at": STARTED + dt.timedelta(seconds=95),
     "input_path": "hdfs://namenode:8020/raw", "input_files": 13, "rows_read": 300000,
-    "rows_used": 297500, "rows_excluded": {"missing_device": 1200, "unregistered_device": 1300},
+    "rows_used": 297500, "rows_excluded": {"missing_device": 1200, "unregistered_device": 1300,
+                      "replayed_reading": None},
     "values_nulled": {"co2": 17, "temperature": 4}, "skipped_files": ["part-9.parquet"],
     "rows_written": {"classroom_weekly_stats": 5}, "phase_seconds": {"read": 12.5, "publish": 3.25},
     "settings": {"co2_high_ppm": 1100.0, "co2_very_high_ppm": 1500.0, "batch_timezone": "UTC"},
@@ -75,9 +77,12 @@ RUN = {
 
 # --- the published tables, with known rows ----------------------------------------------------
 
+CATALOG = build_catalog(Thresholds(), "UTC")
+
+
 def execute(conn: Any, statement: sql.Composable | str, values: Sequence[Any] = ()) -> None:
     with conn.cursor() as cursor:
-        cursor.execute(statement, values)
+        cursor.execute(statement, values or None)  # no arguments: a % in a comment is text
     conn.commit()
 
 
@@ -93,11 +98,10 @@ def insert(conn: Any, schema: str, table: str, rows: Sequence[Mapping[str, Any]]
 
 def statistics_row(table: str, **values: Any) -> dict[str, Any]:
     """A row of a published statistics table: `values`, and a filler for every other NOT NULL column."""
-    grouping = next(grouping for grouping in GROUPINGS if grouping.table == table)
     filler = {"readings": 1, "devices": 1, "first_reading_at": NEWEST_READING,
               "last_reading_at": NEWEST_READING}
     row = {column.name: filler.get(column.name, 0)
-           for column in output_columns(grouping, Thresholds()) if not column.nullable}
+           for column in CATALOG.table(table).columns if not column.nullable}
     row.update(values)
     return row
 
@@ -110,11 +114,7 @@ def week_keys(monday: dt.date) -> dict[str, Any]:
 def create_published_tables(conn: Any, schema: str) -> None:
     """The published tables and view, by the DDL the analysis itself runs."""
     execute(conn, sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    statements: list[sql.Composable] = list(runs_ddl(schema))
-    for grouping in GROUPINGS:
-        statements += grouping_ddl(schema, grouping, Thresholds())
-    statements += views_ddl(schema, "UTC")
-    for statement in statements:
+    for statement in catalog_ddl(schema, CATALOG):
         execute(conn, statement)
 
 
@@ -283,6 +283,9 @@ def test_write_report_names_the_file_after_the_run_and_leaves_no_temporary_file(
     # No external resource: nothing to fetch, no script to run.
     assert "<script" not in text.lower() and "src=" not in text and "@import" not in text
     assert "1,100 ppm" in text  # the run's own CO2_HIGH_PPM, from its recorded settings
+    # 1,200 + 1,300 readings excluded; replays were not looked for, which is not "0".
+    assert "<dd>2,500</dd>" in text
+    assert '<td class="name">replayed_reading</td><td class="number">not checked</td>' in text
 
 
 def test_write_report_through_the_callers_connection_leaves_it_open_and_idle(
