@@ -52,7 +52,7 @@ from batch.export import (
     value_inventory,
     write_single_file,
 )
-from batch.readers import read_raw_readings
+from batch.readers import file_listing, read_raw_readings
 from batch.timing import timed_phase
 from batch.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings
 
@@ -278,6 +278,10 @@ class DownloadSummary:
     status: str = "running"
     input_files: int | None = None
     skipped_files: list[str] = field(default_factory=list)
+    # {"count": n, "first": [names]}: part files of a streaming sink that its log does not name.
+    uncommitted_files: dict[str, Any] = field(default_factory=dict)
+    # {"count": n, "first": [names]}: files lacking a required column that other files have.
+    files_lacking_required_columns: dict[str, Any] = field(default_factory=dict)
     rows_selected: int | None = None
     rows_exported: int | None = None
     rows_excluded: dict[str, int] | None = None  # with --clean only
@@ -337,6 +341,8 @@ def _download(spark: SparkSession, settings: DownloaderSettings, summary: Downlo
             settings.skip_corrupt_files)
         summary.input_files = input_files.file_count
         summary.skipped_files = list(input_files.skipped)
+        summary.uncommitted_files = file_listing(input_files.uncommitted)
+        summary.files_lacking_required_columns = file_listing(input_files.lacking_required)
     if export_filter.has_value_filters:
         # One small aggregation, so that a typo is told apart from an empty selection.
         with summary.phase("check_filters"):

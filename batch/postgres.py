@@ -200,6 +200,10 @@ RUN_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("input_path", "text NOT NULL", "raw Parquet input that was read"),
     ("input_files", "integer", "number of Parquet files read"),
     ("skipped_files", "jsonb", "unreadable files skipped (SKIP_CORRUPT_FILES), as a JSON array"),
+    ("uncommitted_files", "jsonb",
+     "part files of the input's streaming sink folder that its _spark_metadata log does not name "
+     "(micro-batches that failed before their commit), not read: "
+     '{"count": number of files, "first": the first few paths}'),
     ("rows_read", "bigint", "readings read from the input"),
     ("rows_used", "bigint", "readings that entered the statistics"),
     ("rows_excluded", "jsonb", "readings excluded from the statistics, per reason (JSON object)"),
@@ -219,6 +223,10 @@ def runs_ddl(schema: str) -> list[sql.Composable]:
     table = _ident(schema, RUNS_TABLE)
     statements: list[sql.Composable] = [
         sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(table, definitions),
+        # A run table made by an earlier version gets the columns added since.
+        *(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+            table, sql.Identifier(name), sql.SQL(definition))
+          for name, definition, _ in RUN_COLUMNS if "PRIMARY KEY" not in definition),
         sql.SQL("COMMENT ON TABLE {} IS {}").format(table, sql.Literal(
             "One row per run of the batch jobs: what was read, excluded, nulled and published")),
     ]
