@@ -48,6 +48,7 @@ _FOOTER_READ_THREADS = 8
 SINK_LOG_DIR = "_spark_metadata"
 # How many file names a message or summary lists; the counts are always complete.
 LISTED_FILES = 5
+_EMPTY_AUTHORITY = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):///")
 _SCHEME_AND_AUTHORITY = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:(//[^/]*)?")
 
 
@@ -165,8 +166,9 @@ def _spark_input_files(spark: SparkSession, path: str) -> list[str]:
         message = _java_message(error) if isinstance(error, Py4JJavaError) else str(error)
         raise InputError(f"cannot list the Parquet files of {path}: "
                          f"{message.strip().splitlines()[0]}") from None
-    # The index gives URIs (a space is %20); Hadoop paths, as every other step takes them.
-    return sorted(unquote(uri) for uri in uris)
+    # The index gives URIs (a space is %20, file:///x); Hadoop paths (file:/x), as the file
+    # system lists them and every other step takes them.
+    return sorted(_EMPTY_AUTHORITY.sub(r"\1:/", unquote(uri)) for uri in uris)
 
 
 def same_file(file: str) -> str:
