@@ -34,14 +34,12 @@ from batch.config import (
 )
 from batch.contract import ANALYSIS_COLUMNS, METRIC_NAMES
 from batch.errors import BatchError, ConfigurationError, CorruptInputFileError, EmptyInputError
-from batch.readers import InputFiles, file_listing, read_raw_readings
+from batch.readers import InputFiles, file_listing, read_raw_readings, undecodable_file
 from batch.timing import timed_phase
 from batch.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings
 
 log = logging.getLogger(__name__)
 
-# How Spark names a file it cannot decode (a damaged page behind an intact footer).
-_UNREADABLE_FILE = re.compile(r"Encountered error while reading file (.+?)\. Details")
 _CAUSE = re.compile(r"\(cause: (.*)\)$")
 
 ANALYSIS_OPTIONS: tuple[Option, ...] = COMMON_OPTIONS + POSTGRES_OPTIONS + (
@@ -249,12 +247,12 @@ def _unreadable_file_error(error: Py4JJavaError | CapturedException
                            ) -> tuple[str, CorruptInputFileError] | None:
     """The file the first pass over the input could not decode, if Spark named one, and the error."""
     message = postgres.spark_error_message(error)
-    found = _UNREADABLE_FILE.search(message)
-    if found is None:
+    file = undecodable_file(message)
+    if file is None:
         return None
     cause = _CAUSE.search(message)
-    return found.group(1), CorruptInputFileError(
-        f"{found.group(1)} is not a readable Parquet file: its data cannot be decoded"
+    return file, CorruptInputFileError(
+        f"{file} is not a readable Parquet file: its data cannot be decoded"
         f"{f' ({cause.group(1)})' if cause else ''}")
 
 

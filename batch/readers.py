@@ -48,6 +48,8 @@ _FOOTER_READ_THREADS = 8
 SINK_LOG_DIR = "_spark_metadata"
 # How many file names a message or summary lists; the counts are always complete.
 LISTED_FILES = 5
+# How Spark names a file it cannot decode (a damaged page behind an intact footer).
+_UNDECODABLE_FILE = re.compile(r"Encountered error while reading file (.+?)\. Details")
 _EMPTY_AUTHORITY = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):///")
 _SCHEME_AND_AUTHORITY = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:(//[^/]*)?")
 
@@ -77,6 +79,12 @@ def first_names(files: tuple[str, ...]) -> str:
 def file_listing(files: tuple[str, ...]) -> dict[str, Any]:
     """`files` for a summary: how many, and the first few names."""
     return {"count": len(files), "first": list(files[:LISTED_FILES])}
+
+
+def undecodable_file(spark_message: str) -> str | None:
+    """The file a failed Spark job could not decode, if its message names one."""
+    found = _UNDECODABLE_FILE.search(spark_message)
+    return found.group(1) if found else None
 
 
 def read_raw_readings(

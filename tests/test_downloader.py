@@ -357,3 +357,27 @@ def test_a_streaming_sink_exports_its_committed_readings_only(
     assert summary.uncommitted_files["count"] == 2
     assert local_names(summary.uncommitted_files["first"]) == [str(path) for path in sink.uncommitted]
     assert summary.report()["uncommitted_files"] == summary.uncommitted_files
+
+
+def test_a_file_damaged_behind_an_intact_footer_is_named_or_skipped(
+        spark: Any, env_file: Path, tmp_path: Path) -> None:
+    from batch.errors import CorruptInputFileError
+    from tests.test_reliability import damaged_dataset
+
+    damaged = damaged_dataset(tmp_path / "damaged")
+    output = tmp_path / "export.csv"
+
+    def download(skip: str) -> DownloadSummary:
+        settings = load_download_settings(
+            ["--env-file", str(env_file), "--output", str(output), "--columns", "DevEui,co2"],
+            PROJECT_ROOT, environ={"RAW_DATA_PATH": str(damaged), "SKIP_CORRUPT_FILES": skip})
+        return run_download(spark, settings, DownloadSummary.for_settings(settings))
+
+    with pytest.raises(CorruptInputFileError) as raised:
+        download("false")
+    assert f"{damaged}/part-1.parquet is not a readable Parquet file" in str(raised.value)
+    assert not output.exists()
+    summary = download("true")
+    assert [Path(name).name for name in summary.skipped_files] == ["part-1.parquet"]
+    assert sorted(read_csv_rows(exact_text(output), ("DevEui", "co2"))) == [
+        ("a1", 800.0), ("a1", 900.0), ("b2", 500.0)]
