@@ -282,17 +282,17 @@ def local_names(files: list[str]) -> list[str]:
 def test_a_streaming_sink_is_read_as_sparks_own_reader_reads_it(
         spark: SparkSession, make_target: Callable[..., PostgresTarget], tmp_path: Path) -> None:
     sink = write_streaming_sink(spark, tmp_path, sink_batches())
-    log = sorted(p.name for p in (sink.folder / "_spark_metadata").iterdir() if not p.name.startswith("."))
+    log = sorted(p.name for p in (Path(sink.folder) / "_spark_metadata").iterdir() if not p.name.startswith("."))
     assert log == ["0", "1.compact", "2", "3.compact"]
-    assert (sink.folder / f"classroom={HOSTILE_CLASSROOM}").is_dir()
+    assert (Path(sink.folder) / f"classroom={HOSTILE_CLASSROOM}").is_dir()
     # The folder holds more readings than were committed, which Spark's reader alone sees.
-    assert spark.read.parquet(str(sink.folder)).count() == len(sink.committed_rows)
+    assert spark.read.parquet(sink.folder).count() == len(sink.committed_rows)
     target = make_target()
 
     summary = run(spark, analysis_settings(target, sink.folder))
 
     assert_published_equals_independent(target, sink.committed_rows)
-    uncommitted = {"count": 2, "first": [str(path) for path in sink.uncommitted]}
+    uncommitted = {"count": 2, "first": list(sink.uncommitted)}
     assert {**summary.uncommitted_files, "first": local_names(summary.uncommitted_files["first"])} == uncommitted
     record = last_run(target)
     assert record["uncommitted_files"] == summary.uncommitted_files

@@ -343,7 +343,7 @@ def test_a_streaming_sink_exports_its_committed_readings_only(
     output = tmp_path / "export.csv"
     settings = load_download_settings(
         ["--env-file", str(env_file), "--output", str(output), "--columns", ",".join(columns)],
-        PROJECT_ROOT, environ={"RAW_DATA_PATH": str(sink.folder), "BATCH_TIMEZONE": ROME})
+        PROJECT_ROOT, environ={"RAW_DATA_PATH": sink.folder, "BATCH_TIMEZONE": ROME})
     summary = run_download(spark, settings, DownloadSummary.for_settings(settings))
 
     def in_order(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -355,7 +355,7 @@ def test_a_streaming_sink_exports_its_committed_readings_only(
     # The fraction of a light level is exported as stored (12.25, not 12).
     assert any(row[4] is not None and row[4] % 1 == 0.25 for row in exported)
     assert summary.uncommitted_files["count"] == 2
-    assert local_names(summary.uncommitted_files["first"]) == [str(path) for path in sink.uncommitted]
+    assert local_names(summary.uncommitted_files["first"]) == list(sink.uncommitted)
     assert summary.report()["uncommitted_files"] == summary.uncommitted_files
 
 

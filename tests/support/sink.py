@@ -36,9 +36,9 @@ _SCHEMA = T.StructType(
 
 @dataclass(frozen=True)
 class StreamingSink:
-    folder: Path
+    folder: str  # a local path or a URI, as given to the jobs
     committed_rows: list[dict[str, Any]]  # every reading of every committed micro-batch
-    uncommitted: tuple[Path, ...]  # the part files no committed batch names, sorted
+    uncommitted: tuple[str, ...]  # the part files no committed batch names, sorted, under `folder`
 
 
 def _source_file(folder: Path, rows: Sequence[dict[str, Any]], name: str) -> Path:
@@ -60,15 +60,14 @@ def _source_file(folder: Path, rows: Sequence[dict[str, Any]], name: str) -> Pat
 def write_streaming_sink(spark: SparkSession, work_dir: Path, batches: Sequence[Sequence[dict[str, Any]]],
                          sink_uri: str | None = None) -> StreamingSink:
     """Each of `batches` is one micro-batch of a streaming query from a folder of Parquet into
-    the sink at `sink_uri` (default: work_dir/sink), partitioned by classroom.
+    the sink at `sink_uri` (any URI; default: the local folder work_dir/sink), partitioned by
+    classroom.
 
     Before the last batch is committed, an aborted attempt of it leaves an orphan part file
-    with the same readings; the restarted query then commits them. Leftovers are added only
-    to a local sink.
+    with the same readings; the restarted query then commits them.
     """
     source = work_dir / "source"
-    sink = work_dir / "sink"
-    target = sink_uri or sink.as_uri()
+    target = sink_uri or str(work_dir / "sink")
     conf_key = "spark.sql.streaming.fileSink.log.compactInterval"
     previous = spark.conf.get(conf_key, None)
     spark.conf.set(conf_key, str(COMPACT_INTERVAL))
@@ -85,9 +84,7 @@ def write_streaming_sink(spark: SparkSession, work_dir: Path, batches: Sequence[
                 query.processAllAvailable()
         finally:
             query.stop()
-        uncommitted: list[Path] = []
-        if sink_uri is None:
-            uncommitted = _aborted_batch_leftovers(sink, batches[-1])
+        uncommitted = _aborted_batch_leftovers(spark, work_dir / "leftovers", target, batches[-1])
         # The query is restarted (same checkpoint) and commits the last batch.
         _source_file(source, batches[-1], f"batch-{len(batches) - 1:05d}.parquet")
         query = (spark.readStream.schema(_SCHEMA).parquet(str(source))
@@ -100,19 +97,31 @@ def write_streaming_sink(spark: SparkSession, work_dir: Path, batches: Sequence[
             spark.conf.unset(conf_key)
         else:
             spark.conf.set(conf_key, previous)
-    return StreamingSink(sink, [row for rows in batches for row in rows], tuple(sorted(uncommitted)))
+    return StreamingSink(target, [row for rows in batches for row in rows], tuple(sorted(uncommitted)))
 
 
-def _aborted_batch_leftovers(sink: Path, rows: Sequence[dict[str, Any]]) -> list[Path]:
-    """What a micro-batch that died before its commit leaves: returns the uncommitted part files."""
-    folder = sink / f"{PARTITION_COLUMN}={HOSTILE_CLASSROOM}"
-    name = f"part-00000-{uuid.uuid4()}.c000.snappy.parquet"
-    orphan = _source_file(folder, [row for row in rows if row["classroom"] == HOSTILE_CLASSROOM], name)
-    # The next part file was being written when the batch died: no footer yet.
-    in_progress = folder / f"part-00001-{uuid.uuid4()}.c000.snappy.parquet"
-    in_progress.write_bytes(orphan.read_bytes()[: orphan.stat().st_size // 2])
-    # A batch write's output committer stages under _temporary: hidden, never data.
-    temporary = sink / "_temporary" / "0" / "_temporary" / "attempt_0" / "part-00000.parquet"
-    temporary.parent.mkdir(parents=True)
-    temporary.write_bytes(orphan.read_bytes())
-    return [orphan, in_progress]
+def _aborted_batch_leftovers(spark: SparkSession, local: Path, sink: str,
+                             rows: Sequence[dict[str, Any]]) -> list[str]:
+    """What a micro-batch that died before its commit leaves: returns the uncommitted part files.
+
+    Made in the local folder `local`, then copied into the sink by Hadoop's FileSystem.
+    """
+    partition = f"{PARTITION_COLUMN}={HOSTILE_CLASSROOM}"
+    orphan = f"{partition}/part-00000-{uuid.uuid4()}.c000.snappy.parquet"
+    written = _source_file(local, [row for row in rows if row["classroom"] == HOSTILE_CLASSROOM], "orphan")
+    leftovers = {
+        orphan: written.read_bytes(),
+        # The next part file was being written when the batch died: no footer yet.
+        f"{partition}/part-00001-{uuid.uuid4()}.c000.snappy.parquet":
+            written.read_bytes()[: written.stat().st_size // 2],
+        # A batch write's output committer stages under _temporary: hidden, never data.
+        "_temporary/0/_temporary/attempt_0/part-00000.parquet": written.read_bytes(),
+    }
+    jvm = spark.sparkContext._jvm
+    fs = jvm.org.apache.hadoop.fs.Path(sink).getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    for index, (name, data) in enumerate(leftovers.items()):
+        staged = local / f"leftover-{index}"
+        staged.write_bytes(data)
+        fs.copyFromLocalFile(False, True, jvm.org.apache.hadoop.fs.Path(staged.resolve().as_uri()),
+                             jvm.org.apache.hadoop.fs.Path(f"{sink}/{name}"))
+    return [f"{sink}/{name}" for name in list(leftovers)[:2]]
