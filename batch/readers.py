@@ -118,7 +118,8 @@ def discover_input_files(spark: SparkSession, path: str, skip_corrupt_files: boo
             "micro-batches that failed before their commit, whose readings the restarted query "
             "wrote again; not read: %s", len(uncommitted), path, SINK_LOG_DIR,
             first_names(uncommitted))
-    damaged = {same_file(file) for file in unreadable}
+    # Spark names a file it cannot decode by its URL-encoded path.
+    damaged = {same_file(unquote(file)) for file in unreadable}
     skipped: list[str] = [file for file in files if same_file(file) in damaged]
     readable = [file for file in files if same_file(file) not in damaged]
     footers = _read_footer_schemas(spark, readable)
@@ -165,11 +166,15 @@ def _list_input_files(spark: SparkSession, path: str) -> tuple[list[str], tuple[
 
 
 def _spark_input_files(spark: SparkSession, path: str) -> list[str]:
-    # A schema given up front: the file index is built (sink log, partition folders, hidden
-    # files) without inferring a schema, i.e. without reading any footer.
+    # A schema given up front: the file index is built (sink log, hidden files) without
+    # inferring a schema, i.e. without reading any footer. Without a sink log, Spark's index
+    # lists only the files directly in the folder unless it has key=value partition folders;
+    # a recursive lookup lists every data file under it, whatever the folders are named
+    # (partition values are read from the folder names when each group is read).
     any_schema = T.StructType([T.StructField(REQUIRED_COLUMNS[0], T.StringType())])
     try:
-        uris = spark.read.schema(any_schema).parquet(path).inputFiles()
+        uris = (spark.read.schema(any_schema).option("recursiveFileLookup", "true")
+                .parquet(path).inputFiles())
     except (Py4JJavaError, CapturedException) as error:
         message = _java_message(error) if isinstance(error, Py4JJavaError) else str(error)
         raise InputError(f"cannot list the Parquet files of {path}: "
@@ -180,10 +185,10 @@ def _spark_input_files(spark: SparkSession, path: str) -> list[str]:
 
 
 def same_file(file: str) -> str:
-    """`file` (a path or URI) as a key that is equal for every spelling of the same file."""
+    """`file` (a Hadoop path) as a key that is equal for every spelling of its file system."""
     # The sink log holds the URIs the streaming query wrote, whose authority may be spelled
     # differently (a host name for an address, file:/// for file:/) from the path given here.
-    return unquote(_SCHEME_AND_AUTHORITY.sub("", file))
+    return _SCHEME_AND_AUTHORITY.sub("", file)
 
 
 def _list_data_files(spark: SparkSession, path: str) -> list[str]:

@@ -459,7 +459,8 @@ def test_a_file_damaged_behind_an_intact_footer_is_named_and_keeps_the_previous_
 
 def test_a_file_damaged_behind_an_intact_footer_can_be_skipped_and_is_reported(
         spark: SparkSession, make_target: Callable[..., PostgresTarget], tmp_path: Path) -> None:
-    damaged = damaged_dataset(tmp_path / "damaged")
+    # Spark names the damaged file by its URL-encoded path: a folder name that needs encoding.
+    damaged = damaged_dataset(tmp_path / "raw «old», 1")
     target = make_target()
     summary = run(spark, analysis_settings(target, damaged, SKIP_CORRUPT_FILES="true"))
     assert [Path(p).name for p in summary.skipped_files] == ["part-1.parquet"]
