@@ -341,3 +341,15 @@ def test_files_lacking_a_required_column_others_have_are_named(
     assert summary.rows_excluded["missing_sendtime"] == 2
     warning = next(r.getMessage() for r in caplog.records if "lack required column" in r.getMessage())
     assert "`sendtime`" in warning and "part-1.parquet" in warning
+
+
+def test_a_run_table_of_an_earlier_version_gets_the_new_columns(
+        spark: SparkSession, make_target: Callable[..., PostgresTarget], tmp_path: Path) -> None:
+    target = make_target()
+    raw = small_dataset(tmp_path / "raw")
+    run(spark, analysis_settings(target, raw))
+    with connect(target) as conn, conn.cursor() as cursor:
+        cursor.execute(f'ALTER TABLE "{target.schema}".batch_runs DROP COLUMN uncommitted_files')
+    run(spark, analysis_settings(target, raw))
+    record = last_run(target)
+    assert (record["status"], record["uncommitted_files"]) == ("succeeded", {"count": 0, "first": []})
