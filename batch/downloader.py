@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from py4j.protocol import Py4JJavaError
+from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import Observation, SparkSession
 
 from batch.config import (
@@ -33,7 +35,7 @@ from batch.config import (
     settings_from,
 )
 from batch.contract import RAW_COLUMNS, RAW_COLUMNS_BY_NAME
-from batch.errors import BatchError, ConfigurationError, ExportError
+from batch.errors import BatchError, ConfigurationError, CorruptInputFileError, ExportError
 from batch.export import (
     CSV,
     FORMATS,
@@ -52,7 +54,7 @@ from batch.export import (
     value_inventory,
     write_single_file,
 )
-from batch.readers import read_raw_readings
+from batch.readers import file_listing, read_raw_readings, undecodable_file
 from batch.timing import timed_phase
 from batch.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings
 
@@ -278,6 +280,10 @@ class DownloadSummary:
     status: str = "running"
     input_files: int | None = None
     skipped_files: list[str] = field(default_factory=list)
+    # {"count": n, "first": [names]}: part files of a streaming sink that its log does not name.
+    uncommitted_files: dict[str, Any] = field(default_factory=dict)
+    # {"count": n, "first": [names]}: files lacking a required column that other files have.
+    files_lacking_required_columns: dict[str, Any] = field(default_factory=dict)
     rows_selected: int | None = None
     rows_exported: int | None = None
     rows_excluded: dict[str, int] | None = None  # with --clean only
@@ -328,15 +334,39 @@ def run_download(spark: SparkSession, settings: DownloaderSettings,
 def _download(spark: SparkSession, settings: DownloaderSettings, summary: DownloadSummary) -> None:
     check_settings(settings)
     _check_staging(spark, settings)
+    unreadable: tuple[str, ...] = ()
+    while True:
+        try:
+            _export(spark, settings, summary, unreadable)
+            return
+        except (ExportError, Py4JJavaError, CapturedException) as error:
+            text = str(error.java_exception.toString()) if isinstance(error, Py4JJavaError) else str(error)
+            file = undecodable_file(text)
+            if file is None:
+                raise
+            damaged = CorruptInputFileError(
+                f"{file} is not a readable Parquet file: its data cannot be decoded")
+            if not settings.skip_corrupt_files or file in unreadable:
+                raise damaged from None
+            # A footer that reads but data pages that do not: skipped like an unreadable
+            # footer, and the export made again without it.
+            log.warning("skipping %s", damaged)
+            unreadable += (file,)
+
+
+def _export(spark: SparkSession, settings: DownloaderSettings, summary: DownloadSummary,
+            unreadable: tuple[str, ...]) -> None:
     export_filter = settings.export_filter
     columns = settings.columns
     with summary.phase("read"):
         readings_df, input_files = read_raw_readings(
             spark, settings.raw_data_path,
             columns_to_read(columns, export_filter, settings.download_clean),
-            settings.skip_corrupt_files)
+            settings.skip_corrupt_files, unreadable)
         summary.input_files = input_files.file_count
         summary.skipped_files = list(input_files.skipped)
+        summary.uncommitted_files = file_listing(input_files.uncommitted)
+        summary.files_lacking_required_columns = file_listing(input_files.lacking_required)
     if export_filter.has_value_filters:
         # One small aggregation, so that a typo is told apart from an empty selection.
         with summary.phase("check_filters"):

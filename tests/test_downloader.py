@@ -26,10 +26,12 @@ import pytest
 
 from batch.downloader import (
     DOWNLOADER_OPTIONS,
+    DownloadSummary,
     DownloaderSettings,
     _check_staging,
     check_settings,
     load_download_settings,
+    run_download,
 )
 from batch.errors import ConfigurationError
 from batch.export import parse_local_instant
@@ -327,3 +329,55 @@ def test_a_cluster_needs_a_shared_staging_folder(settings: Any) -> None:
         _check_staging(cluster, settings())
     _check_staging(cluster, settings("--staging-dir", "hdfs://nn:8020/tmp/x"))
     _check_staging(SimpleNamespace(sparkContext=SimpleNamespace(master="local[2]")), settings())
+
+
+# --- a streaming sink -----------------------------------------------------------------------------
+
+def test_a_streaming_sink_exports_its_committed_readings_only(
+        spark: Any, env_file: Path, tmp_path: Path) -> None:
+    from tests.support.sink import write_streaming_sink
+    from tests.test_analysis import local_names, sink_batches
+
+    sink = write_streaming_sink(spark, tmp_path, sink_batches(seed=29, readings_per_window=40))
+    columns = ("DevEui", "sendtime", "institute", "classroom", "light_level", "co2", "humidity")
+    output = tmp_path / "export.csv"
+    settings = load_download_settings(
+        ["--env-file", str(env_file), "--output", str(output), "--columns", ",".join(columns)],
+        PROJECT_ROOT, environ={"RAW_DATA_PATH": sink.folder, "BATCH_TIMEZONE": ROME})
+    summary = run_download(spark, settings, DownloadSummary.for_settings(settings))
+
+    def in_order(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        return sorted(rows, key=lambda row: [(value is None, str(value)) for value in row])
+
+    exported = read_csv_rows(exact_text(output), columns)
+    expected = [tuple(row[name] for name in columns) for row in sink.committed_rows]
+    assert in_order(exported) == in_order(expected)
+    # The fraction of a light level is exported as stored (12.25, not 12).
+    assert any(row[4] is not None and row[4] % 1 == 0.25 for row in exported)
+    assert summary.uncommitted_files["count"] == 2
+    assert local_names(summary.uncommitted_files["first"]) == list(sink.uncommitted)
+    assert summary.report()["uncommitted_files"] == summary.uncommitted_files
+
+
+def test_a_file_damaged_behind_an_intact_footer_is_named_or_skipped(
+        spark: Any, env_file: Path, tmp_path: Path) -> None:
+    from batch.errors import CorruptInputFileError
+    from tests.test_reliability import damaged_dataset
+
+    damaged = damaged_dataset(tmp_path / "damaged")
+    output = tmp_path / "export.csv"
+
+    def download(skip: str) -> DownloadSummary:
+        settings = load_download_settings(
+            ["--env-file", str(env_file), "--output", str(output), "--columns", "DevEui,co2"],
+            PROJECT_ROOT, environ={"RAW_DATA_PATH": str(damaged), "SKIP_CORRUPT_FILES": skip})
+        return run_download(spark, settings, DownloadSummary.for_settings(settings))
+
+    with pytest.raises(CorruptInputFileError) as raised:
+        download("false")
+    assert f"{damaged}/part-1.parquet is not a readable Parquet file" in str(raised.value)
+    assert not output.exists()
+    summary = download("true")
+    assert [Path(name).name for name in summary.skipped_files] == ["part-1.parquet"]
+    assert sorted(read_csv_rows(exact_text(output), ("DevEui", "co2"))) == [
+        ("a1", 800.0), ("a1", 900.0), ("b2", 500.0)]

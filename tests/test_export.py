@@ -57,8 +57,9 @@ COLUMNS = ("DevEui", "deviceName", "gwname", "sendtime", "temperature", "humidit
            "co2", "tvoc", "pressure", "light_level", "pir", "battery_voltage", "door_status",
            "door_open_times", "last_open_minutes", "alarm", "institute", "classroom", "profile")
 STRINGS = {"DevEui", "deviceName", "gwname", "institute", "classroom", "profile"}
-DOUBLES = {"temperature", "humidity", "battery", "co2", "tvoc", "pressure", "battery_voltage"}
-INTEGERS = {"light_level", "pir", "door_status", "door_open_times", "last_open_minutes", "alarm"}
+DOUBLES = {"temperature", "humidity", "battery", "co2", "tvoc", "pressure", "battery_voltage",
+           "light_level"}
+INTEGERS = {"pir", "door_status", "door_open_times", "last_open_minutes", "alarm"}
 RANGES: dict[str, tuple[float | None, float | None]] = {
     "temperature": (-40, 85), "humidity": (0, 100), "battery": (0, 100), "co2": (0, 40000),
     "tvoc": (0, 60000), "pressure": (300, 1100), "light_level": (0, None), "pir": (0, 1),
@@ -590,7 +591,7 @@ def test_parquet_output_is_one_file_equal_to_the_input(
     table = pq.read_table(target)
     assert table.schema.field("sendtime").type == pa.timestamp("us", tz="UTC")
     assert table.schema.field("co2").type == pa.float64()
-    assert table.schema.field("light_level").type == pa.int64()
+    assert table.schema.field("light_level").type == pa.float64()
     assert table.schema.field("pir").type == pa.int32()
     got = [tuple(row[name] for name in COLUMNS) for row in table.to_pylist()]
     expected = expected_rows(dataset.rows, profiles=("AM319", "AM103"))

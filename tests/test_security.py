@@ -172,7 +172,7 @@ def test_the_downloader_exports_hostile_names_verbatim_through_its_launcher(tmp_
         # Byte for byte, newlines, quotes and backslashes included.
         assert (line["institute"], line["classroom"], line["DevEui"]) == (
             row["institute"], row["classroom"], row["DevEui"])
-        assert (float(line["co2"]), int(line["light_level"])) == (row["co2"], row["light_level"])
+        assert (float(line["co2"]), float(line["light_level"])) == (row["co2"], row["light_level"])
         assert dt.datetime.fromisoformat(line["sendtime"].replace("Z", "+00:00")) == row["sendtime"]
     assert not (tmp_path / "PWNED").exists() and not (PROJECT_ROOT / "PWNED").exists()
 

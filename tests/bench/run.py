@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from devtools import local_postgres
+from devtools.demo import read_demo_dataset_info
 from tests.bench.measure import ensure_input, run_sampled
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -63,7 +64,10 @@ def uniform_copy(source: Path) -> Path:
     if (target / "_DONE").exists():
         return target
     target.mkdir(exist_ok=True)
-    files = sorted(source.glob("*.parquet"))
+    # The demo is a streaming sink: its committed files only, not the aborted attempt's orphan.
+    info = read_demo_dataset_info(source)
+    assert info is not None, f"{source} is not a demo dataset"
+    files = sorted(source / name for name in info.files)
     newest = pq.read_schema(files[-1])
     schema = pa.schema([pa.field(f.name, pa.float64() if pa.types.is_floating(f.type)
                                  or pa.types.is_decimal(f.type) else f.type) for f in newest])
