@@ -2,8 +2,8 @@
 
 Launched by spark-downloader.sh (spark-submit), or directly with
 `python spark-downloader.py --help`. Settings come from the shared options (RAW_DATA_PATH,
-BATCH_TIMEZONE, ...) plus the export's own; the filters are flags only, since they
-describe one particular export rather than the installation.
+BATCH_TIMEZONE, ...) plus the download's own; the filters are flags only, since they
+describe one particular download rather than the installation.
 """
 from __future__ import annotations
 
@@ -33,21 +33,21 @@ from batch.config import (
     settings_from,
 )
 from batch.contract import RAW_COLUMNS, RAW_COLUMNS_BY_NAME
-from batch.errors import BatchError, ConfigurationError, ExportError
-from batch.export import (
+from batch.errors import BatchError, ConfigurationError, DownloadError
+from batch.download_file import (
     CSV,
     FORMATS,
     PARQUET,
-    ExportFilter,
+    DownloadFilter,
     NoMatchingReadingsError,
     check_filter_values,
     clean_count_columns,
     columns_to_read,
     filter_readings,
-    order_for_export,
+    order_for_download,
     parse_local_instant,
     range_checked_columns,
-    sort_for_export,
+    sort_for_download,
     usable_readings,
     value_inventory,
     write_single_file,
@@ -96,7 +96,7 @@ DOWNLOADER_OPTIONS: tuple[Option, ...] = COMMON_OPTIONS + (
     Option("DROP_REPLAYS", "false",
            "with --clean, also drop exact replays (same DevEui and sendtime)", parse_bool),
     Option("DOWNLOAD_COLUMNS", "",
-           "comma-separated columns to export, in that order (empty: every contract column)",
+           "comma-separated columns to download, in that order (empty: every contract column)",
            parse_columns),
     Option("DOWNLOAD_STAGING_DIR", "",
            "folder (URI) Spark writes the parts to before they are joined into the output; "
@@ -150,7 +150,7 @@ class DownloaderSettings:
         return path
 
     @property
-    def export_filter(self) -> ExportFilter:
+    def download_filter(self) -> DownloadFilter:
         """The filters, with --since and --until read in BATCH_TIMEZONE (ConfigurationError if malformed)."""
         instants = {}
         for name in ("since", "until"):
@@ -159,19 +159,19 @@ class DownloaderSettings:
                 instants[name] = parse_local_instant(text, self.batch_timezone) if text else None
             except ValueError as error:
                 raise ConfigurationError(f"--{name}: {error}") from None
-        return ExportFilter(profiles=self.profiles, institutes=self.institutes,
+        return DownloadFilter(profiles=self.profiles, institutes=self.institutes,
                             classrooms=self.classrooms, **instants)
 
     def filter_description(self) -> dict[str, str]:
         """The filters as given, for the summary (instants also shown in UTC)."""
-        export_filter = self.export_filter
+        download_filter = self.download_filter
         described: dict[str, str] = {}
         for flag, values in (("profile", self.profiles), ("institute", self.institutes),
                              ("classroom", self.classrooms)):
             if values:
                 described[flag] = ", ".join(values)
-        for flag, text, instant in (("since", self.since, export_filter.since),
-                                    ("until", self.until, export_filter.until)):
+        for flag, text, instant in (("since", self.since, download_filter.since),
+                                    ("until", self.until, download_filter.until)):
             if instant is not None:
                 described[flag] = (f"{text} ({self.batch_timezone}) = "
                                    f"{instant.isoformat().replace('+00:00', 'Z')}")
@@ -179,7 +179,7 @@ class DownloaderSettings:
 
 
 def build_download_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """The shared options' flags, the export's own short flags, and the repeatable filters."""
+    """The shared options' flags, the download's own short flags, and the repeatable filters."""
     parser = build_parser(prog, description,
                           [option for option in DOWNLOADER_OPTIONS if option.env not in _FLAGS])
     for option in DOWNLOADER_OPTIONS:
@@ -188,12 +188,12 @@ def build_download_parser(prog: str, description: str) -> argparse.ArgumentParse
     filters = parser.add_argument_group(
         "filters", "All optional; different filters combine with AND, repeated values with OR.")
     filters.add_argument("--profile", dest="profiles", action="append", default=[], metavar="NAME",
-                         help="device profile to export, e.g. AM319 (repeatable)")
+                         help="device profile to download, e.g. AM319 (repeatable)")
     filters.add_argument("--institute", dest="institutes", action="append", default=[],
-                         metavar="NAME", help="institute to export (repeatable)")
+                         metavar="NAME", help="institute to download (repeatable)")
     filters.add_argument("--classroom", dest="classrooms", action="append", default=[],
                          metavar="NAME",
-                         help="classroom to export (repeatable); classrooms are named per "
+                         help="classroom to download (repeatable); classrooms are named per "
                               "institute, so combine with --institute to pick one room")
     filters.add_argument("--since", default="", metavar="WHEN",
                          help="first instant, inclusive: ISO date or date-time, local to "
@@ -245,10 +245,10 @@ def check_settings(settings: DownloaderSettings) -> None:
     """Refuse contradictory settings before any Spark work (ConfigurationError, exit 2)."""
     if settings.download_gzip and settings.download_format != CSV:
         raise ConfigurationError("--gzip applies to CSV; a Parquet file is compressed inside")
-    settings.export_filter  # noqa: B018 - parsing --since/--until raises on a malformed or empty window
+    settings.download_filter  # noqa: B018 - parsing --since/--until raises on a malformed or empty window
     if _URI_SCHEME.match(settings.download_output):
         raise ConfigurationError(
-            f"--output {settings.download_output} is a URI; the export is one file on the "
+            f"--output {settings.download_output} is a URI; the download is one file on the "
             "driver's disk: give a local path (copy it to HDFS afterwards if needed)")
     path = settings.output_path
     expected = _SUFFIXES[(settings.download_format, settings.download_gzip)]
@@ -257,7 +257,7 @@ def check_settings(settings: DownloaderSettings) -> None:
     if actual is not None and actual != expected:
         what = "gzipped CSV" if settings.download_gzip else settings.download_format.upper()
         raise ConfigurationError(
-            f"--output {path} ends in {actual}, but the export is {what}: name it "
+            f"--output {path} ends in {actual}, but the download is {what}: name it "
             f"{path.name[: -len(actual)]}{expected} so that readers know what it holds")
     if path.is_dir():
         raise ConfigurationError(f"--output {path} is a directory; give a file name")
@@ -279,7 +279,7 @@ class DownloadSummary:
     input_files: int | None = None
     skipped_files: list[str] = field(default_factory=list)
     rows_selected: int | None = None
-    rows_exported: int | None = None
+    rows_downloaded: int | None = None
     rows_excluded: dict[str, int] | None = None  # with --clean only
     values_nulled: dict[str, int] | None = None  # with --clean only
     file_bytes: int | None = None
@@ -328,31 +328,31 @@ def run_download(spark: SparkSession, settings: DownloaderSettings,
 def _download(spark: SparkSession, settings: DownloaderSettings, summary: DownloadSummary) -> None:
     check_settings(settings)
     _check_staging(spark, settings)
-    export_filter = settings.export_filter
+    download_filter = settings.download_filter
     columns = settings.columns
     with summary.phase("read"):
         readings_df, input_files = read_raw_readings(
             spark, settings.raw_data_path,
-            columns_to_read(columns, export_filter, settings.download_clean),
+            columns_to_read(columns, download_filter, settings.download_clean),
             settings.skip_corrupt_files)
         summary.input_files = input_files.file_count
         summary.skipped_files = list(input_files.skipped)
-    if export_filter.has_value_filters:
+    if download_filter.has_value_filters:
         # One small aggregation, so that a typo is told apart from an empty selection.
         with summary.phase("check_filters"):
             inventory = [row.asDict() for row in value_inventory(readings_df).collect()]
-            check_filter_values(export_filter, inventory, settings.raw_data_path)
-    selected_df = readings_df.transform(filter_readings, export_filter)
+            check_filter_values(download_filter, inventory, settings.raw_data_path)
+    selected_df = readings_df.transform(filter_readings, download_filter)
     checked = range_checked_columns(columns)
-    # The --clean counts are observed while the export is written, after the sort: above the
+    # The --clean counts are observed while the download is written, after the sort: above the
     # range exchange, so Spark's sampling of the input for the sort does not count twice.
     clean_observation = (Observation(f"clean-counts-{uuid.uuid4().hex}")
                          if settings.download_clean else None)
     if clean_observation is None:
-        export_df = selected_df.transform(order_for_export, columns)
+        download_df = selected_df.transform(order_for_download, columns)
     else:
-        export_df = (selected_df.transform(validate_readings, checked, settings.drop_replays)
-                     .transform(sort_for_export, columns)
+        download_df = (selected_df.transform(validate_readings, checked, settings.drop_replays)
+                     .transform(sort_for_download, columns)
                      .observe(clean_observation, *clean_count_columns(checked))
                      .transform(usable_readings, columns))
 
@@ -363,28 +363,28 @@ def _download(spark: SparkSession, settings: DownloaderSettings, summary: Downlo
             raise NoMatchingReadingsError(_no_match_message(settings, summary))
 
     with summary.phase("write"):
-        exported = write_single_file(
-            export_df, settings.output_path, settings.download_format, settings.download_gzip,
+        downloaded = write_single_file(
+            download_df, settings.output_path, settings.download_format, settings.download_gzip,
             settings.batch_timezone, settings.download_staging_dir, on_written=check_written)
     summary.phase_seconds.update({f"write.{step}": seconds
-                                  for step, seconds in exported.step_seconds.items()})
-    summary.file_bytes = exported.size_bytes
-    summary.file_size = _human_size(exported.size_bytes)
-    summary.parts = exported.parts
-    log.info("exported %s rows to %s (%s)", f"{summary.rows_exported:,}", exported.path,
+                                  for step, seconds in downloaded.step_seconds.items()})
+    summary.file_bytes = downloaded.size_bytes
+    summary.file_size = _human_size(downloaded.size_bytes)
+    summary.parts = downloaded.parts
+    log.info("downloaded %s rows to %s (%s)", f"{summary.rows_downloaded:,}", downloaded.path,
              summary.file_size)
 
 
 def _record_counts(summary: DownloadSummary, settings: DownloaderSettings,
                    checked: Sequence[str], clean_observation: Observation | None,
                    rows: int) -> None:
-    summary.rows_exported = rows
+    summary.rows_downloaded = rows
     if clean_observation is None:
         summary.rows_selected = rows
         return
     counts = clean_observation.get
-    if counts["rows_exported"] != rows:
-        raise ExportError(f"--clean counted {counts['rows_exported']:,} usable readings but "
+    if counts["rows_downloaded"] != rows:
+        raise DownloadError(f"--clean counted {counts['rows_downloaded']:,} usable readings but "
                           f"{rows:,} were written; {settings.output_path} left as it was")
     summary.rows_selected = counts["rows_selected"]
     reasons = EXCLUSION_REASONS + ((REPLAY_REASON,) if settings.drop_replays else ())
@@ -396,11 +396,11 @@ def _check_staging(spark: SparkSession, settings: DownloaderSettings) -> None:
     master = spark.sparkContext.master
     if not settings.download_staging_dir and not master.startswith("local"):
         # Executors on other machines would write their parts to their own disks, and the
-        # driver would assemble an export with rows missing.
+        # driver would assemble a download with rows missing.
         raise ConfigurationError(
             f"Spark runs on {master}, whose executors cannot write to this machine's disk: set "
             "DOWNLOAD_STAGING_DIR (--staging-dir) to a folder on the cluster's file system, "
-            "e.g. hdfs://hadoop-namenode:8020/tmp/indoor-air-export, or file:///... if every "
+            "e.g. hdfs://hadoop-namenode:8020/tmp/indoor-air-download, or file:///... if every "
             "executor shares this machine's disk")
 
 

@@ -1,6 +1,6 @@
-"""The raw-data export: filters, a total order, and one file assembled from Spark's parts.
+"""The raw-data download: filters, a total order, and one file assembled from Spark's parts.
 
-The export is training data for machine learning, so the file must be exactly right and
+The download is training data for machine learning, so the file must be exactly right and
 reproducible. Spark sorts in parallel (range partitioning: part i holds the i-th slice of
 the order) and writes one part per slice into a staging folder; the parts are then
 concatenated, in order and behind a single header, into a temporary file beside the target,
@@ -8,7 +8,7 @@ which is renamed over the target at the very end. Parts on the local disk are co
 kernel (copy_file_range); parts elsewhere (HDFS, on a cluster) stream through the Hadoop
 FileSystem API inside the driver's JVM; Parquet parts are joined row group by row group,
 undecoded. Neither the Python driver nor the JVM heap ever holds more than a copy buffer,
-whatever the size of the export; nothing is collected to the driver.
+whatever the size of the download; nothing is collected to the driver.
 
 CSV dialect (RFC 4180, UTF-8, no byte-order mark):
 - one header line with the column names; records end with LF (Spark's CSV writer cannot
@@ -23,7 +23,7 @@ CSV dialect (RFC 4180, UTF-8, no byte-order mark):
   BATCH_TIMEZONE (`2024-10-01T08:00:00.000000+02:00`; `Z` when the offset is zero);
 - floating-point values are written by Java's `Double.toString`, which always reads back
   as the same double (`0.1`, `1.0E-7`, `1.23456789123E8`; `NaN`, `Infinity`); a value
-  stored as a 32-bit float is exported as the exact double of that float (the reader
+  stored as a 32-bit float is downloaded as the exact double of that float (the reader
   widens it), e.g. a float 21.3 is `21.299999237060547`.
 """
 from __future__ import annotations
@@ -59,7 +59,7 @@ from batch.contract import (
     RAW_COLUMNS_BY_NAME,
     SENDTIME,
 )
-from batch.errors import ConfigurationError, EmptyInputError, ExportError
+from batch.errors import ConfigurationError, EmptyInputError, DownloadError
 from batch.session import session_conf
 from batch.validation import (
     EXCLUSION_REASON,
@@ -75,7 +75,7 @@ CSV = "csv"
 PARQUET = "parquet"
 FORMATS: tuple[str, ...] = (CSV, PARQUET)
 
-# The export is ordered by instant, then device; the other exported columns only break ties
+# The download is ordered by instant, then device; the other downloaded columns only break ties
 # (replays of one uplink), so that two runs over the same input write the same bytes.
 ORDER_KEYS: tuple[str, ...] = (SENDTIME, DEVICE)
 
@@ -101,8 +101,8 @@ class NoMatchingReadingsError(EmptyInputError):
 # --- filters --------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class ExportFilter:
-    """Which readings to export; every part is optional and they combine with AND.
+class DownloadFilter:
+    """Which readings to download; every part is optional and they combine with AND.
 
     `since` and `until` are instants (timezone-aware); since is inclusive, until exclusive.
     Several values of one column select any of them.
@@ -180,21 +180,21 @@ def _offset_text(instant: datetime) -> str:
     return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
-def filter_readings(readings_df: DataFrame, export_filter: ExportFilter) -> DataFrame:
-    """The readings `export_filter` selects; a time window excludes readings without `sendtime`."""
-    return readings_df.where(_filter_condition(export_filter))
+def filter_readings(readings_df: DataFrame, download_filter: DownloadFilter) -> DataFrame:
+    """The readings `download_filter` selects; a time window excludes readings without `sendtime`."""
+    return readings_df.where(_filter_condition(download_filter))
 
 
-def _filter_condition(export_filter: ExportFilter) -> Column:
+def _filter_condition(download_filter: DownloadFilter) -> Column:
     condition = F.lit(True)
-    for column, values in export_filter.values_by_column.items():
+    for column, values in download_filter.values_by_column.items():
         if values:
             condition = condition & F.col(column).isin(list(values))
     # Aware datetimes become exact instants whatever the Python process's local time zone.
-    if export_filter.since is not None:
-        condition = condition & (F.col(SENDTIME) >= F.lit(export_filter.since))
-    if export_filter.until is not None:
-        condition = condition & (F.col(SENDTIME) < F.lit(export_filter.until))
+    if download_filter.since is not None:
+        condition = condition & (F.col(SENDTIME) >= F.lit(download_filter.since))
+    if download_filter.until is not None:
+        condition = condition & (F.col(SENDTIME) < F.lit(download_filter.until))
     return condition
 
 
@@ -204,17 +204,17 @@ def value_inventory(readings_df: DataFrame) -> DataFrame:
 
 
 def check_filter_values(
-    export_filter: ExportFilter, inventory: Iterable[Mapping[str, Any]], input_path: str
+    download_filter: DownloadFilter, inventory: Iterable[Mapping[str, Any]], input_path: str
 ) -> None:
     """Refuse a profile, institute or classroom that no reading has, listing those that exist."""
     rows = list(inventory)
-    for column, wanted in export_filter.values_by_column.items():
+    for column, wanted in download_filter.values_by_column.items():
         if not wanted:
             continue
         scope = rows
-        if column == CLASSROOM and export_filter.institutes:
+        if column == CLASSROOM and download_filter.institutes:
             # Classrooms are named per institute: look only inside the institutes asked for.
-            scope = [row for row in rows if row[INSTITUTE] in export_filter.institutes]
+            scope = [row for row in rows if row[INSTITUTE] in download_filter.institutes]
         counts: dict[str, int] = {}
         without = 0
         for row in scope:
@@ -226,7 +226,7 @@ def check_filter_values(
         if unknown:
             raise UnknownFilterValueError(
                 _unknown_message(column, unknown, counts, without, input_path,
-                                 export_filter.institutes if column == CLASSROOM else ()))
+                                 download_filter.institutes if column == CLASSROOM else ()))
 
 
 def _unknown_message(column: str, unknown: Sequence[str], counts: Mapping[str, int],
@@ -244,27 +244,27 @@ def _unknown_message(column: str, unknown: Sequence[str], counts: Mapping[str, i
 
 # --- order and columns ----------------------------------------------------------------------
 
-def sort_for_export(readings_df: DataFrame, columns: Sequence[str]) -> DataFrame:
-    """The readings (every column kept) in export order: `sendtime`, then `DevEui`, nulls last.
+def sort_for_download(readings_df: DataFrame, columns: Sequence[str]) -> DataFrame:
+    """The readings (every column kept) in download order: `sendtime`, then `DevEui`, nulls last.
 
-    The other exported `columns` break ties, so the order is total on what is written.
+    The other downloaded `columns` break ties, so the order is total on what is written.
     """
     tie_breakers = [name for name in columns if name not in ORDER_KEYS]
     return readings_df.orderBy(*[F.col(name).asc_nulls_last()
                                  for name in (*ORDER_KEYS, *tie_breakers)])
 
 
-def order_for_export(readings_df: DataFrame, columns: Sequence[str]) -> DataFrame:
-    """`columns` of the readings, in export order."""
-    return readings_df.transform(sort_for_export, columns).select(*columns)
+def order_for_download(readings_df: DataFrame, columns: Sequence[str]) -> DataFrame:
+    """`columns` of the readings, in download order."""
+    return readings_df.transform(sort_for_download, columns).select(*columns)
 
 
 def columns_to_read(
-    columns: Sequence[str], export_filter: ExportFilter, clean: bool
+    columns: Sequence[str], download_filter: DownloadFilter, clean: bool
 ) -> tuple[str, ...]:
-    """Every input column the export needs, in contract order: no other column is scanned."""
-    needed = set(columns) | set(ORDER_KEYS) | set(export_filter.columns)
-    if export_filter.has_value_filters:
+    """Every input column the download needs, in contract order: no other column is scanned."""
+    needed = set(columns) | set(ORDER_KEYS) | set(download_filter.columns)
+    if download_filter.has_value_filters:
         needed |= set(_VALUE_FILTER_COLUMNS)  # value_inventory checks the values against all three
     if clean:
         needed |= {SENDTIME, DEVICE, INSTITUTE, CLASSROOM}  # the exclusion rules read them
@@ -272,14 +272,14 @@ def columns_to_read(
 
 
 def range_checked_columns(columns: Sequence[str]) -> tuple[str, ...]:
-    """The exported columns with a physical range in the contract: --clean nulls their impossible values."""
+    """The downloaded columns with a physical range in the contract: --clean nulls their impossible values."""
     return tuple(name for name in columns if RAW_COLUMNS_BY_NAME[name].has_range)
 
 
 # --- counts ---------------------------------------------------------------------------------
 
 def clean_counts(validated_df: DataFrame, checked_columns: Sequence[str]) -> DataFrame:
-    """One row from validated readings: selected, exported, excluded per reason, values nulled."""
+    """One row from validated readings: selected, downloaded, excluded per reason, values nulled."""
     return validated_df.agg(*clean_count_columns(checked_columns))
 
 
@@ -288,7 +288,7 @@ def clean_count_columns(checked_columns: Sequence[str]) -> list[Column]:
     included = F.col(EXCLUSION_REASON).isNull()
     counts: dict[str, Column] = {
         "rows_selected": F.count(F.lit(1)) + F.sum(REPLAYS),
-        "rows_exported": F.sum(F.when(included, 1).otherwise(0)),
+        "rows_downloaded": F.sum(F.when(included, 1).otherwise(0)),
         REPLAY_REASON: F.sum(REPLAYS),
     }
     for reason in EXCLUSION_REASONS:
@@ -307,8 +307,8 @@ def usable_readings(validated_df: DataFrame, columns: Sequence[str]) -> DataFram
 # --- the single-file writer -----------------------------------------------------------------
 
 @dataclass(frozen=True)
-class ExportFile:
-    """A published export file."""
+class DownloadedFile:
+    """A published download file."""
 
     path: Path
     size_bytes: int
@@ -352,7 +352,7 @@ _PARQUET_WRITE_CONF: dict[str, str] = {"spark.sql.parquet.outputTimestampType": 
 
 
 def write_single_file(
-    export_df: DataFrame,
+    download_df: DataFrame,
     target: Path,
     file_format: str,
     compress: bool,
@@ -360,30 +360,30 @@ def write_single_file(
     staging_root: str = "",
     expected_rows: int | None = None,
     on_written: Callable[[int], None] | None = None,
-) -> ExportFile:
-    """Write `export_df` in its order as the single file `target`, replacing it atomically.
+) -> DownloadedFile:
+    """Write `download_df` in its order as the single file `target`, replacing it atomically.
 
     Spark writes the ordered parts into a staging folder (`staging_root`, a URI Spark and the
     Hadoop FileSystem API both reach; empty: beside the target on the local disk); they are
     concatenated into a temporary file beside the target, which is renamed over it. On any
     failure or interruption the temporary file and the parts are removed and the previous
     target is left as it was. The rows are counted as Spark writes them (and again from the
-    footer of an assembled Parquet file); a count other than `expected_rows` fails the export.
+    footer of an assembled Parquet file); a count other than `expected_rows` fails the download.
     `on_written(rows)` is called once the parts are written, before anything is assembled:
-    what it raises fails the export, the target untouched.
+    what it raises fails the download, the target untouched.
     """
     if file_format not in FORMATS:
-        raise ConfigurationError(f"unknown export format {file_format!r}; expected one of {FORMATS}")
+        raise ConfigurationError(f"unknown download format {file_format!r}; expected one of {FORMATS}")
     if compress and file_format != CSV:
         raise ConfigurationError("gzip compression applies to CSV; Parquet is compressed inside")
-    spark = export_df.sparkSession
+    spark = download_df.sparkSession
     target = Path(target).absolute()
     if target.is_dir():
-        raise ExportError(f"the export target {target} is a directory; give a file name")
+        raise DownloadError(f"the download target {target} is a directory; give a file name")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ExportError(f"cannot create the folder of {target}: {error.strerror}") from None
+        raise DownloadError(f"cannot create the folder of {target}: {error.strerror}") from None
     token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
     safe_name = re.sub(r"[^A-Za-z0-9._-]", "_", target.name)
     temporary = target.with_name(f".{safe_name}.{token}.tmp")
@@ -391,8 +391,8 @@ def write_single_file(
     steps = _StepTimer()
     try:
         # Counted in the write itself, after the sort: no extra pass over the data.
-        written = Observation(f"export-{token}")
-        parts = _write_parts(export_df.observe(written, F.count(F.lit(1)).alias("rows")),
+        written = Observation(f"download-{token}")
+        parts = _write_parts(download_df.observe(written, F.count(F.lit(1)).alias("rows")),
                              staging, file_format, compress, timezone_name)
         rows = int(written.get["rows"])
         _check_row_count(rows, expected_rows, "Spark wrote", target)
@@ -400,7 +400,7 @@ def write_single_file(
             on_written(rows)
         steps.done("parts")
         if file_format == CSV:
-            header = csv_header(export_df.columns)
+            header = csv_header(download_df.columns)
             _concatenate(spark, parts, gzip.compress(header, mtime=0) if compress else header,
                          temporary)
         else:
@@ -416,7 +416,7 @@ def write_single_file(
     finally:
         _remove_quietly(temporary)
         _delete_staging(spark, staging)
-    return ExportFile(path=target, size_bytes=size, parts=len(parts), rows=rows,
+    return DownloadedFile(path=target, size_bytes=size, parts=len(parts), rows=rows,
                       step_seconds=steps.seconds)
 
 
@@ -435,8 +435,8 @@ class _StepTimer:
 
 def _check_row_count(rows: int, expected: int | None, what: str, target: Path) -> None:
     if expected is not None and rows != expected:
-        raise ExportError(f"{what} {rows:,} rows where {expected:,} were expected (did the input "
-                          f"change during the export?); {target} left as it was")
+        raise DownloadError(f"{what} {rows:,} rows where {expected:,} were expected (did the input "
+                          f"change during the download?); {target} left as it was")
 
 
 def _staging_uri(staging_root: str, target: Path, safe_name: str, token: str) -> str:
@@ -446,21 +446,21 @@ def _staging_uri(staging_root: str, target: Path, safe_name: str, token: str) ->
     return f"{staging_root.rstrip('/')}/{safe_name}.parts-{token}"
 
 
-def _write_parts(export_df: DataFrame, staging: str, file_format: str, compress: bool,
+def _write_parts(download_df: DataFrame, staging: str, file_format: str, compress: bool,
                  timezone_name: str) -> list[str]:
-    spark = export_df.sparkSession
+    spark = download_df.sparkSession
     try:
         if file_format == CSV:
-            export_df.write.mode("errorifexists").options(
+            download_df.write.mode("errorifexists").options(
                 **csv_write_options(timezone_name, compress)).csv(staging)
         else:
             with session_conf(spark, _PARQUET_WRITE_CONF):
-                export_df.write.mode("errorifexists").parquet(staging)
+                download_df.write.mode("errorifexists").parquet(staging)
     except CapturedException as error:  # PySpark's translation of the JVM's exception
-        raise ExportError(f"writing the export parts to {staging} failed: "
+        raise DownloadError(f"writing the download parts to {staging} failed: "
                           f"{_first_line(str(error))}") from None
     except Py4JJavaError as error:
-        raise ExportError(f"writing the export parts to {staging} failed: "
+        raise DownloadError(f"writing the download parts to {staging} failed: "
                           f"{_java_message(error)}") from None
     return list_parts(spark, staging)
 
@@ -474,10 +474,10 @@ def list_parts(spark: SparkSession, folder: str) -> list[str]:
         names = [(status.getPath().getName(), status.getPath().toString())
                  for status in fs.listStatus(path) if status.isFile()]
     except Py4JJavaError as error:
-        raise ExportError(f"cannot list the export parts in {folder}: {_java_message(error)}") from None
+        raise DownloadError(f"cannot list the download parts in {folder}: {_java_message(error)}") from None
     parts = [(name, uri) for name, uri in names if name.startswith("part-")]
     if not parts:
-        raise ExportError(f"Spark wrote no part file into {folder}")
+        raise DownloadError(f"Spark wrote no part file into {folder}")
     return [uri for _, uri in sorted(parts, key=lambda part: part_sort_key(part[0]))]
 
 
@@ -485,7 +485,7 @@ def part_sort_key(name: str) -> tuple[int, int, str]:
     """(partition, file counter, name) of `part-00007-<uuid>-c000.csv`: numeric, so part 100000 follows 99999."""
     index = _PART_INDEX.match(name)
     if index is None:
-        raise ExportError(f"unexpected file name {name!r} among the export parts")
+        raise DownloadError(f"unexpected file name {name!r} among the download parts")
     counter = _PART_FILE_COUNTER.search(name)
     return int(index.group(1)), int(counter.group(1)) if counter else 0, name
 
@@ -515,7 +515,7 @@ def _concatenate_local(parts: Sequence[Path], header: bytes, temporary: Path) ->
                 with open(part, "rb") as source:
                     _copy_file(source, out)
     except OSError as error:
-        raise ExportError(f"assembling {temporary} from the parts failed: "
+        raise DownloadError(f"assembling {temporary} from the parts failed: "
                           f"{error.strerror or error}") from None
 
 
@@ -551,7 +551,7 @@ def _concatenate_through_hadoop(spark: SparkSession, parts: Sequence[str], heade
         finally:
             out.close()
     except Py4JJavaError as error:
-        raise ExportError(f"assembling {temporary} from the parts failed: "
+        raise DownloadError(f"assembling {temporary} from the parts failed: "
                           f"{_java_message(error)}") from None
 
 
@@ -585,7 +585,7 @@ def _merge_parquet(spark: SparkSession, parts: Sequence[str], temporary: Path) -
         finally:
             merged.close()
     except Py4JJavaError as error:
-        raise ExportError(f"assembling {temporary} from the Parquet parts failed: "
+        raise DownloadError(f"assembling {temporary} from the Parquet parts failed: "
                           f"{_java_message(error)}") from None
 
 
@@ -611,7 +611,7 @@ def _publish(temporary: Path, target: Path) -> None:
         os.replace(temporary, target)
         _fsync(target.parent)
     except OSError as error:
-        raise ExportError(f"cannot move the finished export to {target}: {error.strerror or error}; "
+        raise DownloadError(f"cannot move the finished download to {target}: {error.strerror or error}; "
                           "the previous file is left as it was") from None
 
 
@@ -650,7 +650,7 @@ def _delete_staging(spark: SparkSession, staging: str) -> None:
         path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(staging)
         path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(path, True)
     except (Py4JError, AttributeError) as error:
-        log.warning("cannot remove the export parts in %s: %s", staging, error)
+        log.warning("cannot remove the download parts in %s: %s", staging, error)
 
 
 def _java_message(error: Py4JJavaError) -> str:

@@ -1,6 +1,6 @@
-"""Benchmark, run by hand (never in CI): the downloader's export against the naive single-file write.
+"""Benchmark, run by hand (never in CI): the downloader's download against the naive single-file write.
 
-    .venv/bin/python -m tests.bench.bench_export --rows 5000000 --repeats 3 --workdir /tmp/bench
+    .venv/bin/python -m tests.bench.bench_download --rows 5000000 --repeats 3 --workdir /tmp/bench
 
 - `downloader`: spark-downloader.py itself, as the launcher runs it (spark-submit, local[*],
   --driver-memory 2g): count pass, parallel range-partitioned sort, parts written in
@@ -51,18 +51,18 @@ class RunResult:
 
 # --- the naive baseline (runs inside spark-submit) ------------------------------------------
 
-def naive_export(raw_path: str, target: Path, timezone_name: str) -> None:
+def naive_download(raw_path: str, target: Path, timezone_name: str) -> None:
     from batch.contract import RAW_COLUMNS
-    from batch.export import csv_write_options, order_for_export
+    from batch.download_file import csv_write_options, order_for_download
     from batch.readers import read_raw_readings
     from batch.session import build_spark_session
 
-    spark = build_spark_session("bench-naive-export")
+    spark = build_spark_session("bench-naive-download")
     columns = tuple(column.name for column in RAW_COLUMNS)
     readings_df, _ = read_raw_readings(spark, raw_path, columns)
     folder = target.with_name(target.name + ".naive-parts")
     options = {**csv_write_options(timezone_name, compress=False), "header": "true"}
-    (readings_df.transform(order_for_export, columns).coalesce(1)
+    (readings_df.transform(order_for_download, columns).coalesce(1)
      .write.mode("overwrite").options(**options).csv(f"file://{folder}"))
     (part,) = folder.glob("part-*")
     os.replace(part, target)
@@ -119,9 +119,9 @@ def _sha256(path: Path) -> str:
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--naive-worker"]:
-        naive_export(argv[1], Path(argv[2]), os.environ.get("BATCH_TIMEZONE", "UTC"))
+        naive_download(argv[1], Path(argv[2]), os.environ.get("BATCH_TIMEZONE", "UTC"))
         return 0
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_export",
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_download",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[5_000_000])
     parser.add_argument("--repeats", type=int, default=3)
@@ -140,14 +140,14 @@ def main(argv: list[str]) -> int:
         for repeat in range(args.repeats):
             order = VARIANTS if repeat % 2 == 0 else tuple(reversed(VARIANTS))
             for variant in order:
-                target = args.workdir / f"export-{variant}.csv"
+                target = args.workdir / f"download-{variant}.csv"
                 result = run_variant(variant, raw_path, target, rows, args.driver_memory,
                                      args.master, log_dir)
                 results.append(result)
                 print(json.dumps(result.__dict__), flush=True)
             same = {r.sha256 for r in results[-2:]}
             if len(same) != 1:
-                raise SystemExit("the two exports differ: the benchmark compares different work")
+                raise SystemExit("the two downloads differ: the benchmark compares different work")
         _report(rows, [r for r in results if r.rows == rows])
     return 0
 
