@@ -88,6 +88,8 @@ _NO_COPY_FILE_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP
 _VALUE_FILTER_COLUMNS: tuple[str, ...] = (PROFILE, INSTITUTE, CLASSROOM)
 _PART_INDEX = re.compile(r"^part-(\d+)")
 _PART_FILE_COUNTER = re.compile(r"-c(\d+)\.")
+_ROUTE = "_download_part_route"
+_SPLIT_ACCURACY = 1000  # relative error 1/1000 of the rank: parts within a few % of each other
 
 
 class UnknownFilterValueError(ConfigurationError):
@@ -242,21 +244,103 @@ def _unknown_message(column: str, unknown: Sequence[str], counts: Mapping[str, i
     return message
 
 
-# --- order and columns ----------------------------------------------------------------------
+# --- order and parts ------------------------------------------------------------------------
 
-def sort_for_download(readings_df: DataFrame, columns: Sequence[str]) -> DataFrame:
-    """The readings (every column kept) in download order: `sendtime`, then `DevEui`, nulls last.
+@dataclass(frozen=True)
+class PartPlan:
+    """What one pass over the filter columns and `sendtime` tells before the download is written.
 
-    The other downloaded `columns` break ties, so the order is total on what is written.
+    `split_points`: the `sendtime`s (epoch microseconds) cutting the selected readings into
+    parts of about equal size; `rows_per_value`: readings with each --profile, --institute or
+    --classroom value asked for, in the whole input (classrooms within the institutes asked for).
+    """
+
+    split_points: tuple[int, ...]
+    rows_per_value: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    @property
+    def missing_values(self) -> list[tuple[str, str]]:
+        return [key for key, rows in self.rows_per_value.items() if rows == 0]
+
+
+def plan_parts(readings_df: DataFrame, download_filter: DownloadFilter, parts: int) -> PartPlan:
+    """Split points for `parts` parts and the rows of each filter value, in one aggregation.
+
+    It reads only `sendtime` and the filter columns: cheaper than the sampling pass of a
+    range-partitioned sort, which reads every downloaded column.
+    """
+    presence = _value_presence_columns(download_filter)
+    aggregates = list(presence.values())
+    if parts > 1:
+        selected_micros = F.when(_filter_condition(download_filter), F.unix_micros(F.col(SENDTIME)))
+        fractions = [index / parts for index in range(1, parts)]
+        aggregates.append(F.percentile_approx(selected_micros, fractions, _SPLIT_ACCURACY))
+    if not aggregates:
+        return PartPlan(split_points=())
+    row = readings_df.agg(*aggregates).first()
+    counts = {key: int(row[index]) for index, key in enumerate(presence)}
+    # No selected reading: no split point (percentile_approx is null).
+    points = tuple(row[len(presence)] or ()) if parts > 1 else ()
+    return PartPlan(split_points=points, rows_per_value=counts)
+
+
+def _value_presence_columns(download_filter: DownloadFilter) -> dict[tuple[str, str], Column]:
+    columns: dict[tuple[str, str], Column] = {}
+    for column, values in download_filter.values_by_column.items():
+        for value in values:
+            condition = F.col(column) == value
+            if column == CLASSROOM and download_filter.institutes:
+                # Classrooms are named per institute: look only inside the institutes asked for.
+                condition = condition & F.col(INSTITUTE).isin(list(download_filter.institutes))
+            columns[(column, value)] = F.count(F.when(condition, 1))
+    return columns
+
+
+def sort_into_parts(readings_df: DataFrame, columns: Sequence[str],
+                    split_points: Sequence[int] = ()) -> DataFrame:
+    """The readings (every column kept) in download order, in len(split_points) + 1 partitions.
+
+    The order is `sendtime`, then `DevEui`, nulls last; the other downloaded `columns` break
+    ties, so the order is total on what is written. Partition i holds the readings with
+    split_points[i-1] <= sendtime < split_points[i] (microseconds), the last one also those
+    without sendtime; each is sorted on its own. Unlike `orderBy`, whose range partitioning
+    samples the whole input in a pass of its own, the bounds are given.
     """
     tie_breakers = [name for name in columns if name not in ORDER_KEYS]
-    return readings_df.orderBy(*[F.col(name).asc_nulls_last()
-                                 for name in (*ORDER_KEYS, *tie_breakers)])
+    order = [F.col(name).asc_nulls_last() for name in (*ORDER_KEYS, *tie_breakers)]
+    parts = len(split_points) + 1
+    if parts == 1:
+        return readings_df.coalesce(1).sortWithinPartitions(*order)
+    micros = F.unix_micros(F.col(SENDTIME))
+    part = sum((F.when(micros >= point, 1).otherwise(0) for point in split_points), F.lit(0))
+    part = F.when(F.col(SENDTIME).isNull(), parts - 1).otherwise(part)
+    # Hash partitioning sends key k to partition pmod(hash(k), parts): route part i through a
+    # key that hashes to i, so that partition i (and the part file it writes) is part i.
+    keys = routing_keys(readings_df.sparkSession, parts)
+    route = F.element_at(F.array(*[F.lit(key) for key in keys]), part + 1)
+    return (readings_df.withColumn(_ROUTE, route).repartition(parts, _ROUTE)
+            .sortWithinPartitions(*order).drop(_ROUTE))
 
 
-def order_for_download(readings_df: DataFrame, columns: Sequence[str]) -> DataFrame:
-    """`columns` of the readings, in download order."""
-    return readings_df.transform(sort_for_download, columns).select(*columns)
+def routing_keys(spark: SparkSession, parts: int) -> list[int]:
+    """keys[i]: an int that Spark's hash partitioning into `parts` partitions sends to partition i."""
+    found: dict[int, int] = {}
+    candidates = 0
+    while len(found) < parts:
+        batch = range(candidates, candidates + 64 * parts)
+        # A local relation: evaluated by the optimizer in the driver, no Spark job.
+        rows = (spark.createDataFrame([(key,) for key in batch], "key int")
+                .select("key", F.pmod(F.hash("key"), F.lit(parts)).alias("partition")).collect())
+        for row in rows:
+            found.setdefault(row["partition"], row["key"])
+        candidates += len(batch)
+    return [found[index] for index in range(parts)]
+
+
+def order_for_download(readings_df: DataFrame, columns: Sequence[str],
+                       split_points: Sequence[int] = ()) -> DataFrame:
+    """`columns` of the readings, in download order (see sort_into_parts)."""
+    return readings_df.transform(sort_into_parts, columns, split_points).select(*columns)
 
 
 def columns_to_read(
@@ -265,7 +349,7 @@ def columns_to_read(
     """Every input column the download needs, in contract order: no other column is scanned."""
     needed = set(columns) | set(ORDER_KEYS) | set(download_filter.columns)
     if download_filter.has_value_filters:
-        needed |= set(_VALUE_FILTER_COLUMNS)  # value_inventory checks the values against all three
+        needed |= set(_VALUE_FILTER_COLUMNS)  # value_inventory lists all three when a value is unknown
     if clean:
         needed |= {SENDTIME, DEVICE, INSTITUTE, CLASSROOM}  # the exclusion rules read them
     return tuple(column.name for column in RAW_COLUMNS if column.name in needed)
@@ -315,6 +399,7 @@ class DownloadedFile:
     parts: int
     rows: int  # counted by Spark while writing the parts
     step_seconds: dict[str, float] = field(default_factory=dict)  # parts, assemble, sync
+    leftovers_removed: tuple[str, ...] = ()  # of killed earlier downloads of the same target
 
 
 def csv_write_options(timezone_name: str, compress: bool) -> dict[str, str]:
@@ -384,8 +469,9 @@ def write_single_file(
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DownloadError(f"cannot create the folder of {target}: {error.strerror}") from None
+    swept = sweep_leftovers(target)
     token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-    safe_name = re.sub(r"[^A-Za-z0-9._-]", "_", target.name)
+    safe_name = _safe_name(target.name)
     temporary = target.with_name(f".{safe_name}.{token}.tmp")
     staging = _staging_uri(staging_root, target, safe_name, token)
     steps = _StepTimer()
@@ -417,7 +503,59 @@ def write_single_file(
         _remove_quietly(temporary)
         _delete_staging(spark, staging)
     return DownloadedFile(path=target, size_bytes=size, parts=len(parts), rows=rows,
-                      step_seconds=steps.seconds)
+                          step_seconds=steps.seconds, leftovers_removed=swept)
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+def sweep_leftovers(target: Path) -> tuple[str, ...]:
+    """Remove what killed earlier downloads of `target` left beside it; the names removed.
+
+    Only this module's own names count: the temporary file `.NAME.<pid>-<12 hex>.tmp` and
+    the parts folder `.NAME.parts-<pid>-<12 hex>` of a process that no longer runs (a
+    download still running, or any process with that pid, keeps them). A SIGKILL leaves
+    them: no `finally` runs. Nothing else is ever deleted.
+    """
+    name = re.escape(_safe_name(target.name))
+    temporary = re.compile(rf"\.{name}\.(\d+)-[0-9a-f]{{12}}\.tmp")
+    parts = re.compile(rf"\.{name}\.parts-(\d+)-[0-9a-f]{{12}}")
+    removed = []
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return ()
+    for entry in entries:
+        for pattern, is_kind in ((temporary, entry.is_file), (parts, entry.is_dir)):
+            match = pattern.fullmatch(entry.name)
+            if match is None or not is_kind(follow_symlinks=False) \
+                    or _process_exists(int(match.group(1))):
+                continue
+            try:
+                if pattern is parts:
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+            except OSError as error:
+                log.warning("cannot remove %s, left by a killed download: %s", entry.path,
+                            error.strerror)
+                continue
+            log.info("removed %s, left by a killed download (pid %s)", entry.path, match.group(1))
+            removed.append(entry.name)
+    return tuple(sorted(removed))
+
+
+def _process_exists(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists, owned by someone else
+    return True
 
 
 class _StepTimer:
@@ -456,12 +594,11 @@ def _write_parts(download_df: DataFrame, staging: str, file_format: str, compres
         else:
             with session_conf(spark, _PARQUET_WRITE_CONF):
                 download_df.write.mode("errorifexists").parquet(staging)
-    except CapturedException as error:  # PySpark's translation of the JVM's exception
-        raise DownloadError(f"writing the download parts to {staging} failed: "
-                          f"{_first_line(str(error))}") from None
-    except Py4JJavaError as error:
-        raise DownloadError(f"writing the download parts to {staging} failed: "
-                          f"{_java_message(error)}") from None
+    except (CapturedException, Py4JJavaError) as error:
+        java_error = getattr(error, "_origin", None) or getattr(error, "java_exception", None)
+        reason = _root_reason(java_error) if java_error is not None else _first_line(str(error))
+        raise DownloadError(f"cannot write the download parts to {_display(staging)}: {reason}; "
+                            "the previous file is left as it was") from None
     return list_parts(spark, staging)
 
 
@@ -654,18 +791,25 @@ def _delete_staging(spark: SparkSession, staging: str) -> None:
 
 
 def _java_message(error: Py4JJavaError) -> str:
-    """What happened, and the root cause when Spark wraps it (a task failure in a job failure)."""
-    exception = error.java_exception
-    message = _first_line(str(exception.toString()))
+    """The root cause of a Java exception, in one line (Spark wraps a task's failure in a job's)."""
+    return _root_reason(error.java_exception)
+
+
+def _root_reason(exception: Any) -> str:
+    # The innermost cause says what happened (an IOException's message names the path and the
+    # OS reason); the outer ones only say which stage and task failed.
     root = exception
     while root.getCause() is not None and not root.getCause().equals(root):
         root = root.getCause()
-    if not root.equals(exception):
-        message += f" (cause: {_first_line(str(root.toString()))})"
-    return message
+    message = root.getMessage()
+    return _first_line(str(message)) if message else str(root.getClass().getSimpleName())
+
+
+def _display(uri: str) -> str:
+    local = _local_path(uri)
+    return str(local) if local is not None else uri
 
 
 def _first_line(message: str) -> str:
     # Spark's messages go on with the JVM stack trace; the first line says what happened.
     return message.strip().splitlines()[0] if message.strip() else message
-

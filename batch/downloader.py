@@ -45,9 +45,10 @@ from batch.download_file import (
     columns_to_read,
     filter_readings,
     order_for_download,
+    plan_parts,
     parse_local_instant,
     range_checked_columns,
-    sort_for_download,
+    sort_into_parts,
     usable_readings,
     value_inventory,
     write_single_file,
@@ -233,6 +234,11 @@ def load_download_settings(
         settings_from(DownloaderSettings, values), profiles=tuple(args.profiles),
         institutes=tuple(args.institutes), classrooms=tuple(args.classrooms), since=args.since,
         until=args.until)
+    if args.drop_replays and not settings.download_clean:
+        # Given as a flag it is meant for this download; DROP_REPLAYS=true in the shared env
+        # file is the analysis' setting too, and applies here only with --clean.
+        raise ConfigurationError("--drop-replays applies only with --clean (its validation "
+                                 "drops the replays): add --clean, or leave out --drop-replays")
     if args.check_config:
         # The launchers check the job options this way before starting anything.
         check_settings(settings)
@@ -285,6 +291,7 @@ class DownloadSummary:
     file_bytes: int | None = None
     file_size: str | None = None
     parts: int | None = None
+    leftovers_removed: list[str] = field(default_factory=list)  # of killed earlier downloads
     seconds: float | None = None
     phase_seconds: dict[str, float] = field(default_factory=dict)
     error_message: str | None = None
@@ -337,24 +344,26 @@ def _download(spark: SparkSession, settings: DownloaderSettings, summary: Downlo
             settings.skip_corrupt_files)
         summary.input_files = input_files.file_count
         summary.skipped_files = list(input_files.skipped)
-    if download_filter.has_value_filters:
-        # One small aggregation, so that a typo is told apart from an empty selection.
-        with summary.phase("check_filters"):
+    # One pass over sendtime and the filter columns: where to split the sort into parts, and
+    # whether each filter value exists (a typo is told apart from an empty selection).
+    with summary.phase("plan"):
+        plan = plan_parts(readings_df, download_filter, _sort_parts(spark))
+        if plan.missing_values:
+            # Only on this error path: every value with its rows, for the message.
             inventory = [row.asDict() for row in value_inventory(readings_df).collect()]
             check_filter_values(download_filter, inventory, settings.raw_data_path)
     selected_df = readings_df.transform(filter_readings, download_filter)
     checked = range_checked_columns(columns)
-    # The --clean counts are observed while the download is written, after the sort: above the
-    # range exchange, so Spark's sampling of the input for the sort does not count twice.
+    # The --clean counts are observed while the download is written, after the sort.
     clean_observation = (Observation(f"clean-counts-{uuid.uuid4().hex}")
                          if settings.download_clean else None)
     if clean_observation is None:
-        download_df = selected_df.transform(order_for_download, columns)
+        download_df = selected_df.transform(order_for_download, columns, plan.split_points)
     else:
         download_df = (selected_df.transform(validate_readings, checked, settings.drop_replays)
-                     .transform(sort_for_download, columns)
-                     .observe(clean_observation, *clean_count_columns(checked))
-                     .transform(usable_readings, columns))
+                       .transform(sort_into_parts, columns, plan.split_points)
+                       .observe(clean_observation, *clean_count_columns(checked))
+                       .transform(usable_readings, columns))
 
     def check_written(rows: int) -> None:
         # Called once Spark has written the parts, before the file is assembled and published.
@@ -371,6 +380,7 @@ def _download(spark: SparkSession, settings: DownloaderSettings, summary: Downlo
     summary.file_bytes = downloaded.size_bytes
     summary.file_size = _human_size(downloaded.size_bytes)
     summary.parts = downloaded.parts
+    summary.leftovers_removed = list(downloaded.leftovers_removed)
     log.info("downloaded %s rows to %s (%s)", f"{summary.rows_downloaded:,}", downloaded.path,
              summary.file_size)
 
@@ -390,6 +400,11 @@ def _record_counts(summary: DownloadSummary, settings: DownloaderSettings,
     reasons = EXCLUSION_REASONS + ((REPLAY_REASON,) if settings.drop_replays else ())
     summary.rows_excluded = {reason: counts[reason] for reason in reasons}
     summary.values_nulled = {column: counts[out_of_range_flag(column)] for column in checked}
+
+
+def _sort_parts(spark: SparkSession) -> int:
+    """How many parts the sort is split into: one per shuffle partition (2x the cores by default)."""
+    return max(1, int(spark.conf.get("spark.sql.shuffle.partitions")))
 
 
 def _check_staging(spark: SparkSession, settings: DownloaderSettings) -> None:

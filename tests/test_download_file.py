@@ -40,6 +40,7 @@ from batch.download_file import (
     order_for_download,
     parse_local_instant,
     part_sort_key,
+    plan_parts,
     range_checked_columns,
     usable_readings,
     write_single_file,
@@ -332,7 +333,10 @@ def run_download(spark: SparkSession, folder: Path, target: Path,
                file_format: str = "csv", compress: bool = False,
                timezone: str = ROME) -> download_file.DownloadedFile:
     readings_df = read_raw(spark, folder, columns_to_read(columns, download_filter, clean=False))
-    download_df = readings_df.transform(filter_readings, download_filter).transform(order_for_download, columns)
+    # One part per shuffle partition, as the downloader does.
+    plan = plan_parts(readings_df, download_filter, int(spark.conf.get("spark.sql.shuffle.partitions")))
+    download_df = (readings_df.transform(filter_readings, download_filter)
+                   .transform(order_for_download, columns, plan.split_points))
     return write_single_file(download_df, target, file_format, compress, timezone)
 
 
