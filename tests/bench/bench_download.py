@@ -109,6 +109,49 @@ def jvm_assembly_download(argv: list[str]) -> None:
     runpy.run_path(sys.argv[0], run_name="__main__")
 
 
+def assembly_benchmark(raw_path: Path, workdir: Path, repeats: int) -> None:
+    """The two ways of joining CSV parts on the local disk, alternating in one process: the kernel's
+    copy (copy_file_range) and a stream through the Hadoop FileSystem API (what HDFS parts need)."""
+    from batch import download_file
+    from batch.session import build_spark_session
+
+    spark = build_spark_session("bench-assembly", "local[2]")
+    columns = _column_names()
+    readings_df, _ = _read_all_columns("bench-assembly", str(raw_path))[1:]
+    plan = download_file.plan_parts(readings_df, download_file.DownloadFilter(), 4)
+    staging = workdir / "assembly-parts"
+    shutil.rmtree(staging, ignore_errors=True)
+    parts = download_file._write_parts(
+        readings_df.transform(download_file.order_for_download, columns, plan.split_points),
+        f"file://{staging}", "csv", False, "Europe/Rome")
+    header = download_file.csv_header(columns)
+    local_parts = [download_file._local_path(part) for part in parts]
+    methods = {
+        "kernel copy": lambda out: download_file._concatenate_local(local_parts, header, out),
+        "hadoop stream": lambda out: download_file._concatenate_through_hadoop(spark, parts, header, out),
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in methods}
+    digests = set()
+    for repeat in range(repeats):
+        for name in (list(methods) if repeat % 2 == 0 else list(reversed(methods))):
+            out = workdir / "assembled.csv"
+            out.unlink(missing_ok=True)
+            started = time.monotonic()
+            methods[name](out)
+            seconds[name].append(time.monotonic() - started)
+            digests.add(_sha256(out))
+            print(f"  {name:<14} {seconds[name][-1]:6.2f} s  load {os.getloadavg()[0]:.1f}", flush=True)
+    if len(digests) != 1:
+        raise SystemExit("the two assemblies differ")
+    medians = {name: statistics.median(values) for name, values in seconds.items()}
+    print(f"assembly of {len(parts)} parts, {out.stat().st_size / 2 ** 20:,.0f} MiB, {repeats} runs "
+          f"each: kernel copy {medians['kernel copy']:.2f} s, hadoop stream "
+          f"{medians['hadoop stream']:.2f} s, ratio {medians['hadoop stream'] / medians['kernel copy']:.2f}x",
+          flush=True)
+    shutil.rmtree(staging)
+    spark.stop()
+
+
 # --- measuring --------------------------------------------------------------------------------
 
 def _submit_command(script: Path, args: list[str], driver_memory: str, master: str) -> list[str]:
@@ -216,7 +259,13 @@ def main(argv: list[str]) -> int:
                         default=["downloader", "naive", "floor"])
     parser.add_argument("--before", metavar="REV",
                         help="git revision whose downloader the `before` variant runs")
+    parser.add_argument("--assembly-only", action="store_true",
+                        help="only compare the two ways of joining the parts, in this process")
     args = parser.parse_args(argv)
+    if args.assembly_only:
+        for rows in args.rows:
+            assembly_benchmark(ensure_input(args.workdir, rows), args.workdir, args.repeats)
+        return 0
     if "before" in args.variants and not args.before:
         parser.error("the `before` variant needs --before REV")
     args.workdir.mkdir(parents=True, exist_ok=True)
