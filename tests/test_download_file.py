@@ -15,6 +15,9 @@ import math
 import os
 import random
 import struct
+import subprocess
+import sys
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from batch import download_file
@@ -41,6 +45,8 @@ from batch.download_file import (
     parse_local_instant,
     part_sort_key,
     plan_parts,
+    sort_into_parts,
+    sweep_leftovers,
     range_checked_columns,
     usable_readings,
     write_single_file,
@@ -544,6 +550,112 @@ def test_order_is_sendtime_then_device_with_nulls_last_and_ties_broken(spark: Sp
                        ("c", "v")]
 
 
+def _micros(instant: dt.datetime) -> int:
+    return (instant - dt.datetime(1970, 1, 1, tzinfo=UTC)) // dt.timedelta(microseconds=1)
+
+
+def test_each_part_holds_its_slice_of_sendtime_in_order(spark: SparkSession) -> None:
+    base = dt.datetime(2024, 10, 1, tzinfo=UTC)
+    rng = random.Random(11)
+    rows = [(rng.choice(["d0", "d1", "d2", None]), base + dt.timedelta(seconds=rng.randrange(1000)),
+             rng.choice(["x", "y", None])) for _ in range(300)]
+    # On a split point, without sendtime, and exact ties.
+    rows += [("d1", None, "z"), (None, None, "w"), ("d0", base + dt.timedelta(seconds=500), "t"),
+             ("d0", base, "t"), ("d0", base, "t")]
+    df = spark.createDataFrame(rows, "DevEui string, sendtime timestamp, gwname string")
+    points = [_micros(base + dt.timedelta(seconds=s)) for s in (250, 500, 750)]
+    parted = (df.transform(sort_into_parts, ["DevEui", "sendtime", "gwname"], points)
+              .withColumn("part", F.spark_partition_id()))
+    # Spark hands back naive local times: astimezone reads them as such.
+    actual = [(row["part"], row["DevEui"], row["sendtime"] and row["sendtime"].astimezone(UTC),
+               row["gwname"]) for row in parted.collect()]
+
+    def expected_part(sendtime: dt.datetime | None) -> int:
+        return len(points) if sendtime is None else bisect_right(points, _micros(sendtime))
+
+    def order(row: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (expected_part(row[1]), *[(value is None, value or 0) for value in (row[1], row[0], row[2])])
+
+    expected = [(expected_part(r[1]), r[0], r[1], r[2]) for r in sorted(rows, key=order)]
+    assert actual == expected
+    assert {part for part, *_ in actual} == {0, 1, 2, 3}
+
+
+def test_one_pass_gives_split_points_and_the_rows_of_each_filter_value(
+        spark: SparkSession, dataset: DownloadDataset) -> None:
+    wanted = DownloadFilter(profiles=("AM319", "AM999"), institutes=("Liceo Galilei",),
+                            classrooms=("Lab\r\nFisica", "3A"))
+    readings_df = read_raw(spark, dataset.folder, columns_to_read(COLUMNS, wanted, clean=False))
+    plan = plan_parts(readings_df, wanted, 4)
+    liceo = [row for row in dataset.rows if row["institute"] == "Liceo Galilei"]
+    assert plan.rows_per_value == {
+        ("profile", "AM319"): sum(row["profile"] == "AM319" for row in dataset.rows),
+        ("profile", "AM999"): 0,
+        ("institute", "Liceo Galilei"): len(liceo),
+        ("classroom", "Lab\r\nFisica"): sum(row["classroom"] == "Lab\r\nFisica" for row in liceo),
+        ("classroom", "3A"): 0,  # a classroom of other institutes only
+    }
+    assert plan.missing_values == [("profile", "AM999"), ("classroom", "3A")]
+    # The split points cut the selected readings (all filters, with a sendtime) into quarters.
+    selected = sorted(_micros(row["sendtime"]) for row in dataset.rows
+                      if row["profile"] == "AM319" and row["institute"] == "Liceo Galilei"
+                      and row["sendtime"] is not None
+                      and row["classroom"] in wanted.classrooms)
+    assert len(plan.split_points) == 3 and list(plan.split_points) == sorted(plan.split_points)
+    for index, point in enumerate(plan.split_points, start=1):
+        below = bisect_right(selected, point) / len(selected)
+        assert abs(below - index / 4) <= 0.1, (index, below)
+
+
+def test_leftovers_of_killed_downloads_are_swept_and_nothing_else(tmp_path: Path) -> None:
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+    dead, alive = subprocess.Popen(sleeper), subprocess.Popen(sleeper)
+    dead.kill()
+    dead.wait()
+    try:
+        token = "0123456789ab"
+        swept = [f".download.csv.{dead.pid}-{token}.tmp", f".download.csv.parts-{dead.pid}-{token}"]
+        kept = [
+            "download.csv",
+            f".download.csv.{alive.pid}-{token}.tmp",  # a download still running
+            f".download.csv.parts-{alive.pid}-{token}",
+            f".download.csv.{dead.pid}-{token}.tmp.bak",  # similar names, not ours
+            f".download.csv.{dead.pid}-notahexnumb.tmp",
+            f"download.csv.{dead.pid}-{token}.tmp",
+            f".other.csv.{dead.pid}-{token}.tmp",
+            f".other.csv.parts-{dead.pid}-{token}",
+            f".download.csv.parts-{dead.pid}-{token}-old",
+            f".download.csv.parts-{dead.pid}-fedcba987654",  # a file, where ours is a folder
+        ]
+        for name in swept + kept:
+            if "parts-" in name and "fedcba" not in name:
+                (tmp_path / name).mkdir()
+                (tmp_path / name / "part-00000-x-c000.csv").write_text("a,b\n")
+            else:
+                (tmp_path / name).write_text("data\n")
+        assert sweep_leftovers(tmp_path / "download.csv") == tuple(sorted(swept))
+        assert sorted(os.listdir(tmp_path)) == sorted(kept)
+        assert (tmp_path / kept[2] / "part-00000-x-c000.csv").read_text() == "a,b\n"
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_a_spark_write_failure_is_one_line_with_the_path_and_the_os_reason(
+        spark: SparkSession, tmp_path: Path) -> None:
+    target = tmp_path / "download.csv"
+    target.write_text("previous download\n")
+    with pytest.raises(DownloadError) as raised:
+        write_single_file(_small_download_df(spark), target, "csv", False, "UTC",
+                          staging_root="file:///proc/no-such-folder")
+    message = str(raised.value)
+    assert "\n" not in message and len(message) < 300, message
+    assert message.startswith("cannot write the download parts to /proc/no-such-folder/download.csv.parts-")
+    assert "/proc/no-such-folder: No such file or directory" in message
+    assert "Exception" not in message and "at org." not in message
+    assert target.read_text() == "previous download\n"
+
+
 def test_part_files_sort_by_partition_number_not_by_name() -> None:
     names = ["part-100000-u-c000.csv", "part-00002-u-c001.csv", "part-99999-u-c000.csv",
              "part-00002-u-c000.csv", "part-00010-u-c000.snappy.parquet"]
@@ -685,23 +797,28 @@ def test_a_check_of_the_written_rows_can_stop_the_download(
 
 
 @pytest.mark.parametrize("compress", [False, True])
-def test_parts_on_another_file_system_are_streamed_through_hadoop(
-        spark: SparkSession, dataset: DownloadDataset, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch, compress: bool) -> None:
+def test_parts_in_a_staging_folder_elsewhere_give_the_same_bytes(
+        spark: SparkSession, dataset: DownloadDataset, tmp_path: Path, compress: bool) -> None:
     suffix = ".csv.gz" if compress else ".csv"
-    local, streamed = tmp_path / f"local{suffix}", tmp_path / f"hadoop{suffix}"
-    with session_conf(spark, {"spark.sql.adaptive.coalescePartitions.enabled": "false",
-                              "spark.sql.shuffle.partitions": "3"}):
-        run_download(spark, dataset.folder, local, compress=compress)
-        # As if the parts were on HDFS: the JVM reads them through the Hadoop FileSystem API.
-        monkeypatch.setattr(download_file, "_local_path", lambda uri: None)
-        downloaded = run_download(spark, dataset.folder, streamed, compress=compress)
-    assert downloaded.parts > 1
-    assert streamed.read_bytes() == local.read_bytes()
-    assert sorted(os.listdir(tmp_path)) == sorted([local.name, streamed.name])
+    beside, elsewhere = tmp_path / "out" / f"beside{suffix}", tmp_path / "out" / f"elsewhere{suffix}"
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    readings_df = read_raw(spark, dataset.folder)
+    plan = plan_parts(readings_df, DownloadFilter(), 3)
+    download_df = readings_df.transform(order_for_download, COLUMNS, plan.split_points)
+    write_single_file(download_df, beside, "csv", compress, ROME)
+    # As on a cluster (DOWNLOAD_STAGING_DIR=hdfs://...): parts under a URI, read through Hadoop.
+    downloaded = write_single_file(download_df, elsewhere, "csv", compress, ROME,
+                                   staging_root=f"file://{staging}")
+    assert downloaded.parts == 3
+    assert elsewhere.read_bytes() == beside.read_bytes()
+    text = gzip.decompress(beside.read_bytes()) if compress else beside.read_bytes()
+    assert_rows_equal(read_csv_rows(text.decode("utf-8"), COLUMNS), expected_rows(dataset.rows), COLUMNS)
+    assert sorted(os.listdir(beside.parent)) == sorted([beside.name, elsewhere.name])
+    assert os.listdir(staging) == []
 
 
-def test_a_failing_spark_write_is_an_download_error(spark: SparkSession, tmp_path: Path) -> None:
+def test_a_failing_spark_write_is_a_download_error(spark: SparkSession, tmp_path: Path) -> None:
     target = tmp_path / "download.csv"
     target.write_text("previous download\n")
     df = spark.createDataFrame([("a", 1)], "DevEui string, n int")

@@ -217,6 +217,89 @@ def test_sigterm_during_the_download_leaves_the_previous_file(
     assert leftovers(tmp_path, "download.csv") == []
 
 
+def _descendants(pid: int) -> list[int]:
+    """The processes below `pid` (the JVM a Python driver started), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
+                    parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    found, pending = [], [pid]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            found.append(child)
+            pending.append(child)
+    return found
+
+
+def test_the_leftovers_of_a_killed_download_are_swept_by_the_next_one_and_nothing_else(
+        dataset: DownloadDataset, env_file: Path, tmp_path: Path) -> None:
+    target = tmp_path / "download.csv"
+    target.write_text("previous download\n")
+    process = subprocess.Popen(
+        [sys.executable, str(PROJECT_ROOT / "spark-downloader.py"), "--output", str(target)],
+        env=job_environment(dataset, env_file), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while not any(name.startswith(".download.csv.parts-") for name in os.listdir(tmp_path)):
+        assert process.poll() is None and time.monotonic() < deadline, "the download never started writing"
+        time.sleep(0.02)
+    jvm = _descendants(process.pid)
+    process.kill()  # SIGKILL: no finally, no clean-up
+    if process.wait() == 0:
+        pytest.skip("the download finished before it could be killed")
+    for pid in jvm:  # the JVM stops once its driver is gone; wait, so that nothing writes on
+        while os.path.exists(f"/proc/{pid}"):
+            time.sleep(0.05)
+    left = leftovers(tmp_path, "download.csv")
+    assert left and all(name.startswith(f".download.csv.parts-{process.pid}-") or
+                        name.startswith(f".download.csv.{process.pid}-") for name in left), left
+    token = "0123456789ab"
+    foreign = [f".download.csv.parts-{process.pid}-{token}.old", f".other.csv.parts-{process.pid}-{token}",
+               f"download.csv.{process.pid}-{token}.tmp", f".download.csv.{os.getpid()}-{token}.tmp"]
+    for name in foreign:
+        (tmp_path / name).write_text("not the downloader's\n")
+    summary_path = tmp_path / "summary" / "summary.json"
+    result = run_job(dataset, env_file, "--output", str(target), "--summary-json", str(summary_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(summary_path.read_text())["leftovers_removed"] == sorted(left)
+    assert leftovers(tmp_path, "download.csv", "summary") == sorted(foreign)
+    assert all((tmp_path / name).read_text() == "not the downloader's\n" for name in foreign)
+    assert_rows_equal(read_csv_rows(exact_text(target), COLUMNS), expected_rows(dataset.rows), COLUMNS)
+
+
+def test_drop_replays_without_clean_is_refused(
+        dataset: DownloadDataset, env_file: Path, tmp_path: Path) -> None:
+    target = tmp_path / "download.csv"
+    target.write_text("previous download\n")
+    result = run_job(dataset, env_file, "--output", str(target), "--drop-replays")
+    assert result.returncode == 2
+    assert "--drop-replays applies only with --clean" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert target.read_text() == "previous download\n"
+
+
+def test_a_write_failure_is_one_line_without_java_in_the_log(
+        dataset: DownloadDataset, env_file: Path, tmp_path: Path) -> None:
+    target = tmp_path / "download.csv"
+    target.write_text("previous download\n")
+    # Spark starts, scans, and cannot write its parts: /proc takes no folder, not even root's.
+    result = run_launcher(dataset, env_file, "--foreground", "--output", str(target),
+                          "--staging-dir", "file:///proc/no-such-folder")
+    assert result.returncode == 5, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    errors = [line for line in output.splitlines() if "cannot write the download parts" in line]
+    assert errors and all("/proc/no-such-folder: No such file or directory" in line for line in errors)
+    assert all(len(line) < 400 for line in errors), errors
+    assert "\tat " not in output and "Exception" not in output and "Traceback" not in output, output[-3000:]
+    assert target.read_text() == "previous download\n"
+    assert leftovers(tmp_path, "download.csv") == []
+
+
 # --- spark-downloader.sh ----------------------------------------------------------------------
 
 def test_the_launcher_in_the_foreground_writes_a_gzipped_csv(

@@ -6,8 +6,6 @@ Variants, each in its own spark-submit process (local[*], --driver-memory 2g, as
 - `downloader`: spark-downloader.py of this tree, as the launcher runs it;
 - `before`: spark-downloader.py of an earlier commit (`--before REV`, extracted with
   `git archive` into the workdir), to measure a change in the same invocation;
-- `jvm-assembly`: this tree's downloader with its parts streamed through the Hadoop
-  FileSystem API as on a cluster, instead of copied by the kernel: what the local copy earns;
 - `naive`: the same reader, options and sort keys, then `orderBy(...).coalesce(1).write.csv`
   (one task sorts and writes everything), the single part renamed to the target;
 - `floor`: the same reader, columns and CSV options, an unsorted multi-part `df.write.csv`:
@@ -38,9 +36,8 @@ from pathlib import Path
 
 from tests.bench.measure import PROJECT_ROOT, ensure_input, run_sampled
 
-VARIANTS = ("downloader", "before", "jvm-assembly", "naive", "floor")
-SINGLE_FILE = ("downloader", "before", "jvm-assembly", "naive")  # byte-identical outputs
-WORKERS = ("jvm-assembly", "naive", "floor")  # run by this module inside spark-submit
+VARIANTS = ("downloader", "before", "naive", "floor")
+SINGLE_FILE = ("downloader", "before", "naive")  # byte-identical outputs
 
 
 @dataclass(frozen=True)
@@ -95,60 +92,6 @@ def floor_download(raw_path: str, target: Path, timezone_name: str) -> None:
     shutil.rmtree(target, ignore_errors=True)
     (readings_df.select(*columns).write.options(**csv_write_options(timezone_name, compress=False))
      .csv(f"file://{target}"))
-    spark.stop()
-
-
-def jvm_assembly_download(argv: list[str]) -> None:
-    """The downloader, its parts streamed through Hadoop's FileSystem API as when they are on HDFS."""
-    import runpy
-
-    from batch import download_file
-
-    download_file._local_path = lambda uri: None  # every part looks remote
-    sys.argv = [str(PROJECT_ROOT / "spark-downloader.py"), *argv]
-    runpy.run_path(sys.argv[0], run_name="__main__")
-
-
-def assembly_benchmark(raw_path: Path, workdir: Path, repeats: int) -> None:
-    """The two ways of joining CSV parts on the local disk, alternating in one process: the kernel's
-    copy (copy_file_range) and a stream through the Hadoop FileSystem API (what HDFS parts need)."""
-    from batch import download_file
-    from batch.session import build_spark_session
-
-    spark = build_spark_session("bench-assembly", "local[2]")
-    columns = _column_names()
-    readings_df, _ = _read_all_columns("bench-assembly", str(raw_path))[1:]
-    plan = download_file.plan_parts(readings_df, download_file.DownloadFilter(), 4)
-    staging = workdir / "assembly-parts"
-    shutil.rmtree(staging, ignore_errors=True)
-    parts = download_file._write_parts(
-        readings_df.transform(download_file.order_for_download, columns, plan.split_points),
-        f"file://{staging}", "csv", False, "Europe/Rome")
-    header = download_file.csv_header(columns)
-    local_parts = [download_file._local_path(part) for part in parts]
-    methods = {
-        "kernel copy": lambda out: download_file._concatenate_local(local_parts, header, out),
-        "hadoop stream": lambda out: download_file._concatenate_through_hadoop(spark, parts, header, out),
-    }
-    seconds: dict[str, list[float]] = {name: [] for name in methods}
-    digests = set()
-    for repeat in range(repeats):
-        for name in (list(methods) if repeat % 2 == 0 else list(reversed(methods))):
-            out = workdir / "assembled.csv"
-            out.unlink(missing_ok=True)
-            started = time.monotonic()
-            methods[name](out)
-            seconds[name].append(time.monotonic() - started)
-            digests.add(_sha256(out))
-            print(f"  {name:<14} {seconds[name][-1]:6.2f} s  load {os.getloadavg()[0]:.1f}", flush=True)
-    if len(digests) != 1:
-        raise SystemExit("the two assemblies differ")
-    medians = {name: statistics.median(values) for name, values in seconds.items()}
-    print(f"assembly of {len(parts)} parts, {out.stat().st_size / 2 ** 20:,.0f} MiB, {repeats} runs "
-          f"each: kernel copy {medians['kernel copy']:.2f} s, hadoop stream "
-          f"{medians['hadoop stream']:.2f} s, ratio {medians['hadoop stream'] / medians['kernel copy']:.2f}x",
-          flush=True)
-    shutil.rmtree(staging)
     spark.stop()
 
 
@@ -245,9 +188,6 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--floor-worker"]:
         floor_download(argv[1], Path(argv[2]), os.environ.get("BATCH_TIMEZONE", "UTC"))
         return 0
-    if argv[:1] == ["--jvm-assembly-worker"]:
-        jvm_assembly_download(["--output", argv[2]])
-        return 0
     parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_download",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[5_000_000])
@@ -259,13 +199,7 @@ def main(argv: list[str]) -> int:
                         default=["downloader", "naive", "floor"])
     parser.add_argument("--before", metavar="REV",
                         help="git revision whose downloader the `before` variant runs")
-    parser.add_argument("--assembly-only", action="store_true",
-                        help="only compare the two ways of joining the parts, in this process")
     args = parser.parse_args(argv)
-    if args.assembly_only:
-        for rows in args.rows:
-            assembly_benchmark(ensure_input(args.workdir, rows), args.workdir, args.repeats)
-        return 0
     if "before" in args.variants and not args.before:
         parser.error("the `before` variant needs --before REV")
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -314,18 +248,19 @@ def _report(rows: int, variants: list[str], results: list[RunResult]) -> None:
         print(f"{variant:<14}{figures['seconds']:>10.1f}{figures['cpu_seconds']:>8.1f}"
               f"{figures['peak_tree_pss_mib']:>20.0f}{figures['peak_jvm_mib']:>10.0f}"
               f"{figures['peak_python_mib']:>12.0f}{figures['load']:>6.1f}")
-    seconds = {variant: figures["seconds"] for variant, figures in medians.items()}
-    for variant in ("downloader", "before", "jvm-assembly"):
-        if variant not in seconds:
-            continue
-        if "floor" in seconds:
-            print(f"{variant} / floor: {seconds[variant] / seconds['floor']:.2f}x (target <= 1.3)")
-        if "naive" in seconds:
-            print(f"naive / {variant}: {seconds['naive'] / seconds[variant]:.2f}x (target > 1)")
-    if "before" in seconds and "downloader" in seconds:
-        print(f"before / downloader: {seconds['before'] / seconds['downloader']:.2f}x")
-    if "jvm-assembly" in seconds and "downloader" in seconds:
-        print(f"jvm-assembly / downloader: {seconds['jvm-assembly'] / seconds['downloader']:.2f}x")
+    # Wall time is what a user waits for; CPU time (JVM and Python) varies less on a shared machine.
+    for measure in ("seconds", "cpu_seconds"):
+        value = {variant: figures[measure] for variant, figures in medians.items()}
+        print(f"ratios of the median {'wall' if measure == 'seconds' else 'CPU'} time:")
+        for variant in ("downloader", "before"):
+            if variant not in value:
+                continue
+            if "floor" in value:
+                print(f"  {variant} / floor: {value[variant] / value['floor']:.2f}x (target <= 1.3)")
+            if "naive" in value:
+                print(f"  naive / {variant}: {value['naive'] / value[variant]:.2f}x (target > 1)")
+        if "before" in value and "downloader" in value:
+            print(f"  before / downloader: {value['before'] / value['downloader']:.2f}x")
     sys.stdout.flush()
 
 
