@@ -64,6 +64,9 @@ def _read_all_columns(app_name: str, raw_path: str) -> tuple[object, object, tup
     spark = build_spark_session(app_name)
     columns = tuple(column.name for column in RAW_COLUMNS)
     readings_df, _ = read_raw_readings(spark, raw_path, columns)
+    profile = os.environ.get("BENCH_PROFILE")
+    if profile:  # the same selection as the downloader's --profile
+        readings_df = readings_df.where(readings_df["profile"] == profile)
     return spark, readings_df, columns
 
 
@@ -122,7 +125,7 @@ def extract_commit(revision: str, workdir: Path) -> Path:
 
 
 def run_variant(variant: str, raw_path: Path, target: Path, rows: int, driver_memory: str,
-                master: str, log_dir: Path, before_tree: Path | None) -> RunResult:
+                master: str, log_dir: Path, before_tree: Path | None, profile: str) -> RunResult:
     if target.is_dir():
         shutil.rmtree(target)
     target.unlink(missing_ok=True)
@@ -133,10 +136,12 @@ def run_variant(variant: str, raw_path: Path, target: Path, rows: int, driver_me
     env = {**os.environ, "PYTHONPATH": str(root), "RAW_DATA_PATH": str(raw_path),
            "BATCH_TIMEZONE": "Europe/Rome", "SPARK_LOCAL_IP": "127.0.0.1",
            "SPARK_HOME": str(Path(pyspark.__file__).parent), "PYSPARK_PYTHON": sys.executable,
-           "PYSPARK_DRIVER_PYTHON": sys.executable}
+           "PYSPARK_DRIVER_PYTHON": sys.executable, "BENCH_PROFILE": profile}
     if variant in ("downloader", "before"):
-        command = _submit_command(root / "spark-downloader.py", ["--output", str(target)],
-                                  driver_memory, master)
+        command = _submit_command(
+            root / "spark-downloader.py",
+            ["--output", str(target), *(["--profile", profile] if profile else [])],
+            driver_memory, master)
     else:
         command = _submit_command(Path(__file__), [f"--{variant}-worker", str(raw_path), str(target)],
                                   driver_memory, master)
@@ -197,6 +202,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--master", default="local[*]")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS,
                         default=["downloader", "naive", "floor"])
+    parser.add_argument("--profile", default="",
+                        help="download only this device profile (every variant selects the same rows)")
     parser.add_argument("--before", metavar="REV",
                         help="git revision whose downloader the `before` variant runs")
     args = parser.parse_args(argv)
@@ -208,7 +215,8 @@ def main(argv: list[str]) -> int:
     before_tree = extract_commit(args.before, args.workdir) if args.before else None
     print(f"machine: {os.cpu_count()} cores, master {args.master}, driver memory "
           f"{args.driver_memory}, load average {os.getloadavg()[0]:.1f}"
-          f"{f', before = {args.before}' if args.before else ''}", flush=True)
+          f"{f', before = {args.before}' if args.before else ''}"
+          f"{f', --profile {args.profile}' if args.profile else ''}", flush=True)
     results: list[RunResult] = []
     for rows in args.rows:
         raw_path = ensure_input(args.workdir, rows)
@@ -218,7 +226,7 @@ def main(argv: list[str]) -> int:
             for variant in order:
                 target = args.workdir / f"download-{variant}.csv"
                 result = run_variant(variant, raw_path, target, rows, args.driver_memory,
-                                     args.master, log_dir, before_tree)
+                                     args.master, log_dir, before_tree, args.profile)
                 repetition.append(result)
                 print(json.dumps(result.__dict__), flush=True)
             _check_same_work(repetition)
