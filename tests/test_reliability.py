@@ -7,7 +7,7 @@ lock the test holds) or, inside Spark, by tests/support/held_analysis.py; the ph
 seen from outside (pg_stat_activity, pg_tables, batch_runs). Expected results come from
 the independent SQL computation of tests/independent.py. Related tests elsewhere:
 tests/test_analysis.py (failures inside the job, bad input, the unreachable-database
-message), tests/test_export.py and tests/test_downloader.py (interrupted exports).
+message), tests/test_download_file.py and tests/test_downloader.py (interrupted exports).
 """
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ from pyspark.sql import SparkSession
 from devtools import local_postgres
 from batch.analysis import RunSummary, run_analysis
 from batch.config import Secret
-from batch.errors import CorruptInputFileError, ExportError, PublishError
-from batch.export import write_single_file
+from batch.errors import CorruptInputFileError, DownloadError, PublishError
+from batch.download_file import write_single_file
 from batch.postgres import PostgresTarget
 from tests.rawdata import METRICS, RawDataset, build_rows, with_replays
 from tests.support.jobs import (
@@ -552,7 +552,7 @@ def test_a_disk_that_fills_up_while_the_file_is_assembled_keeps_the_previous_fil
     with small_filesystem(tmp_path / "disk", size * 3 // 2 + 64 * 1024) as disk:
         target = disk / "export.csv"
         target.write_text(PREVIOUS_EXPORT)
-        with pytest.raises(ExportError, match="No space left on device") as raised:
+        with pytest.raises(DownloadError, match="No space left on device") as raised:
             write_single_file(export_df, target, "csv", False, "UTC")
         assert "assembling" in str(raised.value)
         assert target.read_text() == PREVIOUS_EXPORT
@@ -568,7 +568,7 @@ def test_an_unwritable_output_is_a_clear_error_and_keeps_the_previous_file(
         target = disk / "export.csv"
         target.write_text(PREVIOUS_EXPORT)
         remount_read_only(disk)
-        with pytest.raises(ExportError, match="Read-only file system|Mkdirs failed") as raised:
+        with pytest.raises(DownloadError, match="Read-only file system|Mkdirs failed") as raised:
             write_single_file(export_df, target, "csv", False, "UTC")
         assert str(disk) in str(raised.value)
         assert target.read_text() == PREVIOUS_EXPORT
@@ -576,6 +576,6 @@ def test_an_unwritable_output_is_a_clear_error_and_keeps_the_previous_file(
     # A file where the output's folder should be.
     blocker = tmp_path / "reports"
     blocker.write_text("not a folder\n")
-    with pytest.raises(ExportError, match=f"cannot create the folder of {blocker}/export.csv"):
+    with pytest.raises(DownloadError, match=f"cannot create the folder of {blocker}/export.csv"):
         write_single_file(export_df, blocker / "export.csv", "csv", False, "UTC")
     assert blocker.read_text() == "not a folder\n"

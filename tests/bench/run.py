@@ -13,7 +13,8 @@ drifting types), alternating the variants in each repetition:
 2. `seed`: the straightforward implementation (tests/bench/seed_reference.py);
 3. `floor`: one scan, one groupBy, one sum per metric (tests/bench/spark_floor.py);
 4. `duckdb`: DuckDB computing the same statistics (tests/bench/duckdb_reference.py);
-5. the downloader against the naive export (tests/bench/bench_export.py), unless
+5. the downloader against the naive single-file write and the floor of any download
+   (tests/bench/bench_download.py), unless
    --skip-export.
 
 Prints the median wall time, the peak RSS of the whole process tree, and the ratios; then
@@ -184,7 +185,7 @@ def main(argv: list[str]) -> int:
         if {"analysis", "seed", "floor"} <= set(chosen):
             report(results)
         if not args.skip_export:
-            subprocess.run([sys.executable, "-m", "tests.bench.bench_export", "--rows", str(args.rows),
+            subprocess.run([sys.executable, "-m", "tests.bench.bench_download", "--rows", str(args.rows),
                             "--repeats", str(args.repeats), "--workdir", str(work)],
                            check=True, cwd=PROJECT_ROOT)
         if args.scaling:
