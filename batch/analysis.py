@@ -12,7 +12,7 @@ from py4j.protocol import Py4JJavaError
 from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import SparkSession
 
-from batch import postgres
+from batch import cli, postgres
 from batch.aggregations import (
     GROUPINGS,
     Grouping,
@@ -25,16 +25,19 @@ from batch.aggregations import (
 from batch.config import (
     COMMON_OPTIONS,
     POSTGRES_OPTIONS,
+    SUMMARY_JSON_OPTION,
     Option,
-    Secret,
+    number,
     parse_bool,
     parse_positive_int,
     public_view,
     read_password,
+    settings_type,
 )
-from batch.contract import ANALYSIS_COLUMNS, METRIC_NAMES
-from batch.errors import BatchError, ConfigurationError, CorruptInputFileError, EmptyInputError
+from batch.contract import ANALYSIS_COLUMNS, METRIC_NAMES, RAW_COLUMNS_BY_NAME
+from batch.errors import ConfigurationError, CorruptInputFileError, EmptyInputError
 from batch.readers import read_raw_readings
+from batch.spark_errors import spark_error_message
 from batch.timing import timed_phase
 from batch.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings
 
@@ -44,44 +47,26 @@ log = logging.getLogger(__name__)
 _UNREADABLE_FILE = re.compile(r"Encountered error while reading file (.+?)\. Details")
 _CAUSE = re.compile(r"\(cause: (.*)\)$")
 
+_CO2_PPM = number(0, RAW_COLUMNS_BY_NAME["co2"].upper, above_low=True)
+_TEMPERATURE_C = number(RAW_COLUMNS_BY_NAME["temperature"].lower, RAW_COLUMNS_BY_NAME["temperature"].upper)
+
 ANALYSIS_OPTIONS: tuple[Option, ...] = COMMON_OPTIONS + POSTGRES_OPTIONS + (
     Option("DROP_REPLAYS", "false",
            "drop exact replays (same DevEui and sendtime) before computing statistics", parse_bool),
-    Option("CO2_HIGH_PPM", "1000", "CO2 threshold of co2_share_above_high, ppm", float),
-    Option("CO2_VERY_HIGH_PPM", "1500", "CO2 threshold of co2_share_above_very_high, ppm", float),
-    Option("COMFORT_MIN_C", "20", "lower bound of the temperature comfort band, °C", float),
-    Option("COMFORT_MAX_C", "26", "upper bound of the temperature comfort band, °C", float),
+    Option("CO2_HIGH_PPM", "1000", "CO2 threshold of co2_share_above_high, ppm", _CO2_PPM),
+    Option("CO2_VERY_HIGH_PPM", "1500", "CO2 threshold of co2_share_above_very_high, ppm", _CO2_PPM),
+    Option("COMFORT_MIN_C", "20", "lower bound of the temperature comfort band, °C", _TEMPERATURE_C),
+    Option("COMFORT_MAX_C", "26", "upper bound of the temperature comfort band, °C", _TEMPERATURE_C),
     Option("POSTGRES_CONNECT_ATTEMPTS", "5",
            "connection attempts (exponential backoff) before giving up", parse_positive_int),
     Option("PUBLISH_LOCK_TIMEOUT_S", "600",
-           "seconds to wait for another run publishing to the same schema", float),
-    Option("SUMMARY_JSON", "", "also write the run summary as JSON to this file"),
+           "seconds to wait for another run publishing to the same schema", number(0, 86400)),
+    SUMMARY_JSON_OPTION,
 )
 
 
-@dataclass(frozen=True)
-class AnalysisSettings:
-    raw_data_path: str
-    batch_timezone: str
-    skip_corrupt_files: bool
-    spark_master: str
-    postgres_host: str
-    postgres_port: int
-    postgres_db: str
-    postgres_user: str
-    postgres_password: Secret
-    postgres_password_file: str
-    postgres_schema: str
-    postgres_jdbc_jar: str
-    postgres_jdbc_package: str
-    drop_replays: bool
-    co2_high_ppm: float
-    co2_very_high_ppm: float
-    comfort_min_c: float
-    comfort_max_c: float
-    postgres_connect_attempts: int
-    publish_lock_timeout_s: float
-    summary_json: str
+class AnalysisSettings(settings_type("AnalysisSettings", ANALYSIS_OPTIONS)):  # type: ignore[misc]
+    """One field per option of ANALYSIS_OPTIONS."""
 
     @property
     def thresholds(self) -> Thresholds:
@@ -131,9 +116,26 @@ class RunSummary:
 
 def check_settings(settings: AnalysisSettings) -> None:
     if settings.co2_very_high_ppm < settings.co2_high_ppm:
-        raise ConfigurationError("CO2_VERY_HIGH_PPM must not be below CO2_HIGH_PPM")
+        raise ConfigurationError(
+            f"CO2_VERY_HIGH_PPM must not be below CO2_HIGH_PPM (--co2-very-high-ppm "
+            f"{settings.co2_very_high_ppm:g} < --co2-high-ppm {settings.co2_high_ppm:g})")
     if settings.comfort_min_c >= settings.comfort_max_c:
-        raise ConfigurationError("COMFORT_MIN_C must be below COMFORT_MAX_C")
+        raise ConfigurationError(
+            f"COMFORT_MIN_C must be below COMFORT_MAX_C (--comfort-min-c "
+            f"{settings.comfort_min_c:g} >= --comfort-max-c {settings.comfort_max_c:g})")
+
+
+def check_before_start(settings: AnalysisSettings) -> None:
+    """Everything that can be checked before Spark starts, the password included."""
+    check_settings(settings)
+    settings.target  # noqa: B018 - reading the password raises when there is none
+
+
+ANALYSIS_JOB = cli.JobDefinition(
+    "start-spark.py",
+    "Aggregate raw indoor-air readings per institute, classroom, ISO week and month, "
+    "and publish the statistics to PostgreSQL atomically.",
+    ANALYSIS_OPTIONS, AnalysisSettings, check_before_start)
 
 
 def run_analysis(spark: SparkSession, settings: AnalysisSettings, summary: RunSummary,
@@ -144,12 +146,8 @@ def run_analysis(spark: SparkSession, settings: AnalysisSettings, summary: RunSu
     except BaseException as error:
         # Failures before the run is recorded (database unreachable, lock not granted) too.
         summary.status = "failed"
-        summary.error_message = summary.error_message or _describe(error)
+        summary.error_message = summary.error_message or cli.describe_failure(error)
         raise
-
-
-def _describe(error: BaseException) -> str:
-    return str(error) if isinstance(error, BatchError) else f"{type(error).__name__}: {error}"
 
 
 def _run_analysis(spark: SparkSession, settings: AnalysisSettings, summary: RunSummary,
@@ -169,7 +167,7 @@ def _run_analysis(spark: SparkSession, settings: AnalysisSettings, summary: RunS
                     _compute_and_publish(spark, settings, summary, conn, target, groupings, tables)
             except BaseException as error:
                 summary.status = "failed"
-                summary.error_message = _describe(error)
+                summary.error_message = cli.describe_failure(error)
                 postgres.record_failure(conn, target, tables, summary.run_id, summary.run_record())
                 raise
     finally:
@@ -226,7 +224,7 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
 def _unreadable_file_error(error: Py4JJavaError | CapturedException,
                            skip_corrupt_files: bool) -> CorruptInputFileError | None:
     """The failure of the first pass over the input as an error naming the file, if Spark named one."""
-    message = postgres.spark_error_message(error)
+    message = spark_error_message(error)
     found = _UNREADABLE_FILE.search(message)
     if found is None:
         return None
