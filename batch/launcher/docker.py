@@ -38,9 +38,13 @@ def _docker(state: Launch, *args: str, capture: bool = False) -> subprocess.Comp
 
 
 def _exec(state: Launch, command: list[str], *, workdir: str = "", environment: list[str] | None = None,
-          user: str = "", detach: bool = False, capture: bool = False) -> subprocess.CompletedProcess[str]:
+          user: str = "", detach: bool = False, capture: bool = False,
+          to_stderr: bool = False) -> subprocess.CompletedProcess[str]:
     argv = submit.docker_exec_argv(state.docker, state.settings.spark_master_container, command,
                                    workdir=workdir, environment=environment or [], user=user, detach=detach)
+    if to_stderr:
+        sys.stdout.flush()
+        return subprocess.run(argv, stdin=subprocess.DEVNULL, text=True, stdout=sys.stderr)
     return subprocess.run(argv, stdin=subprocess.DEVNULL, text=True, capture_output=capture)
 
 
@@ -142,7 +146,7 @@ def _foreground(state: Launch, plan: dict[str, str], environment: list[str], com
 
     def stop(_number: int, _frame: object) -> None:
         # Ctrl-C ends the docker client, not the job in the container: stop the job too.
-        _exec(state, _jobrun(state, "stop"), workdir=run)
+        _exec(state, _jobrun(state, "stop"), workdir=run, to_stderr=True)
 
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, stop)
@@ -178,7 +182,7 @@ def _background(state: Launch, plan: dict[str, str], environment: list[str], com
         time.sleep(0.5)
     if current.startswith("exited ") and current != "exited 0":
         code = int(current.split()[1])
-        _exec(state, ["tail", "-n", "20", "job.log"], workdir=run)
+        _exec(state, ["tail", "-n", "20", "job.log"], workdir=run, to_stderr=True)
         raise LauncherError(code, f"the {job.name} job ended at once with exit code {code} "
                                   f"(log: {container}:{run}/job.log)")
 

@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
 
     for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(number, on_signal)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    command = args.command
     executable = _find(command[0]) if command else None
     if executable is None:
         spark_home = os.environ.get("SPARK_HOME")
@@ -164,8 +164,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--remove-folder", action="store_true")
     parser.add_argument("--pid-file", default="")
     parser.add_argument("--record", default="")
-    parser.add_argument("command", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    args.command = argv[split + 1:]
     if args.action == "start":
         log = os.open(args.folder / "job.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         null = os.open(os.devnull, os.O_RDONLY)

@@ -259,7 +259,11 @@ def _prepare(job: Job, request: Request, project_root: Path) -> Launch:
     environ[CALLER_DIR_VARIABLE] = os.getcwd()
     env_file_flag = _env_file_flag(job, request.job_args)
     env_file = find_env_file(env_file_flag, environ, project_root)
-    values = resolve_options(LAUNCHER_OPTIONS, {}, environ, env_file, project_root)
+    # An empty variable means "not set" for the launcher's own settings, as it always has.
+    launcher_names = {option.env for option in LAUNCHER_OPTIONS}
+    values = resolve_options(LAUNCHER_OPTIONS, {}, {name: value for name, value in environ.items()
+                                                    if value or name not in launcher_names},
+                             env_file, project_root)
     settings = LauncherSettings(**values)
     if not settings.docker_cmd.split():
         raise LauncherError(EXIT_CONFIGURATION, "DOCKER_CMD is empty")
@@ -445,7 +449,8 @@ def local_submit_argv(state: Launch, run_folder: Path, show_progress: bool) -> l
 
 
 def _master(state: Launch) -> str:
-    return state.job_settings.spark_master if state.job_settings is not None else state.settings.spark_master
+    from_job = state.job_settings.spark_master if state.job_settings is not None else ""
+    return from_job or state.settings.spark_master
 
 
 def local_environment(state: Launch) -> dict[str, str]:
