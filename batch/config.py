@@ -326,17 +326,20 @@ def public_view(settings: Any) -> dict[str, Any]:
 def check_file_target(path: Path, flag: str) -> None:
     """Refuse, before any Spark work, a file that cannot be created at `path` (ConfigurationError).
 
-    Its folder is created if missing (as the write would), then a probe file is written there.
+    The nearest existing folder on its way must be a folder that takes a new file (a probe
+    file is created there and removed); nothing else is created.
     """
     if path.is_dir():
         raise ConfigurationError(f"{flag} {path} is a directory; give a file name")
     folder = path.parent
+    existing = next(ancestor for ancestor in (folder, *folder.parents) if ancestor.exists())
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder, prefix=f".{path.name}.probe-"):
+        if not existing.is_dir():
+            raise NotADirectoryError
+        with tempfile.TemporaryFile(dir=existing, prefix=f".{path.name}.probe-"):
             pass
     except OSError as error:
-        reason = error.strerror or type(error).__name__
-        if isinstance(error, (FileExistsError, NotADirectoryError)):
+        reason = error.strerror or "not writable"
+        if isinstance(error, NotADirectoryError):
             reason = "a file is in the way where a folder should be"
         raise ConfigurationError(f"{flag} {path}: cannot write to the folder {folder}: {reason}") from None

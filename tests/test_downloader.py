@@ -269,8 +269,9 @@ def settings(env_file: Path) -> Any:
     """Settings as the job loads them from `argv` and `environ` (an empty env file)."""
 
     def load(*argv: str, **environ: str) -> DownloaderSettings:
+        # Relative paths are read from the caller's folder: here, the project's.
         return load_download_settings([*argv, "--env-file", str(env_file)], PROJECT_ROOT,
-                                      environ=environ)
+                                      environ={"BATCH_CALLER_DIR": str(PROJECT_ROOT), **environ})
 
     return load
 
@@ -281,7 +282,7 @@ def test_settings_come_from_flags_over_the_environment(settings: Any) -> None:
     assert result.profiles == ("AM319", "AM103")
     assert result.columns == ("co2", "sendtime")
     assert result.download_format == "parquet" and result.download_clean
-    assert result.output_path == Path("data/raw/indoor_sensor_data.parquet")
+    assert result.output_path == PROJECT_ROOT / "data/raw/indoor_sensor_data.parquet"
     check_settings(result)
 
 
@@ -295,7 +296,7 @@ def test_settings_come_from_flags_over_the_environment(settings: Any) -> None:
 def test_the_default_output_follows_the_format(settings: Any, argv: tuple[str, ...], output: str) -> None:
     result = settings(*argv)
     check_settings(result)
-    assert result.output_path == Path(output)
+    assert result.output_path == PROJECT_ROOT / output
 
 
 @pytest.mark.parametrize("argv, message", [
