@@ -24,6 +24,8 @@ log = logging.getLogger("batch")
 def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_no_traceback_for_a_stop)
     # py4j logs every gateway round trip at INFO.
     logging.getLogger("py4j").setLevel(logging.WARNING)
 
@@ -86,6 +88,13 @@ def describe_failure(error: BaseException) -> str:
     if isinstance(error, KeyboardInterrupt):
         return "stopped by SIGINT"
     return str(error) if isinstance(error, BatchError) else f"{type(error).__name__}: {error}"
+
+
+def _no_traceback_for_a_stop(record: logging.LogRecord) -> bool:
+    """A stop is reported in one line: Py4J logs the interrupted gateway call with a traceback."""
+    if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+        record.exc_info = record.exc_text = None
+    return True
 
 
 def spark_master_unless_submitted(master: str) -> str | None:

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,10 +37,8 @@ from batch.config import (
 from batch.errors import (
     EXIT_ALREADY_RUNNING,
     EXIT_CONFIGURATION,
-    EXIT_DOCKER,
     EXIT_INPUT,
     BatchError,
-    ConfigurationError,
     exit_codes_text,
 )
 from batch.launcher import submit
