@@ -5,6 +5,7 @@ Every container path given to `docker exec` is relative to its working directory
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -285,10 +286,10 @@ def watch(project_root: Path, job_name: str, plan_text: str) -> int:
 
     plan = json.loads(plan_text)
     job = JOBS[job_name]
-    settings = LauncherSettings(**{field: "" for field in LauncherSettings.__dataclass_fields__})
-    settings = type(settings)(**{**settings.__dict__, "docker_cmd": " ".join(plan["docker"]),
-                                 "spark_master_container": plan["container"],
-                                 "spark_container_python": plan["python"]})
+    settings = LauncherSettings(**{
+        **{field.name: "" for field in dataclasses.fields(LauncherSettings)},
+        "docker_cmd": " ".join(plan["docker"]), "spark_master_container": plan["container"],
+        "spark_container_python": plan["python"]})
     state = Launch(job, project_root, Request(), dict(os.environ), frozenset(), settings)
     run, container = plan["run"], plan["container"]
     print(f"Waiting for the {job.name} job in {container}:{run} ...", flush=True)
