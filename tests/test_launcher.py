@@ -225,10 +225,12 @@ def test_check_config_always_runs_in_the_foreground(
 
 def test_a_second_background_run_of_a_running_job_exits_with_8(
         make_target: Callable[..., PostgresTarget], postgres_server: LocalPostgres, tmp_path: Path) -> None:
-    environment = launcher_environment(make_target(), tmp_path, postgres_server)
+    # RUN_DIR and LOG_DIR relative: read from the folder the launcher is run in.
+    environment = {**launcher_environment(make_target(), tmp_path, postgres_server), "RUN_DIR": "run",
+                   "LOG_DIR": "logs"}
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "analysis.pid").write_text(f"{os.getpid()}\n")  # a live process: this one
-    refused = launch("--local", "--raw-data-path", str(tmp_path), environment=environment)
+    refused = launch("--local", "--raw-data-path", str(tmp_path), environment=environment, cwd=tmp_path)
     assert refused.returncode == 8
     assert (f"the analysis job is already running (pid {os.getpid()}, pid file {tmp_path / 'run' / 'analysis.pid'})"
             in refused.stderr)
