@@ -423,8 +423,8 @@ def _demo_epilogue(state: Launch) -> str:
     return f"""
 Results are in PostgreSQL (schema {settings.postgres_schema}). Look at them with:
   PGPASSWORD="$(cat {environ['POSTGRES_PASSWORD_FILE']})" psql -h {environ['POSTGRES_HOST']} -p {environ['POSTGRES_PORT']} -U {environ['POSTGRES_USER']} -d {environ['POSTGRES_DB']} -c 'SELECT institute, classroom, week_start, co2_mean, co2_share_above_high FROM {settings.postgres_schema}.latest_complete_week_by_classroom'
-Stop the demo database with:
-  {sys.executable} -m devtools.local_postgres stop --dir {state.project_root / '.demo' / 'postgres'}"""
+Stop the demo database with (devtools/ is not installed: run it from the project folder):
+  cd {shlex.quote(str(state.project_root))} && {shlex.quote(sys.executable)} -m devtools.local_postgres stop --dir .demo/postgres"""
 
 
 # --- local mode -----------------------------------------------------------------------------------
