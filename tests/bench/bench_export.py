@@ -73,7 +73,7 @@ def naive_export(raw_path: str, target: Path, timezone_name: str) -> None:
 # --- measuring --------------------------------------------------------------------------------
 
 def _submit_command(script: Path, args: list[str], driver_memory: str, master: str) -> list[str]:
-    # What batch/launcher.sh runs, minus the JDBC driver the downloader does not use.
+    # What the launcher (batch/launcher/main.py) runs, minus the JDBC driver the downloader does not use.
     return [str(PROJECT_ROOT / ".venv" / "bin" / "spark-submit"), "--master", master,
             "--driver-memory", driver_memory,
             "--conf", "spark.ui.showConsoleProgress=false",
@@ -88,7 +88,7 @@ def run_variant(variant: str, raw_path: Path, target: Path, rows: int, driver_me
     target.unlink(missing_ok=True)
     import pyspark
 
-    # As batch/launcher.sh: the virtualenv's Spark, and its Python on both sides.
+    # As the launcher (batch/launcher/main.py): the virtualenv's Spark, and its Python on both sides.
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "RAW_DATA_PATH": str(raw_path),
            "BATCH_TIMEZONE": "Europe/Rome", "SPARK_LOCAL_IP": "127.0.0.1",
            "SPARK_HOME": str(Path(pyspark.__file__).parent), "PYSPARK_PYTHON": sys.executable,
