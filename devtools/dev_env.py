@@ -33,7 +33,7 @@ def in_venv(command: str, args: list[str]) -> int:
     from devtools import local_postgres
 
     try:
-        check_java()
+        java_home = check_java()
         jar = local_jdbc_jar("", default_option(POSTGRES_OPTIONS, "POSTGRES_JDBC_PACKAGE"))
     except LauncherError as error:
         _die(str(error))
@@ -42,6 +42,8 @@ def in_venv(command: str, args: list[str]) -> int:
     except local_postgres.LocalPostgresError as error:
         _die(f"the {command} need the PostgreSQL server binaries: {error}")
     environ = dict(os.environ)
+    if java_home is not None:
+        environ["JAVA_HOME"] = java_home
     if jar:
         environ["POSTGRES_JDBC_JAR"] = jar
     if command == "bench":

