@@ -212,17 +212,12 @@ def fetch_run(conn: psycopg2.extensions.connection, schema: str, run_id: int) ->
         rows_written=rows_written or {}, phase_seconds=phase_seconds or {}, settings=settings or {})
 
 
-def _file_list(value: Any) -> FileList:
-    """The uncommitted files as issue 11 may record them: a count, a JSON array of names, or
-    a JSON object with a count and the first few names."""
+def _file_list(value: Any) -> FileList | None:
+    """The uncommitted files as the analysis records them ({"count": n, "first": [names]});
+    None for a run that did not record them (an earlier release)."""
     if value is None:
-        return FileList(0, [])
-    if isinstance(value, int):
-        return FileList(value, [])
-    if isinstance(value, list):
-        return FileList(len(value), [str(name) for name in value])
-    names = [str(name) for name in value.get("files") or value.get("names") or value.get("first") or []]
-    return FileList(int(value.get("count", len(names))), names)
+        return None
+    return FileList(int(value["count"]), [str(name) for name in value["first"]])
 
 
 def co2_source(conn: psycopg2.extensions.connection, schema: str) -> Co2Source:

@@ -228,31 +228,38 @@ def test_data_quality_comes_from_the_runs_record(conn: Any, published: str) -> N
         1, "succeeded", STARTED, RUN["finished_at"], RUN["input_path"], 13, 300000, 297500,
         RUN["rows_excluded"], RUN["values_nulled"], ["part-9.parquet"], RUN["rows_written"],
         RUN["phase_seconds"], RUN["settings"])
-    assert run.uncommitted_files is None  # batch_runs has no such column: not recorded
+    assert run.uncommitted_files is None  # NULL: that run did not record them
     assert report.run_thresholds(run.settings) == Thresholds(co2_high_ppm=1100.0)
     assert report.fetch_run(conn, published, 2).status == "failed"
 
 
 @pytest.mark.parametrize("recorded, expected, shown", [
-    (["part-00007-orphan.parquet", "part-00009.parquet"],
+    ({"count": 2, "first": ["part-00007-orphan.parquet", "part-00009.parquet"]},
      report.FileList(2, ["part-00007-orphan.parquet", "part-00009.parquet"]),
      "2: part-00007-orphan.parquet, part-00009.parquet"),
-    ({"count": 12, "files": ["part-00007-orphan.parquet"]},
+    ({"count": 12, "first": ["part-00007-orphan.parquet"]},
      report.FileList(12, ["part-00007-orphan.parquet"]), "12: part-00007-orphan.parquet, …"),
-    (3, report.FileList(3, []), "3"),
+    ({"count": 0, "first": []}, report.FileList(0, []), "0"),
 ])
-def test_uncommitted_files_are_shown_when_batch_runs_records_them(
+def test_uncommitted_files_are_shown_as_batch_runs_records_them(
         conn: Any, published: str, tmp_path: Path, recorded: Any, expected: report.FileList,
         shown: str) -> None:
-    execute(conn, sql.SQL("ALTER TABLE {}.batch_runs ADD COLUMN {} jsonb").format(
-        sql.Identifier(published), sql.Identifier(report.UNCOMMITTED_FILES_COLUMN)))
     execute(conn, sql.SQL("UPDATE {}.batch_runs SET {} = %s WHERE run_id = 1").format(
         sql.Identifier(published), sql.Identifier(report.UNCOMMITTED_FILES_COLUMN)),
         [json.dumps(recorded)])
     assert report.fetch_run(conn, published, 1).uncommitted_files == expected
-    assert report.fetch_run(conn, published, 2).uncommitted_files == report.FileList(0, [])
+    assert report.fetch_run(conn, published, 2).uncommitted_files is None  # not recorded
     text = report.write_report(conn, published, tmp_path, 1).read_text(encoding="utf-8")
     assert f"<dt>uncommitted files left out</dt><dd>{shown}</dd>" in text
+
+
+def test_a_runs_table_of_an_earlier_release_without_uncommitted_files_is_reported(
+        conn: Any, published: str, tmp_path: Path) -> None:
+    execute(conn, sql.SQL("ALTER TABLE {}.batch_runs DROP COLUMN {}").format(
+        sql.Identifier(published), sql.Identifier(report.UNCOMMITTED_FILES_COLUMN)))
+    assert report.fetch_run(conn, published, 1).uncommitted_files is None
+    text = report.write_report(conn, published, tmp_path, 1).read_text(encoding="utf-8")
+    assert "<dt>uncommitted files left out</dt><dd>not recorded by the release that ran it" in text
 
 
 def test_an_unknown_run_or_no_successful_run_is_a_clear_error(conn: Any, published: str) -> None:
