@@ -10,6 +10,7 @@ expressions and the PostgreSQL DDL (batch/postgres.py) are both derived from the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Callable
 
 from pyspark.sql import Column, DataFrame
@@ -210,9 +211,14 @@ def with_reading_date(readings_df: DataFrame, timezone: str) -> DataFrame:
 
 
 def partial_statistics(
-    validated_df: DataFrame, timezone: str, thresholds: Thresholds
+    validated_df: DataFrame, timezone: str, thresholds: Thresholds,
+    extra_aggregates: Sequence[Column] = (),
 ) -> DataFrame:
-    """Reduce validated readings to one row per reason, institute, classroom, device and local day."""
+    """Reduce validated readings to one row per reason, institute, classroom, device and local day.
+
+    `extra_aggregates` are computed in the same aggregation (the indoor-air compliance
+    partials of batch.iaq), so that the input is scanned once; they may use `reading_date`.
+    """
     aggregates = [
         F.count(F.lit(1)).alias("readings"),
         F.sum(REPLAYS).cast("long").alias(REPLAYS),
@@ -237,6 +243,7 @@ def partial_statistics(
         F.count(F.when(F.col("temperature").between(thresholds.comfort_min_c,
                                                     thresholds.comfort_max_c), 1))
         .alias(_TEMPERATURE_IN_COMFORT),
+        *extra_aggregates,
     ]
     return (
         validated_df.transform(with_reading_date, timezone)
