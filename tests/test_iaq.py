@@ -6,6 +6,7 @@ otherwise the timetable is the default, Monday to Friday 08:00-14:00, in UTC.
 from __future__ import annotations
 
 import datetime as dt
+import random
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -31,6 +32,7 @@ from batch.iaq import (
 )
 from batch.timetable import Occupancy, parse_timetable
 from batch.validation import validate_readings
+from tests import independent_iaq
 
 COLUMNS = ("DevEui", "institute", "classroom", "sendtime", "co2", "temperature", "pir")
 DEFAULT_RULES = IaqRules(Occupancy(parse_timetable("Mon-Fri 08:00-14:00")))
@@ -309,3 +311,108 @@ def test_defaults_and_cross_option_rules(tmp_path: Path) -> None:
     bad.write_text("institute,timetable\nLiceo,Mon 08:00\n", encoding="utf-8")
     with pytest.raises(ConfigurationError, match=r"IAQ_TIMETABLE_FILE .* line 2"):
         IaqSettings(iaq_timetable_file=str(bad)).rules()
+
+
+# --- against an independent computation: SQL in DuckDB over the same raw rows -----------
+
+GENERATED_DEFAULT_TIMETABLE = "Mon-Fri 08:00-13:00,14:00-16:00"
+GENERATED_INSTITUTE_TIMETABLES = 'institute,timetable\nScuola Serale,"Mon-Fri 17:00-21:00; Sun 00:30-04:30"\n'
+GENERATED_CLOSURES = ("institute,first_date,last_date,reason\n*,2024-10-16,2024-10-16,strike\n"
+                      "Liceo,2024-10-25,2024-10-25,elections\n")
+# The same, as the reference's plain tables: (institute, ISO weekday, start, end minute).
+REFERENCE_TIMETABLE = (
+    [(None, day, 8 * 60, 13 * 60) for day in range(1, 6)]
+    + [(None, day, 14 * 60, 16 * 60) for day in range(1, 6)]
+    + [("Scuola Serale", day, 17 * 60, 21 * 60) for day in range(1, 6)]
+    + [("Scuola Serale", 7, 30, 4 * 60 + 30)])
+REFERENCE_CLOSURES = [("*", dt.date(2024, 10, 16), dt.date(2024, 10, 16)),
+                      ("Liceo", dt.date(2024, 10, 25), dt.date(2024, 10, 25))]
+GENERATED_DEVICES = (
+    ("A1", "Liceo", "3A", ("co2", "temperature", "pir")),
+    ("A2", "Liceo", "3A", ("co2", "temperature")),  # a second CO2 device in 3A
+    ("B1", "Liceo", "4B", ("co2", "temperature", "pir")),
+    ("C1", "Scuola Serale", "1A", ("co2", "temperature", "pir")),
+    ("D1", "Scuola Serale", "2B", ("co2",)),
+    ("T1", "Liceo", "Palestra", ("temperature",)),
+    ("W1", "Liceo", "Ingresso", ()),  # a door sensor
+    ("U1", None, None, ("co2", "temperature")),  # not in the registry
+)
+
+
+def generated_rows(seed: int) -> list[dict[str, Any]]:
+    """Readings every 3-9 minutes with occasional 15-25 minute gaps, CO2 wandering across
+    the peak, around the start of the heating season (15 October 2024) and the end of
+    summer time (27 October 2024), with the contract's dirty cases."""
+    rng = random.Random(seed)
+    rows: list[dict[str, Any]] = []
+    windows = ((dt.datetime(2024, 10, 13, tzinfo=dt.timezone.utc), 5),
+               (dt.datetime(2024, 10, 24, tzinfo=dt.timezone.utc), 6))
+    for device, institute, classroom, metrics in GENERATED_DEVICES:
+        level = 600.0
+        for start, days in windows:
+            sendtime = start + dt.timedelta(minutes=rng.uniform(0, 5))
+            while sendtime < start + dt.timedelta(days=days):
+                level = min(3000.0, max(380.0, level + rng.gauss(0, 160)))
+                co2 = rng.choice((2000.0, 950.0)) if rng.random() < 0.02 else float(round(level))
+                row = {"DevEui": device, "institute": institute, "classroom": classroom,
+                       "sendtime": sendtime,
+                       "co2": co2 if "co2" in metrics else None,
+                       "temperature": round(rng.uniform(18, 27), 1) if "temperature" in metrics else None,
+                       "pir": rng.choice((0, 1, 1, None)) if "pir" in metrics else None}
+                dirt = rng.random()
+                if dirt < 0.01 and row["co2"] is not None:
+                    row["co2"] = -5.0
+                elif dirt < 0.02 and row["temperature"] is not None:
+                    row["temperature"] = float("nan")
+                elif dirt < 0.025:
+                    row["sendtime"] = None
+                elif dirt < 0.03 and row["pir"] is not None:
+                    row["pir"] = 3
+                rows.append(row)
+                if rng.random() < 0.01:
+                    rows.append(dict(row))  # a replay, kept (DROP_REPLAYS is off)
+                gap = rng.uniform(15, 25) if rng.random() < 0.08 else rng.uniform(3, 9)
+                sendtime += dt.timedelta(milliseconds=round(gap * 60_000))
+    return rows
+
+
+def assert_rows_match(actual: list[dict[str, Any]], expected: list[dict[str, Any]], table: str) -> None:
+    assert len(actual) == len(expected), f"{table}: {len(actual)} rows, {len(expected)} expected"
+    for got, want in zip(actual, expected):
+        assert set(got) == set(want), f"{table}: columns differ: {set(got) ^ set(want)}"
+        for column, value in want.items():
+            if isinstance(value, float) and got[column] is not None:
+                assert got[column] == pytest.approx(value, rel=1e-9, abs=1e-9), (table, want, column)
+            else:
+                assert got[column] == value, (table, column, got, want)
+
+
+@pytest.mark.parametrize("timezone", ["UTC", "Europe/Rome"])
+def test_tables_equal_an_independent_duckdb_computation(spark: SparkSession, tmp_path: Path,
+                                                       timezone: str) -> None:
+    (tmp_path / "timetables.csv").write_text(GENERATED_INSTITUTE_TIMETABLES, encoding="utf-8")
+    (tmp_path / "closures.csv").write_text(GENERATED_CLOSURES, encoding="utf-8")
+    rules = IaqSettings(iaq_timetable=GENERATED_DEFAULT_TIMETABLE,
+                        iaq_timetable_file=str(tmp_path / "timetables.csv"),
+                        iaq_closures_file=str(tmp_path / "closures.csv")).rules()
+    rows = generated_rows(13)
+    tables = compute(readings(spark, [tuple(row[c] for c in COLUMNS) for row in rows]), rules, timezone)
+
+    con = independent_iaq.connect()
+    independent_iaq.load_rows(con, rows)
+    independent_iaq.compute(con, timezone, REFERENCE_TIMETABLE, REFERENCE_CLOSURES)
+    keys = {"daily": ("institute", "classroom", "local_date"),
+            "weekly": ("institute", "classroom", "week_start"), "period": ("institute", "classroom")}
+    for name, df in (("daily", tables.daily), ("weekly", tables.weekly), ("period", tables.period)):
+        expected = independent_iaq.fetch(con, name, ", ".join(keys[name]))
+        actual = [row.asDict() for row in df.orderBy(*keys[name]).collect()]
+        assert_rows_match(actual, expected, name)
+    # The data must exercise what is compared: failed and met days, episodes, both devices.
+    daily = independent_iaq.fetch(con, "daily", "local_date")
+    assert {row["bb101_peak_met"] for row in daily} == {True, False, None}
+    assert {row["bb101_mean_met"] for row in daily} >= {True, False}
+    latest = [(r["institute"], r["classroom"], r["week_start"])
+              for r in latest_complete_week_iaq(tables.weekly).collect()]
+    assert latest == [(r["institute"], r["classroom"], r["week_start"])
+                      for r in independent_iaq.fetch(con, "latest", "position")]
+    assert len(latest) == 5  # every classroom with occupied readings; not Ingresso
