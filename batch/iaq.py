@@ -48,6 +48,10 @@ from batch.validation import EXCLUSION_REASON
 IAQ_VALIDATED_METRICS: tuple[str, ...] = METRIC_NAMES + ("pir",)
 
 MICROS_PER_MINUTE = 60_000_000
+DAILY_TABLE = "classroom_daily_iaq"
+WEEKLY_TABLE = "classroom_weekly_iaq"
+PERIOD_TABLE = "classroom_iaq"
+LATEST_WEEK_VIEW = "latest_complete_week_iaq_by_classroom"
 LOCAL_DATE = "local_date"
 DATA_THROUGH = "data_through"
 
@@ -460,13 +464,14 @@ def classroom_weekly_iaq(day_totals_df: DataFrame, data_through_df: DataFrame,
                          rules: IaqRules) -> DataFrame:
     """The `classroom_weekly_iaq` table: per classroom and ISO week, over its occupied readings.
 
-    `week_complete`: the data reach the week's Sunday (`data_through_df`'s one row holds
-    `data_through`, the last local date of any reading), so no later reading can change it.
+    `week_complete`: data newer than the week's Sunday have arrived (`data_through_df`'s
+    one row holds `data_through`, the local date of the newest reading), the rule of the
+    statistics' latest_complete_week_by_classroom view.
     """
     keys = [F.col(INSTITUTE), F.col(CLASSROOM), *_week_keys()]
     return _rolled_up(day_totals_df, keys).crossJoin(F.broadcast(data_through_df)).select(
         INSTITUTE, CLASSROOM, "iso_year", "iso_week", "week_start", *_compliance(rules),
-        (F.date_add(F.col("week_start"), 6) <= F.col(DATA_THROUGH)).alias("week_complete"))
+        (F.date_add(F.col("week_start"), 7) <= F.col(DATA_THROUGH)).alias("week_complete"))
 
 
 def classroom_iaq(day_totals_df: DataFrame, rules: IaqRules) -> DataFrame:
@@ -500,7 +505,7 @@ def latest_complete_week_iaq(weekly_df: DataFrame) -> DataFrame:
 def latest_complete_week_view_sql(schema: str) -> str:
     """The PostgreSQL view over classroom_weekly_iaq that latest_complete_week_iaq computes."""
     return (
-        f'SELECT * FROM (SELECT DISTINCT ON (institute, classroom) * FROM "{schema}".classroom_weekly_iaq '
+        f'SELECT * FROM (SELECT DISTINCT ON (institute, classroom) * FROM "{schema}"."{WEEKLY_TABLE}" '
         "WHERE week_complete ORDER BY institute, classroom, week_start DESC) latest "
         f"ORDER BY {WORST_FIRST_SQL}")
 

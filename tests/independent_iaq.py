@@ -86,9 +86,11 @@ def compute(con: duckdb.DuckDBPyConnection, timezone: str, timetable: Sequence[T
     """Create tables daily, weekly, period and latest (with a `position`, worst first = 1)."""
     con.execute("CREATE OR REPLACE TABLE timetable (institute VARCHAR, isodow INT, "
                 "start_minute INT, end_minute INT)")
-    con.executemany("INSERT INTO timetable VALUES (?, ?, ?, ?)", [list(r) for r in timetable])
+    for row in timetable:
+        con.execute("INSERT INTO timetable VALUES (?, ?, ?, ?)", list(row))
     con.execute("CREATE OR REPLACE TABLE closures (institute VARCHAR, first_date DATE, last_date DATE)")
-    con.executemany("INSERT INTO closures VALUES (?, ?, ?)", [list(r) for r in closures])
+    for closure in closures:
+        con.execute("INSERT INTO closures VALUES (?, ?, ?)", list(closure))
     max_us = round(rules.reading_max_minutes * 60e6)
     peak_us = round(rules.bb101_peak_minutes * 60e6)
     season_first, season_last = rules.heating_season
@@ -190,7 +192,7 @@ def compute(con: duckdb.DuckDBPyConnection, timezone: str, timetable: Sequence[T
     con.execute(f"""
         CREATE OR REPLACE TABLE weekly AS
         SELECT r.*, c.school_days, c.days_bb101_mean_met, c.days_bb101_peak_met, c.days_bb101_met,
-               r.week_start + 6 <= (SELECT max(d) FROM included) AS week_complete
+               r.week_start + 7 <= (SELECT max(d) FROM included) AS week_complete
         FROM (SELECT institute, classroom, {WEEK_KEYS}, {statistics(True)} FROM occupied GROUP BY ALL) r
         JOIN (SELECT institute, classroom, iso_year, iso_week, week_start, {days} FROM daily GROUP BY ALL) c
           USING (institute, classroom, iso_year, iso_week, week_start)""")

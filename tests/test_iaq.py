@@ -250,8 +250,8 @@ def test_weekly_means_categories_and_latest_complete_week(spark: SparkSession) -
         + series("B", "3B", MONDAY, [("09:00", 950.0), ("09:20", 1200.0), ("09:40", 1750.0),
                                      ("10:00", 1751.0)])
         + series("B", "3B", TUESDAY, [("09:00", 1500.0)])
-        # 3B, week 11: one reading on Monday the 10th: week 11 is incomplete (no data reaches
-        # its Sunday), week 10 is complete (data reach past 9 March).
+        # 3B, week 11: one reading on Monday the 10th: week 11 is incomplete, week 10 complete
+        # (data newer than its Sunday, 9 March, have arrived).
         + series("B", "3B", next_monday, [("09:00", 600.0)])
     )
     tables = compute(readings(spark, rows))
