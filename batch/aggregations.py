@@ -5,19 +5,20 @@ The input is scanned once: validated readings are reduced to mergeable partial s
 device, one local day - and each published grouping is rolled up from those partials.
 Variances are merged with Chan's parallel formula, which stays exact where a sum of squares
 would cancel. The lists of key columns, statistics and groupings below are data: the Spark
-expressions and the PostgreSQL DDL (batch/postgres.py) are both derived from them.
+expressions here and the published columns of the catalog (batch/catalog.py) both derive
+from them.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from collections.abc import Sequence
-from typing import Callable
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from batch.contract import CLASSROOM, DEVICE, INSTITUTE, METRICS, SENDTIME, Metric
+from batch.schema import BIGINT, DATE, DOUBLE, INTEGER, TEXT, TIMESTAMPTZ, Column as OutputColumn
+from batch.schema import ColumnType
 from batch.validation import (
     EXCLUSION_REASON,
     EXCLUSION_REASONS,
@@ -39,16 +40,6 @@ class Thresholds:
     comfort_max_c: float = 26.0
 
 
-@dataclass(frozen=True)
-class OutputColumn:
-    """A column of a published table: its Spark type, nullability and catalog comment."""
-
-    name: str
-    spark_type: T.DataType
-    nullable: bool
-    comment: str
-
-
 # --- group keys -------------------------------------------------------------------------
 
 def _week_start(date: Column) -> Column:
@@ -68,26 +59,27 @@ class GroupKey:
     derive: Callable[[], Column] | None = None
 
 
-def _key(name: str, spark_type: T.DataType, comment: str,
+def _key(name: str, column_type: ColumnType, comment: str,
          derive: Callable[[], Column] | None = None) -> GroupKey:
-    return GroupKey(OutputColumn(name, spark_type, False, comment), derive)
+    return GroupKey(OutputColumn(name, column_type, comment, nullable=False), derive)
 
 
-INSTITUTE_KEY = _key(INSTITUTE, T.StringType(), "school, as named in the sensor registry")
-CLASSROOM_KEY = _key(CLASSROOM, T.StringType(),
+# "local" in these comments is BATCH_TIMEZONE; the catalog's table comments name the zone.
+INSTITUTE_KEY = _key(INSTITUTE, TEXT, "school, as named in the sensor registry")
+CLASSROOM_KEY = _key(CLASSROOM, TEXT,
                      "classroom inside the institute (names are unique per institute only)")
-ISO_YEAR_KEY = _key("iso_year", T.IntegerType(), "ISO-8601 week-numbering year",
+ISO_YEAR_KEY = _key("iso_year", INTEGER, "ISO-8601 week-numbering year",
                     lambda: F.year(_iso_thursday(F.col(READING_DATE))))
-ISO_WEEK_KEY = _key("iso_week", T.IntegerType(), "ISO-8601 week number (1-53) within iso_year",
+ISO_WEEK_KEY = _key("iso_week", INTEGER, "ISO-8601 week number (1-53) within iso_year",
                     lambda: F.floor((F.dayofyear(_iso_thursday(F.col(READING_DATE))) - 1) / 7)
                     .cast("int") + 1)
-WEEK_START_KEY = _key("week_start", T.DateType(), "Monday the ISO week starts on (local date)",
+WEEK_START_KEY = _key("week_start", DATE, "Monday the ISO week starts on (local date)",
                       lambda: _week_start(F.col(READING_DATE)))
-YEAR_KEY = _key("year", T.IntegerType(), "calendar year (local time)",
+YEAR_KEY = _key("year", INTEGER, "calendar year (local time)",
                 lambda: F.year(F.col(READING_DATE)))
-MONTH_KEY = _key("month", T.IntegerType(), "calendar month 1-12 (local time)",
+MONTH_KEY = _key("month", INTEGER, "calendar month 1-12 (local time)",
                  lambda: F.month(F.col(READING_DATE)))
-MONTH_START_KEY = _key("month_start", T.DateType(), "first day of the month (local date)",
+MONTH_START_KEY = _key("month_start", DATE, "first day of the month (local date)",
                        lambda: F.trunc(F.col(READING_DATE), "month"))
 
 CLASSROOM_KEYS = (INSTITUTE_KEY, CLASSROOM_KEY)
@@ -129,61 +121,83 @@ GROUPINGS: tuple[Grouping, ...] = (
 @dataclass(frozen=True)
 class MetricStatistic:
     suffix: str
-    spark_type: T.DataType
+    column_type: ColumnType
     nullable: bool
     comment: str  # formatted with the metric's description and unit
+    in_unit: bool = True  # False: a count, not a value in the metric's unit
 
 
 METRIC_STATISTICS: tuple[MetricStatistic, ...] = (
-    MetricStatistic("count", T.LongType(), False,
-                    "number of valid {description} values measured (nulls and impossible values excluded)"),
-    MetricStatistic("mean", T.DoubleType(), True, "mean {description}, {unit}"),
-    MetricStatistic("min", T.DoubleType(), True, "lowest {description}, {unit}"),
-    MetricStatistic("max", T.DoubleType(), True, "highest {description}, {unit}"),
-    MetricStatistic("stddev", T.DoubleType(), True,
+    MetricStatistic("count", BIGINT, False,
+                    "number of valid values of {description} (nulls and impossible values "
+                    "excluded)", in_unit=False),
+    MetricStatistic("mean", DOUBLE, True, "mean {description}, {unit}"),
+    MetricStatistic("min", DOUBLE, True, "lowest {description}, {unit}"),
+    MetricStatistic("max", DOUBLE, True, "highest {description}, {unit}"),
+    MetricStatistic("stddev", DOUBLE, True,
                     "sample standard deviation of {description}, {unit} (null with fewer than 2 values)"),
+)
+
+
+@dataclass(frozen=True)
+class Share:
+    """The share (0-1) of a metric's valid values meeting a condition on the thresholds."""
+
+    name: str
+    metric: str
+    condition: Callable[[Column, Thresholds], Column]
+    describe: Callable[[Thresholds], str]
+
+
+SHARES: tuple[Share, ...] = (
+    Share("co2_share_above_high", "co2", lambda value, t: value > t.co2_high_ppm,
+          lambda t: f"share (0-1) of CO2 values above {t.co2_high_ppm:g} ppm (CO2_HIGH_PPM); "
+                    "null without CO2 values"),
+    Share("co2_share_above_very_high", "co2", lambda value, t: value > t.co2_very_high_ppm,
+          lambda t: f"share (0-1) of CO2 values above {t.co2_very_high_ppm:g} ppm "
+                    "(CO2_VERY_HIGH_PPM); null without CO2 values"),
+    Share("temperature_share_in_comfort", "temperature",
+          lambda value, t: value.between(t.comfort_min_c, t.comfort_max_c),
+          lambda t: f"share (0-1) of temperature values within {t.comfort_min_c:g}-"
+                    f"{t.comfort_max_c:g} °C, bounds included (COMFORT_MIN_C, COMFORT_MAX_C); "
+                    "null without temperature values"),
 )
 
 
 def metric_columns(metric: Metric) -> tuple[OutputColumn, ...]:
     return tuple(
-        OutputColumn(f"{metric.name}_{stat.suffix}", stat.spark_type, stat.nullable,
-                     stat.comment.format(description=metric.description, unit=metric.unit))
+        OutputColumn(f"{metric.name}_{stat.suffix}", stat.column_type,
+                     stat.comment.format(description=metric.description, unit=metric.unit),
+                     unit=metric.unit if stat.in_unit else "", nullable=stat.nullable)
         for stat in METRIC_STATISTICS)
 
 
 def group_columns() -> tuple[OutputColumn, ...]:
     return (
-        OutputColumn("readings", T.LongType(), False,
-                     "number of readings used (excluded readings are counted in batch_runs)"),
-        OutputColumn("devices", T.LongType(), False, "number of distinct devices (DevEui) that sent them"),
-        OutputColumn("first_reading_at", T.TimestampType(), False, "time of the first reading"),
-        OutputColumn("last_reading_at", T.TimestampType(), False, "time of the last reading"),
+        OutputColumn("readings", BIGINT,
+                     "number of readings used (excluded readings are counted in batch_runs)",
+                     nullable=False),
+        OutputColumn("devices", BIGINT, "number of distinct devices (DevEui) that sent them",
+                     nullable=False),
+        OutputColumn("first_reading_at", TIMESTAMPTZ, "time of the first reading", nullable=False),
+        OutputColumn("last_reading_at", TIMESTAMPTZ, "time of the last reading", nullable=False),
     )
 
 
-def share_columns(thresholds: Thresholds) -> tuple[OutputColumn, ...]:
-    return (
-        OutputColumn("co2_share_above_high", T.DoubleType(), True,
-                     f"share (0-1) of CO2 values above {thresholds.co2_high_ppm:g} ppm "
-                     "(CO2_HIGH_PPM); null without CO2 values"),
-        OutputColumn("co2_share_above_very_high", T.DoubleType(), True,
-                     f"share (0-1) of CO2 values above {thresholds.co2_very_high_ppm:g} ppm "
-                     "(CO2_VERY_HIGH_PPM); null without CO2 values"),
-        OutputColumn("temperature_share_in_comfort", T.DoubleType(), True,
-                     f"share (0-1) of temperature values within {thresholds.comfort_min_c:g}-"
-                     f"{thresholds.comfort_max_c:g} °C (COMFORT_MIN_C, COMFORT_MAX_C); "
-                     "null without temperature values"),
-    )
+def share_columns(thresholds: Thresholds, shares: tuple[Share, ...] = SHARES) -> tuple[OutputColumn, ...]:
+    return tuple(OutputColumn(share.name, DOUBLE, share.describe(thresholds), unit="share 0-1")
+                 for share in shares)
 
 
-def output_columns(grouping: Grouping, thresholds: Thresholds) -> tuple[OutputColumn, ...]:
+def output_columns(grouping: Grouping, thresholds: Thresholds,
+                   metrics: tuple[Metric, ...] = METRICS,
+                   shares: tuple[Share, ...] = SHARES) -> tuple[OutputColumn, ...]:
     """Every column of `grouping`'s table, in order."""
     return (
         tuple(key.column for key in grouping.keys)
         + group_columns()
-        + tuple(column for metric in METRICS for column in metric_columns(metric))
-        + share_columns(thresholds)
+        + tuple(column for metric in metrics for column in metric_columns(metric))
+        + share_columns(thresholds, shares)
     )
 
 
@@ -191,9 +205,7 @@ def output_columns(grouping: Grouping, thresholds: Thresholds) -> tuple[OutputCo
 
 _N, _MEAN, _M2, _MIN, _MAX = "n", "mean", "m2", "min", "max"
 _GROUP_MEAN = "group_mean"
-_CO2_ABOVE_HIGH = "co2_above_high"
-_CO2_ABOVE_VERY_HIGH = "co2_above_very_high"
-_TEMPERATURE_IN_COMFORT = "temperature_in_comfort"
+_HITS = "hits"
 
 
 def _partial(metric: str, part: str) -> str:
@@ -212,6 +224,7 @@ def with_reading_date(readings_df: DataFrame, timezone: str) -> DataFrame:
 
 def partial_statistics(
     validated_df: DataFrame, timezone: str, thresholds: Thresholds,
+    metrics: tuple[Metric, ...] = METRICS, shares: tuple[Share, ...] = SHARES,
     extra_aggregates: Sequence[Column] = (),
 ) -> DataFrame:
     """Reduce validated readings to one row per reason, institute, classroom, device and local day.
@@ -225,7 +238,7 @@ def partial_statistics(
         F.min(SENDTIME).alias("first_reading_at"),
         F.max(SENDTIME).alias("last_reading_at"),
     ]
-    for metric in METRICS:
+    for metric in metrics:
         value = F.col(metric.name)
         n = F.count(value)
         aggregates += [
@@ -238,13 +251,11 @@ def partial_statistics(
             F.sum(out_of_range_flag(metric.name)).cast("long").alias(out_of_range_flag(metric.name)),
         ]
     aggregates += [
-        F.count(F.when(F.col("co2") > thresholds.co2_high_ppm, 1)).alias(_CO2_ABOVE_HIGH),
-        F.count(F.when(F.col("co2") > thresholds.co2_very_high_ppm, 1)).alias(_CO2_ABOVE_VERY_HIGH),
-        F.count(F.when(F.col("temperature").between(thresholds.comfort_min_c,
-                                                    thresholds.comfort_max_c), 1))
-        .alias(_TEMPERATURE_IN_COMFORT),
-        *extra_aggregates,
+        F.count(F.when(share.condition(F.col(share.metric), thresholds), 1))
+        .alias(_partial(share.name, _HITS))
+        for share in shares
     ]
+    aggregates += extra_aggregates
     return (
         validated_df.transform(with_reading_date, timezone)
         .groupBy(EXCLUSION_REASON, INSTITUTE, CLASSROOM, DEVICE, READING_DATE)
@@ -275,7 +286,8 @@ def _metric_rollup(metric: str) -> list[Column]:
     ]
 
 
-def _with_group_means_and_devices(stacked_df: DataFrame, group_names: tuple[str, ...]) -> DataFrame:
+def _with_group_means_and_devices(stacked_df: DataFrame, group_names: tuple[str, ...],
+                                  metrics: tuple[Metric, ...]) -> DataFrame:
     """Add to each stacked partial its group's mean per metric and its number of devices.
 
     A first aggregation of a narrow projection computes them, joined back on the group keys
@@ -285,12 +297,12 @@ def _with_group_means_and_devices(stacked_df: DataFrame, group_names: tuple[str,
     # Per device first, then per group: the number of devices is the number of rows of the
     # second aggregation, without collect_set (whose aggregation Spark does not compile).
     per_device = [F.sum(_partial(metric.name, _N)).alias(_partial(metric.name, _N))
-                  for metric in METRICS]
+                  for metric in metrics]
     per_device += [F.sum(F.when(F.col(_partial(metric.name, _N)) > 0,
                                 F.col(_partial(metric.name, _N)) * F.col(_partial(metric.name, _MEAN))))
-                   .alias(_partial(metric.name, "weighted")) for metric in METRICS]
+                   .alias(_partial(metric.name, "weighted")) for metric in metrics]
     aggregates = [F.count(F.lit(1)).alias("devices")]
-    for metric in METRICS:
+    for metric in metrics:
         aggregates.append(_ratio(F.sum(_partial(metric.name, "weighted")), F.sum(_partial(metric.name, _N)))
                           .alias(_partial(metric.name, _GROUP_MEAN)))
     group_df = (stacked_df.groupBy(*group_names, DEVICE).agg(*per_device)
@@ -329,7 +341,7 @@ def _stacked(partials_df: DataFrame, groupings: tuple[Grouping, ...],
     groups = F.array(*[
         F.struct(F.lit(index).alias(GROUPING_ID),
                  *[(derived[key.column.name] if key.column.name in grouping.key_names
-                    else F.lit(None).cast(key.column.spark_type)).alias(key.column.name)
+                    else F.lit(None).cast(key.column.type.spark)).alias(key.column.name)
                    for key in all_keys])
         for index, grouping in enumerate(groupings)])
     value_columns = [c for c in partials_df.columns if c not in key_names]
@@ -339,7 +351,8 @@ def _stacked(partials_df: DataFrame, groupings: tuple[Grouping, ...],
                     *value_columns))
 
 
-def rollup_all(partials_df: DataFrame, groupings: tuple[Grouping, ...]) -> DataFrame:
+def rollup_all(partials_df: DataFrame, groupings: tuple[Grouping, ...],
+               metrics: tuple[Metric, ...] = METRICS, shares: tuple[Share, ...] = SHARES) -> DataFrame:
     """The statistics of every grouping in one DataFrame, one row per (`grouping_id`, group).
 
     The included partials are stacked once per grouping, with the keys a grouping does not
@@ -354,41 +367,46 @@ def rollup_all(partials_df: DataFrame, groupings: tuple[Grouping, ...]) -> DataF
         F.min("first_reading_at").alias("first_reading_at"),
         F.max("last_reading_at").alias("last_reading_at"),
     ]
-    for metric in METRICS:
+    for metric in metrics:
         aggregates += _metric_rollup(metric.name)
     aggregates += [
-        _ratio(F.sum(_CO2_ABOVE_HIGH), F.sum(_partial("co2", _N))).alias("co2_share_above_high"),
-        _ratio(F.sum(_CO2_ABOVE_VERY_HIGH), F.sum(_partial("co2", _N)))
-        .alias("co2_share_above_very_high"),
-        _ratio(F.sum(_TEMPERATURE_IN_COMFORT), F.sum(_partial("temperature", _N)))
-        .alias("temperature_share_in_comfort"),
+        _ratio(F.sum(_partial(share.name, _HITS)), F.sum(_partial(share.metric, _N))).alias(share.name)
+        for share in shares
     ]
     # Null keys group together, in the join (null-safe) as in the aggregations: within one
     # grouping an unused key is null in every row, so it never splits a group.
     return (_stacked(partials_df, groupings, all_keys, group_names)
-            .transform(_with_group_means_and_devices, group_names)
+            .transform(_with_group_means_and_devices, group_names, metrics)
             .groupBy(*group_names).agg(*aggregates))
 
 
 def grouping_table(all_stats_df: DataFrame, groupings: tuple[Grouping, ...], grouping: Grouping,
-                   thresholds: Thresholds) -> DataFrame:
-    """The published table of `grouping`, from `rollup_all(partials, groupings)`."""
+                   columns: tuple[OutputColumn, ...]) -> DataFrame:
+    """The published table of `grouping` (its catalog `columns`), from `rollup_all(partials, groupings)`."""
+    return published_columns(
+        all_stats_df.filter(F.col(GROUPING_ID) == groupings.index(grouping)), columns)
+
+
+def published_columns(df: DataFrame, columns: tuple[OutputColumn, ...]) -> DataFrame:
+    """`columns` of `df`, in the catalog's order and cast to the catalog's types."""
     # SQL text in one call: a Column per cast costs several Py4J round trips and a JSON type
     # parse each, about a second for the six tables, inside the publish phase.
-    return all_stats_df.filter(F.col(GROUPING_ID) == groupings.index(grouping)).selectExpr(*[
-        f"CAST(`{column.name}` AS {column.spark_type.simpleString()}) AS `{column.name}`"
-        for column in output_columns(grouping, thresholds)
+    return df.selectExpr(*[
+        f"CAST(`{column.name}` AS {column.type.spark.simpleString()}) AS `{column.name}`"
+        for column in columns
     ])
 
 
-def rollup(partials_df: DataFrame, grouping: Grouping, thresholds: Thresholds) -> DataFrame:
+def rollup(partials_df: DataFrame, grouping: Grouping, thresholds: Thresholds,
+           metrics: tuple[Metric, ...] = METRICS, shares: tuple[Share, ...] = SHARES) -> DataFrame:
     """The published statistics of one grouping, from the partials."""
-    return grouping_table(rollup_all(partials_df, (grouping,)), (grouping,), grouping, thresholds)
+    return grouping_table(rollup_all(partials_df, (grouping,), metrics, shares), (grouping,), grouping,
+                          output_columns(grouping, thresholds, metrics, shares))
 
 
 # --- validation counts ------------------------------------------------------------------
 
-def validation_counts(partials_df: DataFrame) -> DataFrame:
+def validation_counts(partials_df: DataFrame, metrics: tuple[Metric, ...] = METRICS) -> DataFrame:
     """One row: readings read, kept, excluded per reason, replays dropped, values nulled per metric."""
     included = F.col(EXCLUSION_REASON).isNull()
     counts = {
@@ -398,7 +416,7 @@ def validation_counts(partials_df: DataFrame) -> DataFrame:
     }
     for reason in EXCLUSION_REASONS:
         counts[reason] = F.sum(F.when(F.col(EXCLUSION_REASON) == reason, F.col("readings")).otherwise(0))
-    for metric in METRICS:
+    for metric in metrics:
         flag = out_of_range_flag(metric.name)
         counts[flag] = F.sum(F.when(included, F.col(flag)).otherwise(0))
     return partials_df.agg(*[F.coalesce(expr, F.lit(0)).cast("long").alias(name)

@@ -17,11 +17,11 @@ from batch.aggregations import (
     GROUPINGS,
     Grouping,
     Thresholds,
-    grouping_table,
     partial_statistics,
     rollup_all,
     validation_counts,
 )
+from batch.catalog import ALL_STATISTICS, Catalog, build_catalog
 from batch.config import (
     COMMON_OPTIONS,
     POSTGRES_OPTIONS,
@@ -32,8 +32,17 @@ from batch.config import (
     public_view,
     read_password,
 )
-from batch.contract import ANALYSIS_COLUMNS, METRIC_NAMES
+from batch.contract import ANALYSIS_COLUMNS, METRICS, Metric
 from batch.errors import BatchError, ConfigurationError, CorruptInputFileError, EmptyInputError
+from batch.iaq import (
+    IAQ_OPTIONS,
+    IAQ_PARTIAL_COLUMNS,
+    IAQ_VALIDATED_METRICS,
+    IaqSettings,
+    iaq_partial_aggregates,
+    iaq_results,
+    with_occupied_range,
+)
 from batch.readers import read_raw_readings
 from batch.timing import timed_phase
 from batch.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings
@@ -56,7 +65,7 @@ ANALYSIS_OPTIONS: tuple[Option, ...] = COMMON_OPTIONS + POSTGRES_OPTIONS + (
     Option("PUBLISH_LOCK_TIMEOUT_S", "600",
            "seconds to wait for another run publishing to the same schema", float),
     Option("SUMMARY_JSON", "", "also write the run summary as JSON to this file"),
-)
+) + IAQ_OPTIONS
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,26 @@ class AnalysisSettings:
     postgres_connect_attempts: int
     publish_lock_timeout_s: float
     summary_json: str
+    # Indoor-air compliance (batch/iaq.py), IAQ_OPTIONS; being settings, they are recorded
+    # in batch_runs.settings with the rest.
+    iaq_timetable: str = IaqSettings.iaq_timetable
+    iaq_timetable_file: str = IaqSettings.iaq_timetable_file
+    iaq_closures_file: str = IaqSettings.iaq_closures_file
+    iaq_heating_season_start: str = IaqSettings.iaq_heating_season_start
+    iaq_heating_season_end: str = IaqSettings.iaq_heating_season_end
+    iaq_outdoor_co2_ppm: float = IaqSettings.iaq_outdoor_co2_ppm
+    iaq_bb101_mean_co2_ppm: float = IaqSettings.iaq_bb101_mean_co2_ppm
+    iaq_bb101_peak_co2_ppm: float = IaqSettings.iaq_bb101_peak_co2_ppm
+    iaq_bb101_peak_minutes: float = IaqSettings.iaq_bb101_peak_minutes
+    iaq_reading_max_minutes: float = IaqSettings.iaq_reading_max_minutes
+    iaq_en16798_co2_excess_ppm: tuple[float, float, float] = IaqSettings.iaq_en16798_co2_excess_ppm
+    iaq_temperature_heating_c: tuple[float, float] = IaqSettings.iaq_temperature_heating_c
+    iaq_temperature_non_heating_c: tuple[float, float] = IaqSettings.iaq_temperature_non_heating_c
+    iaq_compliance_share: float = IaqSettings.iaq_compliance_share
+
+    @property
+    def iaq(self) -> IaqSettings:
+        return IaqSettings.from_values(public_view(self))
 
     @property
     def thresholds(self) -> Thresholds:
@@ -134,13 +163,20 @@ def check_settings(settings: AnalysisSettings) -> None:
         raise ConfigurationError("CO2_VERY_HIGH_PPM must not be below CO2_HIGH_PPM")
     if settings.comfort_min_c >= settings.comfort_max_c:
         raise ConfigurationError("COMFORT_MIN_C must be below COMFORT_MAX_C")
+    # Reads the timetable and closures files: a bad line stops the run before it starts.
+    settings.iaq.rules()
 
 
 def run_analysis(spark: SparkSession, settings: AnalysisSettings, summary: RunSummary,
-                 groupings: Sequence[Grouping] = GROUPINGS) -> RunSummary:
-    """Run the whole analysis, filling `summary`; raises BatchError with the run marked failed."""
+                 groupings: Sequence[Grouping] = GROUPINGS,
+                 metrics: Sequence[Metric] = METRICS) -> RunSummary:
+    """Run the whole analysis, filling `summary`; raises BatchError with the run marked failed.
+
+    `groupings` and `metrics` are the published tables and the metrics summarised in them
+    (batch/aggregations.py GROUPINGS, batch/contract.py METRICS unless a test says otherwise).
+    """
     try:
-        return _run_analysis(spark, settings, summary, groupings)
+        return _run_analysis(spark, settings, summary, tuple(groupings), tuple(metrics))
     except BaseException as error:
         # Failures before the run is recorded (database unreachable, lock not granted) too.
         summary.status = "failed"
@@ -153,20 +189,22 @@ def _describe(error: BaseException) -> str:
 
 
 def _run_analysis(spark: SparkSession, settings: AnalysisSettings, summary: RunSummary,
-                  groupings: Sequence[Grouping]) -> RunSummary:
+                  groupings: tuple[Grouping, ...], metrics: tuple[Metric, ...]) -> RunSummary:
     check_settings(settings)
     target = settings.target
-    thresholds = settings.thresholds
-    tables = [grouping.table for grouping in groupings]
+    catalog = build_catalog(settings.thresholds, settings.batch_timezone, groupings, metrics,
+                            iaq=settings.iaq)
+    tables = [table.name for table in catalog.published_tables]
     conn = postgres.connect(target)
     try:
         with postgres.database_errors(target), postgres.publish_lock(conn, target):
-            postgres.ensure_schema(conn, target, groupings, thresholds)
+            evolution = postgres.ensure_schema(conn, target, catalog)
             summary.run_id = postgres.start_run(conn, target, summary.job, settings.raw_data_path,
                                                 public_view(settings))
             try:
                 with postgres.database_errors(target):
-                    _compute_and_publish(spark, settings, summary, conn, target, groupings, tables)
+                    _compute_and_publish(spark, settings, summary, conn, target, groupings,
+                                         metrics, catalog, evolution)
             except BaseException as error:
                 summary.status = "failed"
                 summary.error_message = _describe(error)
@@ -178,12 +216,14 @@ def _run_analysis(spark: SparkSession, settings: AnalysisSettings, summary: RunS
 
 
 def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summary: RunSummary,
-                         conn: Any, target: postgres.PostgresTarget,
-                         groupings: Sequence[Grouping], tables: list[str]) -> None:
+                         conn: Any, target: postgres.PostgresTarget, groupings: tuple[Grouping, ...],
+                         metrics: tuple[Metric, ...], catalog: Catalog,
+                         evolution: postgres.Evolution) -> None:
     thresholds = settings.thresholds
+    iaq_rules = settings.iaq.rules()
     with summary.phase("read"):
         readings_df, input_files = read_raw_readings(
-            spark, settings.raw_data_path, ANALYSIS_COLUMNS, settings.skip_corrupt_files)
+            spark, settings.raw_data_path, _columns_read(metrics), settings.skip_corrupt_files)
         summary.input_files = input_files.file_count
         summary.skipped_files = list(input_files.skipped)
     with summary.phase("aggregate"):
@@ -191,9 +231,13 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
             # One row per device and day, kept in a few partitions: every later step reads it
             # and the plans built on it stay small. A local checkpoint lives in the executors;
             # losing one fails the run, which publishes nothing.
+            # The indoor-air compliance partials are computed in the same aggregation, from
+            # the same scan (batch/iaq.py).
             partials_df = (
-                readings_df.transform(validate_readings, METRIC_NAMES, settings.drop_replays)
-                .transform(partial_statistics, settings.batch_timezone, thresholds)
+                readings_df.transform(validate_readings, _validated(metrics), settings.drop_replays)
+                .transform(with_occupied_range, settings.batch_timezone, iaq_rules.occupancy)
+                .transform(partial_statistics, settings.batch_timezone, thresholds, metrics,
+                           extra_aggregates=iaq_partial_aggregates(iaq_rules))
                 .coalesce(spark.sparkContext.defaultParallelism)
                 .localCheckpoint()
             )
@@ -202,25 +246,28 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
             if unreadable is None:
                 raise
             raise unreadable from None
-        _record_counts(summary, validation_counts(partials_df).collect()[0].asDict())
+        _record_counts(summary, validation_counts(partials_df, metrics).collect()[0].asDict(),
+                       metrics, settings.drop_replays)
         if not summary.rows_used:
             raise EmptyInputError(
                 f"no usable reading under {settings.raw_data_path}: {summary.rows_read} read, "
                 f"excluded per reason {summary.rows_excluded}; previous results kept")
         # Every table's rows, computed once; one partition, so that each table is written
         # by a single task over a single connection.
-        all_stats_df = rollup_all(partials_df, tuple(groupings)).localCheckpoint().coalesce(1)
+        results = {ALL_STATISTICS: rollup_all(partials_df.drop(*IAQ_PARTIAL_COLUMNS), groupings,
+                                              metrics).localCheckpoint().coalesce(1)}
+        results.update({name: rows_df.coalesce(1)
+                        for name, rows_df in iaq_results(partials_df, iaq_rules).items()})
     with summary.phase("publish"):
-        postgres.prepare_staging(conn, target, tables, summary.run_id)
-        for grouping in groupings:
-            postgres.write_staging(
-                grouping_table(all_stats_df, tuple(groupings), grouping, thresholds),
-                target, postgres.staging_table(grouping.table, summary.run_id))
+        postgres.prepare_staging(conn, target, catalog.published_tables, summary.run_id)
+        for table in catalog.published_tables:
+            postgres.write_staging(table.build(results), target,
+                                   postgres.staging_table(table.name, summary.run_id))
         summary.status = "succeeded"
-        summary.rows_written = postgres.swap_in(
-            conn, target, groupings, thresholds, settings.batch_timezone, summary.run_id,
-            summary.run_record())
-    postgres.tidy_up(conn, target, tables, summary.run_id, summary.phase_seconds)
+        summary.rows_written = postgres.swap_in(conn, target, catalog, evolution, summary.run_id,
+                                                summary.run_record())
+    postgres.tidy_up(conn, target, [table.name for table in catalog.published_tables],
+                     summary.run_id, summary.phase_seconds)
 
 
 def _unreadable_file_error(error: Py4JJavaError | CapturedException,
@@ -238,8 +285,24 @@ def _unreadable_file_error(error: Py4JJavaError | CapturedException,
         f"{f' ({cause.group(1)})' if cause else ''}{hint}")
 
 
-def _record_counts(summary: RunSummary, counts: dict[str, int]) -> None:
+def _names(metrics: tuple[Metric, ...]) -> tuple[str, ...]:
+    return tuple(metric.name for metric in metrics)
+
+
+def _validated(metrics: tuple[Metric, ...]) -> tuple[str, ...]:
+    """The metrics whose impossible values are nulled: the summarised ones and the IAQ tables'."""
+    return _names(metrics) + tuple(name for name in IAQ_VALIDATED_METRICS if name not in _names(metrics))
+
+
+def _columns_read(metrics: tuple[Metric, ...]) -> tuple[str, ...]:
+    return ANALYSIS_COLUMNS + tuple(name for name in _names(metrics) if name not in ANALYSIS_COLUMNS)
+
+
+def _record_counts(summary: RunSummary, counts: dict[str, int], metrics: tuple[Metric, ...],
+                   drop_replays: bool) -> None:
     summary.rows_read = counts["rows_read"]
     summary.rows_used = counts["rows_used"]
-    summary.rows_excluded = {reason: counts[reason] for reason in EXCLUSION_REASONS + (REPLAY_REASON,)}
-    summary.values_nulled = {metric: counts[out_of_range_flag(metric)] for metric in METRIC_NAMES}
+    summary.rows_excluded = {reason: counts[reason] for reason in EXCLUSION_REASONS}
+    # Replays are only looked for when they are dropped: 0 must mean "checked, none".
+    summary.rows_excluded[REPLAY_REASON] = counts[REPLAY_REASON] if drop_replays else None
+    summary.values_nulled = {metric: counts[out_of_range_flag(metric)] for metric in _names(metrics)}

@@ -61,7 +61,9 @@ def format_summary(title: str, summary: Mapping[str, Any]) -> str:
     for key, value in summary.items():
         if isinstance(value, Mapping):
             lines.append(f"{key}:")
-            lines += [f"    {name:<28} {item}" for name, item in value.items()]
+            # None inside a mapping: not measured by this run (e.g. replays when not dropped).
+            lines += [f"    {name:<28} {'not checked' if item is None else item}"
+                      for name, item in value.items()]
         elif isinstance(value, list):
             lines.append(f"{key}: {', '.join(map(str, value)) if value else 'none'}")
         elif value is not None:

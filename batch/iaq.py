@@ -23,15 +23,26 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import reduce
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
+from psycopg2 import sql
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from batch.aggregations import ISO_WEEK_KEY, ISO_YEAR_KEY, READING_DATE, WEEK_START_KEY
+from batch.aggregations import (
+    CLASSROOM_KEY,
+    INSTITUTE_KEY,
+    ISO_WEEK_KEY,
+    ISO_YEAR_KEY,
+    READING_DATE,
+    WEEK_START_KEY,
+    published_columns,
+)
 from batch.config import Option
 from batch.contract import CLASSROOM, INSTITUTE, METRIC_NAMES, SENDTIME
 from batch.errors import ConfigurationError
+from batch.schema import BIGINT, BOOLEAN, DATE, DOUBLE, INTEGER, Results, Table, View
+from batch.schema import Column as PublishedColumn
 from batch.timetable import (
     ALL_INSTITUTES,
     Occupancy,
@@ -481,7 +492,8 @@ def classroom_iaq(day_totals_df: DataFrame, rules: IaqRules) -> DataFrame:
 
 
 # Worst first: the smallest share of school days meeting BB101, then the worst EN 16798-1
-# category, then the highest occupied CO2 mean; the classroom breaks ties.
+# category, then the highest occupied CO2 mean; the classroom breaks ties. The view
+# (latest_week_view) orders the same way in SQL.
 WORST_FIRST_SQL = ("days_bb101_met::float8 / NULLIF(school_days, 0) ASC NULLS LAST, "
                    "en16798_co2_category DESC NULLS LAST, co2_mean DESC NULLS LAST, "
                    "institute, classroom")
@@ -502,14 +514,6 @@ def latest_complete_week_iaq(weekly_df: DataFrame) -> DataFrame:
             .orderBy(*_worst_first()))
 
 
-def latest_complete_week_view_sql(schema: str) -> str:
-    """The PostgreSQL view over classroom_weekly_iaq that latest_complete_week_iaq computes."""
-    return (
-        f'SELECT * FROM (SELECT DISTINCT ON (institute, classroom) * FROM "{schema}"."{WEEKLY_TABLE}" '
-        "WHERE week_complete ORDER BY institute, classroom, week_start DESC) latest "
-        f"ORDER BY {WORST_FIRST_SQL}")
-
-
 @dataclass(frozen=True)
 class IaqTables:
     daily: DataFrame
@@ -525,6 +529,173 @@ def iaq_tables(partials_df: DataFrame, rules: IaqRules) -> IaqTables:
     return IaqTables(daily=classroom_daily_iaq(day_totals_df),
                      weekly=classroom_weekly_iaq(day_totals_df, data_through_df, rules),
                      period=classroom_iaq(day_totals_df, rules))
+
+
+# --- the catalog entries (batch/catalog.py) -------------------------------------------------
+
+def _occupied_note(settings: IaqSettings, timezone: str) -> str:
+    files = "".join(
+        f", {label} {path}" for label, path in (("IAQ_TIMETABLE_FILE", settings.iaq_timetable_file),
+                                                ("IAQ_CLOSURES_FILE", settings.iaq_closures_file))
+        if path)
+    return (f"occupied readings only: local time in {timezone} (BATCH_TIMEZONE) inside a range "
+            f"[start, end) of the timetable '{settings.iaq_timetable}' (IAQ_TIMETABLE{files}), "
+            "not on a closed date of the institute")
+
+
+def _statistic_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:
+    outdoor = settings.iaq_outdoor_co2_ppm
+    limits = settings.iaq_en16798_co2_excess_ppm
+    bounds = (f"at most {limits[0]:g}", f"above {limits[0]:g} and at most {limits[1]:g}",
+              f"above {limits[1]:g} and at most {limits[2]:g}", f"above {limits[2]:g}")
+    season = f"{settings.iaq_heating_season_start}..{settings.iaq_heating_season_end}"
+    heating, other = settings.iaq_temperature_heating_c, settings.iaq_temperature_non_heating_c
+    return (
+        PublishedColumn("co2_readings", BIGINT, "number of occupied readings with a valid CO2 value",
+                        unit="readings", nullable=False),
+        PublishedColumn("co2_mean", DOUBLE, "mean CO2 over the occupied readings (not a mean of "
+                        "daily means); null without CO2", unit="ppm"),
+        PublishedColumn("co2_max", DOUBLE, "highest occupied CO2; null without CO2", unit="ppm"),
+        *[PublishedColumn(
+            f"en16798_co2_share_{name}", DOUBLE,
+            f"EN 16798-1:2019 category {name.upper()}: share of the occupied CO2 readings whose "
+            f"excess over outdoor CO2 ({outdoor:g} ppm, IAQ_OUTDOOR_CO2_PPM) is {bound} ppm "
+            "(IAQ_EN16798_CO2_EXCESS_PPM); null without CO2", unit="share 0-1")
+          for name, bound in zip(_CATEGORIES, bounds)],
+        PublishedColumn("temperature_readings", BIGINT,
+                        "number of occupied readings with a valid air temperature",
+                        unit="readings", nullable=False),
+        PublishedColumn("temperature_mean", DOUBLE,
+                        "mean air temperature over the occupied readings; null without temperature",
+                        unit="°C"),
+        PublishedColumn(
+            "temperature_share_in_band", DOUBLE,
+            "EN 16798-1:2019 category II: share of the occupied temperature readings within "
+            f"{heating[0]:g}-{heating[1]:g} °C on dates of the heating season {season} "
+            "(IAQ_HEATING_SEASON_START/END, IAQ_TEMPERATURE_HEATING_C), "
+            f"{other[0]:g}-{other[1]:g} °C on other dates (IAQ_TEMPERATURE_NON_HEATING_C), bounds "
+            "included; the air temperature stands in for the standard's operative temperature "
+            "(the sensors measure no radiant temperature); null without temperature",
+            unit="share 0-1"),
+    )
+
+
+def _day_count_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:
+    mean, peak = settings.iaq_bb101_mean_co2_ppm, settings.iaq_bb101_peak_co2_ppm
+    minutes = settings.iaq_bb101_peak_minutes
+    return (
+        PublishedColumn("school_days", BIGINT,
+                        "school days: local dates with at least one occupied CO2 reading",
+                        unit="days", nullable=False),
+        PublishedColumn("days_bb101_mean_met", BIGINT,
+                        f"school days meeting the BB101 (2018) mean: occupied CO2 mean below "
+                        f"{mean:g} ppm (IAQ_BB101_MEAN_CO2_PPM)", unit="days", nullable=False),
+        PublishedColumn("days_bb101_peak_met", BIGINT,
+                        f"school days meeting the BB101 (2018) peak: CO2 above {peak:g} ppm "
+                        f"(IAQ_BB101_PEAK_CO2_PPM) for at most {minutes:g} consecutive minutes "
+                        "(IAQ_BB101_PEAK_MINUTES)", unit="days", nullable=False),
+        PublishedColumn("days_bb101_met", BIGINT, "school days meeting both the BB101 mean and peak",
+                        unit="days", nullable=False),
+    )
+
+
+def _category_column(settings: IaqSettings) -> PublishedColumn:
+    return PublishedColumn(
+        "en16798_co2_category", INTEGER,
+        "EN 16798-1:2019 CO2 category met: the best category (1 = I ... 4 = IV) whose occupied "
+        "CO2 readings, with those of the better categories, make at least "
+        f"{settings.iaq_compliance_share:.0%} (IAQ_COMPLIANCE_SHARE) of the occupied CO2 "
+        "readings; null without CO2", unit="category 1-4")
+
+
+def _daily_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:
+    mean, peak = settings.iaq_bb101_mean_co2_ppm, settings.iaq_bb101_peak_co2_ppm
+    return (
+        INSTITUTE_KEY.column, CLASSROOM_KEY.column,
+        PublishedColumn(LOCAL_DATE, DATE, "local date (BATCH_TIMEZONE)", nullable=False),
+        ISO_YEAR_KEY.column, ISO_WEEK_KEY.column, WEEK_START_KEY.column,
+        *_statistic_columns(settings),
+        PublishedColumn(
+            "longest_peak_episode_minutes", DOUBLE,
+            f"BB101 peak: the longest episode above {peak:g} ppm (IAQ_BB101_PEAK_CO2_PPM) of any "
+            "CO2 device of the classroom; each occupied reading stands for the time until the "
+            "earliest of its device's next reading in the same occupied range, "
+            f"{settings.iaq_reading_max_minutes:g} minutes (IAQ_READING_MAX_MINUTES) and the "
+            "range's end, and a longer gap between readings ends an episode; 0 on a school day "
+            "without one, null without CO2", unit="min"),
+        PublishedColumn("bb101_mean_met", BOOLEAN,
+                        f"UK Building Bulletin 101 (2018): occupied CO2 mean below {mean:g} ppm "
+                        "(IAQ_BB101_MEAN_CO2_PPM); null without CO2 (not a school day)"),
+        PublishedColumn("bb101_peak_met", BOOLEAN,
+                        f"UK Building Bulletin 101 (2018): CO2 above {peak:g} ppm for at most "
+                        f"{settings.iaq_bb101_peak_minutes:g} consecutive minutes "
+                        "(longest_peak_episode_minutes, IAQ_BB101_PEAK_MINUTES); null without CO2"),
+        PublishedColumn("pir_share_motion", DOUBLE,
+                        "share of the occupied readings with a PIR value that detected motion "
+                        "(pir = 1); null without PIR", unit="share 0-1"),
+    )
+
+
+def _weekly_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:
+    return (
+        INSTITUTE_KEY.column, CLASSROOM_KEY.column,
+        ISO_YEAR_KEY.column, ISO_WEEK_KEY.column, WEEK_START_KEY.column,
+        *_day_count_columns(settings), *_statistic_columns(settings), _category_column(settings),
+        PublishedColumn("week_complete", BOOLEAN,
+                        "data newer than the week's Sunday have arrived: the week can no longer "
+                        "change", nullable=False),
+    )
+
+
+def _period_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:
+    return (INSTITUTE_KEY.column, CLASSROOM_KEY.column, *_day_count_columns(settings),
+            *_statistic_columns(settings), _category_column(settings))
+
+
+def _published(name: str, columns: tuple[PublishedColumn, ...]) -> Callable[[Results], DataFrame]:
+    return lambda results: published_columns(results[name], columns)
+
+
+def iaq_catalog_tables(settings: IaqSettings, timezone: str) -> tuple[Table, ...]:
+    """The three IAQ tables as catalog entries; their rows are results[name] (`iaq_results`)."""
+    note = _occupied_note(settings, timezone)
+    specs = (
+        (DAILY_TABLE, "Indoor-air compliance per classroom and local date with an occupied CO2 "
+                      "or temperature reading (UK BB101 2018, EN 16798-1:2019)",
+         (INSTITUTE, CLASSROOM, LOCAL_DATE), _daily_columns(settings)),
+        (WEEKLY_TABLE, "Indoor-air compliance per classroom and ISO week (UK BB101 2018, "
+                       "EN 16798-1:2019)",
+         (INSTITUTE, CLASSROOM, "iso_year", "iso_week", "week_start"), _weekly_columns(settings)),
+        (PERIOD_TABLE, "Indoor-air compliance per classroom over the whole period of data "
+                       "(UK BB101 2018, EN 16798-1:2019)",
+         (INSTITUTE, CLASSROOM), _period_columns(settings)),
+    )
+    return tuple(
+        Table(name, f"{description}; {note}; published by the nightly batch analysis, replaced "
+              "as a whole by each successful run (see batch_runs.settings for the settings used)",
+              key=key, columns=columns, build=_published(name, columns))
+        for name, description, key, columns in specs)
+
+
+def latest_week_view() -> View:
+    def query(table: Callable[[str], sql.Composable]) -> sql.Composable:
+        return sql.SQL(
+            "SELECT * FROM (SELECT DISTINCT ON (institute, classroom) * FROM {weekly} "
+            "WHERE week_complete ORDER BY institute, classroom, week_start DESC) latest "
+            "ORDER BY " + WORST_FIRST_SQL).format(weekly=table(WEEKLY_TABLE))
+    return View(
+        LATEST_WEEK_VIEW,
+        "For each classroom, the indoor-air compliance of its latest complete ISO week "
+        "(week_complete), worst first: the smallest share of school days meeting BB101, then "
+        "the worst EN 16798-1 CO2 category, then the highest occupied CO2 mean; same columns "
+        "as classroom_weekly_iaq",
+        query, reads=(WEEKLY_TABLE,), one_row_per="classroom: its latest complete ISO week of compliance")
+
+
+def iaq_results(partials_df: DataFrame, rules: IaqRules) -> dict[str, DataFrame]:
+    """The IAQ tables' rows by table name, for the catalog's build functions."""
+    tables = iaq_tables(partials_df, rules)
+    return {DAILY_TABLE: tables.daily, WEEKLY_TABLE: tables.weekly, PERIOD_TABLE: tables.period}
 
 
 __all__ = [

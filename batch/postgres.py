@@ -1,4 +1,4 @@
-"""The PostgreSQL sink: explicit DDL derived from the groupings, atomic publication, run records.
+"""The PostgreSQL sink: DDL and schema evolution derived from the catalog, atomic publication, run records.
 
 Spark writes each table's rows through its JDBC data source into an unlogged staging table;
 one PostgreSQL transaction then replaces the published rows by the staged ones (DELETE +
@@ -8,6 +8,10 @@ grants and dependent views stay. A session-level advisory lock keeps two runs ag
 same schema from interleaving; it lives as long as the job's connection, so a run that loses
 that connection (a PostgreSQL restart) fails rather than publish without it, and its staging
 tables carry its run id so that nothing it still writes can reach another run's.
+
+A database published by an earlier release evolves in place: columns new in this release are
+added inside the publishing transaction, views are recreated; a column whose type changed or
+that disappeared stops the run before anything is written, with the SQL to run.
 """
 from __future__ import annotations
 
@@ -20,32 +24,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 from psycopg2 import sql
 from py4j.protocol import Py4JJavaError
 from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import DataFrame
-from pyspark.sql import types as T
 
-from batch.aggregations import Grouping, OutputColumn, Thresholds, output_columns
+from batch.catalog import RUNS, Catalog
+from batch.schema import Column, Table, View
 from batch.config import Secret, parse_identifier
 from batch.errors import ConfigurationError, PublishError
 
 log = logging.getLogger(__name__)
 
 JDBC_DRIVER_CLASS = "org.postgresql.Driver"
-RUNS_TABLE = "batch_runs"
+RUNS_TABLE = RUNS.name
 STAGING_PREFIX = "_staging_"
-LATEST_WEEK_VIEW = "latest_complete_week_by_classroom"
-
-_SQL_TYPES: dict[type, str] = {
-    T.StringType: "text",
-    T.IntegerType: "integer",
-    T.LongType: "bigint",
-    T.DoubleType: "double precision",
-    T.DateType: "date",
-    T.TimestampType: "timestamp with time zone",
-}
-
 
 @dataclass(frozen=True)
 class PostgresTarget:
@@ -77,10 +71,6 @@ class PostgresTarget:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}/{self.database} as {self.user}"
-
-
-def sql_type(spark_type: T.DataType) -> str:
-    return _SQL_TYPES[type(spark_type)]
 
 
 # --- connections ---------------------------------------------------------------------------
@@ -152,134 +142,140 @@ def database_errors(target: PostgresTarget) -> Iterator[None]:
                            "previous results kept") from None
 
 
-# --- DDL -----------------------------------------------------------------------------------
+# --- DDL and schema evolution ---------------------------------------------------------------
 
 def _ident(schema: str, name: str) -> sql.Composed:
     return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
 
 
-def grouping_ddl(schema: str, grouping: Grouping, thresholds: Thresholds) -> list[sql.Composable]:
-    columns = output_columns(grouping, thresholds)
-    table = _ident(schema, grouping.table)
-    definitions = [
-        sql.SQL("{} {}{}").format(sql.Identifier(column.name), sql.SQL(sql_type(column.spark_type)),
-                                  sql.SQL("" if column.nullable else " NOT NULL"))
-        for column in columns
-    ]
-    definitions.append(sql.SQL("PRIMARY KEY ({})").format(
-        sql.SQL(", ").join(map(sql.Identifier, grouping.key_names))))
-    return [sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
-        table, sql.SQL(", ").join(definitions))]
+def _column_definition(column: Column, constraints: bool = True) -> sql.Composable:
+    return sql.SQL("{} {}").format(
+        sql.Identifier(column.name),
+        sql.SQL(column.definition if constraints else column.type.create
+                + ("" if column.nullable else " NOT NULL")))
 
 
-def grouping_comments(schema: str, grouping: Grouping, thresholds: Thresholds) -> list[sql.Composable]:
-    return _comments(schema, grouping.table, grouping.description + "; published by the nightly "
-                     "batch analysis, replaced as a whole by each successful run (see batch_runs)",
-                     output_columns(grouping, thresholds))
+def create_table_ddl(schema: str, table: Table, name: str | None = None,
+                     constraints: bool = True) -> sql.Composable:
+    """CREATE TABLE for `table` (under `name`, for a staging copy; without keys when not `constraints`)."""
+    definitions = [_column_definition(column, constraints) for column in table.columns]
+    if constraints and table.published:
+        definitions.append(sql.SQL("PRIMARY KEY ({})").format(
+            sql.SQL(", ").join(map(sql.Identifier, table.key))))
+    return sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
+        _ident(schema, name or table.name), sql.SQL(", ").join(definitions))
 
 
-def _comments(schema: str, table: str, description: str,
-              columns: Sequence[OutputColumn]) -> list[sql.Composable]:
+def comments_ddl(schema: str, table: Table) -> list[sql.Composable]:
     statements: list[sql.Composable] = [sql.SQL("COMMENT ON TABLE {} IS {}").format(
-        _ident(schema, table), sql.Literal(description))]
+        _ident(schema, table.name), sql.Literal(table.description))]
     statements += [
         sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
-            _ident(schema, table), sql.Identifier(column.name), sql.Literal(column.comment))
-        for column in columns
+            _ident(schema, table.name), sql.Identifier(column.name), sql.Literal(column.comment))
+        for column in table.columns
     ]
     return statements
 
 
-RUN_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("run_id", "bigserial PRIMARY KEY", "identifier of the run"),
-    ("job", "text NOT NULL", "job that ran (analysis)"),
-    ("status", "text NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'abandoned'))",
-     "running, succeeded, failed, or abandoned (the process died; found by a later run)"),
-    ("started_at", "timestamp with time zone NOT NULL", "when the run started"),
-    ("finished_at", "timestamp with time zone", "when the run ended (null while running)"),
-    ("input_path", "text NOT NULL", "raw Parquet input that was read"),
-    ("input_files", "integer", "number of Parquet files read"),
-    ("skipped_files", "jsonb", "unreadable files skipped (SKIP_CORRUPT_FILES), as a JSON array"),
-    ("rows_read", "bigint", "readings read from the input"),
-    ("rows_used", "bigint", "readings that entered the statistics"),
-    ("rows_excluded", "jsonb", "readings excluded from the statistics, per reason (JSON object)"),
-    ("values_nulled", "jsonb",
-     "metric values outside the physical range, treated as not measured, per metric (JSON object)"),
-    ("rows_written", "jsonb", "rows published per table (JSON object)"),
-    ("phase_seconds", "jsonb", "wall time per phase of the run, seconds (JSON object)"),
-    ("settings", "jsonb", "settings of the run (time zone, thresholds...; never the password)"),
-    ("error_message", "text", "why the run failed (null on success)"),
-)
+def _view_ddl(schema: str, view: View, replace: bool) -> list[sql.Composable]:
+    query = view.query(lambda name: _ident(schema, name))
+    create = "CREATE OR REPLACE VIEW {} AS {}" if replace else "CREATE VIEW {} AS {}"
+    return [sql.SQL(create).format(_ident(schema, view.name), query),
+            sql.SQL("COMMENT ON VIEW {} IS {}").format(_ident(schema, view.name),
+                                                        sql.Literal(view.description))]
 
 
-def runs_ddl(schema: str) -> list[sql.Composable]:
-    definitions = sql.SQL(", ").join(
-        sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(definition))
-        for name, definition, _ in RUN_COLUMNS)
-    table = _ident(schema, RUNS_TABLE)
-    statements: list[sql.Composable] = [
-        sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(table, definitions),
-        sql.SQL("COMMENT ON TABLE {} IS {}").format(table, sql.Literal(
-            "One row per run of the batch jobs: what was read, excluded, nulled and published")),
-    ]
-    statements += [
-        sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(table, sql.Identifier(name), sql.Literal(comment))
-        for name, _, comment in RUN_COLUMNS
-    ]
-    return statements
+@dataclass(frozen=True)
+class Evolution:
+    """What this release adds to an existing database: per table, its columns new in this release."""
+
+    new_columns: Mapping[str, tuple[Column, ...]]
 
 
-def views_ddl(schema: str, timezone: str) -> list[sql.Composable]:
-    view = _ident(schema, LATEST_WEEK_VIEW)
-    weekly = _ident(schema, "classroom_weekly_stats")
-    # A week is complete once data newer than its Sunday has arrived: judged against the
-    # newest reading overall, so a classroom whose sensors went silent keeps its last full week.
-    return [
-        sql.SQL(
-            "CREATE OR REPLACE VIEW {view} AS "
-            "WITH cutoff AS (SELECT (max(last_reading_at) AT TIME ZONE {tz})::date AS data_until "
-            "FROM {weekly}) "
-            "SELECT DISTINCT ON (w.institute, w.classroom) w.* FROM {weekly} w, cutoff "
-            "WHERE w.week_start + 7 <= cutoff.data_until "
-            "ORDER BY w.institute, w.classroom, w.week_start DESC"
-        ).format(view=view, weekly=weekly, tz=sql.Literal(timezone)),
-        sql.SQL("COMMENT ON VIEW {} IS {}").format(view, sql.Literal(
-            "For each classroom, the statistics of its latest complete ISO week (a week whose "
-            f"Sunday, in {timezone}, is before the day of the newest reading); same columns "
-            "as classroom_weekly_stats")),
-    ]
+class SchemaChangeError(PublishError):
+    """A published column changed type or disappeared: an operator decides what happens to its data."""
+
+
+def _existing_columns(cursor: Any, schema: str, table: str) -> dict[str, str] | None:
+    """Column name -> type as format_type spells it; None when the table does not exist."""
+    cursor.execute("SELECT to_regclass(format('%%I.%%I', %s, %s)) IS NOT NULL", (schema, table))
+    if not cursor.fetchone()[0]:
+        return None
+    cursor.execute(
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = to_regclass(format('%%I.%%I', %s, %s)) AND attnum > 0 "
+        "AND NOT attisdropped ORDER BY attnum", (schema, table))
+    return dict(cursor.fetchall())
+
+
+def compare_columns(schema: str, table: Table, existing: Mapping[str, str]) -> tuple[tuple[Column, ...], list[str]]:
+    """The columns of `table` missing from `existing`, and the SQL an operator must run first.
+
+    Columns are matched by name: their order does not matter. A column whose type changed,
+    or that this release no longer publishes, is not changed by the job: its data may be
+    someone's, so the run stops and says what to run.
+    """
+    new = tuple(column for column in table.columns if column.name not in existing)
+    to_run = []
+    for column in table.columns:
+        found = existing.get(column.name)
+        if found is not None and found != column.type.sql:
+            to_run.append(
+                f"ALTER TABLE {schema}.{table.name} ALTER COLUMN {column.name} TYPE "
+                f"{column.type.sql} USING {column.name}::{column.type.sql};  "
+                f"-- stored as {found}, this release publishes {column.type.sql}")
+    declared = set(table.column_names)
+    to_run += [f"ALTER TABLE {schema}.{table.name} DROP COLUMN {name};  -- no longer published"
+               for name in existing if name not in declared]
+    return new, to_run
 
 
 def ensure_schema(conn: psycopg2.extensions.connection, target: PostgresTarget,
-                  groupings: Sequence[Grouping], thresholds: Thresholds) -> None:
-    """Create the schema, the run table and every published table that does not exist yet."""
+                  catalog: Catalog) -> Evolution:
+    """Create what does not exist yet, check what does, and say what the swap must add.
+
+    Missing tables are created (empty); the run table gets its new columns at once (the run
+    is recorded in it before anything is published). The new columns of a published table
+    are added by `swap_in`, in the transaction that publishes their values. A changed type
+    or a column that disappeared stops the run here, before anything is written.
+    """
+    new_columns: dict[str, tuple[Column, ...]] = {}
+    to_run: list[str] = []
     with conn.cursor() as cursor:
         # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists,
         # which a role that only owns its schema does not have.
         cursor.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (target.schema,))
         if cursor.fetchone() is None:
             cursor.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(target.schema)))
-        for statement in runs_ddl(target.schema):
+        for table in (catalog.runs, *catalog.published_tables):
+            existing = _existing_columns(cursor, target.schema, table.name)
+            if existing is None:
+                cursor.execute(create_table_ddl(target.schema, table))
+                for statement in comments_ddl(target.schema, table):
+                    cursor.execute(statement)
+                continue
+            new, problems = compare_columns(target.schema, table, existing)
+            to_run += problems
+            new_columns[table.name] = new
+        if to_run:
+            conn.rollback()
+            raise SchemaChangeError(
+                f"the published tables of schema {target.schema} at {target.address} differ from "
+                "what this release publishes; nothing was written. Review and run:\n  "
+                + "\n  ".join(to_run))
+        for column in new_columns.pop(catalog.runs.name, ()):
+            cursor.execute(_add_column(target.schema, catalog.runs.name, column))
+        for statement in comments_ddl(target.schema, catalog.runs):
             cursor.execute(statement)
-        for grouping in groupings:
-            for statement in grouping_ddl(target.schema, grouping, thresholds):
-                cursor.execute(statement)
-            _check_columns(cursor, target.schema, grouping, thresholds)
     conn.commit()
+    return Evolution({name: columns for name, columns in new_columns.items() if columns})
 
 
-def _check_columns(cursor: Any, schema: str, grouping: Grouping, thresholds: Thresholds) -> None:
-    cursor.execute(
-        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
-        "WHERE attrelid = to_regclass(format('%%I.%%I', %s, %s)) AND attnum > 0 "
-        "AND NOT attisdropped ORDER BY attnum",
-        (schema, grouping.table))
-    found = [(name, kind) for name, kind in cursor.fetchall()]
-    expected = [(c.name, sql_type(c.spark_type)) for c in output_columns(grouping, thresholds)]
-    if found != expected:
-        raise PublishError(
-            f"table {schema}.{grouping.table} exists with columns {found}, but this version "
-            f"publishes {expected}; migrate or drop the table (no data was changed)")
+def _add_column(schema: str, table: str, column: Column) -> sql.Composable:
+    # Without constraints: a NOT NULL column is added to an emptied table (see swap_in), and
+    # a key is never new.
+    return sql.SQL("ALTER TABLE {} ADD COLUMN {}").format(
+        _ident(schema, table), _column_definition(column, constraints=False))
 
 
 # --- runs ----------------------------------------------------------------------------------
@@ -375,8 +371,8 @@ def staging_table(table: str, run_id: int) -> str:
 
 
 def prepare_staging(conn: psycopg2.extensions.connection, target: PostgresTarget,
-                    tables: Sequence[str], run_id: int) -> None:
-    """Fresh, empty staging tables shaped like the published ones (without their constraints).
+                    tables: Sequence[Table], run_id: int) -> None:
+    """Fresh, empty staging tables shaped as this release publishes `tables` (without their keys).
 
     Staging tables left by runs that died are dropped first: the caller holds the publish
     lock, so no live run owns them.
@@ -389,8 +385,10 @@ def prepare_staging(conn: psycopg2.extensions.connection, target: PostgresTarget
             log.info("dropping %s.%s, left by a run that died", target.schema, leftover)
             cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(target.schema, leftover)))
         for table in tables:
-            cursor.execute(sql.SQL("CREATE UNLOGGED TABLE {} (LIKE {})").format(
-                _ident(target.schema, staging_table(table, run_id)), _ident(target.schema, table)))
+            cursor.execute(sql.SQL("CREATE UNLOGGED TABLE {} ({})").format(
+                _ident(target.schema, staging_table(table.name, run_id)),
+                sql.SQL(", ").join(_column_definition(column, constraints=False)
+                                   for column in table.columns)))
     conn.commit()
 
 
@@ -458,23 +456,31 @@ def _spark_error_lines(error: Py4JJavaError | CapturedException) -> tuple[str, s
     return _first_line(exception.toString()), _first_line(root.toString())
 
 
-def swap_in(conn: psycopg2.extensions.connection, target: PostgresTarget,
-            groupings: Sequence[Grouping], thresholds: Thresholds, timezone: str, run_id: int,
-            record: Mapping[str, Any]) -> dict[str, int]:
-    """Replace every published table by its staging table and record the run, in one transaction."""
+def swap_in(conn: psycopg2.extensions.connection, target: PostgresTarget, catalog: Catalog,
+            evolution: Evolution, run_id: int, record: Mapping[str, Any]) -> dict[str, int]:
+    """Replace every published table by its staging table and record the run, in one transaction.
+
+    Columns new in this release are added here, to the emptied table, so that readers never
+    see them empty; columns are copied by name, whatever their order in the published table.
+    """
     rows_written: dict[str, int] = {}
     try:
         with conn.cursor() as cursor:
-            for grouping in groupings:
-                table = _ident(target.schema, grouping.table)
-                staging = _ident(target.schema, staging_table(grouping.table, run_id))
-                cursor.execute(sql.SQL("DELETE FROM {}").format(table))
-                cursor.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(table, staging))
-                rows_written[grouping.table] = cursor.rowcount
-                for statement in grouping_comments(target.schema, grouping, thresholds):
+            for table in catalog.published_tables:
+                published = _ident(target.schema, table.name)
+                columns = sql.SQL(", ").join(map(sql.Identifier, table.column_names))
+                cursor.execute(sql.SQL("DELETE FROM {}").format(published))
+                for column in evolution.new_columns.get(table.name, ()):
+                    log.info("adding column %s to %s.%s", column.name, target.schema, table.name)
+                    cursor.execute(_add_column(target.schema, table.name, column))
+                cursor.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
+                    published, columns, columns,
+                    _ident(target.schema, staging_table(table.name, run_id))))
+                rows_written[table.name] = cursor.rowcount
+                for statement in comments_ddl(target.schema, table):
                     cursor.execute(statement)
-            for statement in views_ddl(target.schema, timezone):
-                cursor.execute(statement)
+            for view in catalog.views:
+                _recreate_view(cursor, target.schema, view)
             statement, values = _run_update(target, run_id, "succeeded",
                                             {**record, "rows_written": rows_written})
             cursor.execute(statement, values)
@@ -484,3 +490,19 @@ def swap_in(conn: psycopg2.extensions.connection, target: PostgresTarget,
         raise PublishError(f"publishing to {target.address} failed, previous results kept: "
                            f"{_first_line(error)}") from None
     return rows_written
+
+
+def _recreate_view(cursor: Any, schema: str, view: View) -> None:
+    """CREATE OR REPLACE, else DROP and CREATE: a view can only gain columns at its end in place."""
+    cursor.execute("SAVEPOINT recreate_view")
+    try:
+        for statement in _view_ddl(schema, view, replace=True):
+            cursor.execute(statement)
+    except psycopg2.errors.InvalidTableDefinition:
+        # Its columns changed order (a table it selects * from gained columns): replace it
+        # whole. A user's view on this view blocks the DROP, and the run says so.
+        cursor.execute("ROLLBACK TO SAVEPOINT recreate_view")
+        cursor.execute(sql.SQL("DROP VIEW {}").format(_ident(schema, view.name)))
+        for statement in _view_ddl(schema, view, replace=False):
+            cursor.execute(statement)
+    cursor.execute("RELEASE SAVEPOINT recreate_view")

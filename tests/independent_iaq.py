@@ -14,6 +14,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pytest
 
 # Physical ranges of shared/DATA_CONTRACT.md (readings outside are "not measured").
 RANGES = {"co2": (0, 40000), "temperature": (-40, 85)}
@@ -216,3 +217,15 @@ def fetch(con: duckdb.DuckDBPyConnection, table: str, order_by: str) -> list[dic
     cursor = con.execute(f"SELECT * FROM {table} ORDER BY {order_by}")
     names = [column[0] for column in cursor.description]
     return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def assert_rows_match(actual: list[dict[str, Any]], expected: list[dict[str, Any]], table: str) -> None:
+    """Row for row, the same columns; floats to a relative 1e-9 (1e-9 absolute around zero)."""
+    assert len(actual) == len(expected), f"{table}: {len(actual)} rows, {len(expected)} expected"
+    for got, want in zip(actual, expected):
+        assert set(got) == set(want), f"{table}: columns differ: {set(got) ^ set(want)}"
+        for column, value in want.items():
+            if isinstance(value, float) and got[column] is not None:
+                assert got[column] == pytest.approx(value, rel=1e-9, abs=1e-9), (table, want, column)
+            else:
+                assert got[column] == value, (table, column, got, want)

@@ -231,4 +231,4 @@ def test_output_columns_match_the_published_dataframes(spark: SparkSession) -> N
     for grouping in GROUPINGS:
         published = stats(df, grouping.table)
         assert [(f.name, f.dataType) for f in published.schema.fields] == [
-            (c.name, c.spark_type) for c in output_columns(grouping, Thresholds())]
+            (c.name, c.type.spark) for c in output_columns(grouping, Thresholds())]

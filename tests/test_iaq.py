@@ -57,7 +57,8 @@ def compute(readings_df: DataFrame, rules: IaqRules = DEFAULT_RULES,
             timezone: str = "UTC") -> IaqTables:
     partials = (readings_df.transform(validate_readings, IAQ_VALIDATED_METRICS, False)
                 .transform(with_occupied_range, timezone, rules.occupancy)
-                .transform(partial_statistics, timezone, Thresholds(), iaq_partial_aggregates(rules)))
+                .transform(partial_statistics, timezone, Thresholds(),
+                           extra_aggregates=iaq_partial_aggregates(rules)))
     return iaq_tables(partials, rules)
 
 
@@ -376,17 +377,6 @@ def generated_rows(seed: int) -> list[dict[str, Any]]:
     return rows
 
 
-def assert_rows_match(actual: list[dict[str, Any]], expected: list[dict[str, Any]], table: str) -> None:
-    assert len(actual) == len(expected), f"{table}: {len(actual)} rows, {len(expected)} expected"
-    for got, want in zip(actual, expected):
-        assert set(got) == set(want), f"{table}: columns differ: {set(got) ^ set(want)}"
-        for column, value in want.items():
-            if isinstance(value, float) and got[column] is not None:
-                assert got[column] == pytest.approx(value, rel=1e-9, abs=1e-9), (table, want, column)
-            else:
-                assert got[column] == value, (table, column, got, want)
-
-
 @pytest.mark.parametrize("timezone", ["UTC", "Europe/Rome"])
 def test_tables_equal_an_independent_duckdb_computation(spark: SparkSession, tmp_path: Path,
                                                        timezone: str) -> None:
@@ -406,7 +396,7 @@ def test_tables_equal_an_independent_duckdb_computation(spark: SparkSession, tmp
     for name, df in (("daily", tables.daily), ("weekly", tables.weekly), ("period", tables.period)):
         expected = independent_iaq.fetch(con, name, ", ".join(keys[name]))
         actual = [row.asDict() for row in df.orderBy(*keys[name]).collect()]
-        assert_rows_match(actual, expected, name)
+        independent_iaq.assert_rows_match(actual, expected, name)
     # The data must exercise what is compared: failed and met days, episodes, both devices.
     daily = independent_iaq.fetch(con, "daily", "local_date")
     assert {row["bb101_peak_met"] for row in daily} == {True, False, None}

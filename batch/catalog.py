@@ -1,0 +1,214 @@
+"""The catalog: every table and view the analysis publishes, and the run table, in one place.
+
+Each entry names its key, its columns (type, unit, comment) and what builds its rows; the
+sink (batch/postgres.py) derives from it the DDL, the comments, the staging tables, the
+swap, the schema evolution of an existing database and the row counts, and the README's
+table list is printed from it (`python -m batch.catalog`). Adding a metric (batch/contract.py
+METRICS), a statistic or share (batch/aggregations.py) or a grouping (GROUPINGS) changes the
+catalog through the specs it is built from; a table of another kind is one more entry here.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from psycopg2 import sql
+from pyspark.sql import DataFrame
+
+from batch.aggregations import (
+    GROUPINGS,
+    SHARES,
+    Grouping,
+    Share,
+    Thresholds,
+    grouping_table,
+    output_columns,
+)
+from batch.contract import METRICS, Metric
+from batch.iaq import IaqSettings, iaq_catalog_tables
+from batch.iaq import latest_week_view as latest_iaq_week_view
+from batch.schema import (
+    BIGINT,
+    BIGSERIAL,
+    INTEGER,
+    JSONB,
+    TEXT,
+    TIMESTAMPTZ,
+    Column,
+    Results,
+    Table,
+    View,
+)
+
+RUNS_TABLE = "batch_runs"
+# The name under which the analysis hands every grouping's statistics to the build functions.
+ALL_STATISTICS = "all_statistics"
+LATEST_WEEK_VIEW = "latest_complete_week_by_classroom"
+
+RUNS = Table(
+    RUNS_TABLE,
+    "One row per run of the batch jobs: what was read, excluded, nulled and published",
+    key=("run_id",),
+    columns=(
+        Column("run_id", BIGSERIAL, "identifier of the run", nullable=False, constraint="PRIMARY KEY"),
+        Column("job", TEXT, "job that ran (analysis)", nullable=False),
+        Column("status", TEXT,
+               "running, succeeded, failed, or abandoned (the process died; found by a later run)",
+               nullable=False,
+               constraint="CHECK (status IN ('running', 'succeeded', 'failed', 'abandoned'))"),
+        Column("started_at", TIMESTAMPTZ, "when the run started", nullable=False),
+        Column("finished_at", TIMESTAMPTZ, "when the run ended (null while running)"),
+        Column("input_path", TEXT, "raw Parquet input that was read", nullable=False),
+        Column("input_files", INTEGER, "number of Parquet files read"),
+        Column("skipped_files", JSONB,
+               "unreadable files skipped (SKIP_CORRUPT_FILES), as a JSON array"),
+        Column("rows_read", BIGINT, "readings read from the input", unit="readings"),
+        Column("rows_used", BIGINT, "readings that entered the statistics", unit="readings"),
+        Column("rows_excluded", JSONB,
+               "readings excluded from the statistics, per reason (JSON object; null for "
+               "replayed_reading when replays were not checked, DROP_REPLAYS=false)"),
+        Column("values_nulled", JSONB,
+               "metric values outside the physical range, treated as not measured, per metric "
+               "(JSON object)"),
+        Column("rows_written", JSONB, "rows published per table (JSON object)"),
+        Column("phase_seconds", JSONB, "wall time per phase of the run, seconds (JSON object)",
+               unit="s"),
+        Column("settings", JSONB,
+               "settings of the run (time zone, thresholds...; never the password)"),
+        Column("error_message", TEXT, "why the run failed (null on success)"),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """What one run publishes, shaped by its settings (thresholds and time zone appear in comments)."""
+
+    tables: tuple[Table, ...]
+    views: tuple[View, ...]
+    runs: Table = RUNS
+
+    @property
+    def published_tables(self) -> tuple[Table, ...]:
+        return tuple(table for table in self.tables if table.published)
+
+    def table(self, name: str) -> Table:
+        for table in (*self.tables, self.runs):
+            if table.name == name:
+                return table
+        raise KeyError(name)
+
+
+def _grouping_rows(groupings: tuple[Grouping, ...], grouping: Grouping, columns: tuple[Column, ...],
+                   results: Results) -> DataFrame:
+    return grouping_table(results[ALL_STATISTICS], groupings, grouping, columns)
+
+
+def _local_dates_note(grouping: Grouping, timezone: str) -> str:
+    local = [key.column.name for key in grouping.keys if key.derive is not None]
+    if not local:
+        return ""
+    return f"; days, weeks and months ({', '.join(local)}) are local to {timezone} (BATCH_TIMEZONE)"
+
+
+def grouping_tables(thresholds: Thresholds, timezone: str,
+                    groupings: tuple[Grouping, ...] = GROUPINGS,
+                    metrics: tuple[Metric, ...] = METRICS,
+                    shares: tuple[Share, ...] = SHARES) -> tuple[Table, ...]:
+    tables = []
+    for grouping in groupings:
+        columns = output_columns(grouping, thresholds, metrics, shares)
+        tables.append(Table(
+            grouping.table,
+            f"{grouping.description}{_local_dates_note(grouping, timezone)}; published by the "
+            "nightly batch analysis, replaced as a whole by each successful run (see batch_runs)",
+            key=grouping.key_names,
+            columns=columns,
+            build=partial(_grouping_rows, groupings, grouping, columns)))
+    return tuple(tables)
+
+
+def _latest_week_query(timezone: str) -> Callable[[Callable[[str], sql.Composable]], sql.Composable]:
+    def query(table: Callable[[str], sql.Composable]) -> sql.Composable:
+        # A week is complete once data newer than its Sunday has arrived: judged against the
+        # newest reading overall, so a classroom whose sensors went silent keeps its last full
+        # week - and is flagged as behind the newest complete week of its institute, so that a
+        # dead sensor does not pass for a quiet classroom.
+        return sql.SQL(
+            "WITH cutoff AS (SELECT (max(last_reading_at) AT TIME ZONE {tz})::date AS data_until "
+            "FROM {weekly}), "
+            "latest AS (SELECT DISTINCT ON (w.institute, w.classroom) w.* FROM {weekly} w, cutoff "
+            "WHERE w.week_start + 7 <= cutoff.data_until "
+            "ORDER BY w.institute, w.classroom, w.week_start DESC) "
+            "SELECT latest.*, "
+            "(max(latest.week_start) OVER (PARTITION BY latest.institute) - latest.week_start) / 7 "
+            "AS weeks_behind_institute "
+            "FROM latest"
+        ).format(weekly=table("classroom_weekly_stats"), tz=sql.Literal(timezone))
+    return query
+
+
+def latest_week_view(timezone: str) -> View:
+    return View(
+        LATEST_WEEK_VIEW,
+        "For each classroom, the statistics of its latest complete ISO week (a week whose "
+        f"Sunday, in {timezone}, is before the day of the newest reading); same columns as "
+        "classroom_weekly_stats, then weeks_behind_institute: how many weeks that week is older "
+        "than the newest complete week of any classroom of the same institute (0: up to date; "
+        "more: the classroom's sensors stopped sending, it is not a quiet classroom)",
+        _latest_week_query(timezone),
+        reads=("classroom_weekly_stats",),
+        one_row_per="classroom: its latest complete ISO week")
+
+
+def build_catalog(thresholds: Thresholds, timezone: str,
+                  groupings: tuple[Grouping, ...] = GROUPINGS,
+                  metrics: tuple[Metric, ...] = METRICS,
+                  shares: tuple[Share, ...] = SHARES,
+                  extra_tables: tuple[Table, ...] = (),
+                  extra_views: tuple[View, ...] = (),
+                  iaq: IaqSettings = IaqSettings()) -> Catalog:
+    """Everything the analysis publishes with these settings (`iaq`: the indoor-air
+    compliance settings, which appear in the IAQ tables' comments)."""
+    tables = (grouping_tables(thresholds, timezone, groupings, metrics, shares)
+              + iaq_catalog_tables(iaq, timezone) + extra_tables)
+    views = (latest_week_view(timezone), latest_iaq_week_view()) + extra_views
+    names = [table.name for table in tables] + [view.name for view in views] + [RUNS_TABLE]
+    if len(set(names)) != len(names):
+        raise ValueError(f"the catalog names a table or view twice: {names}")
+    known = {table.name for table in tables}
+    for view in views:
+        if not set(view.reads) <= known:
+            raise ValueError(f"view {view.name} reads {view.reads}, not all in the catalog")
+    return Catalog(tables, views)
+
+
+def markdown(catalog: Catalog) -> str:
+    """The README's list of what is published, one line per table or view."""
+    lines = ["| table | one row per | columns |", "|---|---|---|"]
+    for table in catalog.published_tables:
+        lines.append(f"| `{table.name}` | {', '.join(table.key)} | {len(table.columns)} |")
+    for view in catalog.views:
+        lines.append(f"| `{view.name}` (view) | {view.one_row_per} | |")
+    lines.append(f"| `{catalog.runs.name}` | run | {len(catalog.runs.columns)} |")
+    return "\n".join(lines)
+
+
+def column_reference(catalog: Catalog) -> str:
+    """Every published column with its type, unit and comment (the README's column reference)."""
+    lines = []
+    for table in (*catalog.published_tables, catalog.runs):
+        lines += [f"#### `{table.name}`", "", table.description, "",
+                  "| column | type | unit | meaning |", "|---|---|---|---|"]
+        lines += [f"| `{column.name}` | {column.type.sql} | {column.unit} | {column.comment} |"
+                  for column in table.columns]
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    # The README is written with the defaults (thresholds of env/spark.env, UTC).
+    default_catalog = build_catalog(Thresholds(), "UTC")
+    print(markdown(default_catalog) if sys.argv[1:] != ["--columns"] else column_reference(default_catalog))
