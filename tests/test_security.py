@@ -59,7 +59,7 @@ from tests.support.jobs import (
     runs,
     wait_for,
 )
-from tests.support.published import TABLES, assert_published_equals_independent, write_rows
+from tests.support.published import STAGED, TABLES, VIEWS, assert_published_equals_independent, write_rows
 from tests.test_analysis import analysis_settings, run
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -340,7 +340,7 @@ def test_the_job_needs_only_its_schema_and_the_reader_role_reads_everything_and_
                                   "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind IN ('r', 'v') "
                                   "ORDER BY 1", (roles.schema,))
         assert sorted(name for name, _ in relations) == sorted(
-            [*TABLES, "batch_runs", "latest_complete_week_by_classroom"])
+            [*STAGED, "batch_runs", *VIEWS])
         for name, _ in relations:  # every table and view, created after the grants, is readable
             assert query(reader, sql.SQL("SELECT count(*) FROM {}.{}").format(schema, sql.Identifier(name)))
         table = sql.SQL("{}.classroom_stats").format(schema)
