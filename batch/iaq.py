@@ -422,13 +422,13 @@ def classroom_day_totals(partials_df: DataFrame, rules: IaqRules) -> DataFrame:
 def _occupied_statistics() -> list[Column]:
     co2_n, temperature_n = F.col(_CO2_N), F.col(_TEMPERATURE_N)
     return [
-        co2_n.cast("long").alias("co2_readings"),
-        _ratio(F.col(_CO2_SUM), co2_n).alias("co2_mean"),
-        F.col(_CO2_MAX).alias("co2_max"),
+        co2_n.cast("long").alias("co2_occupied_readings"),
+        _ratio(F.col(_CO2_SUM), co2_n).alias("co2_occupied_mean"),
+        F.col(_CO2_MAX).alias("co2_occupied_max"),
         *[_ratio(F.col(n), co2_n).alias(f"en16798_co2_share_{name}")
           for n, name in zip(_CATEGORY_N, _CATEGORIES)],
-        temperature_n.cast("long").alias("temperature_readings"),
-        _ratio(F.col(_TEMPERATURE_SUM), temperature_n).alias("temperature_mean"),
+        temperature_n.cast("long").alias("temperature_occupied_readings"),
+        _ratio(F.col(_TEMPERATURE_SUM), temperature_n).alias("temperature_occupied_mean"),
         _ratio(F.col(_TEMPERATURE_IN_BAND), temperature_n).alias("temperature_share_in_band"),
     ]
 
@@ -462,8 +462,8 @@ def _compliance(rules: IaqRules) -> list[Column]:
     category = (F.when(co2_n == 0, F.lit(None)).when(covered[0] >= required, 1)
                 .when(covered[1] >= required, 2).when(covered[2] >= required, 3).otherwise(4))
     return [
-        F.col("school_days"), F.col("days_bb101_mean_met"), F.col("days_bb101_peak_met"),
-        F.col("days_bb101_met"),
+        F.col("school_days"), F.col("bb101_mean_days_met"), F.col("bb101_peak_days_met"),
+        F.col("bb101_days_met"),
         *_occupied_statistics(),
         category.cast("int").alias("en16798_co2_category"),
     ]
@@ -474,9 +474,9 @@ def _rolled_up(day_totals_df: DataFrame, keys: list[Column]) -> DataFrame:
     return day_totals_df.groupBy(*keys).agg(
         *[F.sum(name).alias(name) for name in _SUMMED], F.max(_CO2_MAX).alias(_CO2_MAX),
         F.count(F.when(F.col(_SCHOOL_DAY), 1)).alias("school_days"),
-        F.count(F.when(mean_met, 1)).alias("days_bb101_mean_met"),
-        F.count(F.when(peak_met, 1)).alias("days_bb101_peak_met"),
-        F.count(F.when(mean_met & peak_met, 1)).alias("days_bb101_met"))
+        F.count(F.when(mean_met, 1)).alias("bb101_mean_days_met"),
+        F.count(F.when(peak_met, 1)).alias("bb101_peak_days_met"),
+        F.count(F.when(mean_met & peak_met, 1)).alias("bb101_days_met"))
 
 
 def classroom_weekly_iaq(day_totals_df: DataFrame, data_through_df: DataFrame,
@@ -502,14 +502,9 @@ def classroom_iaq(day_totals_df: DataFrame, rules: IaqRules) -> DataFrame:
 # Worst first: the smallest share of school days meeting BB101, then the worst EN 16798-1
 # category, then the highest occupied CO2 mean; the classroom breaks ties. The view
 # (latest_week_view) orders the same way in SQL.
-WORST_FIRST_SQL = ("days_bb101_met::float8 / NULLIF(school_days, 0) ASC NULLS LAST, "
-                   "en16798_co2_category DESC NULLS LAST, co2_mean DESC NULLS LAST, "
-                   "institute, classroom")
-
-
 def _worst_first() -> list[Column]:
-    return [_ratio(F.col("days_bb101_met").cast("double"), F.col("school_days")).asc_nulls_last(),
-            F.col("en16798_co2_category").desc_nulls_last(), F.col("co2_mean").desc_nulls_last(),
+    return [_ratio(F.col("bb101_days_met").cast("double"), F.col("school_days")).asc_nulls_last(),
+            F.col("en16798_co2_category").desc_nulls_last(), F.col("co2_occupied_mean").desc_nulls_last(),
             F.col(INSTITUTE).asc(), F.col(CLASSROOM).asc()]
 
 
@@ -559,21 +554,21 @@ def _statistic_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:
     season = f"{settings.iaq_heating_season_start}..{settings.iaq_heating_season_end}"
     heating, other = settings.iaq_temperature_heating_c, settings.iaq_temperature_non_heating_c
     return (
-        PublishedColumn("co2_readings", BIGINT, "number of occupied readings with a valid CO2 value",
+        PublishedColumn("co2_occupied_readings", BIGINT, "number of occupied readings with a valid CO2 value",
                         unit="readings", nullable=False),
-        PublishedColumn("co2_mean", DOUBLE, "mean CO2 over the occupied readings (not a mean of "
+        PublishedColumn("co2_occupied_mean", DOUBLE, "mean CO2 over the occupied readings (not a mean of "
                         "daily means); null without CO2", unit="ppm"),
-        PublishedColumn("co2_max", DOUBLE, "highest occupied CO2; null without CO2", unit="ppm"),
+        PublishedColumn("co2_occupied_max", DOUBLE, "highest occupied CO2; null without CO2", unit="ppm"),
         *[PublishedColumn(
             f"en16798_co2_share_{name}", DOUBLE,
             f"EN 16798-1:2019 category {name.upper()}: share of the occupied CO2 readings whose "
             f"excess over outdoor CO2 ({outdoor:g} ppm, IAQ_OUTDOOR_CO2_PPM) is {bound} ppm "
             "(IAQ_EN16798_CO2_EXCESS_PPM); null without CO2", unit="share 0-1")
           for name, bound in zip(_CATEGORIES, bounds)],
-        PublishedColumn("temperature_readings", BIGINT,
+        PublishedColumn("temperature_occupied_readings", BIGINT,
                         "number of occupied readings with a valid air temperature",
                         unit="readings", nullable=False),
-        PublishedColumn("temperature_mean", DOUBLE,
+        PublishedColumn("temperature_occupied_mean", DOUBLE,
                         "mean air temperature over the occupied readings; null without temperature",
                         unit="°C"),
         PublishedColumn(
@@ -595,14 +590,14 @@ def _day_count_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:
         PublishedColumn("school_days", BIGINT,
                         "school days: local dates with at least one occupied CO2 reading",
                         unit="days", nullable=False),
-        PublishedColumn("days_bb101_mean_met", BIGINT,
+        PublishedColumn("bb101_mean_days_met", BIGINT,
                         f"school days meeting the BB101 (2018) mean: occupied CO2 mean below "
                         f"{mean:g} ppm (IAQ_BB101_MEAN_CO2_PPM)", unit="days", nullable=False),
-        PublishedColumn("days_bb101_peak_met", BIGINT,
+        PublishedColumn("bb101_peak_days_met", BIGINT,
                         f"school days meeting the BB101 (2018) peak: CO2 above {peak:g} ppm "
                         f"(IAQ_BB101_PEAK_CO2_PPM) for at most {minutes:g} consecutive minutes "
                         "(IAQ_BB101_PEAK_MINUTES)", unit="days", nullable=False),
-        PublishedColumn("days_bb101_met", BIGINT, "school days meeting both the BB101 mean and peak",
+        PublishedColumn("bb101_days_met", BIGINT, "school days meeting both the BB101 mean and peak",
                         unit="days", nullable=False),
     )
 
@@ -687,10 +682,13 @@ def iaq_catalog_tables(settings: IaqSettings, timezone: str) -> tuple[Table, ...
 
 def latest_week_view() -> View:
     def query(table: Callable[[str], sql.Composable]) -> sql.Composable:
+        # The order of latest_complete_week_iaq (_worst_first).
         return sql.SQL(
             "SELECT * FROM (SELECT DISTINCT ON (institute, classroom) * FROM {weekly} "
             "WHERE week_complete ORDER BY institute, classroom, week_start DESC) latest "
-            "ORDER BY " + WORST_FIRST_SQL).format(weekly=table(WEEKLY_TABLE))
+            "ORDER BY bb101_days_met::float8 / NULLIF(school_days, 0) ASC NULLS LAST, "
+            "en16798_co2_category DESC NULLS LAST, co2_occupied_mean DESC NULLS LAST, institute, classroom"
+        ).format(weekly=table(WEEKLY_TABLE))
     return View(
         LATEST_WEEK_VIEW,
         "For each classroom, the indoor-air compliance of its latest complete ISO week "

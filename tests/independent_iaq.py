@@ -158,14 +158,14 @@ def compute(con: duckdb.DuckDBPyConnection, timezone: str, timetable: Sequence[T
             f"WHEN count(*) FILTER (WHERE {excess} <= {l3}) >= {rules.compliance_share}::DOUBLE * {n} THEN 3 "
             "ELSE 4 END AS en16798_co2_category")
         return (
-            f"{n} AS co2_readings, avg(co2) AS co2_mean, max(co2) AS co2_max, "
+            f"{n} AS co2_occupied_readings, avg(co2) AS co2_occupied_mean, max(co2) AS co2_occupied_max, "
             f"CAST(count(*) FILTER (WHERE {excess} <= {l1}) AS DOUBLE) / NULLIF({n}, 0) AS en16798_co2_share_i, "
             f"CAST(count(*) FILTER (WHERE {excess} > {l1} AND {excess} <= {l2}) AS DOUBLE) / NULLIF({n}, 0) "
             "AS en16798_co2_share_ii, "
             f"CAST(count(*) FILTER (WHERE {excess} > {l2} AND {excess} <= {l3}) AS DOUBLE) / NULLIF({n}, 0) "
             "AS en16798_co2_share_iii, "
             f"CAST(count(*) FILTER (WHERE {excess} > {l3}) AS DOUBLE) / NULLIF({n}, 0) AS en16798_co2_share_iv, "
-            "count(temperature) AS temperature_readings, avg(temperature) AS temperature_mean, "
+            "count(temperature) AS temperature_occupied_readings, avg(temperature) AS temperature_occupied_mean, "
             f"CAST(count(*) FILTER (WHERE CASE WHEN {heating} THEN temperature BETWEEN "
             f"{rules.heating_band[0]} AND {rules.heating_band[1]} ELSE temperature BETWEEN "
             f"{rules.other_band[0]} AND {rules.other_band[1]} END) AS DOUBLE) "
@@ -174,10 +174,10 @@ def compute(con: duckdb.DuckDBPyConnection, timezone: str, timetable: Sequence[T
 
     con.execute(f"""
         CREATE OR REPLACE TABLE daily AS
-        SELECT s.*, CASE WHEN s.co2_readings > 0 THEN coalesce(l.longest_us, 0) / 60e6 END
+        SELECT s.*, CASE WHEN s.co2_occupied_readings > 0 THEN coalesce(l.longest_us, 0) / 60e6 END
                         AS longest_peak_episode_minutes,
-               CASE WHEN s.co2_readings > 0 THEN s.co2_mean < {rules.bb101_mean} END AS bb101_mean_met,
-               CASE WHEN s.co2_readings > 0 THEN coalesce(l.longest_us, 0) <= {peak_us} END
+               CASE WHEN s.co2_occupied_readings > 0 THEN s.co2_occupied_mean < {rules.bb101_mean} END AS bb101_mean_met,
+               CASE WHEN s.co2_occupied_readings > 0 THEN coalesce(l.longest_us, 0) <= {peak_us} END
                         AS bb101_peak_met
         FROM (SELECT institute, classroom, d AS local_date, {WEEK_KEYS}, {statistics(False)},
                      CAST(count(*) FILTER (WHERE pir = 1) AS DOUBLE) / NULLIF(count(pir), 0)
@@ -186,29 +186,29 @@ def compute(con: duckdb.DuckDBPyConnection, timezone: str, timetable: Sequence[T
               HAVING count(co2) + count(temperature) > 0) s
         LEFT JOIN longest l ON l.institute = s.institute AND l.classroom = s.classroom
              AND l.d = s.local_date""")
-    days = ("count(*) FILTER (WHERE co2_readings > 0) AS school_days, "
-            "count(*) FILTER (WHERE bb101_mean_met) AS days_bb101_mean_met, "
-            "count(*) FILTER (WHERE bb101_peak_met) AS days_bb101_peak_met, "
-            "count(*) FILTER (WHERE bb101_mean_met AND bb101_peak_met) AS days_bb101_met")
+    days = ("count(*) FILTER (WHERE co2_occupied_readings > 0) AS school_days, "
+            "count(*) FILTER (WHERE bb101_mean_met) AS bb101_mean_days_met, "
+            "count(*) FILTER (WHERE bb101_peak_met) AS bb101_peak_days_met, "
+            "count(*) FILTER (WHERE bb101_mean_met AND bb101_peak_met) AS bb101_days_met")
     con.execute(f"""
         CREATE OR REPLACE TABLE weekly AS
-        SELECT r.*, c.school_days, c.days_bb101_mean_met, c.days_bb101_peak_met, c.days_bb101_met,
+        SELECT r.*, c.school_days, c.bb101_mean_days_met, c.bb101_peak_days_met, c.bb101_days_met,
                r.week_start + 7 <= (SELECT max(d) FROM included) AS week_complete
         FROM (SELECT institute, classroom, {WEEK_KEYS}, {statistics(True)} FROM occupied GROUP BY ALL) r
         JOIN (SELECT institute, classroom, iso_year, iso_week, week_start, {days} FROM daily GROUP BY ALL) c
           USING (institute, classroom, iso_year, iso_week, week_start)""")
     con.execute(f"""
         CREATE OR REPLACE TABLE period AS
-        SELECT r.*, c.school_days, c.days_bb101_mean_met, c.days_bb101_peak_met, c.days_bb101_met
+        SELECT r.*, c.school_days, c.bb101_mean_days_met, c.bb101_peak_days_met, c.bb101_days_met
         FROM (SELECT institute, classroom, {statistics(True)} FROM occupied GROUP BY ALL) r
         JOIN (SELECT institute, classroom, {days} FROM daily GROUP BY ALL) c USING (institute, classroom)""")
     # Each classroom's latest complete week; worst first: smallest share of school days
     # meeting BB101, worst category, highest occupied CO2 mean.
     con.execute("""
         CREATE OR REPLACE TABLE latest AS
-        SELECT row_number() OVER (ORDER BY CAST(days_bb101_met AS DOUBLE) / NULLIF(school_days, 0)
+        SELECT row_number() OVER (ORDER BY CAST(bb101_days_met AS DOUBLE) / NULLIF(school_days, 0)
                                   ASC NULLS LAST, en16798_co2_category DESC NULLS LAST,
-                                  co2_mean DESC NULLS LAST, institute, classroom) AS position, *
+                                  co2_occupied_mean DESC NULLS LAST, institute, classroom) AS position, *
         FROM (SELECT * FROM weekly WHERE week_complete
               QUALIFY row_number() OVER (PARTITION BY institute, classroom ORDER BY week_start DESC) = 1)""")
 

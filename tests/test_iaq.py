@@ -118,32 +118,32 @@ def test_episodes_gaps_devices_and_missing_metrics(spark: SparkSession) -> None:
                           ("5A", MONDAY)}
 
     split = daily[("3A", MONDAY)]
-    assert (split["co2_readings"], split["longest_peak_episode_minutes"], split["co2_max"],
+    assert (split["co2_occupied_readings"], split["longest_peak_episode_minutes"], split["co2_occupied_max"],
             split["bb101_mean_met"], split["bb101_peak_met"]) == (6, 25.0, 2300.0, False, False)
-    assert split["co2_mean"] == pytest.approx(12550 / 6, rel=1e-12)
-    assert (split["temperature_readings"], split["temperature_mean"],
+    assert split["co2_occupied_mean"] == pytest.approx(12550 / 6, rel=1e-12)
+    assert (split["temperature_occupied_readings"], split["temperature_occupied_mean"],
             split["temperature_share_in_band"], split["pir_share_motion"]) == (6, 22.0, 1.0, None)
 
     gap = daily[("3B", MONDAY)]
-    assert (gap["longest_peak_episode_minutes"], gap["bb101_peak_met"], gap["co2_mean"],
+    assert (gap["longest_peak_episode_minutes"], gap["bb101_peak_met"], gap["co2_occupied_mean"],
             gap["bb101_mean_met"]) == (20.0, True, 2180.0, False)
     assert (gap["en16798_co2_share_i"], gap["en16798_co2_share_ii"], gap["en16798_co2_share_iii"],
             gap["en16798_co2_share_iv"]) == (0.2, 0.0, 0.0, 0.8)
 
     two_devices = daily[("2A", MONDAY)]
-    assert (two_devices["co2_readings"], two_devices["co2_mean"],
+    assert (two_devices["co2_occupied_readings"], two_devices["co2_occupied_mean"],
             two_devices["longest_peak_episode_minutes"], two_devices["bb101_mean_met"],
             two_devices["bb101_peak_met"]) == (6, 1900.0, 30.0, False, False)
-    assert (two_devices["temperature_readings"], two_devices["temperature_mean"],
+    assert (two_devices["temperature_occupied_readings"], two_devices["temperature_occupied_mean"],
             two_devices["temperature_share_in_band"]) == (0, None, None)
 
     no_co2 = daily[("4A", MONDAY)]
-    assert (no_co2["co2_readings"], no_co2["co2_mean"], no_co2["co2_max"],
+    assert (no_co2["co2_occupied_readings"], no_co2["co2_occupied_mean"], no_co2["co2_occupied_max"],
             no_co2["longest_peak_episode_minutes"], no_co2["bb101_mean_met"],
             no_co2["bb101_peak_met"], no_co2["en16798_co2_share_i"]) == (0, None, None, None, None,
                                                                        None, None)
     # 19.5 is outside the heating-season band 20-24, 24.0 inside (inclusive): share 1/2.
-    assert (no_co2["temperature_readings"], no_co2["temperature_mean"],
+    assert (no_co2["temperature_occupied_readings"], no_co2["temperature_occupied_mean"],
             no_co2["temperature_share_in_band"]) == (2, 21.75, 0.5)
 
     assert daily[("5A", MONDAY)]["pir_share_motion"] == 0.5
@@ -169,9 +169,9 @@ def test_range_ends_and_lunch_break(spark: SparkSession) -> None:
     )
     daily = by_classroom_day(compute(readings(spark, rows), rules).daily)
     monday, tuesday = daily[("3A", MONDAY)], daily[("3A", TUESDAY)]
-    assert (monday["co2_readings"], monday["longest_peak_episode_minutes"],
+    assert (monday["co2_occupied_readings"], monday["longest_peak_episode_minutes"],
             monday["bb101_peak_met"]) == (5, 10.0, True)
-    assert (tuesday["co2_readings"], tuesday["co2_mean"], tuesday["co2_max"],
+    assert (tuesday["co2_occupied_readings"], tuesday["co2_occupied_mean"], tuesday["co2_occupied_max"],
             tuesday["longest_peak_episode_minutes"], tuesday["bb101_peak_met"]) == (
         4, 2500.0, 2500.0, 20.0, True)
 
@@ -199,16 +199,16 @@ def test_daylight_saving_change_days_in_rome(spark: SparkSession) -> None:
     ]
     daily = by_classroom_day(compute(readings(spark, rows), rules, rome).daily)
     assert set(daily) == {("3A", spring), ("3A", autumn)}
-    assert (daily[("3A", spring)]["co2_readings"],
+    assert (daily[("3A", spring)]["co2_occupied_readings"],
             daily[("3A", spring)]["longest_peak_episode_minutes"]) == (4, 35.0)
-    assert (daily[("3A", autumn)]["co2_readings"],
+    assert (daily[("3A", autumn)]["co2_occupied_readings"],
             daily[("3A", autumn)]["longest_peak_episode_minutes"]) == (4, 25.0)
     # 26 October is in the heating season (15 October - 15 April): band 20-24; 23 in, 25 out.
     assert daily[("3A", autumn)]["temperature_share_in_band"] == 0.25
     # In UTC the same instants are 30 March 00:50-01:55 (inside 01:00-04:00: three of them)
     # and the 25 October reading is a Saturday: not occupied.
     in_utc = by_classroom_day(compute(readings(spark, rows), rules, "UTC").daily)
-    assert in_utc[("3A", spring)]["co2_readings"] == 3
+    assert in_utc[("3A", spring)]["co2_occupied_readings"] == 3
 
 
 def test_closed_dates_and_institute_timetables(spark: SparkSession, tmp_path: Path) -> None:
@@ -227,7 +227,7 @@ def test_closed_dates_and_institute_timetables(spark: SparkSession, tmp_path: Pa
         for clock in ("09:00", "19:00")
     ]
     daily = compute(readings(spark, rows), rules).daily
-    got = sorted((r["institute"], r["local_date"].isoformat(), r["co2_readings"])
+    got = sorted((r["institute"], r["local_date"].isoformat(), r["co2_occupied_readings"])
                  for r in daily.collect())
     # Tuesday is closed for all; Wednesday for Liceo only. Scuola Serale counts 19:00 only.
     assert got == [("Istituto", "2025-03-03", 1), ("Istituto", "2025-03-05", 1),
@@ -259,19 +259,19 @@ def test_weekly_means_categories_and_latest_complete_week(spark: SparkSession) -
     weekly = {(r["classroom"], r["iso_week"]): r.asDict() for r in tables.weekly.collect()}
     assert set(weekly) == {("3A", 10), ("3B", 10), ("3B", 11)}
     a = weekly[("3A", 10)]
-    assert (a["school_days"], a["days_bb101_mean_met"], a["days_bb101_peak_met"],
-            a["days_bb101_met"], a["co2_readings"], a["co2_mean"], a["en16798_co2_category"],
+    assert (a["school_days"], a["bb101_mean_days_met"], a["bb101_peak_days_met"],
+            a["bb101_days_met"], a["co2_occupied_readings"], a["co2_occupied_mean"], a["en16798_co2_category"],
             a["week_complete"]) == (2, 2, 2, 2, 4, 850.0, 3, True)
     b = weekly[("3B", 10)]
-    assert (b["school_days"], b["days_bb101_mean_met"], b["days_bb101_met"],
+    assert (b["school_days"], b["bb101_mean_days_met"], b["bb101_days_met"],
             b["en16798_co2_share_i"], b["en16798_co2_share_ii"], b["en16798_co2_share_iii"],
             b["en16798_co2_share_iv"], b["en16798_co2_category"]) == (
         2, 1, 1, 0.2, 0.2, 0.4, 0.2, 4)
     assert weekly[("3B", 11)]["week_complete"] is False
     period = {r["classroom"]: r.asDict() for r in tables.period.collect()}
     # 3B whole period: 6 readings, 950 + 1200 + 1750 + 1751 + 1500 + 600 = 7751.
-    assert (period["3B"]["school_days"], period["3B"]["co2_readings"]) == (3, 6)
-    assert period["3B"]["co2_mean"] == pytest.approx(7751 / 6, rel=1e-12)
+    assert (period["3B"]["school_days"], period["3B"]["co2_occupied_readings"]) == (3, 6)
+    assert period["3B"]["co2_occupied_mean"] == pytest.approx(7751 / 6, rel=1e-12)
     # Latest complete week of each classroom, worst first: 3B met BB101 on 1 of 2 days,
     # 3A on 2 of 2.
     latest = [(r["classroom"], r["iso_week"]) for r in latest_complete_week_iaq(tables.weekly).collect()]

@@ -22,9 +22,9 @@ TABLES = tuple(independent.TABLE_KEYS)
 VIEW = "latest_complete_week_by_classroom"
 # Everything a run stages and publishes: the statistics (TABLES) and the indoor-air
 # compliance tables (checked by tests/test_iaq_analysis.py), in the order they are written.
-_CATALOG = build_catalog(Thresholds(), "UTC")
-STAGED = tuple(table.name for table in _CATALOG.published_tables)
-VIEWS = tuple(view.name for view in _CATALOG.views)
+CATALOG = build_catalog(Thresholds(), "UTC")
+STAGED = tuple(table.name for table in CATALOG.published_tables)
+VIEWS = tuple(view.name for view in CATALOG.views)
 
 
 def write_rows(folder: Path, rows: Sequence[dict[str, Any]], name: str = "part-0.parquet") -> Path:
