@@ -14,7 +14,7 @@ from batch import cli, downloader
 from batch.session import build_spark_session
 
 PROJECT_ROOT = Path(__file__).resolve().parent
-DESCRIPTION = ("Export raw indoor-air readings, filtered by device profile, institute, classroom "
+DESCRIPTION = ("Download raw indoor-air readings, filtered by device profile, institute, classroom "
                "and time window, as one ordered CSV (or Parquet) file, replaced atomically.")
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from py4j.protocol import Py4JJavaError
 from pyspark.errors.exceptions.captured import CapturedException
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from batch import postgres
 from batch.aggregations import (
@@ -38,19 +38,18 @@ from batch.iaq import (
     IAQ_OPTIONS,
     IAQ_PARTIAL_COLUMNS,
     IAQ_VALIDATED_METRICS,
+    IaqRules,
     IaqSettings,
     iaq_partial_aggregates,
     iaq_results,
     with_occupied_range,
 )
-from batch.readers import read_raw_readings
+from batch.readers import InputFiles, file_listing, read_raw_readings, undecodable_file
 from batch.timing import timed_phase
 from batch.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings
 
 log = logging.getLogger(__name__)
 
-# How Spark names a file it cannot decode (a damaged page behind an intact footer).
-_UNREADABLE_FILE = re.compile(r"Encountered error while reading file (.+?)\. Details")
 _CAUSE = re.compile(r"\(cause: (.*)\)$")
 
 ANALYSIS_OPTIONS: tuple[Option, ...] = COMMON_OPTIONS + POSTGRES_OPTIONS + (
@@ -137,6 +136,10 @@ class RunSummary:
     run_id: int | None = None
     input_files: int | None = None
     skipped_files: list[str] = field(default_factory=list)
+    # {"count": n, "first": [names]}: part files of a streaming sink that its log does not name.
+    uncommitted_files: dict[str, Any] = field(default_factory=dict)
+    # {"count": n, "first": [names]}: files lacking a required column that other files have.
+    files_lacking_required_columns: dict[str, Any] = field(default_factory=dict)
     rows_read: int | None = None
     rows_used: int | None = None
     rows_excluded: dict[str, int] = field(default_factory=dict)
@@ -152,6 +155,8 @@ class RunSummary:
         """The batch_runs columns this summary fills."""
         return {
             "input_files": self.input_files, "skipped_files": self.skipped_files,
+            "uncommitted_files": self.uncommitted_files,
+            "files_lacking_required_columns": self.files_lacking_required_columns,
             "rows_read": self.rows_read, "rows_used": self.rows_used,
             "rows_excluded": self.rows_excluded, "values_nulled": self.values_nulled,
             "phase_seconds": self.phase_seconds, "error_message": self.error_message,
@@ -219,33 +224,9 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
                          conn: Any, target: postgres.PostgresTarget, groupings: tuple[Grouping, ...],
                          metrics: tuple[Metric, ...], catalog: Catalog,
                          evolution: postgres.Evolution) -> None:
-    thresholds = settings.thresholds
     iaq_rules = settings.iaq.rules()
-    with summary.phase("read"):
-        readings_df, input_files = read_raw_readings(
-            spark, settings.raw_data_path, _columns_read(metrics), settings.skip_corrupt_files)
-        summary.input_files = input_files.file_count
-        summary.skipped_files = list(input_files.skipped)
+    partials_df = _partial_statistics(spark, settings, summary, metrics, iaq_rules)
     with summary.phase("aggregate"):
-        try:
-            # One row per device and day, kept in a few partitions: every later step reads it
-            # and the plans built on it stay small. A local checkpoint lives in the executors;
-            # losing one fails the run, which publishes nothing.
-            # The indoor-air compliance partials are computed in the same aggregation, from
-            # the same scan (batch/iaq.py).
-            partials_df = (
-                readings_df.transform(validate_readings, _validated(metrics), settings.drop_replays)
-                .transform(with_occupied_range, settings.batch_timezone, iaq_rules.occupancy)
-                .transform(partial_statistics, settings.batch_timezone, thresholds, metrics,
-                           extra_aggregates=iaq_partial_aggregates(iaq_rules))
-                .coalesce(spark.sparkContext.defaultParallelism)
-                .localCheckpoint()
-            )
-        except (Py4JJavaError, CapturedException) as error:
-            unreadable = _unreadable_file_error(error, settings.skip_corrupt_files)
-            if unreadable is None:
-                raise
-            raise unreadable from None
         _record_counts(summary, validation_counts(partials_df, metrics).collect()[0].asDict(),
                        metrics, settings.drop_replays)
         if not summary.rows_used:
@@ -270,19 +251,65 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
                      summary.run_id, summary.phase_seconds)
 
 
-def _unreadable_file_error(error: Py4JJavaError | CapturedException,
-                           skip_corrupt_files: bool) -> CorruptInputFileError | None:
-    """The failure of the first pass over the input as an error naming the file, if Spark named one."""
+def _partial_statistics(spark: SparkSession, settings: AnalysisSettings, summary: RunSummary,
+                        metrics: tuple[Metric, ...], iaq_rules: IaqRules) -> DataFrame:
+    """Read and validate the input into one row per device and day, checkpointed.
+
+    The indoor-air compliance partials (batch/iaq.py) are computed in the same aggregation,
+    from the same scan.
+
+    With SKIP_CORRUPT_FILES, a file whose footer reads but whose data pages do not is skipped
+    like an unreadable footer, and the input read again without it.
+    """
+    unreadable: tuple[str, ...] = ()
+    while True:
+        with summary.phase("read"):
+            readings_df, input_files = read_raw_readings(
+                spark, settings.raw_data_path, _columns_read(metrics), settings.skip_corrupt_files,
+                unreadable)
+            _record_files(summary, input_files)
+        with summary.phase("aggregate"):
+            try:
+                # One row per device and day, kept in a few partitions: every later step reads
+                # it and the plans built on it stay small. A local checkpoint lives in the
+                # executors; losing one fails the run, which publishes nothing.
+                return (
+                    readings_df.transform(validate_readings, _validated(metrics), settings.drop_replays)
+                    .transform(with_occupied_range, settings.batch_timezone, iaq_rules.occupancy)
+                    .transform(partial_statistics, settings.batch_timezone, settings.thresholds,
+                               metrics, extra_aggregates=iaq_partial_aggregates(iaq_rules))
+                    .coalesce(spark.sparkContext.defaultParallelism)
+                    .localCheckpoint()
+                )
+            except (Py4JJavaError, CapturedException) as error:
+                damaged = _unreadable_file_error(error)
+                if damaged is None:
+                    raise
+                file, damaged_error = damaged
+                if not settings.skip_corrupt_files or file in unreadable:
+                    raise damaged_error from None
+                log.warning("skipping %s", damaged_error)
+                unreadable += (file,)
+
+
+def _unreadable_file_error(error: Py4JJavaError | CapturedException
+                           ) -> tuple[str, CorruptInputFileError] | None:
+    """The file the first pass over the input could not decode, if Spark named one, and the error."""
     message = postgres.spark_error_message(error)
-    found = _UNREADABLE_FILE.search(message)
-    if found is None:
+    file = undecodable_file(message)
+    if file is None:
         return None
     cause = _CAUSE.search(message)
-    hint = ("; SKIP_CORRUPT_FILES skips files whose footer is unreadable, but this one's footer "
-            "is intact and its data damaged: move it out of the input" if skip_corrupt_files else "")
-    return CorruptInputFileError(
-        f"{found.group(1)} is not a readable Parquet file: its data cannot be decoded"
-        f"{f' ({cause.group(1)})' if cause else ''}{hint}")
+    return file, CorruptInputFileError(
+        f"{file} is not a readable Parquet file: its data cannot be decoded"
+        f"{f' ({cause.group(1)})' if cause else ''}")
+
+
+def _record_files(summary: RunSummary, input_files: InputFiles) -> None:
+    summary.input_files = input_files.file_count
+    summary.skipped_files = list(input_files.skipped)
+    summary.uncommitted_files = file_listing(input_files.uncommitted)
+    summary.files_lacking_required_columns = file_listing(input_files.lacking_required)
 
 
 def _names(metrics: tuple[Metric, ...]) -> tuple[str, ...]:

@@ -64,6 +64,14 @@ RUNS = Table(
         Column("input_files", INTEGER, "number of Parquet files read"),
         Column("skipped_files", JSONB,
                "unreadable files skipped (SKIP_CORRUPT_FILES), as a JSON array"),
+        Column("uncommitted_files", JSONB,
+               "part files of the input's streaming sink folder that its _spark_metadata log does "
+               "not name (micro-batches that failed before their commit), not read: "
+               '{"count": number of files, "first": the first few paths}'),
+        Column("files_lacking_required_columns", JSONB,
+               "input files lacking a required column (sendtime, DevEui, institute, classroom) that "
+               "other files have: their readings are excluded (a pipeline problem): "
+               '{"count": number of files, "first": the first few paths}'),
         Column("rows_read", BIGINT, "readings read from the input", unit="readings"),
         Column("rows_used", BIGINT, "readings that entered the statistics", unit="readings"),
         Column("rows_excluded", JSONB,

@@ -46,7 +46,8 @@ RAW_COLUMNS: tuple[RawColumn, ...] = (
     RawColumn("co2", T.DoubleType(), "CO2 concentration, ppm", 0.0, 40000.0),
     RawColumn("tvoc", T.DoubleType(), "total volatile organic compounds, ppb", 0.0, 60000.0),
     RawColumn("pressure", T.DoubleType(), "barometric pressure, hPa", 300.0, 1100.0),
-    RawColumn("light_level", T.LongType(), "light level reported by the device", 0.0, None),
+    RawColumn("light_level", T.DoubleType(), "light level reported by the device (fraction kept)",
+              0.0, None),
     RawColumn("pir", T.IntegerType(), "1 = motion detected, 0 = idle", 0.0, 1.0),
     RawColumn("battery_voltage", T.DoubleType(), "battery voltage, V", 0.0, 5.0),
     RawColumn("door_status", T.IntegerType(), "1 = door open, 0 = closed", 0.0, 1.0),
@@ -76,7 +77,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("co2", "ppm", "CO2 concentration"),
     Metric("tvoc", "ppb", "total volatile organic compounds"),
     Metric("pressure", "hPa", "barometric pressure"),
-    Metric("light_level", "device units", "light level reported by the device"),
+    Metric("light_level", "device units (stored as an integer or a fraction; the fraction is kept)",
+           "light level reported by the device"),
     Metric("battery", "%", "battery level"),
 )
 

@@ -2,8 +2,8 @@
 
 Launched by spark-downloader.sh (spark-submit), or directly with
 `python spark-downloader.py --help`. Settings come from the shared options (RAW_DATA_PATH,
-BATCH_TIMEZONE, ...) plus the export's own; the filters are flags only, since they
-describe one particular export rather than the installation.
+BATCH_TIMEZONE, ...) plus the download's own; the filters are flags only, since they
+describe one particular download rather than the installation.
 """
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from py4j.protocol import Py4JJavaError
+from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import Observation, SparkSession
 
 from batch.config import (
@@ -33,26 +35,27 @@ from batch.config import (
     settings_from,
 )
 from batch.contract import RAW_COLUMNS, RAW_COLUMNS_BY_NAME
-from batch.errors import BatchError, ConfigurationError, ExportError
-from batch.export import (
+from batch.errors import BatchError, ConfigurationError, CorruptInputFileError, DownloadError
+from batch.download_file import (
     CSV,
     FORMATS,
     PARQUET,
-    ExportFilter,
+    DownloadFilter,
     NoMatchingReadingsError,
     check_filter_values,
     clean_count_columns,
     columns_to_read,
     filter_readings,
-    order_for_export,
+    order_for_download,
     parse_local_instant,
+    plan_parts,
     range_checked_columns,
-    sort_for_export,
+    sort_into_parts,
     usable_readings,
     value_inventory,
     write_single_file,
 )
-from batch.readers import read_raw_readings
+from batch.readers import file_listing, read_raw_readings, undecodable_file
 from batch.timing import timed_phase
 from batch.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings
 
@@ -96,7 +99,7 @@ DOWNLOADER_OPTIONS: tuple[Option, ...] = COMMON_OPTIONS + (
     Option("DROP_REPLAYS", "false",
            "with --clean, also drop exact replays (same DevEui and sendtime)", parse_bool),
     Option("DOWNLOAD_COLUMNS", "",
-           "comma-separated columns to export, in that order (empty: every contract column)",
+           "comma-separated columns to download, in that order (empty: every contract column)",
            parse_columns),
     Option("DOWNLOAD_STAGING_DIR", "",
            "folder (URI) Spark writes the parts to before they are joined into the output; "
@@ -150,7 +153,7 @@ class DownloaderSettings:
         return path
 
     @property
-    def export_filter(self) -> ExportFilter:
+    def download_filter(self) -> DownloadFilter:
         """The filters, with --since and --until read in BATCH_TIMEZONE (ConfigurationError if malformed)."""
         instants = {}
         for name in ("since", "until"):
@@ -159,19 +162,19 @@ class DownloaderSettings:
                 instants[name] = parse_local_instant(text, self.batch_timezone) if text else None
             except ValueError as error:
                 raise ConfigurationError(f"--{name}: {error}") from None
-        return ExportFilter(profiles=self.profiles, institutes=self.institutes,
+        return DownloadFilter(profiles=self.profiles, institutes=self.institutes,
                             classrooms=self.classrooms, **instants)
 
     def filter_description(self) -> dict[str, str]:
         """The filters as given, for the summary (instants also shown in UTC)."""
-        export_filter = self.export_filter
+        download_filter = self.download_filter
         described: dict[str, str] = {}
         for flag, values in (("profile", self.profiles), ("institute", self.institutes),
                              ("classroom", self.classrooms)):
             if values:
                 described[flag] = ", ".join(values)
-        for flag, text, instant in (("since", self.since, export_filter.since),
-                                    ("until", self.until, export_filter.until)):
+        for flag, text, instant in (("since", self.since, download_filter.since),
+                                    ("until", self.until, download_filter.until)):
             if instant is not None:
                 described[flag] = (f"{text} ({self.batch_timezone}) = "
                                    f"{instant.isoformat().replace('+00:00', 'Z')}")
@@ -179,7 +182,7 @@ class DownloaderSettings:
 
 
 def build_download_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """The shared options' flags, the export's own short flags, and the repeatable filters."""
+    """The shared options' flags, the download's own short flags, and the repeatable filters."""
     parser = build_parser(prog, description,
                           [option for option in DOWNLOADER_OPTIONS if option.env not in _FLAGS])
     for option in DOWNLOADER_OPTIONS:
@@ -188,12 +191,12 @@ def build_download_parser(prog: str, description: str) -> argparse.ArgumentParse
     filters = parser.add_argument_group(
         "filters", "All optional; different filters combine with AND, repeated values with OR.")
     filters.add_argument("--profile", dest="profiles", action="append", default=[], metavar="NAME",
-                         help="device profile to export, e.g. AM319 (repeatable)")
+                         help="device profile to download, e.g. AM319 (repeatable)")
     filters.add_argument("--institute", dest="institutes", action="append", default=[],
-                         metavar="NAME", help="institute to export (repeatable)")
+                         metavar="NAME", help="institute to download (repeatable)")
     filters.add_argument("--classroom", dest="classrooms", action="append", default=[],
                          metavar="NAME",
-                         help="classroom to export (repeatable); classrooms are named per "
+                         help="classroom to download (repeatable); classrooms are named per "
                               "institute, so combine with --institute to pick one room")
     filters.add_argument("--since", default="", metavar="WHEN",
                          help="first instant, inclusive: ISO date or date-time, local to "
@@ -233,6 +236,11 @@ def load_download_settings(
         settings_from(DownloaderSettings, values), profiles=tuple(args.profiles),
         institutes=tuple(args.institutes), classrooms=tuple(args.classrooms), since=args.since,
         until=args.until)
+    if args.drop_replays and not settings.download_clean:
+        # Given as a flag it is meant for this download; DROP_REPLAYS=true in the shared env
+        # file is the analysis' setting too, and applies here only with --clean.
+        raise ConfigurationError("--drop-replays applies only with --clean (its validation "
+                                 "drops the replays): add --clean, or leave out --drop-replays")
     if args.check_config:
         # The launchers check the job options this way before starting anything.
         check_settings(settings)
@@ -245,10 +253,10 @@ def check_settings(settings: DownloaderSettings) -> None:
     """Refuse contradictory settings before any Spark work (ConfigurationError, exit 2)."""
     if settings.download_gzip and settings.download_format != CSV:
         raise ConfigurationError("--gzip applies to CSV; a Parquet file is compressed inside")
-    settings.export_filter  # noqa: B018 - parsing --since/--until raises on a malformed or empty window
+    settings.download_filter  # noqa: B018 - parsing --since/--until raises on a malformed or empty window
     if _URI_SCHEME.match(settings.download_output):
         raise ConfigurationError(
-            f"--output {settings.download_output} is a URI; the export is one file on the "
+            f"--output {settings.download_output} is a URI; the download is one file on the "
             "driver's disk: give a local path (copy it to HDFS afterwards if needed)")
     path = settings.output_path
     expected = _SUFFIXES[(settings.download_format, settings.download_gzip)]
@@ -257,7 +265,7 @@ def check_settings(settings: DownloaderSettings) -> None:
     if actual is not None and actual != expected:
         what = "gzipped CSV" if settings.download_gzip else settings.download_format.upper()
         raise ConfigurationError(
-            f"--output {path} ends in {actual}, but the export is {what}: name it "
+            f"--output {path} ends in {actual}, but the download is {what}: name it "
             f"{path.name[: -len(actual)]}{expected} so that readers know what it holds")
     if path.is_dir():
         raise ConfigurationError(f"--output {path} is a directory; give a file name")
@@ -278,13 +286,18 @@ class DownloadSummary:
     status: str = "running"
     input_files: int | None = None
     skipped_files: list[str] = field(default_factory=list)
+    # {"count": n, "first": [names]}: part files of a streaming sink that its log does not name.
+    uncommitted_files: dict[str, Any] = field(default_factory=dict)
+    # {"count": n, "first": [names]}: files lacking a required column that other files have.
+    files_lacking_required_columns: dict[str, Any] = field(default_factory=dict)
     rows_selected: int | None = None
-    rows_exported: int | None = None
+    rows_downloaded: int | None = None
     rows_excluded: dict[str, int] | None = None  # with --clean only
     values_nulled: dict[str, int] | None = None  # with --clean only
     file_bytes: int | None = None
     file_size: str | None = None
     parts: int | None = None
+    leftovers_removed: list[str] = field(default_factory=list)  # of killed earlier downloads
     seconds: float | None = None
     phase_seconds: dict[str, float] = field(default_factory=dict)
     error_message: str | None = None
@@ -328,33 +341,59 @@ def run_download(spark: SparkSession, settings: DownloaderSettings,
 def _download(spark: SparkSession, settings: DownloaderSettings, summary: DownloadSummary) -> None:
     check_settings(settings)
     _check_staging(spark, settings)
-    export_filter = settings.export_filter
+    unreadable: tuple[str, ...] = ()
+    while True:
+        try:
+            _download_once(spark, settings, summary, unreadable)
+            return
+        except (DownloadError, Py4JJavaError, CapturedException) as error:
+            text = str(error.java_exception.toString()) if isinstance(error, Py4JJavaError) else str(error)
+            file = undecodable_file(text)
+            if file is None:
+                raise
+            damaged = CorruptInputFileError(
+                f"{file} is not a readable Parquet file: its data cannot be decoded")
+            if not settings.skip_corrupt_files or file in unreadable:
+                raise damaged from None
+            # A footer that reads but data pages that do not: skipped like an unreadable
+            # footer, and the download made again without it.
+            log.warning("skipping %s", damaged)
+            unreadable += (file,)
+
+
+def _download_once(spark: SparkSession, settings: DownloaderSettings, summary: DownloadSummary,
+                   unreadable: tuple[str, ...]) -> None:
+    download_filter = settings.download_filter
     columns = settings.columns
     with summary.phase("read"):
         readings_df, input_files = read_raw_readings(
             spark, settings.raw_data_path,
-            columns_to_read(columns, export_filter, settings.download_clean),
-            settings.skip_corrupt_files)
+            columns_to_read(columns, download_filter, settings.download_clean),
+            settings.skip_corrupt_files, unreadable)
         summary.input_files = input_files.file_count
         summary.skipped_files = list(input_files.skipped)
-    if export_filter.has_value_filters:
-        # One small aggregation, so that a typo is told apart from an empty selection.
-        with summary.phase("check_filters"):
+        summary.uncommitted_files = file_listing(input_files.uncommitted)
+        summary.files_lacking_required_columns = file_listing(input_files.lacking_required)
+    # One pass over sendtime and the filter columns: where to split the sort into parts, and
+    # whether each filter value exists (a typo is told apart from an empty selection).
+    with summary.phase("plan"):
+        plan = plan_parts(readings_df, download_filter, _sort_parts(spark))
+        if plan.missing_values:
+            # Only on this error path: every value with its rows, for the message.
             inventory = [row.asDict() for row in value_inventory(readings_df).collect()]
-            check_filter_values(export_filter, inventory, settings.raw_data_path)
-    selected_df = readings_df.transform(filter_readings, export_filter)
+            check_filter_values(download_filter, inventory, settings.raw_data_path)
+    selected_df = readings_df.transform(filter_readings, download_filter)
     checked = range_checked_columns(columns)
-    # The --clean counts are observed while the export is written, after the sort: above the
-    # range exchange, so Spark's sampling of the input for the sort does not count twice.
+    # The --clean counts are observed while the download is written, after the sort.
     clean_observation = (Observation(f"clean-counts-{uuid.uuid4().hex}")
                          if settings.download_clean else None)
     if clean_observation is None:
-        export_df = selected_df.transform(order_for_export, columns)
+        download_df = selected_df.transform(order_for_download, columns, plan.split_points)
     else:
-        export_df = (selected_df.transform(validate_readings, checked, settings.drop_replays)
-                     .transform(sort_for_export, columns)
-                     .observe(clean_observation, *clean_count_columns(checked))
-                     .transform(usable_readings, columns))
+        download_df = (selected_df.transform(validate_readings, checked, settings.drop_replays)
+                       .transform(sort_into_parts, columns, plan.split_points)
+                       .observe(clean_observation, *clean_count_columns(checked))
+                       .transform(usable_readings, columns))
 
     def check_written(rows: int) -> None:
         # Called once Spark has written the parts, before the file is assembled and published.
@@ -363,28 +402,29 @@ def _download(spark: SparkSession, settings: DownloaderSettings, summary: Downlo
             raise NoMatchingReadingsError(_no_match_message(settings, summary))
 
     with summary.phase("write"):
-        exported = write_single_file(
-            export_df, settings.output_path, settings.download_format, settings.download_gzip,
+        downloaded = write_single_file(
+            download_df, settings.output_path, settings.download_format, settings.download_gzip,
             settings.batch_timezone, settings.download_staging_dir, on_written=check_written)
     summary.phase_seconds.update({f"write.{step}": seconds
-                                  for step, seconds in exported.step_seconds.items()})
-    summary.file_bytes = exported.size_bytes
-    summary.file_size = _human_size(exported.size_bytes)
-    summary.parts = exported.parts
-    log.info("exported %s rows to %s (%s)", f"{summary.rows_exported:,}", exported.path,
+                                  for step, seconds in downloaded.step_seconds.items()})
+    summary.file_bytes = downloaded.size_bytes
+    summary.file_size = _human_size(downloaded.size_bytes)
+    summary.parts = downloaded.parts
+    summary.leftovers_removed = list(downloaded.leftovers_removed)
+    log.info("downloaded %s rows to %s (%s)", f"{summary.rows_downloaded:,}", downloaded.path,
              summary.file_size)
 
 
 def _record_counts(summary: DownloadSummary, settings: DownloaderSettings,
                    checked: Sequence[str], clean_observation: Observation | None,
                    rows: int) -> None:
-    summary.rows_exported = rows
+    summary.rows_downloaded = rows
     if clean_observation is None:
         summary.rows_selected = rows
         return
     counts = clean_observation.get
-    if counts["rows_exported"] != rows:
-        raise ExportError(f"--clean counted {counts['rows_exported']:,} usable readings but "
+    if counts["rows_downloaded"] != rows:
+        raise DownloadError(f"--clean counted {counts['rows_downloaded']:,} usable readings but "
                           f"{rows:,} were written; {settings.output_path} left as it was")
     summary.rows_selected = counts["rows_selected"]
     reasons = EXCLUSION_REASONS + ((REPLAY_REASON,) if settings.drop_replays else ())
@@ -392,15 +432,20 @@ def _record_counts(summary: DownloadSummary, settings: DownloaderSettings,
     summary.values_nulled = {column: counts[out_of_range_flag(column)] for column in checked}
 
 
+def _sort_parts(spark: SparkSession) -> int:
+    """How many parts the sort is split into: one per shuffle partition (2x the cores by default)."""
+    return max(1, int(spark.conf.get("spark.sql.shuffle.partitions")))
+
+
 def _check_staging(spark: SparkSession, settings: DownloaderSettings) -> None:
     master = spark.sparkContext.master
     if not settings.download_staging_dir and not master.startswith("local"):
         # Executors on other machines would write their parts to their own disks, and the
-        # driver would assemble an export with rows missing.
+        # driver would assemble a download with rows missing.
         raise ConfigurationError(
             f"Spark runs on {master}, whose executors cannot write to this machine's disk: set "
             "DOWNLOAD_STAGING_DIR (--staging-dir) to a folder on the cluster's file system, "
-            "e.g. hdfs://hadoop-namenode:8020/tmp/indoor-air-export, or file:///... if every "
+            "e.g. hdfs://hadoop-namenode:8020/tmp/indoor-air-download, or file:///... if every "
             "executor shares this machine's disk")
 
 

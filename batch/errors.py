@@ -37,7 +37,7 @@ class CorruptInputFileError(InputError):
 
 
 class EmptyInputError(InputError):
-    """The input holds no reading that can be analysed or exported."""
+    """The input holds no reading that can be analysed or downloaded."""
 
 
 class PublishError(BatchError):
@@ -46,7 +46,7 @@ class PublishError(BatchError):
     exit_code = 4
 
 
-class ExportError(BatchError):
+class DownloadError(BatchError):
     """Writing the export file failed; the previous file is untouched."""
 
     exit_code = 5

@@ -185,6 +185,16 @@ def _view_ddl(schema: str, view: View, replace: bool) -> list[sql.Composable]:
                                                         sql.Literal(view.description))]
 
 
+def catalog_ddl(schema: str, catalog: Catalog) -> list[sql.Composable]:
+    """Every table and view of `catalog`, created from nothing (the schema must exist)."""
+    statements: list[sql.Composable] = []
+    for table in (catalog.runs, *catalog.published_tables):
+        statements += [create_table_ddl(schema, table), *comments_ddl(schema, table)]
+    for view in catalog.views:
+        statements += _view_ddl(schema, view, replace=True)
+    return statements
+
+
 @dataclass(frozen=True)
 class Evolution:
     """What this release adds to an existing database: per table, its columns new in this release."""

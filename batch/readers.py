@@ -1,5 +1,12 @@
 """Read the raw Parquet readings into the contract's canonical schema.
 
+Which files: exactly those Spark's own batch reader reads from the input path. Its file
+index knows a Structured Streaming file-sink folder by its `_spark_metadata/` log and then
+lists only the files of committed micro-batches (compacted log files included); part files
+of a micro-batch that died before its commit are not data (the restarted query wrote those
+readings again) and are reported as uncommitted. A plain folder is every data file under it,
+hidden names (`_`, `.`) excluded, partition folders (`key=value`) included.
+
 Files appended over months drift: a metric may be `int` in one file and `double` in
 another, a column may be missing from older files, extra columns may appear. Spark's own
 schema merge refuses differing numeric types, so the reader groups the files by the schema
@@ -9,11 +16,15 @@ contract's type (a column a group lacks becomes null: "not measured") and unions
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import unquote
 
 from py4j.protocol import Py4JJavaError
+from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -22,6 +33,7 @@ from batch.contract import RAW_COLUMNS_BY_NAME, REQUIRED_COLUMNS
 from batch.errors import (
     CorruptInputFileError,
     IncompatibleColumnTypeError,
+    InputError,
     InputNotFoundError,
     MissingColumnError,
 )
@@ -32,19 +44,47 @@ _NUMERIC_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatTyp
                   T.DoubleType, T.DecimalType)
 _TIMESTAMP_TYPES = (T.TimestampType, T.TimestampNTZType)
 _FOOTER_READ_THREADS = 8
+# The folder of a Structured Streaming file sink's log (FileStreamSink.metadataDir).
+SINK_LOG_DIR = "_spark_metadata"
+# How many file names a message or summary lists; the counts are always complete.
+LISTED_FILES = 5
+# How Spark names a file it cannot decode (a damaged page behind an intact footer).
+_UNDECODABLE_FILE = re.compile(r"Encountered error while reading file (.+?)\. Details")
+_EMPTY_AUTHORITY = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):///")
+_SCHEME_AND_AUTHORITY = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:(//[^/]*)?")
 
 
 @dataclass(frozen=True)
 class InputFiles:
-    """The Parquet files under the input path, grouped by the schema in their footers."""
+    """The Parquet files read under the input path, grouped by the schema in their footers."""
 
     root: str
     groups: tuple[tuple[str, ...], ...]
     skipped: tuple[str, ...] = ()
+    # Part files in a streaming sink folder that its log does not name: not read.
+    uncommitted: tuple[str, ...] = ()
+    # Files lacking a required column that other files have: read, their rows excluded.
+    lacking_required: tuple[str, ...] = ()
 
     @property
     def file_count(self) -> int:
         return sum(len(files) for files in self.groups)
+
+
+def first_names(files: tuple[str, ...]) -> str:
+    """The first few of `files`, for a message."""
+    return ", ".join(files[:LISTED_FILES]) + (" ..." if len(files) > LISTED_FILES else "")
+
+
+def file_listing(files: tuple[str, ...]) -> dict[str, Any]:
+    """`files` for a summary: how many, and the first few names."""
+    return {"count": len(files), "first": list(files[:LISTED_FILES])}
+
+
+def undecodable_file(spark_message: str) -> str | None:
+    """The file a failed Spark job could not decode, if its message names one."""
+    found = _UNDECODABLE_FILE.search(spark_message)
+    return found.group(1) if found else None
 
 
 def read_raw_readings(
@@ -52,11 +92,15 @@ def read_raw_readings(
     path: str,
     columns: tuple[str, ...],
     skip_corrupt_files: bool = False,
+    unreadable: tuple[str, ...] = (),
 ) -> tuple[DataFrame, InputFiles]:
-    """Readings under `path` (any URI Spark reads) with exactly `columns`, typed as the contract says."""
-    input_files = discover_input_files(spark, path, skip_corrupt_files)
+    """Readings under `path` (any URI Spark reads) with exactly `columns`, typed as the contract says.
+
+    `unreadable` names files already found damaged (SKIP_CORRUPT_FILES): left out, reported skipped.
+    """
+    input_files = discover_input_files(spark, path, skip_corrupt_files, unreadable)
     group_dfs = [_read_group(spark, input_files.root, files) for files in input_files.groups]
-    _require_columns(group_dfs, input_files.root)
+    input_files = _require_columns(group_dfs, input_files)
     conformed = [_conform(df, columns, files) for df, files in zip(group_dfs, input_files.groups)]
     readings_df = conformed[0]
     for other_df in conformed[1:]:
@@ -64,13 +108,23 @@ def read_raw_readings(
     return readings_df, input_files
 
 
-def discover_input_files(spark: SparkSession, path: str, skip_corrupt_files: bool) -> InputFiles:
-    """List the Parquet files under `path` and group them by footer schema."""
-    files = _list_data_files(spark, path)
-    footers = _read_footer_schemas(spark, files)
+def discover_input_files(spark: SparkSession, path: str, skip_corrupt_files: bool,
+                         unreadable: tuple[str, ...] = ()) -> InputFiles:
+    """The files Spark's reader reads under `path`, grouped by footer schema."""
+    files, uncommitted = _list_input_files(spark, path)
+    if uncommitted:
+        log.warning(
+            "%d part file(s) under %s are not in its streaming sink log (%s/): written by "
+            "micro-batches that failed before their commit, whose readings the restarted query "
+            "wrote again; not read: %s", len(uncommitted), path, SINK_LOG_DIR,
+            first_names(uncommitted))
+    # Spark names a file it cannot decode by its URL-encoded path.
+    damaged = {same_file(unquote(file)) for file in unreadable}
+    skipped: list[str] = [file for file in files if same_file(file) in damaged]
+    readable = [file for file in files if same_file(file) not in damaged]
+    footers = _read_footer_schemas(spark, readable)
     groups: dict[str, list[str]] = defaultdict(list)
-    skipped: list[str] = []
-    for file, schema_or_error in zip(files, footers):
+    for file, schema_or_error in zip(readable, footers):
         if isinstance(schema_or_error, CorruptInputFileError):
             if not skip_corrupt_files:
                 raise schema_or_error
@@ -81,16 +135,68 @@ def discover_input_files(spark: SparkSession, path: str, skip_corrupt_files: boo
     if not groups:
         raise InputNotFoundError(f"no readable Parquet file under {path}")
     return InputFiles(root=path, groups=tuple(tuple(g) for g in groups.values()),
-                      skipped=tuple(skipped))
+                      skipped=tuple(skipped), uncommitted=uncommitted)
 
 
-def _list_data_files(spark: SparkSession, path: str) -> list[str]:
+def _list_input_files(spark: SparkSession, path: str) -> tuple[list[str], tuple[str, ...]]:
+    """(the files Spark's reader reads, the uncommitted part files of a sink folder)."""
     jvm = spark.sparkContext._jvm
     hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
     try:
         fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
         if not fs.exists(hadoop_path):
             raise InputNotFoundError(f"input path {path} does not exist")
+        sink_log = jvm.org.apache.hadoop.fs.Path(hadoop_path, SINK_LOG_DIR)
+        is_sink = fs.isDirectory(sink_log)
+    except Py4JJavaError as error:
+        raise InputNotFoundError(f"cannot list input path {path}: {_java_message(error)}") from None
+    files = _spark_input_files(spark, path)
+    if not files:
+        if is_sink:
+            raise InputNotFoundError(
+                f"input path {path} is a streaming sink whose log ({SINK_LOG_DIR}/) names no "
+                "committed file yet")
+        raise InputNotFoundError(f"input path {path} holds no Parquet file")
+    uncommitted: tuple[str, ...] = ()
+    if is_sink:
+        committed = {same_file(file) for file in files}
+        uncommitted = tuple(file for file in _list_data_files(spark, path)
+                            if same_file(file) not in committed)
+    return files, uncommitted
+
+
+def _spark_input_files(spark: SparkSession, path: str) -> list[str]:
+    # A schema given up front: the file index is built (sink log, hidden files) without
+    # inferring a schema, i.e. without reading any footer. Without a sink log, Spark's index
+    # lists only the files directly in the folder unless it has key=value partition folders;
+    # a recursive lookup lists every data file under it, whatever the folders are named
+    # (partition values are read from the folder names when each group is read).
+    any_schema = T.StructType([T.StructField(REQUIRED_COLUMNS[0], T.StringType())])
+    try:
+        uris = (spark.read.schema(any_schema).option("recursiveFileLookup", "true")
+                .parquet(path).inputFiles())
+    except (Py4JJavaError, CapturedException) as error:
+        message = _java_message(error) if isinstance(error, Py4JJavaError) else str(error)
+        raise InputError(f"cannot list the Parquet files of {path}: "
+                         f"{message.strip().splitlines()[0]}") from None
+    # The index gives URIs (a space is %20, file:///x); Hadoop paths (file:/x), as the file
+    # system lists them and every other step takes them.
+    return sorted(_EMPTY_AUTHORITY.sub(r"\1:/", unquote(uri)) for uri in uris)
+
+
+def same_file(file: str) -> str:
+    """`file` (a Hadoop path) as a key that is equal for every spelling of its file system."""
+    # The sink log holds the URIs the streaming query wrote, whose authority may be spelled
+    # differently (a host name for an address, file:/// for file:/) from the path given here.
+    return _SCHEME_AND_AUTHORITY.sub("", file)
+
+
+def _list_data_files(spark: SparkSession, path: str) -> list[str]:
+    """Every data file under `path`, committed or not, by the hidden-name rule of Spark's index."""
+    jvm = spark.sparkContext._jvm
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+    try:
+        fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
         root = fs.makeQualified(hadoop_path).toString().rstrip("/")
         iterator = fs.listFiles(hadoop_path, True)
         files = []
@@ -100,15 +206,16 @@ def _list_data_files(spark: SparkSession, path: str) -> list[str]:
                 files.append(uri)
     except Py4JJavaError as error:
         raise InputNotFoundError(f"cannot list input path {path}: {_java_message(error)}") from None
-    if not files:
-        raise InputNotFoundError(f"input path {path} holds no Parquet file")
     return sorted(files)
 
 
 def _is_data_file(relative_path: str) -> bool:
-    # The same rule as Spark's file index: names starting with _ or . are metadata
-    # (_SUCCESS, _common_metadata, .crc files, in-progress temporary files).
-    return not any(part.startswith(("_", ".")) for part in relative_path.split("/") if part)
+    # The rule of Spark's file index (InMemoryFileIndex.shouldFilterOutPathName): names
+    # starting with _ (unless a key=value folder) or . are metadata (_SUCCESS, the sink log,
+    # .crc files, in-progress temporary files), as are files still being copied.
+    parts = [part for part in relative_path.split("/") if part]
+    return not any((part.startswith("_") and "=" not in part) or part.startswith(".")
+                   or part.endswith("._COPYING_") for part in parts)
 
 
 def _read_footer_schemas(spark: SparkSession, files: list[str]) -> list[str | CorruptInputFileError]:
@@ -142,13 +249,27 @@ def _read_group(spark: SparkSession, root: str, files: tuple[str, ...]) -> DataF
     return spark.read.option("basePath", root).parquet(*files)
 
 
-def _require_columns(group_dfs: list[DataFrame], root: str) -> None:
-    present = {field.name for df in group_dfs for field in df.schema.fields}
+def _require_columns(group_dfs: list[DataFrame], input_files: InputFiles) -> InputFiles:
+    """Refuse a required column missing everywhere; name the files lacking one other files have."""
+    schemas = [{field.name for field in df.schema.fields} for df in group_dfs]
+    present = set().union(*schemas)
     for column in REQUIRED_COLUMNS:
         if column not in present:
             raise MissingColumnError(
-                f"required column `{column}` is missing from every Parquet file under {root}; "
-                f"columns found: {', '.join(sorted(present))}")
+                f"required column `{column}` is missing from every Parquet file under "
+                f"{input_files.root}; columns found: {', '.join(sorted(present))}")
+    lacking = tuple(sorted(
+        file for names, files in zip(schemas, input_files.groups)
+        if not set(REQUIRED_COLUMNS) <= names for file in files))
+    if lacking:
+        missing = sorted({column for names in schemas for column in REQUIRED_COLUMNS
+                          if column not in names})
+        log.warning(
+            "%d file(s) under %s lack required column(s) %s that other files have: their "
+            "readings cannot be attributed and are excluded (a fault of the writing pipeline): "
+            "%s", len(lacking), input_files.root, ", ".join(f"`{c}`" for c in missing),
+            first_names(lacking))
+    return replace(input_files, lacking_required=lacking)
 
 
 def _conform(df: DataFrame, columns: tuple[str, ...], files: tuple[str, ...]) -> DataFrame:

@@ -8,10 +8,17 @@ impossible values, unregistered devices, null timestamps, exact replays, and fil
 schema drifts over the months (a column missing from the oldest files, a metric stored as
 int, double or decimal, radio columns appearing in the newest).
 
-Everything is vectorised numpy written in bounded batches with pyarrow: no Spark is needed,
-memory does not grow with the number of readings, and the same seed gives the same bytes.
+Everything is vectorised numpy written in bounded batches with pyarrow: memory does not grow
+with the number of readings, and the same seed gives the same part files, byte for byte.
+
+The folder is laid out as the platform's Structured Streaming job leaves it: each part file
+is one committed micro-batch, named in a `_spark_metadata/` log that Spark's own sink log
+class (FileStreamSinkLog, through a local Spark session) writes, compacted every
+SINK_LOG_COMPACT_INTERVAL batches; and one orphan part file of a micro-batch that failed
+before its commit (a copy of the part file its restart committed), which readers must skip.
 The dataset appears atomically: it is written to a hidden folder beside `output_dir` and
 renamed once complete, with `_demo_dataset.json` (its parameters) as the last file written.
+The log names the files by absolute URI, so a dataset that was moved is generated again.
 
     python -m devtools.demo --output data/demo/raw --readings 300000 --seed 7
 """
@@ -31,6 +38,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyspark.sql import SparkSession
 
 from batch.contract import RAW_COLUMNS
 from batch.errors import BatchError, ConfigurationError
@@ -38,6 +46,8 @@ from batch.errors import BatchError, ConfigurationError
 # Bumped whenever the generated content changes, so that ensure_demo_dataset regenerates.
 GENERATOR_VERSION = 2
 MARKER_FILE = "_demo_dataset.json"
+SINK_LOG_DIR = "_spark_metadata"
+SINK_LOG_COMPACT_INTERVAL = 4
 DEFAULT_READINGS = 300_000
 DEFAULT_SEED = 7
 # A school year: the span crosses the ISO-year boundary (2024-12-30 is in week 1 of 2025).
@@ -136,6 +146,7 @@ class DirtRates:
     """Share of rows carrying each dirty case of the contract (each also forced once a batch)."""
 
     null_sendtime: float = 0.002
+    null_device: float = 0.001
     replay: float = 0.004
     fault: float = 0.0005  # per kind of impossible value
 
@@ -168,6 +179,9 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
 CONTRACT_ARROW_TYPES: dict[str, pa.DataType] = {
     column.name: _ARROW_TYPES[column.spark_type.simpleString()] for column in RAW_COLUMNS
 }
+# The contract reads light_level as a double (some files store a fraction); devices send
+# whole numbers, which the streaming side stores as bigint.
+CONTRACT_ARROW_TYPES["light_level"] = pa.int64()
 RADIO_COLUMNS: dict[str, pa.DataType] = {"rssi": pa.int32(), "snr": pa.float64()}
 
 FIRST_FIRMWARE = "first_firmware"  # the oldest files: no tvoc yet, narrower numeric types
@@ -179,7 +193,7 @@ ERA_TYPE_OVERRIDES: dict[str, dict[str, pa.DataType]] = {
     FIRST_FIRMWARE: {"co2": pa.int32(), "humidity": pa.float32(), "light_level": pa.int32(),
                      "door_open_times": pa.int32(), "last_open_minutes": pa.int32()},
     CURRENT: {},
-    BACKFILL: {"co2": pa.decimal128(8, 1)},
+    BACKFILL: {"co2": pa.decimal128(8, 1), "light_level": pa.float64()},
     RADIO_METADATA: {},
 }
 ERA_MISSING_COLUMNS: dict[str, tuple[str, ...]] = {FIRST_FIRMWARE: ("tvoc",)}
@@ -228,6 +242,10 @@ class DemoDatasetInfo:
     institutes: tuple[str, ...]
     devices: int
     unregistered_devices: int
+    # Part files of micro-batches that failed before their commit: in the folder, not in the log.
+    uncommitted_files: tuple[str, ...] = ()
+    # Where the sink log says the files are (absolute).
+    sink_path: str = ""
 
     @property
     def parameters(self) -> DemoParameters:
@@ -236,7 +254,8 @@ class DemoDatasetInfo:
     def as_json(self) -> dict[str, object]:
         return {**self.parameters.as_json(), "files": list(self.files),
                 "institutes": list(self.institutes), "devices": self.devices,
-                "unregistered_devices": self.unregistered_devices}
+                "unregistered_devices": self.unregistered_devices,
+                "uncommitted_files": list(self.uncommitted_files), "sink_path": self.sink_path}
 
     @classmethod
     def from_json(cls, path: Path, document: dict[str, object]) -> DemoDatasetInfo:
@@ -244,7 +263,9 @@ class DemoDatasetInfo:
                    seed=int(document["seed"]), start=date.fromisoformat(str(document["start"])),
                    days=int(document["days"]), institutes=tuple(document["institutes"]),
                    devices=int(document["devices"]),
-                   unregistered_devices=int(document["unregistered_devices"]))
+                   unregistered_devices=int(document["unregistered_devices"]),
+                   uncommitted_files=tuple(document.get("uncommitted_files", ())),
+                   sink_path=str(document.get("sink_path", "")))
 
 
 def generate_demo_dataset(
@@ -267,7 +288,7 @@ def generate_demo_dataset(
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging_dir = _new_sibling(output_dir, "writing")
     try:
-        info = _write_dataset(staging_dir, parameters)
+        info = _write_dataset(staging_dir, parameters, output_dir.resolve())
         _replace_dir(staging_dir, output_dir)
     except BaseException:
         shutil.rmtree(staging_dir, ignore_errors=True)
@@ -290,6 +311,7 @@ def ensure_demo_dataset(
     parameters = _checked_parameters(readings, seed, start, days)
     existing = read_demo_dataset_info(output_dir)
     if existing is not None and _made_with(output_dir, parameters) \
+            and existing.sink_path == str(output_dir.resolve()) \
             and all((output_dir / name).is_file() for name in existing.files):
         return existing
     if existing is None and _holds_data(output_dir):
@@ -535,23 +557,75 @@ def _date_us(day: date) -> int:
 # Writing
 # ---------------------------------------------------------------------------------------
 
-def _write_dataset(folder: Path, parameters: DemoParameters) -> DemoDatasetInfo:
+def _write_dataset(folder: Path, parameters: DemoParameters, final_dir: Path) -> DemoDatasetInfo:
+    """Write the dataset into `folder`, which is renamed to `final_dir` once complete."""
     fleet = build_fleet(parameters.seed)
     timeline = build_timeline(parameters, fleet.size)
     world = World.build(fleet, timeline, parameters.seed)
     files = plan_files(timeline, parameters)
     for planned in files:
         _write_file(folder / planned.name, planned, world, parameters.seed)
+    orphan = _write_aborted_attempt(folder, files[-1].name)
+    _write_sink_log(folder, final_dir, [planned.name for planned in files])
     info = DemoDatasetInfo(
         path=folder, files=tuple(f.name for f in files), readings=parameters.readings,
         seed=parameters.seed, start=parameters.start, days=parameters.days,
         institutes=tuple(institute.name for institute in INSTITUTES), devices=fleet.size,
-        unregistered_devices=int((~fleet.registered).sum()))
+        unregistered_devices=int((~fleet.registered).sum()), uncommitted_files=(orphan,),
+        sink_path=str(final_dir))
     # Written last: its presence means every file before it is complete.
     (folder / MARKER_FILE).write_text(
         json.dumps(info.as_json(), indent=2, ensure_ascii=False, sort_keys=True) + "\n",
         encoding="utf-8")
     return info
+
+
+def _write_aborted_attempt(folder: Path, committed: str) -> str:
+    """The part file of the last micro-batch's first attempt, which died before its commit.
+
+    Its restart wrote the same readings again into `committed`; a reader that does not
+    follow the sink log counts them twice.
+    """
+    orphan = committed.replace(".parquet", "-attempt-0.parquet")
+    shutil.copyfile(folder / committed, folder / orphan)
+    return orphan
+
+
+def _write_sink_log(folder: Path, final_dir: Path, files: Sequence[str]) -> None:
+    """The `_spark_metadata/` log of a file sink that committed `files`, one micro-batch each.
+
+    Written by Spark's own FileStreamSinkLog, so that its format (and compaction) is exactly
+    what a streaming query writes. The paths are those the files will have in `final_dir`.
+    """
+    active = SparkSession.getActiveSession()
+    spark = active or (SparkSession.builder.master("local[1]").appName("indoor-air-demo-sink-log")
+                       .config("spark.ui.enabled", "false").getOrCreate())
+    compact_key = "spark.sql.streaming.fileSink.log.compactInterval"
+    previous = spark.conf.get(compact_key, None)
+    try:
+        spark.conf.set(compact_key, str(SINK_LOG_COMPACT_INTERVAL))
+        jvm = spark.sparkContext._jvm
+        streaming = jvm.org.apache.spark.sql.execution.streaming
+        sink_log = streaming.FileStreamSinkLog(
+            streaming.FileStreamSinkLog.VERSION(), spark._jsparkSession,
+            str(folder / SINK_LOG_DIR), jvm.scala.Option.empty())
+        for batch_id, name in enumerate(files):
+            stat = (folder / name).stat()
+            uri = jvm.org.apache.hadoop.fs.Path(f"file:{final_dir / name}").toUri().toString()
+            statuses = spark.sparkContext._gateway.new_array(streaming.SinkFileStatus, 1)
+            statuses[0] = streaming.SinkFileStatus.apply(
+                uri, stat.st_size, False, stat.st_mtime_ns // 1_000_000, 1, 32 * 1024 * 1024,
+                streaming.FileStreamSinkLog.ADD_ACTION())
+            if not sink_log.add(batch_id, statuses):
+                raise DemoDatasetError(f"cannot write batch {batch_id} of the sink log in {folder}")
+    finally:
+        if active is not None:
+            if previous is None:
+                spark.conf.unset(compact_key)
+            else:
+                spark.conf.set(compact_key, previous)
+        else:
+            spark.stop()
 
 
 def _write_file(path: Path, planned: PlannedFile, world: World, seed: int) -> None:
@@ -574,6 +648,8 @@ def _batch_table(world: World, slots: np.ndarray, schema: pa.Schema,
     replay_source = np.roll(replayed, -1)
     readings.nulls["sendtime"] |= _choose_rows(rng, len(slots), DIRT.null_sendtime,
                                                untouched & ~replay_source)
+    readings.nulls["DevEui"] |= _choose_rows(rng, len(slots), DIRT.null_device,
+                                             untouched & ~replay_source)
     table = pa.Table.from_arrays(
         [readings.arrow_column(field.name, field.type) for field in schema], schema=schema)
     # A replay is the previous uplink stored again, in place of the one that followed it.

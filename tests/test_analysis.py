@@ -26,7 +26,9 @@ from batch.errors import (
 )
 from batch.postgres import PostgresTarget
 from tests import independent
-from tests.rawdata import write_dataset
+from tests.rawdata import build_rows, write_dataset
+from tests.support.published import assert_published_equals_independent
+from tests.support.sink import HOSTILE_CLASSROOM, write_streaming_sink
 
 TABLES = [grouping.table for grouping in GROUPINGS]
 UTC = dt.timezone.utc
@@ -260,3 +262,97 @@ def test_an_unreachable_database_is_named_without_the_password(
     message = str(raised.value)
     assert f"127.0.0.1:{target.port}" in message and "after 2 attempt(s)" in message
     assert target.password.reveal() not in message
+
+
+# --- a streaming sink, as the platform's streaming job leaves the raw folder -------------------
+
+def sink_batches(seed: int = 23, readings_per_window: int = 60) -> list[list[dict[str, Any]]]:
+    """Four micro-batches of readings with every dirty case; light levels with a fraction."""
+    rows = build_rows(seed, readings_per_window)
+    for row in rows:
+        if row["classroom"] == "4B":
+            row["classroom"] = HOSTILE_CLASSROOM
+        if row["light_level"] is not None:
+            row["light_level"] += 0.25
+    quarter = len(rows) // 4
+    return [rows[:quarter], rows[quarter:2 * quarter], rows[2 * quarter:3 * quarter], rows[3 * quarter:]]
+
+
+def local_names(files: list[str]) -> list[str]:
+    return [name.removeprefix("file:") for name in files]
+
+
+def test_a_streaming_sink_is_read_as_sparks_own_reader_reads_it(
+        spark: SparkSession, make_target: Callable[..., PostgresTarget], tmp_path: Path) -> None:
+    sink = write_streaming_sink(spark, tmp_path, sink_batches())
+    log = sorted(p.name for p in (Path(sink.folder) / "_spark_metadata").iterdir() if not p.name.startswith("."))
+    assert log == ["0", "1.compact", "2", "3.compact"]
+    assert (Path(sink.folder) / f"classroom={HOSTILE_CLASSROOM}").is_dir()
+    # The folder holds more readings than were committed, which Spark's reader alone sees.
+    assert spark.read.parquet(sink.folder).count() == len(sink.committed_rows)
+    target = make_target()
+
+    summary = run(spark, analysis_settings(target, sink.folder))
+
+    assert_published_equals_independent(target, sink.committed_rows)
+    uncommitted = {"count": 2, "first": list(sink.uncommitted)}
+    assert {**summary.uncommitted_files, "first": local_names(summary.uncommitted_files["first"])} == uncommitted
+    record = last_run(target)
+    assert record["uncommitted_files"] == summary.uncommitted_files
+    assert record["rows_read"] == len(sink.committed_rows)
+    assert summary.files_lacking_required_columns == {"count": 0, "first": []}
+
+
+def test_light_level_stored_with_a_fraction_keeps_it(
+        spark: SparkSession, make_target: Callable[..., PostgresTarget], tmp_path: Path) -> None:
+    stamp = pa.array([dt.datetime(2025, 3, 3, 9, tzinfo=UTC)] * 2, pa.timestamp("us", tz="UTC"))
+    common = {"DevEui": pa.array(["a1", "a2"]), "sendtime": stamp,
+              "institute": pa.array(["Liceo"] * 2), "classroom": pa.array(["3A"] * 2)}
+    raw = write_rows(tmp_path / "raw/part-0.parquet", {**common, "light_level": pa.array([12, 40], pa.int32())})
+    write_rows(raw / "part-1.parquet", {**common, "light_level": pa.array([12.7, 0.5], pa.float32())})
+    write_rows(raw / "part-2.parquet", {**common, "light_level": pa.array([3.25, 7.0], pa.float64())})
+    target = make_target()
+    run(spark, analysis_settings(target, raw))
+    stored = [12.0, 40.0, float(pa.array([12.7], pa.float32())[0].as_py()), 0.5, 3.25, 7.0]
+    with connect(target) as conn:
+        (row,) = independent.fetch_dicts(conn, (
+            f'SELECT light_level_count, light_level_mean, light_level_min, light_level_max FROM '
+            f'"{target.schema}".classroom_stats'))
+        comment = independent.fetch_dicts(conn, (
+            "SELECT col_description(%s::regclass, attnum) AS comment FROM pg_attribute "
+            "WHERE attrelid = %s::regclass AND attname = 'light_level_mean'"),
+            (f'"{target.schema}".classroom_stats',) * 2)[0]["comment"]
+    assert row["light_level_count"] == 6
+    assert row["light_level_min"] == 0.5 and row["light_level_max"] == 40.0
+    assert abs(row["light_level_mean"] - sum(stored) / 6) < 1e-9
+    assert "fraction is kept" in comment
+
+
+def test_files_lacking_a_required_column_others_have_are_named(
+        spark: SparkSession, make_target: Callable[..., PostgresTarget], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    raw = small_dataset(tmp_path / "raw")
+    stamp = pa.array([dt.datetime(2025, 3, 4, 9, tzinfo=UTC)] * 2, pa.timestamp("us", tz="UTC"))
+    write_rows(raw / "part-1.parquet", {"DevEui": pa.array(["a1", "c3"]), "time": stamp,
+                                        "institute": pa.array(["Liceo"] * 2),
+                                        "classroom": pa.array(["3A"] * 2), "co2": pa.array([600.0, 700.0])})
+    target = make_target()
+    with caplog.at_level("WARNING", logger="batch.readers"):
+        summary = run(spark, analysis_settings(target, raw))
+    assert local_names(summary.files_lacking_required_columns["first"]) == [str(raw / "part-1.parquet")]
+    assert summary.files_lacking_required_columns["count"] == 1
+    assert summary.rows_excluded["missing_sendtime"] == 2
+    warning = next(r.getMessage() for r in caplog.records if "lack required column" in r.getMessage())
+    assert "`sendtime`" in warning and "part-1.parquet" in warning
+
+
+def test_a_run_table_of_an_earlier_version_gets_the_new_columns(
+        spark: SparkSession, make_target: Callable[..., PostgresTarget], tmp_path: Path) -> None:
+    target = make_target()
+    raw = small_dataset(tmp_path / "raw")
+    run(spark, analysis_settings(target, raw))
+    with connect(target) as conn, conn.cursor() as cursor:
+        cursor.execute(f'ALTER TABLE "{target.schema}".batch_runs DROP COLUMN uncommitted_files')
+    run(spark, analysis_settings(target, raw))
+    record = last_run(target)
+    assert (record["status"], record["uncommitted_files"]) == ("succeeded", {"count": 0, "first": []})

@@ -36,6 +36,8 @@ from tests.support import local_results
 from tests.support.hdfs import MiniDfs, configure_spark_for_hdfs, copy_local_dir_to_hdfs, minidfs_unavailable_reason
 from tests.support.isolated_python import can_import, create_isolated_python
 from tests.support.local_results import LocalResults
+from tests.support.published import assert_published_equals_independent
+from tests.support.sink import write_streaming_sink
 from tests.support.spark_standalone import SparkStandalone
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -119,6 +121,44 @@ def test_both_jobs_read_hdfs_and_equal_the_local_file_results(
     tables = run_both_jobs(postgres_server, f"{hdfs_uri}{RAW_PATH}", output, SPARK_MASTER="local[2]")
     local_results.assert_tables_equal(tables, local.tables)
     assert output.read_text(encoding="utf-8") == local.exports[PROFILE]
+
+
+def test_both_jobs_read_a_streaming_sink_on_hdfs_committed_files_only(
+        spark: SparkSession, hdfs_uri: str, postgres_server: LocalPostgres, tmp_path: Path) -> None:
+    from tests.test_analysis import sink_batches
+    from tests.test_download_file import exact_text, read_csv_rows
+
+    sink = write_streaming_sink(spark, tmp_path, sink_batches(seed=31, readings_per_window=30),
+                                sink_uri=f"{hdfs_uri}/iot-lorawan/raw/sink")
+    # The streaming query's log names its files by fully qualified hdfs:// URIs.
+    log = spark.sparkContext.textFile(f"{sink.folder}/_spark_metadata/3.compact").collect()
+    paths = [json.loads(line)["path"] for line in log if line.startswith("{")]
+    assert paths and all(path.startswith(f"{hdfs_uri}/iot-lorawan/raw/sink/classroom=") for path in paths), log[:3]
+    schema = f"cluster_{uuid.uuid4().hex[:8]}"
+    summaries = {"analysis": tmp_path / "analysis.json", "download": tmp_path / "download.json"}
+    analysis = launch(PROJECT_ROOT / "start-spark.sh", "--raw-data-path", sink.folder,
+                      "--summary-json", str(summaries["analysis"]),
+                      **postgres_variables(postgres_server, schema), SPARK_MASTER="local[2]")
+    assert analysis.returncode == 0, analysis.stdout[-3000:] + analysis.stderr[-3000:]
+    columns = ("DevEui", "sendtime", "institute", "classroom", "light_level", "co2")
+    output = tmp_path / "sink-export.csv"
+    export = launch(PROJECT_ROOT / "spark-downloader.sh", "--raw-data-path", sink.folder,
+                    "--output", str(output), "--columns", ",".join(columns),
+                    "--summary-json", str(summaries["download"]), SPARK_MASTER="local[2]")
+    assert export.returncode == 0, export.stdout[-3000:] + export.stderr[-3000:]
+
+    assert_published_equals_independent(local_results.postgres_target(postgres_server, schema),
+                                        sink.committed_rows, TIMEZONE)
+
+    def in_order(rows: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
+        return sorted(rows, key=lambda row: [(value is None, str(value)) for value in row])
+
+    assert in_order(read_csv_rows(exact_text(output), columns)) == in_order(
+        [tuple(row[name] for name in columns) for row in sink.committed_rows])
+    for job, path in summaries.items():
+        summary = json.loads(path.read_text())
+        assert summary["uncommitted_files"] == {"count": 2, "first": list(sink.uncommitted)}, job
+    assert "not in its streaming sink log" in analysis.stderr + analysis.stdout
 
 
 # --- Spark standalone --------------------------------------------------------------------------

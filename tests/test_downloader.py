@@ -1,7 +1,7 @@
 """The downloader end to end: spark-downloader.py and spark-downloader.sh run as a user runs them.
 
-Every export is read back with Python's csv module, gzip or pyarrow and compared with the
-rows computed in plain Python from the files written by pyarrow (tests/test_export.py).
+Every download is read back with Python's csv module, gzip or pyarrow and compared with the
+rows computed in plain Python from the files written by pyarrow (tests/test_download_file.py).
 The jobs run with TZ=America/New_York and BATCH_TIMEZONE=Europe/Rome, so that neither the
 process's local time nor UTC can pass for the batch time zone.
 """
@@ -26,23 +26,25 @@ import pytest
 
 from batch.downloader import (
     DOWNLOADER_OPTIONS,
+    DownloadSummary,
     DownloaderSettings,
     _check_staging,
     check_settings,
     load_download_settings,
+    run_download,
 )
 from batch.errors import ConfigurationError
-from batch.export import parse_local_instant
-from tests.test_export import (
+from batch.download_file import parse_local_instant
+from tests.test_download_file import (
     COLUMNS,
     RANGES,
     ROME,
-    ExportDataset,
+    DownloadDataset,
     assert_rows_equal,
     exact_text,
     expected_rows,
     read_csv_rows,
-    write_export_dataset,
+    write_download_dataset,
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -51,8 +53,8 @@ SANT_ANNA = "Istituto \"Sant'Anna\", sede 2"
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> ExportDataset:
-    return write_export_dataset(tmp_path_factory.mktemp("raw"))
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> DownloadDataset:
+    return write_download_dataset(tmp_path_factory.mktemp("raw"))
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +64,7 @@ def env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def job_environment(dataset: ExportDataset, env_file: Path, **variables: str) -> dict[str, str]:
+def job_environment(dataset: DownloadDataset, env_file: Path, **variables: str) -> dict[str, str]:
     ours = {option.env for option in DOWNLOADER_OPTIONS} | {"BATCH_ENV_FILE", "LOG_DIR", "RUN_DIR"}
     environment = {key: value for key, value in os.environ.items() if key not in ours}
     environment.update(BATCH_ENV_FILE=str(env_file), RAW_DATA_PATH=str(dataset.folder),
@@ -71,7 +73,7 @@ def job_environment(dataset: ExportDataset, env_file: Path, **variables: str) ->
     return environment
 
 
-def run_job(dataset: ExportDataset, env_file: Path, *args: str,
+def run_job(dataset: DownloadDataset, env_file: Path, *args: str,
             **variables: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(PROJECT_ROOT / "spark-downloader.py"), *args],
@@ -79,7 +81,7 @@ def run_job(dataset: ExportDataset, env_file: Path, *args: str,
         timeout=JOB_TIMEOUT_S, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL)
 
 
-def run_launcher(dataset: ExportDataset, env_file: Path, *args: str,
+def run_launcher(dataset: DownloadDataset, env_file: Path, *args: str,
                  **variables: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(PROJECT_ROOT / "spark-downloader.sh"), *args],
@@ -121,8 +123,8 @@ def expected_clean(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]
 # --- spark-downloader.py ----------------------------------------------------------------------
 
 def test_filtered_csv_equals_an_independent_filtering_of_the_raw_data(
-        dataset: ExportDataset, env_file: Path, tmp_path: Path) -> None:
-    target = tmp_path / "export" / "AM319.csv"
+        dataset: DownloadDataset, env_file: Path, tmp_path: Path) -> None:
+    target = tmp_path / "download" / "AM319.csv"
     summary_path = tmp_path / "summary.json"
     result = run_job(dataset, env_file, "--output", str(target), "--profile", "AM319",
                      "--profile", "WS301", "--institute", SANT_ANNA, "--institute", "École ñ 日本",
@@ -138,16 +140,16 @@ def test_filtered_csv_equals_an_independent_filtering_of_the_raw_data(
     assert leftovers(target.parent, target.name) == []
     summary = json.loads(summary_path.read_text())
     assert summary["status"] == "succeeded"
-    assert summary["rows_exported"] == len(expected)
+    assert summary["rows_downloaded"] == len(expected)
     assert summary["file_bytes"] == target.stat().st_size
     assert summary["filters"]["since"] == "2024-10-01 (Europe/Rome) = 2024-09-30T22:00:00Z"
     assert summary["filters"]["profile"] == "AM319, WS301"
     assert "==== indoor-air download ====" in result.stdout
-    assert f"rows_exported: {len(expected)}" in result.stdout
+    assert f"rows_downloaded: {len(expected)}" in result.stdout
 
 
 def test_clean_parquet_equals_an_independent_validation(
-        dataset: ExportDataset, env_file: Path, tmp_path: Path) -> None:
+        dataset: DownloadDataset, env_file: Path, tmp_path: Path) -> None:
     target = tmp_path / "clean.parquet"
     columns = ("sendtime", "DevEui", "institute", "classroom", "temperature", "humidity", "co2",
                "pir", "door_status")
@@ -162,65 +164,148 @@ def test_clean_parquet_equals_an_independent_validation(
                       expected, columns)
     summary = json.loads(summary_path.read_text())
     assert summary["rows_selected"] == len(dataset.rows)
-    assert summary["rows_exported"] == len(expected)
+    assert summary["rows_downloaded"] == len(expected)
     assert {reason: count for reason, count in summary["rows_excluded"].items() if count} == excluded
     assert {name: count for name, count in summary["values_nulled"].items() if count} == nulled
     assert leftovers(tmp_path, "clean.parquet", "summary.json") == []
 
 
 def test_an_unknown_profile_lists_the_profiles_and_keeps_the_previous_file(
-        dataset: ExportDataset, env_file: Path, tmp_path: Path) -> None:
-    target = tmp_path / "export.csv"
-    target.write_text("previous export\n")
+        dataset: DownloadDataset, env_file: Path, tmp_path: Path) -> None:
+    target = tmp_path / "download.csv"
+    target.write_text("previous download\n")
     result = run_job(dataset, env_file, "--output", str(target), "--profile", "AM999")
     assert result.returncode == 2
     counts = Counter(row["profile"] for row in dataset.rows if row["profile"] is not None)
     listing = ", ".join(f"{profile} ({counts[profile]:,} rows)" for profile in sorted(counts))
     assert f"unknown profile `AM999`; profiles in {dataset.folder}: {listing}" in result.stderr
-    assert target.read_text() == "previous export\n"
-    assert leftovers(tmp_path, "export.csv") == []
+    assert target.read_text() == "previous download\n"
+    assert leftovers(tmp_path, "download.csv") == []
 
 
 def test_no_matching_reading_is_an_error_and_keeps_the_previous_file(
-        dataset: ExportDataset, env_file: Path, tmp_path: Path) -> None:
-    target = tmp_path / "export.csv"
-    target.write_text("previous export\n")
+        dataset: DownloadDataset, env_file: Path, tmp_path: Path) -> None:
+    target = tmp_path / "download.csv"
+    target.write_text("previous download\n")
     result = run_job(dataset, env_file, "--output", str(target), "--profile", "AM103",
                      "--since", "2030-01-01")
     assert result.returncode == 3
     assert "no reading under" in result.stderr and "matches profile AM103; since 2030-01-01" in result.stderr
     assert f"{target} left as it was" in result.stderr
-    assert target.read_text() == "previous export\n"
-    assert leftovers(tmp_path, "export.csv") == []
+    assert target.read_text() == "previous download\n"
+    assert leftovers(tmp_path, "download.csv") == []
 
 
-def test_sigterm_during_the_export_leaves_the_previous_file(
-        dataset: ExportDataset, env_file: Path, tmp_path: Path) -> None:
-    target = tmp_path / "export.csv"
-    target.write_text("previous export\n")
+def test_sigterm_during_the_download_leaves_the_previous_file(
+        dataset: DownloadDataset, env_file: Path, tmp_path: Path) -> None:
+    target = tmp_path / "download.csv"
+    target.write_text("previous download\n")
     process = subprocess.Popen(
         [sys.executable, str(PROJECT_ROOT / "spark-downloader.py"), "--output", str(target)],
         env=job_environment(dataset, env_file), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + JOB_TIMEOUT_S
     # The parts folder appears when Spark starts writing: stop the job there.
-    while not any(name.startswith(".export.csv.parts-") for name in os.listdir(tmp_path)):
+    while not any(name.startswith(".download.csv.parts-") for name in os.listdir(tmp_path)):
         if process.poll() is not None or time.monotonic() > deadline:
             break
         time.sleep(0.02)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=JOB_TIMEOUT_S)
     if process.returncode == 0:
-        pytest.skip("the export finished before it could be interrupted")
+        pytest.skip("the download finished before it could be interrupted")
     assert process.returncode == 130, stderr
-    assert target.read_text() == "previous export\n"
-    assert leftovers(tmp_path, "export.csv") == []
+    assert target.read_text() == "previous download\n"
+    assert leftovers(tmp_path, "download.csv") == []
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes below `pid` (the JVM a Python driver started), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
+                    parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    found, pending = [], [pid]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            found.append(child)
+            pending.append(child)
+    return found
+
+
+def test_the_leftovers_of_a_killed_download_are_swept_by_the_next_one_and_nothing_else(
+        dataset: DownloadDataset, env_file: Path, tmp_path: Path) -> None:
+    target = tmp_path / "download.csv"
+    target.write_text("previous download\n")
+    process = subprocess.Popen(
+        [sys.executable, str(PROJECT_ROOT / "spark-downloader.py"), "--output", str(target)],
+        env=job_environment(dataset, env_file), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while not any(name.startswith(".download.csv.parts-") for name in os.listdir(tmp_path)):
+        assert process.poll() is None and time.monotonic() < deadline, "the download never started writing"
+        time.sleep(0.02)
+    jvm = _descendants(process.pid)
+    process.kill()  # SIGKILL: no finally, no clean-up
+    if process.wait() == 0:
+        pytest.skip("the download finished before it could be killed")
+    for pid in jvm:  # the JVM stops once its driver is gone; wait, so that nothing writes on
+        while os.path.exists(f"/proc/{pid}"):
+            time.sleep(0.05)
+    left = leftovers(tmp_path, "download.csv")
+    assert left and all(name.startswith(f".download.csv.parts-{process.pid}-") or
+                        name.startswith(f".download.csv.{process.pid}-") for name in left), left
+    token = "0123456789ab"
+    foreign = [f".download.csv.parts-{process.pid}-{token}.old", f".other.csv.parts-{process.pid}-{token}",
+               f"download.csv.{process.pid}-{token}.tmp", f".download.csv.{os.getpid()}-{token}.tmp"]
+    for name in foreign:
+        (tmp_path / name).write_text("not the downloader's\n")
+    summary_path = tmp_path / "summary" / "summary.json"
+    result = run_job(dataset, env_file, "--output", str(target), "--summary-json", str(summary_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(summary_path.read_text())["leftovers_removed"] == sorted(left)
+    assert leftovers(tmp_path, "download.csv", "summary") == sorted(foreign)
+    assert all((tmp_path / name).read_text() == "not the downloader's\n" for name in foreign)
+    assert_rows_equal(read_csv_rows(exact_text(target), COLUMNS), expected_rows(dataset.rows), COLUMNS)
+
+
+def test_drop_replays_without_clean_is_refused(
+        dataset: DownloadDataset, env_file: Path, tmp_path: Path) -> None:
+    target = tmp_path / "download.csv"
+    target.write_text("previous download\n")
+    result = run_job(dataset, env_file, "--output", str(target), "--drop-replays")
+    assert result.returncode == 2
+    assert "--drop-replays applies only with --clean" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert target.read_text() == "previous download\n"
+
+
+def test_a_write_failure_is_one_line_without_java_in_the_log(
+        dataset: DownloadDataset, env_file: Path, tmp_path: Path) -> None:
+    target = tmp_path / "download.csv"
+    target.write_text("previous download\n")
+    # Spark starts, scans, and cannot write its parts: /proc takes no folder, not even root's.
+    result = run_launcher(dataset, env_file, "--foreground", "--output", str(target),
+                          "--staging-dir", "file:///proc/no-such-folder")
+    assert result.returncode == 5, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    errors = [line for line in output.splitlines() if "cannot write the download parts" in line]
+    assert errors and all("/proc/no-such-folder: No such file or directory" in line for line in errors)
+    assert all(len(line) < 400 for line in errors), errors
+    assert "\tat " not in output and "Exception" not in output and "Traceback" not in output, output[-3000:]
+    assert target.read_text() == "previous download\n"
+    assert leftovers(tmp_path, "download.csv") == []
 
 
 # --- spark-downloader.sh ----------------------------------------------------------------------
 
 def test_the_launcher_in_the_foreground_writes_a_gzipped_csv(
-        dataset: ExportDataset, env_file: Path, tmp_path: Path) -> None:
+        dataset: DownloadDataset, env_file: Path, tmp_path: Path) -> None:
     target = tmp_path / "AM319.csv.gz"
     result = run_launcher(dataset, env_file, "--foreground", "--profile", "AM319", "--gzip",
                           "--output", str(target))
@@ -231,7 +316,7 @@ def test_the_launcher_in_the_foreground_writes_a_gzipped_csv(
 
 
 def test_the_launcher_in_the_background_logs_and_writes_the_file(
-        dataset: ExportDataset, env_file: Path, tmp_path: Path) -> None:
+        dataset: DownloadDataset, env_file: Path, tmp_path: Path) -> None:
     target = tmp_path / "room.csv"
     result = run_launcher(dataset, env_file, "--institute", SANT_ANNA, "--classroom", "Aula\nMagna",
                           "--output", str(target), LOG_DIR=str(tmp_path / "logs"),
@@ -250,7 +335,7 @@ def test_the_launcher_in_the_background_logs_and_writes_the_file(
 
 
 def test_the_launcher_rejects_unknown_options_and_bad_values_before_starting(
-        dataset: ExportDataset, env_file: Path, tmp_path: Path) -> None:
+        dataset: DownloadDataset, env_file: Path, tmp_path: Path) -> None:
     unknown = run_launcher(dataset, env_file, "--foreground", "--bogus")
     assert unknown.returncode == 2 and "unrecognized arguments: --bogus" in unknown.stderr
     bad_window = run_launcher(dataset, env_file, "--since", "2024-10-27T02:30",
@@ -290,7 +375,7 @@ def test_settings_come_from_flags_over_the_environment(settings: Any) -> None:
     (("--gzip",), "data/raw/indoor_sensor_data.csv.gz"),
     (("--format", "parquet"), "data/raw/indoor_sensor_data.parquet"),
     (("--gzip", "--output", "x/y.csv.gz"), "x/y.csv.gz"),
-    (("--output", "export.txt"), "export.txt"),
+    (("--output", "download.txt"), "download.txt"),
 ])
 def test_the_default_output_follows_the_format(settings: Any, argv: tuple[str, ...], output: str) -> None:
     result = settings(*argv)
@@ -300,11 +385,11 @@ def test_the_default_output_follows_the_format(settings: Any, argv: tuple[str, .
 
 @pytest.mark.parametrize("argv, message", [
     (("--format", "parquet", "--gzip"), "--gzip applies to CSV"),
-    (("--output", "x.csv", "--gzip"), r"ends in \.csv, but the export is gzipped CSV: name it x\.csv\.gz"),
-    (("--output", "x.parquet"), r"ends in \.parquet, but the export is CSV"),
+    (("--output", "x.csv", "--gzip"), r"ends in \.csv, but the download is gzipped CSV: name it x\.csv\.gz"),
+    (("--output", "x.parquet"), r"ends in \.parquet, but the download is CSV"),
     (("--since", "2024-11-01", "--until", "2024-10-01"), "not before --until"),
     (("--until", "31/12/2024"), "--until: '31/12/2024' is not an ISO date"),
-    (("--output", "hdfs://nn:8020/exports/x.csv"), "is a URI; the export is one file on the driver"),
+    (("--output", "hdfs://nn:8020/downloads/x.csv"), "is a URI; the download is one file on the driver"),
 ])
 def test_contradictory_settings_are_refused(settings: Any, argv: tuple[str, ...], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
@@ -327,3 +412,55 @@ def test_a_cluster_needs_a_shared_staging_folder(settings: Any) -> None:
         _check_staging(cluster, settings())
     _check_staging(cluster, settings("--staging-dir", "hdfs://nn:8020/tmp/x"))
     _check_staging(SimpleNamespace(sparkContext=SimpleNamespace(master="local[2]")), settings())
+
+
+# --- a streaming sink -----------------------------------------------------------------------------
+
+def test_a_streaming_sink_exports_its_committed_readings_only(
+        spark: Any, env_file: Path, tmp_path: Path) -> None:
+    from tests.support.sink import write_streaming_sink
+    from tests.test_analysis import local_names, sink_batches
+
+    sink = write_streaming_sink(spark, tmp_path, sink_batches(seed=29, readings_per_window=40))
+    columns = ("DevEui", "sendtime", "institute", "classroom", "light_level", "co2", "humidity")
+    output = tmp_path / "export.csv"
+    settings = load_download_settings(
+        ["--env-file", str(env_file), "--output", str(output), "--columns", ",".join(columns)],
+        PROJECT_ROOT, environ={"RAW_DATA_PATH": sink.folder, "BATCH_TIMEZONE": ROME})
+    summary = run_download(spark, settings, DownloadSummary.for_settings(settings))
+
+    def in_order(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        return sorted(rows, key=lambda row: [(value is None, str(value)) for value in row])
+
+    exported = read_csv_rows(exact_text(output), columns)
+    expected = [tuple(row[name] for name in columns) for row in sink.committed_rows]
+    assert in_order(exported) == in_order(expected)
+    # The fraction of a light level is exported as stored (12.25, not 12).
+    assert any(row[4] is not None and row[4] % 1 == 0.25 for row in exported)
+    assert summary.uncommitted_files["count"] == 2
+    assert local_names(summary.uncommitted_files["first"]) == list(sink.uncommitted)
+    assert summary.report()["uncommitted_files"] == summary.uncommitted_files
+
+
+def test_a_file_damaged_behind_an_intact_footer_is_named_or_skipped(
+        spark: Any, env_file: Path, tmp_path: Path) -> None:
+    from batch.errors import CorruptInputFileError
+    from tests.test_reliability import damaged_dataset
+
+    damaged = damaged_dataset(tmp_path / "damaged")
+    output = tmp_path / "export.csv"
+
+    def download(skip: str) -> DownloadSummary:
+        settings = load_download_settings(
+            ["--env-file", str(env_file), "--output", str(output), "--columns", "DevEui,co2"],
+            PROJECT_ROOT, environ={"RAW_DATA_PATH": str(damaged), "SKIP_CORRUPT_FILES": skip})
+        return run_download(spark, settings, DownloadSummary.for_settings(settings))
+
+    with pytest.raises(CorruptInputFileError) as raised:
+        download("false")
+    assert f"{damaged}/part-1.parquet is not a readable Parquet file" in str(raised.value)
+    assert not output.exists()
+    summary = download("true")
+    assert [Path(name).name for name in summary.skipped_files] == ["part-1.parquet"]
+    assert sorted(read_csv_rows(exact_text(output), ("DevEui", "co2"))) == [
+        ("a1", 800.0), ("a1", 900.0), ("b2", 500.0)]

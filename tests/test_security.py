@@ -10,7 +10,7 @@
   view and can write nothing. The SQL of both roles is `ROLE_SQL`, as given in the README.
 Related tests elsewhere: tests/test_config.py (POSTGRES_SCHEMA refused by the config),
 tests/test_launcher.py (no secret on the command lines of a background run),
-tests/test_export.py (the CSV dialect with quotes, commas, CR/LF and Unicode).
+tests/test_download_file.py (the CSV dialect with quotes, commas, CR/LF and Unicode).
 """
 from __future__ import annotations
 
@@ -179,7 +179,7 @@ def test_the_downloader_exports_hostile_names_verbatim_through_its_launcher(tmp_
         # Byte for byte, newlines, quotes and backslashes included.
         assert (line["institute"], line["classroom"], line["DevEui"]) == (
             row["institute"], row["classroom"], row["DevEui"])
-        assert (float(line["co2"]), int(line["light_level"])) == (row["co2"], row["light_level"])
+        assert (float(line["co2"]), float(line["light_level"])) == (row["co2"], row["light_level"])
         assert dt.datetime.fromisoformat(line["sendtime"].replace("Z", "+00:00")) == row["sendtime"]
     assert not (tmp_path / "PWNED").exists() and not (PROJECT_ROOT / "PWNED").exists()
 

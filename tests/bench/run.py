@@ -13,7 +13,8 @@ drifting types), alternating the variants in each repetition:
 2. `seed`: the straightforward implementation (tests/bench/seed_reference.py);
 3. `floor`: one scan, one groupBy, one sum per metric (tests/bench/spark_floor.py);
 4. `duckdb`: DuckDB computing the same statistics (tests/bench/duckdb_reference.py);
-5. the downloader against the naive export (tests/bench/bench_export.py), unless
+5. the downloader against the naive single-file write and the floor of any download
+   (tests/bench/bench_download.py), unless
    --skip-export.
 
 Prints the median wall time, the peak RSS of the whole process tree, and the ratios; then
@@ -37,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from devtools import local_postgres
+from devtools.demo import read_demo_dataset_info
 from tests.bench.measure import ensure_input, run_sampled
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -63,7 +65,10 @@ def uniform_copy(source: Path) -> Path:
     if (target / "_DONE").exists():
         return target
     target.mkdir(exist_ok=True)
-    files = sorted(source.glob("*.parquet"))
+    # The demo is a streaming sink: its committed files only, not the aborted attempt's orphan.
+    info = read_demo_dataset_info(source)
+    assert info is not None, f"{source} is not a demo dataset"
+    files = sorted(source / name for name in info.files)
     newest = pq.read_schema(files[-1])
     schema = pa.schema([pa.field(f.name, pa.float64() if pa.types.is_floating(f.type)
                                  or pa.types.is_decimal(f.type) else f.type) for f in newest])
@@ -180,7 +185,7 @@ def main(argv: list[str]) -> int:
         if {"analysis", "seed", "floor"} <= set(chosen):
             report(results)
         if not args.skip_export:
-            subprocess.run([sys.executable, "-m", "tests.bench.bench_export", "--rows", str(args.rows),
+            subprocess.run([sys.executable, "-m", "tests.bench.bench_download", "--rows", str(args.rows),
                             "--repeats", str(args.repeats), "--workdir", str(work)],
                            check=True, cwd=PROJECT_ROOT)
         if args.scaling:

@@ -1,7 +1,7 @@
-"""batch/export.py: filters, order, the CSV dialect, the single-file writer, atomicity.
+"""batch/download_file.py: filters, order, the CSV dialect, the single-file writer, atomicity.
 
 The input files are written with pyarrow and the expected rows computed from them in plain
-Python (types from shared/DATA_CONTRACT.md, not from the package); the exports are read back
+Python (types from shared/DATA_CONTRACT.md, not from the package); the downloads are read back
 with Python's csv module, pandas and pyarrow, never with Spark.
 """
 from __future__ import annotations
@@ -15,6 +15,9 @@ import math
 import os
 import random
 import struct
+import subprocess
+import sys
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,20 +29,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from batch import export
-from batch.errors import ConfigurationError, ExportError
-from batch.export import (
-    ExportFilter,
+from batch import download_file
+from batch.errors import ConfigurationError, DownloadError
+from batch.download_file import (
+    DownloadFilter,
     UnknownFilterValueError,
     check_filter_values,
     clean_counts,
     columns_to_read,
     filter_readings,
-    order_for_export,
+    order_for_download,
     parse_local_instant,
     part_sort_key,
+    plan_parts,
+    sort_into_parts,
+    sweep_leftovers,
     range_checked_columns,
     usable_readings,
     write_single_file,
@@ -57,8 +64,9 @@ COLUMNS = ("DevEui", "deviceName", "gwname", "sendtime", "temperature", "humidit
            "co2", "tvoc", "pressure", "light_level", "pir", "battery_voltage", "door_status",
            "door_open_times", "last_open_minutes", "alarm", "institute", "classroom", "profile")
 STRINGS = {"DevEui", "deviceName", "gwname", "institute", "classroom", "profile"}
-DOUBLES = {"temperature", "humidity", "battery", "co2", "tvoc", "pressure", "battery_voltage"}
-INTEGERS = {"light_level", "pir", "door_status", "door_open_times", "last_open_minutes", "alarm"}
+DOUBLES = {"temperature", "humidity", "battery", "co2", "tvoc", "pressure", "battery_voltage",
+           "light_level"}
+INTEGERS = {"pir", "door_status", "door_open_times", "last_open_minutes", "alarm"}
 RANGES: dict[str, tuple[float | None, float | None]] = {
     "temperature": (-40, 85), "humidity": (0, 100), "battery": (0, 100), "co2": (0, 40000),
     "tvoc": (0, 60000), "pressure": (300, 1100), "light_level": (0, None), "pir": (0, 1),
@@ -66,7 +74,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "last_open_minutes": (0, None), "alarm": (0, 1),
 }
 
-# --- a raw dataset with every case the export must get right --------------------------------
+# --- a raw dataset with every case the download must get right --------------------------------
 
 INSTITUTES = {
     "Istituto \"Sant'Anna\", sede 2": ("3A", "Aula\nMagna"),
@@ -94,7 +102,7 @@ AWKWARD_DOUBLES = (0.1, 1e-7, 123456789.123, -0.0, 1e16, 2.5e-5, 21.3, 5e-324, m
 
 
 @dataclass(frozen=True)
-class ExportDataset:
+class DownloadDataset:
     folder: Path
     rows: list[dict[str, Any]]  # every stored row, as the contract types it (Python values)
 
@@ -207,7 +215,7 @@ def _table(rows: Sequence[Mapping[str, Any]], types: Mapping[str, pa.DataType],
 
 
 def _canonical(name: str, value: Any) -> Any:
-    """The value as the contract types the column: what the export must hold."""
+    """The value as the contract types the column: what the download must hold."""
     if value is None:
         return None
     if name in DOUBLES:
@@ -217,8 +225,8 @@ def _canonical(name: str, value: Any) -> Any:
     return value
 
 
-def write_export_dataset(folder: Path, rows: Sequence[Mapping[str, Any]] | None = None,
-                         seed: int = 5) -> ExportDataset:
+def write_download_dataset(folder: Path, rows: Sequence[Mapping[str, Any]] | None = None,
+                         seed: int = 5) -> DownloadDataset:
     """Write `rows` (default: build_rows) into three drifting files; the rows as read back by pyarrow."""
     rows = list(rows if rows is not None else build_rows(seed))
     rng = random.Random(seed)
@@ -234,7 +242,7 @@ def write_export_dataset(folder: Path, rows: Sequence[Mapping[str, Any]] | None 
         for row in pq.read_table(path).to_pylist():
             stored.append({name: _canonical(name, row.get(name)) for name in COLUMNS})
     (folder / "_SUCCESS").write_text("")
-    return ExportDataset(folder, stored)
+    return DownloadDataset(folder, stored)
 
 
 # --- independent expectations and readers ---------------------------------------------------
@@ -243,7 +251,7 @@ def expected_rows(rows: Iterable[Mapping[str, Any]], columns: Sequence[str] = CO
                   profiles: Sequence[str] = (), institutes: Sequence[str] = (),
                   classrooms: Sequence[str] = (), since: dt.datetime | None = None,
                   until: dt.datetime | None = None) -> list[tuple[Any, ...]]:
-    """The filtered rows in export order, computed in plain Python."""
+    """The filtered rows in download order, computed in plain Python."""
     kept = []
     for row in rows:
         if profiles and row["profile"] not in profiles:
@@ -259,7 +267,7 @@ def expected_rows(rows: Iterable[Mapping[str, Any]], columns: Sequence[str] = CO
         if until and row["sendtime"] >= until:
             continue
         kept.append(row)
-    # The documented order: sendtime, DevEui, then the other exported columns, nulls last
+    # The documented order: sendtime, DevEui, then the other downloaded columns, nulls last
     # (a NaN sorts above every number, as in Spark).
     order = ["sendtime", "DevEui"] + [name for name in columns if name not in ("sendtime", "DevEui")]
     kept.sort(key=lambda row: tuple(_sort_key(row[name]) for name in order))
@@ -327,23 +335,26 @@ def read_raw(spark: SparkSession, folder: Path, columns: Sequence[str] = COLUMNS
     return readings_df
 
 
-def run_export(spark: SparkSession, folder: Path, target: Path,
-               export_filter: ExportFilter = ExportFilter(), columns: Sequence[str] = COLUMNS,
+def run_download(spark: SparkSession, folder: Path, target: Path,
+               download_filter: DownloadFilter = DownloadFilter(), columns: Sequence[str] = COLUMNS,
                file_format: str = "csv", compress: bool = False,
-               timezone: str = ROME) -> export.ExportFile:
-    readings_df = read_raw(spark, folder, columns_to_read(columns, export_filter, clean=False))
-    export_df = readings_df.transform(filter_readings, export_filter).transform(order_for_export, columns)
-    return write_single_file(export_df, target, file_format, compress, timezone)
+               timezone: str = ROME) -> download_file.DownloadedFile:
+    readings_df = read_raw(spark, folder, columns_to_read(columns, download_filter, clean=False))
+    # One part per shuffle partition, as the downloader does.
+    plan = plan_parts(readings_df, download_filter, int(spark.conf.get("spark.sql.shuffle.partitions")))
+    download_df = (readings_df.transform(filter_readings, download_filter)
+                   .transform(order_for_download, columns, plan.split_points))
+    return write_single_file(download_df, target, file_format, compress, timezone)
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> ExportDataset:
-    return write_export_dataset(tmp_path_factory.mktemp("raw"))
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> DownloadDataset:
+    return write_download_dataset(tmp_path_factory.mktemp("raw"))
 
 
-# --- the exported file equals the input -----------------------------------------------------
+# --- the downloaded file equals the input -----------------------------------------------------
 
-def test_the_dataset_has_the_cases_the_export_must_handle(dataset: ExportDataset) -> None:
+def test_the_dataset_has_the_cases_the_download_must_handle(dataset: DownloadDataset) -> None:
     rows = dataset.rows
     assert any(row["sendtime"] is None for row in rows)
     assert any(row["tvoc"] is None and row["profile"] == "AM319" for row in rows)
@@ -354,20 +365,20 @@ def test_the_dataset_has_the_cases_the_export_must_handle(dataset: ExportDataset
 
 
 def test_csv_equals_the_input_row_for_row_and_value_for_value(
-        spark: SparkSession, dataset: ExportDataset, tmp_path: Path) -> None:
-    target = tmp_path / "out" / "export.csv"
-    exported = run_export(spark, dataset.folder, target)
+        spark: SparkSession, dataset: DownloadDataset, tmp_path: Path) -> None:
+    target = tmp_path / "out" / "download.csv"
+    downloaded = run_download(spark, dataset.folder, target)
     data = target.read_bytes().decode("utf-8")  # strict UTF-8
     assert not data.startswith("\ufeff")
     assert_rows_equal(read_csv_rows(data, COLUMNS), expected_rows(dataset.rows), COLUMNS)
-    assert exported.size_bytes == target.stat().st_size
-    assert sorted(os.listdir(target.parent)) == ["export.csv"]  # no temporary file, no parts
+    assert downloaded.size_bytes == target.stat().st_size
+    assert sorted(os.listdir(target.parent)) == ["download.csv"]  # no temporary file, no parts
 
 
 def test_timestamps_carry_the_offset_of_the_batch_timezone(
-        spark: SparkSession, dataset: ExportDataset, tmp_path: Path) -> None:
-    target = tmp_path / "export.csv"
-    run_export(spark, dataset.folder, target, columns=("sendtime", "DevEui"))
+        spark: SparkSession, dataset: DownloadDataset, tmp_path: Path) -> None:
+    target = tmp_path / "download.csv"
+    run_download(spark, dataset.folder, target, columns=("sendtime", "DevEui"))
     texts = [record[0] for record in csv.reader(io.StringIO(exact_text(target), newline=""))][1:]
     instants = [text for text in texts if text]
     assert "2024-10-01T00:00:00.000000+02:00" in instants  # 2024-09-30T22:00Z
@@ -379,9 +390,9 @@ def test_timestamps_carry_the_offset_of_the_batch_timezone(
         assert instant.utcoffset() == instant.astimezone(ZoneInfo(ROME)).utcoffset()
 
 
-def test_pandas_reads_the_same_rows(spark: SparkSession, dataset: ExportDataset, tmp_path: Path) -> None:
-    target = tmp_path / "export.csv"
-    run_export(spark, dataset.folder, target)
+def test_pandas_reads_the_same_rows(spark: SparkSession, dataset: DownloadDataset, tmp_path: Path) -> None:
+    target = tmp_path / "download.csv"
+    run_download(spark, dataset.folder, target)
     frame = pd.read_csv(target, dtype=str, keep_default_na=False, encoding="utf-8")
     expected = expected_rows(dataset.rows)
     assert list(frame.columns) == list(COLUMNS)
@@ -400,8 +411,8 @@ def test_null_is_an_empty_field_and_an_empty_string_is_quoted(spark: SparkSessio
     at = dt.datetime(2024, 1, 1, tzinfo=UTC)
     df = spark.createDataFrame([("a", at, None, None), ("b", at, "", 1.0),
                                 ("c", at, 'x "y", z', 2.0), ("d", at, "back\\slash\"", 3.0)], schema)
-    target = tmp_path / "export.csv"
-    write_single_file(df.transform(order_for_export, df.columns), target, "csv", False, "UTC")
+    target = tmp_path / "download.csv"
+    write_single_file(df.transform(order_for_download, df.columns), target, "csv", False, "UTC")
     assert exact_text(target) == (
         "DevEui,sendtime,deviceName,co2\n"
         "a,2024-01-01T00:00:00.000000Z,,\n"
@@ -421,7 +432,7 @@ def test_doubles_read_back_as_the_same_number(spark: SparkSession, tmp_path: Pat
     df = spark.createDataFrame([(f"{index:08d}", at, value) for index, value in enumerate(values)],
                                "DevEui string, sendtime timestamp, co2 double")
     target = tmp_path / "doubles.csv"
-    write_single_file(df.transform(order_for_export, df.columns), target, "csv", False, "UTC")
+    write_single_file(df.transform(order_for_download, df.columns), target, "csv", False, "UTC")
     rows = read_csv_rows(exact_text(target), df.columns)
     assert len(rows) == len(values)
     for (device, _, got), want in zip(rows, values):
@@ -429,15 +440,15 @@ def test_doubles_read_back_as_the_same_number(spark: SparkSession, tmp_path: Pat
 
 
 def test_filters_select_exactly_the_independently_filtered_rows(
-        spark: SparkSession, dataset: ExportDataset, tmp_path: Path) -> None:
+        spark: SparkSession, dataset: DownloadDataset, tmp_path: Path) -> None:
     since = parse_local_instant("2024-10-01", ROME)
     until = parse_local_instant("2024-11-01", ROME)
     institutes = ("Istituto \"Sant'Anna\", sede 2", "École ñ 日本")
-    export_filter = ExportFilter(profiles=("AM319", "WS301"), institutes=institutes,
+    download_filter = DownloadFilter(profiles=("AM319", "WS301"), institutes=institutes,
                                  since=since, until=until)
     columns = ("sendtime", "DevEui", "profile", "institute", "classroom", "co2", "door_status")
     target = tmp_path / "filtered.csv"
-    run_export(spark, dataset.folder, target, export_filter, columns)
+    run_download(spark, dataset.folder, target, download_filter, columns)
     expected = expected_rows(dataset.rows, columns, profiles=("AM319", "WS301"),
                              institutes=institutes, since=since, until=until)
     assert expected  # the filter is not vacuous
@@ -445,11 +456,11 @@ def test_filters_select_exactly_the_independently_filtered_rows(
 
 
 def test_classroom_filter_within_an_institute(
-        spark: SparkSession, dataset: ExportDataset, tmp_path: Path) -> None:
-    export_filter = ExportFilter(institutes=("Istituto \"Sant'Anna\", sede 2",), classrooms=("3A",))
+        spark: SparkSession, dataset: DownloadDataset, tmp_path: Path) -> None:
+    download_filter = DownloadFilter(institutes=("Istituto \"Sant'Anna\", sede 2",), classrooms=("3A",))
     target = tmp_path / "room.csv"
-    run_export(spark, dataset.folder, target, export_filter)
-    expected = expected_rows(dataset.rows, institutes=export_filter.institutes, classrooms=("3A",))
+    run_download(spark, dataset.folder, target, download_filter)
+    expected = expected_rows(dataset.rows, institutes=download_filter.institutes, classrooms=("3A",))
     assert expected
     assert_rows_equal(read_csv_rows(exact_text(target), COLUMNS), expected, COLUMNS)
 
@@ -461,16 +472,16 @@ def test_window_edges_are_local_midnights_in_the_batch_timezone(spark: SparkSess
                                 ("dst-1", EDGE_INSTANTS[3]), ("dst-2", EDGE_INSTANTS[4]),
                                 ("last", EDGE_INSTANTS[5]), ("after", EDGE_INSTANTS[6]),
                                 ("no-time", None)], schema)
-    export_filter = ExportFilter(since=parse_local_instant("2024-10-01", ROME),
+    download_filter = DownloadFilter(since=parse_local_instant("2024-10-01", ROME),
                                  until=parse_local_instant("2024-11-01", ROME))
-    kept = [row.DevEui for row in df.transform(filter_readings, export_filter)
-            .transform(order_for_export, ["DevEui"]).collect()]
+    kept = [row.DevEui for row in df.transform(filter_readings, download_filter)
+            .transform(order_for_download, ["DevEui"]).collect()]
     assert kept == ["first", "dst-1", "dst-2", "last"]
     # In UTC the same dates would keep "before" and "after" and drop "first".
-    utc_filter = ExportFilter(since=parse_local_instant("2024-10-01", "UTC"),
+    utc_filter = DownloadFilter(since=parse_local_instant("2024-10-01", "UTC"),
                               until=parse_local_instant("2024-11-01", "UTC"))
     assert [row.DevEui for row in df.transform(filter_readings, utc_filter)
-            .transform(order_for_export, ["DevEui"]).collect()] == ["dst-1", "dst-2", "last", "after"]
+            .transform(order_for_download, ["DevEui"]).collect()] == ["dst-1", "dst-2", "last", "after"]
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -500,7 +511,7 @@ def test_ambiguous_missing_or_malformed_instants_are_refused(text: str, message:
 def test_an_empty_window_is_refused() -> None:
     instant = dt.datetime(2024, 10, 1, tzinfo=UTC)
     with pytest.raises(ConfigurationError, match="not before --until"):
-        ExportFilter(since=instant, until=instant)
+        DownloadFilter(since=instant, until=instant)
 
 
 def test_unknown_profile_lists_the_existing_ones_with_their_counts() -> None:
@@ -512,18 +523,18 @@ def test_unknown_profile_lists_the_existing_ones_with_their_counts() -> None:
         {"profile": None, "institute": None, "classroom": None, "rows": 7},
     ]
     with pytest.raises(UnknownFilterValueError) as raised:
-        check_filter_values(ExportFilter(profiles=("AM319", "AM999")), inventory, "hdfs://nn/raw")
+        check_filter_values(DownloadFilter(profiles=("AM319", "AM999")), inventory, "hdfs://nn/raw")
     assert str(raised.value) == (
         "unknown profile `AM999`; profiles in hdfs://nn/raw: AM103 (1,204 rows), "
         "AM319 (5,321 rows), WS301 (800 rows); 7 rows have no profile")
     with pytest.raises(UnknownFilterValueError, match=r"unknown institute `C`; institutes in "
                                                       r"hdfs://nn/raw: A \(6,204 rows\), B \(1,121 rows\)"):
-        check_filter_values(ExportFilter(institutes=("C",)), inventory, "hdfs://nn/raw")
+        check_filter_values(DownloadFilter(institutes=("C",)), inventory, "hdfs://nn/raw")
     with pytest.raises(UnknownFilterValueError, match=r"unknown classroom `2`; classrooms in A "
                                                       r"\(hdfs://nn/raw\): 1 \(5,000 rows\)"):
-        check_filter_values(ExportFilter(institutes=("A",), classrooms=("2",)),
+        check_filter_values(DownloadFilter(institutes=("A",), classrooms=("2",)),
                             [row for row in inventory if row["profile"] != "AM103"], "hdfs://nn/raw")
-    check_filter_values(ExportFilter(profiles=("WS301",), institutes=("B",)), inventory, "x")
+    check_filter_values(DownloadFilter(profiles=("WS301",), institutes=("B",)), inventory, "x")
 
 
 # --- order ----------------------------------------------------------------------------------
@@ -535,9 +546,115 @@ def test_order_is_sendtime_then_device_with_nulls_last_and_ties_broken(spark: Sp
         [("b", later, "x"), (None, at, "y"), ("b", at, "z"), ("a", at, "w"), ("c", None, "v"),
          ("a", None, "u"), ("b", at, "a")],
         "DevEui string, sendtime timestamp, gwname string")
-    ordered = [tuple(row) for row in df.transform(order_for_export, ["DevEui", "gwname"]).collect()]
+    ordered = [tuple(row) for row in df.transform(order_for_download, ["DevEui", "gwname"]).collect()]
     assert ordered == [("a", "w"), ("b", "a"), ("b", "z"), (None, "y"), ("b", "x"), ("a", "u"),
                        ("c", "v")]
+
+
+def _micros(instant: dt.datetime) -> int:
+    return (instant - dt.datetime(1970, 1, 1, tzinfo=UTC)) // dt.timedelta(microseconds=1)
+
+
+def test_each_part_holds_its_slice_of_sendtime_in_order(spark: SparkSession) -> None:
+    base = dt.datetime(2024, 10, 1, tzinfo=UTC)
+    rng = random.Random(11)
+    rows = [(rng.choice(["d0", "d1", "d2", None]), base + dt.timedelta(seconds=rng.randrange(1000)),
+             rng.choice(["x", "y", None])) for _ in range(300)]
+    # On a split point, without sendtime, and exact ties.
+    rows += [("d1", None, "z"), (None, None, "w"), ("d0", base + dt.timedelta(seconds=500), "t"),
+             ("d0", base, "t"), ("d0", base, "t")]
+    df = spark.createDataFrame(rows, "DevEui string, sendtime timestamp, gwname string")
+    points = [_micros(base + dt.timedelta(seconds=s)) for s in (250, 500, 750)]
+    parted = (df.transform(sort_into_parts, ["DevEui", "sendtime", "gwname"], points)
+              .withColumn("part", F.spark_partition_id()))
+    # Spark hands back naive local times: astimezone reads them as such.
+    actual = [(row["part"], row["DevEui"], row["sendtime"] and row["sendtime"].astimezone(UTC),
+               row["gwname"]) for row in parted.collect()]
+
+    def expected_part(sendtime: dt.datetime | None) -> int:
+        return len(points) if sendtime is None else bisect_right(points, _micros(sendtime))
+
+    def order(row: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (expected_part(row[1]), *[(value is None, value or 0) for value in (row[1], row[0], row[2])])
+
+    expected = [(expected_part(r[1]), r[0], r[1], r[2]) for r in sorted(rows, key=order)]
+    assert actual == expected
+    assert {part for part, *_ in actual} == {0, 1, 2, 3}
+
+
+def test_one_pass_gives_split_points_and_the_rows_of_each_filter_value(
+        spark: SparkSession, dataset: DownloadDataset) -> None:
+    wanted = DownloadFilter(profiles=("AM319", "AM999"), institutes=("Liceo Galilei",),
+                            classrooms=("Lab\r\nFisica", "3A"))
+    readings_df = read_raw(spark, dataset.folder, columns_to_read(COLUMNS, wanted, clean=False))
+    plan = plan_parts(readings_df, wanted, 4)
+    liceo = [row for row in dataset.rows if row["institute"] == "Liceo Galilei"]
+    assert plan.rows_per_value == {
+        ("profile", "AM319"): sum(row["profile"] == "AM319" for row in dataset.rows),
+        ("profile", "AM999"): 0,
+        ("institute", "Liceo Galilei"): len(liceo),
+        ("classroom", "Lab\r\nFisica"): sum(row["classroom"] == "Lab\r\nFisica" for row in liceo),
+        ("classroom", "3A"): 0,  # a classroom of other institutes only
+    }
+    assert plan.missing_values == [("profile", "AM999"), ("classroom", "3A")]
+    # The split points cut the selected readings (all filters, with a sendtime) into quarters.
+    selected = sorted(_micros(row["sendtime"]) for row in dataset.rows
+                      if row["profile"] == "AM319" and row["institute"] == "Liceo Galilei"
+                      and row["sendtime"] is not None
+                      and row["classroom"] in wanted.classrooms)
+    assert len(plan.split_points) == 3 and list(plan.split_points) == sorted(plan.split_points)
+    for index, point in enumerate(plan.split_points, start=1):
+        below = bisect_right(selected, point) / len(selected)
+        assert abs(below - index / 4) <= 0.1, (index, below)
+
+
+def test_leftovers_of_killed_downloads_are_swept_and_nothing_else(tmp_path: Path) -> None:
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+    dead, alive = subprocess.Popen(sleeper), subprocess.Popen(sleeper)
+    dead.kill()
+    dead.wait()
+    try:
+        token = "0123456789ab"
+        swept = [f".download.csv.{dead.pid}-{token}.tmp", f".download.csv.parts-{dead.pid}-{token}"]
+        kept = [
+            "download.csv",
+            f".download.csv.{alive.pid}-{token}.tmp",  # a download still running
+            f".download.csv.parts-{alive.pid}-{token}",
+            f".download.csv.{dead.pid}-{token}.tmp.bak",  # similar names, not ours
+            f".download.csv.{dead.pid}-notahexnumb.tmp",
+            f"download.csv.{dead.pid}-{token}.tmp",
+            f".other.csv.{dead.pid}-{token}.tmp",
+            f".other.csv.parts-{dead.pid}-{token}",
+            f".download.csv.parts-{dead.pid}-{token}-old",
+            f".download.csv.parts-{dead.pid}-fedcba987654",  # a file, where ours is a folder
+        ]
+        for name in swept + kept:
+            if "parts-" in name and "fedcba" not in name:
+                (tmp_path / name).mkdir()
+                (tmp_path / name / "part-00000-x-c000.csv").write_text("a,b\n")
+            else:
+                (tmp_path / name).write_text("data\n")
+        assert sweep_leftovers(tmp_path / "download.csv") == tuple(sorted(swept))
+        assert sorted(os.listdir(tmp_path)) == sorted(kept)
+        assert (tmp_path / kept[2] / "part-00000-x-c000.csv").read_text() == "a,b\n"
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_a_spark_write_failure_is_one_line_with_the_path_and_the_os_reason(
+        spark: SparkSession, tmp_path: Path) -> None:
+    target = tmp_path / "download.csv"
+    target.write_text("previous download\n")
+    with pytest.raises(DownloadError) as raised:
+        write_single_file(_small_download_df(spark), target, "csv", False, "UTC",
+                          staging_root="file:///proc/no-such-folder")
+    message = str(raised.value)
+    assert "\n" not in message and len(message) < 300, message
+    assert message.startswith("cannot write the download parts to /proc/no-such-folder/download.csv.parts-")
+    assert "/proc/no-such-folder: No such file or directory" in message
+    assert "Exception" not in message and "at org." not in message
+    assert target.read_text() == "previous download\n"
 
 
 def test_part_files_sort_by_partition_number_not_by_name() -> None:
@@ -546,17 +663,17 @@ def test_part_files_sort_by_partition_number_not_by_name() -> None:
     assert sorted(names, key=part_sort_key) == [
         "part-00002-u-c000.csv", "part-00002-u-c001.csv", "part-00010-u-c000.snappy.parquet",
         "part-99999-u-c000.csv", "part-100000-u-c000.csv"]
-    with pytest.raises(ExportError, match="unexpected file name"):
+    with pytest.raises(DownloadError, match="unexpected file name"):
         part_sort_key("notes.txt")
 
 
 def test_many_parts_are_joined_in_order_behind_one_header(
-        spark: SparkSession, dataset: ExportDataset, tmp_path: Path) -> None:
-    target = tmp_path / "export.csv"
+        spark: SparkSession, dataset: DownloadDataset, tmp_path: Path) -> None:
+    target = tmp_path / "download.csv"
     with session_conf(spark, {"spark.sql.adaptive.coalescePartitions.enabled": "false",
                               "spark.sql.shuffle.partitions": "7"}):
-        exported = run_export(spark, dataset.folder, target)
-    assert exported.parts > 3
+        downloaded = run_download(spark, dataset.folder, target)
+    assert downloaded.parts > 3
     data = exact_text(target)
     assert data.count("DevEui,deviceName") == 1
     assert_rows_equal(read_csv_rows(data, COLUMNS), expected_rows(dataset.rows), COLUMNS)
@@ -565,13 +682,13 @@ def test_many_parts_are_joined_in_order_behind_one_header(
 # --- other outputs --------------------------------------------------------------------------
 
 def test_gzip_output_holds_the_same_bytes_as_the_plain_csv(
-        spark: SparkSession, dataset: ExportDataset, tmp_path: Path) -> None:
-    plain, packed = tmp_path / "export.csv", tmp_path / "export.csv.gz"
+        spark: SparkSession, dataset: DownloadDataset, tmp_path: Path) -> None:
+    plain, packed = tmp_path / "download.csv", tmp_path / "download.csv.gz"
     with session_conf(spark, {"spark.sql.adaptive.coalescePartitions.enabled": "false",
                               "spark.sql.shuffle.partitions": "3"}):
-        run_export(spark, dataset.folder, plain)
-        exported = run_export(spark, dataset.folder, packed, compress=True)
-    assert exported.parts > 1  # several gzip members, read as one stream
+        run_download(spark, dataset.folder, plain)
+        downloaded = run_download(spark, dataset.folder, packed, compress=True)
+    assert downloaded.parts > 1  # several gzip members, read as one stream
     assert gzip.decompress(packed.read_bytes()) == plain.read_bytes()
     with gzip.open(packed, "rt", encoding="utf-8", newline="") as handle:
         assert_rows_equal(read_csv_rows(handle.read(), COLUMNS), expected_rows(dataset.rows), COLUMNS)
@@ -580,21 +697,21 @@ def test_gzip_output_holds_the_same_bytes_as_the_plain_csv(
 
 
 def test_parquet_output_is_one_file_equal_to_the_input(
-        spark: SparkSession, dataset: ExportDataset, tmp_path: Path) -> None:
-    target = tmp_path / "export.parquet"
-    export_filter = ExportFilter(profiles=("AM319", "AM103"))
+        spark: SparkSession, dataset: DownloadDataset, tmp_path: Path) -> None:
+    target = tmp_path / "download.parquet"
+    download_filter = DownloadFilter(profiles=("AM319", "AM103"))
     with session_conf(spark, {"spark.sql.adaptive.coalescePartitions.enabled": "false",
                               "spark.sql.shuffle.partitions": "3"}):
-        exported = run_export(spark, dataset.folder, target, export_filter, file_format="parquet")
-    assert exported.parts > 1 and sorted(os.listdir(tmp_path)) == ["export.parquet"]
+        downloaded = run_download(spark, dataset.folder, target, download_filter, file_format="parquet")
+    assert downloaded.parts > 1 and sorted(os.listdir(tmp_path)) == ["download.parquet"]
     table = pq.read_table(target)
     assert table.schema.field("sendtime").type == pa.timestamp("us", tz="UTC")
     assert table.schema.field("co2").type == pa.float64()
-    assert table.schema.field("light_level").type == pa.int64()
+    assert table.schema.field("light_level").type == pa.float64()
     assert table.schema.field("pir").type == pa.int32()
     got = [tuple(row[name] for name in COLUMNS) for row in table.to_pylist()]
     expected = expected_rows(dataset.rows, profiles=("AM319", "AM103"))
-    assert exported.rows == len(expected)
+    assert downloaded.rows == len(expected)
     assert_rows_equal(got, expected, COLUMNS)
     assert spark.conf.get("spark.sql.parquet.outputTimestampType") == "INT96"  # restored
 
@@ -607,7 +724,7 @@ def test_gzip_is_refused_for_parquet(spark: SparkSession, tmp_path: Path) -> Non
 
 # --- atomicity ------------------------------------------------------------------------------
 
-def _small_export_df(spark: SparkSession) -> DataFrame:
+def _small_download_df(spark: SparkSession) -> DataFrame:
     at = dt.datetime(2024, 1, 1, tzinfo=UTC)
     return spark.createDataFrame([("a", at, 1.0), ("b", at, 2.0)],
                                  "DevEui string, sendtime timestamp, co2 double")
@@ -615,104 +732,109 @@ def _small_export_df(spark: SparkSession) -> DataFrame:
 
 def test_a_failure_before_the_rename_leaves_the_previous_file(
         spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    target = tmp_path / "export.csv"
-    target.write_text("previous export\n")
+    target = tmp_path / "download.csv"
+    target.write_text("previous download\n")
 
     def failing_replace(source: Any, destination: Any) -> None:
         assert Path(source).read_text().startswith("DevEui,sendtime,co2\n")  # complete, not yet moved
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(export.os, "replace", failing_replace)
-    with pytest.raises(ExportError, match="No space left on device.*previous file is left"):
-        write_single_file(_small_export_df(spark), target, "csv", False, "UTC")
-    assert target.read_text() == "previous export\n"
-    assert os.listdir(tmp_path) == ["export.csv"]
+    monkeypatch.setattr(download_file.os, "replace", failing_replace)
+    with pytest.raises(DownloadError, match="No space left on device.*previous file is left"):
+        write_single_file(_small_download_df(spark), target, "csv", False, "UTC")
+    assert target.read_text() == "previous download\n"
+    assert os.listdir(tmp_path) == ["download.csv"]
 
 
 @pytest.mark.parametrize("file_format, step", [("csv", "_concatenate"), ("parquet", "_merge_parquet")])
 def test_an_interruption_while_assembling_leaves_the_previous_file(
         spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         file_format: str, step: str) -> None:
-    target = tmp_path / f"export.{file_format}"
-    target.write_text("previous export\n")
-    assembled = getattr(export, step)
+    target = tmp_path / f"download.{file_format}"
+    target.write_text("previous download\n")
+    assembled = getattr(download_file, step)
 
     def interrupted(*args: Any) -> Any:
         assembled(*args)  # the temporary file is complete ...
         raise KeyboardInterrupt  # ... when Ctrl-C arrives
 
-    monkeypatch.setattr(export, step, interrupted)
+    monkeypatch.setattr(download_file, step, interrupted)
     with pytest.raises(KeyboardInterrupt):
-        write_single_file(_small_export_df(spark), target, file_format, False, "UTC")
-    assert target.read_text() == "previous export\n"
+        write_single_file(_small_download_df(spark), target, file_format, False, "UTC")
+    assert target.read_text() == "previous download\n"
     assert os.listdir(tmp_path) == [target.name]
 
 
 @pytest.mark.parametrize("file_format", ["csv", "parquet"])
-def test_a_row_count_other_than_the_expected_one_fails_the_export(
+def test_a_row_count_other_than_the_expected_one_fails_the_download(
         spark: SparkSession, tmp_path: Path, file_format: str) -> None:
-    target = tmp_path / f"export.{file_format}"
-    target.write_text("previous export\n")
-    with pytest.raises(ExportError, match="Spark wrote 2 rows where 3 were expected"):
-        write_single_file(_small_export_df(spark), target, file_format, False, "UTC",
+    target = tmp_path / f"download.{file_format}"
+    target.write_text("previous download\n")
+    with pytest.raises(DownloadError, match="Spark wrote 2 rows where 3 were expected"):
+        write_single_file(_small_download_df(spark), target, file_format, False, "UTC",
                           expected_rows=3)
-    assert target.read_text() == "previous export\n"
+    assert target.read_text() == "previous download\n"
     assert os.listdir(tmp_path) == [target.name]
-    exported = write_single_file(_small_export_df(spark), target, file_format, False, "UTC",
+    downloaded = write_single_file(_small_download_df(spark), target, file_format, False, "UTC",
                                  expected_rows=2)
-    assert exported.rows == 2
+    assert downloaded.rows == 2
 
 
-def test_a_check_of_the_written_rows_can_stop_the_export(
+def test_a_check_of_the_written_rows_can_stop_the_download(
         spark: SparkSession, tmp_path: Path) -> None:
-    target = tmp_path / "export.csv"
-    target.write_text("previous export\n")
+    target = tmp_path / "download.csv"
+    target.write_text("previous download\n")
     seen: list[int] = []
 
     def refuse(rows: int) -> None:
         seen.append(rows)
-        raise ExportError("refused")
+        raise DownloadError("refused")
 
-    with pytest.raises(ExportError, match="refused"):
-        write_single_file(_small_export_df(spark), target, "csv", False, "UTC", on_written=refuse)
+    with pytest.raises(DownloadError, match="refused"):
+        write_single_file(_small_download_df(spark), target, "csv", False, "UTC", on_written=refuse)
     assert seen == [2]
-    assert target.read_text() == "previous export\n"
-    assert os.listdir(tmp_path) == ["export.csv"]
+    assert target.read_text() == "previous download\n"
+    assert os.listdir(tmp_path) == ["download.csv"]
 
 
 @pytest.mark.parametrize("compress", [False, True])
-def test_parts_on_another_file_system_are_streamed_through_hadoop(
-        spark: SparkSession, dataset: ExportDataset, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch, compress: bool) -> None:
+def test_parts_in_a_staging_folder_elsewhere_give_the_same_bytes(
+        spark: SparkSession, dataset: DownloadDataset, tmp_path: Path, compress: bool) -> None:
     suffix = ".csv.gz" if compress else ".csv"
-    local, streamed = tmp_path / f"local{suffix}", tmp_path / f"hadoop{suffix}"
-    with session_conf(spark, {"spark.sql.adaptive.coalescePartitions.enabled": "false",
-                              "spark.sql.shuffle.partitions": "3"}):
-        run_export(spark, dataset.folder, local, compress=compress)
-        # As if the parts were on HDFS: the JVM reads them through the Hadoop FileSystem API.
-        monkeypatch.setattr(export, "_local_path", lambda uri: None)
-        exported = run_export(spark, dataset.folder, streamed, compress=compress)
-    assert exported.parts > 1
-    assert streamed.read_bytes() == local.read_bytes()
-    assert sorted(os.listdir(tmp_path)) == sorted([local.name, streamed.name])
+    beside, elsewhere = tmp_path / "out" / f"beside{suffix}", tmp_path / "out" / f"elsewhere{suffix}"
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    readings_df = read_raw(spark, dataset.folder)
+    plan = plan_parts(readings_df, DownloadFilter(), 3)
+    download_df = readings_df.transform(order_for_download, COLUMNS, plan.split_points)
+    write_single_file(download_df, beside, "csv", compress, ROME)
+    # As on a cluster (DOWNLOAD_STAGING_DIR=hdfs://...): parts under a URI, read through Hadoop.
+    downloaded = write_single_file(download_df, elsewhere, "csv", compress, ROME,
+                                   staging_root=f"file://{staging}")
+    assert downloaded.parts == 3
+    assert elsewhere.read_bytes() == beside.read_bytes()
+    text = gzip.decompress(beside.read_bytes()) if compress else beside.read_bytes()
+    assert_rows_equal(read_csv_rows(text.decode("utf-8"), COLUMNS), expected_rows(dataset.rows), COLUMNS)
+    assert sorted(os.listdir(beside.parent)) == sorted([beside.name, elsewhere.name])
+    assert os.listdir(staging) == []
 
 
-def test_a_failing_spark_write_is_an_export_error(spark: SparkSession, tmp_path: Path) -> None:
-    target = tmp_path / "export.csv"
-    target.write_text("previous export\n")
+def test_a_failing_spark_write_is_a_download_error(spark: SparkSession, tmp_path: Path) -> None:
+    target = tmp_path / "download.csv"
+    target.write_text("previous download\n")
     df = spark.createDataFrame([("a", 1)], "DevEui string, n int")
     failing_df = df.selectExpr("DevEui", "IF(n = 1, raise_error('injected failure'), n) AS n")
-    with pytest.raises(ExportError, match="injected failure"):
+    with pytest.raises(DownloadError, match="injected failure"):
         write_single_file(failing_df, target, "csv", False, "UTC")
-    assert target.read_text() == "previous export\n"
-    assert os.listdir(tmp_path) == ["export.csv"]
+    assert target.read_text() == "previous download\n"
+    assert os.listdir(tmp_path) == ["download.csv"]
 
 
 @pytest.mark.parametrize("file_format", ["csv", "parquet"])
 def test_folder_and_file_names_with_awkward_characters(
         spark: SparkSession, tmp_path: Path, file_format: str) -> None:
-    target = tmp_path / "dossier d'export é #1 %20" / f"a:b [x].{file_format}"
-    write_single_file(_small_export_df(spark), target, file_format, False, "UTC")
+    target = tmp_path / "dossier d'download é #1 %20" / f"a:b [x].{file_format}"
+    write_single_file(_small_download_df(spark), target, file_format, False, "UTC")
     if file_format == "csv":
         assert exact_text(target).splitlines()[1:] == ["a,2024-01-01T00:00:00.000000Z,1.0",
                                                        "b,2024-01-01T00:00:00.000000Z,2.0"]
@@ -722,8 +844,8 @@ def test_folder_and_file_names_with_awkward_characters(
 
 
 def test_a_directory_is_not_a_target(spark: SparkSession, tmp_path: Path) -> None:
-    with pytest.raises(ExportError, match="is a directory"):
-        write_single_file(_small_export_df(spark), tmp_path, "csv", False, "UTC")
+    with pytest.raises(DownloadError, match="is a directory"):
+        write_single_file(_small_download_df(spark), tmp_path, "csv", False, "UTC")
 
 
 # --- --clean --------------------------------------------------------------------------------
@@ -745,21 +867,21 @@ def test_clean_counts_and_usable_readings(spark: SparkSession) -> None:
     assert checked == ("co2", "pir")
     validated_df = df.transform(validate_readings, checked, True)
     counts = clean_counts(validated_df, checked).first().asDict()
-    assert counts == {"rows_selected": 6, "rows_exported": 2, "replayed_reading": 1,
+    assert counts == {"rows_selected": 6, "rows_downloaded": 2, "replayed_reading": 1,
                       "missing_sendtime": 1, "missing_device": 1, "unregistered_device": 1,
                       "co2_out_of_range": 1, "pir_out_of_range": 1}
-    usable = validated_df.transform(usable_readings, columns).transform(order_for_export, columns)
+    usable = validated_df.transform(usable_readings, columns).transform(order_for_download, columns)
     assert [(row.DevEui, row.co2, row.pir, row.gwname) for row in usable.collect()] == [
         ("a", 500.0, 1, "g"), ("b", None, None, "g")]
 
 
 def test_only_the_needed_columns_are_read() -> None:
-    export_filter = ExportFilter(profiles=("AM319",), since=dt.datetime(2024, 1, 1, tzinfo=UTC))
+    download_filter = DownloadFilter(profiles=("AM319",), since=dt.datetime(2024, 1, 1, tzinfo=UTC))
     # A value filter reads all three value columns: the check of unknown values lists them all.
-    assert columns_to_read(("co2",), export_filter, clean=False) == (
+    assert columns_to_read(("co2",), download_filter, clean=False) == (
         "DevEui", "sendtime", "co2", "institute", "classroom", "profile")
-    assert columns_to_read(("co2",), ExportFilter(institutes=("Liceo",)), clean=False) == (
+    assert columns_to_read(("co2",), DownloadFilter(institutes=("Liceo",)), clean=False) == (
         "DevEui", "sendtime", "co2", "institute", "classroom", "profile")
-    assert columns_to_read(("co2",), ExportFilter(), clean=False) == ("DevEui", "sendtime", "co2")
-    assert columns_to_read(("co2",), ExportFilter(), clean=True) == (
+    assert columns_to_read(("co2",), DownloadFilter(), clean=False) == ("DevEui", "sendtime", "co2")
+    assert columns_to_read(("co2",), DownloadFilter(), clean=True) == (
         "DevEui", "sendtime", "co2", "institute", "classroom")

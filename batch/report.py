@@ -1,0 +1,764 @@
+"""The run report: one self-contained HTML file showing, per institute, where the air is bad.
+
+It reads only the published tables in PostgreSQL - never Spark, never the raw data - so the
+report of a run can be rebuilt at any time:
+
+    python -m batch.report --schema indoor_air --output-dir reports [--run-id N]
+
+The data are fetched by plain query functions (testable against a real PostgreSQL), the
+charts drawn by Matplotlib as SVG and inlined into a Jinja2 template: no JavaScript and no
+external resource, so the file opens offline by double-click and looks the same tomorrow.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import sys
+import tempfile
+import textwrap
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import matplotlib
+import matplotlib.colors
+import matplotlib.dates
+import matplotlib.ticker
+import numpy as np
+import psycopg2
+from matplotlib.figure import Figure
+from markupsafe import Markup
+from psycopg2 import sql
+
+from batch.aggregations import Thresholds
+from batch.config import (
+    POSTGRES_OPTIONS,
+    Option,
+    Secret,
+    build_parser,
+    default_env_file,
+    parse_identifier,
+    read_password,
+    resolve_options,
+    settings_from,
+)
+from batch.errors import BatchError, ConfigurationError
+from batch.catalog import LATEST_WEEK_VIEW, RUNS_TABLE
+from batch.postgres import PostgresTarget, connect
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# The weekly compliance table of issue 13 (occupied hours, BB101) may not be published yet:
+# the names the report reads from it are here, in one place.
+IAQ_WEEKLY_TABLE = "classroom_weekly_iaq"
+IAQ_CO2_MEAN = "co2_occupied_mean"
+IAQ_SCHOOL_DAYS = "school_days"
+IAQ_BB101_DAYS_MET = "bb101_days_met"
+# batch_runs column listing the files a streaming sink had not committed (issue 11); optional.
+UNCOMMITTED_FILES_COLUMN = "uncommitted_files"
+
+CLASSROOM_WEEKLY_TABLE = "classroom_weekly_stats"
+INSTITUTE_WEEKLY_TABLE = "institute_weekly_stats"
+
+# BB101 (2018): CO2 above 2,000 ppm for at most 20 consecutive minutes of a school day.
+BB101_PEAK_PPM = 2000.0
+RANKING_WEEKS = 4
+RANKING_ROWS_CHARTED = 15
+# Longer names are shortened on chart axes (the tables show them in full).
+CHART_LABEL_CHARS = 28
+# The page template, package data beside this module (a zip of the package needs it too).
+TEMPLATE = "report.html.j2"
+
+REPORT_OPTIONS: tuple[Option, ...] = (
+    Option("REPORT_DIR", "reports",
+           "folder the HTML report of each run is written to (one file per run)", Path),
+)
+CONNECTION_OPTIONS: tuple[Option, ...] = tuple(
+    option for option in POSTGRES_OPTIONS if not option.env.startswith("POSTGRES_JDBC"))
+
+
+class ReportError(BatchError):
+    """The published tables cannot be read, or the report cannot be written."""
+
+    exit_code = 4
+
+
+# --- the report's data, read from the published tables -------------------------------------
+
+@dataclass(frozen=True)
+class FileList:
+    """How many files, and the names of the first few (a run may list only those)."""
+
+    count: int
+    names: list[str]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of batch_runs, as the data-quality panel shows it."""
+
+    run_id: int
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    input_path: str
+    input_files: int | None
+    rows_read: int | None
+    rows_used: int | None
+    rows_excluded: dict[str, int | None]  # None: not checked by that run (replays)
+    values_nulled: dict[str, int]
+    skipped_files: list[str]
+    # None: batch_runs has no such column (published before issue 11).
+    uncommitted_files: FileList | None
+    rows_written: dict[str, int]
+    phase_seconds: dict[str, float]
+    settings: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Co2Source:
+    """Where the heatmap's weekly CO2 comes from, and what to call it."""
+
+    table: str
+    column: str
+    label: str
+
+
+@dataclass(frozen=True)
+class ClassroomWeekCo2:
+    institute: str
+    classroom: str
+    week_start: date
+    iso_year: int
+    iso_week: int
+    co2_ppm: float | None
+
+
+@dataclass(frozen=True)
+class Bb101Failures:
+    """School days of one classroom failing BB101 over the ranking window."""
+
+    institute: str
+    classroom: str
+    school_days: int
+    days_failed: int
+
+
+@dataclass(frozen=True)
+class InstituteWeek:
+    institute: str
+    week_start: date
+    iso_year: int
+    iso_week: int
+    co2_mean: float | None
+    temperature_mean: float | None
+
+
+def _ident(schema: str, name: str) -> sql.Composed:
+    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+
+
+def relation_exists(conn: psycopg2.extensions.connection, schema: str, name: str) -> bool:
+    """Whether table or view `schema.name` exists."""
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT EXISTS (SELECT 1 FROM information_schema.tables "
+                       "WHERE table_schema = %s AND table_name = %s)", (schema, name))
+        return bool(cursor.fetchone()[0])
+
+
+def column_exists(conn: psycopg2.extensions.connection, schema: str, table: str, column: str) -> bool:
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT EXISTS (SELECT 1 FROM information_schema.columns "
+                       "WHERE table_schema = %s AND table_name = %s AND column_name = %s)",
+                       (schema, table, column))
+        return bool(cursor.fetchone()[0])
+
+
+def latest_succeeded_run_id(conn: psycopg2.extensions.connection, schema: str) -> int | None:
+    """The run whose results the published tables hold."""
+    with conn.cursor() as cursor:
+        cursor.execute(sql.SQL("SELECT max(run_id) FROM {} WHERE status = 'succeeded'").format(
+            _ident(schema, RUNS_TABLE)))
+        return cursor.fetchone()[0]
+
+
+def fetch_run(conn: psycopg2.extensions.connection, schema: str, run_id: int) -> RunRecord:
+    """Row `run_id` of batch_runs; JSON columns as dicts and lists (empty when null)."""
+    has_uncommitted = column_exists(conn, schema, RUNS_TABLE, UNCOMMITTED_FILES_COLUMN)
+    uncommitted = sql.Identifier(UNCOMMITTED_FILES_COLUMN) if has_uncommitted else sql.SQL("NULL")
+    with conn.cursor() as cursor:
+        cursor.execute(sql.SQL(
+            "SELECT run_id, status, started_at, finished_at, input_path, input_files, rows_read, "
+            "rows_used, rows_excluded, values_nulled, skipped_files, {uncommitted}, rows_written, "
+            "phase_seconds, settings FROM {runs} WHERE run_id = %s").format(
+                uncommitted=uncommitted, runs=_ident(schema, RUNS_TABLE)), (run_id,))
+        row = cursor.fetchone()
+    if row is None:
+        raise ConfigurationError(f"run {run_id} is not recorded in {schema}.{RUNS_TABLE}")
+    (run_id, status, started_at, finished_at, input_path, input_files, rows_read, rows_used,
+     rows_excluded, values_nulled, skipped_files, uncommitted_files, rows_written, phase_seconds,
+     settings) = row
+    return RunRecord(
+        run_id=run_id, status=status, started_at=started_at, finished_at=finished_at,
+        input_path=input_path, input_files=input_files, rows_read=rows_read, rows_used=rows_used,
+        rows_excluded=rows_excluded or {}, values_nulled=values_nulled or {},
+        skipped_files=skipped_files or [],
+        uncommitted_files=_file_list(uncommitted_files) if has_uncommitted else None,
+        rows_written=rows_written or {}, phase_seconds=phase_seconds or {}, settings=settings or {})
+
+
+def _file_list(value: Any) -> FileList:
+    """The uncommitted files as issue 11 may record them: a count, a JSON array of names, or
+    a JSON object with a count and the first few names."""
+    if value is None:
+        return FileList(0, [])
+    if isinstance(value, int):
+        return FileList(value, [])
+    if isinstance(value, list):
+        return FileList(len(value), [str(name) for name in value])
+    names = [str(name) for name in value.get("files") or value.get("names") or value.get("first") or []]
+    return FileList(int(value.get("count", len(names))), names)
+
+
+def co2_source(conn: psycopg2.extensions.connection, schema: str) -> Co2Source:
+    """The occupied-hours CO2 mean when the compliance table is published, else the all-hours mean."""
+    if relation_exists(conn, schema, IAQ_WEEKLY_TABLE):
+        return Co2Source(IAQ_WEEKLY_TABLE, IAQ_CO2_MEAN, "CO2 mean over occupied hours")
+    return Co2Source(CLASSROOM_WEEKLY_TABLE, "co2_mean",
+                     "CO2 mean over all hours (nights and weekends included)")
+
+
+def classroom_week_co2(conn: psycopg2.extensions.connection, schema: str,
+                       source: Co2Source) -> list[ClassroomWeekCo2]:
+    with conn.cursor() as cursor:
+        cursor.execute(sql.SQL(
+            "SELECT institute, classroom, week_start, iso_year, iso_week, {co2} FROM {table} "
+            "ORDER BY institute, classroom, week_start").format(
+                co2=sql.Identifier(source.column), table=_ident(schema, source.table)))
+        return [ClassroomWeekCo2(*row) for row in cursor.fetchall()]
+
+
+def ranking_window(conn: psycopg2.extensions.connection, schema: str,
+                   weeks: int = RANKING_WEEKS) -> tuple[date, date] | None:
+    """Mondays of the first and last of the latest `weeks` complete ISO weeks (None: none complete).
+
+    Complete as the published view judges it: data newer than the week's Sunday has arrived.
+    """
+    with conn.cursor() as cursor:
+        cursor.execute(sql.SQL("SELECT max(week_start) FROM {}").format(
+            _ident(schema, LATEST_WEEK_VIEW)))
+        last = cursor.fetchone()[0]
+    return None if last is None else (last - timedelta(weeks=weeks - 1), last)
+
+
+def bb101_failures(conn: psycopg2.extensions.connection, schema: str,
+                   window: tuple[date, date]) -> list[Bb101Failures]:
+    """Classrooms by school days failing BB101 within `window` (Mondays, inclusive), worst first."""
+    with conn.cursor() as cursor:
+        cursor.execute(sql.SQL(
+            "SELECT institute, classroom, coalesce(sum({school_days}), 0)::int, "
+            "coalesce(sum({school_days} - {days_met}), 0)::int AS days_failed "
+            "FROM {table} WHERE week_start BETWEEN %s AND %s GROUP BY institute, classroom "
+            "ORDER BY days_failed DESC, institute, classroom").format(
+                school_days=sql.Identifier(IAQ_SCHOOL_DAYS),
+                days_met=sql.Identifier(IAQ_BB101_DAYS_MET),
+                table=_ident(schema, IAQ_WEEKLY_TABLE)), window)
+        return [Bb101Failures(*row) for row in cursor.fetchall()]
+
+
+def institute_weeks(conn: psycopg2.extensions.connection, schema: str) -> list[InstituteWeek]:
+    with conn.cursor() as cursor:
+        cursor.execute(sql.SQL(
+            "SELECT institute, week_start, iso_year, iso_week, co2_mean, temperature_mean "
+            "FROM {} ORDER BY institute, week_start").format(_ident(schema, INSTITUTE_WEEKLY_TABLE)))
+        return [InstituteWeek(*row) for row in cursor.fetchall()]
+
+
+@dataclass(frozen=True)
+class ReportData:
+    run: RunRecord
+    # The run whose results the tables hold (may differ from `run` when an older run is asked for).
+    published_run_id: int | None
+    schema: str
+    co2_source: Co2Source
+    classroom_weeks: list[ClassroomWeekCo2]
+    # None: the compliance table is not published, there is nothing to rank.
+    bb101: list[Bb101Failures] | None
+    window: tuple[date, date] | None
+    institute_weeks: list[InstituteWeek]
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+
+def read_report_data(conn: psycopg2.extensions.connection, schema: str,
+                     run_id: int | None) -> ReportData:
+    """Everything the report shows, read in one snapshot of the published tables."""
+    published = latest_succeeded_run_id(conn, schema)
+    if run_id is None and published is None:
+        raise ConfigurationError(f"no successful run is recorded in {schema}.{RUNS_TABLE}: "
+                                 "nothing is published to report on")
+    run = fetch_run(conn, schema, run_id if run_id is not None else published)
+    source = co2_source(conn, schema)
+    window = ranking_window(conn, schema)
+    has_iaq = source.table == IAQ_WEEKLY_TABLE
+    return ReportData(
+        run=run, published_run_id=published, schema=schema, co2_source=source,
+        classroom_weeks=classroom_week_co2(conn, schema, source),
+        bb101=(bb101_failures(conn, schema, window) if window else []) if has_iaq else None,
+        window=window, institute_weeks=institute_weeks(conn, schema),
+        thresholds=run_thresholds(run.settings))
+
+
+def run_thresholds(settings: Mapping[str, Any]) -> Thresholds:
+    """The thresholds the run used (recorded in its settings), defaults for those it lacks."""
+    names = {item.name for item in fields(Thresholds)}
+    return Thresholds(**{name: float(settings[name]) for name in names if settings.get(name) is not None})
+
+
+@contextmanager
+def _snapshot(conn: psycopg2.extensions.connection) -> Iterator[None]:
+    """Read in one read-only snapshot, so that a run publishing meanwhile is seen whole or not at all.
+
+    A connection already inside a transaction (the caller's) is read as it is and left so.
+    """
+    own = (not conn.autocommit and
+           conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE)
+    if own:
+        with conn.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    try:
+        yield
+    finally:
+        if own:
+            conn.rollback()
+
+
+# --- charts ----------------------------------------------------------------------------------
+
+_RC = {
+    # Text stays text (small, searchable; Matplotlib escapes it), never parsed as TeX math:
+    # a name holding `$` is a name.
+    "svg.fonttype": "none",
+    "text.parse_math": False,
+    "font.family": "DejaVu Sans",  # shipped with Matplotlib: its layout matches the text
+    "font.size": 12,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
+# Most charts are drawn this wide (inches): shrunk to a phone's width, 12 pt text stays legible.
+NARROW_INCHES = 4.8
+NO_DATA_COLOUR = "#d9d9d9"
+# The heatmap's colour scale: greens below the first threshold, yellow to red between the
+# thresholds, dark red from the last; `co2_colour_stops` places the colours at the thresholds.
+CO2_SCALE_FLOOR_PPM = 400.0  # about outdoor air
+CO2_SCALE_CEILING_PPM = 2500.0
+_SVG_HEADER = re.compile(r"\A.*?(?=<svg\b)", re.S)
+_SVG_SIZE = re.compile(r'\s(?:width|height)="[^"]*"')
+_SVG_VIEWBOX_WIDTH = re.compile(r'viewBox="[-\d.]+ [-\d.]+ ([\d.]+) ')
+
+
+def _svg(figure: Figure, chart_id: str, scrolls: bool = False) -> Markup:
+    """`figure` as an inline, scalable <svg> element (sized by CSS through its viewBox).
+
+    A chart is shown at most at its natural size (a point is 4/3 CSS pixels), narrower when
+    the screen is. One that `scrolls` keeps at least one CSS pixel per point: on a phone it
+    scrolls sideways in its frame rather than shrink its text below legibility.
+    """
+    buffer = io.StringIO()
+    # The salt makes clip-path ids unique per chart: several SVGs share one HTML document.
+    with matplotlib.rc_context({**_RC, "svg.hashsalt": chart_id}):
+        figure.savefig(buffer, format="svg", metadata={"Date": None})
+    text = _SVG_HEADER.sub("", buffer.getvalue(), count=1)
+    opening, rest = text.split(">", 1)
+    opening = _SVG_SIZE.sub("", opening) + f' class="chart-svg" data-chart="{chart_id}" role="img"'
+    width = float(_SVG_VIEWBOX_WIDTH.search(opening).group(1))
+    opening += f' style="max-width: {width * 4 / 3:.0f}px'
+    opening += f'; min-width: {width:.0f}px"' if scrolls else '"'
+    # Matplotlib wrote this markup and escaped every text in it.
+    return Markup(opening + ">" + rest)
+
+
+def _figure(width: float, height: float) -> Figure:
+    with matplotlib.rc_context(_RC):
+        return Figure(figsize=(width, height), layout="constrained")
+
+
+def _label_inches(names: Iterable[str]) -> float:
+    """About how wide the longest of `names` is as a 12 pt axis label, and the axis title beside it."""
+    return 0.6 + 0.09 * max((len(_short(name)) for name in names), default=0)
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= CHART_LABEL_CHARS else name[:CHART_LABEL_CHARS - 1] + "…"
+
+
+def _set_title(figure: Figure, title: str) -> None:
+    """Title the chart from the figure's left edge, wrapped to its width (long names would overflow)."""
+    # Bold 13 pt DejaVu Sans: about 8 average characters an inch, fewer wide ones (w, <, M).
+    characters = int(figure.get_figwidth() * 7)
+    figure.suptitle("\n".join(textwrap.wrap(title, characters)), x=0.01, ha="left",
+                    fontsize=13, fontweight="bold")
+
+
+def _week_label(monday: date) -> str:
+    year, week, _ = monday.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def co2_colour_stops(thresholds: Thresholds) -> list[tuple[float, str]]:
+    """(ppm, colour) anchors of the heatmap's scale: the hue turns at each threshold."""
+    return [(CO2_SCALE_FLOOR_PPM, "#1a9850"), (thresholds.co2_high_ppm * 0.8, "#91cf60"),
+            (thresholds.co2_high_ppm, "#fee08b"), (thresholds.co2_very_high_ppm, "#fc8d59"),
+            (BB101_PEAK_PPM, "#d73027"), (CO2_SCALE_CEILING_PPM, "#67001f")]
+
+
+def co2_heatmap(cells: Sequence[ClassroomWeekCo2], weeks: Sequence[date], thresholds: Thresholds,
+                title: str, chart_id: str) -> Markup:
+    """Classroom x ISO week, each cell coloured by its weekly CO2 on the thresholds' scale."""
+    classrooms = sorted({cell.classroom for cell in cells})
+    row_of = {name: row for row, name in enumerate(classrooms)}
+    column_of = {monday: column for column, monday in enumerate(weeks)}
+    grid = np.full((len(classrooms), len(weeks)), np.nan)
+    for cell in cells:
+        if cell.co2_ppm is not None:
+            grid[row_of[cell.classroom], column_of[cell.week_start]] = cell.co2_ppm
+    stops = co2_colour_stops(thresholds)
+    span = CO2_SCALE_CEILING_PPM - CO2_SCALE_FLOOR_PPM
+    colours = matplotlib.colors.LinearSegmentedColormap.from_list(
+        "co2", [((ppm - CO2_SCALE_FLOOR_PPM) / span, colour) for ppm, colour in stops])
+    colours.set_bad(NO_DATA_COLOUR)
+    # The grid, never so small that the colour bar beside it cannot show its ticks, with room
+    # for the longest classroom label, the week labels, the title and the colour bar.
+    grid_width, grid_height = max(2.5, 0.17 * len(weeks)), max(1.8, 0.26 * len(classrooms))
+    figure = _figure(max(NARROW_INCHES, _label_inches(classrooms) + 1.4 + grid_width),
+                     grid_height + 2.0)
+    with matplotlib.rc_context(_RC):
+        axes = figure.add_subplot()
+        mesh = axes.pcolormesh(np.ma.masked_invalid(grid), cmap=colours, vmin=CO2_SCALE_FLOOR_PPM,
+                               vmax=CO2_SCALE_CEILING_PPM, edgecolors="white", linewidth=0.5)
+        axes.set_yticks(np.arange(len(classrooms)) + 0.5, [_short(name) for name in classrooms])
+        axes.invert_yaxis()
+        step = max(1, len(weeks) // 26)
+        axes.set_xticks(np.arange(0, len(weeks), step) + 0.5,
+                        [_week_label(monday) for monday in weeks[::step]], rotation=90)
+        axes.tick_params(length=0)
+        for side in ("left", "bottom"):
+            axes.spines[side].set_visible(False)
+        axes.set_xlabel("ISO week")
+        axes.set_ylabel("classroom")
+        _set_title(figure, title)
+        # A bar 0.15 inch wide along the whole grid, whatever the grid's size.
+        bar = figure.colorbar(mesh, ax=axes, location="right", fraction=0.15 / grid_width,
+                              aspect=grid_height / 0.15, pad=0.01, extend="max")
+        bar.set_ticks([CO2_SCALE_FLOOR_PPM, *co2_bands(thresholds), CO2_SCALE_CEILING_PPM])
+        bar.ax.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
+        for limit in co2_bands(thresholds):
+            bar.ax.axhline(limit, color="black", linewidth=0.8)
+        bar.set_label("CO2, ppm")
+    return _svg(figure, chart_id, scrolls=True)
+
+
+def co2_bands(thresholds: Thresholds) -> tuple[float, float, float]:
+    return (thresholds.co2_high_ppm, thresholds.co2_very_high_ppm, BB101_PEAK_PPM)
+
+
+def bb101_chart(failures: Sequence[Bb101Failures], window: tuple[date, date], title: str,
+                chart_id: str) -> Markup:
+    """Horizontal bars: school days failing BB101 per classroom, worst at the top."""
+    shown = list(failures[:RANKING_ROWS_CHARTED])
+    figure = _figure(max(NARROW_INCHES, _label_inches(row.classroom for row in shown) + 3.0),
+                     1.8 + 0.32 * max(1, len(shown)))
+    with matplotlib.rc_context(_RC):
+        axes = figure.add_subplot()
+        positions = np.arange(len(shown))
+        axes.barh(positions, [row.school_days for row in shown], color="#d9d9d9",
+                  label="school days")
+        axes.barh(positions, [row.days_failed for row in shown], color="#b2182b",
+                  label="failing BB101")
+        axes.set_yticks(positions, [_short(row.classroom) for row in shown])
+        axes.invert_yaxis()
+        axes.xaxis.get_major_locator().set_params(integer=True)
+        axes.set_xlabel(f"school days in ISO weeks {window[0].isocalendar()[1]}–{window[1].isocalendar()[1]}")
+        axes.set_ylabel("classroom")
+        _set_title(figure, title)
+        figure.legend(loc="outside lower center", ncols=2, frameon=False, fontsize=10)
+    return _svg(figure, chart_id)
+
+
+def _weekly_line(weeks: Sequence[InstituteWeek], values: Sequence[float | None], colour: str,
+                 label: str, unit_label: str, title: str) -> tuple[Figure, Any]:
+    figure = _figure(NARROW_INCHES, 3.4)
+    axes = figure.add_subplot()
+    axes.plot([week.week_start for week in weeks], [np.nan if v is None else v for v in values],
+              marker="o", markersize=3, color=colour, label=label)
+    first, last = weeks[0].week_start, weeks[-1].week_start
+    span_weeks = (last - first).days // 7
+    axes.set_xlim(first - timedelta(days=4), last + timedelta(days=4))
+    if span_weeks < 12:
+        # Too short a span for AutoDateLocator (it would tick hours): tick a few Mondays.
+        axes.xaxis.set_major_locator(
+            matplotlib.dates.WeekdayLocator(matplotlib.dates.MO, interval=span_weeks // 5 + 1))
+        axes.xaxis.set_major_formatter(matplotlib.dates.DateFormatter("%d %b"))
+    else:
+        locator = matplotlib.dates.AutoDateLocator(maxticks=7)
+        axes.xaxis.set_major_locator(locator)
+        axes.xaxis.set_major_formatter(matplotlib.dates.ConciseDateFormatter(locator))
+    axes.set_xlabel("week (Monday it starts on)")
+    axes.set_ylabel(unit_label)
+    _set_title(figure, title)
+    axes.grid(axis="y", color="#e2e8f0", linewidth=0.8)
+    return figure, axes
+
+
+def co2_trend_chart(weeks: Sequence[InstituteWeek], thresholds: Thresholds, title: str,
+                    chart_id: str) -> Markup:
+    values = [week.co2_mean for week in weeks]
+    with matplotlib.rc_context(_RC):
+        figure, axes = _weekly_line(weeks, values, "#2b6cb0", "weekly CO2 mean", "CO2, ppm", title)
+        axes.axhline(thresholds.co2_high_ppm, color="#d73027", linestyle="--", linewidth=1,
+                     label=f"{thresholds.co2_high_ppm:,.0f} ppm")
+        highest = max([v for v in values if v is not None], default=0.0)
+        axes.set_ylim(0, max(thresholds.co2_high_ppm, highest) * 1.15)
+        figure.legend(loc="outside lower center", frameon=False, fontsize=10, ncols=2)
+    return _svg(figure, chart_id)
+
+
+def temperature_trend_chart(weeks: Sequence[InstituteWeek], thresholds: Thresholds, title: str,
+                            chart_id: str) -> Markup:
+    with matplotlib.rc_context(_RC):
+        figure, axes = _weekly_line(weeks, [week.temperature_mean for week in weeks], "#c05621",
+                                    "weekly temperature mean", "temperature, °C", title)
+        axes.axhspan(thresholds.comfort_min_c, thresholds.comfort_max_c, color="#c6f6d5",
+                     alpha=0.7, zorder=0,
+                     label=f"comfort {thresholds.comfort_min_c:g}–{thresholds.comfort_max_c:g} °C")
+        figure.legend(loc="outside lower center", frameon=False, fontsize=10, ncols=2)
+    return _svg(figure, chart_id)
+
+
+def phase_chart(phase_seconds: Mapping[str, float], title: str, chart_id: str) -> Markup:
+    phases = list(phase_seconds)
+    figure = _figure(NARROW_INCHES, 1.5 + 0.34 * max(1, len(phases)))
+    with matplotlib.rc_context(_RC):
+        axes = figure.add_subplot()
+        positions = np.arange(len(phases))
+        seconds = [float(phase_seconds[phase]) for phase in phases]
+        bars = axes.barh(positions, seconds, color="#4a5568")
+        axes.bar_label(bars, labels=[f"{value:,.1f} s" for value in seconds], padding=3, fontsize=10)
+        axes.set_yticks(positions, phases)
+        axes.invert_yaxis()
+        axes.set_xlabel("wall time, seconds")
+        axes.set_ylabel("phase")
+        _set_title(figure, title)
+        axes.margins(x=0.2)
+    return _svg(figure, chart_id)
+
+
+# --- the page --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Chart:
+    title: str
+    caption: str
+    svg: Markup
+    wide: bool = False  # scrolls sideways on a narrow screen instead of shrinking its text
+
+
+@dataclass(frozen=True)
+class InstituteSection:
+    anchor: str
+    name: str
+    classrooms: int
+    heatmap: Chart | None
+    bb101_chart: Chart | None
+    bb101_rows: list[Bb101Failures]
+    trends: list[Chart]
+
+
+def _mondays(cells: Sequence[ClassroomWeekCo2]) -> list[date]:
+    """Every Monday from the first week with data to the last: missing weeks show as gaps."""
+    if not cells:
+        return []
+    first, last = min(cell.week_start for cell in cells), max(cell.week_start for cell in cells)
+    return [first + timedelta(weeks=k) for k in range((last - first).days // 7 + 1)]
+
+
+def institute_sections(data: ReportData) -> list[InstituteSection]:
+    weeks = _mondays(data.classroom_weeks)  # one axis for all institutes: heatmaps line up
+    names = sorted({cell.institute for cell in data.classroom_weeks}
+                   | {week.institute for week in data.institute_weeks})
+    sections = []
+    for number, name in enumerate(names, start=1):
+        cells = [cell for cell in data.classroom_weeks if cell.institute == name]
+        trend = [week for week in data.institute_weeks if week.institute == name]
+        ranked = [row for row in data.bb101 or [] if row.institute == name]
+        short = _short(name)
+        heatmap = ranking = None
+        if cells:
+            title = f"{short}: weekly CO2 per classroom"
+            heatmap = Chart(title, f"Weekly {data.co2_source.label} of each classroom, coloured "
+                            "on a scale that turns yellow, orange and red at the thresholds "
+                            "marked on its bar; grey: no data that week.",
+                            co2_heatmap(cells, weeks, data.thresholds, title,
+                                        f"heatmap-{number}"), wide=True)
+        if data.window and any(row.days_failed for row in ranked):
+            title = f"{short}: school days failing BB101"
+            ranking = Chart(title, "School days (grey) and those failing BB101 (red) of the "
+                            f"{min(RANKING_ROWS_CHARTED, len(ranked))} worst classrooms over "
+                            f"the last {RANKING_WEEKS} complete weeks.",
+                            bb101_chart(ranked, data.window, title, f"bb101-{number}"))
+        trends = []
+        if trend:
+            title = f"{short}: weekly CO2"
+            trends.append(Chart(title, "Weekly CO2 mean over all the institute's classrooms and "
+                                "all hours.", co2_trend_chart(trend, data.thresholds, title,
+                                                              f"co2-trend-{number}")))
+            title = f"{short}: weekly temperature"
+            trends.append(Chart(title, "Weekly air temperature mean over all the institute's "
+                                "classrooms and all hours.", temperature_trend_chart(
+                                    trend, data.thresholds, title, f"temperature-trend-{number}")))
+        sections.append(InstituteSection(
+            anchor=f"institute-{number}", name=name,
+            classrooms=len({cell.classroom for cell in cells}), heatmap=heatmap,
+            bb101_chart=ranking, bb101_rows=ranked, trends=trends))
+    return sections
+
+
+def render_report(data: ReportData, generated_at: datetime) -> str:
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("batch", "."), autoescape=True,
+        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    run = data.run
+    phases = (Chart("Run time per phase", "Wall time of each phase of the run.",
+                    phase_chart(run.phase_seconds, "Run time per phase", "phases"))
+              if run.phase_seconds else None)
+    return environment.get_template(TEMPLATE).render(
+        data=data, run=run, sections=institute_sections(data), phases=phases,
+        generated_at=generated_at, ranking_weeks=RANKING_WEEKS, week_label=_week_label,
+        iaq_table=IAQ_WEEKLY_TABLE, bb101_peak_ppm=BB101_PEAK_PPM)
+
+
+def report_file_name(run: RunRecord) -> str:
+    started = run.started_at.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"report-run-{run.run_id}-{started}.html"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Readers see the previous file or the complete new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
+                                     delete=False, encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    try:
+        os.chmod(handle.name, 0o644)
+        os.replace(handle.name, path)
+    except OSError:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+def write_report(conn_or_target: psycopg2.extensions.connection | PostgresTarget, schema: str,
+                 report_dir: Path | str, run_id: int | None = None) -> Path:
+    """Write the report of run `run_id` (default: the latest successful one); return its path.
+
+    Given a PostgresTarget it connects and disconnects; given a connection (the analysis's,
+    after its publish) it reads through it and leaves it as it was.
+    """
+    try:
+        parse_identifier(schema)
+    except ValueError as error:
+        raise ConfigurationError(f"schema: {error}") from None
+    if isinstance(conn_or_target, PostgresTarget):
+        conn = connect(conn_or_target)
+        address = conn_or_target.address
+    else:
+        conn, address = conn_or_target, "PostgreSQL"
+    try:
+        with _snapshot(conn):
+            data = read_report_data(conn, schema, run_id)
+    except psycopg2.Error as error:
+        message = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ReportError(f"reading the published tables of schema {schema} at {address} "
+                          f"failed: {message}") from None
+    finally:
+        if conn is not conn_or_target:
+            conn.close()
+    path = Path(report_dir) / report_file_name(data.run)
+    try:
+        write_atomically(path, render_report(data, datetime.now(timezone.utc)))
+    except jinja2.TemplateNotFound:
+        raise ReportError(f"the report's page template {TEMPLATE} is missing from the batch "
+                          f"package at {Path(__file__).parent}: ship batch/*.j2 with it") from None
+    except OSError as error:
+        raise ReportError(f"cannot write the report {path}: {error.strerror}") from None
+    log.info("report of run %d written to %s", data.run.run_id, path)
+    return path
+
+
+# --- command line ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReportSettings:
+    postgres_host: str
+    postgres_port: int
+    postgres_db: str
+    postgres_user: str
+    postgres_password: Secret
+    postgres_password_file: str
+    postgres_schema: str
+    report_dir: Path
+
+    @property
+    def target(self) -> PostgresTarget:
+        return PostgresTarget(
+            host=self.postgres_host, port=self.postgres_port, database=self.postgres_db,
+            user=self.postgres_user,
+            password=read_password(self.postgres_password, self.postgres_password_file),
+            schema=self.postgres_schema)
+
+
+def parse_arguments(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[ReportSettings, int | None]:
+    options = CONNECTION_OPTIONS + REPORT_OPTIONS
+    parser = build_parser("python -m batch.report",
+                          "Write the HTML report of a run from the published tables.", options)
+    parser.add_argument("--schema", dest="postgres_schema", metavar="SCHEMA",
+                        help="short for --postgres-schema")
+    parser.add_argument("--output-dir", dest="report_dir", metavar="DIR",
+                        help="short for --report-dir")
+    parser.add_argument("--run-id", type=int, metavar="N",
+                        help="run to report on (default: the latest successful run)")
+    args = parser.parse_args(argv)
+    env_file = args.env_file or default_env_file(PROJECT_ROOT)
+    if args.env_file is None and not env_file.is_file():
+        env_file = None
+    settings = settings_from(ReportSettings, resolve_options(options, vars(args), environ, env_file))
+    if args.check_config:
+        print("batch.report: configuration OK")
+        sys.exit(0)
+    return settings, args.run_id
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings, run_id = parse_arguments(sys.argv[1:] if argv is None else argv, os.environ)
+        target = settings.target
+        path = write_report(target, target.schema, settings.report_dir, run_id)
+    except BatchError as error:
+        print(f"batch.report: {error}", file=sys.stderr)
+        return error.exit_code
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,455 @@
+"""The run report (batch/report.py): its queries against a real PostgreSQL holding known rows,
+the HTML file, and that file in a real headless Chromium with the network off."""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import html
+import json
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+from psycopg2 import sql
+
+from batch import report
+from batch.aggregations import Thresholds
+from batch.catalog import build_catalog
+from batch.errors import ConfigurationError
+from batch.postgres import PostgresTarget, catalog_ddl
+from tests.support.browser import CHROMIUM, Chromium
+
+UTC = dt.timezone.utc
+W10, W11, W12, W13, W14, W15 = (dt.date(2025, 3, 3) + dt.timedelta(weeks=k) for k in range(6))
+# The newest reading is on Wednesday of W15: W14 is the latest complete week.
+NEWEST_READING = dt.datetime(2025, 4, 9, 12, 0, tzinfo=UTC)
+STARTED = dt.datetime(2025, 4, 10, 2, 0, 5, tzinfo=UTC)
+
+LICEO, ISTITUTO = "Liceo A", "Istituto B"
+# (institute, classroom, week, co2_mean, temperature_mean) of classroom_weekly_stats.
+CLASSROOM_WEEKS = [
+    (LICEO, "1A", W13, 812.5, 21.25),
+    (LICEO, "1A", W14, 1210.0, 22.0),
+    (LICEO, "1A", W15, None, 21.5),  # no CO2 value that week
+    (LICEO, "2B", W14, 1625.75, 23.0),
+    (ISTITUTO, "3C", W12, 2050.0, 19.5),
+]
+# (institute, week, co2_mean, temperature_mean) of institute_weekly_stats.
+INSTITUTE_WEEKS = [
+    (LICEO, W13, 812.5, 21.25),
+    (LICEO, W14, 1417.875, 22.5),
+    (LICEO, W15, None, 21.5),
+    (ISTITUTO, W12, 2050.0, 19.5),
+]
+# (institute, classroom, week, school days, days meeting BB101, occupied CO2 mean) of the
+# compliance table; W10 and W15 lie outside the last 4 complete weeks (W11-W14).
+IAQ_WEEKS = [
+    (LICEO, "1A", W10, 5, 0, 2400.0),
+    (LICEO, "1A", W11, 5, 3, 1400.0),
+    (LICEO, "1A", W12, 5, 5, 900.0),
+    (LICEO, "1A", W13, 4, 1, 1700.0),
+    (LICEO, "1A", W14, 5, 4, 1100.0),
+    (LICEO, "1A", W15, 3, 0, 2100.0),
+    (LICEO, "2B", W11, 5, 5, 700.0),
+    (LICEO, "2B", W12, 5, 5, 750.0),
+    (LICEO, "2B", W13, 5, 5, 800.0),
+    (LICEO, "2B", W14, 5, 4, 1000.0),
+    (ISTITUTO, "3C", W12, 5, 0, 1999.5),
+    (ISTITUTO, "3C", W14, 2, 1, None),
+]
+RUN = {
+    "status": "succeeded", "started_at": STARTED, "finished_at": STARTED + dt.timedelta(seconds=95),
+    "input_path": "hdfs://namenode:8020/raw", "input_files": 13, "rows_read": 300000,
+    "rows_used": 297500, "rows_excluded": {"missing_device": 1200, "unregistered_device": 1300,
+                      "replayed_reading": None},
+    "values_nulled": {"co2": 17, "temperature": 4}, "skipped_files": ["part-9.parquet"],
+    "rows_written": {"classroom_weekly_stats": 5}, "phase_seconds": {"read": 12.5, "publish": 3.25},
+    "settings": {"co2_high_ppm": 1100.0, "co2_very_high_ppm": 1500.0, "batch_timezone": "UTC"},
+}
+
+
+# --- the published tables, with known rows ----------------------------------------------------
+
+CATALOG = build_catalog(Thresholds(), "UTC")
+
+
+def execute(conn: Any, statement: sql.Composable | str, values: Sequence[Any] = ()) -> None:
+    with conn.cursor() as cursor:
+        cursor.execute(statement, values or None)  # no arguments: a % in a comment is text
+    conn.commit()
+
+
+def insert(conn: Any, schema: str, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    for row in rows:
+        execute(conn, sql.SQL("INSERT INTO {}.{} ({}) VALUES ({})").format(
+            sql.Identifier(schema), sql.Identifier(table),
+            sql.SQL(", ").join(map(sql.Identifier, row)),
+            sql.SQL(", ").join(sql.Placeholder() * len(row))),
+            [json.dumps(value) if isinstance(value, (dict, list)) else value
+             for value in row.values()])
+
+
+def statistics_row(table: str, **values: Any) -> dict[str, Any]:
+    """A row of a published statistics table: `values`, and a filler for every other NOT NULL column."""
+    filler = {"readings": 1, "devices": 1, "first_reading_at": NEWEST_READING,
+              "last_reading_at": NEWEST_READING}
+    row = {column.name: filler.get(column.name, 0)
+           for column in CATALOG.table(table).columns if not column.nullable}
+    row.update(values)
+    return row
+
+
+def week_keys(monday: dt.date) -> dict[str, Any]:
+    year, week, _ = monday.isocalendar()
+    return {"iso_year": year, "iso_week": week, "week_start": monday}
+
+
+def create_published_tables(conn: Any, schema: str) -> None:
+    """The published tables and view, by the DDL the analysis itself runs."""
+    execute(conn, sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    for statement in catalog_ddl(schema, CATALOG):
+        execute(conn, statement)
+
+
+def create_iaq_table(conn: Any, schema: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """The weekly compliance table of issue 13, as far as the report reads it."""
+    execute(conn, sql.SQL(
+        "CREATE TABLE {}.{} (institute text NOT NULL, classroom text NOT NULL, iso_year integer "
+        "NOT NULL, iso_week integer NOT NULL, week_start date NOT NULL, {} integer, {} integer, "
+        "{} double precision, PRIMARY KEY (institute, classroom, iso_year, iso_week))").format(
+            sql.Identifier(schema), sql.Identifier(report.IAQ_WEEKLY_TABLE),
+            sql.Identifier(report.IAQ_SCHOOL_DAYS), sql.Identifier(report.IAQ_BB101_DAYS_MET),
+            sql.Identifier(report.IAQ_CO2_MEAN)))
+    insert(conn, schema, report.IAQ_WEEKLY_TABLE, [
+        {"institute": institute, "classroom": classroom, **week_keys(monday),
+         report.IAQ_SCHOOL_DAYS: school_days, report.IAQ_BB101_DAYS_MET: days_met,
+         report.IAQ_CO2_MEAN: co2}
+        for institute, classroom, monday, school_days, days_met, co2 in rows])
+
+
+def publish_known_rows(conn: Any, schema: str, classroom_weeks: Sequence[tuple[Any, ...]] = CLASSROOM_WEEKS,
+                       institute_weeks: Sequence[tuple[Any, ...]] = INSTITUTE_WEEKS) -> None:
+    create_published_tables(conn, schema)
+    insert(conn, schema, "classroom_weekly_stats", [
+        statistics_row("classroom_weekly_stats", institute=institute, classroom=classroom,
+                       **week_keys(monday), co2_mean=co2, temperature_mean=temperature,
+                       last_reading_at=min(NEWEST_READING, dt.datetime.combine(
+                           monday + dt.timedelta(days=6), dt.time(12), UTC)))
+        for institute, classroom, monday, co2, temperature in classroom_weeks])
+    insert(conn, schema, "institute_weekly_stats", [
+        statistics_row("institute_weekly_stats", institute=institute, **week_keys(monday),
+                       co2_mean=co2, temperature_mean=temperature)
+        for institute, monday, co2, temperature in institute_weeks])
+    insert(conn, schema, "batch_runs", [
+        {"job": "analysis", **RUN},
+        {"job": "analysis", **RUN, "status": "failed", "started_at": STARTED + dt.timedelta(days=1),
+         "error_message": "input vanished"},
+    ])
+
+
+@pytest.fixture
+def target(make_target: Callable[..., PostgresTarget]) -> PostgresTarget:
+    return make_target()
+
+
+@pytest.fixture
+def conn(target: PostgresTarget) -> Iterator[Any]:
+    with contextlib.closing(psycopg2.connect(
+            host=target.host, port=target.port, dbname=target.database, user=target.user,
+            password=target.password.reveal())) as connection:
+        yield connection
+
+
+@pytest.fixture
+def published(conn: Any, target: PostgresTarget) -> str:
+    publish_known_rows(conn, target.schema)
+    return target.schema
+
+
+@pytest.fixture
+def published_with_iaq(conn: Any, published: str) -> str:
+    create_iaq_table(conn, published, IAQ_WEEKS)
+    return published
+
+
+# --- the queries ---------------------------------------------------------------------------
+
+def test_heatmap_falls_back_to_the_all_hours_mean_without_the_compliance_table(conn: Any, published: str) -> None:
+    source = report.co2_source(conn, published)
+    assert (source.table, source.column) == ("classroom_weekly_stats", "co2_mean")
+    assert report.classroom_week_co2(conn, published, source) == sorted(
+        (report.ClassroomWeekCo2(institute, classroom, monday, *monday.isocalendar()[:2], co2)
+         for institute, classroom, monday, co2, _ in CLASSROOM_WEEKS),
+        key=lambda cell: (cell.institute, cell.classroom, cell.week_start))
+
+
+def test_heatmap_shows_the_occupied_hours_mean_when_the_compliance_table_is_published(
+        conn: Any, published_with_iaq: str) -> None:
+    source = report.co2_source(conn, published_with_iaq)
+    assert (source.table, source.column) == (report.IAQ_WEEKLY_TABLE, report.IAQ_CO2_MEAN)
+    cells = report.classroom_week_co2(conn, published_with_iaq, source)
+    assert [(c.institute, c.classroom, c.week_start, c.co2_ppm) for c in cells] == sorted(
+        [(institute, classroom, monday, co2) for institute, classroom, monday, _, _, co2 in IAQ_WEEKS],
+        key=lambda row: row[:3])
+
+
+def test_bb101_ranking_counts_failed_school_days_of_the_last_four_complete_weeks(
+        conn: Any, published_with_iaq: str) -> None:
+    window = report.ranking_window(conn, published_with_iaq)
+    assert window == (W11, W14)
+    # Worked by hand from IAQ_WEEKS, W11-W14 only: 1A fails 2+0+3+1, 2B 1, 3C 5+1; ties by name.
+    assert report.bb101_failures(conn, published_with_iaq, window) == [
+        report.Bb101Failures(ISTITUTO, "3C", school_days=7, days_failed=6),
+        report.Bb101Failures(LICEO, "1A", school_days=19, days_failed=6),
+        report.Bb101Failures(LICEO, "2B", school_days=20, days_failed=1),
+    ]
+
+
+def test_institute_trend_is_the_published_weekly_means(conn: Any, published: str) -> None:
+    assert report.institute_weeks(conn, published) == sorted(
+        (report.InstituteWeek(institute, monday, *monday.isocalendar()[:2], co2, temperature)
+         for institute, monday, co2, temperature in INSTITUTE_WEEKS),
+        key=lambda week: (week.institute, week.week_start))
+
+
+def test_data_quality_comes_from_the_runs_record(conn: Any, published: str) -> None:
+    assert report.latest_succeeded_run_id(conn, published) == 1
+    run = report.fetch_run(conn, published, 1)
+    assert (run.run_id, run.status, run.started_at, run.finished_at, run.input_path, run.input_files,
+            run.rows_read, run.rows_used, run.rows_excluded, run.values_nulled, run.skipped_files,
+            run.rows_written, run.phase_seconds, run.settings) == (
+        1, "succeeded", STARTED, RUN["finished_at"], RUN["input_path"], 13, 300000, 297500,
+        RUN["rows_excluded"], RUN["values_nulled"], ["part-9.parquet"], RUN["rows_written"],
+        RUN["phase_seconds"], RUN["settings"])
+    assert run.uncommitted_files is None  # batch_runs has no such column: not recorded
+    assert report.run_thresholds(run.settings) == Thresholds(co2_high_ppm=1100.0)
+    assert report.fetch_run(conn, published, 2).status == "failed"
+
+
+@pytest.mark.parametrize("recorded, expected, shown", [
+    (["part-00007-orphan.parquet", "part-00009.parquet"],
+     report.FileList(2, ["part-00007-orphan.parquet", "part-00009.parquet"]),
+     "2: part-00007-orphan.parquet, part-00009.parquet"),
+    ({"count": 12, "files": ["part-00007-orphan.parquet"]},
+     report.FileList(12, ["part-00007-orphan.parquet"]), "12: part-00007-orphan.parquet, …"),
+    (3, report.FileList(3, []), "3"),
+])
+def test_uncommitted_files_are_shown_when_batch_runs_records_them(
+        conn: Any, published: str, tmp_path: Path, recorded: Any, expected: report.FileList,
+        shown: str) -> None:
+    execute(conn, sql.SQL("ALTER TABLE {}.batch_runs ADD COLUMN {} jsonb").format(
+        sql.Identifier(published), sql.Identifier(report.UNCOMMITTED_FILES_COLUMN)))
+    execute(conn, sql.SQL("UPDATE {}.batch_runs SET {} = %s WHERE run_id = 1").format(
+        sql.Identifier(published), sql.Identifier(report.UNCOMMITTED_FILES_COLUMN)),
+        [json.dumps(recorded)])
+    assert report.fetch_run(conn, published, 1).uncommitted_files == expected
+    assert report.fetch_run(conn, published, 2).uncommitted_files == report.FileList(0, [])
+    text = report.write_report(conn, published, tmp_path, 1).read_text(encoding="utf-8")
+    assert f"<dt>uncommitted files left out</dt><dd>{shown}</dd>" in text
+
+
+def test_an_unknown_run_or_no_successful_run_is_a_clear_error(conn: Any, published: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"run 99 is not recorded in {published}.batch_runs"):
+        report.read_report_data(conn, published, 99)
+    conn.rollback()
+    execute(conn, sql.SQL("UPDATE {}.batch_runs SET status = 'failed'").format(sql.Identifier(published)))
+    with pytest.raises(ConfigurationError, match="no successful run"):
+        report.read_report_data(conn, published, None)
+
+
+# --- the file --------------------------------------------------------------------------------
+
+def chart_count(data: report.ReportData) -> int:
+    """Phases, then per institute: a heatmap, two trends, and a ranking where a school day failed."""
+    institutes = {cell.institute for cell in data.classroom_weeks}
+    ranked = {row.institute for row in data.bb101 or [] if row.days_failed > 0}
+    return 1 + 3 * len(institutes) + len(ranked)
+
+
+def test_write_report_names_the_file_after_the_run_and_leaves_no_temporary_file(
+        target: PostgresTarget, published_with_iaq: str, tmp_path: Path) -> None:
+    path = report.write_report(target, published_with_iaq, tmp_path / "reports", None)
+    assert path == tmp_path / "reports" / "report-run-1-20250410T020005Z.html"
+    assert [entry.name for entry in path.parent.iterdir()] == [path.name]
+    text = path.read_text(encoding="utf-8")
+    assert text.count('class="chart-svg"') == 9
+    # No external resource: nothing to fetch, no script to run.
+    assert "<script" not in text.lower() and "src=" not in text and "@import" not in text
+    assert "1,100 ppm" in text  # the run's own CO2_HIGH_PPM, from its recorded settings
+    # 1,200 + 1,300 readings excluded; replays were not looked for, which is not "0".
+    assert "<dd>2,500</dd>" in text
+    assert '<td class="name">replayed_reading</td><td class="number">not checked</td>' in text
+
+
+def test_write_report_through_the_callers_connection_leaves_it_open_and_idle(
+        conn: Any, published: str, tmp_path: Path) -> None:
+    path = report.write_report(conn, published, tmp_path, 1)
+    assert path.name == "report-run-1-20250410T020005Z.html"
+    assert not conn.closed
+    assert conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+    with conn.cursor() as cursor:  # and still usable, for writing too
+        cursor.execute(sql.SQL("UPDATE {}.batch_runs SET error_message = 'x' WHERE run_id = 2").format(
+            sql.Identifier(published)))
+    conn.commit()
+
+
+def test_without_the_compliance_table_the_section_says_so(
+        target: PostgresTarget, published: str, tmp_path: Path) -> None:
+    text = report.write_report(target, published, tmp_path, 1).read_text(encoding="utf-8")
+    assert text.count(f"The compliance table {report.IAQ_WEEKLY_TABLE} is not published") == 2
+    assert "CO2 mean over all hours" in text
+
+
+def test_an_older_run_is_reported_with_a_note_on_what_the_tables_hold(
+        target: PostgresTarget, published: str, tmp_path: Path) -> None:
+    text = " ".join(report.write_report(target, published, tmp_path, 2).read_text(encoding="utf-8").split())
+    assert ("The published tables hold the results of run 1: the charts below show those, "
+            "the data-quality panel shows run 2.") in text
+    assert "Data quality of run 2" in text
+
+
+def test_command_line_reads_the_password_from_its_file_and_prints_the_path(
+        target: PostgresTarget, published: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    password_file = tmp_path / "password"
+    password_file.write_text(target.password.reveal() + "\n")
+    for name, value in {"POSTGRES_HOST": target.host, "POSTGRES_PORT": str(target.port),
+                        "POSTGRES_DB": target.database, "POSTGRES_USER": target.user,
+                        "POSTGRES_PASSWORD": "", "POSTGRES_PASSWORD_FILE": str(password_file)}.items():
+        monkeypatch.setenv(name, value)
+    env_file = tmp_path / "empty.env"  # not the project's env/spark.env
+    env_file.write_text("")
+    assert report.main(["--schema", published, "--output-dir", str(tmp_path / "out"),
+                        "--env-file", str(env_file)]) == 0
+    out, err = capsys.readouterr()
+    path = Path(out.strip())
+    assert path.parent == tmp_path / "out" and path.is_file()
+    assert report.main(["--schema", published, "--output-dir", str(tmp_path / "out"),
+                        "--env-file", str(env_file), "--run-id", "42"]) == 2
+    out2, err2 = capsys.readouterr()
+    assert "run 42 is not recorded" in err2
+    for text in (out, err, out2, err2, path.read_text(encoding="utf-8")):
+        assert target.password.reveal() not in text
+    with pytest.raises(SystemExit) as refused:  # a command line is visible to every user
+        report.main(["--postgres-password", "secret", "--schema", published])
+    assert refused.value.code == 2
+
+
+def test_a_package_without_its_template_is_a_clear_error(
+        target: PostgresTarget, published: str, tmp_path: Path) -> None:
+    """The package zipped as its *.py files alone (a --py-files zip) cannot render: it says why."""
+    package = Path(report.__file__).parent
+    archive_path = tmp_path / "batch.zip"
+    with zipfile.ZipFile(archive_path, "w") as archive:
+        for source in package.glob("*.py"):
+            archive.write(source, f"batch/{source.name}")
+    (tmp_path / "empty.env").write_text("")
+    environ = {**os.environ, "PYTHONPATH": str(archive_path), "POSTGRES_HOST": target.host,
+               "POSTGRES_PORT": str(target.port), "POSTGRES_DB": target.database,
+               "POSTGRES_USER": target.user, "POSTGRES_PASSWORD": target.password.reveal()}
+    finished = subprocess.run(
+        [sys.executable, "-m", "batch.report", "--schema", published, "--output-dir",
+         str(tmp_path / "out"), "--env-file", str(tmp_path / "empty.env")],
+        cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 4, finished.stderr
+    assert f"the report's page template {report.TEMPLATE} is missing from the batch package at " \
+           f"{archive_path}" in finished.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+# --- in a real browser -------------------------------------------------------------------------
+
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent: install Debian's chromium package "
+                                  "(.ci/run does) to check the report in a real browser")
+
+CHARTS_RENDERED = """
+[...document.querySelectorAll('figure.chart')].map(figure => {
+  const svg = figure.querySelector('svg');
+  if (!svg) return null;
+  const box = svg.getBoundingClientRect();
+  return {width: box.width, height: box.height, shapes: svg.querySelectorAll('path').length,
+          texts: svg.querySelectorAll('text').length};
+})
+"""
+
+
+def assert_shows_cleanly(browser: Chromium, path: Path, expected_charts: int) -> None:
+    charts = browser.evaluate(CHARTS_RENDERED)
+    assert len(charts) == expected_charts
+    for chart in charts:
+        assert chart is not None, "a chart has no SVG"
+        assert chart["width"] > 100 and chart["height"] > 50 and chart["shapes"] > 3 and chart["texts"] > 3
+    assert browser.problems() == []
+    # The page itself, and images Matplotlib embedded in the SVG (the colour bars) as data: URLs.
+    requested = browser.requested_urls()
+    assert requested[0] == path.resolve().as_uri()
+    assert all(url.startswith("data:image/png;base64,") for url in requested[1:])
+
+
+@needs_chromium
+def test_report_renders_in_headless_chromium_offline(
+        target: PostgresTarget, conn: Any, published_with_iaq: str, tmp_path: Path) -> None:
+    path = report.write_report(target, published_with_iaq, tmp_path, None)
+    expected = chart_count(report.read_report_data(conn, published_with_iaq, None))
+    with Chromium(tmp_path / "profile") as browser:
+        for width, height in ((1366, 768), (390, 844)):
+            browser.open(path, width, height)
+            assert_shows_cleanly(browser, path, expected)
+            # Nothing is wider than the screen but the heatmaps, which scroll in their frame.
+            assert browser.evaluate("document.documentElement.scrollWidth") <= width
+            shot = browser.screenshot(tmp_path / f"report-{width}.png", full_page=True)
+            assert shot.stat().st_size > 10_000
+            browser.events.clear()
+
+
+HOSTILE_INSTITUTE = "<script>window.pwned=1</script>Ist & \"Co\" 'x'"
+HOSTILE_CLASSROOMS = ("<img src=x onerror=pwned=2>", "</text><script>p=3</script>",
+                      "$\\frac{1}{0}$ {{ 7*7 }}")
+
+
+def publish_hostile_names(conn: Any, schema: str) -> None:
+    classroom_weeks = [(HOSTILE_INSTITUTE, name, monday, 900.0 + 300 * k, 21.0)
+                       for k, name in enumerate(HOSTILE_CLASSROOMS) for monday in (W13, W14, W15)]
+    publish_known_rows(conn, schema, classroom_weeks, [(HOSTILE_INSTITUTE, W14, 1000.0, 21.0)])
+    create_iaq_table(conn, schema, [(HOSTILE_INSTITUTE, name, W14, 5, k, 1200.0)
+                                    for k, name in enumerate(HOSTILE_CLASSROOMS)])
+
+
+def test_hostile_names_are_escaped_in_the_html_and_in_the_charts(
+        target: PostgresTarget, conn: Any, tmp_path: Path) -> None:
+    publish_hostile_names(conn, target.schema)
+    text = report.write_report(target, target.schema, tmp_path, None).read_text(encoding="utf-8")
+    lowered = text.lower()
+    assert "<script" not in lowered and "<img" not in lowered  # as elements; escaped they are text
+    # Parsed back as a browser would, the heading is the name itself.
+    assert HOSTILE_INSTITUTE in [html.unescape(heading) for heading in re.findall(r"<h2>(.*?)</h2>", text)]
+    assert "{{ 7*7 }}" in text  # a name is not a template
+
+
+@needs_chromium
+def test_hostile_names_show_as_text_in_the_browser(
+        target: PostgresTarget, conn: Any, tmp_path: Path) -> None:
+    publish_hostile_names(conn, target.schema)
+    path = report.write_report(target, target.schema, tmp_path, None)
+    with Chromium(tmp_path / "profile") as browser:
+        browser.open(path, 1366, 768)
+        assert browser.evaluate("typeof window.pwned") == "undefined"
+        assert browser.evaluate("document.querySelectorAll('script, img, iframe, object').length") == 0
+        assert browser.evaluate("document.querySelector('main section:nth-of-type(2) h2').textContent") \
+            == HOSTILE_INSTITUTE
+        table_names = browser.evaluate(
+            "[...document.querySelectorAll('main section[id^=institute] table tbody td:nth-child(2)')].map(c => c.textContent)")
+        assert sorted(table_names) == sorted(HOSTILE_CLASSROOMS)
+        chart_texts = browser.evaluate("[...document.querySelectorAll('svg text')].map(t => t.textContent)")
+        for name in HOSTILE_CLASSROOMS:
+            assert name in chart_texts  # short enough to be shown whole on the axes
+        assert_shows_cleanly(browser, path, expected_charts=5)
+        browser.screenshot(tmp_path / "hostile.png", full_page=True)
