@@ -44,7 +44,7 @@ from batch.contract import RAW_COLUMNS
 from batch.errors import BatchError, ConfigurationError
 
 # Bumped whenever the generated content changes, so that ensure_demo_dataset regenerates.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 MARKER_FILE = "_demo_dataset.json"
 SINK_LOG_DIR = "_spark_metadata"
 SINK_LOG_COMPACT_INTERVAL = 4

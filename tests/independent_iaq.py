@@ -8,8 +8,11 @@ LEAD/LAG over each device's occupied CO2 readings of one local date and occupied
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -68,13 +71,31 @@ def load_rows(con: duckdb.DuckDBPyConnection, rows: Iterable[dict[str, Any]]) ->
     con.execute("CREATE OR REPLACE TABLE raw AS SELECT * FROM raw_arrow")
 
 
+def committed_files(folder: str) -> list[str]:
+    """The Parquet files of a file-sink folder that its `_spark_metadata` log committed
+    (every Parquet file when there is no log): the others are not data."""
+    log = Path(folder) / "_spark_metadata"
+    if not log.is_dir():
+        return sorted(str(path) for path in Path(folder).rglob("*.parquet"))
+    added: set[str] = set()
+    for entry in sorted(log.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        for line in entry.read_text(encoding="utf-8").splitlines()[1:]:  # after the version
+            record = json.loads(line)
+            path = re.sub(r"^file:(//)?", "", record["path"])
+            (added.add if record["action"] == "add" else added.discard)(path)
+    return sorted(added)
+
+
 def load_parquet(con: duckdb.DuckDBPyConnection, folder: str) -> None:
-    """The raw Parquet files under `folder` (schemas may drift) as table `raw`."""
+    """The committed raw Parquet files under `folder` (schemas may drift) as table `raw`."""
+    files = ", ".join(f"'{path}'" for path in committed_files(folder))
     con.execute(
         "CREATE OR REPLACE TABLE raw AS SELECT \"DevEui\" AS dev_eui, sendtime, institute, classroom, "
         "CAST(co2 AS DOUBLE) AS co2, CAST(temperature AS DOUBLE) AS temperature, "
         "CAST(pir AS DOUBLE) AS pir "
-        f"FROM read_parquet('{folder}/**/*.parquet', union_by_name = true)")
+        f"FROM read_parquet([{files}], union_by_name = true)")
 
 
 def _valid(metric: str) -> str:
