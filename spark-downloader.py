@@ -1,9 +1,10 @@
 """Raw-data download job: raw Parquet readings -> filtered, ordered, single CSV or Parquet file.
 
 Launched by spark-downloader.sh (spark-submit), or directly with `python spark-downloader.py --help`.
-Exit codes: 0 success, 1 unexpected error, 2 bad configuration (unknown profile or institute
-included), 3 bad input or no matching reading, 5 writing the file failed, 130 interrupted.
-The previous output file is left as it was whenever the exit code is not 0.
+Exit codes: see batch/errors.py (0 success, 2 bad configuration - unknown profile or
+institute included, 3 bad input or no matching reading, 5 writing the file failed, 130/143
+stopped by SIGINT/SIGTERM). The previous output file is left as it was whenever the exit
+code is not 0.
 """
 from __future__ import annotations
 
@@ -14,14 +15,10 @@ from batch import cli, downloader
 from batch.session import build_spark_session
 
 PROJECT_ROOT = Path(__file__).resolve().parent
-DESCRIPTION = ("Download raw indoor-air readings, filtered by device profile, institute, classroom "
-               "and time window, as one ordered CSV (or Parquet) file, replaced atomically.")
 
 
 def main() -> int:
-    settings = downloader.load_download_settings(sys.argv[1:], PROJECT_ROOT,
-                                                 "spark-downloader.py", DESCRIPTION)
-    downloader.check_settings(settings)
+    settings = cli.load_settings(downloader.DOWNLOADER_JOB, sys.argv[1:], PROJECT_ROOT)
     summary = downloader.DownloadSummary.for_settings(settings)
     master = cli.spark_master_unless_submitted(settings.spark_master)
     spark = build_spark_session("indoor-air-download", master)

@@ -1,7 +1,8 @@
 """Batch analysis job: raw Parquet readings -> statistics per classroom and period -> PostgreSQL.
 
 Launched by start-spark.sh (spark-submit), or directly with `python start-spark.py --help`.
-Exit codes: 0 success, 1 unexpected error, 2 bad configuration, 3 bad input, 4 publishing failed.
+Exit codes: see batch/errors.py (0 success, 2 bad configuration, 3 bad input, 4 publishing
+failed, 130/143 stopped by SIGINT/SIGTERM).
 """
 from __future__ import annotations
 
@@ -13,14 +14,10 @@ from batch import analysis, cli
 from batch.session import build_spark_session, jdbc_driver_conf
 
 PROJECT_ROOT = Path(__file__).resolve().parent
-DESCRIPTION = ("Aggregate raw indoor-air readings per institute, classroom, ISO week and month, "
-               "and publish the statistics to PostgreSQL atomically.")
 
 
 def main() -> int:
-    settings = cli.load_settings(analysis.AnalysisSettings, analysis.ANALYSIS_OPTIONS,
-                                 "start-spark.py", DESCRIPTION, sys.argv[1:], PROJECT_ROOT)
-    analysis.check_settings(settings)
+    settings = cli.load_settings(analysis.ANALYSIS_JOB, sys.argv[1:], PROJECT_ROOT)
     summary = analysis.RunSummary(job="analysis", input_path=settings.raw_data_path)
     master = cli.spark_master_unless_submitted(settings.spark_master)
     spark = build_spark_session(

@@ -12,7 +12,7 @@ from py4j.protocol import Py4JJavaError
 from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import DataFrame, SparkSession
 
-from batch import postgres
+from batch import cli, postgres
 from batch.aggregations import (
     GROUPINGS,
     Grouping,
@@ -25,14 +25,17 @@ from batch.catalog import ALL_STATISTICS, Catalog, build_catalog
 from batch.config import (
     COMMON_OPTIONS,
     POSTGRES_OPTIONS,
+    REPORT_DIR_OPTION,
+    SUMMARY_JSON_OPTION,
     Option,
-    Secret,
+    number,
     parse_bool,
     parse_positive_int,
     public_view,
     read_password,
+    settings_type,
 )
-from batch.contract import ANALYSIS_COLUMNS, METRICS, Metric
+from batch.contract import ANALYSIS_COLUMNS, METRICS, RAW_COLUMNS_BY_NAME, Metric
 from batch.errors import BatchError, ConfigurationError, CorruptInputFileError, EmptyInputError
 from batch.iaq import (
     IAQ_OPTIONS,
@@ -45,6 +48,7 @@ from batch.iaq import (
     with_occupied_range,
 )
 from batch.readers import InputFiles, file_listing, read_raw_readings, undecodable_file
+from batch.spark_errors import spark_error_message
 from batch.timing import timed_phase
 from batch.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings
 
@@ -52,63 +56,32 @@ log = logging.getLogger(__name__)
 
 _CAUSE = re.compile(r"\(cause: (.*)\)$")
 
+_CO2_PPM = number(0, RAW_COLUMNS_BY_NAME["co2"].upper, above_low=True)
+_TEMPERATURE_C = number(RAW_COLUMNS_BY_NAME["temperature"].lower, RAW_COLUMNS_BY_NAME["temperature"].upper)
+
 ANALYSIS_OPTIONS: tuple[Option, ...] = COMMON_OPTIONS + POSTGRES_OPTIONS + (
     Option("DROP_REPLAYS", "false",
            "drop exact replays (same DevEui and sendtime) before computing statistics", parse_bool),
-    Option("CO2_HIGH_PPM", "1000", "CO2 threshold of co2_share_above_high, ppm", float),
-    Option("CO2_VERY_HIGH_PPM", "1500", "CO2 threshold of co2_share_above_very_high, ppm", float),
-    Option("COMFORT_MIN_C", "20", "lower bound of the temperature comfort band, °C", float),
-    Option("COMFORT_MAX_C", "26", "upper bound of the temperature comfort band, °C", float),
+    Option("CO2_HIGH_PPM", "1000", "CO2 threshold of co2_share_above_high, ppm", _CO2_PPM),
+    Option("CO2_VERY_HIGH_PPM", "1500", "CO2 threshold of co2_share_above_very_high, ppm", _CO2_PPM),
+    Option("COMFORT_MIN_C", "20", "lower bound of the temperature comfort band, °C", _TEMPERATURE_C),
+    Option("COMFORT_MAX_C", "26", "upper bound of the temperature comfort band, °C", _TEMPERATURE_C),
     Option("POSTGRES_CONNECT_ATTEMPTS", "5",
            "connection attempts (exponential backoff) before giving up", parse_positive_int),
     Option("PUBLISH_LOCK_TIMEOUT_S", "600",
-           "seconds to wait for another run publishing to the same schema", float),
-    Option("SUMMARY_JSON", "", "also write the run summary as JSON to this file"),
+           "seconds to wait for another run publishing to the same schema", number(0, 86400)),
+    SUMMARY_JSON_OPTION,
+    REPORT_DIR_OPTION,
 ) + IAQ_OPTIONS
 
 
-@dataclass(frozen=True)
-class AnalysisSettings:
-    raw_data_path: str
-    batch_timezone: str
-    skip_corrupt_files: bool
-    spark_master: str
-    postgres_host: str
-    postgres_port: int
-    postgres_db: str
-    postgres_user: str
-    postgres_password: Secret
-    postgres_password_file: str
-    postgres_schema: str
-    postgres_jdbc_jar: str
-    postgres_jdbc_package: str
-    drop_replays: bool
-    co2_high_ppm: float
-    co2_very_high_ppm: float
-    comfort_min_c: float
-    comfort_max_c: float
-    postgres_connect_attempts: int
-    publish_lock_timeout_s: float
-    summary_json: str
-    # Indoor-air compliance (batch/iaq.py), IAQ_OPTIONS; being settings, they are recorded
-    # in batch_runs.settings with the rest.
-    iaq_timetable: str = IaqSettings.iaq_timetable
-    iaq_timetable_file: str = IaqSettings.iaq_timetable_file
-    iaq_closures_file: str = IaqSettings.iaq_closures_file
-    iaq_heating_season_start: str = IaqSettings.iaq_heating_season_start
-    iaq_heating_season_end: str = IaqSettings.iaq_heating_season_end
-    iaq_outdoor_co2_ppm: float = IaqSettings.iaq_outdoor_co2_ppm
-    iaq_bb101_mean_co2_ppm: float = IaqSettings.iaq_bb101_mean_co2_ppm
-    iaq_bb101_peak_co2_ppm: float = IaqSettings.iaq_bb101_peak_co2_ppm
-    iaq_bb101_peak_minutes: float = IaqSettings.iaq_bb101_peak_minutes
-    iaq_reading_max_minutes: float = IaqSettings.iaq_reading_max_minutes
-    iaq_en16798_co2_excess_ppm: tuple[float, float, float] = IaqSettings.iaq_en16798_co2_excess_ppm
-    iaq_temperature_heating_c: tuple[float, float] = IaqSettings.iaq_temperature_heating_c
-    iaq_temperature_non_heating_c: tuple[float, float] = IaqSettings.iaq_temperature_non_heating_c
-    iaq_compliance_share: float = IaqSettings.iaq_compliance_share
+class AnalysisSettings(settings_type("AnalysisSettings", ANALYSIS_OPTIONS)):  # type: ignore[misc]
+    """One field per option of ANALYSIS_OPTIONS."""
 
     @property
     def iaq(self) -> IaqSettings:
+        """The indoor-air compliance settings (IAQ_OPTIONS); being settings, they are
+        recorded in batch_runs.settings with the rest."""
         return IaqSettings.from_values(public_view(self))
 
     @property
@@ -147,6 +120,8 @@ class RunSummary:
     rows_written: dict[str, int] = field(default_factory=dict)
     phase_seconds: dict[str, float] = field(default_factory=dict)
     error_message: str | None = None
+    # The HTML report of the run (batch/report.py), once published; None if it was not written.
+    report: str | None = None
 
     def phase(self, name: str) -> AbstractContextManager[None]:
         return timed_phase(self.phase_seconds, name)
@@ -165,11 +140,28 @@ class RunSummary:
 
 def check_settings(settings: AnalysisSettings) -> None:
     if settings.co2_very_high_ppm < settings.co2_high_ppm:
-        raise ConfigurationError("CO2_VERY_HIGH_PPM must not be below CO2_HIGH_PPM")
+        raise ConfigurationError(
+            f"CO2_VERY_HIGH_PPM must not be below CO2_HIGH_PPM (--co2-very-high-ppm "
+            f"{settings.co2_very_high_ppm:g} < --co2-high-ppm {settings.co2_high_ppm:g})")
     if settings.comfort_min_c >= settings.comfort_max_c:
-        raise ConfigurationError("COMFORT_MIN_C must be below COMFORT_MAX_C")
+        raise ConfigurationError(
+            f"COMFORT_MIN_C must be below COMFORT_MAX_C (--comfort-min-c "
+            f"{settings.comfort_min_c:g} >= --comfort-max-c {settings.comfort_max_c:g})")
     # Reads the timetable and closures files: a bad line stops the run before it starts.
     settings.iaq.rules()
+
+
+def check_before_start(settings: AnalysisSettings) -> None:
+    """Everything that can be checked before Spark starts, the password included."""
+    check_settings(settings)
+    settings.target  # noqa: B018 - reading the password raises when there is none
+
+
+ANALYSIS_JOB = cli.JobDefinition(
+    "start-spark.py",
+    "Aggregate raw indoor-air readings per institute, classroom, ISO week and month, "
+    "and publish the statistics to PostgreSQL atomically.",
+    ANALYSIS_OPTIONS, AnalysisSettings, check_before_start)
 
 
 def run_analysis(spark: SparkSession, settings: AnalysisSettings, summary: RunSummary,
@@ -185,12 +177,8 @@ def run_analysis(spark: SparkSession, settings: AnalysisSettings, summary: RunSu
     except BaseException as error:
         # Failures before the run is recorded (database unreachable, lock not granted) too.
         summary.status = "failed"
-        summary.error_message = summary.error_message or _describe(error)
+        summary.error_message = summary.error_message or cli.describe_failure(error)
         raise
-
-
-def _describe(error: BaseException) -> str:
-    return str(error) if isinstance(error, BatchError) else f"{type(error).__name__}: {error}"
 
 
 def _run_analysis(spark: SparkSession, settings: AnalysisSettings, summary: RunSummary,
@@ -212,7 +200,7 @@ def _run_analysis(spark: SparkSession, settings: AnalysisSettings, summary: RunS
                                          metrics, catalog, evolution)
             except BaseException as error:
                 summary.status = "failed"
-                summary.error_message = _describe(error)
+                summary.error_message = cli.describe_failure(error)
                 postgres.record_failure(conn, target, tables, summary.run_id, summary.run_record())
                 raise
     finally:
@@ -247,8 +235,25 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
         summary.status = "succeeded"
         summary.rows_written = postgres.swap_in(conn, target, catalog, evolution, summary.run_id,
                                                 summary.run_record())
+    with summary.phase("report"):
+        summary.report = _write_report(target, settings.report_dir, summary.run_id)
     postgres.tidy_up(conn, target, [table.name for table in catalog.published_tables],
                      summary.run_id, summary.phase_seconds)
+
+
+def _write_report(target: postgres.PostgresTarget, report_dir: str, run_id: int) -> str | None:
+    """The run's HTML report, from the tables just published; None when it cannot be written.
+
+    The results are published by then: a report that fails (a missing plotting library on a
+    cluster node, a full disk) is a warning, never a failed run.
+    """
+    try:
+        # Imported here: matplotlib is needed on the driver only, and only now.
+        from batch.report import write_report
+        return str(write_report(target, target.schema, report_dir, run_id))
+    except (BatchError, ImportError, OSError) as error:
+        log.warning("run %d is published, but its report was not written: %s", run_id, error)
+        return None
 
 
 def _partial_statistics(spark: SparkSession, settings: AnalysisSettings, summary: RunSummary,
@@ -295,7 +300,7 @@ def _partial_statistics(spark: SparkSession, settings: AnalysisSettings, summary
 def _unreadable_file_error(error: Py4JJavaError | CapturedException
                            ) -> tuple[str, CorruptInputFileError] | None:
     """The file the first pass over the input could not decode, if Spark named one, and the error."""
-    message = postgres.spark_error_message(error)
+    message = spark_error_message(error)
     file = undecodable_file(message)
     if file is None:
         return None

@@ -1,6 +1,7 @@
 """What both job entry points share: settings from argv, logging, reporting, exit codes."""
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -8,13 +9,14 @@ import signal
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pyspark import SparkConf
 
-from batch.config import Option, build_parser, default_env_file, resolve_options, settings_from
-from batch.errors import BatchError
+from batch.config import Option, build_parser, find_env_file, resolve_options, settings_from
+from batch.errors import BatchError, StoppedBySignal
 
 log = logging.getLogger("batch")
 
@@ -22,23 +24,77 @@ log = logging.getLogger("batch")
 def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_no_traceback_for_a_stop)
     # py4j logs every gateway round trip at INFO.
     logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
-def load_settings(settings_class: type, options: Sequence[Option], prog: str, description: str,
-                  argv: Sequence[str], project_root: Path) -> Any:
-    """Parse `argv` (exit 2 on unknown options) and resolve every option into `settings_class`."""
-    args = build_parser(prog, description, options).parse_args(argv)
-    env_file = args.env_file or default_env_file(project_root)
-    if args.env_file is None and not env_file.is_file():
-        env_file = None  # Running without any env file is allowed: defaults and environment.
-    values = resolve_options(options, vars(args), os.environ, env_file)
-    settings = settings_from(settings_class, values)
-    if args.check_config:
-        print(f"{prog}: configuration OK")
+@dataclass(frozen=True)
+class JobDefinition:
+    """A job's command line: its options (declared once), settings type and checks."""
+
+    prog: str
+    description: str
+    options: tuple[Option, ...]
+    settings_class: type
+    # Checks across settings, before Spark starts (ConfigurationError, exit 2).
+    check: Callable[[Any], None]
+    # Flags that are not settings (the downloader's filters): they become settings fields.
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+
+    def parser(self) -> argparse.ArgumentParser:
+        parser = build_parser(self.prog, self.description, self.options)
+        if self.add_arguments is not None:
+            self.add_arguments(parser)
+        return parser
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    settings: Any
+    env_file: Path | None
+    check_config: bool
+
+
+def load(job: JobDefinition, argv: Sequence[str], project_root: Path,
+         environ: Mapping[str, str] | None = None) -> LoadedSettings:
+    """Parse `argv` (exit 2 on unknown options), resolve every setting and check them."""
+    environ = os.environ if environ is None else environ
+    args = job.parser().parse_args(argv)
+    env_file = find_env_file(args.env_file, environ, project_root)
+    values = resolve_options(job.options, vars(args), environ, env_file, project_root)
+    option_fields = {option.field for option in job.options} | {"env_file", "check_config"}
+    extra = {name: tuple(value) if isinstance(value, list) else value
+             for name, value in vars(args).items() if name not in option_fields}
+    settings = settings_from(job.settings_class, {**values, **extra})
+    job.check(settings)
+    return LoadedSettings(settings, env_file, args.check_config)
+
+
+def load_settings(job: JobDefinition, argv: Sequence[str], project_root: Path) -> Any:
+    """The job's settings; with --check-config, "configuration OK" and exit 0 once checked."""
+    loaded = load(job, argv, project_root)
+    if loaded.check_config:
+        print(f"{job.prog}: configuration OK")
         sys.exit(0)
-    return settings
+    return loaded.settings
+
+
+def describe_failure(error: BaseException) -> str:
+    """The one-line error message of a failed run, for its summary and run record."""
+    if isinstance(error, StoppedBySignal):
+        return str(error)
+    if isinstance(error, KeyboardInterrupt):
+        return "stopped by SIGINT"
+    return str(error) if isinstance(error, BatchError) else f"{type(error).__name__}: {error}"
+
+
+def _no_traceback_for_a_stop(record: logging.LogRecord) -> bool:
+    """A stop is reported in one line: Py4J logs the interrupted gateway call with a traceback."""
+    if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+        record.exc_info = record.exc_text = None
+    return True
 
 
 def spark_master_unless_submitted(master: str) -> str | None:
@@ -75,13 +131,14 @@ def run_and_report(spark: Any, title: str, run: Callable[[], object],
                    report: Callable[[], Mapping[str, Any]], summary_json: str) -> int:
     """Run a job's body, then print its summary (and write it as JSON when asked), stop Spark.
 
-    Ctrl-C and SIGTERM (kill, a stopping container) raise KeyboardInterrupt, so that the job
-    unwinds: Spark jobs cancelled, temporary files removed, the run recorded as failed.
-    PySpark's own SIGINT handler is replaced: it calls the JVM from inside the interrupted
-    JVM call, which breaks the gateway connection instead of stopping the job.
+    Ctrl-C and SIGTERM (kill, a stopping container) raise StoppedBySignal (a
+    KeyboardInterrupt), so that the job unwinds: Spark jobs cancelled, temporary files
+    removed, the run recorded as "stopped by SIGTERM". PySpark's own SIGINT handler is
+    replaced: it calls the JVM from inside the interrupted JVM call, which breaks the gateway
+    connection instead of stopping the job.
     """
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, _raise_stopped)
+    signal.signal(signal.SIGTERM, _raise_stopped)
     try:
         run()
     finally:
@@ -93,15 +150,26 @@ def run_and_report(spark: Any, title: str, run: Callable[[], object],
     return 0
 
 
+def _raise_stopped(signal_number: int, _frame: object) -> None:
+    # Once: a second signal while the job unwinds must not interrupt the clean-up.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise StoppedBySignal(signal_number)
+
+
 def run_main(main: Callable[[], int]) -> None:
-    """Run a job's main; a BatchError is reported in one line with its exit code, no traceback."""
+    """Run a job's main; a BatchError or a stop is reported in one line, no traceback."""
     configure_logging()
     try:
         code = main()
     except BatchError as error:
         log.error("%s", error)
         code = error.exit_code
-    except KeyboardInterrupt:
-        log.error("interrupted")
-        code = 130
+    except KeyboardInterrupt as error:
+        log.error("%s", describe_failure(error))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Not sys.exit: under a stopped job, Py4J's threads would print their stack traces
+        # while the interpreter shuts down.
+        os._exit(error.exit_code if isinstance(error, StoppedBySignal) else 128 + signal.SIGINT)
     sys.exit(code)

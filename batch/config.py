@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import re
-import shlex
-import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,10 @@ from dotenv import dotenv_values
 from batch.errors import ConfigurationError
 
 ENV_FILE_VARIABLE = "BATCH_ENV_FILE"
+# The folder the user typed the command in: relative paths given by flag or environment are
+# read from there (the launcher sets it; the job's own working directory otherwise).
+CALLER_DIR_VARIABLE = "BATCH_CALLER_DIR"
+URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
@@ -84,10 +88,29 @@ def parse_port(text: str) -> int:
 
 
 def parse_positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = 0
     if value <= 0:
         raise ValueError(f"expected a positive whole number, got {text!r}")
     return value
+
+
+def number(low: float, high: float, *, above_low: bool = False) -> Callable[[str], float]:
+    """A parser of finite numbers from `low` (excluded with `above_low`) to `high`."""
+    bounds = f"{'above' if above_low else 'from'} {low:g} {'and at most' if above_low else 'to'} {high:g}"
+
+    def parse_number(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"expected a number {bounds}, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (above_low and value == low) or value > high:
+            raise ValueError(f"expected a number {bounds}, got {text!r}")
+        return value
+
+    return parse_number
 
 
 @dataclass(frozen=True)
@@ -99,6 +122,11 @@ class Option:
     help: str
     parse: Callable[[str], Any] = str
     secret: bool = False
+    # The flag, when not the one derived from the variable (--output for DOWNLOAD_OUTPUT).
+    flag_name: str = ""
+    # A local path: a relative one is read from the caller's folder when given by flag or
+    # environment, from the project folder when it comes from the env file or the default.
+    path: bool = False
 
     @property
     def field(self) -> str:
@@ -106,13 +134,17 @@ class Option:
 
     @property
     def flag(self) -> str:
-        return "--" + self.env.lower().replace("_", "-")
+        return self.flag_name or "--" + self.env.lower().replace("_", "-")
+
+    def argument_help(self) -> str:
+        return f"{self.help} [{self.env}, default: {self.default or 'empty'}]"
 
 
 # Options both jobs share.
 COMMON_OPTIONS: tuple[Option, ...] = (
     Option("RAW_DATA_PATH", "hdfs://hadoop-namenode:8020/iot-lorawan/raw/indoor_sensor_data",
-           "raw Parquet readings: any URI Spark reads (hdfs://, file://, a local path)"),
+           "raw Parquet readings: any URI Spark reads (hdfs://, file://, a local path)",
+           path=True),
     Option("BATCH_TIMEZONE", "UTC",
            "IANA time zone of the local days, weeks and months (e.g. Europe/Rome)", parse_timezone),
     Option("SKIP_CORRUPT_FILES", "false",
@@ -120,6 +152,13 @@ COMMON_OPTIONS: tuple[Option, ...] = (
     Option("SPARK_MASTER", "local[*]",
            "Spark master when the job is not launched by spark-submit"),
 )
+
+SUMMARY_JSON_OPTION = Option("SUMMARY_JSON", "", "also write the run summary as JSON to this file",
+                             path=True)
+
+REPORT_DIR_OPTION = Option("REPORT_DIR", "reports",
+                           "folder the HTML report of each run is written to (one file per run)",
+                           path=True)
 
 POSTGRES_OPTIONS: tuple[Option, ...] = (
     Option("POSTGRES_HOST", "postgres", "PostgreSQL host"),
@@ -129,18 +168,41 @@ POSTGRES_OPTIONS: tuple[Option, ...] = (
     Option("POSTGRES_PASSWORD", "", "PostgreSQL password (environment or env file only)",
            secret=True),
     Option("POSTGRES_PASSWORD_FILE", "",
-           "file holding the PostgreSQL password (used when POSTGRES_PASSWORD is empty)"),
+           "file holding the PostgreSQL password (used when POSTGRES_PASSWORD is empty)",
+           path=True),
     Option("POSTGRES_SCHEMA", "indoor_air", "schema the statistics are published to",
            parse_identifier),
     Option("POSTGRES_JDBC_JAR", "",
-           "PostgreSQL JDBC driver jar (empty: the launcher finds or fetches POSTGRES_JDBC_PACKAGE)"),
+           "PostgreSQL JDBC driver jar (empty: the launcher finds or fetches POSTGRES_JDBC_PACKAGE)",
+           path=True),
     Option("POSTGRES_JDBC_PACKAGE", "org.postgresql:postgresql:42.7.4",
            "Maven coordinates of the PostgreSQL JDBC driver (pinned)"),
 )
 
 
-def default_env_file(project_root: Path) -> Path:
-    return Path(os.environ.get(ENV_FILE_VARIABLE) or project_root / "env" / "spark.env")
+def default_option(options: Sequence[Option], env: str) -> str:
+    """The default written for the variable `env` (the one place a pinned value is set)."""
+    return next(option.default for option in options if option.env == env)
+
+
+def caller_dir(environ: Mapping[str, str]) -> Path:
+    return Path(environ.get(CALLER_DIR_VARIABLE) or os.getcwd())
+
+
+def find_env_file(given: str | Path | None, environ: Mapping[str, str], project_root: Path) -> Path | None:
+    """The env file in use: --env-file, else $BATCH_ENV_FILE, else env/spark.env if present.
+
+    A file named by flag or variable must exist (ConfigurationError); a relative name is read
+    from the caller's folder.
+    """
+    named, how = (given, "--env-file") if given else (environ.get(ENV_FILE_VARIABLE), ENV_FILE_VARIABLE)
+    if not named:
+        default = project_root / "env" / "spark.env"
+        return default if default.is_file() else None
+    path = Path(os.path.abspath(caller_dir(environ) / Path(named)))
+    if not path.is_file():
+        raise ConfigurationError(f"{how}: env file {path} does not exist")
+    return path
 
 
 def build_parser(prog: str, description: str, options: Sequence[Option]) -> argparse.ArgumentParser:
@@ -150,22 +212,24 @@ def build_parser(prog: str, description: str, options: Sequence[Option]) -> argp
         prog=prog, description=description, allow_abbrev=False,
         epilog="Every option can also be set as the variable named in brackets, in the "
                "environment or in the env file (default env/spark.env, or $BATCH_ENV_FILE); "
-               "flags override the environment, which overrides the file. The password is "
-               "read only from POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE, never from a flag.",
+               "flags override the environment, which overrides the file. Relative paths "
+               "given by flag or environment are read from the folder the command is run in, "
+               "those in the env file from the project folder; messages and summaries show "
+               "them absolute. The password is read only from POSTGRES_PASSWORD or "
+               "POSTGRES_PASSWORD_FILE, never from a flag.",
     )
-    parser.add_argument("--env-file", type=Path, help="env file to load (default env/spark.env)")
+    parser.add_argument("--env-file", help="env file to load (default env/spark.env)")
     parser.add_argument("--check-config", action="store_true",
                         help="validate the options and settings, then exit without running")
     for option in options:
         if option.secret:
             continue
-        help_text = f"{option.help} [{option.env}, default: {option.default or 'empty'}]"
         if option.parse is parse_bool:
             parser.add_argument(option.flag, dest=option.field, default=None,
-                                action=argparse.BooleanOptionalAction, help=help_text)
+                                action=argparse.BooleanOptionalAction, help=option.argument_help())
         else:
             parser.add_argument(option.flag, dest=option.field, default=None,
-                                metavar=option.env, help=help_text)
+                                metavar=option.env, help=option.argument_help())
     return parser
 
 
@@ -174,8 +238,12 @@ def resolve_options(
     flags: Mapping[str, Any],
     environ: Mapping[str, str],
     env_file: Path | None,
+    project_root: Path | None = None,
 ) -> dict[str, Any]:
-    """Each option's value: a flag, else the environment, else the env file, else the default."""
+    """Each option's value: a flag, else the environment, else the env file, else the default.
+
+    With `project_root`, relative paths become absolute (see `Option.path`).
+    """
     file_values: Mapping[str, str | None] = {}
     if env_file is not None:
         if not env_file.is_file():
@@ -184,18 +252,29 @@ def resolve_options(
     values: dict[str, Any] = {}
     for option in options:
         flag_value = flags.get(option.field)
+        base = caller_dir(environ)
         if flag_value is not None:
-            values[option.field] = (flag_value if isinstance(flag_value, bool)
-                                    else _parse(option, str(flag_value), option.flag))
-            continue
-        if option.env in environ:
+            if isinstance(flag_value, bool):
+                values[option.field] = flag_value
+                continue
+            raw, source = str(flag_value), option.flag
+        elif option.env in environ:
             raw, source = environ[option.env], f"environment variable {option.env}"
         elif file_values.get(option.env) is not None:
-            raw, source = str(file_values[option.env]), f"{option.env} in {env_file}"
+            raw, source, base = str(file_values[option.env]), f"{option.env} in {env_file}", project_root
         else:
-            raw, source = option.default, f"default of {option.env}"
+            raw, source, base = option.default, f"default of {option.env}", project_root
+        if option.path and project_root is not None and base is not None:
+            raw = absolute_path(raw, base)
         values[option.field] = _parse(option, raw, source)
     return values
+
+
+def absolute_path(text: str, base: Path) -> str:
+    """`text` read from `base` if it is a relative local path; URIs and empty values as given."""
+    if not text or URI_SCHEME.match(text) or os.path.isabs(text):
+        return text
+    return os.path.abspath(os.path.join(base, text))
 
 
 def _parse(option: Option, raw: str, source: str) -> Any:
@@ -207,6 +286,17 @@ def _parse(option: Option, raw: str, source: str) -> Any:
         raise ConfigurationError(f"{source}: {error}") from None
 
 
+def settings_type(name: str, options: Sequence[Option],
+                  extra: Sequence[tuple[str, type, Any]] = ()) -> type:
+    """A frozen dataclass with one field per option (then `extra` fields with defaults).
+
+    Subclass it to add properties: a new option is then one `Option` line, nothing else.
+    """
+    fields: list[Any] = [(option.field, Any) for option in options]
+    fields += [(field_name, kind, dataclasses.field(default=default)) for field_name, kind, default in extra]
+    return dataclasses.make_dataclass(name, fields, frozen=True)
+
+
 def settings_from(cls: type, values: Mapping[str, Any]) -> Any:
     """Build the frozen settings dataclass `cls` from resolved option values."""
     names = {field.name for field in dataclasses.fields(cls)}
@@ -215,8 +305,12 @@ def settings_from(cls: type, values: Mapping[str, Any]) -> Any:
 
 def read_password(password: Secret, password_file: str) -> Secret:
     """The password itself, from the variable or else from the file it names."""
-    if password or not password_file:
+    if password:
         return password
+    if not password_file:
+        raise ConfigurationError(
+            "no PostgreSQL password: set POSTGRES_PASSWORD_FILE (preferred) or POSTGRES_PASSWORD, "
+            "in the environment or the env file")
     try:
         return Secret(Path(password_file).read_text(encoding="utf-8").rstrip("\r\n"))
     except OSError as error:
@@ -233,19 +327,23 @@ def public_view(settings: Any) -> dict[str, Any]:
     }
 
 
-def _print_launcher_settings(argv: Sequence[str]) -> int:
-    """`python -m batch.config ENV_FILE KEY...`: shell assignments for the launchers.
+def check_file_target(path: Path, flag: str) -> None:
+    """Refuse, before any Spark work, a file that cannot be created at `path` (ConfigurationError).
 
-    Each KEY is resolved as the jobs resolve it (environment over env file over the
-    default written there) and printed shell-quoted, so a launcher can `eval` the output.
+    The nearest existing folder on its way must be a folder that takes a new file (a probe
+    file is created there and removed); nothing else is created.
     """
-    env_file, keys = Path(argv[0]), argv[1:]
-    file_values = dotenv_values(env_file) if env_file.is_file() else {}
-    for key in keys:
-        value = os.environ.get(key, file_values.get(key) or "")
-        print(f"{key}={shlex.quote(value)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_print_launcher_settings(sys.argv[1:]))
+    if path.is_dir():
+        raise ConfigurationError(f"{flag} {path} is a directory; give a file name")
+    folder = path.parent
+    existing = next(ancestor for ancestor in (folder, *folder.parents) if ancestor.exists())
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError
+        with tempfile.TemporaryFile(dir=existing, prefix=f".{path.name}.probe-"):
+            pass
+    except OSError as error:
+        reason = error.strerror or "not writable"
+        if isinstance(error, NotADirectoryError):
+            reason = "a file is in the way where a folder should be"
+        raise ConfigurationError(f"{flag} {path}: cannot write to the folder {folder}: {reason}") from None

@@ -60,6 +60,7 @@ from batch.contract import (
     SENDTIME,
 )
 from batch.errors import ConfigurationError, EmptyInputError, DownloadError
+from batch.readers import undecodable_file
 from batch.session import session_conf
 from batch.validation import (
     EXCLUSION_REASON,
@@ -607,6 +608,8 @@ def _write_parts(download_df: DataFrame, staging: str, file_format: str, compres
                 download_df.write.mode("errorifexists").parquet(staging)
     except (CapturedException, Py4JJavaError) as error:
         java_error = getattr(error, "_origin", None) or getattr(error, "java_exception", None)
+        if undecodable_file(str(java_error.toString()) if java_error is not None else str(error)):
+            raise  # a damaged input file, not a write failure: the job names or skips it
         reason = _root_reason(java_error) if java_error is not None else _first_line(str(error))
         local = _local_path(staging)
         if local is not None:

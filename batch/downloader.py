@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import os
 import re
 import sys
 import time
@@ -25,14 +24,14 @@ from py4j.protocol import Py4JJavaError
 from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import Observation, SparkSession
 
+from batch import cli
 from batch.config import (
     COMMON_OPTIONS,
+    SUMMARY_JSON_OPTION,
     Option,
-    build_parser,
-    default_env_file,
+    check_file_target,
     parse_bool,
-    resolve_options,
-    settings_from,
+    settings_type,
 )
 from batch.contract import RAW_COLUMNS, RAW_COLUMNS_BY_NAME
 from batch.errors import BatchError, ConfigurationError, CorruptInputFileError, DownloadError
@@ -90,54 +89,35 @@ def parse_columns(text: str) -> tuple[str, ...]:
 DOWNLOADER_OPTIONS: tuple[Option, ...] = COMMON_OPTIONS + (
     Option("DOWNLOAD_OUTPUT", DEFAULT_OUTPUT,
            "file to write, on the driver's disk; the default's suffix follows the format "
-           "(.csv, .csv.gz with --gzip, .parquet)"),
-    Option("DOWNLOAD_FORMAT", CSV, "csv (RFC 4180, UTF-8) or parquet (one file)", parse_format),
-    Option("DOWNLOAD_GZIP", "false", "gzip the CSV", parse_bool),
+           "(.csv, .csv.gz with --gzip, .parquet)", flag_name="--output", path=True),
+    Option("DOWNLOAD_FORMAT", CSV, "csv (RFC 4180, UTF-8) or parquet (one file)", parse_format,
+           flag_name="--format"),
+    Option("DOWNLOAD_GZIP", "false", "gzip the CSV", parse_bool, flag_name="--gzip"),
     Option("DOWNLOAD_CLEAN", "false",
            "validate as the analysis does: drop readings without instant, device or registered "
-           "classroom, null physically impossible values; the counts are reported", parse_bool),
-    Option("DROP_REPLAYS", "false",
-           "with --clean, also drop exact replays (same DevEui and sendtime)", parse_bool),
+           "classroom, null physically impossible values; the counts are reported", parse_bool,
+           flag_name="--clean"),
+    # Not DROP_REPLAYS, the analysis' setting: a download drops replays only when asked to.
+    Option("DOWNLOAD_DROP_REPLAYS", "false",
+           "with --clean, also drop exact replays (same DevEui and sendtime)", parse_bool,
+           flag_name="--drop-replays"),
     Option("DOWNLOAD_COLUMNS", "",
            "comma-separated columns to download, in that order (empty: every contract column)",
-           parse_columns),
+           parse_columns, flag_name="--columns"),
     Option("DOWNLOAD_STAGING_DIR", "",
            "folder (URI) Spark writes the parts to before they are joined into the output; "
            "empty: beside the output, which only local Spark can reach - on a cluster give a "
-           "folder on the shared file system (hdfs://...)"),
-    Option("SUMMARY_JSON", "", "also write the run summary as JSON to this file"),
+           "folder on the shared file system (hdfs://...)", flag_name="--staging-dir", path=True),
+    SUMMARY_JSON_OPTION,
 )
 
-# The flags the downloader documents; config.build_parser would derive --download-output etc.
-_FLAGS: dict[str, str] = {
-    "DOWNLOAD_OUTPUT": "--output",
-    "DOWNLOAD_FORMAT": "--format",
-    "DOWNLOAD_GZIP": "--gzip",
-    "DOWNLOAD_CLEAN": "--clean",
-    "DOWNLOAD_COLUMNS": "--columns",
-    "DOWNLOAD_STAGING_DIR": "--staging-dir",
-}
+_FILTERS: tuple[tuple[str, type, Any], ...] = (
+    ("profiles", tuple, ()), ("institutes", tuple, ()), ("classrooms", tuple, ()),
+    ("since", str, ""), ("until", str, ""))
 
 
-@dataclass(frozen=True)
-class DownloaderSettings:
-    raw_data_path: str
-    batch_timezone: str
-    skip_corrupt_files: bool
-    spark_master: str
-    download_output: str
-    download_format: str
-    download_gzip: bool
-    download_clean: bool
-    drop_replays: bool
-    download_columns: tuple[str, ...]
-    download_staging_dir: str
-    summary_json: str
-    profiles: tuple[str, ...] = ()
-    institutes: tuple[str, ...] = ()
-    classrooms: tuple[str, ...] = ()
-    since: str = ""
-    until: str = ""
+class DownloaderSettings(settings_type("DownloaderSettings", DOWNLOADER_OPTIONS, _FILTERS)):  # type: ignore[misc]
+    """One field per option of DOWNLOADER_OPTIONS, then the filters (flags only)."""
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -148,7 +128,7 @@ class DownloaderSettings:
         """The file to write; the default name takes the suffix of the format."""
         suffix = _SUFFIXES.get((self.download_format, self.download_gzip), "")
         path = Path(self.download_output)
-        if self.download_output == DEFAULT_OUTPUT:
+        if path.as_posix().endswith(DEFAULT_OUTPUT):
             return path.with_name(path.name[: -len(".csv")] + suffix)
         return path
 
@@ -181,13 +161,8 @@ class DownloaderSettings:
         return described
 
 
-def build_download_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """The shared options' flags, the download's own short flags, and the repeatable filters."""
-    parser = build_parser(prog, description,
-                          [option for option in DOWNLOADER_OPTIONS if option.env not in _FLAGS])
-    for option in DOWNLOADER_OPTIONS:
-        if option.env in _FLAGS:
-            _add_option_flag(parser, option, _FLAGS[option.env])
+def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
+    """The repeatable filters: flags only, since they describe one download, not the installation."""
     filters = parser.add_argument_group(
         "filters", "All optional; different filters combine with AND, repeated values with OR.")
     filters.add_argument("--profile", dest="profiles", action="append", default=[], metavar="NAME",
@@ -204,53 +179,42 @@ def build_download_parser(prog: str, description: str) -> argparse.ArgumentParse
                               "2024-10-01T08:00, 2024-10-01T08:00+02:00)")
     filters.add_argument("--until", default="", metavar="WHEN",
                          help="end instant, exclusive; same forms as --since")
-    return parser
 
 
-def _add_option_flag(parser: argparse.ArgumentParser, option: Option, flag: str) -> None:
-    # Same shape as config.build_parser, under a flag that is not derived from the variable.
-    help_text = f"{option.help} [{option.env}, default: {option.default or 'empty'}]"
-    if option.parse is parse_bool:
-        parser.add_argument(flag, dest=option.field, default=None,
-                            action=argparse.BooleanOptionalAction, help=help_text)
-    else:
-        parser.add_argument(flag, dest=option.field, default=None, metavar=option.env,
-                            help=help_text)
+def check_before_start(settings: DownloaderSettings) -> None:
+    """Everything that can be checked before Spark starts, the output's folder included."""
+    check_settings(settings)
+    check_file_target(settings.output_path, "--output")
+
+
+DOWNLOADER_JOB = cli.JobDefinition(
+    "spark-downloader.py",
+    "Download raw indoor-air readings, filtered by device profile, institute, classroom and time "
+    "window, as one ordered CSV (or Parquet) file, replaced atomically.",
+    DOWNLOADER_OPTIONS, DownloaderSettings, check_before_start, add_filter_arguments)
 
 
 def load_download_settings(
     argv: Sequence[str], project_root: Path, prog: str = "spark-downloader.py",
     description: str = "", environ: Mapping[str, str] | None = None,
 ) -> DownloaderSettings:
-    """Parse `argv` (exit 2 on unknown options) and resolve every setting, as cli.load_settings does.
+    """Parse `argv` (exit 2 on unknown options), resolve and check every setting.
 
-    With --check-config the settings are also checked, then the process exits (0 if valid).
+    With --check-config, "configuration OK" and the process exits (0 if valid).
     """
-    args = build_download_parser(prog, description).parse_args(argv)
-    env_file = args.env_file or default_env_file(project_root)
-    if args.env_file is None and not env_file.is_file():
-        env_file = None  # Running without any env file is allowed: defaults and environment.
-    values = resolve_options(DOWNLOADER_OPTIONS, vars(args), os.environ if environ is None else environ,
-                             env_file)
-    settings = dataclasses.replace(
-        settings_from(DownloaderSettings, values), profiles=tuple(args.profiles),
-        institutes=tuple(args.institutes), classrooms=tuple(args.classrooms), since=args.since,
-        until=args.until)
-    if args.drop_replays and not settings.download_clean:
-        # Given as a flag it is meant for this download; DROP_REPLAYS=true in the shared env
-        # file is the analysis' setting too, and applies here only with --clean.
-        raise ConfigurationError("--drop-replays applies only with --clean (its validation "
-                                 "drops the replays): add --clean, or leave out --drop-replays")
-    if args.check_config:
-        # The launchers check the job options this way before starting anything.
-        check_settings(settings)
+    loaded = cli.load(DOWNLOADER_JOB, argv, project_root, environ)
+    if loaded.check_config:
         print(f"{prog}: configuration OK")
         sys.exit(0)
-    return settings
+    return loaded.settings
 
 
 def check_settings(settings: DownloaderSettings) -> None:
     """Refuse contradictory settings before any Spark work (ConfigurationError, exit 2)."""
+    if settings.download_drop_replays and not settings.download_clean:
+        raise ConfigurationError("--drop-replays (DOWNLOAD_DROP_REPLAYS) applies only with --clean "
+                                 "(its validation drops the replays): add --clean, or leave out "
+                                 "--drop-replays")
     if settings.download_gzip and settings.download_format != CSV:
         raise ConfigurationError("--gzip applies to CSV; a Parquet file is compressed inside")
     settings.download_filter  # noqa: B018 - parsing --since/--until raises on a malformed or empty window
@@ -327,11 +291,9 @@ def run_download(spark: SparkSession, settings: DownloaderSettings,
         summary.status = "succeeded"
     except BaseException as error:
         summary.status = "failed"
+        summary.error_message = cli.describe_failure(error)
         if isinstance(error, KeyboardInterrupt):
-            summary.error_message = "interrupted (Ctrl-C or SIGTERM); the previous file is kept"
-        else:
-            summary.error_message = (str(error) if isinstance(error, BatchError)
-                                     else f"{type(error).__name__}: {error}")
+            summary.error_message += "; the previous file is kept"
         raise
     finally:
         summary.seconds = round(time.monotonic() - started, 3)
@@ -390,7 +352,7 @@ def _download_once(spark: SparkSession, settings: DownloaderSettings, summary: D
     if clean_observation is None:
         download_df = selected_df.transform(order_for_download, columns, plan.split_points)
     else:
-        download_df = (selected_df.transform(validate_readings, checked, settings.drop_replays)
+        download_df = (selected_df.transform(validate_readings, checked, settings.download_drop_replays)
                        .transform(sort_into_parts, columns, plan.split_points)
                        .observe(clean_observation, *clean_count_columns(checked))
                        .transform(usable_readings, columns))
@@ -427,7 +389,7 @@ def _record_counts(summary: DownloadSummary, settings: DownloaderSettings,
         raise DownloadError(f"--clean counted {counts['rows_downloaded']:,} usable readings but "
                           f"{rows:,} were written; {settings.output_path} left as it was")
     summary.rows_selected = counts["rows_selected"]
-    reasons = EXCLUSION_REASONS + ((REPLAY_REASON,) if settings.drop_replays else ())
+    reasons = EXCLUSION_REASONS + ((REPLAY_REASON,) if settings.download_drop_replays else ())
     summary.rows_excluded = {reason: counts[reason] for reason in reasons}
     summary.values_nulled = {column: counts[out_of_range_flag(column)] for column in checked}
 

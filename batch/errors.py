@@ -1,23 +1,70 @@
-"""Exception classes a user can act on; each maps to a documented exit code."""
+"""Exception classes a user can act on, and every exit code of the project (listed once here).
+
+The launchers (batch/launcher), the jobs and the development tools (devtools/) exit with
+these codes only; README.md and --help list them from here.
+"""
 from __future__ import annotations
+
+import signal
+
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1  # a bug or an unforeseen failure: a traceback is logged
+EXIT_CONFIGURATION = 2  # a bad option, setting, path or password, found before Spark starts
+EXIT_INPUT = 3  # bad input; from a launcher: a missing prerequisite (Java, Python, container)
+EXIT_PUBLISH = 4  # publishing to PostgreSQL failed; previous results kept
+EXIT_DOWNLOAD = 5  # writing the downloaded file failed; previous file kept
+EXIT_DOCKER = 6  # docker mode: copying into/out of the container or starting the job failed
+EXIT_DEMO_DATASET = 7  # the demo dataset cannot be written (devtools/demo.py)
+EXIT_ALREADY_RUNNING = 8  # a background run of the same job is still running
+EXIT_COMMAND_NOT_FOUND = 127  # the run wrapper cannot find spark-submit
+EXIT_SIGINT = 128 + signal.SIGINT  # 130: stopped by Ctrl-C
+EXIT_SIGTERM = 128 + signal.SIGTERM  # 143: stopped by kill / the printed stop command
+
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "success",
+    EXIT_UNEXPECTED: "unexpected error (see the traceback in the log)",
+    EXIT_CONFIGURATION: "bad option, setting, path or password (nothing started)",
+    EXIT_INPUT: "bad or missing input; from a launcher: a missing prerequisite (Java, Python, container)",
+    EXIT_PUBLISH: "publishing to PostgreSQL failed (previous results kept)",
+    EXIT_DOWNLOAD: "writing the downloaded file failed (previous file kept)",
+    EXIT_DOCKER: "docker mode: a copy into or out of the container, or the start, failed",
+    EXIT_DEMO_DATASET: "--demo: the demo dataset cannot be written",
+    EXIT_ALREADY_RUNNING: "a background run of the same job is still running",
+    EXIT_COMMAND_NOT_FOUND: "spark-submit not found",
+    EXIT_SIGINT: "stopped by SIGINT (Ctrl-C)",
+    EXIT_SIGTERM: "stopped by SIGTERM (kill, the printed stop command)",
+}
+
+
+def exit_codes_text() -> str:
+    return "\n".join(f"  {code:>3}  {meaning}" for code, meaning in EXIT_CODES.items())
 
 
 class BatchError(Exception):
     """Base class for every error the jobs report without a traceback."""
 
-    exit_code = 1
+    exit_code = EXIT_UNEXPECTED
+
+
+class StoppedBySignal(KeyboardInterrupt):
+    """SIGTERM or SIGINT arrived: the job unwinds and records "stopped by SIGTERM"."""
+
+    def __init__(self, signal_number: int) -> None:
+        self.signal_name = signal.Signals(signal_number).name
+        self.exit_code = 128 + signal_number
+        super().__init__(f"stopped by {self.signal_name}")
 
 
 class ConfigurationError(BatchError):
     """A setting is missing or malformed."""
 
-    exit_code = 2
+    exit_code = EXIT_CONFIGURATION
 
 
 class InputError(BatchError):
     """The raw input cannot be read as the data contract describes."""
 
-    exit_code = 3
+    exit_code = EXIT_INPUT
 
 
 class InputNotFoundError(InputError):
@@ -43,10 +90,10 @@ class EmptyInputError(InputError):
 class PublishError(BatchError):
     """Publishing to PostgreSQL failed; the previous results are untouched."""
 
-    exit_code = 4
+    exit_code = EXIT_PUBLISH
 
 
 class DownloadError(BatchError):
-    """Writing the export file failed; the previous file is untouched."""
+    """Writing the downloaded file failed; the previous file is untouched."""
 
-    exit_code = 5
+    exit_code = EXIT_DOWNLOAD

@@ -34,6 +34,7 @@ from batch.catalog import RUNS, Catalog
 from batch.schema import Column, Table, View
 from batch.config import Secret, parse_identifier
 from batch.errors import ConfigurationError, PublishError
+from batch.spark_errors import spark_error_lines
 
 log = logging.getLogger(__name__)
 
@@ -446,24 +447,9 @@ def write_staging(stats_df: DataFrame, target: PostgresTarget, staging: str) -> 
          .save())
     except (Py4JJavaError, CapturedException) as error:
         # The root cause says what PostgreSQL refused; the error around it quotes every value.
-        _, cause = _spark_error_lines(error)
+        _, cause = spark_error_lines(error)
         raise PublishError(f"writing {target.schema}.{staging} at {target.address} failed: "
                            f"{cause}; previous results kept") from None
-
-
-def spark_error_message(error: Py4JJavaError | CapturedException) -> str:
-    """The first line of what the JVM reported, and of its root cause when that differs."""
-    message, cause = _spark_error_lines(error)
-    return message if cause == message else f"{message} (cause: {cause})"
-
-
-def _spark_error_lines(error: Py4JJavaError | CapturedException) -> tuple[str, str]:
-    if not isinstance(error, Py4JJavaError):
-        return _first_line(error), _first_line(error)
-    exception = root = error.java_exception
-    while root.getCause() is not None and not root.getCause().equals(root):
-        root = root.getCause()
-    return _first_line(exception.toString()), _first_line(root.toString())
 
 
 def swap_in(conn: psycopg2.extensions.connection, target: PostgresTarget, catalog: Catalog,

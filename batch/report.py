@@ -11,6 +11,8 @@ external resource, so the file opens offline by double-click and looks the same 
 """
 from __future__ import annotations
 
+import argparse
+
 import io
 import logging
 import os
@@ -37,16 +39,14 @@ from markupsafe import Markup
 from psycopg2 import sql
 
 from batch.aggregations import Thresholds
+from batch import cli
 from batch.config import (
     POSTGRES_OPTIONS,
+    REPORT_DIR_OPTION,
     Option,
-    Secret,
-    build_parser,
-    default_env_file,
     parse_identifier,
     read_password,
-    resolve_options,
-    settings_from,
+    settings_type,
 )
 from batch.errors import BatchError, ConfigurationError
 from batch.catalog import LATEST_WEEK_VIEW, RUNS_TABLE
@@ -77,10 +77,7 @@ CHART_LABEL_CHARS = 28
 # The page template, package data beside this module (a zip of the package needs it too).
 TEMPLATE = "report.html.j2"
 
-REPORT_OPTIONS: tuple[Option, ...] = (
-    Option("REPORT_DIR", "reports",
-           "folder the HTML report of each run is written to (one file per run)", Path),
-)
+REPORT_OPTIONS: tuple[Option, ...] = (REPORT_DIR_OPTION,)
 CONNECTION_OPTIONS: tuple[Option, ...] = tuple(
     option for option in POSTGRES_OPTIONS if not option.env.startswith("POSTGRES_JDBC"))
 
@@ -705,16 +702,9 @@ def write_report(conn_or_target: psycopg2.extensions.connection | PostgresTarget
 
 # --- command line ----------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class ReportSettings:
-    postgres_host: str
-    postgres_port: int
-    postgres_db: str
-    postgres_user: str
-    postgres_password: Secret
-    postgres_password_file: str
-    postgres_schema: str
-    report_dir: Path
+class ReportSettings(settings_type(  # type: ignore[misc]
+        "ReportSettings", CONNECTION_OPTIONS + REPORT_OPTIONS, extra=(("run_id", int, None),))):
+    """One field per option, and the run to report on (None: the latest successful one)."""
 
     @property
     def target(self) -> PostgresTarget:
@@ -725,25 +715,28 @@ class ReportSettings:
             schema=self.postgres_schema)
 
 
-def parse_arguments(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[ReportSettings, int | None]:
-    options = CONNECTION_OPTIONS + REPORT_OPTIONS
-    parser = build_parser("python -m batch.report",
-                          "Write the HTML report of a run from the published tables.", options)
+def _report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--schema", dest="postgres_schema", metavar="SCHEMA",
                         help="short for --postgres-schema")
     parser.add_argument("--output-dir", dest="report_dir", metavar="DIR",
                         help="short for --report-dir")
     parser.add_argument("--run-id", type=int, metavar="N",
                         help="run to report on (default: the latest successful run)")
-    args = parser.parse_args(argv)
-    env_file = args.env_file or default_env_file(PROJECT_ROOT)
-    if args.env_file is None and not env_file.is_file():
-        env_file = None
-    settings = settings_from(ReportSettings, resolve_options(options, vars(args), environ, env_file))
-    if args.check_config:
+
+
+REPORT_JOB = cli.JobDefinition(
+    "python -m batch.report", "Write the HTML report of a run from the published tables.",
+    CONNECTION_OPTIONS + REPORT_OPTIONS, ReportSettings,
+    lambda settings: settings.target,  # reading the password raises when there is none
+    _report_arguments)
+
+
+def parse_arguments(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[ReportSettings, int | None]:
+    loaded = cli.load(REPORT_JOB, argv, PROJECT_ROOT, environ)
+    if loaded.check_config:
         print("batch.report: configuration OK")
         sys.exit(0)
-    return settings, args.run_id
+    return loaded.settings, loaded.settings.run_id
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 
 from batch.contract import RAW_COLUMNS
-from batch.errors import BatchError, ConfigurationError
+from batch.errors import EXIT_DEMO_DATASET, BatchError, ConfigurationError
 
 # Bumped whenever the generated content changes, so that ensure_demo_dataset regenerates.
 GENERATOR_VERSION = 3
@@ -66,7 +66,7 @@ MICROS_PER_DAY = 24 * MICROS_PER_HOUR
 class DemoDatasetError(BatchError):
     """The demo dataset cannot be written where it was asked."""
 
-    exit_code = 6
+    exit_code = EXIT_DEMO_DATASET
 
 
 class DemoDatasetExistsError(DemoDatasetError):

@@ -11,12 +11,13 @@ import pytest
 from pyspark.sql import SparkSession
 
 from devtools import local_postgres
-from batch.config import Secret
+from batch.config import POSTGRES_OPTIONS, Secret, default_option
+from batch.launcher.submit import maven_jar_path
 from batch.postgres import PostgresTarget
 from batch.session import BASE_CONF
 
-JDBC_PACKAGE = "org.postgresql:postgresql:42.7.4"
-DEFAULT_JDBC_JAR = Path.home() / ".m2/repository/org/postgresql/postgresql/42.7.4/postgresql-42.7.4.jar"
+JDBC_PACKAGE = default_option(POSTGRES_OPTIONS, "POSTGRES_JDBC_PACKAGE")
+DEFAULT_JDBC_JAR = maven_jar_path(JDBC_PACKAGE, Path.home() / ".m2" / "repository")
 
 
 def jdbc_jar() -> str:

@@ -1,25 +1,14 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need (virtualenv, package, JDBC driver), gives
-# them a folder for a throwaway PostgreSQL (started by tests/conftest.py, stopped and
-# removed at the end even on failure), and runs pytest. Extra arguments go to pytest.
+# The test command: devtools/dev_env.py installs what the tests need (virtualenv with the dev
+# extras, JDBC driver), gives them a folder for a throwaway PostgreSQL, and runs pytest.
+# Extra arguments go to pytest.
 set -euo pipefail
 PROJECT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-JOB_NAME="tests"
-JOB_SCRIPT="start-spark.py"
-JOB_TITLE="tests"
-JOB_USES_POSTGRES=true
-# shellcheck source=../batch/launcher.sh
-source "$PROJECT_ROOT/batch/launcher.sh"
-
-cd "$PROJECT_ROOT"
-prepare_development_tools
-
-TEST_POSTGRES_DIR="$(mktemp -d "${TMPDIR:-/tmp}/indoor-air-tests-pg.XXXXXX")"
-export TEST_POSTGRES_DIR
-cleanup() {
-    "$VENV_DIR/bin/python" -m devtools.local_postgres stop --dir "$TEST_POSTGRES_DIR" >/dev/null 2>&1 || true
-    rm -rf "$TEST_POSTGRES_DIR"
-}
-trap cleanup EXIT
-
-"$VENV_DIR/bin/python" -m pytest "$@"
+for candidate in "${PYTHON:-}" python3 python; do
+    if [[ -n "$candidate" ]] && command -v "$candidate" >/dev/null 2>&1 &&
+        "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+        exec "$candidate" "$PROJECT_ROOT/devtools/dev_env.py" tests "$@"
+    fi
+done
+echo "$(basename "$0"): Python 3.10 or newer is required (or set PYTHON)" >&2
+exit 3

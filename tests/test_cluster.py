@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import textwrap
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
+from batch.launcher.submit import build_py_files_zip
 from devtools.local_postgres import LocalPostgres
 from tests.conftest import jdbc_jar
 from tests.rawdata import write_dataset
@@ -210,17 +211,16 @@ print("PROBE " + json.dumps({"master": spark.sparkContext.master, "found": found
 spark.stop()
 '''
 
-PROBE_LAUNCHER = '''\
-#!/usr/bin/env bash
-# A third job for the shared launcher, as start-spark.sh and spark-downloader.sh are.
-set -euo pipefail
-PROJECT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-JOB_NAME="probe"
-JOB_SCRIPT="probe.py"
-JOB_TITLE="Where do the executors import batch from?"
-JOB_USES_POSTGRES=false
-source "$PROJECT_ROOT/batch/launcher.sh"
-launcher_main "$@"
+PROBE_LAUNCHER = f'''\
+#!{sys.executable}
+"""A third job for the shared launcher, as start-spark.sh and spark-downloader.sh are."""
+import sys
+from pathlib import Path
+
+from batch.launcher.main import Job, launch
+
+job = Job("probe", "probe.py", "probe-launcher.py", "Where do the executors import batch from?", False)
+sys.exit(launch(job, sys.argv[1:], Path(__file__).resolve().parent))
 '''
 
 
@@ -231,7 +231,7 @@ def test_python_on_the_executors_imports_batch_only_from_the_shipped_zip(
     for name in ("batch", "env", "pyproject.toml", ".venv"):
         (project / name).symlink_to(PROJECT_ROOT / name)
     (project / "probe.py").write_text(PROBE)
-    launcher = project / "probe.sh"
+    launcher = project / "probe-launcher.py"
     launcher.write_text(PROBE_LAUNCHER)
     launcher.chmod(0o755)
     probe = launch(launcher, SPARK_MASTER=cluster.master_url, SPARK_EXECUTOR_PYTHON=str(executor_python))
@@ -250,10 +250,5 @@ def test_the_executors_python_finds_batch_only_in_the_launchers_zip(executor_pyt
     """It has the dependencies, not the package - except from the zip the launcher builds."""
     assert can_import(executor_python, "pyspark") and can_import(executor_python, "psycopg2")
     assert not can_import(executor_python, "batch")
-    zip_path = work_dir / "probe-batch.zip"
-    subprocess.run(["bash", "-c", textwrap.dedent(f'''
-        set -euo pipefail
-        PROJECT_ROOT="{PROJECT_ROOT}" JOB_SCRIPT=start-spark.py JOB_NAME=x JOB_TITLE=x JOB_USES_POSTGRES=false
-        source "$PROJECT_ROOT/batch/launcher.sh"
-        build_py_files_zip "{zip_path}"''')], check=True, timeout=120, stdin=subprocess.DEVNULL)
+    zip_path = build_py_files_zip(PROJECT_ROOT / "batch", work_dir / "probe-batch.zip")
     assert can_import(executor_python, "batch.contract", extra_path=str(zip_path))

@@ -9,8 +9,19 @@ from pathlib import Path
 import pytest
 from dotenv import dotenv_values
 
-from batch.analysis import ANALYSIS_OPTIONS, AnalysisSettings
-from batch.config import Secret, build_parser, public_view, read_password, resolve_options, settings_from
+from batch.analysis import ANALYSIS_OPTIONS, AnalysisSettings, check_settings
+from batch.config import (
+    Option,
+    Secret,
+    build_parser,
+    find_env_file,
+    parse_positive_int,
+    public_view,
+    read_password,
+    resolve_options,
+    settings_from,
+    settings_type,
+)
 from batch.errors import ConfigurationError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +53,16 @@ def test_flags_override_the_environment_which_overrides_the_env_file(tmp_path: P
     ("POSTGRES_SCHEMA", "x; DROP TABLE y", "not a plain SQL identifier"),
     ("POSTGRES_PORT", "70000", "not a TCP port"),
     ("DROP_REPLAYS", "maybe", "expected true or false"),
-    ("CO2_HIGH_PPM", "lots", "could not convert"),
+    ("CO2_HIGH_PPM", "lots", "expected a number above 0 and at most 40000, got 'lots'"),
+    ("CO2_HIGH_PPM", "nan", "got 'nan'"),
+    ("CO2_HIGH_PPM", "inf", "got 'inf'"),
+    ("CO2_HIGH_PPM", "-5", "got '-5'"),
+    ("CO2_VERY_HIGH_PPM", "0", "got '0'"),
+    ("COMFORT_MIN_C", "-300", "expected a number from -40 to 85, got '-300'"),
+    ("COMFORT_MAX_C", "abc", "got 'abc'"),
+    ("PUBLISH_LOCK_TIMEOUT_S", "-3", "got '-3'"),
+    ("POSTGRES_CONNECT_ATTEMPTS", "abc", "expected a positive whole number, got 'abc'"),
+    ("POSTGRES_CONNECT_ATTEMPTS", "0", "expected a positive whole number, got '0'"),
 ])
 def test_invalid_values_name_the_variable(variable: str, value: str, fragment: str) -> None:
     with pytest.raises(ConfigurationError) as raised:
@@ -50,8 +70,60 @@ def test_invalid_values_name_the_variable(variable: str, value: str, fragment: s
     assert variable in str(raised.value) and fragment in str(raised.value)
 
 
+def test_a_flag_value_error_names_the_flag_and_the_value() -> None:
+    with pytest.raises(ConfigurationError, match=r"^--co2-high-ppm: expected a number .*, got 'nan'$"):
+        resolve({"co2_high_ppm": "nan"}, {})
+
+
+@pytest.mark.parametrize("variables, message", [
+    ({"CO2_HIGH_PPM": "1500", "CO2_VERY_HIGH_PPM": "1200"},
+     "CO2_VERY_HIGH_PPM must not be below CO2_HIGH_PPM (--co2-very-high-ppm 1200 < --co2-high-ppm 1500)"),
+    ({"COMFORT_MIN_C": "26", "COMFORT_MAX_C": "26"},
+     "COMFORT_MIN_C must be below COMFORT_MAX_C (--comfort-min-c 26 >= --comfort-max-c 26)"),
+])
+def test_pairs_of_settings_are_checked_in_order(variables: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        check_settings(resolve({}, variables))
+    assert str(raised.value) == message
+
+
 def test_settings_dataclass_has_exactly_one_field_per_option() -> None:
     assert [f.name for f in dataclasses.fields(AnalysisSettings)] == [o.field for o in ANALYSIS_OPTIONS]
+
+
+def test_a_new_option_is_one_line() -> None:
+    options = ANALYSIS_OPTIONS + (Option("EXTRA_LIMIT", "7", "a test-only option", parse_positive_int),)
+    settings_class = settings_type("ExtendedSettings", options)
+    settings = settings_from(settings_class, resolve_options(options, {"extra_limit": "9"}, {}, None))
+    assert settings.extra_limit == 9 and settings.co2_high_ppm == 1000.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.extra_limit = 3  # type: ignore[misc]
+    assert "--extra-limit EXTRA_LIMIT" in build_parser("job", "", options).format_help()
+
+
+def test_relative_paths_are_read_from_the_caller_folder_or_the_project(tmp_path: Path) -> None:
+    env_file = tmp_path / "site.env"
+    env_file.write_text("POSTGRES_PASSWORD_FILE=secrets/password\n")
+    caller = tmp_path / "caller"
+    values = resolve_options(ANALYSIS_OPTIONS, {"summary_json": "out/summary.json"},
+                             {"BATCH_CALLER_DIR": str(caller), "RAW_DATA_PATH": "data/raw"}, env_file,
+                             project_root=tmp_path / "project")
+    assert values["summary_json"] == str(caller / "out" / "summary.json")
+    assert values["raw_data_path"] == str(caller / "data" / "raw")
+    assert values["postgres_password_file"] == str(tmp_path / "project" / "secrets" / "password")
+    uri = resolve_options(ANALYSIS_OPTIONS, {"raw_data_path": "file:///data/x"}, {}, None, tmp_path)
+    assert uri["raw_data_path"] == "file:///data/x"
+
+
+@pytest.mark.parametrize("named", ["flag", "variable"])
+def test_a_named_env_file_that_does_not_exist_is_an_error(named: str, tmp_path: Path) -> None:
+    environ = {"BATCH_CALLER_DIR": str(tmp_path)}
+    if named == "variable":
+        environ["BATCH_ENV_FILE"] = "does-not-exist.env"
+    how = "--env-file" if named == "flag" else "BATCH_ENV_FILE"
+    with pytest.raises(ConfigurationError) as raised:
+        find_env_file("does-not-exist.env" if named == "flag" else None, environ, PROJECT_ROOT)
+    assert str(raised.value) == f"{how}: env file {tmp_path / 'does-not-exist.env'} does not exist"
 
 
 @pytest.mark.parametrize("job", sorted(JOB_OPTIONS))
@@ -87,6 +159,8 @@ def test_the_password_is_read_from_a_file(tmp_path: Path) -> None:
     assert read_password(Secret("direct"), str(password_file)).reveal() == "direct"
     with pytest.raises(ConfigurationError, match="cannot read POSTGRES_PASSWORD_FILE"):
         read_password(Secret(""), str(tmp_path / "missing"))
+    with pytest.raises(ConfigurationError, match="no PostgreSQL password: set POSTGRES_PASSWORD_FILE"):
+        read_password(Secret(""), "")
 
 
 @pytest.mark.parametrize("job", sorted(JOB_OPTIONS))

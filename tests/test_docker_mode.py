@@ -119,6 +119,8 @@ def platform(tmp_path: Path, container_python: Path, postgres_server: LocalPostg
         "POSTGRES_HOST": postgres_server.host, "POSTGRES_PORT": str(postgres_server.port),
         "POSTGRES_DB": postgres_server.database, "POSTGRES_USER": postgres_server.user,
         "POSTGRES_JDBC_JAR": jdbc_jar(),
+        # A password is checked for before anything starts.
+        "POSTGRES_PASSWORD_FILE": str(postgres_server.password_file),
     })
     platform = Platform(project, state, root, bin_dir, env_file, logs, environment)
     try:
@@ -144,9 +146,9 @@ def _stop_leftovers(platform: Platform) -> None:
 
 
 def exec_calls(platform: Platform, action: str) -> list[list[str]]:
-    """The `docker exec ... sh job.sh ACTION ...` calls."""
+    """The `docker exec ... python3 jobrun.py ACTION ...` calls."""
     return [call for call in platform.calls()
-            if call[0] == "exec" and "job.sh" in call and call[call.index("job.sh") + 1] == action]
+            if call[0] == "exec" and "jobrun.py" in call and call[call.index("jobrun.py") + 1] == action]
 
 
 def passed_variables(call: list[str]) -> set[str]:
@@ -221,6 +223,18 @@ def test_without_a_mode_flag_the_running_container_decides(platform: Platform) -
     assert {call[0] for call in platform.calls()} == {"inspect"}
 
 
+def test_a_docker_daemon_that_is_down_is_quoted_by_its_first_non_empty_line(platform: Platform) -> None:
+    down = platform.bin_dir / "docker-down"
+    down.write_text("#!/bin/sh\necho >&2\necho 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
+                    "Is the docker daemon running?' >&2\nexit 1\n")
+    down.chmod(0o755)
+    refused = platform.launch("start-spark.sh", "--docker", "--foreground", DOCKER_CMD=str(down))
+    assert refused.returncode == 3
+    assert (f"docker mode: no running container spark-master ({down} inspect said: Cannot connect to the Docker "
+            "daemon at unix:///var/run/docker.sock. Is the docker daemon running?); start the platform's "
+            "containers, or use --local") in refused.stderr
+
+
 def test_conflicting_flags_and_help(platform: Platform) -> None:
     both = platform.launch("start-spark.sh", "--local", "--docker")
     assert both.returncode == 2 and "--local and --docker exclude each other" in both.stderr
@@ -260,15 +274,15 @@ def test_a_failed_submit_exits_with_its_code_in_both_modes(platform: Platform) -
                  "SPARK_MASTER_URL": ""}
     foreground = platform.launch("start-spark.sh", "--docker", "--foreground", **variables)
     assert foreground.returncode == 127, foreground.stderr
-    assert "job.sh: /opt/spark/bin/spark-submit: not found" in foreground.stderr
+    assert "jobrun.py: /opt/spark/bin/spark-submit: not found" in foreground.stderr
     assert "the analysis job exited with 127 in spark-master; its run folder is kept there" in foreground.stderr
     background = platform.launch("start-spark.sh", "--docker", "--background", **variables)
     assert background.returncode == 127, background.stderr
     assert "the analysis job ended at once with exit code 127" in background.stderr
-    assert "job.sh: /opt/spark/bin/spark-submit: not found" in background.stderr
+    assert "jobrun.py: /opt/spark/bin/spark-submit: not found" in background.stderr
     # Without a jar, the container's Spark fetches the pinned driver.
     run_call = exec_calls(platform, "run")[0]
-    assert run_call[run_call.index("run") + 1:][:3] == [
+    assert run_call[run_call.index("run") + 2:][:3] == [
         "/opt/spark/bin/spark-submit", "--master", "spark://spark-master:7077"]
     assert run_call[run_call.index("--packages") + 1] == "org.postgresql:postgresql:42.7.4"
     assert "--jars" not in run_call
@@ -307,7 +321,7 @@ def test_foreground_analysis_in_the_container_publishes_what_local_spark_publish
     assert {"POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DB", "POSTGRES_USER",
             "POSTGRES_PASSWORD_FILE=secrets/postgres-password"} <= passed
     assert not {"POSTGRES_SCHEMA", "BATCH_TIMEZONE", "BATCH_ENV_FILE", "SPARK_MASTER_URL"} & passed
-    submit = run_call[run_call.index("run") + 1:]
+    submit = run_call[run_call.index("--") + 1:]
     assert submit[:3] == ["spark-submit", "--master", "local[2]"]
     for option, value in (("--py-files", "batch.zip"), ("--jars", "jars/postgresql-42.7.4.jar"),
                           ("--summary-json", "summary.json")):
@@ -330,7 +344,7 @@ def test_background_analysis_survives_the_launcher_and_keeps_the_password_off_co
     run_folder = run_folder_of(started.stdout)
     inside = platform.inside(run_folder)
     assert f"follow: docker exec -w {run_folder} spark-master tail -f job.log" in started.stdout
-    assert f"stop:   docker exec -w {run_folder} spark-master sh job.sh stop" in started.stdout
+    assert f"stop:   docker exec -w {run_folder} spark-master python3 jobrun.py stop" in started.stdout
     assert "copy-out" not in started.stdout  # the analysis has no file to copy out
 
     leaks: list[str] = []
@@ -345,8 +359,10 @@ def test_background_analysis_survives_the_launcher_and_keeps_the_password_off_co
     assert start_call[1] == "-d" and "POSTGRES_PASSWORD" in passed_variables(start_call)
     local_results.assert_tables_equal(local_results.published(target), baseline.tables)
 
-    # What was copied in: the entry script, the env file, and the batch package - Python only.
+    # What was copied in: the entry script, the run wrapper, the env file, and the batch
+    # package without the launcher - Python only.
     assert (inside / "start-spark.py").read_bytes() == (PROJECT_ROOT / "start-spark.py").read_bytes()
+    assert (inside / "jobrun.py").read_bytes() == (PROJECT_ROOT / "batch" / "launcher" / "jobrun.py").read_bytes()
     assert (inside / "env" / "spark.env").read_text() == platform.env_file.read_text()
     with zipfile.ZipFile(inside / "batch.zip") as archive:
         assert sorted(archive.namelist()) == sorted(
@@ -406,8 +422,9 @@ def test_foreground_download_copies_the_default_file_out(platform: Platform, bas
     assert f"Copied spark-master:{WORKDIR}/downloader-" in done.stdout
     assert gzip.decompress(target.read_bytes()).decode("utf-8") == baseline.exports["AM319"]
     assert os.listdir(target.parent) == [target.name]  # no temporary file left
-    summary = json.loads((platform.project / "exports" / "summary.json").read_text())
-    assert summary["status"] == "succeeded" and summary["output"] == "data/raw/indoor_sensor_data.csv.gz"
+    # A relative --summary-json is read from the folder the launcher runs in.
+    summary = json.loads((platform.logs / "exports" / "summary.json").read_text())
+    assert summary["status"] == "succeeded" and summary["output"] == str(target)
     assert platform.run_folders() == []
     [run_call] = exec_calls(platform, "run")
     assert "--jars" not in run_call and "--packages" not in run_call  # no JDBC driver for the export

@@ -214,7 +214,8 @@ def test_sigterm_during_the_download_leaves_the_previous_file(
     _, stderr = process.communicate(timeout=JOB_TIMEOUT_S)
     if process.returncode == 0:
         pytest.skip("the download finished before it could be interrupted")
-    assert process.returncode == 130, stderr
+    assert process.returncode == 143, stderr  # 128 + SIGTERM
+    assert "ERROR batch: stopped by SIGTERM" in stderr and "Traceback" not in stderr, stderr
     assert target.read_text() == "previous download\n"
     assert leftovers(tmp_path, "download.csv") == []
 
@@ -280,7 +281,7 @@ def test_drop_replays_without_clean_is_refused(
     target.write_text("previous download\n")
     result = run_job(dataset, env_file, "--output", str(target), "--drop-replays")
     assert result.returncode == 2
-    assert "--drop-replays applies only with --clean" in result.stderr
+    assert "--drop-replays (DOWNLOAD_DROP_REPLAYS) applies only with --clean" in result.stderr
     assert "Traceback" not in result.stderr
     assert target.read_text() == "previous download\n"
 
@@ -354,8 +355,9 @@ def settings(env_file: Path) -> Any:
     """Settings as the job loads them from `argv` and `environ` (an empty env file)."""
 
     def load(*argv: str, **environ: str) -> DownloaderSettings:
+        # Relative paths are read from the caller's folder: here, the project's.
         return load_download_settings([*argv, "--env-file", str(env_file)], PROJECT_ROOT,
-                                      environ=environ)
+                                      environ={"BATCH_CALLER_DIR": str(PROJECT_ROOT), **environ})
 
     return load
 
@@ -366,7 +368,7 @@ def test_settings_come_from_flags_over_the_environment(settings: Any) -> None:
     assert result.profiles == ("AM319", "AM103")
     assert result.columns == ("co2", "sendtime")
     assert result.download_format == "parquet" and result.download_clean
-    assert result.output_path == Path("data/raw/indoor_sensor_data.parquet")
+    assert result.output_path == PROJECT_ROOT / "data/raw/indoor_sensor_data.parquet"
     check_settings(result)
 
 
@@ -380,7 +382,7 @@ def test_settings_come_from_flags_over_the_environment(settings: Any) -> None:
 def test_the_default_output_follows_the_format(settings: Any, argv: tuple[str, ...], output: str) -> None:
     result = settings(*argv)
     check_settings(result)
-    assert result.output_path == Path(output)
+    assert result.output_path == PROJECT_ROOT / output
 
 
 @pytest.mark.parametrize("argv, message", [

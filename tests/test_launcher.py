@@ -1,12 +1,19 @@
-"""start-spark.sh for real: help, option errors, exit codes, background runs, secrets."""
+"""start-spark.sh and spark-downloader.sh for real: help, option errors, exit codes, settings
+checked before Spark starts, relative paths, background runs and their record, stops, secrets."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
+
+import psycopg2
+import pytest
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -16,6 +23,7 @@ from batch.postgres import PostgresTarget
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LAUNCHER = PROJECT_ROOT / "start-spark.sh"
+DOWNLOADER = PROJECT_ROOT / "spark-downloader.sh"
 
 
 def launcher_environment(target: PostgresTarget, tmp_path: Path, server: LocalPostgres) -> dict[str, str]:
@@ -41,10 +49,11 @@ def raw_dataset(folder: Path) -> Path:
     return folder
 
 
-def launch(*args: str, environment: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(LAUNCHER), *args], capture_output=True, text=True, timeout=timeout,
+def launch(*args: str, environment: dict[str, str] | None = None, timeout: float = 300,
+           cwd: Path | None = None, launcher: Path = LAUNCHER) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(launcher), *args], capture_output=True, text=True, timeout=timeout,
                           env=environment if environment is not None else dict(os.environ),
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, cwd=cwd)
 
 
 def test_help_lists_the_launcher_and_job_options() -> None:
@@ -71,12 +80,16 @@ def test_foreground_passes_the_job_exit_code_through(
     assert missing.returncode == 3, missing.stdout[-2000:]
     assert f"input path {tmp_path / 'nowhere'} does not exist" in missing.stdout
 
-    done = launch("--foreground", "--raw-data-path", str(raw_dataset(tmp_path / "raw")),
-                  "--summary-json", str(tmp_path / "summary.json"), environment=environment)
+    # Relative paths are read from the folder the command is run in, and shown absolute.
+    caller = tmp_path / "caller"
+    raw_dataset(caller / "raw")
+    done = launch("--foreground", "--raw-data-path", "raw", "--summary-json", "out/summary.json",
+                  environment=environment, cwd=caller)
     assert done.returncode == 0, done.stdout[-3000:]
     assert "status: succeeded" in done.stdout
     assert postgres_server.password() not in done.stdout + done.stderr
-    assert '"rows_read": 2' in (tmp_path / "summary.json").read_text()
+    summary = json.loads((caller / "out" / "summary.json").read_text())
+    assert summary["rows_read"] == 2 and summary["input_path"] == str(caller / "raw")
 
 
 def _processes_of(root_pid: int) -> dict[int, str]:
@@ -129,3 +142,133 @@ def test_background_writes_pid_and_log_and_keeps_secrets_off_command_lines(
     log = log_files[0].read_text()
     assert "status: succeeded" in log
     assert postgres_server.password() not in log
+    # The run leaves its record next to its log, and no pid file.
+    assert not pid_file.exists()
+    record = log_files[0].with_suffix(".exit").read_text()
+    assert record.startswith("exit_code=0\nended=20"), record
+    status = launch("--status", environment=environment)
+    assert status.returncode == 0
+    assert status.stdout.startswith("the analysis job finished with code 0 at 20")
+    assert f"log: {log_files[0]}" in status.stdout
+
+
+# --- settings checked before Spark starts (exit 2, one line) -----------------------------------
+
+def _checked(launcher: Path, environment: dict[str, str], *args: str, cwd: Path | None = None) -> str:
+    """The one error line of a launch refused before anything started."""
+    refused = launch("--foreground", "--local", *args, environment=environment, cwd=cwd, launcher=launcher)
+    assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
+    lines = [line for line in refused.stderr.splitlines() if "local mode (--local)" not in line]
+    assert len(lines) == 1 and "Traceback" not in refused.stdout + refused.stderr, refused.stderr
+    assert "SparkSubmit" not in refused.stdout and not refused.stdout.strip(), refused.stdout
+    return lines[0]
+
+
+def test_a_named_env_file_that_does_not_exist_is_an_error_however_named(tmp_path: Path) -> None:
+    environment = {**os.environ, "BATCH_ENV_FILE": "does-not-exist.env"}
+    assert _checked(LAUNCHER, environment, "--check-config", cwd=tmp_path) == (
+        f"start-spark.sh: BATCH_ENV_FILE: env file {tmp_path / 'does-not-exist.env'} does not exist")
+    environment.pop("BATCH_ENV_FILE")
+    assert _checked(DOWNLOADER, environment, "--env-file", "site.env", cwd=tmp_path) == (
+        f"spark-downloader.sh: --env-file: env file {tmp_path / 'site.env'} does not exist")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--co2-high-ppm", "nan"], "--co2-high-ppm: expected a number above 0 and at most 40000, got 'nan'"),
+    (["--co2-high-ppm", "-5", "--comfort-min-c", "-300"],
+     "--co2-high-ppm: expected a number above 0 and at most 40000, got '-5'"),
+    (["--comfort-min-c", "-300"], "--comfort-min-c: expected a number from -40 to 85, got '-300'"),
+    (["--co2-high-ppm", "abc"], "--co2-high-ppm: expected a number above 0 and at most 40000, got 'abc'"),
+    (["--publish-lock-timeout-s", "-3"], "--publish-lock-timeout-s: expected a number from 0 to 86400, got '-3'"),
+    (["--co2-high-ppm", "1600"],
+     "CO2_VERY_HIGH_PPM must not be below CO2_HIGH_PPM (--co2-very-high-ppm 1500 < --co2-high-ppm 1600)"),
+])
+def test_every_numeric_setting_is_checked_before_spark_starts(
+        args: list[str], message: str, make_target: Callable[..., PostgresTarget],
+        postgres_server: LocalPostgres, tmp_path: Path) -> None:
+    environment = launcher_environment(make_target(), tmp_path, postgres_server)
+    assert _checked(LAUNCHER, environment, "--raw-data-path", str(tmp_path), *args) == f"start-spark.sh: {message}"
+
+
+def test_a_missing_password_is_found_before_launch(
+        make_target: Callable[..., PostgresTarget], postgres_server: LocalPostgres, tmp_path: Path) -> None:
+    environment = launcher_environment(make_target(), tmp_path, postgres_server)
+    environment.pop("POSTGRES_PASSWORD_FILE")
+    assert _checked(LAUNCHER, environment, "--check-config").startswith(
+        "start-spark.sh: no PostgreSQL password: set POSTGRES_PASSWORD_FILE")
+    environment["POSTGRES_PASSWORD_FILE"] = "nowhere/password"
+    assert _checked(LAUNCHER, environment, cwd=tmp_path) == (
+        f"start-spark.sh: cannot read POSTGRES_PASSWORD_FILE {tmp_path / 'nowhere' / 'password'}: "
+        "No such file or directory")
+
+
+def test_an_output_folder_that_cannot_take_the_file_is_refused_before_spark_starts(tmp_path: Path) -> None:
+    environment = {**os.environ, "RAW_DATA_PATH": str(tmp_path)}
+    assert _checked(DOWNLOADER, environment, "--output", "/proc/x.csv") == (
+        "spark-downloader.sh: --output /proc/x.csv: cannot write to the folder /proc: No such file or directory")
+    (tmp_path / "exports").write_text("a file, not a folder\n")
+    assert _checked(DOWNLOADER, environment, "--output", "exports/x.csv", cwd=tmp_path) == (
+        f"spark-downloader.sh: --output {tmp_path / 'exports' / 'x.csv'}: cannot write to the folder "
+        f"{tmp_path / 'exports'}: a file is in the way where a folder should be")
+    assert _checked(DOWNLOADER, environment, "--columns", "co2,nope").startswith(
+        "spark-downloader.sh: --columns: unknown column(s) nope")
+
+
+def test_check_config_always_runs_in_the_foreground(
+        make_target: Callable[..., PostgresTarget], postgres_server: LocalPostgres, tmp_path: Path) -> None:
+    environment = launcher_environment(make_target(), tmp_path, postgres_server)
+    checked = launch("--local", "--check-config", environment=environment)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.strip() == "start-spark.py: configuration OK"
+    assert not (tmp_path / "run").exists() and not (tmp_path / "logs").exists()
+
+
+def test_a_second_background_run_of_a_running_job_exits_with_8(
+        make_target: Callable[..., PostgresTarget], postgres_server: LocalPostgres, tmp_path: Path) -> None:
+    # RUN_DIR and LOG_DIR relative: read from the folder the launcher is run in.
+    environment = {**launcher_environment(make_target(), tmp_path, postgres_server), "RUN_DIR": "run",
+                   "LOG_DIR": "logs"}
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "analysis.pid").write_text(f"{os.getpid()}\n")  # a live process: this one
+    refused = launch("--local", "--raw-data-path", str(tmp_path), environment=environment, cwd=tmp_path)
+    assert refused.returncode == 8
+    assert (f"the analysis job is already running (pid {os.getpid()}, pid file {tmp_path / 'run' / 'analysis.pid'})"
+            in refused.stderr)
+    assert not (tmp_path / "logs").exists()
+
+
+def test_a_killed_background_run_is_recorded_as_stopped_by_sigterm_without_traceback(
+        make_target: Callable[..., PostgresTarget], postgres_server: LocalPostgres, tmp_path: Path) -> None:
+    target = make_target()
+    environment = launcher_environment(target, tmp_path, postgres_server)
+    summary = tmp_path / "summary.json"
+    holder = psycopg2.connect(host=target.host, port=target.port, dbname=target.database, user=target.user,
+                              password=target.password.reveal())
+    with closing(holder):
+        # Another run holds the schema's publish lock: the job waits for it until killed.
+        with holder.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"indoor-air-batch:{target.schema}",))
+        holder.commit()
+        started = launch("--local", "--raw-data-path", str(raw_dataset(tmp_path / "raw")),
+                         "--summary-json", str(summary), "--publish-lock-timeout-s", "600",
+                         environment=environment)
+        assert started.returncode == 0, started.stderr
+        pid = int((tmp_path / "run" / "analysis.pid").read_text())
+        [log_file] = (tmp_path / "logs").glob("analysis-*.log")
+        deadline = time.monotonic() + 300
+        while "holds the publish lock" not in log_file.read_text() and Path(f"/proc/{pid}").exists():
+            assert time.monotonic() < deadline, log_file.read_text()[-3000:]
+            time.sleep(0.3)
+        assert Path(f"/proc/{pid}").exists(), log_file.read_text()[-3000:]
+        assert f"stop:   kill {pid}" in started.stdout
+        os.kill(pid, signal.SIGTERM)  # as the launcher told the user
+        while Path(f"/proc/{pid}").exists():
+            assert time.monotonic() < deadline, log_file.read_text()[-3000:]
+            time.sleep(0.3)
+    log = log_file.read_text()
+    assert json.loads(summary.read_text())["error_message"] == "stopped by SIGTERM", log[-3000:]
+    assert "error_message: stopped by SIGTERM" in log  # the summary printed in the log
+    assert "Traceback" not in log and "Py4J" not in log, log[-5000:]
+    assert log_file.with_suffix(".exit").read_text().startswith("exit_code=143\n")
+    status = launch("--status", environment=environment)
+    assert status.stdout.startswith("the analysis job finished with code 143 at ")

@@ -1,18 +1,14 @@
 #!/usr/bin/env bash
-# The benchmark command, run by hand (never in CI): sets up what it needs as tests/run.sh does
-# (virtualenv with the dev extras, PostgreSQL JDBC driver), then runs tests/bench/run.py.
-# Arguments go to it: tests/bench/run.sh --help.
+# The benchmark command, run by hand (never in CI): devtools/dev_env.py sets up what it needs
+# as for the tests (virtualenv with the dev extras, PostgreSQL JDBC driver), then runs
+# tests/bench/run.py. Arguments go to it: tests/bench/run.sh --help.
 set -euo pipefail
 PROJECT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-JOB_NAME="benchmark"
-JOB_SCRIPT="start-spark.py"
-JOB_TITLE="benchmarks"
-JOB_USES_POSTGRES=true
-# shellcheck source=../../batch/launcher.sh
-source "$PROJECT_ROOT/batch/launcher.sh"
-
-cd "$PROJECT_ROOT"
-prepare_development_tools
-# The seed-style reference writes through Spark's JDBC writer: it needs the driver jar.
-[[ -n "${POSTGRES_JDBC_JAR:-}" ]] || die 3 "cannot find or fetch the PostgreSQL JDBC driver jar"
-exec "$VENV_DIR/bin/python" -m tests.bench.run "$@"
+for candidate in "${PYTHON:-}" python3 python; do
+    if [[ -n "$candidate" ]] && command -v "$candidate" >/dev/null 2>&1 &&
+        "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+        exec "$candidate" "$PROJECT_ROOT/devtools/dev_env.py" bench "$@"
+    fi
+done
+echo "$(basename "$0"): Python 3.10 or newer is required (or set PYTHON)" >&2
+exit 3

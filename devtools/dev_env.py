@@ -1,0 +1,79 @@
+"""The set-up of the test and benchmark commands (tests/run.sh, tests/bench/run.sh).
+
+    python3 devtools/dev_env.py tests [PYTEST ARGS...]
+    python3 devtools/dev_env.py bench [ARGS...]
+
+First with the system's Python (standard library only): the virtualenv with the dev extras;
+then, in it: Java 17+, PostgreSQL's server binaries, and POSTGRES_JDBC_JAR exported when the
+pinned driver jar is (or can be fetched into) the Maven cache. `tests` gives the tests a
+folder for a throwaway PostgreSQL (started by tests/conftest.py, stopped and removed at the
+end even on failure) and runs pytest; `bench` runs tests/bench/run.py.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+EXIT_MISSING_PREREQUISITE = 3  # batch.errors.EXIT_INPUT, not importable before the virtualenv
+
+
+def _die(message: str) -> None:
+    print(f"{sys.argv[0]}: {message}", file=sys.stderr)
+    sys.exit(EXIT_MISSING_PREREQUISITE)
+
+
+def in_venv(command: str, args: list[str]) -> int:
+    from batch.config import POSTGRES_OPTIONS, default_option
+    from batch.launcher.main import LauncherError, check_java, local_jdbc_jar
+    from devtools import local_postgres
+
+    try:
+        java_home = check_java()
+        jar = local_jdbc_jar("", default_option(POSTGRES_OPTIONS, "POSTGRES_JDBC_PACKAGE"))
+    except LauncherError as error:
+        _die(str(error))
+    try:
+        local_postgres.find_server_binaries()
+    except local_postgres.LocalPostgresError as error:
+        _die(f"the {command} need the PostgreSQL server binaries: {error}")
+    environ = dict(os.environ)
+    if java_home is not None:
+        environ["JAVA_HOME"] = java_home
+    if jar:
+        environ["POSTGRES_JDBC_JAR"] = jar
+    if command == "bench":
+        # The seed-style reference writes through Spark's JDBC writer: it needs the driver jar.
+        if not jar:
+            _die("cannot find or fetch the PostgreSQL JDBC driver jar")
+        os.execve(sys.executable, [sys.executable, "-m", "tests.bench.run", *args], environ)
+    environ["TEST_POSTGRES_DIR"] = tempfile.mkdtemp(prefix="indoor-air-tests-pg.")
+    try:
+        return subprocess.run([sys.executable, "-m", "pytest", *args], env=environ).returncode
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        local_postgres.stop(Path(environ["TEST_POSTGRES_DIR"]))
+        shutil.rmtree(environ["TEST_POSTGRES_DIR"], ignore_errors=True)
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--in-venv"]:
+        return in_venv(argv[1], argv[2:])
+    if not argv or argv[0] not in ("tests", "bench"):
+        print("usage: dev_env.py tests|bench [ARGS...]", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(PROJECT_ROOT))
+    from batch.launcher.bootstrap import ensure_venv
+
+    python = ensure_venv(PROJECT_ROOT, with_dev_extras=True)
+    os.chdir(PROJECT_ROOT)
+    os.execv(str(python), [str(python), "-m", "devtools.dev_env", "--in-venv", *argv])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

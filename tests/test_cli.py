@@ -1,0 +1,30 @@
+"""The jobs' shared scaffolding (batch/cli.py): a stop by signal, recorded as such."""
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from batch.postgres import PostgresTarget
+from tests.rawdata import write_dataset
+from tests.support.jobs import JobProcess, admin_connection, job_environment, runs, wait_for
+
+
+def test_sigterm_during_a_run_is_recorded_as_stopped_by_sigterm_without_traceback(
+        make_target: Callable[..., PostgresTarget], tmp_path: Path) -> None:
+    target = make_target()
+    dataset = write_dataset(tmp_path / "raw", readings_per_window=5)
+    environment = job_environment(target, dataset.folder, tmp_path)
+    # Held once the run is recorded in batch_runs and holds the publish lock (held_analysis.py).
+    with JobProcess.analysis(environment, tmp_path / "job", hold_at="read") as job:
+        wait_for(lambda: job.hold_reached("read"), "the job to reach read", job=job)
+        job.popen.send_signal(signal.SIGTERM)  # as `kill PID` does
+        code = job.wait()
+    output = job.output()
+    assert code == 143, output[-3000:]  # 128 + SIGTERM
+    with contextlib.closing(admin_connection(target)) as conn:
+        [record] = runs(conn, target.schema)
+    assert (record["status"], record["error_message"]) == ("failed", "stopped by SIGTERM")
+    assert "ERROR batch: stopped by SIGTERM" in output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output[-3000:]
