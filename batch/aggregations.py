@@ -10,7 +10,7 @@ from them.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame
@@ -225,8 +225,13 @@ def with_reading_date(readings_df: DataFrame, timezone: str) -> DataFrame:
 def partial_statistics(
     validated_df: DataFrame, timezone: str, thresholds: Thresholds,
     metrics: tuple[Metric, ...] = METRICS, shares: tuple[Share, ...] = SHARES,
+    extra_aggregates: Sequence[Column] = (),
 ) -> DataFrame:
-    """Reduce validated readings to one row per reason, institute, classroom, device and local day."""
+    """Reduce validated readings to one row per reason, institute, classroom, device and local day.
+
+    `extra_aggregates` are computed in the same aggregation (the indoor-air compliance
+    partials of batch.iaq), so that the input is scanned once; they may use `reading_date`.
+    """
     aggregates = [
         F.count(F.lit(1)).alias("readings"),
         F.sum(REPLAYS).cast("long").alias(REPLAYS),
@@ -250,6 +255,7 @@ def partial_statistics(
         .alias(_partial(share.name, _HITS))
         for share in shares
     ]
+    aggregates += extra_aggregates
     return (
         validated_df.transform(with_reading_date, timezone)
         .groupBy(EXCLUSION_REASON, INSTITUTE, CLASSROOM, DEVICE, READING_DATE)
@@ -377,9 +383,15 @@ def rollup_all(partials_df: DataFrame, groupings: tuple[Grouping, ...],
 def grouping_table(all_stats_df: DataFrame, groupings: tuple[Grouping, ...], grouping: Grouping,
                    columns: tuple[OutputColumn, ...]) -> DataFrame:
     """The published table of `grouping` (its catalog `columns`), from `rollup_all(partials, groupings)`."""
+    return published_columns(
+        all_stats_df.filter(F.col(GROUPING_ID) == groupings.index(grouping)), columns)
+
+
+def published_columns(df: DataFrame, columns: tuple[OutputColumn, ...]) -> DataFrame:
+    """`columns` of `df`, in the catalog's order and cast to the catalog's types."""
     # SQL text in one call: a Column per cast costs several Py4J round trips and a JSON type
     # parse each, about a second for the six tables, inside the publish phase.
-    return all_stats_df.filter(F.col(GROUPING_ID) == groupings.index(grouping)).selectExpr(*[
+    return df.selectExpr(*[
         f"CAST(`{column.name}` AS {column.type.spark.simpleString()}) AS `{column.name}`"
         for column in columns
     ])

@@ -37,6 +37,16 @@ from batch.config import (
 )
 from batch.contract import ANALYSIS_COLUMNS, METRICS, RAW_COLUMNS_BY_NAME, Metric
 from batch.errors import BatchError, ConfigurationError, CorruptInputFileError, EmptyInputError
+from batch.iaq import (
+    IAQ_OPTIONS,
+    IAQ_PARTIAL_COLUMNS,
+    IAQ_VALIDATED_METRICS,
+    IaqRules,
+    IaqSettings,
+    iaq_partial_aggregates,
+    iaq_results,
+    with_occupied_range,
+)
 from batch.readers import InputFiles, file_listing, read_raw_readings, undecodable_file
 from batch.spark_errors import spark_error_message
 from batch.timing import timed_phase
@@ -62,11 +72,17 @@ ANALYSIS_OPTIONS: tuple[Option, ...] = COMMON_OPTIONS + POSTGRES_OPTIONS + (
            "seconds to wait for another run publishing to the same schema", number(0, 86400)),
     SUMMARY_JSON_OPTION,
     REPORT_DIR_OPTION,
-)
+) + IAQ_OPTIONS
 
 
 class AnalysisSettings(settings_type("AnalysisSettings", ANALYSIS_OPTIONS)):  # type: ignore[misc]
     """One field per option of ANALYSIS_OPTIONS."""
+
+    @property
+    def iaq(self) -> IaqSettings:
+        """The indoor-air compliance settings (IAQ_OPTIONS); being settings, they are
+        recorded in batch_runs.settings with the rest."""
+        return IaqSettings.from_values(public_view(self))
 
     @property
     def thresholds(self) -> Thresholds:
@@ -131,6 +147,8 @@ def check_settings(settings: AnalysisSettings) -> None:
         raise ConfigurationError(
             f"COMFORT_MIN_C must be below COMFORT_MAX_C (--comfort-min-c "
             f"{settings.comfort_min_c:g} >= --comfort-max-c {settings.comfort_max_c:g})")
+    # Reads the timetable and closures files: a bad line stops the run before it starts.
+    settings.iaq.rules()
 
 
 def check_before_start(settings: AnalysisSettings) -> None:
@@ -167,7 +185,8 @@ def _run_analysis(spark: SparkSession, settings: AnalysisSettings, summary: RunS
                   groupings: tuple[Grouping, ...], metrics: tuple[Metric, ...]) -> RunSummary:
     check_settings(settings)
     target = settings.target
-    catalog = build_catalog(settings.thresholds, settings.batch_timezone, groupings, metrics)
+    catalog = build_catalog(settings.thresholds, settings.batch_timezone, groupings, metrics,
+                            iaq=settings.iaq)
     tables = [table.name for table in catalog.published_tables]
     conn = postgres.connect(target)
     try:
@@ -193,7 +212,8 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
                          conn: Any, target: postgres.PostgresTarget, groupings: tuple[Grouping, ...],
                          metrics: tuple[Metric, ...], catalog: Catalog,
                          evolution: postgres.Evolution) -> None:
-    partials_df = _partial_statistics(spark, settings, summary, metrics)
+    iaq_rules = settings.iaq.rules()
+    partials_df = _partial_statistics(spark, settings, summary, metrics, iaq_rules)
     with summary.phase("aggregate"):
         _record_counts(summary, validation_counts(partials_df, metrics).collect()[0].asDict(),
                        metrics, settings.drop_replays)
@@ -203,8 +223,10 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
                 f"excluded per reason {summary.rows_excluded}; previous results kept")
         # Every table's rows, computed once; one partition, so that each table is written
         # by a single task over a single connection.
-        results = {ALL_STATISTICS: rollup_all(partials_df, groupings, metrics)
-                   .localCheckpoint().coalesce(1)}
+        results = {ALL_STATISTICS: rollup_all(partials_df.drop(*IAQ_PARTIAL_COLUMNS), groupings,
+                                              metrics).localCheckpoint().coalesce(1)}
+        results.update({name: rows_df.coalesce(1)
+                        for name, rows_df in iaq_results(partials_df, iaq_rules).items()})
     with summary.phase("publish"):
         postgres.prepare_staging(conn, target, catalog.published_tables, summary.run_id)
         for table in catalog.published_tables:
@@ -235,8 +257,11 @@ def _write_report(target: postgres.PostgresTarget, report_dir: str, run_id: int)
 
 
 def _partial_statistics(spark: SparkSession, settings: AnalysisSettings, summary: RunSummary,
-                        metrics: tuple[Metric, ...]) -> DataFrame:
+                        metrics: tuple[Metric, ...], iaq_rules: IaqRules) -> DataFrame:
     """Read and validate the input into one row per device and day, checkpointed.
+
+    The indoor-air compliance partials (batch/iaq.py) are computed in the same aggregation,
+    from the same scan.
 
     With SKIP_CORRUPT_FILES, a file whose footer reads but whose data pages do not is skipped
     like an unreadable footer, and the input read again without it.
@@ -254,9 +279,10 @@ def _partial_statistics(spark: SparkSession, settings: AnalysisSettings, summary
                 # it and the plans built on it stay small. A local checkpoint lives in the
                 # executors; losing one fails the run, which publishes nothing.
                 return (
-                    readings_df.transform(validate_readings, _names(metrics), settings.drop_replays)
+                    readings_df.transform(validate_readings, _validated(metrics), settings.drop_replays)
+                    .transform(with_occupied_range, settings.batch_timezone, iaq_rules.occupancy)
                     .transform(partial_statistics, settings.batch_timezone, settings.thresholds,
-                               metrics)
+                               metrics, extra_aggregates=iaq_partial_aggregates(iaq_rules))
                     .coalesce(spark.sparkContext.defaultParallelism)
                     .localCheckpoint()
                 )
@@ -293,6 +319,11 @@ def _record_files(summary: RunSummary, input_files: InputFiles) -> None:
 
 def _names(metrics: tuple[Metric, ...]) -> tuple[str, ...]:
     return tuple(metric.name for metric in metrics)
+
+
+def _validated(metrics: tuple[Metric, ...]) -> tuple[str, ...]:
+    """The metrics whose impossible values are nulled: the summarised ones and the IAQ tables'."""
+    return _names(metrics) + tuple(name for name in IAQ_VALIDATED_METRICS if name not in _names(metrics))
 
 
 def _columns_read(metrics: tuple[Metric, ...]) -> tuple[str, ...]:

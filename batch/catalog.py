@@ -27,6 +27,8 @@ from batch.aggregations import (
     output_columns,
 )
 from batch.contract import METRICS, Metric
+from batch.iaq import IaqSettings, iaq_catalog_tables
+from batch.iaq import latest_week_view as latest_iaq_week_view
 from batch.schema import (
     BIGINT,
     BIGSERIAL,
@@ -174,10 +176,13 @@ def build_catalog(thresholds: Thresholds, timezone: str,
                   metrics: tuple[Metric, ...] = METRICS,
                   shares: tuple[Share, ...] = SHARES,
                   extra_tables: tuple[Table, ...] = (),
-                  extra_views: tuple[View, ...] = ()) -> Catalog:
-    """Everything the analysis publishes with these settings."""
-    tables = grouping_tables(thresholds, timezone, groupings, metrics, shares) + extra_tables
-    views = (latest_week_view(timezone),) + extra_views
+                  extra_views: tuple[View, ...] = (),
+                  iaq: IaqSettings = IaqSettings()) -> Catalog:
+    """Everything the analysis publishes with these settings (`iaq`: the indoor-air
+    compliance settings, which appear in the IAQ tables' comments)."""
+    tables = (grouping_tables(thresholds, timezone, groupings, metrics, shares)
+              + iaq_catalog_tables(iaq, timezone) + extra_tables)
+    views = (latest_week_view(timezone), latest_iaq_week_view()) + extra_views
     names = [table.name for table in tables] + [view.name for view in views] + [RUNS_TABLE]
     if len(set(names)) != len(names):
         raise ValueError(f"the catalog names a table or view twice: {names}")

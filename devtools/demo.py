@@ -44,7 +44,7 @@ from batch.contract import RAW_COLUMNS
 from batch.errors import EXIT_DEMO_DATASET, BatchError, ConfigurationError
 
 # Bumped whenever the generated content changes, so that ensure_demo_dataset regenerates.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 MARKER_FILE = "_demo_dataset.json"
 SINK_LOG_DIR = "_spark_metadata"
 SINK_LOG_COMPACT_INTERVAL = 4
@@ -88,21 +88,32 @@ class Institute:
     lessons_start_hour: float  # local time
     lessons_end_hour: float
     altitude_hpa: float  # how much lower the barometric pressure is than at sea level
+    breaks: tuple[tuple[float, float], ...] = ()  # (start, end) local hours: windows opened
+
+
+# How fast a classroom's CO2 moves, hours: exhaled air accumulates during a lesson, windows
+# opened at a break air the room out quickly, after school the closed room empties slowly.
+LESSON_BUILD_UP_H = 0.9
+BREAK_AIRING_H = 0.2
+AFTER_SCHOOL_H = 1.2
+# Share of classrooms with poor ventilation (small, crowded, windows that stay shut): their
+# CO2 rises about twice as far, so the demo has classrooms failing BB101 as well as passing.
+POORLY_VENTILATED_SHARE = 0.25
 
 
 INSTITUTES: tuple[Institute, ...] = (
     Institute("Liceo Galilei", "galilei",
               ("1A", "2A", "3A", "4A", "5A", "1B", "2B", "3B", "4B", "5B", "Lab Fisica",
-               "Aula Magna"), 6, 8.0, 13.0, 2.5),
+               "Aula Magna"), 6, 8.0, 13.0, 2.5, ((10.83, 11.08),)),
     Institute("Istituto Sant'Anna", "santanna",
               ("1A", "2A", "3A", "1B", "2B", "3B", "1C", "2C", "Biblioteca", "Aula Musica"),
-              5, 8.0, 14.0, 9.0),
+              5, 8.0, 14.0, 9.0, ((9.92, 10.08), (11.92, 12.17))),
     Institute("École Voltaire", "voltaire",
               ("CP", "CE1", "CE2", "CM1", "CM2", "3A", "Salle Polyvalente", "Réfectoire"),
-              5, 8.5, 16.5, 24.0),
+              5, 8.5, 16.5, 24.0, ((10.25, 10.5), (12.0, 13.5), (15.0, 15.25))),
     Institute("IIS Enrico Fermi", "fermi",
               ("1A", "2A", "3A", "4A", "5A", "3B", "4B", "5B", "Lab Chimica", "Palestra"),
-              5, 8.0, 14.0, 4.0),
+              5, 8.0, 14.0, 4.0, ((10.0, 10.17), (12.0, 12.17))),
 )
 GATEWAYS_PER_INSTITUTE = 2
 
@@ -449,7 +460,8 @@ def build_fleet(seed: int) -> Fleet:
         classroom_name=np.array([name for _, name in rooms], dtype=object),
         classroom_institute=classroom_institute,
         classroom_occupancy=rng.uniform(0.55, 1.2, len(rooms)),
-        classroom_co2_rise=rng.uniform(450.0, 1150.0, len(rooms)),
+        classroom_co2_rise=rng.uniform(450.0, 1150.0, len(rooms))
+        * np.where(rng.random(len(rooms)) < POORLY_VENTILATED_SHARE, 1.9, 1.0),
         classroom_tvoc_rise=rng.uniform(120.0, 700.0, len(rooms)),
         institute_names=np.array([institute.name for institute in INSTITUTES], dtype=object),
         gateway_names=np.array([f"gw-{institute.slug}-{n + 1}" for institute in INSTITUTES
@@ -790,12 +802,11 @@ class World:
         open_day = (calendar.weekday < weekdays) & ~_is_holiday(calendar.month_day)
         school_day = open_day & (attendance > 0)
         in_lessons = school_day & (calendar.hour >= lessons_start) & (calendar.hour < lessons_end)
-        after_lessons = school_day & (calendar.hour >= lessons_end)
-        # Exhaled air accumulates towards a steady state during lessons, then is aired out.
-        built_up = 1.0 - np.exp(-(np.minimum(calendar.hour, lessons_end) - lessons_start) / 0.9)
-        level = np.where(in_lessons, built_up, 0.0)
-        level = np.where(after_lessons,
-                         built_up * np.exp(-(calendar.hour - lessons_end) / 1.2), level)
+        cycle = np.zeros(len(calendar.hour))
+        for index, school in enumerate(INSTITUTES):
+            at_school = institute == index
+            cycle[at_school] = _ventilation_cycle(calendar.hour[at_school], school)
+        level = np.where(school_day, cycle, 0.0)
         heated = open_day & (calendar.hour >= lessons_start - 2) & (calendar.hour < lessons_end + 1)
         return Presence(in_lessons=in_lessons, load=level * attendance, heated=heated,
                         heating_season=_in_heating_season(calendar.month_day))
@@ -856,11 +867,47 @@ def _measured(name: str, profile: np.ndarray) -> np.ndarray:
     return np.ones(len(profile), dtype=bool)  # sendtime, rssi, snr: every uplink has them
 
 
+def _ventilation_cycle(hour: np.ndarray, institute: Institute) -> np.ndarray:
+    """Share (0-1) of its steady-state CO2 rise a classroom has reached at each local hour
+    of a school day: rising through each block of lessons, dropping at each break."""
+    edges = [institute.lessons_start_hour]
+    for start, end in institute.breaks:
+        edges += [start, end]
+    edges.append(institute.lessons_end_hour)
+    blocks = list(zip(edges[::2], edges[1::2]))  # lessons between the breaks
+    level = np.zeros(len(hour))
+    residual = 0.0  # what the last break left in the air
+    for index, (start, end) in enumerate(blocks):
+        lessons = (hour >= start) & (hour < end)
+        level = np.where(lessons, 1.0 - (1.0 - residual) * np.exp(-(hour - start) / LESSON_BUILD_UP_H),
+                         level)
+        reached = 1.0 - (1.0 - residual) * math.exp(-(end - start) / LESSON_BUILD_UP_H)
+        last = index == len(blocks) - 1
+        following = math.inf if last else blocks[index + 1][0]
+        decay_h = AFTER_SCHOOL_H if last else BREAK_AIRING_H
+        aired = (hour >= end) & (hour < following)
+        level = np.where(aired, reached * np.exp(-(hour - end) / decay_h), level)
+        if not last:
+            residual = reached * math.exp(-(following - end) / decay_h)
+    return level
+
+
 def _is_holiday(month_day: np.ndarray) -> np.ndarray:
     holiday = np.zeros(len(month_day), dtype=bool)
     for first, last in HOLIDAYS:
         holiday |= (month_day >= first) & (month_day <= last)
     return holiday
+
+
+def holiday_closures_csv(start: date, days: int) -> str:
+    """The demo's HOLIDAYS over `days` from `start` as an IAQ_CLOSURES_FILE (every institute),
+    so that the indoor-air compliance tables leave the holidays out as a school would."""
+    lines = ["institute,first_date,last_date,reason"]
+    for year in range(start.year, (start + timedelta(days=days)).year + 1):
+        for first, last in HOLIDAYS:
+            lines.append(f"*,{date(year, first // 100, first % 100).isoformat()},"
+                         f"{date(year, last // 100, last % 100).isoformat()},demo holiday")
+    return "\n".join(lines) + "\n"
 
 
 def _in_heating_season(month_day: np.ndarray) -> np.ndarray:

@@ -108,7 +108,9 @@ def test_published_tables_equal_an_independent_sql_computation(
         reason: counts[reason] for reason in
         ("missing_sendtime", "missing_device", "unregistered_device", "replayed_reading")}
     assert run_record["values_nulled"] == counts["values_nulled"]
-    assert run_record["rows_written"] == {table: len(rows) for table, rows in snapshot(target).items()}
+    # The indoor-air compliance tables' counts are checked in tests/test_iaq_analysis.py.
+    published_rows = {table: len(rows) for table, rows in snapshot(target).items()}
+    assert {table: run_record["rows_written"][table] for table in published_rows} == published_rows
     assert summary.rows_excluded == run_record["rows_excluded"]
     # The dataset holds every dirty case of the contract.
     assert all(run_record["rows_excluded"][reason] > 0 for reason in

@@ -32,7 +32,10 @@ def test_comments_name_the_settings_they_depend_on() -> None:
 def test_every_grouping_is_a_published_table_keyed_as_declared() -> None:
     catalog = build_catalog(Thresholds(), "UTC")
     assert [(table.name, table.key) for table in catalog.published_tables] == [
-        (grouping.table, grouping.key_names) for grouping in GROUPINGS]
+        (grouping.table, grouping.key_names) for grouping in GROUPINGS] + [
+        ("classroom_daily_iaq", ("institute", "classroom", "local_date")),
+        ("classroom_weekly_iaq", ("institute", "classroom", "iso_year", "iso_week", "week_start")),
+        ("classroom_iaq", ("institute", "classroom"))]
     assert catalog.runs.build is None and catalog.runs not in catalog.published_tables
 
 

@@ -11,6 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from psycopg2 import sql
 
+from batch.aggregations import Thresholds
+from batch.catalog import build_catalog
 from batch.postgres import PostgresTarget
 from tests import independent
 from tests.rawdata import METRICS
@@ -18,6 +20,11 @@ from tests.support.jobs import admin_connection, query
 
 TABLES = tuple(independent.TABLE_KEYS)
 VIEW = "latest_complete_week_by_classroom"
+# Everything a run stages and publishes: the statistics (TABLES) and the indoor-air
+# compliance tables (checked by tests/test_iaq_analysis.py), in the order they are written.
+CATALOG = build_catalog(Thresholds(), "UTC")
+STAGED = tuple(table.name for table in CATALOG.published_tables)
+VIEWS = tuple(view.name for view in CATALOG.views)
 
 
 def write_rows(folder: Path, rows: Sequence[dict[str, Any]], name: str = "part-0.parquet") -> Path:

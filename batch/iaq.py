@@ -1,0 +1,710 @@
+"""Indoor-air compliance while pupils are in the room (issue 13): UK BB101 and EN 16798-1.
+
+Only occupied readings count: a reading whose local time (BATCH_TIMEZONE) falls on an
+occupied day, inside an occupied range `[start, end)` of its institute's timetable, not on
+a closed date of its institute (batch/timetable.py).
+
+One pass: the IAQ work hangs off the per-device-and-local-day aggregation of
+batch.aggregations.partial_statistics (`iaq_partial_aggregates` are extra expressions of the
+same groupBy over the same validated readings), so the raw Parquet is scanned once. The
+longest episode above the BB101 peak needs the readings in time order: each device-day
+collects its occupied CO2 readings as a small array of (sendtime, co2, range end), sorted
+and folded with Spark's higher-order functions (no Python UDF) inside that aggregation.
+Memory bound: per device and local day, the occupied readings with a CO2 value only (about
+70 at one reading every 5 minutes over a 6-hour school day, 24 bytes each); the array is
+reduced to one number before the partials are stored. Everything after that is a small
+roll-up of one row per device and day.
+
+The cost: collect_list makes that aggregation an ObjectHashAggregate, which Spark does not
+compile to Java (whole-stage code generation) and which sorts once a task holds more than
+`spark.sql.objectHashAggregate.sortBased.fallbackThreshold` groups. On the 2-million-reading
+demo (local[2], shared machine) the per-device-day aggregation took a median 35 s wall /
+13 s CPU with the IAQ expressions against 14 s / 5 s without; raising the threshold did not
+help. Moving the readings of the episodes into a second, narrow aggregation of their own
+would need them out of the same stage without a second scan (an open follow-up).
+
+Air temperature stands in for the operative temperature of EN 16798-1: the sensors
+measure air temperature only.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import reduce
+from typing import Any, Callable, Mapping
+
+from psycopg2 import sql
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from batch.aggregations import (
+    CLASSROOM_KEY,
+    INSTITUTE_KEY,
+    ISO_WEEK_KEY,
+    ISO_YEAR_KEY,
+    READING_DATE,
+    WEEK_START_KEY,
+    published_columns,
+)
+from batch.config import Option
+from batch.contract import CLASSROOM, INSTITUTE, METRIC_NAMES, SENDTIME
+from batch.errors import ConfigurationError
+from batch.schema import BIGINT, BOOLEAN, DATE, DOUBLE, INTEGER, Results, Table, View
+from batch.schema import Column as PublishedColumn
+from batch.timetable import (
+    ALL_INSTITUTES,
+    Occupancy,
+    Timetable,
+    checked_month_day,
+    checked_optional_file,
+    checked_timetable,
+    load_occupancy,
+    parse_month_day,
+)
+from batch.validation import EXCLUSION_REASON
+
+# The metrics validate_readings must check for the IAQ tables (pir on top of the statistics').
+IAQ_VALIDATED_METRICS: tuple[str, ...] = METRIC_NAMES + ("pir",)
+
+MICROS_PER_MINUTE = 60_000_000
+DAILY_TABLE = "classroom_daily_iaq"
+WEEKLY_TABLE = "classroom_weekly_iaq"
+PERIOD_TABLE = "classroom_iaq"
+LATEST_WEEK_VIEW = "latest_complete_week_iaq_by_classroom"
+LOCAL_DATE = "local_date"
+DATA_THROUGH = "data_through"
+
+
+# --- settings ---------------------------------------------------------------------------
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def parse_ppm(text: str) -> float:
+    value = _finite(text)
+    if not 0 < value <= 40_000:
+        raise ValueError(f"expected a CO2 concentration above 0 and at most 40000 ppm, got {text!r}")
+    return value
+
+
+def parse_minutes(text: str) -> float:
+    value = _finite(text)
+    if not 0 < value <= 24 * 60:
+        raise ValueError(f"expected minutes above 0 and at most 1440, got {text!r}")
+    return value
+
+
+def parse_share(text: str) -> float:
+    value = _finite(text)
+    if not 0 < value <= 1:
+        raise ValueError(f"expected a share above 0 and at most 1 (0.95 = 95 %), got {text!r}")
+    return value
+
+
+def parse_co2_excess_limits(text: str) -> tuple[float, float, float]:
+    """`550,800,1350`: the upper CO2 excesses of EN 16798-1 categories I, II, III."""
+    parts = text.split(",")
+    if len(parts) != 3:
+        raise ValueError(f"expected three excesses over outdoor CO2 (I,II,III), got {text!r}")
+    limits = tuple(_finite(part) for part in parts)
+    if not 0 < limits[0] < limits[1] < limits[2]:
+        raise ValueError(f"the excesses must be positive and increasing (I < II < III), got {text!r}")
+    return limits  # type: ignore[return-value]
+
+
+def parse_temperature_band(text: str) -> tuple[float, float]:
+    """`20-24` (°C, inclusive; a negative bound written with its sign, e.g. `-5-10`)."""
+    head, separator, tail = text.strip()[1:].partition("-")
+    if not separator:
+        raise ValueError(f"expected a band LOW-HIGH in °C, e.g. 20-24, got {text!r}")
+    low, high = _finite(text.strip()[0] + head), _finite(tail)
+    if not -40 <= low < high <= 85:
+        raise ValueError(f"expected LOW below HIGH, both within -40..85 °C, got {text!r}")
+    return low, high
+
+
+IAQ_OPTIONS: tuple[Option, ...] = (
+    Option("IAQ_TIMETABLE", "Mon-Fri 08:00-14:00",
+           "school timetable in local time: 'DAYS RANGES; ...', e.g. "
+           "'Mon-Fri 08:00-13:00,14:00-16:00; Sat 08:00-12:00'", checked_timetable),
+    Option("IAQ_TIMETABLE_FILE", "",
+           "CSV 'institute,timetable' of institutes with their own timetable (others: IAQ_TIMETABLE)",
+           checked_optional_file),
+    Option("IAQ_CLOSURES_FILE", "",
+           "CSV 'institute,first_date,last_date,reason' of closed dates, inclusive; "
+           "institute * = all", checked_optional_file),
+    Option("IAQ_HEATING_SEASON_START", "10-15",
+           "first day MM-DD of the heating season (EN 16798-1 temperature band)", checked_month_day),
+    Option("IAQ_HEATING_SEASON_END", "04-15",
+           "last day MM-DD of the heating season, inclusive", checked_month_day),
+    Option("IAQ_OUTDOOR_CO2_PPM", "400", "outdoor CO2 of the EN 16798-1 excess, ppm", parse_ppm),
+    Option("IAQ_BB101_MEAN_CO2_PPM", "1500",
+           "BB101: a school day's occupied CO2 mean must be below this, ppm "
+           "(1000 for mechanical ventilation)", parse_ppm),
+    Option("IAQ_BB101_PEAK_CO2_PPM", "2000", "BB101 peak: CO2 above this, ppm ...", parse_ppm),
+    Option("IAQ_BB101_PEAK_MINUTES", "20",
+           "... for at most this many consecutive minutes", parse_minutes),
+    Option("IAQ_READING_MAX_MINUTES", "15",
+           "the longest time a reading may stand for; a longer gap ends an episode", parse_minutes),
+    Option("IAQ_EN16798_CO2_EXCESS_PPM", "550,800,1350",
+           "EN 16798-1 upper CO2 excess over outdoor of categories I,II,III, ppm",
+           parse_co2_excess_limits),
+    Option("IAQ_TEMPERATURE_HEATING_C", "20-24",
+           "EN 16798-1 category II temperature band in the heating season, °C", parse_temperature_band),
+    Option("IAQ_TEMPERATURE_NON_HEATING_C", "23-26",
+           "EN 16798-1 category II temperature band outside the heating season, °C",
+           parse_temperature_band),
+    Option("IAQ_COMPLIANCE_SHARE", "0.95",
+           "share of occupied readings a category must cover to be met", parse_share),
+)
+
+
+@dataclass(frozen=True)
+class IaqSettings:
+    """The IAQ options, parsed (field names are the options' lower-case names)."""
+
+    iaq_timetable: str = "Mon-Fri 08:00-14:00"
+    iaq_timetable_file: str = ""
+    iaq_closures_file: str = ""
+    iaq_heating_season_start: str = "10-15"
+    iaq_heating_season_end: str = "04-15"
+    iaq_outdoor_co2_ppm: float = 400.0
+    iaq_bb101_mean_co2_ppm: float = 1500.0
+    iaq_bb101_peak_co2_ppm: float = 2000.0
+    iaq_bb101_peak_minutes: float = 20.0
+    iaq_reading_max_minutes: float = 15.0
+    iaq_en16798_co2_excess_ppm: tuple[float, float, float] = (550.0, 800.0, 1350.0)
+    iaq_temperature_heating_c: tuple[float, float] = (20.0, 24.0)
+    iaq_temperature_non_heating_c: tuple[float, float] = (23.0, 26.0)
+    iaq_compliance_share: float = 0.95
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> IaqSettings:
+        """From resolved option values (batch.config.resolve_options); others are ignored."""
+        return cls(**{option.field: values[option.field] for option in IAQ_OPTIONS
+                      if option.field in values})
+
+    def check(self) -> None:
+        """Rules across options (each option checked its own value when parsed)."""
+        if self.iaq_bb101_mean_co2_ppm > self.iaq_bb101_peak_co2_ppm:
+            raise ConfigurationError(
+                "IAQ_BB101_MEAN_CO2_PPM must not be above IAQ_BB101_PEAK_CO2_PPM "
+                f"({self.iaq_bb101_mean_co2_ppm:g} > {self.iaq_bb101_peak_co2_ppm:g})")
+        if self.iaq_heating_season_start == self.iaq_heating_season_end:
+            raise ConfigurationError(
+                "IAQ_HEATING_SEASON_START and IAQ_HEATING_SEASON_END are the same day: "
+                "a one-day heating season is surely a mistake")
+
+    def rules(self) -> IaqRules:
+        """The rules the transformations apply, with the timetable and closure files read."""
+        self.check()
+        return IaqRules(
+            occupancy=load_occupancy(self.iaq_timetable, self.iaq_timetable_file,
+                                     self.iaq_closures_file),
+            heating_season=(parse_month_day(self.iaq_heating_season_start),
+                            parse_month_day(self.iaq_heating_season_end)),
+            outdoor_co2_ppm=self.iaq_outdoor_co2_ppm,
+            bb101_mean_co2_ppm=self.iaq_bb101_mean_co2_ppm,
+            bb101_peak_co2_ppm=self.iaq_bb101_peak_co2_ppm,
+            bb101_peak_minutes=self.iaq_bb101_peak_minutes,
+            reading_max_minutes=self.iaq_reading_max_minutes,
+            co2_excess_limits=self.iaq_en16798_co2_excess_ppm,
+            temperature_heating_c=self.iaq_temperature_heating_c,
+            temperature_non_heating_c=self.iaq_temperature_non_heating_c,
+            compliance_share=self.iaq_compliance_share,
+        )
+
+
+@dataclass(frozen=True)
+class IaqRules:
+    """Everything the IAQ transformations need, explicit (defaults: the issue's references)."""
+
+    occupancy: Occupancy
+    heating_season: tuple[tuple[int, int], tuple[int, int]] = ((10, 15), (4, 15))
+    outdoor_co2_ppm: float = 400.0
+    bb101_mean_co2_ppm: float = 1500.0
+    bb101_peak_co2_ppm: float = 2000.0
+    bb101_peak_minutes: float = 20.0
+    reading_max_minutes: float = 15.0
+    co2_excess_limits: tuple[float, float, float] = (550.0, 800.0, 1350.0)
+    temperature_heating_c: tuple[float, float] = (20.0, 24.0)
+    temperature_non_heating_c: tuple[float, float] = (23.0, 26.0)
+    compliance_share: float = 0.95
+
+    @property
+    def reading_max_us(self) -> int:
+        return round(self.reading_max_minutes * MICROS_PER_MINUTE)
+
+    @property
+    def bb101_peak_us(self) -> int:
+        return round(self.bb101_peak_minutes * MICROS_PER_MINUTE)
+
+
+# --- occupied readings ------------------------------------------------------------------
+
+OCCUPIED_RANGE_END = "occupied_range_end_us"
+_END_SECONDS = "_occupied_range_end_seconds"
+
+
+def _range_end_seconds(timetable: Timetable, weekday: Column, of_day_us: Column) -> Column:
+    """Seconds after local midnight at which the occupied range holding the reading ends."""
+    end: Column | None = None
+    for day, ranges in enumerate(timetable.ranges):
+        for start, stop in ranges:
+            inside = (weekday == day) & (of_day_us >= start * 1_000_000) & (of_day_us < stop * 1_000_000)
+            end = F.when(inside, F.lit(stop)) if end is None else end.when(inside, F.lit(stop))
+    return end if end is not None else F.lit(None).cast("int")
+
+
+def _closed(occupancy: Occupancy, local_date: Column) -> Column:
+    conditions = [
+        local_date.between(F.lit(closure.first_date), F.lit(closure.last_date))
+        & (F.lit(True) if closure.institute == ALL_INSTITUTES else F.col(INSTITUTE) == closure.institute)
+        for closure in occupancy.closures]
+    return reduce(lambda a, b: a | b, conditions, F.lit(False))
+
+
+def with_occupied_range(validated_df: DataFrame, timezone: str, occupancy: Occupancy) -> DataFrame:
+    """Add `occupied_range_end_us`: for an occupied reading, the UTC instant (µs since the
+    epoch) its occupied range ends; null for a reading outside the occupied time or excluded.
+
+    Local wall-clock time comes from from_utc_timestamp (the session time zone is UTC, as
+    in batch.aggregations.with_reading_date). The range end is a local time of the reading's
+    date turned back into an instant, so a range on a daylight-saving change day lasts
+    what the clocks on the wall say it lasts.
+    """
+    local = F.from_utc_timestamp(F.col(SENDTIME), timezone)
+    local_date = F.to_date(local)
+    midnight_us = F.unix_micros(local_date.cast("timestamp"))
+    of_day_us = F.unix_micros(local) - midnight_us
+    weekday = (F.dayofweek(local_date) + 5) % 7  # 0 = Monday, as Timetable.ranges
+    end_seconds = _range_end_seconds(occupancy.default_timetable, weekday, of_day_us)
+    for institute, timetable in reversed(occupancy.institute_timetables):
+        end_seconds = F.when(F.col(INSTITUTE) == institute,
+                             _range_end_seconds(timetable, weekday, of_day_us)).otherwise(end_seconds)
+    end_instant = F.to_utc_timestamp(
+        F.timestamp_micros(midnight_us + F.col(_END_SECONDS).cast("long") * 1_000_000), timezone)
+    occupied = F.col(EXCLUSION_REASON).isNull() & F.col(_END_SECONDS).isNotNull() \
+        & ~_closed(occupancy, local_date)
+    # The range end in a column of its own: the timetable's CASE is evaluated once.
+    return (validated_df.withColumn(_END_SECONDS, end_seconds)
+            .withColumn(OCCUPIED_RANGE_END, F.when(occupied, F.unix_micros(end_instant)))
+            .drop(_END_SECONDS))
+
+
+# --- per device and local day: extra aggregates of partial_statistics -------------------
+
+_CO2_N, _CO2_SUM, _CO2_MAX = "iaq_co2_n", "iaq_co2_sum", "iaq_co2_max"
+_CATEGORIES = ("i", "ii", "iii", "iv")
+_CATEGORY_N = tuple(f"iaq_co2_category_{name}_n" for name in _CATEGORIES)
+_TEMPERATURE_N, _TEMPERATURE_SUM, _TEMPERATURE_IN_BAND = (
+    "iaq_temperature_n", "iaq_temperature_sum", "iaq_temperature_in_band_n")
+_PIR_N, _PIR_MOTION = "iaq_pir_n", "iaq_pir_motion_n"
+_LONGEST_US = "iaq_longest_episode_us"
+IAQ_PARTIAL_COLUMNS: tuple[str, ...] = (
+    _CO2_N, _CO2_SUM, _CO2_MAX, *_CATEGORY_N, _TEMPERATURE_N, _TEMPERATURE_SUM,
+    _TEMPERATURE_IN_BAND, _PIR_N, _PIR_MOTION, _LONGEST_US)
+
+
+def _in_heating_season(date: Column, season: tuple[tuple[int, int], tuple[int, int]]) -> Column:
+    (first_month, first_day), (last_month, last_day) = season
+    month_day = F.month(date) * 100 + F.dayofmonth(date)
+    first, last = first_month * 100 + first_day, last_month * 100 + last_day
+    if first <= last:
+        return month_day.between(first, last)
+    return (month_day >= first) | (month_day <= last)  # the season spans the new year
+
+
+def _co2_category(excess: Column, limits: tuple[float, float, float]) -> Column:
+    """EN 16798-1 category (1-4) of a CO2 excess over outdoor: I if <= 550, ... IV above 1350."""
+    return (F.when(excess <= limits[0], 1).when(excess <= limits[1], 2)
+            .when(excess <= limits[2], 3).otherwise(4))
+
+
+def _longest_episode_us(readings: Column, peak_ppm: float, max_us: int) -> Column:
+    """The longest episode above `peak_ppm`, µs, of an array of (t, co2, end) sorted by t.
+
+    Each reading stands for the time until the earliest of: the next reading of the same
+    range, t + `max_us`, the end of its range. An episode is a run of consecutive readings
+    above the peak of one range, each at most `max_us` after the previous one.
+    """
+    def stands_for(reading: Column, index: Column) -> Column:
+        following = F.get(readings, index + 1)  # null after the last reading
+        until = F.least(F.when(following["end"] == reading["end"], following["t"]),
+                        reading["t"] + F.lit(max_us), reading["end"])  # least skips nulls
+        return F.struct(reading["t"].alias("t"), reading["co2"].alias("co2"),
+                        reading["end"].alias("end"), (until - reading["t"]).alias("stands_us"))
+
+    def step(state: Column, reading: Column) -> Column:
+        high = F.coalesce(reading["co2"] > F.lit(peak_ppm), F.lit(False))
+        follows = F.coalesce(state["high"] & (reading["end"] == state["end"])
+                             & (reading["t"] - state["t"] <= F.lit(max_us)), F.lit(False))
+        run = F.when(high & follows, state["run"] + reading["stands_us"]) \
+            .when(high, reading["stands_us"]).otherwise(F.lit(0).cast("long"))
+        return F.struct(reading["t"].alias("t"), reading["end"].alias("end"), high.alias("high"),
+                        run.alias("run"), F.greatest(state["best"], run).alias("best"))
+
+    start = F.struct(F.lit(None).cast("long").alias("t"), F.lit(None).cast("long").alias("end"),
+                     F.lit(False).alias("high"), F.lit(0).cast("long").alias("run"),
+                     F.lit(0).cast("long").alias("best"))
+    return F.aggregate(F.transform(readings, stands_for), start, step, lambda state: state["best"])
+
+
+def iaq_partial_aggregates(rules: IaqRules) -> list[Column]:
+    """Aggregate expressions over readings carrying `occupied_range_end_us` and `reading_date`
+    (partial_statistics' groupBy of one device and local day): occupied counts and sums,
+    category counts, and the day's longest episode above the BB101 peak."""
+    occupied = F.col(OCCUPIED_RANGE_END).isNotNull()
+    co2 = F.when(occupied, F.col("co2"))
+    temperature = F.when(occupied, F.col("temperature"))
+    pir = F.when(occupied, F.col("pir"))
+    category = _co2_category(co2 - F.lit(rules.outdoor_co2_ppm), rules.co2_excess_limits)
+    heating = _in_heating_season(F.col(READING_DATE), rules.heating_season)
+    (heating_low, heating_high), (other_low, other_high) = (rules.temperature_heating_c,
+                                                            rules.temperature_non_heating_c)
+    in_band = F.when(heating, temperature.between(heating_low, heating_high)) \
+        .otherwise(temperature.between(other_low, other_high))
+    episode_reading = F.when(co2.isNotNull(), F.struct(
+        F.unix_micros(F.col(SENDTIME)).alias("t"), co2.alias("co2"),
+        F.col(OCCUPIED_RANGE_END).alias("end")))
+    return [
+        F.count(co2).alias(_CO2_N),
+        F.sum(co2).alias(_CO2_SUM),
+        F.max(co2).alias(_CO2_MAX),
+        *[F.count(F.when(co2.isNotNull() & (category == number), 1)).alias(name)
+          for number, name in enumerate(_CATEGORY_N, start=1)],
+        F.count(temperature).alias(_TEMPERATURE_N),
+        F.sum(temperature).alias(_TEMPERATURE_SUM),
+        F.count(F.when(in_band, 1)).alias(_TEMPERATURE_IN_BAND),
+        F.count(pir).alias(_PIR_N),
+        F.count(F.when(pir == 1, 1)).alias(_PIR_MOTION),
+        # Sorted by (t, co2): ties of sendtime are ordered by value, as in the reference.
+        _longest_episode_us(F.array_sort(F.collect_list(episode_reading)),
+                            rules.bb101_peak_co2_ppm, rules.reading_max_us).alias(_LONGEST_US),
+    ]
+
+
+# --- roll-ups ---------------------------------------------------------------------------
+
+_SCHOOL_DAY = "iaq_school_day"
+_BB101_MEAN_MET, _BB101_PEAK_MET = "bb101_mean_met", "bb101_peak_met"
+_SUMMED = (_CO2_N, _CO2_SUM, *_CATEGORY_N, _TEMPERATURE_N, _TEMPERATURE_SUM, _TEMPERATURE_IN_BAND,
+           _PIR_N, _PIR_MOTION)
+
+
+def _ratio(numerator: Column, denominator: Column) -> Column:
+    # A share or mean over no reading is NULL, never 0 and never an error.
+    return F.when(denominator > 0, numerator / denominator)
+
+
+def classroom_day_totals(partials_df: DataFrame, rules: IaqRules) -> DataFrame:
+    """One row per classroom and local date with an occupied CO2 or temperature value:
+    the occupied sums over its devices, the longest episode of any of them, BB101 flags."""
+    co2_n = F.col(_CO2_N)
+    longest = F.max(F.when(co2_n > 0, F.col(_LONGEST_US)))
+    days = (partials_df.filter(F.col(EXCLUSION_REASON).isNull())
+            .groupBy(INSTITUTE, CLASSROOM, READING_DATE)
+            .agg(*[F.sum(name).alias(name) for name in _SUMMED],
+                 F.max(_CO2_MAX).alias(_CO2_MAX), longest.alias(_LONGEST_US))
+            .filter((co2_n + F.col(_TEMPERATURE_N)) > 0))
+    school_day = co2_n > 0
+    return days.select(
+        "*", school_day.alias(_SCHOOL_DAY),
+        F.when(school_day, F.col(_CO2_SUM) / co2_n < F.lit(rules.bb101_mean_co2_ppm))
+        .alias(_BB101_MEAN_MET),
+        F.when(school_day, F.col(_LONGEST_US) <= F.lit(rules.bb101_peak_us)).alias(_BB101_PEAK_MET))
+
+
+def _occupied_statistics() -> list[Column]:
+    co2_n, temperature_n = F.col(_CO2_N), F.col(_TEMPERATURE_N)
+    return [
+        co2_n.cast("long").alias("co2_occupied_readings"),
+        _ratio(F.col(_CO2_SUM), co2_n).alias("co2_occupied_mean"),
+        F.col(_CO2_MAX).alias("co2_occupied_max"),
+        *[_ratio(F.col(n), co2_n).alias(f"en16798_co2_share_{name}")
+          for n, name in zip(_CATEGORY_N, _CATEGORIES)],
+        temperature_n.cast("long").alias("temperature_occupied_readings"),
+        _ratio(F.col(_TEMPERATURE_SUM), temperature_n).alias("temperature_occupied_mean"),
+        _ratio(F.col(_TEMPERATURE_IN_BAND), temperature_n).alias("temperature_share_in_band"),
+    ]
+
+
+def _week_keys() -> list[Column]:
+    # Derived from `reading_date`, exactly as the statistics tables derive theirs.
+    return [key.derive().alias(key.column.name)  # type: ignore[misc]
+            for key in (ISO_YEAR_KEY, ISO_WEEK_KEY, WEEK_START_KEY)]
+
+
+def classroom_daily_iaq(day_totals_df: DataFrame) -> DataFrame:
+    """The `classroom_daily_iaq` table from `classroom_day_totals`."""
+    school_day = F.col(_SCHOOL_DAY)
+    return day_totals_df.select(
+        INSTITUTE, CLASSROOM, F.col(READING_DATE).alias(LOCAL_DATE), *_week_keys(),
+        *_occupied_statistics(),
+        F.when(school_day, F.col(_LONGEST_US) / MICROS_PER_MINUTE).alias("longest_peak_episode_minutes"),
+        _BB101_MEAN_MET, _BB101_PEAK_MET,
+        _ratio(F.col(_PIR_MOTION), F.col(_PIR_N)).alias("pir_share_motion"),
+    )
+
+
+def _compliance(rules: IaqRules) -> list[Column]:
+    """Day counts and the EN 16798-1 category of a roll-up of day totals."""
+    co2_n = F.col(_CO2_N)
+    # Best category whose readings, with those of better categories, make >= the share.
+    covered = [F.col(_CATEGORY_N[0])]
+    for name in _CATEGORY_N[1:3]:
+        covered.append(covered[-1] + F.col(name))
+    required = co2_n * F.lit(rules.compliance_share)
+    category = (F.when(co2_n == 0, F.lit(None)).when(covered[0] >= required, 1)
+                .when(covered[1] >= required, 2).when(covered[2] >= required, 3).otherwise(4))
+    return [
+        F.col("school_days"), F.col("bb101_mean_days_met"), F.col("bb101_peak_days_met"),
+        F.col("bb101_days_met"),
+        *_occupied_statistics(),
+        category.cast("int").alias("en16798_co2_category"),
+    ]
+
+
+def _rolled_up(day_totals_df: DataFrame, keys: list[Column]) -> DataFrame:
+    mean_met, peak_met = F.col(_BB101_MEAN_MET), F.col(_BB101_PEAK_MET)
+    return day_totals_df.groupBy(*keys).agg(
+        *[F.sum(name).alias(name) for name in _SUMMED], F.max(_CO2_MAX).alias(_CO2_MAX),
+        F.count(F.when(F.col(_SCHOOL_DAY), 1)).alias("school_days"),
+        F.count(F.when(mean_met, 1)).alias("bb101_mean_days_met"),
+        F.count(F.when(peak_met, 1)).alias("bb101_peak_days_met"),
+        F.count(F.when(mean_met & peak_met, 1)).alias("bb101_days_met"))
+
+
+def classroom_weekly_iaq(day_totals_df: DataFrame, data_through_df: DataFrame,
+                         rules: IaqRules) -> DataFrame:
+    """The `classroom_weekly_iaq` table: per classroom and ISO week, over its occupied readings.
+
+    `week_complete`: data newer than the week's Sunday have arrived (`data_through_df`'s
+    one row holds `data_through`, the local date of the newest reading), the rule of the
+    statistics' latest_complete_week_by_classroom view.
+    """
+    keys = [F.col(INSTITUTE), F.col(CLASSROOM), *_week_keys()]
+    return _rolled_up(day_totals_df, keys).crossJoin(F.broadcast(data_through_df)).select(
+        INSTITUTE, CLASSROOM, "iso_year", "iso_week", "week_start", *_compliance(rules),
+        (F.date_add(F.col("week_start"), 7) <= F.col(DATA_THROUGH)).alias("week_complete"))
+
+
+def classroom_iaq(day_totals_df: DataFrame, rules: IaqRules) -> DataFrame:
+    """The `classroom_iaq` table: per classroom over the whole period of data."""
+    return _rolled_up(day_totals_df, [F.col(INSTITUTE), F.col(CLASSROOM)]).select(
+        INSTITUTE, CLASSROOM, *_compliance(rules))
+
+
+# Worst first: the smallest share of school days meeting BB101, then the worst EN 16798-1
+# category, then the highest occupied CO2 mean; the classroom breaks ties. The view
+# (latest_week_view) orders the same way in SQL.
+def _worst_first() -> list[Column]:
+    return [_ratio(F.col("bb101_days_met").cast("double"), F.col("school_days")).asc_nulls_last(),
+            F.col("en16798_co2_category").desc_nulls_last(), F.col("co2_occupied_mean").desc_nulls_last(),
+            F.col(INSTITUTE).asc(), F.col(CLASSROOM).asc()]
+
+
+def latest_complete_week_iaq(weekly_df: DataFrame) -> DataFrame:
+    """Each classroom's latest complete ISO week of `classroom_weekly_iaq`, worst first."""
+    latest = Window.partitionBy(INSTITUTE, CLASSROOM).orderBy(F.col("week_start").desc())
+    return (weekly_df.filter(F.col("week_complete"))
+            .withColumn("_latest", F.row_number().over(latest))
+            .filter(F.col("_latest") == 1).drop("_latest")
+            .orderBy(*_worst_first()))
+
+
+@dataclass(frozen=True)
+class IaqTables:
+    daily: DataFrame
+    weekly: DataFrame
+    period: DataFrame
+
+
+def iaq_tables(partials_df: DataFrame, rules: IaqRules) -> IaqTables:
+    """The three IAQ tables from partial statistics computed with `iaq_partial_aggregates`."""
+    day_totals_df = classroom_day_totals(partials_df, rules)
+    data_through_df = (partials_df.filter(F.col(EXCLUSION_REASON).isNull())
+                       .agg(F.max(READING_DATE).alias(DATA_THROUGH)))
+    return IaqTables(daily=classroom_daily_iaq(day_totals_df),
+                     weekly=classroom_weekly_iaq(day_totals_df, data_through_df, rules),
+                     period=classroom_iaq(day_totals_df, rules))
+
+
+# --- the catalog entries (batch/catalog.py) -------------------------------------------------
+
+def _occupied_note(settings: IaqSettings, timezone: str) -> str:
+    files = "".join(
+        f", {label} {path}" for label, path in (("IAQ_TIMETABLE_FILE", settings.iaq_timetable_file),
+                                                ("IAQ_CLOSURES_FILE", settings.iaq_closures_file))
+        if path)
+    return (f"occupied readings only: local time in {timezone} (BATCH_TIMEZONE) inside a range "
+            f"[start, end) of the timetable '{settings.iaq_timetable}' (IAQ_TIMETABLE{files}), "
+            "not on a closed date of the institute")
+
+
+def _statistic_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:
+    outdoor = settings.iaq_outdoor_co2_ppm
+    limits = settings.iaq_en16798_co2_excess_ppm
+    bounds = (f"at most {limits[0]:g}", f"above {limits[0]:g} and at most {limits[1]:g}",
+              f"above {limits[1]:g} and at most {limits[2]:g}", f"above {limits[2]:g}")
+    season = f"{settings.iaq_heating_season_start}..{settings.iaq_heating_season_end}"
+    heating, other = settings.iaq_temperature_heating_c, settings.iaq_temperature_non_heating_c
+    return (
+        PublishedColumn("co2_occupied_readings", BIGINT, "number of occupied readings with a valid CO2 value",
+                        unit="readings", nullable=False),
+        PublishedColumn("co2_occupied_mean", DOUBLE, "mean CO2 over the occupied readings (not a mean of "
+                        "daily means); null without CO2", unit="ppm"),
+        PublishedColumn("co2_occupied_max", DOUBLE, "highest occupied CO2; null without CO2", unit="ppm"),
+        *[PublishedColumn(
+            f"en16798_co2_share_{name}", DOUBLE,
+            f"EN 16798-1:2019 category {name.upper()}: share of the occupied CO2 readings whose "
+            f"excess over outdoor CO2 ({outdoor:g} ppm, IAQ_OUTDOOR_CO2_PPM) is {bound} ppm "
+            "(IAQ_EN16798_CO2_EXCESS_PPM); null without CO2", unit="share 0-1")
+          for name, bound in zip(_CATEGORIES, bounds)],
+        PublishedColumn("temperature_occupied_readings", BIGINT,
+                        "number of occupied readings with a valid air temperature",
+                        unit="readings", nullable=False),
+        PublishedColumn("temperature_occupied_mean", DOUBLE,
+                        "mean air temperature over the occupied readings; null without temperature",
+                        unit="°C"),
+        PublishedColumn(
+            "temperature_share_in_band", DOUBLE,
+            "EN 16798-1:2019 category II: share of the occupied temperature readings within "
+            f"{heating[0]:g}-{heating[1]:g} °C on dates of the heating season {season} "
+            "(IAQ_HEATING_SEASON_START/END, IAQ_TEMPERATURE_HEATING_C), "
+            f"{other[0]:g}-{other[1]:g} °C on other dates (IAQ_TEMPERATURE_NON_HEATING_C), bounds "
+            "included; the air temperature stands in for the standard's operative temperature "
+            "(the sensors measure no radiant temperature); null without temperature",
+            unit="share 0-1"),
+    )
+
+
+def _day_count_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:
+    mean, peak = settings.iaq_bb101_mean_co2_ppm, settings.iaq_bb101_peak_co2_ppm
+    minutes = settings.iaq_bb101_peak_minutes
+    return (
+        PublishedColumn("school_days", BIGINT,
+                        "school days: local dates with at least one occupied CO2 reading",
+                        unit="days", nullable=False),
+        PublishedColumn("bb101_mean_days_met", BIGINT,
+                        f"school days meeting the BB101 (2018) mean: occupied CO2 mean below "
+                        f"{mean:g} ppm (IAQ_BB101_MEAN_CO2_PPM)", unit="days", nullable=False),
+        PublishedColumn("bb101_peak_days_met", BIGINT,
+                        f"school days meeting the BB101 (2018) peak: CO2 above {peak:g} ppm "
+                        f"(IAQ_BB101_PEAK_CO2_PPM) for at most {minutes:g} consecutive minutes "
+                        "(IAQ_BB101_PEAK_MINUTES)", unit="days", nullable=False),
+        PublishedColumn("bb101_days_met", BIGINT, "school days meeting both the BB101 mean and peak",
+                        unit="days", nullable=False),
+    )
+
+
+def _category_column(settings: IaqSettings) -> PublishedColumn:
+    return PublishedColumn(
+        "en16798_co2_category", INTEGER,
+        "EN 16798-1:2019 CO2 category met: the best category (1 = I ... 4 = IV) whose occupied "
+        "CO2 readings, with those of the better categories, make at least "
+        f"{settings.iaq_compliance_share:.0%} (IAQ_COMPLIANCE_SHARE) of the occupied CO2 "
+        "readings; null without CO2", unit="category 1-4")
+
+
+def _daily_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:
+    mean, peak = settings.iaq_bb101_mean_co2_ppm, settings.iaq_bb101_peak_co2_ppm
+    return (
+        INSTITUTE_KEY.column, CLASSROOM_KEY.column,
+        PublishedColumn(LOCAL_DATE, DATE, "local date (BATCH_TIMEZONE)", nullable=False),
+        ISO_YEAR_KEY.column, ISO_WEEK_KEY.column, WEEK_START_KEY.column,
+        *_statistic_columns(settings),
+        PublishedColumn(
+            "longest_peak_episode_minutes", DOUBLE,
+            f"BB101 peak: the longest episode above {peak:g} ppm (IAQ_BB101_PEAK_CO2_PPM) of any "
+            "CO2 device of the classroom; each occupied reading stands for the time until the "
+            "earliest of its device's next reading in the same occupied range, "
+            f"{settings.iaq_reading_max_minutes:g} minutes (IAQ_READING_MAX_MINUTES) and the "
+            "range's end, and a longer gap between readings ends an episode; 0 on a school day "
+            "without one, null without CO2", unit="min"),
+        PublishedColumn("bb101_mean_met", BOOLEAN,
+                        f"UK Building Bulletin 101 (2018): occupied CO2 mean below {mean:g} ppm "
+                        "(IAQ_BB101_MEAN_CO2_PPM); null without CO2 (not a school day)"),
+        PublishedColumn("bb101_peak_met", BOOLEAN,
+                        f"UK Building Bulletin 101 (2018): CO2 above {peak:g} ppm for at most "
+                        f"{settings.iaq_bb101_peak_minutes:g} consecutive minutes "
+                        "(longest_peak_episode_minutes, IAQ_BB101_PEAK_MINUTES); null without CO2"),
+        PublishedColumn("pir_share_motion", DOUBLE,
+                        "share of the occupied readings with a PIR value that detected motion "
+                        "(pir = 1); null without PIR", unit="share 0-1"),
+    )
+
+
+def _weekly_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:
+    return (
+        INSTITUTE_KEY.column, CLASSROOM_KEY.column,
+        ISO_YEAR_KEY.column, ISO_WEEK_KEY.column, WEEK_START_KEY.column,
+        *_day_count_columns(settings), *_statistic_columns(settings), _category_column(settings),
+        PublishedColumn("week_complete", BOOLEAN,
+                        "data newer than the week's Sunday have arrived: the week can no longer "
+                        "change", nullable=False),
+    )
+
+
+def _period_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:
+    return (INSTITUTE_KEY.column, CLASSROOM_KEY.column, *_day_count_columns(settings),
+            *_statistic_columns(settings), _category_column(settings))
+
+
+def _published(name: str, columns: tuple[PublishedColumn, ...]) -> Callable[[Results], DataFrame]:
+    return lambda results: published_columns(results[name], columns)
+
+
+def iaq_catalog_tables(settings: IaqSettings, timezone: str) -> tuple[Table, ...]:
+    """The three IAQ tables as catalog entries; their rows are results[name] (`iaq_results`)."""
+    note = _occupied_note(settings, timezone)
+    specs = (
+        (DAILY_TABLE, "Indoor-air compliance per classroom and local date with an occupied CO2 "
+                      "or temperature reading (UK BB101 2018, EN 16798-1:2019)",
+         (INSTITUTE, CLASSROOM, LOCAL_DATE), _daily_columns(settings)),
+        (WEEKLY_TABLE, "Indoor-air compliance per classroom and ISO week (UK BB101 2018, "
+                       "EN 16798-1:2019)",
+         (INSTITUTE, CLASSROOM, "iso_year", "iso_week", "week_start"), _weekly_columns(settings)),
+        (PERIOD_TABLE, "Indoor-air compliance per classroom over the whole period of data "
+                       "(UK BB101 2018, EN 16798-1:2019)",
+         (INSTITUTE, CLASSROOM), _period_columns(settings)),
+    )
+    return tuple(
+        Table(name, f"{description}; {note}; published by the nightly batch analysis, replaced "
+              "as a whole by each successful run (see batch_runs.settings for the settings used)",
+              key=key, columns=columns, build=_published(name, columns))
+        for name, description, key, columns in specs)
+
+
+def latest_week_view() -> View:
+    def query(table: Callable[[str], sql.Composable]) -> sql.Composable:
+        # The order of latest_complete_week_iaq (_worst_first).
+        return sql.SQL(
+            "SELECT * FROM (SELECT DISTINCT ON (institute, classroom) * FROM {weekly} "
+            "WHERE week_complete ORDER BY institute, classroom, week_start DESC) latest "
+            "ORDER BY bb101_days_met::float8 / NULLIF(school_days, 0) ASC NULLS LAST, "
+            "en16798_co2_category DESC NULLS LAST, co2_occupied_mean DESC NULLS LAST, institute, classroom"
+        ).format(weekly=table(WEEKLY_TABLE))
+    return View(
+        LATEST_WEEK_VIEW,
+        "For each classroom, the indoor-air compliance of its latest complete ISO week "
+        "(week_complete), worst first: the smallest share of school days meeting BB101, then "
+        "the worst EN 16798-1 CO2 category, then the highest occupied CO2 mean; same columns "
+        "as classroom_weekly_iaq",
+        query, reads=(WEEKLY_TABLE,), one_row_per="classroom: its latest complete ISO week of compliance")
+
+
+def iaq_results(partials_df: DataFrame, rules: IaqRules) -> dict[str, DataFrame]:
+    """The IAQ tables' rows by table name, for the catalog's build functions."""
+    tables = iaq_tables(partials_df, rules)
+    return {DAILY_TABLE: tables.daily, WEEKLY_TABLE: tables.weekly, PERIOD_TABLE: tables.period}
+
+
+__all__ = [
+    "IAQ_OPTIONS", "IAQ_VALIDATED_METRICS", "IaqRules", "IaqSettings", "IaqTables",
+    "iaq_partial_aggregates", "iaq_tables", "latest_complete_week_iaq", "with_occupied_range",
+]

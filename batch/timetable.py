@@ -1,0 +1,237 @@
+"""When pupils are in the room: school timetables, closures and the heating season, as data.
+
+Parsed on the driver from settings and small CSV files; batch/iaq.py turns them into Spark
+expressions. Every error names the setting or the file and line, and the value refused.
+
+Timetable (IAQ_TIMETABLE, and the `timetable` column of IAQ_TIMETABLE_FILE): groups of
+`DAYS RANGES` separated by `;`. DAYS is one weekday (`Mon`) or a span (`Mon-Fri`); RANGES
+are `HH:MM-HH:MM` local times separated by `,`, each `[start, end)`, `24:00` allowed as an
+end. `Mon-Fri 08:00-13:00,14:00-16:00; Sat 08:00-12:00`. An empty text (or `none`)
+means never occupied.
+
+IAQ_TIMETABLE_FILE: CSV with the header `institute,timetable`, one institute a line (named
+as in the sensor registry); institutes not listed follow IAQ_TIMETABLE.
+
+IAQ_CLOSURES_FILE: CSV with the header `institute,first_date,last_date,reason`; dates
+`YYYY-MM-DD`, inclusive; institute `*` closes every institute; `reason` is free text.
+
+    institute,first_date,last_date,reason
+    *,2024-12-23,2025-01-06,Christmas holidays
+    Liceo Galilei,2025-02-14,2025-02-14,elections
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from batch.errors import ConfigurationError
+
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # ISO order: Monday = 1
+ALL_INSTITUTES = "*"
+SECONDS_PER_DAY = 86_400
+
+_TIME = re.compile(r"^(\d{2}):(\d{2})$")
+_MONTH_DAY = re.compile(r"^(\d{2})-(\d{2})$")
+
+
+@dataclass(frozen=True)
+class Timetable:
+    """Occupied ranges per ISO weekday: `ranges[0]` is Monday's, each (start, end) in
+    seconds after local midnight, sorted and disjoint."""
+
+    ranges: tuple[tuple[tuple[int, int], ...], ...]
+
+    @property
+    def text(self) -> str:
+        groups = [f"{WEEKDAYS[day]} " + ",".join(f"{_clock(s)}-{_clock(e)}" for s, e in day_ranges)
+                  for day, day_ranges in enumerate(self.ranges) if day_ranges]
+        return "; ".join(groups)
+
+
+@dataclass(frozen=True)
+class Closure:
+    """Dates an institute (or every institute, `*`) is closed, inclusive."""
+
+    institute: str
+    first_date: dt.date
+    last_date: dt.date
+
+
+@dataclass(frozen=True)
+class Occupancy:
+    """Everything that decides whether a reading is an occupied one."""
+
+    default_timetable: Timetable
+    institute_timetables: tuple[tuple[str, Timetable], ...] = ()
+    closures: tuple[Closure, ...] = ()
+
+
+def _clock(seconds: int) -> str:
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}"
+
+
+def _seconds(text: str) -> int:
+    found = _TIME.match(text.strip())
+    if not found:
+        raise ValueError(f"{text.strip()!r} is not a time HH:MM")
+    hours, minutes = int(found.group(1)), int(found.group(2))
+    if minutes > 59 or hours > 24 or (hours == 24 and minutes):
+        raise ValueError(f"{text.strip()!r} is not a time of day (00:00 to 24:00)")
+    return hours * 3600 + minutes * 60
+
+
+def _weekday(text: str) -> int:
+    for index, name in enumerate(WEEKDAYS):
+        if text.strip().lower() == name.lower():
+            return index
+    raise ValueError(f"{text.strip()!r} is not a weekday ({', '.join(WEEKDAYS)})")
+
+
+def _days(text: str) -> list[int]:
+    first, _, last = text.partition("-")
+    start = _weekday(first)
+    end = _weekday(last) if last else start
+    if end < start:
+        raise ValueError(f"day span {text!r} runs backwards (write Mon-Fri, not Fri-Mon)")
+    return list(range(start, end + 1))
+
+
+def parse_timetable(text: str) -> Timetable:
+    """`Mon-Fri 08:00-13:00,14:00-16:00; Sat 08:00-12:00` -> Timetable (ValueError if invalid)."""
+    per_day: list[list[tuple[int, int]]] = [[] for _ in WEEKDAYS]
+    defined: set[int] = set()
+    stripped = text.strip()
+    if stripped.lower() in ("", "none"):
+        return Timetable(tuple(() for _ in WEEKDAYS))
+    for group in stripped.split(";"):
+        days_text, _, ranges_text = group.strip().partition(" ")
+        if not ranges_text.strip():
+            raise ValueError(f"{group.strip()!r} needs days and time ranges, e.g. 'Mon-Fri 08:00-14:00'")
+        days = _days(days_text)
+        ranges = []
+        for range_text in ranges_text.split(","):
+            start_text, separator, end_text = range_text.strip().partition("-")
+            if not separator:
+                raise ValueError(f"{range_text.strip()!r} is not a time range HH:MM-HH:MM")
+            start, end = _seconds(start_text), _seconds(end_text)
+            if start >= end:
+                raise ValueError(f"time range {range_text.strip()!r} must end after it starts")
+            ranges.append((start, end))
+        ranges.sort()
+        for (_, end), (start, _) in zip(ranges, ranges[1:]):
+            if start < end:
+                raise ValueError(f"time ranges overlap in {group.strip()!r}")
+        for day in days:
+            if day in defined:
+                raise ValueError(f"{WEEKDAYS[day]} is given twice")
+            defined.add(day)
+            per_day[day] = ranges
+    return Timetable(tuple(tuple(ranges) for ranges in per_day))
+
+
+def checked_timetable(text: str) -> str:
+    """Option parser: the timetable text, once it parses."""
+    parse_timetable(text)
+    return text.strip()
+
+
+def parse_month_day(text: str) -> tuple[int, int]:
+    """`10-15` -> (10, 15): a day of the year, any year (29 February allowed)."""
+    found = _MONTH_DAY.match(text.strip())
+    if not found:
+        raise ValueError(f"{text.strip()!r} is not a day MM-DD (e.g. 10-15)")
+    month, day = int(found.group(1)), int(found.group(2))
+    try:
+        dt.date(2024, month, day)  # a leap year: 02-29 is a valid day of the year
+    except ValueError:
+        raise ValueError(f"{text.strip()!r} is not a day of the year") from None
+    return month, day
+
+
+def checked_month_day(text: str) -> str:
+    """Option parser: `MM-DD`, once it is a day of the year."""
+    parse_month_day(text)
+    return text.strip()
+
+
+def checked_optional_file(text: str) -> str:
+    """Option parser: empty, or a file that exists (its content is checked when loaded)."""
+    path = text.strip()
+    if path and not Path(path).is_file():
+        raise ValueError(f"file {path} does not exist")
+    return path
+
+
+def _csv_rows(path: str, header: tuple[str, ...], setting: str) -> list[tuple[int, list[str]]]:
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            lines = list(csv.reader(handle))
+    except OSError as error:
+        raise ConfigurationError(f"{setting} {path}: cannot read it: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{setting} {path}: not UTF-8 text") from None
+    if not lines or tuple(cell.strip() for cell in lines[0]) != header:
+        raise ConfigurationError(
+            f"{setting} {path}: the first line must be the header {','.join(header)}")
+    rows = []
+    for number, cells in enumerate(lines[1:], start=2):
+        if not any(cell.strip() for cell in cells):
+            continue
+        if len(cells) != len(header):
+            raise ConfigurationError(
+                f"{setting} {path} line {number}: expected {len(header)} fields "
+                f"({','.join(header)}), got {len(cells)}")
+        rows.append((number, [cell.strip() for cell in cells]))
+    return rows
+
+
+def load_institute_timetables(path: str) -> tuple[tuple[str, Timetable], ...]:
+    """The per-institute timetables of IAQ_TIMETABLE_FILE (none when `path` is empty)."""
+    if not path:
+        return ()
+    timetables: dict[str, Timetable] = {}
+    for number, (institute, text) in _csv_rows(path, ("institute", "timetable"), "IAQ_TIMETABLE_FILE"):
+        where = f"IAQ_TIMETABLE_FILE {path} line {number}"
+        if not institute or institute == ALL_INSTITUTES:
+            raise ConfigurationError(f"{where}: an institute name is required "
+                                     "(IAQ_TIMETABLE is the timetable of every other one)")
+        if institute in timetables:
+            raise ConfigurationError(f"{where}: institute {institute!r} is listed twice")
+        try:
+            timetables[institute] = parse_timetable(text)
+        except ValueError as error:
+            raise ConfigurationError(f"{where}: timetable {text!r}: {error}") from None
+    return tuple(sorted(timetables.items()))
+
+
+def load_closures(path: str) -> tuple[Closure, ...]:
+    """The closures of IAQ_CLOSURES_FILE (none when `path` is empty)."""
+    if not path:
+        return ()
+    closures = []
+    header = ("institute", "first_date", "last_date", "reason")
+    for number, (institute, first, last, _) in _csv_rows(path, header, "IAQ_CLOSURES_FILE"):
+        where = f"IAQ_CLOSURES_FILE {path} line {number}"
+        if not institute:
+            raise ConfigurationError(f"{where}: institute is empty (write * for every institute)")
+        try:
+            first_date, last_date = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
+        except ValueError:
+            raise ConfigurationError(
+                f"{where}: dates must be YYYY-MM-DD, got {first!r} and {last!r}") from None
+        if last_date < first_date:
+            raise ConfigurationError(f"{where}: last_date {last} is before first_date {first}")
+        closures.append(Closure(institute, first_date, last_date))
+    return tuple(closures)
+
+
+def load_occupancy(timetable: str, timetable_file: str, closures_file: str) -> Occupancy:
+    """The occupancy settings with their files read (driver side, once per run)."""
+    try:
+        default = parse_timetable(timetable)
+    except ValueError as error:
+        raise ConfigurationError(f"IAQ_TIMETABLE: {error}") from None
+    return Occupancy(default, load_institute_timetables(timetable_file), load_closures(closures_file))

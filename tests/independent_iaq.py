@@ -1,0 +1,252 @@
+"""The indoor-air compliance tables (issue 13) computed another way: SQL in DuckDB.
+
+Written from the issue's definitions, not from batch/iaq.py: nothing is imported from the
+package. Local time is DuckDB's `timezone(zone, instant)`; the timetable and closures are
+plain tables given by the test; the time above the peak is a gaps-and-islands query with
+LEAD/LAG over each device's occupied CO2 readings of one local date and occupied range.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+# Physical ranges of shared/DATA_CONTRACT.md (readings outside are "not measured").
+RANGES = {"co2": (0, 40000), "temperature": (-40, 85)}
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The issue's reference numbers (its defaults)."""
+
+    outdoor_co2: float = 400
+    bb101_mean: float = 1500
+    bb101_peak: float = 2000
+    bb101_peak_minutes: float = 20
+    reading_max_minutes: float = 15
+    category_excess: tuple[float, float, float] = (550, 800, 1350)
+    heating_season: tuple[int, int] = (1015, 415)  # MMDD, inclusive, over the new year
+    heating_band: tuple[float, float] = (20, 24)
+    other_band: tuple[float, float] = (23, 26)
+    compliance_share: float = 0.95
+
+
+# A timetable row: (institute or None for every institute without rows of its own,
+# ISO weekday 1 = Monday, start minute, end minute after local midnight).
+TimetableRow = tuple[str | None, int, int, int]
+# A closure: (institute or '*', first date, last date), inclusive.
+ClosureRow = tuple[str, dt.date, dt.date]
+
+WEEK_KEYS = "isoyear(d) AS iso_year, week(d) AS iso_week, CAST(date_trunc('week', d) AS DATE) AS week_start"
+
+
+def connect() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("SET threads = 1")
+    return con
+
+
+def load_rows(con: duckdb.DuckDBPyConnection, rows: Iterable[dict[str, Any]]) -> None:
+    """The raw rows (DevEui, sendtime as an aware datetime, institute, classroom, co2,
+    temperature, pir) as table `raw`."""
+    rows = list(rows)
+    table = pa.table({
+        "dev_eui": pa.array([r["DevEui"] for r in rows], pa.string()),
+        "sendtime": pa.array([r["sendtime"] for r in rows], pa.timestamp("us", tz="UTC")),
+        "institute": pa.array([r["institute"] for r in rows], pa.string()),
+        "classroom": pa.array([r["classroom"] for r in rows], pa.string()),
+        "co2": pa.array([r.get("co2") for r in rows], pa.float64()),
+        "temperature": pa.array([r.get("temperature") for r in rows], pa.float64()),
+        "pir": pa.array([r.get("pir") for r in rows], pa.float64()),
+    })
+    con.register("raw_arrow", table)
+    con.execute("CREATE OR REPLACE TABLE raw AS SELECT * FROM raw_arrow")
+
+
+def committed_files(folder: str) -> list[str]:
+    """The Parquet files of a file-sink folder that its `_spark_metadata` log committed
+    (every Parquet file when there is no log): the others are not data."""
+    log = Path(folder) / "_spark_metadata"
+    if not log.is_dir():
+        return sorted(str(path) for path in Path(folder).rglob("*.parquet"))
+    added: set[str] = set()
+    for entry in sorted(log.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        for line in entry.read_text(encoding="utf-8").splitlines()[1:]:  # after the version
+            record = json.loads(line)
+            path = re.sub(r"^file:(//)?", "", record["path"])
+            (added.add if record["action"] == "add" else added.discard)(path)
+    return sorted(added)
+
+
+def load_parquet(con: duckdb.DuckDBPyConnection, folder: str) -> None:
+    """The committed raw Parquet files under `folder` (schemas may drift) as table `raw`."""
+    files = ", ".join(f"'{path}'" for path in committed_files(folder))
+    con.execute(
+        "CREATE OR REPLACE TABLE raw AS SELECT \"DevEui\" AS dev_eui, sendtime, institute, classroom, "
+        "CAST(co2 AS DOUBLE) AS co2, CAST(temperature AS DOUBLE) AS temperature, "
+        "CAST(pir AS DOUBLE) AS pir "
+        f"FROM read_parquet([{files}], union_by_name = true)")
+
+
+def _valid(metric: str) -> str:
+    low, high = RANGES[metric]
+    return f"CASE WHEN {metric} >= {low} AND {metric} <= {high} AND NOT isnan({metric}) THEN {metric} END"
+
+
+def compute(con: duckdb.DuckDBPyConnection, timezone: str, timetable: Sequence[TimetableRow],
+            closures: Sequence[ClosureRow] = (), rules: Rules = Rules()) -> None:
+    """Create tables daily, weekly, period and latest (with a `position`, worst first = 1)."""
+    con.execute("CREATE OR REPLACE TABLE timetable (institute VARCHAR, isodow INT, "
+                "start_minute INT, end_minute INT)")
+    for row in timetable:
+        con.execute("INSERT INTO timetable VALUES (?, ?, ?, ?)", list(row))
+    con.execute("CREATE OR REPLACE TABLE closures (institute VARCHAR, first_date DATE, last_date DATE)")
+    for closure in closures:
+        con.execute("INSERT INTO closures VALUES (?, ?, ?)", list(closure))
+    max_us = round(rules.reading_max_minutes * 60e6)
+    peak_us = round(rules.bb101_peak_minutes * 60e6)
+    season_first, season_last = rules.heating_season
+    month_day = "(month(d) * 100 + day(d))"
+    heating = (f"({month_day} >= {season_first} AND {month_day} <= {season_last})"
+               if season_first <= season_last
+               else f"({month_day} >= {season_first} OR {month_day} <= {season_last})")
+    excess = f"(co2 - {rules.outdoor_co2})"
+    l1, l2, l3 = rules.category_excess
+    # Readings as the analysis validates them: attributable rows only, impossible values null.
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE included AS SELECT dev_eui, sendtime, institute, classroom, "
+        f"{_valid('co2')} AS co2, {_valid('temperature')} AS temperature, "
+        "CASE WHEN pir IN (0, 1) THEN pir END AS pir, "
+        f"timezone('{timezone}', sendtime) AS local_ts, CAST(timezone('{timezone}', sendtime) AS DATE) AS d "
+        "FROM raw WHERE sendtime IS NOT NULL AND dev_eui IS NOT NULL AND institute IS NOT NULL "
+        "AND classroom IS NOT NULL")
+    # Occupied: an occupied range of the institute's timetable (its own rows, else the
+    # default rows), [start, end), not on a closed date. The range end back to an instant.
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE occupied AS SELECT i.*, "
+        f"timezone('{timezone}', CAST(i.d AS TIMESTAMP) + to_minutes(t.end_minute)) AS range_end "
+        "FROM included i JOIN timetable t ON t.isodow = isodow(i.d) "
+        "AND i.local_ts >= CAST(i.d AS TIMESTAMP) + to_minutes(t.start_minute) "
+        "AND i.local_ts < CAST(i.d AS TIMESTAMP) + to_minutes(t.end_minute) "
+        "AND ((t.institute = i.institute) OR (t.institute IS NULL AND i.institute NOT IN "
+        "(SELECT institute FROM timetable WHERE institute IS NOT NULL))) "
+        "WHERE NOT EXISTS (SELECT 1 FROM closures c WHERE (c.institute = '*' OR c.institute = i.institute) "
+        "AND i.d BETWEEN c.first_date AND c.last_date)")
+    # Episodes per device, date and range: a reading starts one when it is above the peak
+    # and its predecessor is not, or came more than the longest standing time before.
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE longest AS
+        WITH seq AS (
+            SELECT institute, classroom, dev_eui, d, range_end, co2, epoch_us(sendtime) AS t,
+                   epoch_us(range_end) AS end_us,
+                   LEAD(epoch_us(sendtime)) OVER w AS next_t,
+                   LAG(epoch_us(sendtime)) OVER w AS prev_t, LAG(co2) OVER w AS prev_co2
+            FROM occupied WHERE co2 IS NOT NULL
+            WINDOW w AS (PARTITION BY institute, classroom, dev_eui, d, range_end ORDER BY sendtime, co2)
+        ), marked AS (
+            SELECT *, least(coalesce(next_t, end_us), t + {max_us}, end_us) - t AS stands_us,
+                   co2 > {rules.bb101_peak} AS high,
+                   CASE WHEN co2 > {rules.bb101_peak} AND NOT coalesce(
+                       prev_co2 > {rules.bb101_peak} AND t - prev_t <= {max_us}, false)
+                        THEN 1 ELSE 0 END AS starts
+            FROM seq
+        ), numbered AS (
+            SELECT *, sum(starts) OVER (PARTITION BY institute, classroom, dev_eui, d, range_end
+                                        ORDER BY t, co2 ROWS UNBOUNDED PRECEDING) AS episode
+            FROM marked
+        )
+        SELECT institute, classroom, d, max(length_us) AS longest_us FROM (
+            SELECT institute, classroom, dev_eui, d, range_end, episode, sum(stands_us) AS length_us
+            FROM numbered WHERE high GROUP BY ALL) GROUP BY ALL""")
+
+    def statistics(with_category: bool) -> str:
+        n = "count(co2)"
+        category = (
+            # Best category whose readings with those of better ones make the share.
+            f", CASE WHEN {n} = 0 THEN NULL "
+            f"WHEN count(*) FILTER (WHERE {excess} <= {l1}) >= {rules.compliance_share}::DOUBLE * {n} THEN 1 "
+            f"WHEN count(*) FILTER (WHERE {excess} <= {l2}) >= {rules.compliance_share}::DOUBLE * {n} THEN 2 "
+            f"WHEN count(*) FILTER (WHERE {excess} <= {l3}) >= {rules.compliance_share}::DOUBLE * {n} THEN 3 "
+            "ELSE 4 END AS en16798_co2_category")
+        return (
+            f"{n} AS co2_occupied_readings, avg(co2) AS co2_occupied_mean, max(co2) AS co2_occupied_max, "
+            f"CAST(count(*) FILTER (WHERE {excess} <= {l1}) AS DOUBLE) / NULLIF({n}, 0) AS en16798_co2_share_i, "
+            f"CAST(count(*) FILTER (WHERE {excess} > {l1} AND {excess} <= {l2}) AS DOUBLE) / NULLIF({n}, 0) "
+            "AS en16798_co2_share_ii, "
+            f"CAST(count(*) FILTER (WHERE {excess} > {l2} AND {excess} <= {l3}) AS DOUBLE) / NULLIF({n}, 0) "
+            "AS en16798_co2_share_iii, "
+            f"CAST(count(*) FILTER (WHERE {excess} > {l3}) AS DOUBLE) / NULLIF({n}, 0) AS en16798_co2_share_iv, "
+            "count(temperature) AS temperature_occupied_readings, avg(temperature) AS temperature_occupied_mean, "
+            f"CAST(count(*) FILTER (WHERE CASE WHEN {heating} THEN temperature BETWEEN "
+            f"{rules.heating_band[0]} AND {rules.heating_band[1]} ELSE temperature BETWEEN "
+            f"{rules.other_band[0]} AND {rules.other_band[1]} END) AS DOUBLE) "
+            "/ NULLIF(count(temperature), 0) AS temperature_share_in_band"
+            + (category if with_category else ""))
+
+    con.execute(f"""
+        CREATE OR REPLACE TABLE daily AS
+        SELECT s.*, CASE WHEN s.co2_occupied_readings > 0 THEN coalesce(l.longest_us, 0) / 60e6 END
+                        AS longest_peak_episode_minutes,
+               CASE WHEN s.co2_occupied_readings > 0 THEN s.co2_occupied_mean < {rules.bb101_mean} END AS bb101_mean_met,
+               CASE WHEN s.co2_occupied_readings > 0 THEN coalesce(l.longest_us, 0) <= {peak_us} END
+                        AS bb101_peak_met
+        FROM (SELECT institute, classroom, d AS local_date, {WEEK_KEYS}, {statistics(False)},
+                     CAST(count(*) FILTER (WHERE pir = 1) AS DOUBLE) / NULLIF(count(pir), 0)
+                        AS pir_share_motion
+              FROM occupied GROUP BY institute, classroom, d
+              HAVING count(co2) + count(temperature) > 0) s
+        LEFT JOIN longest l ON l.institute = s.institute AND l.classroom = s.classroom
+             AND l.d = s.local_date""")
+    days = ("count(*) FILTER (WHERE co2_occupied_readings > 0) AS school_days, "
+            "count(*) FILTER (WHERE bb101_mean_met) AS bb101_mean_days_met, "
+            "count(*) FILTER (WHERE bb101_peak_met) AS bb101_peak_days_met, "
+            "count(*) FILTER (WHERE bb101_mean_met AND bb101_peak_met) AS bb101_days_met")
+    con.execute(f"""
+        CREATE OR REPLACE TABLE weekly AS
+        SELECT r.*, c.school_days, c.bb101_mean_days_met, c.bb101_peak_days_met, c.bb101_days_met,
+               r.week_start + 7 <= (SELECT max(d) FROM included) AS week_complete
+        FROM (SELECT institute, classroom, {WEEK_KEYS}, {statistics(True)} FROM occupied GROUP BY ALL) r
+        JOIN (SELECT institute, classroom, iso_year, iso_week, week_start, {days} FROM daily GROUP BY ALL) c
+          USING (institute, classroom, iso_year, iso_week, week_start)""")
+    con.execute(f"""
+        CREATE OR REPLACE TABLE period AS
+        SELECT r.*, c.school_days, c.bb101_mean_days_met, c.bb101_peak_days_met, c.bb101_days_met
+        FROM (SELECT institute, classroom, {statistics(True)} FROM occupied GROUP BY ALL) r
+        JOIN (SELECT institute, classroom, {days} FROM daily GROUP BY ALL) c USING (institute, classroom)""")
+    # Each classroom's latest complete week; worst first: smallest share of school days
+    # meeting BB101, worst category, highest occupied CO2 mean.
+    con.execute("""
+        CREATE OR REPLACE TABLE latest AS
+        SELECT row_number() OVER (ORDER BY CAST(bb101_days_met AS DOUBLE) / NULLIF(school_days, 0)
+                                  ASC NULLS LAST, en16798_co2_category DESC NULLS LAST,
+                                  co2_occupied_mean DESC NULLS LAST, institute, classroom) AS position, *
+        FROM (SELECT * FROM weekly WHERE week_complete
+              QUALIFY row_number() OVER (PARTITION BY institute, classroom ORDER BY week_start DESC) = 1)""")
+
+
+def fetch(con: duckdb.DuckDBPyConnection, table: str, order_by: str) -> list[dict[str, Any]]:
+    cursor = con.execute(f"SELECT * FROM {table} ORDER BY {order_by}")
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def assert_rows_match(actual: list[dict[str, Any]], expected: list[dict[str, Any]], table: str) -> None:
+    """Row for row, the same columns; floats to a relative 1e-9 (1e-9 absolute around zero)."""
+    assert len(actual) == len(expected), f"{table}: {len(actual)} rows, {len(expected)} expected"
+    for got, want in zip(actual, expected):
+        assert set(got) == set(want), f"{table}: columns differ: {set(got) ^ set(want)}"
+        for column, value in want.items():
+            if isinstance(value, float) and got[column] is not None:
+                assert got[column] == pytest.approx(value, rel=1e-9, abs=1e-9), (table, want, column)
+            else:
+                assert got[column] == value, (table, column, got, want)

@@ -1,0 +1,408 @@
+"""Indoor-air compliance (batch/iaq.py) against hand-worked values.
+
+Dates: 2025-03-03 is a Monday (heating season: band 20-24 °C). Unless a test says
+otherwise the timetable is the default, Monday to Friday 08:00-14:00, in UTC.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import random
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from batch.aggregations import Thresholds, partial_statistics
+from batch.config import resolve_options
+from batch.contract import ANALYSIS_COLUMNS, canonical_schema
+from batch.errors import ConfigurationError
+from batch.iaq import (
+    IAQ_OPTIONS,
+    IAQ_VALIDATED_METRICS,
+    IaqRules,
+    IaqSettings,
+    IaqTables,
+    iaq_partial_aggregates,
+    iaq_tables,
+    latest_complete_week_iaq,
+    with_occupied_range,
+)
+from batch.timetable import Occupancy, parse_timetable
+from batch.validation import validate_readings
+from tests import independent_iaq
+
+COLUMNS = ("DevEui", "institute", "classroom", "sendtime", "co2", "temperature", "pir")
+DEFAULT_RULES = IaqRules(Occupancy(parse_timetable("Mon-Fri 08:00-14:00")))
+
+
+def at(day: dt.date, clock: str, timezone: str = "UTC") -> dt.datetime:
+    """The UTC instant of local wall-clock time `clock` (HH:MM) on `day` in `timezone`."""
+    hours, minutes = map(int, clock.split(":"))
+    local = dt.datetime(day.year, day.month, day.day, hours, minutes, tzinfo=ZoneInfo(timezone))
+    return local.astimezone(dt.timezone.utc)
+
+
+def readings(spark: SparkSession, rows: list[tuple]) -> DataFrame:
+    """Readings with the given COLUMNS; every other analysed column null."""
+    df = spark.createDataFrame(rows, canonical_schema(COLUMNS))
+    schema = canonical_schema(ANALYSIS_COLUMNS)
+    return df.select(*[df[c] if c in COLUMNS else F.lit(None).cast(schema[c].dataType).alias(c)
+                       for c in ANALYSIS_COLUMNS])
+
+
+def compute(readings_df: DataFrame, rules: IaqRules = DEFAULT_RULES,
+            timezone: str = "UTC") -> IaqTables:
+    partials = (readings_df.transform(validate_readings, IAQ_VALIDATED_METRICS, False)
+                .transform(with_occupied_range, timezone, rules.occupancy)
+                .transform(partial_statistics, timezone, Thresholds(),
+                           extra_aggregates=iaq_partial_aggregates(rules)))
+    return iaq_tables(partials, rules)
+
+
+def by_classroom_day(df: DataFrame) -> dict[tuple[str, dt.date], dict[str, Any]]:
+    return {(row["classroom"], row["local_date"]): row.asDict() for row in df.collect()}
+
+
+def series(device: str, classroom: str, day: dt.date, values: list[tuple[str, float | None]],
+           timezone: str = "UTC", temperature: float | None = None,
+           institute: str = "Liceo") -> list[tuple]:
+    return [(device, institute, classroom, at(day, clock, timezone), co2, temperature, None)
+            for clock, co2 in values]
+
+
+MONDAY = dt.date(2025, 3, 3)
+TUESDAY = dt.date(2025, 3, 4)
+
+
+def test_episodes_gaps_devices_and_missing_metrics(spark: SparkSession) -> None:
+    rows = (
+        # 3A: an episode split by a gap over 15 minutes. Each reading stands for the time to
+        # the next one, at most 15 minutes: 09:00 -> 5, 09:05 -> 5, 09:10 -> min(16, 15) = 15,
+        # 09:26 -> 5, 09:31 -> 5, 09:36 -> 15 (last reading; not high).
+        # Episodes: 09:00-09:10 = 5 + 5 + 15 = 25; the 16-minute gap ends it; 09:26-09:31 = 10.
+        # Longest 25 > 20: peak failed. Mean (2100+2200+2300+2100+2050+1800)/6 = 12550/6.
+        series("A", "3A", MONDAY, [("09:00", 2100.0), ("09:05", 2200.0), ("09:10", 2300.0),
+                                   ("09:26", 2100.0), ("09:31", 2050.0), ("09:36", 1800.0)],
+               temperature=22.0)
+        # 3B: a gap of 20 minutes inside a run of high readings: 10:00 -> 5, 10:05 -> 15,
+        # 10:25 -> 5, 10:30 -> 5. Episodes 20 and 10 (not 30): longest 20 <= 20, peak met.
+        # Mean (4 * 2500 + 900) / 5 = 2180: mean failed. Excess 2100 -> IV (4), 500 -> I (1).
+        + series("B", "3B", MONDAY, [("10:00", 2500.0), ("10:05", 2500.0), ("10:25", 2500.0),
+                                     ("10:30", 2500.0), ("10:35", 900.0)])
+        # 2A: two CO2 devices, episodes per device. Device C: 10:00, 10:10, 10:20 high, each
+        # standing for 10 minutes (next reading 10 minutes later) = 30; 10:30 low. Device D:
+        # 10:05 high stands for min(10 to 10:15, 15) = 10; 10:15 low. Interleaved as one
+        # sequence they would make shorter episodes; the longest of the devices is 30.
+        # Mean over both devices' readings: (3 * 2600 + 500 + 2100 + 1000) / 6 = 11400/6 = 1900.
+        # No temperature at all: a day with CO2 but no temperature.
+        + series("C", "2A", MONDAY, [("10:00", 2600.0), ("10:10", 2600.0), ("10:20", 2600.0),
+                                     ("10:30", 500.0)])
+        + series("D", "2A", MONDAY, [("10:05", 2100.0), ("10:15", 1000.0)])
+        # 4A: temperature but no CO2 (and a reading at 07:59, before the day starts, and one
+        # at 14:00, after it ends [start, end)): occupied temperatures 19.5 and 24.0.
+        + [("E", "Liceo", "4A", at(MONDAY, clock), None, temperature, None)
+           for clock, temperature in (("07:59", 30.0), ("08:00", 19.5), ("13:59", 24.0),
+                                      ("14:00", 30.0))]
+        # Door-only room: no CO2, no temperature, no PIR: no IAQ row and no error.
+        + [("F", "Liceo", "Ingresso", at(MONDAY, "09:00"), None, None, None)]
+        # 5A: PIR share: 2 occupied readings with PIR, 1 with motion; the night one is not occupied.
+        + [("G", "Liceo", "5A", at(MONDAY, "09:00"), 800.0, 21.0, 1),
+           ("G", "Liceo", "5A", at(MONDAY, "09:10"), 800.0, 21.0, 0),
+           ("G", "Liceo", "5A", at(MONDAY, "22:00"), 800.0, 21.0, 1)]
+    )
+    daily = by_classroom_day(compute(readings(spark, rows)).daily)
+    assert set(daily) == {("3A", MONDAY), ("3B", MONDAY), ("2A", MONDAY), ("4A", MONDAY),
+                          ("5A", MONDAY)}
+
+    split = daily[("3A", MONDAY)]
+    assert (split["co2_occupied_readings"], split["longest_peak_episode_minutes"], split["co2_occupied_max"],
+            split["bb101_mean_met"], split["bb101_peak_met"]) == (6, 25.0, 2300.0, False, False)
+    assert split["co2_occupied_mean"] == pytest.approx(12550 / 6, rel=1e-12)
+    assert (split["temperature_occupied_readings"], split["temperature_occupied_mean"],
+            split["temperature_share_in_band"], split["pir_share_motion"]) == (6, 22.0, 1.0, None)
+
+    gap = daily[("3B", MONDAY)]
+    assert (gap["longest_peak_episode_minutes"], gap["bb101_peak_met"], gap["co2_occupied_mean"],
+            gap["bb101_mean_met"]) == (20.0, True, 2180.0, False)
+    assert (gap["en16798_co2_share_i"], gap["en16798_co2_share_ii"], gap["en16798_co2_share_iii"],
+            gap["en16798_co2_share_iv"]) == (0.2, 0.0, 0.0, 0.8)
+
+    two_devices = daily[("2A", MONDAY)]
+    assert (two_devices["co2_occupied_readings"], two_devices["co2_occupied_mean"],
+            two_devices["longest_peak_episode_minutes"], two_devices["bb101_mean_met"],
+            two_devices["bb101_peak_met"]) == (6, 1900.0, 30.0, False, False)
+    assert (two_devices["temperature_occupied_readings"], two_devices["temperature_occupied_mean"],
+            two_devices["temperature_share_in_band"]) == (0, None, None)
+
+    no_co2 = daily[("4A", MONDAY)]
+    assert (no_co2["co2_occupied_readings"], no_co2["co2_occupied_mean"], no_co2["co2_occupied_max"],
+            no_co2["longest_peak_episode_minutes"], no_co2["bb101_mean_met"],
+            no_co2["bb101_peak_met"], no_co2["en16798_co2_share_i"]) == (0, None, None, None, None,
+                                                                       None, None)
+    # 19.5 is outside the heating-season band 20-24, 24.0 inside (inclusive): share 1/2.
+    assert (no_co2["temperature_occupied_readings"], no_co2["temperature_occupied_mean"],
+            no_co2["temperature_share_in_band"]) == (2, 21.75, 0.5)
+
+    assert daily[("5A", MONDAY)]["pir_share_motion"] == 0.5
+    assert daily[("5A", MONDAY)]["longest_peak_episode_minutes"] == 0.0  # a school day without one
+
+
+def test_range_ends_and_lunch_break(spark: SparkSession) -> None:
+    rules = IaqRules(Occupancy(
+        parse_timetable("Mon 08:00-10:00,10:00-12:00; Tue 08:00-13:00,14:00-16:00")))
+    rows = (
+        # Monday, 3A: an episode crossing a range end. Adjacent ranges 08:00-10:00 and
+        # 10:00-12:00 are separate ranges: 09:50 -> 5, 09:55 -> min(the range end 10:00) = 5
+        # (its next reading belongs to the next range); 10:05 -> 5, 10:10 -> 5; 10:15 low.
+        # Episodes 10 and 10 (as one range it would be 30): longest 10.
+        series("A", "3A", MONDAY, [("09:50", 2500.0), ("09:55", 2500.0), ("10:05", 2500.0),
+                                   ("10:10", 2500.0), ("10:15", 900.0)])
+        # Tuesday, 3A: a lunch break between ranges. 12:50 -> 5 and 12:55 -> 5 (the range
+        # ends at 13:00): episode 10. 13:00 and 13:30 are in the break: not occupied.
+        # 14:00 (a range starts) -> 5, 14:05 -> min(15, 16:00) = 15: episode 20.
+        # Occupied CO2: 2500, 2500, 2500, 2500 -> mean 2500; 3000 in the break is not counted.
+        + series("A", "3A", TUESDAY, [("12:50", 2500.0), ("12:55", 2500.0), ("13:00", 3000.0),
+                                      ("13:30", 3000.0), ("14:00", 2500.0), ("14:05", 2500.0)])
+    )
+    daily = by_classroom_day(compute(readings(spark, rows), rules).daily)
+    monday, tuesday = daily[("3A", MONDAY)], daily[("3A", TUESDAY)]
+    assert (monday["co2_occupied_readings"], monday["longest_peak_episode_minutes"],
+            monday["bb101_peak_met"]) == (5, 10.0, True)
+    assert (tuesday["co2_occupied_readings"], tuesday["co2_occupied_mean"], tuesday["co2_occupied_max"],
+            tuesday["longest_peak_episode_minutes"], tuesday["bb101_peak_met"]) == (
+        4, 2500.0, 2500.0, 20.0, True)
+
+
+def test_daylight_saving_change_days_in_rome(spark: SparkSession) -> None:
+    rome = "Europe/Rome"
+    rules = IaqRules(Occupancy(parse_timetable("Sun 01:00-04:00")))
+    spring, autumn = dt.date(2025, 3, 30), dt.date(2025, 10, 26)
+    utc = dt.timezone.utc
+    rows = [
+        # 30 March: clocks jump 02:00 CET -> 03:00 CEST. The range 01:00-04:00 is
+        # 00:00-02:00 UTC. UTC 00:50 (01:50 CET) -> 10 (next at 01:00 UTC = 03:00 CEST,
+        # ten minutes later although the wall clock moved 70), 01:00 -> 10, 01:10 -> 15
+        # (next 45 minutes later): episode 35; 01:55 -> min(15, range end 02:00 UTC) = 5.
+        *[("A", "Liceo", "3A", dt.datetime(2025, 3, 30, h, m, tzinfo=utc), 2500.0, 21.0, None)
+          for h, m in ((0, 50), (1, 0), (1, 10), (1, 55))],
+        # 26 October: clocks fall back 03:00 CEST -> 02:00 CET. The range is 23:00 UTC
+        # (25th) to 03:00 UTC. 23:10 UTC on the 25th is 01:10 CEST on the 26th: occupied,
+        # low. UTC 00:50 (02:50 CEST) -> 10 (next at 01:00 UTC = 02:00 CET: ten minutes
+        # later, the wall clock went back 50), 01:00 -> 15: episode 25; 02:58 UTC (03:58
+        # CET) -> min(15, range end 03:00 UTC) = 2.
+        ("A", "Liceo", "3A", dt.datetime(2025, 10, 25, 23, 10, tzinfo=utc), 800.0, 23.0, None),
+        *[("A", "Liceo", "3A", dt.datetime(2025, 10, 26, h, m, tzinfo=utc), 2500.0, 25.0, None)
+          for h, m in ((0, 50), (1, 0), (2, 58))],
+    ]
+    daily = by_classroom_day(compute(readings(spark, rows), rules, rome).daily)
+    assert set(daily) == {("3A", spring), ("3A", autumn)}
+    assert (daily[("3A", spring)]["co2_occupied_readings"],
+            daily[("3A", spring)]["longest_peak_episode_minutes"]) == (4, 35.0)
+    assert (daily[("3A", autumn)]["co2_occupied_readings"],
+            daily[("3A", autumn)]["longest_peak_episode_minutes"]) == (4, 25.0)
+    # 26 October is in the heating season (15 October - 15 April): band 20-24; 23 in, 25 out.
+    assert daily[("3A", autumn)]["temperature_share_in_band"] == 0.25
+    # In UTC the same instants are 30 March 00:50-01:55 (inside 01:00-04:00: three of them)
+    # and the 25 October reading is a Saturday: not occupied.
+    in_utc = by_classroom_day(compute(readings(spark, rows), rules, "UTC").daily)
+    assert in_utc[("3A", spring)]["co2_occupied_readings"] == 3
+
+
+def test_closed_dates_and_institute_timetables(spark: SparkSession, tmp_path: Path) -> None:
+    closures = tmp_path / "closures.csv"
+    closures.write_text("institute,first_date,last_date,reason\n"
+                        "*,2025-03-04,2025-03-04,strike\n"
+                        "Liceo,2025-03-05,2025-03-06,elections\n", encoding="utf-8")
+    timetables = tmp_path / "timetables.csv"
+    timetables.write_text('institute,timetable\nScuola Serale,"Mon-Fri 18:00-22:00"\n',
+                          encoding="utf-8")
+    rules = IaqSettings(iaq_closures_file=str(closures), iaq_timetable_file=str(timetables)).rules()
+    rows = [
+        (device, institute, "3A", at(day, clock), 1000.0, 21.0, None)
+        for device, institute in (("A", "Liceo"), ("B", "Istituto"), ("C", "Scuola Serale"))
+        for day in (MONDAY, TUESDAY, dt.date(2025, 3, 5))
+        for clock in ("09:00", "19:00")
+    ]
+    daily = compute(readings(spark, rows), rules).daily
+    got = sorted((r["institute"], r["local_date"].isoformat(), r["co2_occupied_readings"])
+                 for r in daily.collect())
+    # Tuesday is closed for all; Wednesday for Liceo only. Scuola Serale counts 19:00 only.
+    assert got == [("Istituto", "2025-03-03", 1), ("Istituto", "2025-03-05", 1),
+                   ("Liceo", "2025-03-03", 1),
+                   ("Scuola Serale", "2025-03-03", 1), ("Scuola Serale", "2025-03-05", 1)]
+
+
+def test_weekly_means_categories_and_latest_complete_week(spark: SparkSession) -> None:
+    next_monday = dt.date(2025, 3, 10)
+    rows = (
+        # 3A, week 10: Monday 700, 700, 700 (excess 300: I); Tuesday 1300 (excess 900: III).
+        # Weekly mean over readings (2100 + 1300) / 4 = 850, not the mean of daily means 1000.
+        # I: 3/4 = 0.75 < 0.95; I+II: 0.75; I+II+III: 1 >= 0.95: category 3. Both days meet
+        # BB101 (means 700 and 1300 < 1500, no episode).
+        series("A", "3A", MONDAY, [("09:00", 700.0), ("09:05", 700.0), ("09:10", 700.0)])
+        + series("A", "3A", TUESDAY, [("09:00", 1300.0)])
+        # 3B, week 10: category boundaries, inclusive: excess 550 -> I, 800 -> II, 1350 -> III,
+        # 1351 -> IV on Monday, mean (950 + 1200 + 1750 + 1751)/4 = 1412.75 < 1500: met;
+        # Tuesday 1500 (excess 1100 -> III), a mean of exactly 1500: not met. Week shares of
+        # 5 readings: I 1/5, II 1/5, III 2/5, IV 1/5; cumulative 0.2, 0.4, 0.8 < 0.95: IV.
+        + series("B", "3B", MONDAY, [("09:00", 950.0), ("09:20", 1200.0), ("09:40", 1750.0),
+                                     ("10:00", 1751.0)])
+        + series("B", "3B", TUESDAY, [("09:00", 1500.0)])
+        # 3B, week 11: one reading on Monday the 10th: week 11 is incomplete, week 10 complete
+        # (data newer than its Sunday, 9 March, have arrived).
+        + series("B", "3B", next_monday, [("09:00", 600.0)])
+    )
+    tables = compute(readings(spark, rows))
+    weekly = {(r["classroom"], r["iso_week"]): r.asDict() for r in tables.weekly.collect()}
+    assert set(weekly) == {("3A", 10), ("3B", 10), ("3B", 11)}
+    a = weekly[("3A", 10)]
+    assert (a["school_days"], a["bb101_mean_days_met"], a["bb101_peak_days_met"],
+            a["bb101_days_met"], a["co2_occupied_readings"], a["co2_occupied_mean"], a["en16798_co2_category"],
+            a["week_complete"]) == (2, 2, 2, 2, 4, 850.0, 3, True)
+    b = weekly[("3B", 10)]
+    assert (b["school_days"], b["bb101_mean_days_met"], b["bb101_days_met"],
+            b["en16798_co2_share_i"], b["en16798_co2_share_ii"], b["en16798_co2_share_iii"],
+            b["en16798_co2_share_iv"], b["en16798_co2_category"]) == (
+        2, 1, 1, 0.2, 0.2, 0.4, 0.2, 4)
+    assert weekly[("3B", 11)]["week_complete"] is False
+    period = {r["classroom"]: r.asDict() for r in tables.period.collect()}
+    # 3B whole period: 6 readings, 950 + 1200 + 1750 + 1751 + 1500 + 600 = 7751.
+    assert (period["3B"]["school_days"], period["3B"]["co2_occupied_readings"]) == (3, 6)
+    assert period["3B"]["co2_occupied_mean"] == pytest.approx(7751 / 6, rel=1e-12)
+    # Latest complete week of each classroom, worst first: 3B met BB101 on 1 of 2 days,
+    # 3A on 2 of 2.
+    latest = [(r["classroom"], r["iso_week"]) for r in latest_complete_week_iaq(tables.weekly).collect()]
+    assert latest == [("3B", 10), ("3A", 10)]
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("IAQ_COMPLIANCE_SHARE", "1.5", "IAQ_COMPLIANCE_SHARE"),
+    ("IAQ_OUTDOOR_CO2_PPM", "nan", "finite"),
+    ("IAQ_BB101_PEAK_MINUTES", "-1", "IAQ_BB101_PEAK_MINUTES"),
+    ("IAQ_EN16798_CO2_EXCESS_PPM", "800,550,1350", "increasing"),
+    ("IAQ_TEMPERATURE_HEATING_C", "24-20", "IAQ_TEMPERATURE_HEATING_C"),
+    ("IAQ_TIMETABLE", "Mon-Fri 08:00-13:00,12:00-14:00", "overlap"),
+    ("IAQ_TIMETABLE", "Fri-Mon 08:00-13:00", "backwards"),
+    ("IAQ_TIMETABLE", "Mon-Fri 8-13", "HH:MM"),
+    ("IAQ_HEATING_SEASON_START", "02-30", "IAQ_HEATING_SEASON_START"),
+    ("IAQ_CLOSURES_FILE", "/nonexistent/closures.csv", "IAQ_CLOSURES_FILE"),
+])
+def test_each_option_is_validated_with_its_name(variable: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message) as raised:
+        resolve_options(IAQ_OPTIONS, {}, {variable: value}, None)
+    assert variable in str(raised.value)
+
+
+def test_defaults_and_cross_option_rules(tmp_path: Path) -> None:
+    settings = IaqSettings.from_values(resolve_options(IAQ_OPTIONS, {}, {}, None))
+    assert settings == IaqSettings()
+    rules = settings.rules()
+    assert rules.occupancy.default_timetable.text == "Mon 08:00-14:00; Tue 08:00-14:00; " \
+        "Wed 08:00-14:00; Thu 08:00-14:00; Fri 08:00-14:00"
+    with pytest.raises(ConfigurationError, match="IAQ_BB101_MEAN_CO2_PPM must not be above"):
+        IaqSettings(iaq_bb101_mean_co2_ppm=2500).rules()
+    bad = tmp_path / "closures.csv"
+    bad.write_text("institute,first_date,last_date,reason\n*,2025-03-05,2025-03-04,x\n",
+                   encoding="utf-8")
+    with pytest.raises(ConfigurationError, match=r"closures.csv line 2: last_date 2025-03-04"):
+        IaqSettings(iaq_closures_file=str(bad)).rules()
+    bad.write_text("institute,timetable\nLiceo,Mon 08:00\n", encoding="utf-8")
+    with pytest.raises(ConfigurationError, match=r"IAQ_TIMETABLE_FILE .* line 2"):
+        IaqSettings(iaq_timetable_file=str(bad)).rules()
+
+
+# --- against an independent computation: SQL in DuckDB over the same raw rows -----------
+
+GENERATED_DEFAULT_TIMETABLE = "Mon-Fri 08:00-13:00,14:00-16:00"
+GENERATED_INSTITUTE_TIMETABLES = 'institute,timetable\nScuola Serale,"Mon-Fri 17:00-21:00; Sun 00:30-04:30"\n'
+GENERATED_CLOSURES = ("institute,first_date,last_date,reason\n*,2024-10-16,2024-10-16,strike\n"
+                      "Liceo,2024-10-25,2024-10-25,elections\n")
+# The same, as the reference's plain tables: (institute, ISO weekday, start, end minute).
+REFERENCE_TIMETABLE = (
+    [(None, day, 8 * 60, 13 * 60) for day in range(1, 6)]
+    + [(None, day, 14 * 60, 16 * 60) for day in range(1, 6)]
+    + [("Scuola Serale", day, 17 * 60, 21 * 60) for day in range(1, 6)]
+    + [("Scuola Serale", 7, 30, 4 * 60 + 30)])
+REFERENCE_CLOSURES = [("*", dt.date(2024, 10, 16), dt.date(2024, 10, 16)),
+                      ("Liceo", dt.date(2024, 10, 25), dt.date(2024, 10, 25))]
+GENERATED_DEVICES = (
+    ("A1", "Liceo", "3A", ("co2", "temperature", "pir")),
+    ("A2", "Liceo", "3A", ("co2", "temperature")),  # a second CO2 device in 3A
+    ("B1", "Liceo", "4B", ("co2", "temperature", "pir")),
+    ("C1", "Scuola Serale", "1A", ("co2", "temperature", "pir")),
+    ("D1", "Scuola Serale", "2B", ("co2",)),
+    ("T1", "Liceo", "Palestra", ("temperature",)),
+    ("W1", "Liceo", "Ingresso", ()),  # a door sensor
+    ("U1", None, None, ("co2", "temperature")),  # not in the registry
+)
+
+
+def generated_rows(seed: int) -> list[dict[str, Any]]:
+    """Readings every 3-9 minutes with occasional 15-25 minute gaps, CO2 wandering across
+    the peak, around the start of the heating season (15 October 2024) and the end of
+    summer time (27 October 2024), with the contract's dirty cases."""
+    rng = random.Random(seed)
+    rows: list[dict[str, Any]] = []
+    windows = ((dt.datetime(2024, 10, 13, tzinfo=dt.timezone.utc), 5),
+               (dt.datetime(2024, 10, 24, tzinfo=dt.timezone.utc), 6))
+    for device, institute, classroom, metrics in GENERATED_DEVICES:
+        level = 600.0
+        for start, days in windows:
+            sendtime = start + dt.timedelta(minutes=rng.uniform(0, 5))
+            while sendtime < start + dt.timedelta(days=days):
+                level = min(3000.0, max(380.0, level + rng.gauss(0, 160)))
+                co2 = rng.choice((2000.0, 950.0)) if rng.random() < 0.02 else float(round(level))
+                row = {"DevEui": device, "institute": institute, "classroom": classroom,
+                       "sendtime": sendtime,
+                       "co2": co2 if "co2" in metrics else None,
+                       "temperature": round(rng.uniform(18, 27), 1) if "temperature" in metrics else None,
+                       "pir": rng.choice((0, 1, 1, None)) if "pir" in metrics else None}
+                dirt = rng.random()
+                if dirt < 0.01 and row["co2"] is not None:
+                    row["co2"] = -5.0
+                elif dirt < 0.02 and row["temperature"] is not None:
+                    row["temperature"] = float("nan")
+                elif dirt < 0.025:
+                    row["sendtime"] = None
+                elif dirt < 0.03 and row["pir"] is not None:
+                    row["pir"] = 3
+                rows.append(row)
+                if rng.random() < 0.01:
+                    rows.append(dict(row))  # a replay, kept (DROP_REPLAYS is off)
+                gap = rng.uniform(15, 25) if rng.random() < 0.08 else rng.uniform(3, 9)
+                sendtime += dt.timedelta(milliseconds=round(gap * 60_000))
+    return rows
+
+
+@pytest.mark.parametrize("timezone", ["UTC", "Europe/Rome"])
+def test_tables_equal_an_independent_duckdb_computation(spark: SparkSession, tmp_path: Path,
+                                                       timezone: str) -> None:
+    (tmp_path / "timetables.csv").write_text(GENERATED_INSTITUTE_TIMETABLES, encoding="utf-8")
+    (tmp_path / "closures.csv").write_text(GENERATED_CLOSURES, encoding="utf-8")
+    rules = IaqSettings(iaq_timetable=GENERATED_DEFAULT_TIMETABLE,
+                        iaq_timetable_file=str(tmp_path / "timetables.csv"),
+                        iaq_closures_file=str(tmp_path / "closures.csv")).rules()
+    rows = generated_rows(13)
+    tables = compute(readings(spark, [tuple(row[c] for c in COLUMNS) for row in rows]), rules, timezone)
+
+    con = independent_iaq.connect()
+    independent_iaq.load_rows(con, rows)
+    independent_iaq.compute(con, timezone, REFERENCE_TIMETABLE, REFERENCE_CLOSURES)
+    keys = {"daily": ("institute", "classroom", "local_date"),
+            "weekly": ("institute", "classroom", "week_start"), "period": ("institute", "classroom")}
+    for name, df in (("daily", tables.daily), ("weekly", tables.weekly), ("period", tables.period)):
+        expected = independent_iaq.fetch(con, name, ", ".join(keys[name]))
+        actual = [row.asDict() for row in df.orderBy(*keys[name]).collect()]
+        independent_iaq.assert_rows_match(actual, expected, name)
+    # The data must exercise what is compared: failed and met days, episodes, both devices.
+    daily = independent_iaq.fetch(con, "daily", "local_date")
+    assert {row["bb101_peak_met"] for row in daily} == {True, False, None}
+    assert {row["bb101_mean_met"] for row in daily} >= {True, False}
+    latest = [(r["institute"], r["classroom"], r["week_start"])
+              for r in latest_complete_week_iaq(tables.weekly).collect()]
+    assert latest == [(r["institute"], r["classroom"], r["week_start"])
+                      for r in independent_iaq.fetch(con, "latest", "position")]
+    assert len(latest) == 5  # every classroom with occupied readings; not Ingresso
