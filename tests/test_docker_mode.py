@@ -360,13 +360,14 @@ def test_background_analysis_survives_the_launcher_and_keeps_the_password_off_co
     local_results.assert_tables_equal(local_results.published(target), baseline.tables)
 
     # What was copied in: the entry script, the run wrapper, the env file, and the batch
-    # package without the launcher - Python only.
+    # package without the launcher - its modules and the report's template.
     assert (inside / "start-spark.py").read_bytes() == (PROJECT_ROOT / "start-spark.py").read_bytes()
     assert (inside / "jobrun.py").read_bytes() == (PROJECT_ROOT / "batch" / "launcher" / "jobrun.py").read_bytes()
     assert (inside / "env" / "spark.env").read_text() == platform.env_file.read_text()
     with zipfile.ZipFile(inside / "batch.zip") as archive:
         assert sorted(archive.namelist()) == sorted(
-            f"batch/{path.name}" for path in (PROJECT_ROOT / "batch").glob("*.py"))
+            f"batch/{path.name}" for pattern in ("*.py", "*.j2")
+            for path in (PROJECT_ROOT / "batch").glob(pattern))
     assert not (inside / "batch").exists() and not (inside / "secrets").exists()
     assert_no_interactive_flags(platform.calls())
 
