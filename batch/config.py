@@ -287,12 +287,17 @@ def _parse(option: Option, raw: str, source: str) -> Any:
 
 
 def settings_type(name: str, options: Sequence[Option],
-                  extra: Sequence[tuple[str, type, Any]] = ()) -> type:
+                  extra: Sequence[tuple[str, type, Any]] = (), with_defaults: bool = False) -> type:
     """A frozen dataclass with one field per option (then `extra` fields with defaults).
 
     Subclass it to add properties: a new option is then one `Option` line, nothing else.
+    `with_defaults`: each field defaults to its option's parsed default (for settings that
+    code builds itself, such as a test's).
     """
-    fields: list[Any] = [(option.field, Any) for option in options]
+    fields: list[Any] = [
+        (option.field, Any, dataclasses.field(default=_parse(option, option.default, option.env)))
+        if with_defaults else (option.field, Any)
+        for option in options]
     fields += [(field_name, kind, dataclasses.field(default=default)) for field_name, kind, default in extra]
     return dataclasses.make_dataclass(name, fields, frozen=True)
 

@@ -46,7 +46,7 @@ from batch.aggregations import (
     WEEK_START_KEY,
     published_columns,
 )
-from batch.config import Option
+from batch.config import Option, settings_type
 from batch.contract import CLASSROOM, INSTITUTE, METRIC_NAMES, SENDTIME
 from batch.errors import ConfigurationError
 from batch.schema import BIGINT, BOOLEAN, DATE, DOUBLE, INTEGER, Results, Table, View
@@ -133,10 +133,10 @@ IAQ_OPTIONS: tuple[Option, ...] = (
            "'Mon-Fri 08:00-13:00,14:00-16:00; Sat 08:00-12:00'", checked_timetable),
     Option("IAQ_TIMETABLE_FILE", "",
            "CSV 'institute,timetable' of institutes with their own timetable (others: IAQ_TIMETABLE)",
-           checked_optional_file),
+           checked_optional_file, path=True),
     Option("IAQ_CLOSURES_FILE", "",
            "CSV 'institute,first_date,last_date,reason' of closed dates, inclusive; "
-           "institute * = all", checked_optional_file),
+           "institute * = all", checked_optional_file, path=True),
     Option("IAQ_HEATING_SEASON_START", "10-15",
            "first day MM-DD of the heating season (EN 16798-1 temperature band)", checked_month_day),
     Option("IAQ_HEATING_SEASON_END", "04-15",
@@ -163,24 +163,8 @@ IAQ_OPTIONS: tuple[Option, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class IaqSettings:
-    """The IAQ options, parsed (field names are the options' lower-case names)."""
-
-    iaq_timetable: str = "Mon-Fri 08:00-14:00"
-    iaq_timetable_file: str = ""
-    iaq_closures_file: str = ""
-    iaq_heating_season_start: str = "10-15"
-    iaq_heating_season_end: str = "04-15"
-    iaq_outdoor_co2_ppm: float = 400.0
-    iaq_bb101_mean_co2_ppm: float = 1500.0
-    iaq_bb101_peak_co2_ppm: float = 2000.0
-    iaq_bb101_peak_minutes: float = 20.0
-    iaq_reading_max_minutes: float = 15.0
-    iaq_en16798_co2_excess_ppm: tuple[float, float, float] = (550.0, 800.0, 1350.0)
-    iaq_temperature_heating_c: tuple[float, float] = (20.0, 24.0)
-    iaq_temperature_non_heating_c: tuple[float, float] = (23.0, 26.0)
-    iaq_compliance_share: float = 0.95
+class IaqSettings(settings_type("IaqSettings", IAQ_OPTIONS, with_defaults=True)):  # type: ignore[misc]
+    """The IAQ options, parsed (field names are the options' lower-case names; defaults theirs)."""
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> IaqSettings:
@@ -221,19 +205,19 @@ class IaqSettings:
 
 @dataclass(frozen=True)
 class IaqRules:
-    """Everything the IAQ transformations need, explicit (defaults: the issue's references)."""
+    """Everything the IAQ transformations need, explicit (built by IaqSettings.rules)."""
 
     occupancy: Occupancy
-    heating_season: tuple[tuple[int, int], tuple[int, int]] = ((10, 15), (4, 15))
-    outdoor_co2_ppm: float = 400.0
-    bb101_mean_co2_ppm: float = 1500.0
-    bb101_peak_co2_ppm: float = 2000.0
-    bb101_peak_minutes: float = 20.0
-    reading_max_minutes: float = 15.0
-    co2_excess_limits: tuple[float, float, float] = (550.0, 800.0, 1350.0)
-    temperature_heating_c: tuple[float, float] = (20.0, 24.0)
-    temperature_non_heating_c: tuple[float, float] = (23.0, 26.0)
-    compliance_share: float = 0.95
+    heating_season: tuple[tuple[int, int], tuple[int, int]]
+    outdoor_co2_ppm: float
+    bb101_mean_co2_ppm: float
+    bb101_peak_co2_ppm: float
+    bb101_peak_minutes: float
+    reading_max_minutes: float
+    co2_excess_limits: tuple[float, float, float]
+    temperature_heating_c: tuple[float, float]
+    temperature_non_heating_c: tuple[float, float]
+    compliance_share: float
 
     @property
     def reading_max_us(self) -> int:

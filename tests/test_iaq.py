@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -35,7 +36,12 @@ from batch.validation import validate_readings
 from tests import independent_iaq
 
 COLUMNS = ("DevEui", "institute", "classroom", "sendtime", "co2", "temperature", "pir")
-DEFAULT_RULES = IaqRules(Occupancy(parse_timetable("Mon-Fri 08:00-14:00")))
+# The references' defaults (IAQ_OPTIONS), with the default timetable.
+DEFAULT_RULES = IaqSettings().rules()
+
+
+def rules_with(timetable: str) -> IaqRules:
+    return replace(DEFAULT_RULES, occupancy=Occupancy(parse_timetable(timetable)))
 
 
 def at(day: dt.date, clock: str, timezone: str = "UTC") -> dt.datetime:
@@ -151,8 +157,7 @@ def test_episodes_gaps_devices_and_missing_metrics(spark: SparkSession) -> None:
 
 
 def test_range_ends_and_lunch_break(spark: SparkSession) -> None:
-    rules = IaqRules(Occupancy(
-        parse_timetable("Mon 08:00-10:00,10:00-12:00; Tue 08:00-13:00,14:00-16:00")))
+    rules = rules_with("Mon 08:00-10:00,10:00-12:00; Tue 08:00-13:00,14:00-16:00")
     rows = (
         # Monday, 3A: an episode crossing a range end. Adjacent ranges 08:00-10:00 and
         # 10:00-12:00 are separate ranges: 09:50 -> 5, 09:55 -> min(the range end 10:00) = 5
@@ -178,7 +183,7 @@ def test_range_ends_and_lunch_break(spark: SparkSession) -> None:
 
 def test_daylight_saving_change_days_in_rome(spark: SparkSession) -> None:
     rome = "Europe/Rome"
-    rules = IaqRules(Occupancy(parse_timetable("Sun 01:00-04:00")))
+    rules = rules_with("Sun 01:00-04:00")
     spring, autumn = dt.date(2025, 3, 30), dt.date(2025, 10, 26)
     utc = dt.timezone.utc
     rows = [
