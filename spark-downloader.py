@@ -24,7 +24,7 @@ def main() -> int:
     spark = build_spark_session("indoor-air-download", master)
     return cli.run_and_report(spark, "indoor-air download",
                               lambda: downloader.run_download(spark, settings, summary),
-                              summary.report, settings.summary_json)
+                              summary.as_dict, settings.summary_json)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ failed, 130/143 stopped by SIGINT/SIGTERM).
 """
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -25,7 +24,7 @@ def main() -> int:
         jdbc_driver_conf(settings.postgres_jdbc_jar, settings.postgres_jdbc_package) if master else {})
     return cli.run_and_report(spark, "indoor-air analysis",
                               lambda: analysis.run_analysis(spark, settings, summary),
-                              lambda: dataclasses.asdict(summary), settings.summary_json)
+                              summary.as_dict, settings.summary_json)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,9 +46,9 @@ from batch.iaq import (
     iaq_results,
     with_occupied_range,
 )
-from batch.readers import InputFiles, file_listing, read_raw_readings, undecodable_file
+from batch.readers import read_raw_readings, undecodable_file
+from batch.summary import JobSummary
 from batch.spark_errors import spark_error_message
-from batch.timing import timed_phase
 from batch.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings
 
 log = logging.getLogger(__name__)
@@ -99,32 +98,16 @@ class AnalysisSettings(settings_type("AnalysisSettings", ANALYSIS_OPTIONS)):  # 
             lock_timeout_s=self.publish_lock_timeout_s)
 
 
-@dataclass
-class RunSummary:
-    """What a run did; printed at the end, written as JSON, and stored in batch_runs."""
+@dataclass(kw_only=True)
+class RunSummary(JobSummary):
+    """What an analysis run did; printed at the end, written as JSON, and stored in batch_runs."""
 
-    job: str
-    input_path: str
-    status: str = "running"
     run_id: int | None = None
-    input_files: int | None = None
-    skipped_files: list[str] = field(default_factory=list)
-    # {"count": n, "first": [names]}: part files of a streaming sink that its log does not name.
-    uncommitted_files: dict[str, Any] = field(default_factory=dict)
-    # {"count": n, "first": [names]}: files lacking a required column that other files have.
-    files_lacking_required_columns: dict[str, Any] = field(default_factory=dict)
     rows_read: int | None = None
     rows_used: int | None = None
-    rows_excluded: dict[str, int] = field(default_factory=dict)
-    values_nulled: dict[str, int] = field(default_factory=dict)
     rows_written: dict[str, int] = field(default_factory=dict)
-    phase_seconds: dict[str, float] = field(default_factory=dict)
-    error_message: str | None = None
     # The HTML report of the run (batch/report.py), once published; None if it was not written.
-    report: str | None = None
-
-    def phase(self, name: str) -> AbstractContextManager[None]:
-        return timed_phase(self.phase_seconds, name)
+    report_path: str | None = None
 
     def run_record(self) -> dict[str, Any]:
         """The batch_runs columns this summary fills."""
@@ -236,7 +219,7 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
         summary.rows_written = postgres.swap_in(conn, target, catalog, evolution, summary.run_id,
                                                 summary.run_record())
     with summary.phase("report"):
-        summary.report = _write_report(target, settings.report_dir, summary.run_id)
+        summary.report_path = _write_report(target, settings.report_dir, summary.run_id)
     postgres.tidy_up(conn, target, [table.name for table in catalog.published_tables],
                      summary.run_id, summary.phase_seconds)
 
@@ -272,7 +255,7 @@ def _partial_statistics(spark: SparkSession, settings: AnalysisSettings, summary
             readings_df, input_files = read_raw_readings(
                 spark, settings.raw_data_path, _columns_read(metrics), settings.skip_corrupt_files,
                 unreadable)
-            _record_files(summary, input_files)
+            summary.record_input(input_files)
         with summary.phase("aggregate"):
             try:
                 # One row per device and day, kept in a few partitions: every later step reads
@@ -308,13 +291,6 @@ def _unreadable_file_error(error: Py4JJavaError | CapturedException
     return file, CorruptInputFileError(
         f"{file} is not a readable Parquet file: its data cannot be decoded"
         f"{f' ({cause.group(1)})' if cause else ''}")
-
-
-def _record_files(summary: RunSummary, input_files: InputFiles) -> None:
-    summary.input_files = input_files.file_count
-    summary.skipped_files = list(input_files.skipped)
-    summary.uncommitted_files = file_listing(input_files.uncommitted)
-    summary.files_lacking_required_columns = file_listing(input_files.lacking_required)
 
 
 def _names(metrics: tuple[Metric, ...]) -> tuple[str, ...]:

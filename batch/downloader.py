@@ -8,14 +8,12 @@ describe one particular download rather than the installation.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import re
 import sys
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,7 @@ from batch.config import (
     settings_type,
 )
 from batch.contract import RAW_COLUMNS, RAW_COLUMNS_BY_NAME
-from batch.errors import BatchError, ConfigurationError, CorruptInputFileError, DownloadError
+from batch.errors import ConfigurationError, CorruptInputFileError, DownloadError
 from batch.download_file import (
     CSV,
     FORMATS,
@@ -54,8 +52,8 @@ from batch.download_file import (
     value_inventory,
     write_single_file,
 )
-from batch.readers import file_listing, read_raw_readings, undecodable_file
-from batch.timing import timed_phase
+from batch.readers import read_raw_readings, undecodable_file
+from batch.summary import JobSummary
 from batch.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings
 
 log = logging.getLogger(__name__)
@@ -235,36 +233,26 @@ def check_settings(settings: DownloaderSettings) -> None:
         raise ConfigurationError(f"--output {path} is a directory; give a file name")
 
 
-@dataclass
-class DownloadSummary:
-    """What a download did; printed at the end and optionally written as JSON."""
+@dataclass(kw_only=True)
+class DownloadSummary(JobSummary):
+    """What a download did; printed at the end and optionally written as JSON.
 
-    job: str
-    input_path: str
+    rows_excluded and values_nulled are counted with --clean only.
+    """
+
     output: str
     file_format: str
     timezone: str
     clean: bool
     filters: dict[str, str] = field(default_factory=dict)
     columns: list[str] = field(default_factory=list)
-    status: str = "running"
-    input_files: int | None = None
-    skipped_files: list[str] = field(default_factory=list)
-    # {"count": n, "first": [names]}: part files of a streaming sink that its log does not name.
-    uncommitted_files: dict[str, Any] = field(default_factory=dict)
-    # {"count": n, "first": [names]}: files lacking a required column that other files have.
-    files_lacking_required_columns: dict[str, Any] = field(default_factory=dict)
     rows_selected: int | None = None
     rows_downloaded: int | None = None
-    rows_excluded: dict[str, int] | None = None  # with --clean only
-    values_nulled: dict[str, int] | None = None  # with --clean only
     file_bytes: int | None = None
     file_size: str | None = None
     parts: int | None = None
     leftovers_removed: list[str] = field(default_factory=list)  # of killed earlier downloads
     seconds: float | None = None
-    phase_seconds: dict[str, float] = field(default_factory=dict)
-    error_message: str | None = None
 
     @classmethod
     def for_settings(cls, settings: DownloaderSettings) -> DownloadSummary:
@@ -275,11 +263,6 @@ class DownloadSummary:
                    filters=settings.filter_description() or {"(none)": "every reading"},
                    columns=list(settings.columns))
 
-    def phase(self, name: str) -> AbstractContextManager[None]:
-        return timed_phase(self.phase_seconds, name)
-
-    def report(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def run_download(spark: SparkSession, settings: DownloaderSettings,
@@ -332,10 +315,7 @@ def _download_once(spark: SparkSession, settings: DownloaderSettings, summary: D
             spark, settings.raw_data_path,
             columns_to_read(columns, download_filter, settings.download_clean),
             settings.skip_corrupt_files, unreadable)
-        summary.input_files = input_files.file_count
-        summary.skipped_files = list(input_files.skipped)
-        summary.uncommitted_files = file_listing(input_files.uncommitted)
-        summary.files_lacking_required_columns = file_listing(input_files.lacking_required)
+        summary.record_input(input_files)
     # One pass over sendtime and the filter columns: where to split the sort into parts, and
     # whether each filter value exists (a typo is told apart from an empty selection).
     with summary.phase("plan"):

@@ -441,7 +441,7 @@ def test_a_streaming_sink_exports_its_committed_readings_only(
     assert any(row[4] is not None and row[4] % 1 == 0.25 for row in exported)
     assert summary.uncommitted_files["count"] == 2
     assert local_names(summary.uncommitted_files["first"]) == list(sink.uncommitted)
-    assert summary.report()["uncommitted_files"] == summary.uncommitted_files
+    assert summary.as_dict()["uncommitted_files"] == summary.uncommitted_files
 
 
 def test_a_file_damaged_behind_an_intact_footer_is_named_or_skipped(

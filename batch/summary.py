@@ -1,0 +1,43 @@
+"""What a run of either job did: one type, printed at the end and written as JSON (--summary-json)."""
+from __future__ import annotations
+
+import dataclasses
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+from batch.readers import InputFiles, file_listing
+from batch.timing import timed_phase
+
+
+@dataclass(kw_only=True)
+class JobSummary:
+    """The fields both jobs fill; each job's summary adds its own (batch/analysis.py, batch/downloader.py)."""
+
+    job: str
+    input_path: str
+    status: str = "running"
+    input_files: int | None = None
+    skipped_files: list[str] = field(default_factory=list)
+    # {"count": n, "first": [names]}: part files of a streaming sink that its log does not name.
+    uncommitted_files: dict[str, Any] = field(default_factory=dict)
+    # {"count": n, "first": [names]}: files lacking a required column that other files have.
+    files_lacking_required_columns: dict[str, Any] = field(default_factory=dict)
+    # Per reason / per metric; a None count: not checked by this run (replays not dropped).
+    rows_excluded: dict[str, int | None] | None = None
+    values_nulled: dict[str, int] | None = None
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    error_message: str | None = None
+
+    def phase(self, name: str) -> AbstractContextManager[None]:
+        return timed_phase(self.phase_seconds, name)
+
+    def record_input(self, input_files: InputFiles) -> None:
+        """What the reader found under the input path."""
+        self.input_files = input_files.file_count
+        self.skipped_files = list(input_files.skipped)
+        self.uncommitted_files = file_listing(input_files.uncommitted)
+        self.files_lacking_required_columns = file_listing(input_files.lacking_required)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
