@@ -1021,6 +1021,8 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
                         help=f"first day, YYYY-MM-DD (default: {DEFAULT_START.isoformat()})")
     parser.add_argument("--days", type=_positive_int, default=DEFAULT_DAYS,
                         help=f"number of days covered (default: {DEFAULT_DAYS})")
+    parser.add_argument("--closures-file", type=Path, default=None, metavar="FILE",
+                        help="also write the demo's holidays there, as an IAQ_CLOSURES_FILE")
     parser.add_argument("--force", action="store_true",
                         help="regenerate even if the folder already holds this demo dataset "
                              "(without it, an existing identical dataset is kept)")
@@ -1041,6 +1043,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return error.exit_code
     print(f"demo dataset: {info.readings} readings of {info.devices} devices "
           f"({info.unregistered_devices} unregistered) in {len(info.files)} files to {info.path}")
+    if arguments.closures_file is not None:
+        arguments.closures_file.write_text(holiday_closures_csv(arguments.start, arguments.days),
+                                           encoding="utf-8")
+        print(f"demo holidays (closed dates of the compliance tables) in {arguments.closures_file}")
     return 0
 
 

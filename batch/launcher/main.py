@@ -405,12 +405,16 @@ def local_jdbc_jar(configured: str, package: str) -> str:
 
 def _prepare_demo(state: Launch) -> None:
     python, root = sys.executable, state.project_root
+    closures = root / "data" / "demo" / "closures.csv"
     demo = subprocess.run([python, "-m", "devtools.demo", "--output", str(root / "data" / "demo" / "raw"),
-                           "--readings", state.environ.get("DEMO_READINGS", DEMO_READINGS)],
+                           "--readings", state.environ.get("DEMO_READINGS", DEMO_READINGS),
+                           "--closures-file", str(closures)],
                           cwd=root, stdin=subprocess.DEVNULL)
     if demo.returncode != 0:
         raise LauncherError(demo.returncode, "generating the demo dataset failed")
     state.environ["RAW_DATA_PATH"] = str(root / "data" / "demo" / "raw")
+    # The demo school's holidays are not school days in the compliance tables.
+    state.environ.setdefault("IAQ_CLOSURES_FILE", str(closures))
     if not state.job.uses_postgres:
         return
     server = subprocess.run([python, "-m", "devtools.local_postgres", "env", "--dir",
