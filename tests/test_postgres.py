@@ -159,3 +159,30 @@ def test_a_changed_type_or_a_column_that_disappeared_stops_the_run_before_anythi
     with connect(target) as conn:
         assert independent.published_table(conn, target.schema, "classroom_stats") == before
     assert execute(target, "SELECT count(*) FROM {schema}.batch_runs") == [(0,)]
+
+
+def test_the_latest_week_view_flags_a_classroom_behind_its_institute(
+        spark: SparkSession, make_target: Any, tmp_path: Path) -> None:
+    # 3A reports on the Mondays of ISO weeks 10-13 of 2025, 3B only in week 10. The newest
+    # reading (Monday 24 March) completes week 12 (Monday 17 + 7 <= 24): 3A's latest complete
+    # week is week 12; 3B's is week 10, two weeks behind the newest complete week of Liceo.
+    # Scuola's only classroom is up to date with itself.
+    mondays = [dt.datetime(2025, 3, day, 9, tzinfo=UTC) for day in (3, 10, 17, 24)]
+    rows = [("a1", "Liceo", "3A", monday) for monday in mondays]
+    rows += [("b2", "Liceo", "3B", mondays[0]), ("c3", "Scuola", "1C", mondays[0])]
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    pq.write_table(pa.table({
+        "DevEui": [row[0] for row in rows], "institute": [row[1] for row in rows],
+        "classroom": [row[2] for row in rows],
+        "sendtime": pa.array([row[3] for row in rows], pa.timestamp("us", tz="UTC")),
+        "co2": [700.0] * len(rows)}), folder / "part-0.parquet")
+    target = make_target()
+    run(spark, analysis_settings(target, folder))
+    assert execute(target, "SELECT institute, classroom, week_start, weeks_behind_institute "
+                           "FROM {schema}.latest_complete_week_by_classroom "
+                           "ORDER BY institute, classroom") == [
+        ("Liceo", "3A", dt.date(2025, 3, 17), 0),
+        ("Liceo", "3B", dt.date(2025, 3, 3), 2),
+        ("Scuola", "1C", dt.date(2025, 3, 3), 0),
+    ]
