@@ -17,6 +17,7 @@ from batch.aggregations import (
     GROUPINGS,
     Grouping,
     Thresholds,
+    collect_partials,
     partial_statistics,
     rollup_all,
     validation_counts,
@@ -194,35 +195,27 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
         summary.input_files = input_files.file_count
         summary.skipped_files = list(input_files.skipped)
     with summary.phase("aggregate"):
+        partials_df = (readings_df.transform(validate_readings, _names(metrics), settings.drop_replays)
+                       .transform(partial_statistics, settings.batch_timezone, thresholds, metrics))
         try:
-            # One row per device and day, kept in a few partitions: every later step reads it
-            # and the plans built on it stay small. A local checkpoint lives in the executors;
-            # losing one fails the run, which publishes nothing.
-            partials_df = (
-                readings_df.transform(validate_readings, _names(metrics), settings.drop_replays)
-                .transform(partial_statistics, settings.batch_timezone, thresholds, metrics)
-                .coalesce(spark.sparkContext.defaultParallelism)
-                .localCheckpoint()
-            )
+            # The one pass over the input; the partials (groups, not readings) go to the driver.
+            partials = collect_partials(partials_df, groupings)
         except (Py4JJavaError, CapturedException) as error:
             unreadable = _unreadable_file_error(error, settings.skip_corrupt_files)
             if unreadable is None:
                 raise
             raise unreadable from None
-        _record_counts(summary, validation_counts(partials_df, metrics).collect()[0].asDict(),
-                       metrics, settings.drop_replays)
+        _record_counts(summary, validation_counts(partials, metrics), metrics, settings.drop_replays)
         if not summary.rows_used:
             raise EmptyInputError(
                 f"no usable reading under {settings.raw_data_path}: {summary.rows_read} read, "
                 f"excluded per reason {summary.rows_excluded}; previous results kept")
-        # Every table's rows, computed once; one partition, so that each table is written
-        # by a single task over a single connection.
-        results = {ALL_STATISTICS: rollup_all(partials_df, groupings, metrics)
-                   .localCheckpoint().coalesce(1)}
+        results = {ALL_STATISTICS: rollup_all(partials, groupings, metrics)}
+        del partials
     with summary.phase("publish"):
         postgres.prepare_staging(conn, target, catalog.published_tables, summary.run_id)
         for table in catalog.published_tables:
-            postgres.write_staging(table.build(results), target,
+            postgres.write_staging(conn, target, table, table.build(results),
                                    postgres.staging_table(table.name, summary.run_id))
         summary.status = "succeeded"
         summary.rows_written = postgres.swap_in(conn, target, catalog, evolution, summary.run_id,

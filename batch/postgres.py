@@ -1,7 +1,7 @@
 """The PostgreSQL sink: DDL and schema evolution derived from the catalog, atomic publication, run records.
 
-Spark writes each table's rows through its JDBC data source into an unlogged staging table;
-one PostgreSQL transaction then replaces the published rows by the staged ones (DELETE +
+The job's connection COPYs each table's rows (small: one per group, rolled up in the driver)
+into an unlogged staging table; one PostgreSQL transaction then replaces the published rows by the staged ones (DELETE +
 INSERT, which is MVCC-safe: a reader sees the complete previous results or the complete new
 ones) and marks the run succeeded. Published tables are never dropped, so their indexes,
 grants and dependent views stay. A session-level advisory lock keeps two runs against the
@@ -15,6 +15,8 @@ that disappeared stops the run before anything is written, with the SQL to run.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import time
@@ -25,19 +27,20 @@ from typing import Any
 
 import psycopg2
 import psycopg2.errors
+import pandas as pd
 from psycopg2 import sql
 from py4j.protocol import Py4JJavaError
 from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import DataFrame
 
 from batch.catalog import RUNS, Catalog
-from batch.schema import Column, Table, View
+from batch.schema import BIGINT, INTEGER, TEXT, TIMESTAMPTZ, Column, Rows, Table, View
+from batch.session import collect_to_pandas
 from batch.config import Secret, parse_identifier
 from batch.errors import ConfigurationError, PublishError
 
 log = logging.getLogger(__name__)
 
-JDBC_DRIVER_CLASS = "org.postgresql.Driver"
 RUNS_TABLE = RUNS.name
 STAGING_PREFIX = "_staging_"
 
@@ -61,12 +64,6 @@ class PostgresTarget:
             parse_identifier(self.schema)
         except ValueError as error:
             raise ConfigurationError(f"POSTGRES_SCHEMA: {error}") from None
-
-    @property
-    def jdbc_url(self) -> str:
-        # Batched inserts are rewritten into multi-row INSERTs: far fewer round trips.
-        return (f"jdbc:postgresql://{self.host}:{self.port}/{self.database}"
-                "?reWriteBatchedInserts=true")
 
     @property
     def address(self) -> str:
@@ -417,28 +414,46 @@ def tidy_up(conn: psycopg2.extensions.connection, target: PostgresTarget, tables
                     _first_line(error))
 
 
-def _quoted_name(schema: str, table: str) -> str:
-    """`"schema"."table"` for Spark's dbtable option, quoted as sql.Identifier quotes."""
-    return ".".join('"' + name.replace('"', '""') + '"' for name in (schema, table))
+def _copy_text(rows: pd.DataFrame, columns: tuple[Column, ...]) -> io.StringIO:
+    """`rows` as the CSV that `COPY ... (FORMAT csv)` reads, columns in catalog order.
+
+    Text is always quoted (an empty name stays an empty string) and an unquoted empty field
+    is NULL; doubles are written as Python's repr, the shortest text that reads back to the
+    same double; timestamps are UTC instants (tz-naive ones are in the session's UTC).
+    """
+    frame = rows[[column.name for column in columns]].copy()
+    for column in columns:
+        if column.type in (INTEGER, BIGINT):
+            # A pandas integer column with a missing value anywhere upstream is float.
+            frame[column.name] = frame[column.name].astype("Int64")
+        elif column.type is TIMESTAMPTZ:
+            values = pd.to_datetime(frame[column.name])
+            if values.dt.tz is None:
+                values = values.dt.tz_localize("UTC")
+            frame[column.name] = values.dt.tz_convert("UTC").dt.strftime("%Y-%m-%d %H:%M:%S.%f+00")
+    text = io.StringIO()
+    frame.to_csv(text, header=False, index=False, quoting=csv.QUOTE_NONNUMERIC, na_rep="")
+    text.seek(0)
+    return text
 
 
-def write_staging(stats_df: DataFrame, target: PostgresTarget, staging: str) -> None:
-    """Append `stats_df` to the staging table `staging` (see `staging_table`) through Spark's JDBC data source."""
-    try:
-        (stats_df.write.format("jdbc")
-         .option("url", target.jdbc_url)
-         .option("driver", JDBC_DRIVER_CLASS)
-         .option("dbtable", _quoted_name(target.schema, staging))
-         .option("user", target.user)
-         .option("password", target.password.reveal())
-         .option("batchsize", "10000")
-         .mode("append")
-         .save())
-    except (Py4JJavaError, CapturedException) as error:
-        # The root cause says what PostgreSQL refused; the error around it quotes every value.
-        _, cause = _spark_error_lines(error)
-        raise PublishError(f"writing {target.schema}.{staging} at {target.address} failed: "
-                           f"{cause}; previous results kept") from None
+def write_staging(conn: psycopg2.extensions.connection, target: PostgresTarget, table: Table,
+                  rows: Rows, staging: str) -> None:
+    """Write `rows` (`table`'s, see `Table.build`) into the staging table `staging` with one COPY.
+
+    A Spark DataFrame is collected to the driver first: published tables are small.
+    """
+    local = collect_to_pandas(rows) if isinstance(rows, DataFrame) else rows
+    # Quoted empty fields of non-text columns are NULLs too (CSV quotes every non-number).
+    force_null = [column.name for column in table.columns if column.type is not TEXT]
+    options = sql.SQL("FORMAT csv") if not force_null else sql.SQL("FORMAT csv, FORCE_NULL ({})").format(
+        sql.SQL(", ").join(map(sql.Identifier, force_null)))
+    statement = sql.SQL("COPY {} ({}) FROM STDIN WITH ({})").format(
+        _ident(target.schema, staging), sql.SQL(", ").join(map(sql.Identifier, table.column_names)),
+        options)
+    with conn.cursor() as cursor:
+        cursor.copy_expert(statement.as_string(conn), _copy_text(local, table.columns))
+    conn.commit()
 
 
 def spark_error_message(error: Py4JJavaError | CapturedException) -> str:
