@@ -2,7 +2,8 @@
 
 The input is scanned once: validated readings are reduced to mergeable partial statistics
 (count, mean, M2, min, max per metric) at the finest grain every grouping shares - one
-device, one local day - and each published grouping is rolled up from those partials.
+device, one period of local days sharing an ISO week and a calendar month - and each
+published grouping is rolled up from those partials, in the driver.
 Variances are merged with Chan's parallel formula, which stays exact where a sum of squares
 would cancel. The lists of key columns, statistics and groupings below are data: the Spark
 expressions here and the published columns of the catalog (batch/catalog.py) both derive
@@ -31,7 +32,7 @@ from batch.validation import (
     out_of_range_flag,
 )
 
-READING_DATE = "reading_date"
+READING_PERIOD = "reading_period"
 
 
 @dataclass(frozen=True)
@@ -73,18 +74,18 @@ INSTITUTE_KEY = _key(INSTITUTE, TEXT, "school, as named in the sensor registry")
 CLASSROOM_KEY = _key(CLASSROOM, TEXT,
                      "classroom inside the institute (names are unique per institute only)")
 ISO_YEAR_KEY = _key("iso_year", INTEGER, "ISO-8601 week-numbering year",
-                    lambda: F.year(_iso_thursday(F.col(READING_DATE))))
+                    lambda: F.year(_iso_thursday(F.col(READING_PERIOD))))
 ISO_WEEK_KEY = _key("iso_week", INTEGER, "ISO-8601 week number (1-53) within iso_year",
-                    lambda: F.floor((F.dayofyear(_iso_thursday(F.col(READING_DATE))) - 1) / 7)
+                    lambda: F.floor((F.dayofyear(_iso_thursday(F.col(READING_PERIOD))) - 1) / 7)
                     .cast("int") + 1)
 WEEK_START_KEY = _key("week_start", DATE, "Monday the ISO week starts on (local date)",
-                      lambda: _week_start(F.col(READING_DATE)))
+                      lambda: _week_start(F.col(READING_PERIOD)))
 YEAR_KEY = _key("year", INTEGER, "calendar year (local time)",
-                lambda: F.year(F.col(READING_DATE)))
+                lambda: F.year(F.col(READING_PERIOD)))
 MONTH_KEY = _key("month", INTEGER, "calendar month 1-12 (local time)",
-                 lambda: F.month(F.col(READING_DATE)))
+                 lambda: F.month(F.col(READING_PERIOD)))
 MONTH_START_KEY = _key("month_start", DATE, "first day of the month (local date)",
-                       lambda: F.trunc(F.col(READING_DATE), "month"))
+                       lambda: F.trunc(F.col(READING_PERIOD), "month"))
 
 CLASSROOM_KEYS = (INSTITUTE_KEY, CLASSROOM_KEY)
 WEEK_KEYS = (ISO_YEAR_KEY, ISO_WEEK_KEY, WEEK_START_KEY)
@@ -215,21 +216,26 @@ def _partial(metric: str, part: str) -> str:
     return f"{metric}__{part}"
 
 
-def with_reading_date(readings_df: DataFrame, timezone: str) -> DataFrame:
-    """Add the local calendar date of each reading in `timezone`.
+def with_reading_period(readings_df: DataFrame, timezone: str) -> DataFrame:
+    """Add the period of each reading: the first local day (in `timezone`) of the days its ISO
+    week and its calendar month share.
 
-    Assumes the session time zone is UTC (batch.session sets it): from_utc_timestamp
+    Every grouping's time keys (ISO week, month) are the same on every day of such a period,
+    so the partial statistics need no finer grain: a week holds at most two periods, and a
+    device that reports every school day has about five times fewer partial rows than it has
+    days. Assumes the session time zone is UTC (batch.session sets it): from_utc_timestamp
     shifts the instant to local wall-clock time, to_date then reads that wall clock.
     """
-    return readings_df.withColumn(
-        READING_DATE, F.to_date(F.from_utc_timestamp(F.col(SENDTIME), timezone)))
+    day = F.to_date(F.from_utc_timestamp(F.col(SENDTIME), timezone))
+    return readings_df.withColumn(READING_PERIOD, F.greatest(_week_start(day), F.trunc(day, "month")))
 
 
 def partial_statistics(
     validated_df: DataFrame, timezone: str, thresholds: Thresholds,
     metrics: tuple[Metric, ...] = METRICS, shares: tuple[Share, ...] = SHARES,
 ) -> DataFrame:
-    """Reduce validated readings to one row per reason, institute, classroom, device and local day."""
+    """Reduce validated readings to one row per reason, institute, classroom, device and period
+    (`with_reading_period`: the days an ISO week and a calendar month share)."""
     aggregates = [
         F.count(F.lit(1)).alias("readings"),
         F.sum(REPLAYS).cast("long").alias(REPLAYS),
@@ -254,20 +260,21 @@ def partial_statistics(
         for share in shares
     ]
     return (
-        validated_df.transform(with_reading_date, timezone)
-        .groupBy(EXCLUSION_REASON, INSTITUTE, CLASSROOM, DEVICE, READING_DATE)
+        validated_df.transform(with_reading_period, timezone)
+        .groupBy(EXCLUSION_REASON, INSTITUTE, CLASSROOM, DEVICE, READING_PERIOD)
         .agg(*aggregates)
     )
 
 
 # --- roll-up of partials to every published grouping, on the driver ---------------------
 #
-# The partials are few (one row per device and local day: groups, not readings) and every
+# The partials are few (one row per device and period: groups, not readings) and every
 # published row is a sum, minimum or maximum over them: the roll-up runs in the driver on
 # the partials collected once through Arrow, instead of as a few more distributed Spark
 # stages and jobs whose fixed cost exceeded the work. Its memory is bounded by the number of
-# partial rows (devices x days with data x exclusion reasons) times the number of partial
-# columns, independent of the number of readings.
+# partial rows - at most devices x (weeks + months) of data x (1 + exclusion reasons), about
+# 110,000 rows of ~60 columns for 1,000 devices over two years - independent of the number
+# of readings.
 
 def _all_keys(groupings: tuple[Grouping, ...]) -> tuple[GroupKey, ...]:
     keys: dict[str, GroupKey] = {}
@@ -278,7 +285,7 @@ def _all_keys(groupings: tuple[Grouping, ...]) -> tuple[GroupKey, ...]:
 
 
 def with_group_keys(partials_df: DataFrame, groupings: tuple[Grouping, ...]) -> DataFrame:
-    """Add every key column `groupings` derive from the local day (ISO week, month...).
+    """Add every key column `groupings` derive from the period (ISO week, month...).
 
     Derived in Spark, where the key definitions live, before the partials leave it.
     """

@@ -37,7 +37,7 @@ def build_spark_session(
     spark.sparkContext.setLogLevel("WARN")
     if "spark.sql.shuffle.partitions" not in {**(conf or {})} and not spark.sparkContext.getConf().contains(
             "spark.sql.shuffle.partitions"):
-        # After the first aggregation the data is one row per device and day: Spark's
+        # After the first aggregation the data is one row per device and period: Spark's
         # default of 200 shuffle partitions only multiplies tiny tasks (AQE does not
         # coalesce every exchange, e.g. under a window). Twice the cores keeps all busy.
         spark.conf.set("spark.sql.shuffle.partitions",
