@@ -211,7 +211,7 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
                 f"no usable reading under {settings.raw_data_path}: {summary.rows_read} read, "
                 f"excluded per reason {summary.rows_excluded}; previous results kept")
         results = {ALL_STATISTICS: rollup_all(partials, groupings, metrics)}
-        del partials
+        del partials  # the driver holds the partials or the results, not both, while publishing
     with summary.phase("publish"):
         postgres.prepare_staging(conn, target, catalog.published_tables, summary.run_id)
         for table in catalog.published_tables:

@@ -1,13 +1,14 @@
 """The PostgreSQL sink: DDL and schema evolution derived from the catalog, atomic publication, run records.
 
-The job's connection COPYs each table's rows (small: one per group, rolled up in the driver)
-into an unlogged staging table; one PostgreSQL transaction then replaces the published rows by the staged ones (DELETE +
-INSERT, which is MVCC-safe: a reader sees the complete previous results or the complete new
-ones) and marks the run succeeded. Published tables are never dropped, so their indexes,
-grants and dependent views stay. A session-level advisory lock keeps two runs against the
-same schema from interleaving; it lives as long as the job's connection, so a run that loses
-that connection (a PostgreSQL restart) fails rather than publish without it, and its staging
-tables carry its run id so that nothing it still writes can reach another run's.
+The job's own connection COPYs each table's rows (small: one per group, rolled up in the
+driver) into an unlogged staging table; one PostgreSQL transaction then replaces the
+published rows by the staged ones (DELETE + INSERT, which is MVCC-safe: a reader sees the
+complete previous results or the complete new ones) and marks the run succeeded. Published
+tables are never dropped, so their indexes, grants and dependent views stay. A session-level
+advisory lock keeps two runs against the same schema from interleaving; it lives as long as
+the job's connection, so a run that loses that connection (a PostgreSQL restart) fails
+rather than publish without it, and its staging tables carry its run id so that nothing it
+still writes can reach another run's.
 
 A database published by an earlier release evolves in place: columns new in this release are
 added inside the publishing transaction, views are recreated; a column whose type changed or
@@ -24,12 +25,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
 import psycopg2
 import psycopg2.errors
-import pandas as pd
 import pyarrow as pa
-from pyarrow import csv as pa_csv
 from psycopg2 import sql
+from pyarrow import csv as pa_csv
 from py4j.protocol import Py4JJavaError
 from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import DataFrame

@@ -39,7 +39,6 @@ from batch.export import write_single_file
 from batch.postgres import PostgresTarget
 from tests.rawdata import RawDataset, build_rows, with_replays
 from tests.support.jobs import (
-    JDBC_APPLICATION,
     JOB_APPLICATION,
     JobProcess,
     admin_connection,
@@ -113,7 +112,7 @@ def table_lock(target: PostgresTarget, table: str) -> Iterator[Any]:
 
 
 def install_staging_hold(conn: Any, schema: str, key: int) -> str:
-    """Hold the JDBC writes of the last staging table (weekly_stats) on advisory lock `key`.
+    """Hold the COPY into the last staging table (weekly_stats) on advisory lock `key`.
 
     The run creates its staging tables; an event trigger puts a statement trigger on that one
     as it is created, which waits for the lock: the five tables before it are written.
@@ -191,8 +190,8 @@ def test_sigkill_at_any_point_keeps_the_previous_results_and_the_next_run_recove
         if point in ("read", "aggregate"):
             wait_for(lambda: job.hold_reached(point), f"the job to reach {point}", job=job)
         elif point == "staging":
-            wait_for(lambda: waiting_backend(admin, JDBC_APPLICATION, "advisory", "INSERT"),
-                     "Spark to wait inside its write of the last staging table", job=job)
+            wait_for(lambda: waiting_backend(admin, JOB_APPLICATION, "advisory", "COPY"),
+                     "the job to wait inside its COPY into the last staging table", job=job)
             written = [table for table in staging_tables(admin, target.schema)
                        if query(admin, sql.SQL("SELECT count(*) FROM {}.{}").format(
                            sql.Identifier(target.schema), sql.Identifier(table)))[0][0] > 0]
