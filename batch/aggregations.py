@@ -208,7 +208,7 @@ def output_columns(grouping: Grouping, thresholds: Thresholds,
 
 # --- partial statistics at the finest grain ---------------------------------------------
 
-_N, _MEAN, _M2, _MIN, _MAX = "n", "mean", "m2", "min", "max"
+_N, _SUM, _M2, _MIN, _MAX = "n", "sum", "m2", "min", "max"
 _HITS = "hits"
 
 
@@ -247,7 +247,8 @@ def partial_statistics(
         n = F.count(value)
         aggregates += [
             n.alias(_partial(metric.name, _N)),
-            F.avg(value).alias(_partial(metric.name, _MEAN)),
+            # The mean is sum / n, as Spark's avg computes it, without avg's own buffers.
+            F.sum(value).alias(_partial(metric.name, _SUM)),
             # var_pop is Spark's stable central-moment aggregate; times n it is M2.
             (F.var_pop(value) * n).alias(_partial(metric.name, _M2)),
             F.min(value).alias(_partial(metric.name, _MIN)),
@@ -298,9 +299,9 @@ def collect_partials(partials_df: DataFrame, groupings: tuple[Grouping, ...]) ->
     return collect_to_pandas(partials_df.transform(with_group_keys, groupings))
 
 
-def _sums(values: pd.DataFrame, codes: np.ndarray, groups: int) -> dict[str, np.ndarray]:
-    return {name: np.bincount(codes, weights=values[name].to_numpy(dtype=float, na_value=0.0),
-                              minlength=groups) for name in values.columns}
+def _values(partials: pd.DataFrame, name: str) -> np.ndarray:
+    """A partial column as doubles, missing values (a metric without values) as 0."""
+    return partials[name].to_numpy(dtype=float, na_value=0.0)
 
 
 def _rollup_grouping(included: pd.DataFrame, grouping: Grouping, metrics: tuple[Metric, ...],
@@ -315,22 +316,20 @@ def _rollup_grouping(included: pd.DataFrame, grouping: Grouping, metrics: tuple[
     result["devices"] = by_group[DEVICE].nunique()
     result["first_reading_at"] = by_group["first_reading_at"].min()
     result["last_reading_at"] = by_group["last_reading_at"].max()
-    counts = {metric.name: included[_partial(metric.name, _N)].to_numpy(dtype=float, na_value=0.0)
-              for metric in metrics}
     lowest = by_group[[_partial(metric.name, _MIN) for metric in metrics]].min()
     highest = by_group[[_partial(metric.name, _MAX) for metric in metrics]].max()
-    totals = _sums(included[[_partial(share.name, _HITS) for share in shares]], codes, groups)
+    totals = {name: np.bincount(codes, weights=_values(included, name), minlength=groups)
+              for name in [_partial(share.name, _HITS) for share in shares]}
     for metric in metrics:
-        n_i = counts[metric.name]
-        present = n_i > 0
-        mean_i = np.where(present, included[_partial(metric.name, _MEAN)].to_numpy(dtype=float, na_value=0.0), 0.0)
-        m2_i = np.where(present, included[_partial(metric.name, _M2)].to_numpy(dtype=float, na_value=0.0), 0.0)
+        n_i = _values(included, _partial(metric.name, _N))
+        sum_i = _values(included, _partial(metric.name, _SUM))
         n = np.bincount(codes, weights=n_i, minlength=groups)
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(n > 0, np.bincount(codes, weights=n_i * mean_i, minlength=groups) / n, np.nan)
+            mean = np.where(n > 0, np.bincount(codes, weights=sum_i, minlength=groups) / n, np.nan)
             # Chan et al.: M2 of a union = sum of the parts' M2 + n_i * (mean_i - mean)^2.
-            m2 = np.bincount(codes, weights=np.where(present, m2_i + n_i * (mean_i - mean[codes]) ** 2, 0.0),
-                             minlength=groups)
+            spread = np.where(n_i > 0, _values(included, _partial(metric.name, _M2))
+                              + n_i * (sum_i / n_i - mean[codes]) ** 2, 0.0)
+            m2 = np.bincount(codes, weights=spread, minlength=groups)
             stddev = np.where(n > 1, np.sqrt(np.maximum(m2, 0.0) / (n - 1)), np.nan)
         result[f"{metric.name}_count"] = n.astype(np.int64)
         result[f"{metric.name}_mean"] = mean

@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 
 # How Spark names a file it cannot decode (a damaged page behind an intact footer).
 _UNREADABLE_FILE = re.compile(r"Encountered error while reading file (.+?)\. Details")
-_CAUSE = re.compile(r"\(cause: (.*)\)$")
 
 ANALYSIS_OPTIONS: tuple[Option, ...] = COMMON_OPTIONS + POSTGRES_OPTIONS + (
     Option("DROP_REPLAYS", "false",
@@ -227,16 +226,36 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
 def _unreadable_file_error(error: Py4JJavaError | CapturedException,
                            skip_corrupt_files: bool) -> CorruptInputFileError | None:
     """The failure of the first pass over the input as an error naming the file, if Spark named one."""
-    message = postgres.spark_error_message(error)
-    found = _UNREADABLE_FILE.search(message)
+    messages = _error_chain(error)
+    found = next(filter(None, map(_UNREADABLE_FILE.search, messages)), None)
     if found is None:
         return None
-    cause = _CAUSE.search(message)
+    cause = f" ({messages[-1]})" if messages[-1] != found.string else ""
     hint = ("; SKIP_CORRUPT_FILES skips files whose footer is unreadable, but this one's footer "
             "is intact and its data damaged: move it out of the input" if skip_corrupt_files else "")
     return CorruptInputFileError(
-        f"{found.group(1)} is not a readable Parquet file: its data cannot be decoded"
-        f"{f' ({cause.group(1)})' if cause else ''}{hint}")
+        f"{found.group(1)} is not a readable Parquet file: its data cannot be decoded{cause}{hint}")
+
+
+def _error_chain(error: Py4JJavaError | CapturedException) -> list[str]:
+    """The first line of the JVM's exception and of each of its causes, the root cause last.
+
+    Spark wraps the task's failure at a depth that depends on the action (an Arrow
+    collect adds a layer), so the file it names is looked for in every cause.
+    """
+    if not isinstance(error, Py4JJavaError):
+        return [_first_line(str(error))]
+    messages, exception = [], error.java_exception
+    while exception is not None:
+        messages.append(_first_line(exception.toString()))
+        cause = exception.getCause()
+        exception = None if cause is None or cause.equals(exception) else cause
+    return messages
+
+
+def _first_line(text: str) -> str:
+    text = text.strip()
+    return text.splitlines()[0] if text else ""
 
 
 def _names(metrics: tuple[Metric, ...]) -> tuple[str, ...]:

@@ -31,8 +31,6 @@ import psycopg2.errors
 import pyarrow as pa
 from psycopg2 import sql
 from pyarrow import csv as pa_csv
-from py4j.protocol import Py4JJavaError
-from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import DataFrame
 
 from batch.catalog import RUNS, Catalog
@@ -449,21 +447,6 @@ def write_staging(conn: psycopg2.extensions.connection, target: PostgresTarget, 
     with conn.cursor() as cursor:
         cursor.copy_expert(statement.as_string(conn), _copy_text(local, table.columns))
     conn.commit()
-
-
-def spark_error_message(error: Py4JJavaError | CapturedException) -> str:
-    """The first line of what the JVM reported, and of its root cause when that differs."""
-    message, cause = _spark_error_lines(error)
-    return message if cause == message else f"{message} (cause: {cause})"
-
-
-def _spark_error_lines(error: Py4JJavaError | CapturedException) -> tuple[str, str]:
-    if not isinstance(error, Py4JJavaError):
-        return _first_line(error), _first_line(error)
-    exception = root = error.java_exception
-    while root.getCause() is not None and not root.getCause().equals(root):
-        root = root.getCause()
-    return _first_line(exception.toString()), _first_line(root.toString())
 
 
 def swap_in(conn: psycopg2.extensions.connection, target: PostgresTarget, catalog: Catalog,

@@ -250,7 +250,7 @@ def main(argv: list[str]) -> int:
         if args.scaling:
             print("\nanalysis scaling", flush=True)
             scaled = {(shape, rows): ensure_shape(work, shape, rows)
-                      for rows in args.scaling for shape in args.shapes}
+                      for rows in args.scaling for shape in args.shapes if rows not in args.rows}
             scaling = []
             for repeat in range(args.repeats):
                 for (shape, rows), raw in scaled.items():
@@ -258,7 +258,9 @@ def main(argv: list[str]) -> int:
                     for variant in [v for v in ("analysis", "before") if v in plan]:
                         command, env, summary = plan[variant]
                         scaling.append(measure(variant, shape, rows, command, env, work, summary))
-            report_scaling(scaling)
+            # The main runs at a scaling size count too: no need to repeat them.
+            report_scaling(scaling + [m for m in results if m.variant in ("analysis", "before")
+                                      and m.rows in args.scaling])
     finally:
         local_postgres.stop(work / "postgres")
     return 0
