@@ -19,11 +19,6 @@ BASE_CONF: dict[str, str] = {
 }
 
 
-def jdbc_driver_conf(jar: str, package: str) -> dict[str, str]:
-    """How a session started outside spark-submit gets the JDBC driver: a jar, else Maven."""
-    return {"spark.jars": jar} if jar else {"spark.jars.packages": package}
-
-
 def build_spark_session(
     app_name: str, master: str | None = None, conf: Mapping[str, str] | None = None
 ) -> SparkSession:
