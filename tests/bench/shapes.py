@@ -114,11 +114,3 @@ def ensure_many_days(workdir: Path, readings: int) -> Path:
           f"at {folder} ({time.monotonic() - started:.0f} s to ensure)", flush=True)
     return folder
 
-
-def device_days(raw: Path) -> int:
-    """Distinct (device, UTC day) pairs of a dataset: the grain of the partial statistics."""
-    table = pq.read_table(raw, columns=["DevEui", "sendtime"])
-    keys = pa.table({"d": table["DevEui"],
-                     "t": table["sendtime"].cast(pa.timestamp("us")).cast(pa.date32())})
-    return keys.group_by(["d", "t"]).aggregate([]).num_rows
-
