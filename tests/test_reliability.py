@@ -182,9 +182,14 @@ def test_sigkill_at_any_point_keeps_the_previous_results_and_the_next_run_recove
         elif point == "commit":
             install_commit_hold(admin, target.schema, key)
             stack.enter_context(advisory_hold(target, key))
+        reader = admin
+        if point == "swap":
+            # Locked before the job starts: the staging tables are written in milliseconds
+            # (COPY), too fast to be seen and locked in between. Nothing before the swap
+            # locks a published table; the swap replaces weekly_stats last.
+            reader = stack.enter_context(table_lock(target, "weekly_stats"))
         job = stack.enter_context(JobProcess.analysis(
             environment, tmp_path / "job", hold_at=point if point in ("read", "aggregate") else None))
-        reader = admin
 
         # Wait, from outside, until the job is held where the fault is injected.
         if point in ("read", "aggregate"):
@@ -197,11 +202,9 @@ def test_sigkill_at_any_point_keeps_the_previous_results_and_the_next_run_recove
                            sql.Identifier(target.schema), sql.Identifier(table)))[0][0] > 0]
             assert len(written) == len(TABLES) - 1, written  # in the middle of publishing
         elif point == "swap":
-            wait_for(lambda: len(staging_tables(admin, target.schema)) == len(TABLES),
-                     "the run's staging tables", job=job)
-            reader = stack.enter_context(table_lock(target, "weekly_stats"))
             wait_for(lambda: waiting_backend(admin, JOB_APPLICATION, "relation", "DELETE FROM"),
                      "the swap to wait for the last table, the others replaced", job=job)
+            assert len(staging_tables(admin, target.schema)) == len(TABLES)  # all staged
         else:
             wait_for(lambda: waiting_backend(admin, JOB_APPLICATION, "advisory", "UPDATE"),
                      "the swap to wait just before its commit", job=job)
