@@ -44,6 +44,7 @@ from batch.iaq import (
     IaqSettings,
     iaq_partial_aggregates,
     iaq_results,
+    parse_ppm,
     with_occupied_range,
 )
 from batch.readers import read_raw_readings, undecodable_file
@@ -55,14 +56,13 @@ log = logging.getLogger(__name__)
 
 _CAUSE = re.compile(r"\(cause: (.*)\)$")
 
-_CO2_PPM = number(0, RAW_COLUMNS_BY_NAME["co2"].upper, above_low=True)
 _TEMPERATURE_C = number(RAW_COLUMNS_BY_NAME["temperature"].lower, RAW_COLUMNS_BY_NAME["temperature"].upper)
 
 ANALYSIS_OPTIONS: tuple[Option, ...] = COMMON_OPTIONS + POSTGRES_OPTIONS + (
     Option("DROP_REPLAYS", "false",
            "drop exact replays (same DevEui and sendtime) before computing statistics", parse_bool),
-    Option("CO2_HIGH_PPM", "1000", "CO2 threshold of co2_share_above_high, ppm", _CO2_PPM),
-    Option("CO2_VERY_HIGH_PPM", "1500", "CO2 threshold of co2_share_above_very_high, ppm", _CO2_PPM),
+    Option("CO2_HIGH_PPM", "1000", "CO2 threshold of co2_share_above_high, ppm", parse_ppm),
+    Option("CO2_VERY_HIGH_PPM", "1500", "CO2 threshold of co2_share_above_very_high, ppm", parse_ppm),
     Option("COMFORT_MIN_C", "20", "lower bound of the temperature comfort band, °C", _TEMPERATURE_C),
     Option("COMFORT_MAX_C", "26", "upper bound of the temperature comfort band, °C", _TEMPERATURE_C),
     Option("POSTGRES_CONNECT_ATTEMPTS", "5",

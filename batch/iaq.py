@@ -46,8 +46,8 @@ from batch.aggregations import (
     WEEK_START_KEY,
     published_columns,
 )
-from batch.config import Option, settings_type
-from batch.contract import CLASSROOM, INSTITUTE, METRIC_NAMES, SENDTIME
+from batch.config import Option, number, settings_type
+from batch.contract import CLASSROOM, INSTITUTE, METRIC_NAMES, RAW_COLUMNS_BY_NAME, SENDTIME
 from batch.errors import ConfigurationError
 from batch.schema import BIGINT, BOOLEAN, DATE, DOUBLE, INTEGER, Results, Table, View
 from batch.schema import Column as PublishedColumn
@@ -84,25 +84,10 @@ def _finite(text: str) -> float:
     return value
 
 
-def parse_ppm(text: str) -> float:
-    value = _finite(text)
-    if not 0 < value <= 40_000:
-        raise ValueError(f"expected a CO2 concentration above 0 and at most 40000 ppm, got {text!r}")
-    return value
-
-
-def parse_minutes(text: str) -> float:
-    value = _finite(text)
-    if not 0 < value <= 24 * 60:
-        raise ValueError(f"expected minutes above 0 and at most 1440, got {text!r}")
-    return value
-
-
-def parse_share(text: str) -> float:
-    value = _finite(text)
-    if not 0 < value <= 1:
-        raise ValueError(f"expected a share above 0 and at most 1 (0.95 = 95 %), got {text!r}")
-    return value
+# Within the contract's CO2 range, as the analysis' CO2 thresholds are.
+parse_ppm = number(0, RAW_COLUMNS_BY_NAME["co2"].upper, above_low=True)
+parse_minutes = number(0, 24 * 60, above_low=True)
+parse_share = number(0, 1, above_low=True)
 
 
 def parse_co2_excess_limits(text: str) -> tuple[float, float, float]:

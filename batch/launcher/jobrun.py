@@ -31,7 +31,8 @@ NAME = "jobrun.py"
 COMMAND_NOT_FOUND = 127  # batch.errors.EXIT_COMMAND_NOT_FOUND (not importable in the container)
 
 
-def _alive(pid: int | None) -> bool:
+def alive(pid: int | None) -> bool:
+    """Whether process `pid` runs (the launcher asks this too: one answer for both)."""
     if not pid:
         return False
     try:
@@ -40,10 +41,14 @@ def _alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    # A finished child of ours not yet reaped is a zombie: not running.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
-def _read_int(path: Path) -> int | None:
+def read_int(path: Path) -> int | None:
     try:
         return int(path.read_text().strip())
     except (OSError, ValueError):
@@ -57,17 +62,17 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def state(folder: Path) -> str:
-    code = _read_int(folder / "job.exit")
+    code = read_int(folder / "job.exit")
     if code is not None:
         return f"exited {code}"
-    if _alive(_read_int(folder / "job.wrapper")):
+    if alive(read_int(folder / "job.wrapper")):
         return "running" if (folder / "job.pid").exists() else "starting"
     return "lost" if (folder / "job.wrapper").exists() else "starting"
 
 
 def _stop_group(folder: Path) -> None:
-    pid = _read_int(folder / "job.pid")
-    if _alive(pid):
+    pid = read_int(folder / "job.pid")
+    if alive(pid):
         try:
             os.killpg(pid, signal.SIGTERM)
         except OSError:
@@ -121,7 +126,7 @@ def _finish(args: argparse.Namespace, code: int) -> int:
     if args.record:
         ended = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         _write_atomically(Path(args.record), f"exit_code={code}\nended={ended}\n")
-    if args.pid_file and _read_int(Path(args.pid_file)) == os.getpid():
+    if args.pid_file and read_int(Path(args.pid_file)) == os.getpid():
         Path(args.pid_file).unlink(missing_ok=True)
     if args.remove_folder:
         shutil.rmtree(folder, ignore_errors=True)
@@ -145,11 +150,11 @@ def wait(folder: Path) -> int:
 
 
 def stop(folder: Path) -> int:
-    pid = _read_int(folder / "job.pid")
+    pid = read_int(folder / "job.pid")
     if pid is None:
         print(f"{NAME}: no job was started here", file=sys.stderr)
         return 1
-    if _alive(pid):
+    if alive(pid):
         _stop_group(folder)
         print(f"sent TERM to the job (process group {pid})")
     else:

@@ -42,6 +42,7 @@ from batch.errors import (
     exit_codes_text,
 )
 from batch.launcher import bootstrap, submit
+from batch.launcher.jobrun import alive, read_int
 
 EXIT_MISSING_PREREQUISITE = EXIT_INPUT
 DEMO_READINGS = "300000"
@@ -505,8 +506,8 @@ def run_background(state: Launch) -> int:
     job, settings = state.job, state.settings
     log_dir, run_dir = Path(settings.log_dir), Path(settings.run_dir)
     pid_file = run_dir / f"{job.name}.pid"
-    running = _read_pid(pid_file)
-    if running is not None and _alive(running):
+    running = read_int(pid_file)
+    if alive(running):
         raise LauncherError(EXIT_ALREADY_RUNNING,
                             f"the {job.name} job is already running (pid {running}, pid file {pid_file})")
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -544,39 +545,18 @@ def record_path(log_file: Path) -> Path:
 def status_text(job: Job, settings: Any) -> str:
     """The last background run of `job` on this machine."""
     run_dir = Path(settings.run_dir)
-    pid = _read_pid(run_dir / f"{job.name}.pid")
+    pid = read_int(run_dir / f"{job.name}.pid")
     try:
         log_file = Path((run_dir / f"{job.name}.last").read_text().strip())
     except OSError:
         return f"no background run of the {job.name} job recorded in {run_dir}"
-    if pid is not None and _alive(pid):
+    if alive(pid):
         return f"the {job.name} job is running (pid {pid}); log: {log_file}"
     record = dotenv_values(record_path(log_file)) if record_path(log_file).is_file() else {}
     if "exit_code" in record:
         return (f"the {job.name} job finished with code {record['exit_code']} at {record.get('ended')}; "
                 f"log: {log_file}")
     return f"the {job.name} job ended without recording its exit code (killed?); log: {log_file}"
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A finished child of ours not yet reaped is a zombie: not running.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def documented_variables(*env_files: Path | None) -> set[str]:

@@ -36,9 +36,9 @@ def write_rows(folder: Path, rows: Sequence[dict[str, Any]], name: str = "part-0
         "institute": pa.array([r["institute"] for r in rows], pa.string()),
         "classroom": pa.array([r["classroom"] for r in rows], pa.string()),
     }
-    for metric in METRICS:
-        columns[metric] = pa.array([r[metric] for r in rows],
-                                   pa.int64() if metric == "light_level" else pa.float64())
+    for metric in METRICS:  # light_level too: a double in the contract, fractions kept
+        columns[metric] = pa.array([None if r[metric] is None else float(r[metric]) for r in rows],
+                                   pa.float64())
     pq.write_table(pa.table(columns), folder / name)
     return folder
 

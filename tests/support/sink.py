@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
 from tests.rawdata import METRICS
+from tests.support.published import write_rows
 
 COMPACT_INTERVAL = 2
 PARTITION_COLUMN = "classroom"
@@ -41,22 +40,6 @@ class StreamingSink:
     uncommitted: tuple[str, ...]  # the part files no committed batch names, sorted, under `folder`
 
 
-def _source_file(folder: Path, rows: Sequence[dict[str, Any]], name: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    columns = {
-        "DevEui": pa.array([r["DevEui"] for r in rows], pa.string()),
-        "sendtime": pa.array([r["sendtime"] for r in rows], pa.timestamp("us", tz="UTC")),
-        "institute": pa.array([r["institute"] for r in rows], pa.string()),
-        "classroom": pa.array([r["classroom"] for r in rows], pa.string()),
-    }
-    for metric in METRICS:
-        columns[metric] = pa.array([None if r[metric] is None else float(r[metric]) for r in rows],
-                                   pa.float64())
-    path = folder / name
-    pq.write_table(pa.table(columns), path)
-    return path
-
-
 def write_streaming_sink(spark: SparkSession, work_dir: Path, batches: Sequence[Sequence[dict[str, Any]]],
                          sink_uri: str | None = None) -> StreamingSink:
     """Each of `batches` is one micro-batch of a streaming query from a folder of Parquet into
@@ -72,7 +55,7 @@ def write_streaming_sink(spark: SparkSession, work_dir: Path, batches: Sequence[
     previous = spark.conf.get(conf_key, None)
     spark.conf.set(conf_key, str(COMPACT_INTERVAL))
     try:
-        _source_file(source, batches[0], "batch-00000.parquet")
+        write_rows(source, batches[0], "batch-00000.parquet")
         query = (spark.readStream.schema(_SCHEMA).option("maxFilesPerTrigger", 1).parquet(str(source))
                  .writeStream.format("parquet").partitionBy(PARTITION_COLUMN)
                  .option("checkpointLocation", str(work_dir / "checkpoint"))
@@ -80,13 +63,13 @@ def write_streaming_sink(spark: SparkSession, work_dir: Path, batches: Sequence[
         try:
             query.processAllAvailable()
             for index, rows in enumerate(batches[1:-1], start=1):
-                _source_file(source, rows, f"batch-{index:05d}.parquet")
+                write_rows(source, rows, f"batch-{index:05d}.parquet")
                 query.processAllAvailable()
         finally:
             query.stop()
         uncommitted = _aborted_batch_leftovers(spark, work_dir / "leftovers", target, batches[-1])
         # The query is restarted (same checkpoint) and commits the last batch.
-        _source_file(source, batches[-1], f"batch-{len(batches) - 1:05d}.parquet")
+        write_rows(source, batches[-1], f"batch-{len(batches) - 1:05d}.parquet")
         query = (spark.readStream.schema(_SCHEMA).parquet(str(source))
                  .writeStream.format("parquet").partitionBy(PARTITION_COLUMN)
                  .option("checkpointLocation", str(work_dir / "checkpoint"))
@@ -108,7 +91,8 @@ def _aborted_batch_leftovers(spark: SparkSession, local: Path, sink: str,
     """
     partition = f"{PARTITION_COLUMN}={HOSTILE_CLASSROOM}"
     orphan = f"{partition}/part-00000-{uuid.uuid4()}.c000.snappy.parquet"
-    written = _source_file(local, [row for row in rows if row["classroom"] == HOSTILE_CLASSROOM], "orphan")
+    orphan_rows = [row for row in rows if row["classroom"] == HOSTILE_CLASSROOM]
+    written = write_rows(local, orphan_rows, "orphan") / "orphan"
     leftovers = {
         orphan: written.read_bytes(),
         # The next part file was being written when the batch died: no footer yet.
