@@ -91,10 +91,21 @@ def describe_failure(error: BaseException) -> str:
 
 
 def _no_traceback_for_a_stop(record: logging.LogRecord) -> bool:
-    """A stop is reported in one line: Py4J logs the interrupted gateway call with a traceback."""
-    if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+    """A stop is reported in one line: Py4J logs the interrupted gateway call with a traceback,
+    and, when the JVM has already gone, the failed shutdown of its socket with another."""
+    if record.exc_info and _raised_by_a_stop(record.exc_info[1]):
         record.exc_info = record.exc_text = None
     return True
+
+
+def _raised_by_a_stop(error: BaseException | None) -> bool:
+    seen: set[int] = set()  # a chain of causes can loop
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def spark_master_unless_submitted(master: str) -> str | None:

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import signal
 from collections.abc import Callable
 from pathlib import Path
 
+from batch.cli import _no_traceback_for_a_stop
+from batch.errors import StoppedBySignal
 from batch.postgres import PostgresTarget
 from tests.rawdata import write_dataset
 from tests.support.jobs import JobProcess, admin_connection, job_environment, runs, wait_for
@@ -28,3 +32,31 @@ def test_sigterm_during_a_run_is_recorded_as_stopped_by_sigterm_without_tracebac
     assert (record["status"], record["error_message"]) == ("failed", "stopped by SIGTERM")
     assert "ERROR batch: stopped by SIGTERM" in output
     assert "Traceback" not in output and "KeyboardInterrupt" not in output, output[-3000:]
+
+
+def test_an_error_raised_while_a_stop_unwinds_is_logged_without_traceback() -> None:
+    # What Py4J logs when SIGTERM interrupts a gateway call and the JVM is already gone:
+    # the socket shutdown fails while the stop is being handled.
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(_no_traceback_for_a_stop)
+    logger = logging.getLogger("tests.py4j_during_a_stop")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        try:
+            raise StoppedBySignal(signal.SIGTERM)
+        except StoppedBySignal:
+            try:
+                raise ConnectionResetError(104, "Connection reset by peer")
+            except ConnectionResetError:
+                logger.exception("Exception occurred while shutting down connection")
+        try:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        except ConnectionResetError:
+            logger.exception("an unrelated failure")
+    finally:
+        logger.removeHandler(handler)
+    stop_line, unrelated = stream.getvalue().split("\n", 1)
+    assert stop_line == "Exception occurred while shutting down connection"
+    assert unrelated.startswith("an unrelated failure\nTraceback"), unrelated
