@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from batch import analysis, cli
-from batch.session import build_spark_session, jdbc_driver_conf
+from batch.session import build_spark_session
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 
@@ -19,9 +19,8 @@ def main() -> int:
     settings = cli.load_settings(analysis.ANALYSIS_JOB, sys.argv[1:], PROJECT_ROOT)
     summary = analysis.RunSummary(job="analysis", input_path=settings.raw_data_path)
     master = cli.spark_master_unless_submitted(settings.spark_master)
-    spark = build_spark_session(
-        "indoor-air-analysis", master,
-        jdbc_driver_conf(settings.postgres_jdbc_jar, settings.postgres_jdbc_package) if master else {})
+    # No JDBC driver: the job publishes over its own psycopg2 connection (COPY), not Spark's writer.
+    spark = build_spark_session("indoor-air-analysis", master)
     return cli.run_and_report(spark, "indoor-air analysis",
                               lambda: analysis.run_analysis(spark, settings, summary),
                               summary.as_dict, settings.summary_json)

@@ -1,8 +1,9 @@
 """Statistics per institute, classroom and time period.
 
 The input is scanned once: validated readings are reduced to mergeable partial statistics
-(count, mean, M2, min, max per metric) at the finest grain every grouping shares - one
-device, one local day - and each published grouping is rolled up from those partials.
+(count, sum, M2, min, max per metric) at the finest grain every grouping and the indoor-air
+compliance tables share - one device, one local day - and each published grouping is
+rolled up from those partials, in the driver.
 Variances are merged with Chan's parallel formula, which stays exact where a sum of squares
 would cancel. The lists of key columns, statistics and groupings below are data: the Spark
 expressions here and the published columns of the catalog (batch/catalog.py) both derive
@@ -10,15 +11,19 @@ from them.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from batch.contract import CLASSROOM, DEVICE, INSTITUTE, METRICS, SENDTIME, Metric
 from batch.schema import BIGINT, DATE, DOUBLE, INTEGER, TEXT, TIMESTAMPTZ, Column as OutputColumn
 from batch.schema import ColumnType
+from batch.session import collect_to_pandas, session_conf
 from batch.validation import (
     EXCLUSION_REASON,
     EXCLUSION_REASONS,
@@ -203,8 +208,7 @@ def output_columns(grouping: Grouping, thresholds: Thresholds,
 
 # --- partial statistics at the finest grain ---------------------------------------------
 
-_N, _MEAN, _M2, _MIN, _MAX = "n", "mean", "m2", "min", "max"
-_GROUP_MEAN = "group_mean"
+_N, _SUM, _M2, _MIN, _MAX = "n", "sum", "m2", "min", "max"
 _HITS = "hits"
 
 
@@ -243,7 +247,8 @@ def partial_statistics(
         n = F.count(value)
         aggregates += [
             n.alias(_partial(metric.name, _N)),
-            F.avg(value).alias(_partial(metric.name, _MEAN)),
+            # The mean is sum / n, as Spark's avg computes it, without avg's own buffers.
+            F.sum(value).alias(_partial(metric.name, _SUM)),
             # var_pop is Spark's stable central-moment aggregate; times n it is M2.
             (F.var_pop(value) * n).alias(_partial(metric.name, _M2)),
             F.min(value).alias(_partial(metric.name, _MIN)),
@@ -263,62 +268,15 @@ def partial_statistics(
     )
 
 
-# --- roll-up of partials to a published grouping ----------------------------------------
-
-def _ratio(numerator: Column, denominator: Column) -> Column:
-    return F.when(denominator > 0, numerator / denominator)
-
-
-def _metric_rollup(metric: str) -> list[Column]:
-    n_i = F.col(_partial(metric, _N))
-    mean_i = F.col(_partial(metric, _MEAN))
-    n = F.sum(n_i)
-    group_mean = F.col(_partial(metric, _GROUP_MEAN))
-    # Chan et al.: M2 of a union = sum of the parts' M2 + n_i * (mean_i - mean)^2.
-    m2 = F.sum(F.when(n_i > 0, F.col(_partial(metric, _M2)) + n_i * (mean_i - group_mean) ** 2))
-    return [
-        n.alias(f"{metric}_count"),
-        # Computed once per group by _with_group_means_and_devices: the same in every row.
-        F.max(group_mean).alias(f"{metric}_mean"),
-        F.min(_partial(metric, _MIN)).alias(f"{metric}_min"),
-        F.max(_partial(metric, _MAX)).alias(f"{metric}_max"),
-        F.when(n > 1, F.sqrt(F.greatest(m2, F.lit(0.0)) / (n - 1))).alias(f"{metric}_stddev"),
-    ]
-
-
-def _with_group_means_and_devices(stacked_df: DataFrame, group_names: tuple[str, ...],
-                                  metrics: tuple[Metric, ...]) -> DataFrame:
-    """Add to each stacked partial its group's mean per metric and its number of devices.
-
-    A first aggregation of a narrow projection computes them, joined back on the group keys
-    (null-safe: unused keys are null). Cheaper than a window over the wide rows: no sort,
-    and the join result goes straight into a code-generated hash aggregation.
-    """
-    # Per device first, then per group: the number of devices is the number of rows of the
-    # second aggregation, without collect_set (whose aggregation Spark does not compile).
-    per_device = [F.sum(_partial(metric.name, _N)).alias(_partial(metric.name, _N))
-                  for metric in metrics]
-    per_device += [F.sum(F.when(F.col(_partial(metric.name, _N)) > 0,
-                                F.col(_partial(metric.name, _N)) * F.col(_partial(metric.name, _MEAN))))
-                   .alias(_partial(metric.name, "weighted")) for metric in metrics]
-    aggregates = [F.count(F.lit(1)).alias("devices")]
-    for metric in metrics:
-        aggregates.append(_ratio(F.sum(_partial(metric.name, "weighted")), F.sum(_partial(metric.name, _N)))
-                          .alias(_partial(metric.name, _GROUP_MEAN)))
-    group_df = (stacked_df.groupBy(*group_names, DEVICE).agg(*per_device)
-                .groupBy(*group_names).agg(*aggregates))
-    stacked = stacked_df.alias("stacked")
-    # One row per published row: small enough to broadcast, and without the hint Spark would
-    # first shuffle the wide stacked rows for a sort-merge join it then abandons.
-    groups = F.broadcast(group_df).alias("groups")
-    matches = [F.col(f"stacked.{name}").eqNullSafe(F.col(f"groups.{name}")) for name in group_names]
-    return stacked.join(groups, matches).select(
-        "stacked.*", *[F.col(f"groups.{name}") for name in groups.columns if name not in group_names])
-
-
-GROUPING_ID = "grouping_id"
-_GROUP = "group"
-
+# --- roll-up of partials to every published grouping, on the driver ---------------------
+#
+# The partials are few (one row per device and local day: groups, not readings) and every
+# published row is a sum, minimum or maximum over them: the roll-up runs in the driver on
+# the partials collected once through Arrow, instead of as more distributed Spark stages
+# and jobs whose fixed cost exceeded the work. Its memory is bounded by the number of
+# partial rows - at most device-days of data x (1 + exclusion reasons), about 400,000 rows
+# of ~45 columns (~150 MiB) for 1,000 devices over two school years - and does not grow
+# with the number of readings.
 
 def _all_keys(groupings: tuple[Grouping, ...]) -> tuple[GroupKey, ...]:
     keys: dict[str, GroupKey] = {}
@@ -328,69 +286,84 @@ def _all_keys(groupings: tuple[Grouping, ...]) -> tuple[GroupKey, ...]:
     return tuple(keys.values())
 
 
-def _stacked(partials_df: DataFrame, groupings: tuple[Grouping, ...],
-             all_keys: tuple[GroupKey, ...], group_names: tuple[str, ...]) -> DataFrame:
-    """Each included partial once per grouping, keyed by `grouping_id` and that grouping's keys.
+def with_group_keys(partials_df: DataFrame, groupings: tuple[Grouping, ...]) -> DataFrame:
+    """Add every key column `groupings` derive from the local date (ISO week, month...).
 
-    The keys a grouping does not use are null. One explode of an array of key structs, not a
-    union of one projection per grouping: the partials are read once and the plan stays small.
+    Derived in Spark, where the key definitions live, before the partials leave it.
     """
-    key_names = {key.column.name for key in all_keys}
-    derived = {key.column.name: key.derive() if key.derive is not None else F.col(key.column.name)
-               for key in all_keys}
-    groups = F.array(*[
-        F.struct(F.lit(index).alias(GROUPING_ID),
-                 *[(derived[key.column.name] if key.column.name in grouping.key_names
-                    else F.lit(None).cast(key.column.type.spark)).alias(key.column.name)
-                   for key in all_keys])
-        for index, grouping in enumerate(groupings)])
-    value_columns = [c for c in partials_df.columns if c not in key_names]
-    return (partials_df.filter(F.col(EXCLUSION_REASON).isNull())
-            .select(F.explode(groups).alias(_GROUP), *value_columns)
-            .select(*[F.col(f"{_GROUP}.{name}").alias(name) for name in group_names],
-                    *value_columns))
+    return partials_df.select("*", *[key.derive().alias(key.column.name)
+                                     for key in _all_keys(groupings) if key.derive is not None])
 
 
-def rollup_all(partials_df: DataFrame, groupings: tuple[Grouping, ...],
-               metrics: tuple[Metric, ...] = METRICS, shares: tuple[Share, ...] = SHARES) -> DataFrame:
-    """The statistics of every grouping in one DataFrame, one row per (`grouping_id`, group).
+def collect_partials(partials_df: DataFrame, groupings: tuple[Grouping, ...]) -> pd.DataFrame:
+    """The partials with their group keys, in the driver: the analysis' one Spark action."""
+    return collect_to_pandas(partials_df.transform(with_group_keys, groupings))
 
-    The included partials are stacked once per grouping, with the keys a grouping does not
-    use set to null, so that the same few aggregations compute every table: a handful of
-    Spark stages however many groupings there are. `grouping_table` selects one table.
-    """
-    all_keys = _all_keys(groupings)
-    group_names = (GROUPING_ID,) + tuple(key.column.name for key in all_keys)
-    aggregates = [
-        F.sum("readings").alias("readings"),
-        F.max("devices").alias("devices"),
-        F.min("first_reading_at").alias("first_reading_at"),
-        F.max("last_reading_at").alias("last_reading_at"),
-    ]
+
+def _values(partials: pd.DataFrame, name: str) -> np.ndarray:
+    """A partial column as doubles, missing values (a metric without values) as 0."""
+    return partials[name].to_numpy(dtype=float, na_value=0.0)
+
+
+def _rollup_grouping(included: pd.DataFrame, grouping: Grouping, metrics: tuple[Metric, ...],
+                     shares: tuple[Share, ...]) -> pd.DataFrame:
+    """One grouping's statistics from the included partials: one row per group."""
+    keys = list(grouping.key_names)
+    codes = included.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
+    groups = int(codes.max()) + 1 if len(codes) else 0
+    by_group = included.groupby(codes, sort=True)
+    result = by_group[keys].first()
+    result["readings"] = by_group["readings"].sum()
+    result["devices"] = by_group[DEVICE].nunique()
+    result["first_reading_at"] = by_group["first_reading_at"].min()
+    result["last_reading_at"] = by_group["last_reading_at"].max()
+    lowest = by_group[[_partial(metric.name, _MIN) for metric in metrics]].min()
+    highest = by_group[[_partial(metric.name, _MAX) for metric in metrics]].max()
+    totals = {name: np.bincount(codes, weights=_values(included, name), minlength=groups)
+              for name in [_partial(share.name, _HITS) for share in shares]}
     for metric in metrics:
-        aggregates += _metric_rollup(metric.name)
-    aggregates += [
-        _ratio(F.sum(_partial(share.name, _HITS)), F.sum(_partial(share.metric, _N))).alias(share.name)
-        for share in shares
-    ]
-    # Null keys group together, in the join (null-safe) as in the aggregations: within one
-    # grouping an unused key is null in every row, so it never splits a group.
-    return (_stacked(partials_df, groupings, all_keys, group_names)
-            .transform(_with_group_means_and_devices, group_names, metrics)
-            .groupBy(*group_names).agg(*aggregates))
+        n_i = _values(included, _partial(metric.name, _N))
+        sum_i = _values(included, _partial(metric.name, _SUM))
+        n = np.bincount(codes, weights=n_i, minlength=groups)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(n > 0, np.bincount(codes, weights=sum_i, minlength=groups) / n, np.nan)
+            # Chan et al.: M2 of a union = sum of the parts' M2 + n_i * (mean_i - mean)^2.
+            spread = np.where(n_i > 0, _values(included, _partial(metric.name, _M2))
+                              + n_i * (sum_i / n_i - mean[codes]) ** 2, 0.0)
+            m2 = np.bincount(codes, weights=spread, minlength=groups)
+            stddev = np.where(n > 1, np.sqrt(np.maximum(m2, 0.0) / (n - 1)), np.nan)
+        result[f"{metric.name}_count"] = n.astype(np.int64)
+        result[f"{metric.name}_mean"] = mean
+        result[f"{metric.name}_min"] = lowest[_partial(metric.name, _MIN)]
+        result[f"{metric.name}_max"] = highest[_partial(metric.name, _MAX)]
+        result[f"{metric.name}_stddev"] = stddev
+        totals[_partial(metric.name, _N)] = n
+    for share in shares:
+        n = totals[_partial(share.metric, _N)]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            result[share.name] = np.where(n > 0, totals[_partial(share.name, _HITS)] / n, np.nan)
+    return result.reset_index(drop=True)
 
 
-def grouping_table(all_stats_df: DataFrame, groupings: tuple[Grouping, ...], grouping: Grouping,
-                   columns: tuple[OutputColumn, ...]) -> DataFrame:
-    """The published table of `grouping` (its catalog `columns`), from `rollup_all(partials, groupings)`."""
-    return published_columns(
-        all_stats_df.filter(F.col(GROUPING_ID) == groupings.index(grouping)), columns)
+def rollup_all(partials: pd.DataFrame, groupings: tuple[Grouping, ...],
+               metrics: tuple[Metric, ...] = METRICS,
+               shares: tuple[Share, ...] = SHARES) -> dict[str, pd.DataFrame]:
+    """The statistics of every grouping, by table name, from `collect_partials`' frame."""
+    included = partials[partials[EXCLUSION_REASON].isna()]
+    return {grouping.table: _rollup_grouping(included, grouping, metrics, shares)
+            for grouping in groupings}
+
+
+def grouping_table(all_stats: Mapping[str, pd.DataFrame], grouping: Grouping,
+                   columns: tuple[OutputColumn, ...]) -> pd.DataFrame:
+    """The published table of `grouping` (its catalog `columns`, in order), from `rollup_all`."""
+    return all_stats[grouping.table][[column.name for column in columns]]
 
 
 def published_columns(df: DataFrame, columns: tuple[OutputColumn, ...]) -> DataFrame:
-    """`columns` of `df`, in the catalog's order and cast to the catalog's types."""
+    """`columns` of the Spark DataFrame `df`, in the catalog's order and cast to the catalog's types."""
     # SQL text in one call: a Column per cast costs several Py4J round trips and a JSON type
-    # parse each, about a second for the six tables, inside the publish phase.
+    # parse each.
     return df.selectExpr(*[
         f"CAST(`{column.name}` AS {column.type.spark.simpleString()}) AS `{column.name}`"
         for column in columns
@@ -399,25 +372,33 @@ def published_columns(df: DataFrame, columns: tuple[OutputColumn, ...]) -> DataF
 
 def rollup(partials_df: DataFrame, grouping: Grouping, thresholds: Thresholds,
            metrics: tuple[Metric, ...] = METRICS, shares: tuple[Share, ...] = SHARES) -> DataFrame:
-    """The published statistics of one grouping, from the partials."""
-    return grouping_table(rollup_all(partials_df, (grouping,), metrics, shares), (grouping,), grouping,
-                          output_columns(grouping, thresholds, metrics, shares))
+    """The published statistics of one grouping, from the partials, as a Spark DataFrame."""
+    columns = output_columns(grouping, thresholds, metrics, shares)
+    table = grouping_table(rollup_all(collect_partials(partials_df, (grouping,)), (grouping,),
+                                      metrics, shares), grouping, columns)
+    schema = T.StructType([T.StructField(column.name, column.type.spark, True) for column in columns])
+    spark = partials_df.sparkSession
+    # Through Arrow, NaN (pandas' missing value) arrives as null.
+    with session_conf(spark, {"spark.sql.execution.arrow.pyspark.enabled": "true"}):
+        return spark.createDataFrame(table, schema)
 
 
 # --- validation counts ------------------------------------------------------------------
 
-def validation_counts(partials_df: DataFrame, metrics: tuple[Metric, ...] = METRICS) -> DataFrame:
-    """One row: readings read, kept, excluded per reason, replays dropped, values nulled per metric."""
-    included = F.col(EXCLUSION_REASON).isNull()
+def validation_counts(partials: pd.DataFrame, metrics: tuple[Metric, ...] = METRICS) -> dict[str, int]:
+    """Readings read, kept, excluded per reason, replays dropped, values nulled per metric."""
+    reason = partials[EXCLUSION_REASON]
+    included = reason.isna()
+    readings = partials["readings"].fillna(0)
+    replays = int(partials[REPLAYS].fillna(0).sum())
     counts = {
-        "rows_read": F.sum("readings") + F.sum(REPLAYS),
-        "rows_used": F.sum(F.when(included, F.col("readings")).otherwise(0)),
-        REPLAY_REASON: F.sum(REPLAYS),
+        "rows_read": int(readings.sum()) + replays,
+        "rows_used": int(readings[included].sum()),
+        REPLAY_REASON: replays,
     }
-    for reason in EXCLUSION_REASONS:
-        counts[reason] = F.sum(F.when(F.col(EXCLUSION_REASON) == reason, F.col("readings")).otherwise(0))
+    for name in EXCLUSION_REASONS:
+        counts[name] = int(readings[reason == name].sum())
     for metric in metrics:
         flag = out_of_range_flag(metric.name)
-        counts[flag] = F.sum(F.when(included, F.col(flag)).otherwise(0))
-    return partials_df.agg(*[F.coalesce(expr, F.lit(0)).cast("long").alias(name)
-                             for name, expr in counts.items()])
+        counts[flag] = int(partials.loc[included, flag].fillna(0).sum())
+    return counts

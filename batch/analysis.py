@@ -16,6 +16,7 @@ from batch.aggregations import (
     GROUPINGS,
     Grouping,
     Thresholds,
+    collect_partials,
     partial_statistics,
     rollup_all,
     validation_counts,
@@ -44,6 +45,7 @@ from batch.iaq import (
     IaqSettings,
     iaq_partial_aggregates,
     iaq_results,
+    longest_episodes,
     parse_ppm,
     with_occupied_range,
 )
@@ -196,24 +198,23 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
                          metrics: tuple[Metric, ...], catalog: Catalog,
                          evolution: postgres.Evolution) -> None:
     iaq_rules = settings.iaq.rules()
-    partials_df = _partial_statistics(spark, settings, summary, metrics, iaq_rules)
+    partials_df, episodes_df = _partial_statistics(spark, settings, summary, metrics, iaq_rules)
     with summary.phase("aggregate"):
-        _record_counts(summary, validation_counts(partials_df, metrics).collect()[0].asDict(),
-                       metrics, settings.drop_replays)
+        # The statistics' partials go to the driver (groups, not readings: see
+        # batch.aggregations for the bound), where every grouping is rolled up.
+        partials = collect_partials(partials_df.drop(*IAQ_PARTIAL_COLUMNS), groupings)
+        _record_counts(summary, validation_counts(partials, metrics), metrics, settings.drop_replays)
         if not summary.rows_used:
             raise EmptyInputError(
                 f"no usable reading under {settings.raw_data_path}: {summary.rows_read} read, "
                 f"excluded per reason {summary.rows_excluded}; previous results kept")
-        # Every table's rows, computed once; one partition, so that each table is written
-        # by a single task over a single connection.
-        results = {ALL_STATISTICS: rollup_all(partials_df.drop(*IAQ_PARTIAL_COLUMNS), groupings,
-                                              metrics).localCheckpoint().coalesce(1)}
-        results.update({name: rows_df.coalesce(1)
-                        for name, rows_df in iaq_results(partials_df, iaq_rules).items()})
+        results: dict[str, Any] = {ALL_STATISTICS: rollup_all(partials, groupings, metrics)}
+        del partials  # the driver holds the partials or the results, not both, while publishing
+        results.update(iaq_results(partials_df, episodes_df, iaq_rules))
     with summary.phase("publish"):
         postgres.prepare_staging(conn, target, catalog.published_tables, summary.run_id)
         for table in catalog.published_tables:
-            postgres.write_staging(table.build(results), target,
+            postgres.write_staging(conn, target, table, table.build(results),
                                    postgres.staging_table(table.name, summary.run_id))
         summary.status = "succeeded"
         summary.rows_written = postgres.swap_in(conn, target, catalog, evolution, summary.run_id,
@@ -240,11 +241,12 @@ def _write_report(target: postgres.PostgresTarget, report_dir: str, run_id: int)
 
 
 def _partial_statistics(spark: SparkSession, settings: AnalysisSettings, summary: RunSummary,
-                        metrics: tuple[Metric, ...], iaq_rules: IaqRules) -> DataFrame:
-    """Read and validate the input into one row per device and day, checkpointed.
+                        metrics: tuple[Metric, ...], iaq_rules: IaqRules) -> tuple[DataFrame, DataFrame]:
+    """Read and validate the input into one row per device and day, and the device-days'
+    longest CO2 episodes (batch/iaq.py), both checkpointed.
 
-    The indoor-air compliance partials (batch/iaq.py) are computed in the same aggregation,
-    from the same scan.
+    The indoor-air compliance sums are computed in the statistics' aggregation, from the
+    same scan; the episodes in a narrow aggregation of their own (see batch/iaq.py for why).
 
     With SKIP_CORRUPT_FILES, a file whose footer reads but whose data pages do not is skipped
     like an unreadable footer, and the input read again without it.
@@ -257,17 +259,19 @@ def _partial_statistics(spark: SparkSession, settings: AnalysisSettings, summary
                 unreadable)
             summary.record_input(input_files)
         with summary.phase("aggregate"):
+            occupied_df = (readings_df.transform(validate_readings, _validated(metrics), settings.drop_replays)
+                           .transform(with_occupied_range, settings.batch_timezone, iaq_rules.occupancy))
             try:
-                # One row per device and day, kept in a few partitions: every later step reads
-                # it and the plans built on it stay small. A local checkpoint lives in the
-                # executors; losing one fails the run, which publishes nothing.
+                # Kept in a few partitions: every later step reads them and the plans built on
+                # them stay small. A local checkpoint lives in the executors; losing one fails
+                # the run, which publishes nothing.
+                partitions = spark.sparkContext.defaultParallelism
                 return (
-                    readings_df.transform(validate_readings, _validated(metrics), settings.drop_replays)
-                    .transform(with_occupied_range, settings.batch_timezone, iaq_rules.occupancy)
-                    .transform(partial_statistics, settings.batch_timezone, settings.thresholds,
-                               metrics, extra_aggregates=iaq_partial_aggregates(iaq_rules))
-                    .coalesce(spark.sparkContext.defaultParallelism)
-                    .localCheckpoint()
+                    occupied_df.transform(partial_statistics, settings.batch_timezone, settings.thresholds,
+                                          metrics, extra_aggregates=iaq_partial_aggregates(iaq_rules))
+                    .coalesce(partitions).localCheckpoint(),
+                    occupied_df.transform(longest_episodes, settings.batch_timezone, iaq_rules)
+                    .coalesce(partitions).localCheckpoint(),
                 )
             except (Py4JJavaError, CapturedException) as error:
                 damaged = _unreadable_file_error(error)

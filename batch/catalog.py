@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+import pandas as pd
 from psycopg2 import sql
-from pyspark.sql import DataFrame
 
 from batch.aggregations import (
     GROUPINGS,
@@ -109,9 +109,8 @@ class Catalog:
         raise KeyError(name)
 
 
-def _grouping_rows(groupings: tuple[Grouping, ...], grouping: Grouping, columns: tuple[Column, ...],
-                   results: Results) -> DataFrame:
-    return grouping_table(results[ALL_STATISTICS], groupings, grouping, columns)
+def _grouping_rows(grouping: Grouping, columns: tuple[Column, ...], results: Results) -> pd.DataFrame:
+    return grouping_table(results[ALL_STATISTICS], grouping, columns)
 
 
 def _local_dates_note(grouping: Grouping, timezone: str) -> str:
@@ -134,7 +133,7 @@ def grouping_tables(thresholds: Thresholds, timezone: str,
             "nightly batch analysis, replaced as a whole by each successful run (see batch_runs)",
             key=grouping.key_names,
             columns=columns,
-            build=partial(_grouping_rows, groupings, grouping, columns)))
+            build=partial(_grouping_rows, grouping, columns)))
     return tuple(tables)
 
 

@@ -4,24 +4,22 @@ Only occupied readings count: a reading whose local time (BATCH_TIMEZONE) falls 
 occupied day, inside an occupied range `[start, end)` of its institute's timetable, not on
 a closed date of its institute (batch/timetable.py).
 
-One pass: the IAQ work hangs off the per-device-and-local-day aggregation of
+The occupied counts and sums hang off the per-device-and-local-day aggregation of
 batch.aggregations.partial_statistics (`iaq_partial_aggregates` are extra expressions of the
-same groupBy over the same validated readings), so the raw Parquet is scanned once. The
-longest episode above the BB101 peak needs the readings in time order: each device-day
-collects its occupied CO2 readings as a small array of (sendtime, co2, range end), sorted
-and folded with Spark's higher-order functions (no Python UDF) inside that aggregation.
-Memory bound: per device and local day, the occupied readings with a CO2 value only (about
-70 at one reading every 5 minutes over a 6-hour school day, 24 bytes each); the array is
-reduced to one number before the partials are stored. Everything after that is a small
-roll-up of one row per device and day.
+same groupBy over the same validated readings). The longest episode above the BB101 peak
+needs the readings in time order: `longest_episodes` collects each device-day's occupied
+CO2 readings as a small array of (sendtime, co2, range end), sorted and folded with Spark's
+higher-order functions (no Python UDF), in a narrow aggregation of its own. Memory bound:
+per device and local day, the occupied readings with a CO2 value only (about 70 at one
+reading every 5 minutes over a 6-hour school day, 24 bytes each); the array is reduced to
+one number per device-day. Everything after that is a small roll-up of one row per device
+and day.
 
-The cost: collect_list makes that aggregation an ObjectHashAggregate, which Spark does not
-compile to Java (whole-stage code generation) and which sorts once a task holds more than
-`spark.sql.objectHashAggregate.sortBased.fallbackThreshold` groups. On the 2-million-reading
-demo (local[2], shared machine) the per-device-day aggregation took a median 35 s wall /
-13 s CPU with the IAQ expressions against 14 s / 5 s without; raising the threshold did not
-help. Moving the readings of the episodes into a second, narrow aggregation of their own
-would need them out of the same stage without a second scan (an open follow-up).
+Why apart: collect_list makes an aggregation an ObjectHashAggregate, which Spark does not
+compile to Java (whole-stage code generation). Inside the wide per-device-day aggregation it
+made that whole aggregation ~3x slower (1,000,000 readings of 1,000 devices, local[2]: 12.1
+s against 4.8 s); on its own, over three narrow columns of the occupied readings, it costs
+a second scan of those columns and a small aggregation (see the README, Performance).
 
 Air temperature stands in for the operative temperature of EN 16798-1: the sensors
 measure air temperature only.
@@ -45,9 +43,10 @@ from batch.aggregations import (
     READING_DATE,
     WEEK_START_KEY,
     published_columns,
+    with_reading_date,
 )
 from batch.config import Option, number, settings_type
-from batch.contract import CLASSROOM, INSTITUTE, METRIC_NAMES, RAW_COLUMNS_BY_NAME, SENDTIME
+from batch.contract import CLASSROOM, DEVICE, INSTITUTE, METRIC_NAMES, RAW_COLUMNS_BY_NAME, SENDTIME
 from batch.errors import ConfigurationError
 from batch.schema import BIGINT, BOOLEAN, DATE, DOUBLE, INTEGER, Results, Table, View
 from batch.schema import Column as PublishedColumn
@@ -276,7 +275,7 @@ _PIR_N, _PIR_MOTION = "iaq_pir_n", "iaq_pir_motion_n"
 _LONGEST_US = "iaq_longest_episode_us"
 IAQ_PARTIAL_COLUMNS: tuple[str, ...] = (
     _CO2_N, _CO2_SUM, _CO2_MAX, *_CATEGORY_N, _TEMPERATURE_N, _TEMPERATURE_SUM,
-    _TEMPERATURE_IN_BAND, _PIR_N, _PIR_MOTION, _LONGEST_US)
+    _TEMPERATURE_IN_BAND, _PIR_N, _PIR_MOTION)
 
 
 def _in_heating_season(date: Column, season: tuple[tuple[int, int], tuple[int, int]]) -> Column:
@@ -326,7 +325,7 @@ def _longest_episode_us(readings: Column, peak_ppm: float, max_us: int) -> Colum
 def iaq_partial_aggregates(rules: IaqRules) -> list[Column]:
     """Aggregate expressions over readings carrying `occupied_range_end_us` and `reading_date`
     (partial_statistics' groupBy of one device and local day): occupied counts and sums,
-    category counts, and the day's longest episode above the BB101 peak."""
+    category counts; compiled by Spark, as the statistics' own aggregates."""
     occupied = F.col(OCCUPIED_RANGE_END).isNotNull()
     co2 = F.when(occupied, F.col("co2"))
     temperature = F.when(occupied, F.col("temperature"))
@@ -337,9 +336,6 @@ def iaq_partial_aggregates(rules: IaqRules) -> list[Column]:
                                                             rules.temperature_non_heating_c)
     in_band = F.when(heating, temperature.between(heating_low, heating_high)) \
         .otherwise(temperature.between(other_low, other_high))
-    episode_reading = F.when(co2.isNotNull(), F.struct(
-        F.unix_micros(F.col(SENDTIME)).alias("t"), co2.alias("co2"),
-        F.col(OCCUPIED_RANGE_END).alias("end")))
     return [
         F.count(co2).alias(_CO2_N),
         F.sum(co2).alias(_CO2_SUM),
@@ -351,10 +347,22 @@ def iaq_partial_aggregates(rules: IaqRules) -> list[Column]:
         F.count(F.when(in_band, 1)).alias(_TEMPERATURE_IN_BAND),
         F.count(pir).alias(_PIR_N),
         F.count(F.when(pir == 1, 1)).alias(_PIR_MOTION),
-        # Sorted by (t, co2): ties of sendtime are ordered by value, as in the reference.
-        _longest_episode_us(F.array_sort(F.collect_list(episode_reading)),
-                            rules.bb101_peak_co2_ppm, rules.reading_max_us).alias(_LONGEST_US),
     ]
+
+
+def longest_episodes(occupied_df: DataFrame, timezone: str, rules: IaqRules) -> DataFrame:
+    """One row per device and local day with an occupied CO2 value: `iaq_longest_episode_us`,
+    the day's longest episode above the BB101 peak, from readings carrying
+    `occupied_range_end_us` (`with_occupied_range`)."""
+    reading = F.struct(F.unix_micros(F.col(SENDTIME)).alias("t"), F.col("co2").alias("co2"),
+                       F.col(OCCUPIED_RANGE_END).alias("end"))
+    return (occupied_df.filter(F.col(OCCUPIED_RANGE_END).isNotNull() & F.col("co2").isNotNull())
+            .select(INSTITUTE, CLASSROOM, DEVICE, SENDTIME, "co2", OCCUPIED_RANGE_END)
+            .transform(with_reading_date, timezone)
+            .groupBy(INSTITUTE, CLASSROOM, DEVICE, READING_DATE)
+            # Sorted by (t, co2): ties of sendtime are ordered by value, as in the reference.
+            .agg(_longest_episode_us(F.array_sort(F.collect_list(reading)), rules.bb101_peak_co2_ppm,
+                                     rules.reading_max_us).alias(_LONGEST_US)))
 
 
 # --- roll-ups ---------------------------------------------------------------------------
@@ -370,16 +378,19 @@ def _ratio(numerator: Column, denominator: Column) -> Column:
     return F.when(denominator > 0, numerator / denominator)
 
 
-def classroom_day_totals(partials_df: DataFrame, rules: IaqRules) -> DataFrame:
+def classroom_day_totals(partials_df: DataFrame, episodes_df: DataFrame, rules: IaqRules) -> DataFrame:
     """One row per classroom and local date with an occupied CO2 or temperature value:
-    the occupied sums over its devices, the longest episode of any of them, BB101 flags."""
+    the occupied sums over its devices, the longest episode of any of them
+    (`longest_episodes`), BB101 flags."""
     co2_n = F.col(_CO2_N)
-    longest = F.max(F.when(co2_n > 0, F.col(_LONGEST_US)))
+    keys = [INSTITUTE, CLASSROOM, READING_DATE]
+    longest = episodes_df.groupBy(*keys).agg(F.max(_LONGEST_US).alias(_LONGEST_US))
     days = (partials_df.filter(F.col(EXCLUSION_REASON).isNull())
-            .groupBy(INSTITUTE, CLASSROOM, READING_DATE)
-            .agg(*[F.sum(name).alias(name) for name in _SUMMED],
-                 F.max(_CO2_MAX).alias(_CO2_MAX), longest.alias(_LONGEST_US))
-            .filter((co2_n + F.col(_TEMPERATURE_N)) > 0))
+            .groupBy(*keys)
+            .agg(*[F.sum(name).alias(name) for name in _SUMMED], F.max(_CO2_MAX).alias(_CO2_MAX))
+            .filter((co2_n + F.col(_TEMPERATURE_N)) > 0)
+            # A day with an occupied CO2 value has its episodes row (the longest may be 0).
+            .join(longest, keys, "left"))
     school_day = co2_n > 0
     return days.select(
         "*", school_day.alias(_SCHOOL_DAY),
@@ -493,9 +504,11 @@ class IaqTables:
     period: DataFrame
 
 
-def iaq_tables(partials_df: DataFrame, rules: IaqRules) -> IaqTables:
-    """The three IAQ tables from partial statistics computed with `iaq_partial_aggregates`."""
-    day_totals_df = classroom_day_totals(partials_df, rules)
+def iaq_tables(partials_df: DataFrame, episodes_df: DataFrame, rules: IaqRules) -> IaqTables:
+    """The three IAQ tables from partial statistics computed with `iaq_partial_aggregates`
+    and the device-days' `longest_episodes`."""
+    # Read by all three tables: computed once (one row per classroom and day).
+    day_totals_df = classroom_day_totals(partials_df, episodes_df, rules).localCheckpoint()
     data_through_df = (partials_df.filter(F.col(EXCLUSION_REASON).isNull())
                        .agg(F.max(READING_DATE).alias(DATA_THROUGH)))
     return IaqTables(daily=classroom_daily_iaq(day_totals_df),
@@ -667,13 +680,14 @@ def latest_week_view() -> View:
         query, reads=(WEEKLY_TABLE,), one_row_per="classroom: its latest complete ISO week of compliance")
 
 
-def iaq_results(partials_df: DataFrame, rules: IaqRules) -> dict[str, DataFrame]:
+def iaq_results(partials_df: DataFrame, episodes_df: DataFrame, rules: IaqRules) -> dict[str, DataFrame]:
     """The IAQ tables' rows by table name, for the catalog's build functions."""
-    tables = iaq_tables(partials_df, rules)
+    tables = iaq_tables(partials_df, episodes_df, rules)
     return {DAILY_TABLE: tables.daily, WEEKLY_TABLE: tables.weekly, PERIOD_TABLE: tables.period}
 
 
 __all__ = [
     "IAQ_OPTIONS", "IAQ_VALIDATED_METRICS", "IaqRules", "IaqSettings", "IaqTables",
-    "iaq_partial_aggregates", "iaq_tables", "latest_complete_week_iaq", "with_occupied_range",
+    "iaq_partial_aggregates", "iaq_tables", "latest_complete_week_iaq", "longest_episodes",
+    "with_occupied_range",
 ]

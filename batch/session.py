@@ -4,7 +4,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
-from pyspark.sql import SparkSession
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
 
 # Settings every job needs whatever the cluster: the library's time arithmetic assumes a UTC
 # session (local time is always derived explicitly from BATCH_TIMEZONE), and adaptive
@@ -16,11 +17,6 @@ BASE_CONF: dict[str, str] = {
     "spark.sql.parquet.int96RebaseModeInRead": "CORRECTED",
     "spark.sql.parquet.datetimeRebaseModeInRead": "CORRECTED",
 }
-
-
-def jdbc_driver_conf(jar: str, package: str) -> dict[str, str]:
-    """How a session started outside spark-submit gets the JDBC driver: a jar, else Maven."""
-    return {"spark.jars": jar} if jar else {"spark.jars.packages": package}
 
 
 def build_spark_session(
@@ -58,3 +54,14 @@ def session_conf(spark: SparkSession, values: Mapping[str, str]) -> Iterator[Non
                 spark.conf.unset(key)
             else:
                 spark.conf.set(key, value)
+
+
+def collect_to_pandas(df: DataFrame) -> pd.DataFrame:
+    """`df`'s rows in the driver as a pandas DataFrame, through Arrow (columnar, no per-row Python objects).
+
+    Only for small results: the caller states the bound. Timestamps come back tz-naive in the
+    session time zone, UTC (BASE_CONF).
+    """
+    with session_conf(df.sparkSession, {"spark.sql.execution.arrow.pyspark.enabled": "true",
+                                        "spark.sql.execution.arrow.pyspark.fallback.enabled": "false"}):
+        return df.toPandas()

@@ -20,6 +20,7 @@ from batch.aggregations import (
     validation_counts,
 )
 from batch.contract import ANALYSIS_COLUMNS, METRIC_NAMES, canonical_schema
+from batch.session import collect_to_pandas
 from batch.validation import validate_readings
 
 UTC = dt.timezone.utc
@@ -172,7 +173,7 @@ def test_out_of_range_values_are_nulled_for_that_metric_only(spark: SparkSession
     assert (row["co2_count"], row["co2_min"], row["co2_max"]) == (2, 600.0, 40000.0)
     partials = df.transform(validate_readings, METRIC_NAMES, False).transform(
         partial_statistics, "UTC", Thresholds())
-    counts = validation_counts(partials).collect()[0].asDict()
+    counts = validation_counts(collect_to_pandas(partials))
     assert (counts["temperature_out_of_range"], counts["humidity_out_of_range"],
             counts["co2_out_of_range"], counts["tvoc_out_of_range"]) == (1, 1, 1, 0)
 
@@ -188,7 +189,7 @@ def test_excluded_readings_are_counted_by_reason_not_aggregated(spark: SparkSess
     ])
     partials = df.transform(validate_readings, METRIC_NAMES, False).transform(
         partial_statistics, "UTC", Thresholds())
-    counts = validation_counts(partials).collect()[0].asDict()
+    counts = validation_counts(collect_to_pandas(partials))
     assert {k: counts[k] for k in ("rows_read", "rows_used", "missing_sendtime", "missing_device",
                                    "unregistered_device", "replayed_reading")} == {
         "rows_read": 6, "rows_used": 1, "missing_sendtime": 2, "missing_device": 1,
@@ -207,7 +208,7 @@ def test_replays_are_dropped_only_when_asked(spark: SparkSession) -> None:
     assert (deduplicated["readings"], deduplicated["temperature_mean"]) == (2, 22.0)
     partials = df.transform(validate_readings, METRIC_NAMES, True).transform(
         partial_statistics, "UTC", Thresholds())
-    counts = validation_counts(partials).collect()[0].asDict()
+    counts = validation_counts(collect_to_pandas(partials))
     # Readings without sendtime are never replays of each other: both stay, both excluded.
     assert (counts["rows_read"], counts["replayed_reading"], counts["missing_sendtime"],
             counts["rows_used"]) == (6, 2, 2, 2)

@@ -153,15 +153,15 @@ def test_a_failure_while_publishing_keeps_the_previous_results_and_reruns_are_id
     run(spark, first)
     before = snapshot(target)
 
-    # 1. Spark fails after three of the six staging tables were written.
+    # 1. The run fails after three of the staging tables were written.
     real_write = postgres.write_staging
     written: list[str] = []
 
-    def failing_write(stats_df: Any, target_: PostgresTarget, table: str) -> None:
+    def failing_write(conn: Any, target_: PostgresTarget, table: Any, rows: Any, staging: str) -> None:
         if len(written) == 3:
             raise InjectedFailure("executor lost")
-        written.append(table)
-        real_write(stats_df, target_, table)
+        written.append(staging)
+        real_write(conn, target_, table, rows, staging)
 
     monkeypatch.setattr(postgres, "write_staging", failing_write)
     with pytest.raises(InjectedFailure):

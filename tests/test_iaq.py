@@ -29,6 +29,7 @@ from batch.iaq import (
     iaq_partial_aggregates,
     iaq_tables,
     latest_complete_week_iaq,
+    longest_episodes,
     with_occupied_range,
 )
 from batch.timetable import Occupancy, parse_timetable
@@ -61,11 +62,11 @@ def readings(spark: SparkSession, rows: list[tuple]) -> DataFrame:
 
 def compute(readings_df: DataFrame, rules: IaqRules = DEFAULT_RULES,
             timezone: str = "UTC") -> IaqTables:
-    partials = (readings_df.transform(validate_readings, IAQ_VALIDATED_METRICS, False)
-                .transform(with_occupied_range, timezone, rules.occupancy)
-                .transform(partial_statistics, timezone, Thresholds(),
-                           extra_aggregates=iaq_partial_aggregates(rules)))
-    return iaq_tables(partials, rules)
+    occupied = (readings_df.transform(validate_readings, IAQ_VALIDATED_METRICS, False)
+                .transform(with_occupied_range, timezone, rules.occupancy))
+    partials = occupied.transform(partial_statistics, timezone, Thresholds(),
+                                  extra_aggregates=iaq_partial_aggregates(rules))
+    return iaq_tables(partials, occupied.transform(longest_episodes, timezone, rules), rules)
 
 
 def by_classroom_day(df: DataFrame) -> dict[tuple[str, dt.date], dict[str, Any]]:

@@ -39,7 +39,6 @@ from batch.download_file import write_single_file
 from batch.postgres import PostgresTarget
 from tests.rawdata import METRICS, RawDataset, build_rows, with_replays
 from tests.support.jobs import (
-    JDBC_APPLICATION,
     JOB_APPLICATION,
     JobProcess,
     admin_connection,
@@ -119,7 +118,7 @@ def table_lock(target: PostgresTarget, table: str) -> Iterator[Any]:
 
 
 def install_staging_hold(conn: Any, schema: str, key: int) -> str:
-    """Hold the JDBC writes of the last statistics staging table (weekly_stats) on advisory lock `key`.
+    """Hold the COPY into the last statistics staging table (weekly_stats) on advisory lock `key`.
 
     The run creates its staging tables; an event trigger puts a statement trigger on that one
     as it is created, which waits for the lock: the five tables before it are written.
@@ -189,16 +188,21 @@ def test_sigkill_at_any_point_keeps_the_previous_results_and_the_next_run_recove
         elif point == "commit":
             install_commit_hold(admin, target.schema, key)
             stack.enter_context(advisory_hold(target, key))
+        reader = admin
+        if point == "swap":
+            # Locked before the job starts: the staging tables are written in milliseconds
+            # (COPY), too fast to be seen and locked in between. Nothing before the swap
+            # locks a published table; the swap replaces weekly_stats after the others.
+            reader = stack.enter_context(table_lock(target, "weekly_stats"))
         job = stack.enter_context(JobProcess.analysis(
             environment, tmp_path / "job", hold_at=point if point in ("read", "aggregate") else None))
-        reader = admin
 
         # Wait, from outside, until the job is held where the fault is injected.
         if point in ("read", "aggregate"):
             wait_for(lambda: job.hold_reached(point), f"the job to reach {point}", job=job)
         elif point == "staging":
-            wait_for(lambda: waiting_backend(admin, JDBC_APPLICATION, "advisory", "INSERT"),
-                     "Spark to wait inside its write of the last staging table", job=job)
+            wait_for(lambda: waiting_backend(admin, JOB_APPLICATION, "advisory", "COPY"),
+                     "the job to wait inside its COPY into the last statistics staging table", job=job)
             written = [table for table in staging_tables(admin, target.schema)
                        if query(admin, sql.SQL("SELECT count(*) FROM {}.{}").format(
                            sql.Identifier(target.schema), sql.Identifier(table)))[0][0] > 0]
@@ -206,11 +210,9 @@ def test_sigkill_at_any_point_keeps_the_previous_results_and_the_next_run_recove
             # indoor-air compliance tables (written after it) not yet.
             assert len(written) == len(TABLES) - 1, written
         elif point == "swap":
-            wait_for(lambda: len(staging_tables(admin, target.schema)) == len(STAGED),
-                     "the run's staging tables", job=job)
-            reader = stack.enter_context(table_lock(target, "weekly_stats"))
             wait_for(lambda: waiting_backend(admin, JOB_APPLICATION, "relation", "DELETE FROM"),
-                     "the swap to wait for the last table, the others replaced", job=job)
+                     "the swap to wait for weekly_stats, the tables before it replaced", job=job)
+            assert len(staging_tables(admin, target.schema)) == len(STAGED)  # all staged
         else:
             wait_for(lambda: waiting_backend(admin, JOB_APPLICATION, "advisory", "UPDATE"),
                      "the swap to wait just before its commit", job=job)

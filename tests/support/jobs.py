@@ -33,7 +33,6 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ANALYSIS_SCRIPT = PROJECT_ROOT / "start-spark.py"
 HELD_ANALYSIS_SCRIPT = Path(__file__).with_name("held_analysis.py")
 JOB_APPLICATION = "indoor-air-batch"  # psycopg2 sessions of the job (postgres.connect)
-JDBC_APPLICATION = "PostgreSQL JDBC Driver"  # Spark's JDBC sessions (the driver's default name)
 DEADLINE_S = 300.0
 
 T = TypeVar("T")
@@ -233,11 +232,10 @@ def query(conn: Any, statement: Any, params: Sequence[Any] = ()) -> list[tuple[A
 
 
 def job_backends(conn: Any) -> dict[int, tuple[str, str | None, str | None, str]]:
-    """Sessions of the job (psycopg2 and JDBC): pid -> (application, wait type, wait event, query)."""
+    """Sessions of the job: pid -> (application, wait type, wait event, query)."""
     rows = query(conn, "SELECT pid, application_name, wait_event_type, wait_event, query "
                        "FROM pg_stat_activity WHERE datname = current_database() "
-                       "AND pid <> pg_backend_pid() AND application_name IN (%s, %s)",
-                 (JOB_APPLICATION, JDBC_APPLICATION))
+                       "AND pid <> pg_backend_pid() AND application_name = %s", (JOB_APPLICATION,))
     return {pid: (application, wait_type, wait_event, text)
             for pid, application, wait_type, wait_event, text in rows}
 
