@@ -1,7 +1,7 @@
 """A timer of each step of the analysis' aggregate phase (benchmark only, no PostgreSQL).
 
-    .venv/bin/spark-submit --master 'local[2]' --driver-memory 2g \\
-        tests/bench/profile_aggregate.py RAW_PATH [REPEATS]
+    PYSPARK_PYTHON=.venv/bin/python .venv/bin/spark-submit --master 'local[2]' \\
+        --driver-memory 2g tests/bench/profile_aggregate.py RAW_PATH [REPEATS]
 
 e.g. RAW_PATH /tmp/indoor-air-bench/many_days-5000000 (tests/bench/shapes.py). SETUP runs once,
 untimed; then, REPEATS times (default 2: the first pays the cold stages, later ones show the
@@ -30,6 +30,7 @@ builder = SparkSession.builder.appName("bench-profile-aggregate")
 for key, value in BASE_CONF.items():
     builder = builder.config(key, value)
 spark = builder.getOrCreate()
+spark.sparkContext.setLogLevel("WARN")
 rules = iaq.IaqSettings.from_values({}).rules()
 """
 
