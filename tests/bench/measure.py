@@ -1,8 +1,9 @@
 """Measuring a benchmark run (by hand, never in CI): wall and CPU time, and peak memory of a process tree.
 
 /proc is sampled every SAMPLE_INTERVAL_S for the peak memory of the tree's JVM and Python
-processes (sum of PSS) and the peak RSS of each kind. Reading smaps_rollup is not free:
-sampled too often it takes CPU from the job being measured.
+processes (sum of PSS), the peak RSS of each kind, and the peak RSS of the PySpark driver
+alone (the Python process spark-submit's JVM starts, not its workers nor a launcher).
+Reading smaps_rollup is not free: sampled too often it takes CPU from the job being measured.
 """
 from __future__ import annotations
 
@@ -51,21 +52,32 @@ def _memory_kib(pid: int) -> tuple[int, int, str]:
         return 0, 0, ""
 
 
+def _is_pyspark_worker(pid: int) -> bool:
+    """A Python process of PySpark's executors (local mode: children of the JVM like the driver)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            command = handle.read()
+    except OSError:
+        return True
+    return b"pyspark.daemon" in command or b"pyspark.worker" in command
+
+
 class TreeMemorySampler(threading.Thread):
-    """Peak memory of a process tree's JVM and Python processes (sum of PSS), and peak RSS of each kind."""
+    """Peak memory of a process tree's JVM and Python processes (sum of PSS), peak RSS of each
+    kind and of the PySpark driver."""
 
     def __init__(self, root_pid: int) -> None:
         super().__init__(daemon=True)
         self.root_pid = root_pid
-        self.peak_tree_kib = self.peak_jvm_kib = self.peak_python_kib = 0
+        self.peak_tree_kib = self.peak_jvm_kib = self.peak_python_kib = self.peak_driver_kib = 0
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.is_set():
             tree = _children()
-            pending, total, jvm, python = [self.root_pid], 0, 0, 0
+            pending, total, jvm, python, driver = [(self.root_pid, "")], 0, 0, 0, 0
             while pending:
-                pid = pending.pop()
+                pid, parent = pending.pop()
                 resident, proportional, name = _memory_kib(pid)
                 # Only the long-lived members: children the JVM forks for a moment (chmod,
                 # bash) share its pages and would be counted twice by a sampler that cannot
@@ -76,10 +88,13 @@ class TreeMemorySampler(threading.Thread):
                 elif name.startswith("python"):
                     python += resident
                     total += proportional
-                pending += tree.get(pid, [])
+                    if parent == "java" and not _is_pyspark_worker(pid):
+                        driver += resident
+                pending += [(child, name) for child in tree.get(pid, [])]
             self.peak_tree_kib = max(self.peak_tree_kib, total)
             self.peak_jvm_kib = max(self.peak_jvm_kib, jvm)
             self.peak_python_kib = max(self.peak_python_kib, python)
+            self.peak_driver_kib = max(self.peak_driver_kib, driver)
             self._stop_event.wait(SAMPLE_INTERVAL_S)
 
     def stop(self) -> None:

@@ -1,25 +1,32 @@
 """The performance benchmark, run by hand (never in CI).
 
-    tests/bench/run.sh --rows 5000000 --repeats 3 --scaling 1000000 5000000 20000000
+    tests/bench/run.sh --rows 100000 1000000 5000000 --shapes demo many_days --repeats 3 \\
+        --scaling 5000000 20000000 [--before REV] [--skip-download]
 
 (tests/bench/run.sh sets up the virtualenv and the JDBC driver, then runs this module.)
 
-On one generated dataset (devtools.demo; rewritten once with one type per column, because
-the seed-style reference and the floor read with Spark's plain schema merge, which refuses
-drifting types), alternating the variants in each repetition:
+On each input shape (tests/bench/shapes.py: `demo`, devtools.demo's 104 devices x 365 days in
+time order, rewritten once with one type per column because the seed-style reference and the
+floor read with Spark's plain schema merge, which refuses drifting types; `many_days`, 1,000
+devices over two school years, unsorted within each file) and each --rows size, alternating
+shapes, sizes and variants in each repetition (the variants' order reversed every other one):
 
 1. `analysis`: this package's job as a user runs it (start-spark.sh --foreground, local[2],
    publishing every table to a real local PostgreSQL);
-2. `seed`: the straightforward implementation (tests/bench/seed_reference.py);
-3. `floor`: one scan, one groupBy, one sum per metric (tests/bench/spark_floor.py);
-4. `duckdb`: DuckDB computing the same statistics (tests/bench/duckdb_reference.py);
-5. the downloader against the naive single-file write and the floor of any download
-   (tests/bench/bench_download.py), unless
-   --skip-export.
+2. `before`: with --before REV, the same from that revision's files (`git archive` into the
+   workdir, its own virtualenv, its own schema), to measure a change in one invocation;
+3. `seed`: the straightforward implementation (tests/bench/seed_reference.py);
+4. `floor`: one scan, one groupBy, one sum per metric (tests/bench/spark_floor.py);
+5. `duckdb`: DuckDB computing the same statistics (tests/bench/duckdb_reference.py);
+6. then the downloader against the naive single-file write and the floor of any download
+   (tests/bench/bench_download.py, on the demo shape), unless --skip-download.
 
-Prints the median wall time, the peak RSS of the whole process tree, and the ratios; then
-the analysis alone at each --scaling size with its time per million readings and the
-publish share of its wall time (from the job's own summary).
+Prints every run with the load averages at its start and end, then per shape and size the
+medians, peak memory and the targets of issue 14 as ratios (analysis / floor, seed / analysis,
+publish share of the analysis' wall time from the job's SUMMARY_JSON phase_seconds), and a
+table of the targets; then the analysis alone at each --scaling size not already measured,
+alternating: time per million readings and peak memory (the process tree, and the PySpark
+driver alone) from each smaller size to the largest.
 """
 from __future__ import annotations
 
@@ -29,7 +36,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,32 +44,44 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from devtools import local_postgres
-from devtools.demo import read_demo_dataset_info
+from devtools.demo import MARKER_FILE, read_demo_dataset_info
 from tests.bench.measure import ensure_input, run_sampled
+from tests.bench.shapes import SHAPES, ensure_many_days
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BENCH = Path(__file__).resolve().parent
 MASTER = "local[2]"
+VARIANTS = ("analysis", "before", "seed", "floor", "duckdb")
+JOBS = ("analysis", "before")  # this package's job, from this tree or from --before
 # Set by tests/bench/run.sh, which fetches the jar when missing.
 JDBC_JAR = Path(os.environ.get(
     "POSTGRES_JDBC_JAR",
     Path.home() / ".m2/repository/org/postgresql/postgresql/42.7.4/postgresql-42.7.4.jar"))
 
+Plan = dict[str, tuple[list[str], dict[str, str], Path | None]]
+
 
 @dataclass(frozen=True)
 class Measurement:
     variant: str
+    shape: str
     rows: int
     seconds: float
+    cpu_seconds: float
     peak_mib: float
-    detail: dict[str, object]
+    driver_peak_mib: float
+    load: str
+    phases: dict[str, float]
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, as `uptime` prints them: every figure carries it."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def uniform_copy(source: Path) -> Path:
     """The dataset with every file cast to one schema (the newest file's, widened to double)."""
     target = source.with_name(source.name + "-uniform")
-    if (target / "_DONE").exists():
-        return target
     target.mkdir(exist_ok=True)
     # The demo is a streaming sink: its committed files only, not the aborted attempt's orphan.
     info = read_demo_dataset_info(source)
@@ -77,8 +95,48 @@ def uniform_copy(source: Path) -> Path:
         columns = [table[f.name].cast(f.type) if f.name in table.column_names
                    else pa.nulls(table.num_rows, f.type) for f in schema]
         pq.write_table(pa.Table.from_arrays(columns, schema=schema), target / file.name)
-    (target / "_DONE").write_text("")
+    # Which demo it was made from (generator version, readings, seed).
+    (target / "_DONE").write_text((source / MARKER_FILE).read_text())
     return target
+
+
+def ensure_shape(work: Path, shape: str, rows: int) -> Path:
+    if shape == "many_days":
+        return ensure_many_days(work, rows)
+    uniform = work / f"raw-{rows}-uniform"
+    if (uniform / "_DONE").exists():
+        # Kept as made, even when devtools.demo's generator has changed since: the runs of
+        # one input stay comparable, and a 20M demo is not made again. Delete it to refresh.
+        print(f"input: {rows:,} readings at {uniform} (uniform copy of "
+              f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime((uniform / '_DONE').stat().st_mtime))}"
+              " UTC)", flush=True)
+        return uniform
+    return uniform_copy(ensure_input(work, rows))
+
+
+def before_tree(revision: str, work: Path) -> Path:
+    """`revision`'s files extracted once into the workdir (no worktree touched), its virtualenv
+    made ready outside the timed runs."""
+    commit = subprocess.run(["git", "rev-parse", "--short", revision], cwd=PROJECT_ROOT,
+                            check=True, capture_output=True, text=True).stdout.strip()
+    tree = work / f"tree-{commit}"
+    if not (tree / "start-spark.sh").is_file():
+        tree.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", commit], cwd=PROJECT_ROOT, check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    print(f"before = {revision} ({commit}) at {tree}; preparing its virtualenv", flush=True)
+    # Its launcher makes the virtualenv before anything else, --help included.
+    helped = subprocess.run([str(tree / "start-spark.sh"), "--help"], env=_before_env(tree),
+                            stdout=subprocess.DEVNULL)
+    if helped.returncode != 0:
+        print(f"warning: {tree}/start-spark.sh --help exited with {helped.returncode}", flush=True)
+    return tree
+
+
+def _before_env(tree: Path) -> dict[str, str]:
+    # Its own virtualenv: an editable install of another tree would change this one's.
+    return {**os.environ, "PYTHONPATH": str(tree), "VENV_DIR": str(tree / ".venv")}
 
 
 def _spark_env() -> dict[str, str]:
@@ -99,22 +157,9 @@ def _submit(script: Path, *args: str, jars: bool = False) -> list[str]:
     return command + [str(script), *args]
 
 
-def measure(variant: str, rows: int, command: list[str], env: dict[str, str], log_dir: Path,
-            summary_json: Path | None = None) -> Measurement:
-    log_path = log_dir / f"{variant}-{rows}-{time.strftime('%H%M%S')}.log"
-    seconds, _, sampler = run_sampled(variant, command, env, log_path)
-    detail: dict[str, object] = {}
-    if summary_json is not None:
-        summary = json.loads(summary_json.read_text())
-        detail = {"phases": summary["phase_seconds"]}
-    result = Measurement(variant, rows, round(seconds, 2), round(sampler.peak_tree_kib / 1024, 1),
-                         detail)
-    print(f"  {variant:<9} {rows:>11,} rows {result.seconds:8.2f} s  peak {result.peak_mib:8.1f} MiB "
-          f"{json.dumps(detail) if detail else ''}", flush=True)
-    return result
-
-
-def variants(raw: Path, server: local_postgres.LocalPostgres, work: Path) -> dict[str, tuple[list[str], dict[str, str], Path | None]]:
+def variants(raw: Path, server: local_postgres.LocalPostgres, work: Path,
+             before: Path | None) -> Plan:
+    """Each variant's command, environment and summary file (this package's job only)."""
     env = _spark_env()
     summary = work / "analysis-summary.json"
     analysis_env = {**env, "RAW_DATA_PATH": str(raw), "SPARK_MASTER": MASTER,
@@ -123,7 +168,7 @@ def variants(raw: Path, server: local_postgres.LocalPostgres, work: Path) -> dic
                     "RUN_DIR": str(work / "run"), "BATCH_TIMEZONE": "Europe/Rome"}
     seed_env = {**env, "BENCH_POSTGRES_PASSWORD": server.password()}
     url = f"jdbc:postgresql://{server.host}:{server.port}/{server.database}"
-    return {
+    plan: Plan = {
         "analysis": ([str(PROJECT_ROOT / "start-spark.sh"), "--foreground"], analysis_env, summary),
         "seed": (_submit(BENCH / "seed_reference.py", str(raw), url, server.user, "public", jars=True),
                  seed_env, None),
@@ -131,72 +176,180 @@ def variants(raw: Path, server: local_postgres.LocalPostgres, work: Path) -> dic
         "duckdb": ([sys.executable, str(BENCH / "duckdb_reference.py"), str(raw), "Europe/Rome"],
                    env, None),
     }
+    if before is not None:
+        # Its own schema: its tables may be shaped differently.
+        plan["before"] = ([str(before / "start-spark.sh"), "--foreground"],
+                          {**analysis_env, **_before_env(before), "POSTGRES_SCHEMA": "bench_before"},
+                          summary)
+    return plan
 
 
-def report(results: list[Measurement]) -> None:
-    by_variant: dict[str, list[Measurement]] = {}
-    for result in results:
-        by_variant.setdefault(result.variant, []).append(result)
-    medians = {v: statistics.median(m.seconds for m in ms) for v, ms in by_variant.items()}
-    peaks = {v: max(m.peak_mib for m in ms) for v, ms in by_variant.items()}
-    analysis = medians["analysis"]
-    print("\nvariant     median s   peak MiB   analysis / variant")
-    for variant, seconds in medians.items():
-        print(f"{variant:<10} {seconds:9.2f} {peaks[variant]:10.1f}   {analysis / seconds:8.2f}")
-    print(f"\nseed / analysis = {medians['seed'] / analysis:.2f}x (target >= 2)")
-    print(f"analysis / floor = {analysis / medians['floor']:.2f}x (target <= 1.5)")
-    phases = [m.detail["phases"] for m in by_variant["analysis"]]
-    publish = statistics.median(p["publish"] / sum(p.values()) for p in phases)  # type: ignore[union-attr]
-    print(f"publish share of the job's phases: {publish:.1%} (target < 10%)")
+def measure(variant: str, shape: str, rows: int, plan: Plan, log_dir: Path) -> Measurement:
+    command, env, summary_json = plan[variant]
+    log_path = log_dir / f"{variant}-{shape}-{rows}-{time.strftime('%H%M%S')}.log"
+    if summary_json is not None:
+        summary_json.unlink(missing_ok=True)  # never the previous run's phases
+    load = load_average()
+    seconds, cpu_seconds, sampler = run_sampled(variant, command, env, log_path)
+    phases: dict[str, float] = {}
+    if summary_json is not None and summary_json.exists():
+        phases = json.loads(summary_json.read_text()).get("phase_seconds") or {}
+    result = Measurement(variant, shape, rows, round(seconds, 2), round(cpu_seconds, 1),
+                         round(sampler.peak_tree_kib / 1024, 1),
+                         round(sampler.peak_driver_kib / 1024, 1), load, phases)
+    print(f"  {variant:<9} {shape:<9} {rows:>11,} rows {result.seconds:8.2f} s (CPU "
+          f"{result.cpu_seconds:6.1f} s)  peak {result.peak_mib:7.1f} MiB (driver "
+          f"{result.driver_peak_mib:6.1f})  load {load} -> {load_average()}"
+          f"{'  phases ' + json.dumps(phases) if phases else ''}", flush=True)
+    return result
+
+
+def _median(results: list[Measurement], variant: str) -> float | None:
+    seconds = [m.seconds for m in results if m.variant == variant]
+    return statistics.median(seconds) if seconds else None
+
+
+def _publish_share(results: list[Measurement], variant: str = "analysis") -> float | None:
+    """Median share of the job's wall time spent in its `publish` phase (staging writes + swap)."""
+    shares = [m.phases["publish"] / m.seconds for m in results
+              if m.variant == variant and "publish" in m.phases]
+    return statistics.median(shares) if shares else None
+
+
+def report(results: list[Measurement], shape: str, rows: int) -> None:
+    """Medians and ratios at one shape and size, from alternating runs of one invocation."""
+    mine = [m for m in results if m.shape == shape and m.rows == rows]
+    loads = sorted({m.load for m in mine})
+    print(f"\n{shape}, {rows:,} readings (load averages at the starts: {', '.join(loads)})")
+    print("variant     median s   CPU s   peak MiB  driver MiB   analysis / variant")
+    analysis = _median(mine, "analysis")
+    for variant in dict.fromkeys(m.variant for m in mine):
+        runs = [m for m in mine if m.variant == variant]
+        seconds = _median(mine, variant)
+        assert seconds is not None
+        ratio = f"{analysis / seconds:8.2f}" if analysis else ""
+        print(f"{variant:<10} {seconds:9.2f} {statistics.median(m.cpu_seconds for m in runs):7.1f} "
+              f"{max(m.peak_mib for m in runs):10.1f} {max(m.driver_peak_mib for m in runs):11.1f}"
+              f"   {ratio}")
+    floor, seed = _median(mine, "floor"), _median(mine, "seed")
+    for job in JOBS:
+        seconds = _median(mine, job)
+        if seconds is None:
+            continue
+        figures = [f"{job} / floor {seconds / floor:.2f}x" if floor else "",
+                   f"seed / {job} {seed / seconds:.2f}x" if seed else ""]
+        share = _publish_share(mine, job)
+        if share is not None:
+            figures.append(f"publish share {share:.1%}")
+        runs = [m for m in mine if m.variant == job and m.phases]
+        if runs:
+            phases = {name: statistics.median(m.phases.get(name, 0.0) for m in runs)
+                      for name in runs[0].phases}
+            figures.append("phases (medians, s) " + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()))
+        print(f"{job}: " + "; ".join(f for f in figures if f))
+    before = _median(mine, "before")
+    if analysis and before:
+        print(f"before / analysis = {before / analysis:.2f}x")
+
+
+def report_targets(results: list[Measurement], cells: list[tuple[str, int]]) -> None:
+    """The targets of issue 14 (1, 2) per shape and size, as ratios of medians; '-' not measured."""
+    print("\ntargets of issue 14 (medians of this invocation)")
+    print(f"{'shape':<10} {'readings':>11}  {'analysis/floor <=1.5':>21}  "
+          f"{'seed/analysis >=2 (5M)':>23}  {'publish share <10% (5M)':>24}")
+    for shape, rows in cells:
+        mine = [m for m in results if m.shape == shape and m.rows == rows]
+        analysis, floor, seed = (_median(mine, v) for v in ("analysis", "floor", "seed"))
+        share = _publish_share(mine)
+        print(f"{shape:<10} {rows:>11,}  "
+              f"{f'{analysis / floor:.2f}x' if analysis and floor else '-':>21}  "
+              f"{f'{seed / analysis:.2f}x' if analysis and seed else '-':>23}  "
+              f"{f'{share:.1%}' if share is not None else '-':>24}")
 
 
 def report_scaling(results: list[Measurement]) -> None:
-    """Growth of the time per million readings and of peak memory, largest input against the rest."""
-    largest = max(results, key=lambda m: m.rows)
-    for smaller in results:
-        if smaller.rows < largest.rows:
-            growth = (largest.seconds / largest.rows) / (smaller.seconds / smaller.rows)
-            print(f"{smaller.rows:,} -> {largest.rows:,} readings: time per million x{growth:.2f} "
-                  f"(target <= 1.2), peak memory x{largest.peak_mib / smaller.peak_mib:.2f}")
+    """Growth of the time per million readings and of peak memory, each smaller size to the largest."""
+    for shape, variant in dict.fromkeys((m.shape, m.variant) for m in results):
+        mine = [m for m in results if m.shape == shape and m.variant == variant]
+        sizes = sorted({m.rows for m in mine})
+        median = {rows: statistics.median(m.seconds for m in mine if m.rows == rows) for rows in sizes}
+        peak = {rows: max(m.peak_mib for m in mine if m.rows == rows) for rows in sizes}
+        driver = {rows: max(m.driver_peak_mib for m in mine if m.rows == rows) for rows in sizes}
+        largest = sizes[-1]
+        for rows in sizes[:-1]:
+            growth = (median[largest] / largest) / (median[rows] / rows)
+            print(f"{variant} {shape}: {rows:,} -> {largest:,} readings: "
+                  f"{median[rows] / rows * 1e6:.2f} -> {median[largest] / largest * 1e6:.2f} s per "
+                  f"million, x{growth:.2f} (target <= 1); peak memory of the tree {peak[rows]:.0f} -> "
+                  f"{peak[largest]:.0f} MiB (x{peak[largest] / peak[rows]:.2f}), of the PySpark "
+                  f"driver {driver[rows]:.0f} -> {driver[largest]:.0f} MiB", flush=True)
+
+
+def alternate(variants_: list[str], repeat: int) -> list[str]:
+    return variants_ if repeat % 2 == 0 else list(reversed(variants_))
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="tests/bench/run.sh", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=5_000_000)
+    parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000, 5_000_000],
+                        help="input sizes, readings (default: 100000 1000000 5000000)")
+    parser.add_argument("--shapes", nargs="+", choices=SHAPES, default=list(SHAPES))
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--scaling", type=int, nargs="*", default=[1_000_000, 5_000_000, 20_000_000])
-    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "indoor-air-bench")
-    parser.add_argument("--only", nargs="*", help="variants to run (default: all)")
-    parser.add_argument("--skip-export", action="store_true")
+    parser.add_argument("--scaling", type=int, nargs="*", default=[],
+                        help="sizes of the analysis-alone scaling runs (alternating, --repeats each; "
+                             "--rows sizes are reused, not run again), e.g. 5000000 20000000")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/indoor-air-bench"),
+                        help="generated inputs (kept for the next run), logs, PostgreSQL")
+    parser.add_argument("--only", nargs="+", choices=VARIANTS, help="variants to run (default: all)")
+    parser.add_argument("--before", metavar="REV",
+                        help="git revision whose analysis (and downloader) run as variant `before`")
+    parser.add_argument("--skip-download", "--skip-export", action="store_true",
+                        help="skip the downloader benchmark (tests/bench/bench_download.py)")
     args = parser.parse_args(argv)
+    chosen = args.only or [v for v in VARIANTS if v != "before" or args.before]
+    if "before" in chosen and not args.before:
+        parser.error("the `before` variant needs --before REV")
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
+    log_dir = work / "logs"
+    log_dir.mkdir(exist_ok=True)
+    print(f"machine: {os.cpu_count()} cores, load average {load_average()}; logs in {log_dir}",
+          flush=True)
+    before = before_tree(args.before, work) if args.before else None
     server = local_postgres.start(work / "postgres", ephemeral=True)
     try:
-        raw = uniform_copy(ensure_input(work, args.rows))
-        plan = variants(raw, server, work)
-        chosen = args.only or list(plan)
+        inputs = {(shape, rows): ensure_shape(work, shape, rows)
+                  for rows in args.rows for shape in args.shapes}
+        plans = {cell: variants(raw, server, work, before) for cell, raw in inputs.items()}
         results = []
         for repeat in range(args.repeats):
             print(f"repetition {repeat + 1}/{args.repeats}", flush=True)
-            for variant in chosen:
-                command, env, summary = plan[variant]
-                results.append(measure(variant, args.rows, command, env, work, summary))
-        if {"analysis", "seed", "floor"} <= set(chosen):
-            report(results)
-        if not args.skip_export:
-            subprocess.run([sys.executable, "-m", "tests.bench.bench_download", "--rows", str(args.rows),
-                            "--repeats", str(args.repeats), "--workdir", str(work)],
-                           check=True, cwd=PROJECT_ROOT)
-        if args.scaling:
+            # Alternating shapes, sizes and variants: the machine's drift spreads over all.
+            for (shape, rows), plan in plans.items():
+                for variant in alternate(chosen, repeat):
+                    results.append(measure(variant, shape, rows, plan, log_dir))
+        for shape, rows in inputs:
+            report(results, shape, rows)
+        report_targets(results, list(inputs))
+        if not args.skip_download:
+            before_args = ["--variants", "downloader", "before", "naive", "floor",
+                           "--before", args.before] if args.before else []
+            subprocess.run([sys.executable, "-m", "tests.bench.bench_download",
+                            "--rows", *map(str, args.rows), "--repeats", str(args.repeats),
+                            "--workdir", str(work), *before_args], check=True, cwd=PROJECT_ROOT)
+        jobs = [v for v in JOBS if v in chosen]
+        if args.scaling and jobs:
             print("\nanalysis scaling", flush=True)
+            scaled = {(shape, rows): variants(ensure_shape(work, shape, rows), server, work, before)
+                      for rows in args.scaling for shape in args.shapes if rows not in args.rows}
             scaling = []
-            for rows in args.scaling:
-                scaled = uniform_copy(ensure_input(work, rows))
-                command, env, summary = variants(scaled, server, work)["analysis"]
-                scaling.append(measure("analysis", rows, command, env, work, summary))
-                print(f"    {scaling[-1].seconds / (rows / 1e6):.2f} s per million readings", flush=True)
-            report_scaling(scaling)
+            for repeat in range(args.repeats):
+                for (shape, rows), plan in scaled.items():
+                    for variant in alternate(jobs, repeat):
+                        scaling.append(measure(variant, shape, rows, plan, log_dir))
+            # The main runs at the --scaling sizes count too.
+            report_scaling(scaling + [m for m in results
+                                      if m.variant in jobs and m.rows in args.scaling])
     finally:
         local_postgres.stop(work / "postgres")
     return 0

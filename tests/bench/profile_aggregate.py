@@ -1,0 +1,77 @@
+"""A timer of each step of the analysis' aggregate phase (benchmark only, no PostgreSQL).
+
+    PYSPARK_PYTHON=.venv/bin/python .venv/bin/spark-submit --master 'local[2]' \\
+        --driver-memory 2g tests/bench/profile_aggregate.py RAW_PATH [REPEATS]
+
+e.g. RAW_PATH /tmp/indoor-air-bench/many_days-5000000 (tests/bench/shapes.py). SETUP runs once,
+untimed; then, REPEATS times (default 2: the first pays the cold stages, later ones show the
+warm cost), each of STEPS, timed, one line each. Both are Python run in one namespace (RAW_PATH,
+TIMEZONE and every name an earlier step bound): this file imports nothing from batch/ itself,
+so when the library's functions change, edit SETUP and STEPS only. A step that only builds a
+DataFrame costs its planning: end the ones that should do their work with an action (count,
+collect, an eager localCheckpoint).
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+TIMEZONE = "Europe/Rome"
+
+SETUP = """
+from pyspark.sql import SparkSession, functions as F
+from batch import aggregations, analysis, iaq
+from batch.contract import METRICS
+from batch.readers import read_raw_readings
+from batch.session import BASE_CONF
+from batch.validation import validate_readings
+
+builder = SparkSession.builder.appName("bench-profile-aggregate")
+for key, value in BASE_CONF.items():
+    builder = builder.config(key, value)
+spark = builder.getOrCreate()
+spark.sparkContext.setLogLevel("WARN")
+rules = iaq.IaqSettings.from_values({}).rules()
+"""
+
+STEPS: list[tuple[str, str]] = [
+    ("read (list files, footers, schema)",
+     "readings_df, _ = read_raw_readings(spark, RAW_PATH, analysis._columns_read(METRICS))"),
+    ("partials: scan, validate, aggregate",
+     "partials_df = (readings_df.transform(validate_readings, analysis._validated(METRICS), False)"
+     ".transform(iaq.with_occupied_range, TIMEZONE, rules.occupancy)"
+     ".transform(aggregations.partial_statistics, TIMEZONE, aggregations.Thresholds(), METRICS,"
+     " extra_aggregates=iaq.iaq_partial_aggregates(rules))"
+     ".coalesce(spark.sparkContext.defaultParallelism).localCheckpoint())"),
+    ("partial rows (count)", "print(f'    {partials_df.count():,} partial rows')"),
+    ("validation counts",
+     "aggregations.validation_counts(partials_df, METRICS).collect()"),
+    ("roll-up of every grouping",
+     "rollup_df = aggregations.rollup_all(partials_df.drop(*iaq.IAQ_PARTIAL_COLUMNS),"
+     " aggregations.GROUPINGS, METRICS).localCheckpoint()"),
+    ("IAQ tables (count each)",
+     "[rows_df.count() for rows_df in iaq.iaq_results(partials_df, rules).values()]"),
+    # The Spark floor's aggregation (tests/bench/spark_floor.py) on the same DataFrame.
+    ("floor-shaped aggregation (count)",
+     "readings_df.groupBy('institute', 'classroom', F.weekofyear('sendtime'))"
+     ".agg(*[F.sum(metric.name) for metric in METRICS]).count()"),
+]
+
+
+def main(raw_path: str, repeats: int) -> None:
+    namespace: dict[str, object] = {"RAW_PATH": raw_path, "TIMEZONE": TIMEZONE}
+    exec(SETUP, namespace)  # noqa: S102 - the benchmark's own text, edited by hand
+    for repeat in range(repeats):
+        print(f"repetition {repeat + 1}/{repeats}", flush=True)
+        for label, code in STEPS:
+            started = time.monotonic()
+            try:
+                exec(code, namespace)  # noqa: S102
+            except Exception as error:
+                raise SystemExit(f"step {label!r} failed ({error!r}): edit STEPS in {__file__}")
+            print(f"  {label:<38} {time.monotonic() - started:7.2f} s", flush=True)
+    namespace["spark"].stop()  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 2)
