@@ -23,7 +23,7 @@ from pyspark.sql import SparkSession, functions as F
 from batch import aggregations, analysis, iaq
 from batch.contract import METRICS
 from batch.readers import read_raw_readings
-from batch.session import BASE_CONF
+from batch.session import BASE_CONF, collect_to_pandas
 from batch.validation import validate_readings
 
 builder = SparkSession.builder.appName("bench-profile-aggregate")
@@ -37,20 +37,23 @@ rules = iaq.IaqSettings.from_values({}).rules()
 STEPS: list[tuple[str, str]] = [
     ("read (list files, footers, schema)",
      "readings_df, _ = read_raw_readings(spark, RAW_PATH, analysis._columns_read(METRICS))"),
+    ("validate, occupied ranges (plan only)",
+     "occupied_df = (readings_df.transform(validate_readings, analysis._validated(METRICS), False)"
+     ".transform(iaq.with_occupied_range, TIMEZONE, rules.occupancy))"),
     ("partials: scan, validate, aggregate",
-     "partials_df = (readings_df.transform(validate_readings, analysis._validated(METRICS), False)"
-     ".transform(iaq.with_occupied_range, TIMEZONE, rules.occupancy)"
-     ".transform(aggregations.partial_statistics, TIMEZONE, aggregations.Thresholds(), METRICS,"
-     " extra_aggregates=iaq.iaq_partial_aggregates(rules))"
-     ".coalesce(spark.sparkContext.defaultParallelism).localCheckpoint())"),
-    ("partial rows (count)", "print(f'    {partials_df.count():,} partial rows')"),
-    ("validation counts",
-     "aggregations.validation_counts(partials_df, METRICS).collect()"),
-    ("roll-up of every grouping",
-     "rollup_df = aggregations.rollup_all(partials_df.drop(*iaq.IAQ_PARTIAL_COLUMNS),"
-     " aggregations.GROUPINGS, METRICS).localCheckpoint()"),
-    ("IAQ tables (count each)",
-     "[rows_df.count() for rows_df in iaq.iaq_results(partials_df, rules).values()]"),
+     "partials_df = occupied_df.transform(aggregations.partial_statistics, TIMEZONE,"
+     " aggregations.Thresholds(), METRICS, extra_aggregates=iaq.iaq_partial_aggregates(rules))"
+     ".coalesce(spark.sparkContext.defaultParallelism).localCheckpoint()"),
+    ("episodes: scan, validate, aggregate",
+     "episodes_df = occupied_df.transform(iaq.longest_episodes, TIMEZONE, rules)"
+     ".coalesce(spark.sparkContext.defaultParallelism).localCheckpoint()"),
+    ("partials to the driver (Arrow)",
+     "partials = aggregations.collect_partials(partials_df.drop(*iaq.IAQ_PARTIAL_COLUMNS),"
+     " aggregations.GROUPINGS); print(f'    {len(partials):,} partial rows')"),
+    ("validation counts", "aggregations.validation_counts(partials, METRICS)"),
+    ("roll-up of every grouping", "aggregations.rollup_all(partials, aggregations.GROUPINGS, METRICS)"),
+    ("IAQ tables (collect each)",
+     "[collect_to_pandas(rows_df) for rows_df in iaq.iaq_results(partials_df, episodes_df, rules).values()]"),
     # The Spark floor's aggregation (tests/bench/spark_floor.py) on the same DataFrame.
     ("floor-shaped aggregation (count)",
      "readings_df.groupBy('institute', 'classroom', F.weekofyear('sendtime'))"
