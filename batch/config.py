@@ -172,17 +172,7 @@ POSTGRES_OPTIONS: tuple[Option, ...] = (
            path=True),
     Option("POSTGRES_SCHEMA", "indoor_air", "schema the statistics are published to",
            parse_identifier),
-    Option("POSTGRES_JDBC_JAR", "",
-           "PostgreSQL JDBC driver jar (empty: the launcher finds or fetches POSTGRES_JDBC_PACKAGE)",
-           path=True),
-    Option("POSTGRES_JDBC_PACKAGE", "org.postgresql:postgresql:42.7.4",
-           "Maven coordinates of the PostgreSQL JDBC driver (pinned)"),
 )
-
-
-def default_option(options: Sequence[Option], env: str) -> str:
-    """The default written for the variable `env` (the one place a pinned value is set)."""
-    return next(option.default for option in options if option.env == env)
 
 
 def caller_dir(environ: Mapping[str, str]) -> Path:

@@ -78,8 +78,6 @@ CHART_LABEL_CHARS = 28
 TEMPLATE = "report.html.j2"
 
 REPORT_OPTIONS: tuple[Option, ...] = (REPORT_DIR_OPTION,)
-CONNECTION_OPTIONS: tuple[Option, ...] = tuple(
-    option for option in POSTGRES_OPTIONS if not option.env.startswith("POSTGRES_JDBC"))
 
 
 class ReportError(BatchError):
@@ -698,7 +696,7 @@ def write_report(conn_or_target: psycopg2.extensions.connection | PostgresTarget
 # --- command line ----------------------------------------------------------------------------
 
 class ReportSettings(settings_type(  # type: ignore[misc]
-        "ReportSettings", CONNECTION_OPTIONS + REPORT_OPTIONS, extra=(("run_id", int, None),))):
+        "ReportSettings", POSTGRES_OPTIONS + REPORT_OPTIONS, extra=(("run_id", int, None),))):
     """One field per option, and the run to report on (None: the latest successful one)."""
 
     @property
@@ -721,7 +719,7 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
 
 REPORT_JOB = cli.JobDefinition(
     "python -m batch.report", "Write the HTML report of a run from the published tables.",
-    CONNECTION_OPTIONS + REPORT_OPTIONS, ReportSettings,
+    POSTGRES_OPTIONS + REPORT_OPTIONS, ReportSettings,
     lambda settings: settings.target,  # reading the password raises when there is none
     _report_arguments)
 

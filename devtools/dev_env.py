@@ -4,10 +4,13 @@
     python3 devtools/dev_env.py bench [ARGS...]
 
 First with the system's Python (standard library only): the virtualenv with the dev extras;
-then, in it: Java 17+, PostgreSQL's server binaries, and POSTGRES_JDBC_JAR exported when the
-pinned driver jar is (or can be fetched into) the Maven cache. `tests` gives the tests a
-folder for a throwaway PostgreSQL (started by tests/conftest.py, stopped and removed at the
-end even on failure) and runs pytest; `bench` runs tests/bench/run.py.
+then, in it: Java 17+ and PostgreSQL's server binaries. `tests` gives the tests a folder
+for a throwaway PostgreSQL (started by tests/conftest.py, stopped and removed at the end even
+on failure) and runs pytest; `bench` exports POSTGRES_JDBC_JAR, the pinned PostgreSQL JDBC
+driver from the Maven cache (fetched with mvn when missing), and runs tests/bench/run.py.
+The jobs publish over psycopg2 and need no driver; the benchmark's seed-style reference
+(tests/bench/seed_reference.py) writes through Spark's JDBC writer on purpose, and an
+earlier commit's analysis (--before REV) may need it too.
 """
 from __future__ import annotations
 
@@ -20,6 +23,11 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXIT_MISSING_PREREQUISITE = 3  # batch.errors.EXIT_INPUT, not importable before the virtualenv
+# The benchmark's seed-style reference writes through Spark's JDBC writer (pinned driver).
+JDBC_DRIVER_PACKAGE = "org.postgresql:postgresql:42.7.4"
+# Where Maven caches it (~/.m2/repository/GROUP/ARTIFACT/VERSION/ARTIFACT-VERSION.jar).
+JDBC_DRIVER_JAR = (Path.home() / ".m2" / "repository" / "org" / "postgresql" / "postgresql" / "42.7.4"
+                   / "postgresql-42.7.4.jar")
 
 
 def _die(message: str) -> None:
@@ -27,14 +35,23 @@ def _die(message: str) -> None:
     sys.exit(EXIT_MISSING_PREREQUISITE)
 
 
+def jdbc_driver_jar() -> str:
+    """The driver jar in Maven's cache, fetched with mvn when missing; empty when neither."""
+    if not JDBC_DRIVER_JAR.is_file():
+        try:
+            subprocess.run(["mvn", "-q", "dependency:get", f"-Dartifact={JDBC_DRIVER_PACKAGE}"],
+                           stdout=sys.stderr, stdin=subprocess.DEVNULL, check=False)
+        except FileNotFoundError:
+            pass
+    return str(JDBC_DRIVER_JAR) if JDBC_DRIVER_JAR.is_file() else ""
+
+
 def in_venv(command: str, args: list[str]) -> int:
-    from batch.config import POSTGRES_OPTIONS, default_option
-    from batch.launcher.main import LauncherError, check_java, local_jdbc_jar
+    from batch.launcher.main import LauncherError, check_java
     from devtools import local_postgres
 
     try:
         java_home = check_java()
-        jar = local_jdbc_jar("", default_option(POSTGRES_OPTIONS, "POSTGRES_JDBC_PACKAGE"))
     except LauncherError as error:
         _die(str(error))
     try:
@@ -44,12 +61,12 @@ def in_venv(command: str, args: list[str]) -> int:
     environ = dict(os.environ)
     if java_home is not None:
         environ["JAVA_HOME"] = java_home
-    if jar:
-        environ["POSTGRES_JDBC_JAR"] = jar
     if command == "bench":
-        # The seed-style reference writes through Spark's JDBC writer: it needs the driver jar.
+        jar = jdbc_driver_jar()
         if not jar:
-            _die("cannot find or fetch the PostgreSQL JDBC driver jar")
+            _die(f"the bench needs the PostgreSQL JDBC driver {JDBC_DRIVER_PACKAGE}: not at "
+                 f"{JDBC_DRIVER_JAR}, and mvn could not fetch it")
+        environ["POSTGRES_JDBC_JAR"] = jar
         os.execve(sys.executable, [sys.executable, "-m", "tests.bench.run", *args], environ)
     environ["TEST_POSTGRES_DIR"] = tempfile.mkdtemp(prefix="indoor-air-tests-pg.")
     try:

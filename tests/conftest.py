@@ -11,18 +11,9 @@ import pytest
 from pyspark.sql import SparkSession
 
 from devtools import local_postgres
-from batch.config import POSTGRES_OPTIONS, Secret, default_option
-from batch.launcher.submit import maven_jar_path
+from batch.config import Secret
 from batch.postgres import PostgresTarget
 from batch.session import BASE_CONF
-
-JDBC_PACKAGE = default_option(POSTGRES_OPTIONS, "POSTGRES_JDBC_PACKAGE")
-DEFAULT_JDBC_JAR = maven_jar_path(JDBC_PACKAGE, Path.home() / ".m2" / "repository")
-
-
-def jdbc_jar() -> str:
-    return os.environ.get("POSTGRES_JDBC_JAR") or str(DEFAULT_JDBC_JAR)
-
 
 @pytest.fixture(scope="session")
 def spark() -> SparkSession:
@@ -33,7 +24,6 @@ def spark() -> SparkSession:
         .config("spark.ui.enabled", "false")
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.driver.host", "127.0.0.1")
-        .config("spark.jars", jdbc_jar())
     )
     for key, value in BASE_CONF.items():
         builder = builder.config(key, value)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: devtools/dev_env.py installs what the tests need (virtualenv with the dev
-# extras, JDBC driver), gives them a folder for a throwaway PostgreSQL, and runs pytest.
+# extras), gives them a folder for a throwaway PostgreSQL, and runs pytest.
 # Extra arguments go to pytest.
 set -euo pipefail
 PROJECT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

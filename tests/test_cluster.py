@@ -31,7 +31,6 @@ from pyspark.sql import SparkSession
 
 from batch.launcher.submit import build_py_files_zip
 from devtools.local_postgres import LocalPostgres
-from tests.conftest import jdbc_jar
 from tests.rawdata import write_dataset
 from tests.support import local_results
 from tests.support.hdfs import MiniDfs, configure_spark_for_hdfs, copy_local_dir_to_hdfs, minidfs_unavailable_reason
@@ -88,7 +87,7 @@ def launch(launcher: Path, *args: str, **variables: str) -> subprocess.Completed
     """A launcher in the foreground, in local mode, against the test PostgreSQL and Spark settings."""
     environment = {key: value for key, value in os.environ.items() if key not in local_results.job_variables()}
     environment.update({"SPARK_LOCAL_IP": "127.0.0.1", "SPARK_DRIVER_MEMORY": "1g",
-                        "BATCH_TIMEZONE": TIMEZONE, "POSTGRES_JDBC_JAR": jdbc_jar(), **variables})
+                        "BATCH_TIMEZONE": TIMEZONE, **variables})
     return subprocess.run([str(launcher), "--local", "--foreground", *args], env=environment,
                           capture_output=True, text=True, timeout=JOB_TIMEOUT_S, stdin=subprocess.DEVNULL)
 

@@ -141,6 +141,24 @@ def test_env_file_documents_every_option_with_its_default(job: str) -> None:
         assert index > 0 and lines[index - 1].startswith("#"), f"{option.env} has no comment"
 
 
+def test_env_file_documents_only_settings_that_are_read() -> None:
+    from batch.launcher.main import LAUNCHER_OPTIONS
+
+    read = {option.env for options in (*JOB_OPTIONS.values(), LAUNCHER_OPTIONS) for option in options}
+    assert set(dotenv_values(PROJECT_ROOT / "env" / "spark.env")) - read == set()
+
+
+def test_the_jdbc_driver_settings_of_older_env_files_are_ignored(tmp_path: Path) -> None:
+    current = tmp_path / "current.env"
+    current.write_text("POSTGRES_HOST=db.school.example\n")
+    older = tmp_path / "older.env"
+    older.write_text("POSTGRES_HOST=db.school.example\nPOSTGRES_JDBC_JAR=/nowhere/postgresql-42.7.4.jar\n"
+                     "POSTGRES_JDBC_PACKAGE=org.postgresql:postgresql:42.7.4\n")
+    environ = {"POSTGRES_JDBC_JAR": "/nowhere/either.jar"}
+    assert resolve({}, environ, older) == resolve({}, {}, current)
+    assert resolve({}, environ, older).postgres_host == "db.school.example"
+
+
 def test_the_password_never_shows() -> None:
     secret = Secret("hunter2-very-secret")
     settings = resolve({}, {"POSTGRES_PASSWORD": "hunter2-very-secret"})

@@ -33,7 +33,6 @@ import pytest
 from pyspark.sql import SparkSession
 
 from devtools.local_postgres import LocalPostgres
-from tests.conftest import jdbc_jar
 from tests.rawdata import write_dataset
 from tests.support import fake_docker, local_results
 from tests.support.isolated_python import can_import, create_isolated_python
@@ -118,7 +117,6 @@ def platform(tmp_path: Path, container_python: Path, postgres_server: LocalPostg
         "LOG_DIR": str(logs / "logs"), "RUN_DIR": str(logs / "run"),
         "POSTGRES_HOST": postgres_server.host, "POSTGRES_PORT": str(postgres_server.port),
         "POSTGRES_DB": postgres_server.database, "POSTGRES_USER": postgres_server.user,
-        "POSTGRES_JDBC_JAR": jdbc_jar(),
         # A password is checked for before anything starts.
         "POSTGRES_PASSWORD_FILE": str(postgres_server.password_file),
     })
@@ -269,9 +267,8 @@ def test_a_failed_copy_into_the_container_exits_with_6_before_submitting(platfor
 
 
 def test_a_failed_submit_exits_with_its_code_in_both_modes(platform: Platform) -> None:
-    # The defaults of the master and the JDBC driver (the platform's).
-    variables = {"SPARK_CONTAINER_SUBMIT": "/opt/spark/bin/spark-submit", "POSTGRES_JDBC_JAR": "",
-                 "SPARK_MASTER_URL": ""}
+    # The default master (the platform's).
+    variables = {"SPARK_CONTAINER_SUBMIT": "/opt/spark/bin/spark-submit", "SPARK_MASTER_URL": ""}
     foreground = platform.launch("start-spark.sh", "--docker", "--foreground", **variables)
     assert foreground.returncode == 127, foreground.stderr
     assert "jobrun.py: /opt/spark/bin/spark-submit: not found" in foreground.stderr
@@ -280,12 +277,11 @@ def test_a_failed_submit_exits_with_its_code_in_both_modes(platform: Platform) -
     assert background.returncode == 127, background.stderr
     assert "the analysis job ended at once with exit code 127" in background.stderr
     assert "jobrun.py: /opt/spark/bin/spark-submit: not found" in background.stderr
-    # Without a jar, the container's Spark fetches the pinned driver.
     run_call = exec_calls(platform, "run")[0]
     assert run_call[run_call.index("run") + 2:][:3] == [
         "/opt/spark/bin/spark-submit", "--master", "spark://spark-master:7077"]
-    assert run_call[run_call.index("--packages") + 1] == "org.postgresql:postgresql:42.7.4"
-    assert "--jars" not in run_call
+    # No JDBC driver: the container's Spark resolves nothing from Maven.
+    assert "--jars" not in run_call and "--packages" not in run_call
     assert_no_interactive_flags(platform.calls())
 
 
@@ -295,8 +291,10 @@ def test_foreground_analysis_in_the_container_publishes_what_local_spark_publish
         platform: Platform, baseline: LocalResults, postgres_server: LocalPostgres) -> None:
     target = local_results.postgres_target(postgres_server, f"docker_fg_{uuid.uuid4().hex[:8]}")
     # The schema only in the env file: the job finds it only in the copy made for the container.
+    # The JDBC driver settings of older env files (a jar that is nowhere) change nothing.
     with platform.env_file.open("a") as env_file:
-        env_file.write(f"POSTGRES_SCHEMA={target.schema}\n")
+        env_file.write(f"POSTGRES_SCHEMA={target.schema}\nPOSTGRES_JDBC_JAR=/nowhere/postgresql-42.7.4.jar\n"
+                       "POSTGRES_JDBC_PACKAGE=org.postgresql:postgresql:42.7.4\n")
     summary = platform.logs / "summaries" / "analysis.json"
     done = platform.launch("start-spark.sh", "--foreground", "--raw-data-path", f"file://{baseline.raw_folder}",
                            "--summary-json", str(summary), POSTGRES_PASSWORD_FILE=str(postgres_server.password_file))
@@ -323,9 +321,9 @@ def test_foreground_analysis_in_the_container_publishes_what_local_spark_publish
     assert not {"POSTGRES_SCHEMA", "BATCH_TIMEZONE", "BATCH_ENV_FILE", "SPARK_MASTER_URL"} & passed
     submit = run_call[run_call.index("--") + 1:]
     assert submit[:3] == ["spark-submit", "--master", "local[2]"]
-    for option, value in (("--py-files", "batch.zip"), ("--jars", "jars/postgresql-42.7.4.jar"),
-                          ("--summary-json", "summary.json")):
+    for option, value in (("--py-files", "batch.zip"), ("--summary-json", "summary.json")):
         assert submit[submit.index(option) + 1] == value
+    assert "--jars" not in submit and "--packages" not in submit  # the job COPYs over psycopg2
     assert "--conf" in submit and "spark.pyspark.python=python3" in submit
     # The summary goes to the run folder: the launcher copies it to the path asked for.
     assert submit[submit.index("start-spark.py") + 1:] == [
@@ -428,7 +426,7 @@ def test_foreground_download_copies_the_default_file_out(platform: Platform, bas
     assert summary["status"] == "succeeded" and summary["output"] == str(target)
     assert platform.run_folders() == []
     [run_call] = exec_calls(platform, "run")
-    assert "--jars" not in run_call and "--packages" not in run_call  # no JDBC driver for the export
+    assert "--jars" not in run_call and "--packages" not in run_call  # no JDBC driver
 
 
 def test_background_download_is_copied_out_when_it_has_succeeded(platform: Platform, baseline: LocalResults,

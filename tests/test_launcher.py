@@ -122,6 +122,8 @@ def test_background_writes_pid_and_log_and_keeps_secrets_off_command_lines(
     # The password travels by variable here, to prove it never reaches a command line.
     environment.pop("POSTGRES_PASSWORD_FILE")
     environment["POSTGRES_PASSWORD"] = postgres_server.password()
+    # A JDBC driver setting of older versions, naming a jar that is nowhere, changes nothing.
+    environment["POSTGRES_JDBC_JAR"] = str(tmp_path / "nowhere" / "postgresql-42.7.4.jar")
     started = launch("--background", "--raw-data-path", str(raw_dataset(tmp_path / "raw")),
                      environment=environment)
     assert started.returncode == 0, started.stderr
@@ -137,7 +139,11 @@ def test_background_writes_pid_and_log_and_keeps_secrets_off_command_lines(
         seen.update(_processes_of(pid))
         time.sleep(0.5)
     assert not Path(f"/proc/{pid}").exists(), "the background job did not finish in 5 minutes"
-    assert any("SparkSubmit" in line for line in seen.values()), (seen, log_files[0].read_text()[-3000:])
+    submits = [line.split() for line in seen.values() if "SparkSubmit" in line]
+    assert submits, (seen, log_files[0].read_text()[-3000:])
+    # No JDBC driver on the command line: the job COPYs over its own connection.
+    for argv in submits:
+        assert "--py-files" in argv and not {"--jars", "--packages"} & set(argv), argv
     assert not [line for line in seen.values() if postgres_server.password() in line]
     log = log_files[0].read_text()
     assert "status: succeeded" in log

@@ -109,7 +109,7 @@ def hostile_rows(count: int = 60) -> list[dict[str, Any]]:
 
 def test_hostile_names_are_published_verbatim_under_a_schema_name_that_needs_quoting(
         spark: SparkSession, make_target: Callable[..., PostgresTarget], tmp_path: Path) -> None:
-    # Mixed case: every statement must quote the schema the same way (DDL, JDBC, view, comments).
+    # Mixed case: every statement must quote the schema the same way (DDL, COPY, view, comments).
     target = make_target(schema=f"Indoor_Air_{secrets.token_hex(4)}")
     rows = hostile_rows()
     summary = run(spark, analysis_settings(target, write_rows(tmp_path / "raw", rows)))
@@ -238,11 +238,9 @@ def test_no_sql_text_is_built_from_values_in_the_package() -> None:
             if not isinstance(node, ast.Call) or not node.args:
                 continue
             name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
-            is_jdbc_table = (name == "option" and isinstance(node.args[0], ast.Constant)
-                             and node.args[0].value in ("dbtable", "query") and len(node.args) > 1)
-            if name in SQL_CALLS or is_jdbc_table:
+            if name in SQL_CALLS:
                 checked += 1
-                argument = node.args[1] if is_jdbc_table else node.args[0]
+                argument = node.args[0]
                 if _built_from_values(argument):
                     offending.append(f"{path.name}:{node.lineno}: {ast.unparse(argument)[:100]}")
     assert checked > 30  # the check does look at the package's SQL

@@ -16,15 +16,14 @@ def test_spark_submit_argv_in_local_mode() -> None:
     argv = submit.spark_submit_argv(
         submit="/venv/bin/spark-submit", master="local[2]", job_name="analysis", driver_memory="2g",
         show_progress=True, log4j_config="file:/p/env/log4j2.properties", py_files="/tmp/r/batch.zip",
-        entry="/p/start-spark.py", driver_args=["--jars", "/m2/postgresql.jar"],
-        job_args=["--raw-data-path", "a b", "--summary-json=s.json"])
+        entry="/p/start-spark.py", job_args=["--raw-data-path", "a b", "--summary-json=s.json"])
     assert argv == [
         "/venv/bin/spark-submit", "--master", "local[2]", "--name", "indoor-air-analysis",
         "--driver-memory", "2g", "--conf", "spark.ui.showConsoleProgress=true",
         "--conf", "spark.driver.extraJavaOptions=-Duser.timezone=UTC "
                   "-Dlog4j2.configurationFile=file:/p/env/log4j2.properties",
         "--conf", "spark.executor.extraJavaOptions=-Duser.timezone=UTC",
-        "--py-files", "/tmp/r/batch.zip", "--jars", "/m2/postgresql.jar", "/p/start-spark.py",
+        "--py-files", "/tmp/r/batch.zip", "/p/start-spark.py",
         "--raw-data-path", "a b", "--summary-json=s.json"]
 
 
@@ -36,14 +35,6 @@ def test_spark_submit_argv_in_the_container_sets_the_executors_python() -> None:
     assert argv[argv.index("spark.ui.showConsoleProgress=false") + 1:][:2] == [
         "--conf", "spark.driver.extraJavaOptions=-Duser.timezone=UTC -Dlog4j2.configurationFile=log4j2.properties"]
     assert argv[-5:] == ["--conf", "spark.pyspark.python=python3", "--py-files", "batch.zip", "spark-downloader.py"]
-
-
-def test_jdbc_driver_args_and_the_maven_cache_path() -> None:
-    assert submit.jdbc_driver_args("/x.jar", "g:a:1") == ["--jars", "/x.jar"]
-    assert submit.jdbc_driver_args("", "org.postgresql:postgresql:42.7.4") == [
-        "--packages", "org.postgresql:postgresql:42.7.4"]
-    assert submit.maven_jar_path("org.postgresql:postgresql:42.7.4", Path("/r")) == Path(
-        "/r/org/postgresql/postgresql/42.7.4/postgresql-42.7.4.jar")
 
 
 def test_docker_exec_argv_is_never_interactive_and_passes_variables_by_name() -> None:

@@ -74,19 +74,6 @@ def _container_environment(state: Launch, stage: Path) -> list[str]:
     return names
 
 
-def _jdbc_args(state: Launch, stage: Path) -> list[str]:
-    """A configured jar that exists here is copied along (into jars/); one that does not is
-    a path in the container; without a jar Spark fetches the pinned package."""
-    if not state.job.uses_postgres:
-        return []
-    jar, package = state.job_settings.postgres_jdbc_jar, state.job_settings.postgres_jdbc_package
-    if jar and Path(jar).is_file():
-        (stage / "jars").mkdir()
-        shutil.copy(jar, stage / "jars")
-        return submit.jdbc_driver_args(f"jars/{Path(jar).name}", package)
-    return submit.jdbc_driver_args(jar, package)  # a jar here is a path in the container
-
-
 def run_in_container(state: Launch) -> int:
     settings, job = state.settings, state.job
     container = settings.spark_master_container
@@ -115,7 +102,7 @@ def run_in_container(state: Launch) -> int:
             submit=settings.spark_container_submit, master=settings.spark_master_url, job_name=job.name,
             driver_memory=settings.spark_driver_memory, show_progress=False,
             log4j_config="log4j2.properties", py_files="batch.zip", entry=job.script,
-            driver_args=_jdbc_args(state, stage), executor_python=settings.spark_container_python,
+            executor_python=settings.spark_container_python,
             job_args=submit.container_job_args(
                 state.request.job_args, env_file_given=state.env_file_given,
                 output_flag=job.output_flag, output_name=Path(output_target).name))

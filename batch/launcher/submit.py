@@ -13,20 +13,9 @@ from pathlib import Path
 LAUNCHER_PACKAGE = "launcher"
 
 
-def maven_jar_path(package: str, repository: Path) -> Path:
-    """Where Maven caches `group:artifact:version` under `repository` (~/.m2/repository)."""
-    group, artifact, version = package.split(":")
-    return repository.joinpath(*group.split("."), artifact, version, f"{artifact}-{version}.jar")
-
-
-def jdbc_driver_args(jar: str, package: str) -> list[str]:
-    """--jars with a jar, else --packages: Spark fetches the pinned driver itself."""
-    return ["--jars", jar] if jar else ["--packages", package]
-
-
 def spark_submit_argv(*, submit: str, master: str, job_name: str, driver_memory: str,
                       show_progress: bool, log4j_config: str, py_files: str, entry: str,
-                      driver_args: Sequence[str] = (), executor_python: str = "",
+                      executor_python: str = "",
                       job_args: Sequence[str] = ()) -> list[str]:
     """The whole spark-submit command line of a job."""
     python_args = ["--conf", f"spark.pyspark.python={executor_python}"] if executor_python else []
@@ -35,7 +24,7 @@ def spark_submit_argv(*, submit: str, master: str, job_name: str, driver_memory:
             "--conf", f"spark.ui.showConsoleProgress={'true' if show_progress else 'false'}",
             "--conf", f"spark.driver.extraJavaOptions=-Duser.timezone=UTC -Dlog4j2.configurationFile={log4j_config}",
             "--conf", "spark.executor.extraJavaOptions=-Duser.timezone=UTC",
-            *python_args, "--py-files", py_files, *driver_args, entry, *job_args]
+            *python_args, "--py-files", py_files, entry, *job_args]
 
 
 def docker_exec_argv(docker: Sequence[str], container: str, command: Sequence[str], *,

@@ -101,7 +101,7 @@ def floor_download(raw_path: str, target: Path, timezone_name: str) -> None:
 # --- measuring --------------------------------------------------------------------------------
 
 def _submit_command(script: Path, args: list[str], driver_memory: str, master: str) -> list[str]:
-    # What the launcher runs, minus the JDBC driver the downloader does not use.
+    # The launcher's spark-submit settings (memory, progress bar, time zone, logging).
     return [str(PROJECT_ROOT / ".venv" / "bin" / "spark-submit"), "--master", master,
             "--driver-memory", driver_memory,
             "--conf", "spark.ui.showConsoleProgress=false",

@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 
 from devtools import local_postgres
 from devtools.demo import MARKER_FILE, read_demo_dataset_info
+from devtools.dev_env import JDBC_DRIVER_JAR
 from tests.bench.measure import ensure_input, run_sampled
 from tests.bench.shapes import SHAPES, ensure_many_days
 
@@ -53,10 +54,8 @@ BENCH = Path(__file__).resolve().parent
 MASTER = "local[2]"
 VARIANTS = ("analysis", "before", "seed", "floor", "duckdb")
 JOBS = ("analysis", "before")  # this package's job, from this tree or from --before
-# Set by tests/bench/run.sh, which fetches the jar when missing.
-JDBC_JAR = Path(os.environ.get(
-    "POSTGRES_JDBC_JAR",
-    Path.home() / ".m2/repository/org/postgresql/postgresql/42.7.4/postgresql-42.7.4.jar"))
+# The seed-style reference's driver: set by tests/bench/run.sh, which fetches it when missing.
+JDBC_JAR = Path(os.environ.get("POSTGRES_JDBC_JAR") or JDBC_DRIVER_JAR)
 
 Plan = dict[str, tuple[list[str], dict[str, str], Path | None]]
 

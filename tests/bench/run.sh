@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark command, run by hand (never in CI): devtools/dev_env.py sets up what it needs
-# as for the tests (virtualenv with the dev extras, PostgreSQL JDBC driver), then runs
+# as for the tests (virtualenv with the dev extras), plus the PostgreSQL JDBC driver that the
+# seed-style reference writes through (exported as POSTGRES_JDBC_JAR), then runs
 # tests/bench/run.py. Arguments go to it: tests/bench/run.sh --help.
 set -euo pipefail
 PROJECT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"

@@ -57,8 +57,6 @@ def wait_for(condition: Callable[[], T], what: str, timeout: float = DEADLINE_S,
 def job_environment(target: PostgresTarget, raw_path: Path | str, work_dir: Path,
                     **variables: str) -> dict[str, str]:
     """The environment of a job publishing to `target`: the password by variable, an empty env file."""
-    from tests.conftest import jdbc_jar
-
     ours = {option.env for option in ANALYSIS_OPTIONS} | {"BATCH_ENV_FILE", "LOG_DIR", "RUN_DIR"}
     environment = {key: value for key, value in os.environ.items() if key not in ours}
     env_file = work_dir / "empty.env"
@@ -70,7 +68,7 @@ def job_environment(target: PostgresTarget, raw_path: Path | str, work_dir: Path
         "POSTGRES_DB": target.database, "POSTGRES_USER": target.user,
         "POSTGRES_PASSWORD": target.password.reveal(), "POSTGRES_SCHEMA": target.schema,
         "POSTGRES_CONNECT_ATTEMPTS": "2", "PUBLISH_LOCK_TIMEOUT_S": "30",
-        "POSTGRES_JDBC_JAR": jdbc_jar(), "SPARK_MASTER": "local[2]",
+        "SPARK_MASTER": "local[2]",
         "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_DRIVER_MEMORY": "1g",
         # Spark's Python workers run the virtualenv's Python, as under the launcher.
         "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
