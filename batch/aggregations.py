@@ -278,7 +278,8 @@ def partial_statistics(
 # of ~45 columns (~150 MiB) for 1,000 devices over two school years - and does not grow
 # with the number of readings.
 
-def _all_keys(groupings: tuple[Grouping, ...]) -> tuple[GroupKey, ...]:
+def group_keys(groupings: tuple[Grouping, ...]) -> tuple[GroupKey, ...]:
+    """Every key of `groupings`, once each."""
     keys: dict[str, GroupKey] = {}
     for grouping in groupings:
         for key in grouping.keys:
@@ -286,18 +287,18 @@ def _all_keys(groupings: tuple[Grouping, ...]) -> tuple[GroupKey, ...]:
     return tuple(keys.values())
 
 
-def with_group_keys(partials_df: DataFrame, groupings: tuple[Grouping, ...]) -> DataFrame:
-    """Add every key column `groupings` derive from the local date (ISO week, month...).
+def with_group_keys(partials_df: DataFrame, keys: tuple[GroupKey, ...]) -> DataFrame:
+    """Add every one of `keys` derived from the local date (ISO week, month...).
 
     Derived in Spark, where the key definitions live, before the partials leave it.
     """
-    return partials_df.select("*", *[key.derive().alias(key.column.name)
-                                     for key in _all_keys(groupings) if key.derive is not None])
+    derived = {key.column.name: key for key in keys if key.derive is not None}
+    return partials_df.select("*", *[key.derive().alias(name) for name, key in derived.items()])
 
 
-def collect_partials(partials_df: DataFrame, groupings: tuple[Grouping, ...]) -> pd.DataFrame:
-    """The partials with their group keys, in the driver: the analysis' one Spark action."""
-    return collect_to_pandas(partials_df.transform(with_group_keys, groupings))
+def collect_partials(partials_df: DataFrame, keys: tuple[GroupKey, ...]) -> pd.DataFrame:
+    """The partials with the group `keys` derived from their date, in the driver (Arrow)."""
+    return collect_to_pandas(partials_df.transform(with_group_keys, keys))
 
 
 def _values(partials: pd.DataFrame, name: str) -> np.ndarray:
@@ -360,21 +361,11 @@ def grouping_table(all_stats: Mapping[str, pd.DataFrame], grouping: Grouping,
     return all_stats[grouping.table][[column.name for column in columns]]
 
 
-def published_columns(df: DataFrame, columns: tuple[OutputColumn, ...]) -> DataFrame:
-    """`columns` of the Spark DataFrame `df`, in the catalog's order and cast to the catalog's types."""
-    # SQL text in one call: a Column per cast costs several Py4J round trips and a JSON type
-    # parse each.
-    return df.selectExpr(*[
-        f"CAST(`{column.name}` AS {column.type.spark.simpleString()}) AS `{column.name}`"
-        for column in columns
-    ])
-
-
 def rollup(partials_df: DataFrame, grouping: Grouping, thresholds: Thresholds,
            metrics: tuple[Metric, ...] = METRICS, shares: tuple[Share, ...] = SHARES) -> DataFrame:
     """The published statistics of one grouping, from the partials, as a Spark DataFrame."""
     columns = output_columns(grouping, thresholds, metrics, shares)
-    table = grouping_table(rollup_all(collect_partials(partials_df, (grouping,)), (grouping,),
+    table = grouping_table(rollup_all(collect_partials(partials_df, grouping.keys), (grouping,),
                                       metrics, shares), grouping, columns)
     schema = T.StructType([T.StructField(column.name, column.type.spark, True) for column in columns])
     spark = partials_df.sparkSession

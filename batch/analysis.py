@@ -17,6 +17,7 @@ from batch.aggregations import (
     Grouping,
     Thresholds,
     collect_partials,
+    group_keys,
     partial_statistics,
     rollup_all,
     validation_counts,
@@ -38,8 +39,8 @@ from batch.config import (
 from batch.contract import ANALYSIS_COLUMNS, METRICS, RAW_COLUMNS_BY_NAME, Metric
 from batch.errors import BatchError, ConfigurationError, CorruptInputFileError, EmptyInputError
 from batch.iaq import (
+    IAQ_GROUP_KEYS,
     IAQ_OPTIONS,
-    IAQ_PARTIAL_COLUMNS,
     IAQ_VALIDATED_METRICS,
     IaqRules,
     IaqSettings,
@@ -50,6 +51,7 @@ from batch.iaq import (
     with_occupied_range,
 )
 from batch.readers import read_raw_readings, undecodable_file
+from batch.session import collect_to_pandas
 from batch.summary import JobSummary
 from batch.spark_errors import spark_error_message
 from batch.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings
@@ -200,17 +202,17 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
     iaq_rules = settings.iaq.rules()
     partials_df, episodes_df = _partial_statistics(spark, settings, summary, metrics, iaq_rules)
     with summary.phase("aggregate"):
-        # The statistics' partials go to the driver (groups, not readings: see
-        # batch.aggregations for the bound), where every grouping is rolled up.
-        partials = collect_partials(partials_df.drop(*IAQ_PARTIAL_COLUMNS), groupings)
+        # The partials and episodes go to the driver (groups, not readings: see
+        # batch.aggregations for the bound), where every table is rolled up.
+        partials = collect_partials(partials_df, group_keys(groupings) + IAQ_GROUP_KEYS)
         _record_counts(summary, validation_counts(partials, metrics), metrics, settings.drop_replays)
         if not summary.rows_used:
             raise EmptyInputError(
                 f"no usable reading under {settings.raw_data_path}: {summary.rows_read} read, "
                 f"excluded per reason {summary.rows_excluded}; previous results kept")
-        results: dict[str, Any] = {ALL_STATISTICS: rollup_all(partials, groupings, metrics)}
+        results: dict[str, Any] = {ALL_STATISTICS: rollup_all(partials, groupings, metrics),
+                                   **iaq_results(partials, collect_to_pandas(episodes_df), iaq_rules)}
         del partials  # the driver holds the partials or the results, not both, while publishing
-        results.update(iaq_results(partials_df, episodes_df, iaq_rules))
     with summary.phase("publish"):
         postgres.prepare_staging(conn, target, catalog.published_tables, summary.run_id)
         for table in catalog.published_tables:

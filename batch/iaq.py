@@ -12,8 +12,8 @@ CO2 readings as a small array of (sendtime, co2, range end), sorted and folded w
 higher-order functions (no Python UDF), in a narrow aggregation of its own. Memory bound:
 per device and local day, the occupied readings with a CO2 value only (about 70 at one
 reading every 5 minutes over a 6-hour school day, 24 bytes each); the array is reduced to
-one number per device-day. Everything after that is a small roll-up of one row per device
-and day.
+one number per device-day. Everything after that is a small roll-up, in the driver
+(pandas), of one row per device and day.
 
 Why apart: collect_list makes an aggregation an ObjectHashAggregate, which Spark does not
 compile to Java (whole-stage code generation). Inside the wide per-device-day aggregation it
@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import reduce
 from typing import Any, Callable, Mapping
 
+import pandas as pd
 from psycopg2 import sql
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from batch.aggregations import (
@@ -42,7 +44,6 @@ from batch.aggregations import (
     ISO_YEAR_KEY,
     READING_DATE,
     WEEK_START_KEY,
-    published_columns,
     with_reading_date,
 )
 from batch.config import Option, number, settings_type
@@ -365,155 +366,165 @@ def longest_episodes(occupied_df: DataFrame, timezone: str, rules: IaqRules) -> 
                                      rules.reading_max_us).alias(_LONGEST_US)))
 
 
-# --- roll-ups ---------------------------------------------------------------------------
+# --- roll-ups, in the driver -------------------------------------------------------------
+#
+# From the per-device-day partials and episodes collected to the driver (pandas; one row per
+# device and local day, as the statistics' roll-up in batch.aggregations: the same bound).
+# The three tables are small sums over them; as Spark jobs they cost more in fixed overhead
+# than in work.
 
 _SCHOOL_DAY = "iaq_school_day"
 _BB101_MEAN_MET, _BB101_PEAK_MET = "bb101_mean_met", "bb101_peak_met"
 _SUMMED = (_CO2_N, _CO2_SUM, *_CATEGORY_N, _TEMPERATURE_N, _TEMPERATURE_SUM, _TEMPERATURE_IN_BAND,
            _PIR_N, _PIR_MOTION)
+# The keys the collected partials must carry for these tables (batch.aggregations.collect_partials).
+IAQ_GROUP_KEYS = (ISO_YEAR_KEY, ISO_WEEK_KEY, WEEK_START_KEY)
+_WEEK_KEYS = tuple(key.column.name for key in IAQ_GROUP_KEYS)
+_CLASSROOM_KEYS = [INSTITUTE, CLASSROOM]
 
 
-def _ratio(numerator: Column, denominator: Column) -> Column:
+def _ratio(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
     # A share or mean over no reading is NULL, never 0 and never an error.
-    return F.when(denominator > 0, numerator / denominator)
+    return (numerator / denominator.where(denominator > 0)).astype(float)
 
 
-def classroom_day_totals(partials_df: DataFrame, episodes_df: DataFrame, rules: IaqRules) -> DataFrame:
+def _nullable_flag(condition: pd.Series, applies: pd.Series) -> pd.Series:
+    """`condition` where `applies`, else null (a BOOLEAN column's NULL)."""
+    return condition.astype(object).where(applies, None)
+
+
+def classroom_day_totals(partials: pd.DataFrame, episodes: pd.DataFrame, rules: IaqRules) -> pd.DataFrame:
     """One row per classroom and local date with an occupied CO2 or temperature value:
     the occupied sums over its devices, the longest episode of any of them
-    (`longest_episodes`), BB101 flags."""
-    co2_n = F.col(_CO2_N)
-    keys = [INSTITUTE, CLASSROOM, READING_DATE]
-    longest = episodes_df.groupBy(*keys).agg(F.max(_LONGEST_US).alias(_LONGEST_US))
-    days = (partials_df.filter(F.col(EXCLUSION_REASON).isNull())
-            .groupBy(*keys)
-            .agg(*[F.sum(name).alias(name) for name in _SUMMED], F.max(_CO2_MAX).alias(_CO2_MAX))
-            .filter((co2_n + F.col(_TEMPERATURE_N)) > 0)
-            # A day with an occupied CO2 value has its episodes row (the longest may be 0).
-            .join(longest, keys, "left"))
-    school_day = co2_n > 0
-    return days.select(
-        "*", school_day.alias(_SCHOOL_DAY),
-        F.when(school_day, F.col(_CO2_SUM) / co2_n < F.lit(rules.bb101_mean_co2_ppm))
-        .alias(_BB101_MEAN_MET),
-        F.when(school_day, F.col(_LONGEST_US) <= F.lit(rules.bb101_peak_us)).alias(_BB101_PEAK_MET))
+    (`longest_episodes`), BB101 flags.
+
+    `partials`: partial_statistics with `iaq_partial_aggregates` and the ISO week keys
+    (batch.aggregations.collect_partials); `episodes`: `longest_episodes`, collected.
+    """
+    keys = [*_CLASSROOM_KEYS, READING_DATE]
+    included = partials[partials[EXCLUSION_REASON].isna()]
+    by_day = included.groupby(keys, sort=False)
+    days = by_day[list(_SUMMED)].sum()
+    days[_CO2_MAX] = by_day[_CO2_MAX].max()
+    days[list(_WEEK_KEYS)] = by_day[list(_WEEK_KEYS)].first()
+    days = days[(days[_CO2_N] + days[_TEMPERATURE_N]) > 0]
+    # A day with an occupied CO2 value has its episodes row (the longest may be 0).
+    longest = episodes.groupby(keys, sort=False)[_LONGEST_US].max()
+    days = days.join(longest, how="left").reset_index()
+    school_day = days[_CO2_N] > 0
+    days[_SCHOOL_DAY] = school_day
+    days[_BB101_MEAN_MET] = _nullable_flag(
+        days[_CO2_SUM] / days[_CO2_N].where(school_day) < rules.bb101_mean_co2_ppm, school_day)
+    days[_BB101_PEAK_MET] = _nullable_flag(days[_LONGEST_US] <= rules.bb101_peak_us, school_day)
+    return days
 
 
-def _occupied_statistics() -> list[Column]:
-    co2_n, temperature_n = F.col(_CO2_N), F.col(_TEMPERATURE_N)
-    return [
-        co2_n.cast("long").alias("co2_occupied_readings"),
-        _ratio(F.col(_CO2_SUM), co2_n).alias("co2_occupied_mean"),
-        F.col(_CO2_MAX).alias("co2_occupied_max"),
-        *[_ratio(F.col(n), co2_n).alias(f"en16798_co2_share_{name}")
-          for n, name in zip(_CATEGORY_N, _CATEGORIES)],
-        temperature_n.cast("long").alias("temperature_occupied_readings"),
-        _ratio(F.col(_TEMPERATURE_SUM), temperature_n).alias("temperature_occupied_mean"),
-        _ratio(F.col(_TEMPERATURE_IN_BAND), temperature_n).alias("temperature_share_in_band"),
-    ]
+def _occupied_statistics(totals: pd.DataFrame) -> dict[str, pd.Series]:
+    co2_n, temperature_n = totals[_CO2_N], totals[_TEMPERATURE_N]
+    return {
+        "co2_occupied_readings": co2_n.astype("int64"),
+        "co2_occupied_mean": _ratio(totals[_CO2_SUM], co2_n),
+        "co2_occupied_max": totals[_CO2_MAX].astype(float),
+        **{f"en16798_co2_share_{name}": _ratio(totals[n], co2_n)
+           for n, name in zip(_CATEGORY_N, _CATEGORIES)},
+        "temperature_occupied_readings": temperature_n.astype("int64"),
+        "temperature_occupied_mean": _ratio(totals[_TEMPERATURE_SUM], temperature_n),
+        "temperature_share_in_band": _ratio(totals[_TEMPERATURE_IN_BAND], temperature_n),
+    }
 
 
-def _week_keys() -> list[Column]:
-    # Derived from `reading_date`, exactly as the statistics tables derive theirs.
-    return [key.derive().alias(key.column.name)  # type: ignore[misc]
-            for key in (ISO_YEAR_KEY, ISO_WEEK_KEY, WEEK_START_KEY)]
-
-
-def classroom_daily_iaq(day_totals_df: DataFrame) -> DataFrame:
+def classroom_daily_iaq(day_totals: pd.DataFrame) -> pd.DataFrame:
     """The `classroom_daily_iaq` table from `classroom_day_totals`."""
-    school_day = F.col(_SCHOOL_DAY)
-    return day_totals_df.select(
-        INSTITUTE, CLASSROOM, F.col(READING_DATE).alias(LOCAL_DATE), *_week_keys(),
-        *_occupied_statistics(),
-        F.when(school_day, F.col(_LONGEST_US) / MICROS_PER_MINUTE).alias("longest_peak_episode_minutes"),
-        _BB101_MEAN_MET, _BB101_PEAK_MET,
-        _ratio(F.col(_PIR_MOTION), F.col(_PIR_N)).alias("pir_share_motion"),
-    )
+    school_day = day_totals[_SCHOOL_DAY]
+    return pd.DataFrame({
+        INSTITUTE: day_totals[INSTITUTE], CLASSROOM: day_totals[CLASSROOM],
+        LOCAL_DATE: day_totals[READING_DATE], **{key: day_totals[key] for key in _WEEK_KEYS},
+        **_occupied_statistics(day_totals),
+        "longest_peak_episode_minutes": (day_totals[_LONGEST_US] / MICROS_PER_MINUTE).where(school_day),
+        _BB101_MEAN_MET: day_totals[_BB101_MEAN_MET], _BB101_PEAK_MET: day_totals[_BB101_PEAK_MET],
+        "pir_share_motion": _ratio(day_totals[_PIR_MOTION], day_totals[_PIR_N]),
+    })
 
 
-def _compliance(rules: IaqRules) -> list[Column]:
-    """Day counts and the EN 16798-1 category of a roll-up of day totals."""
-    co2_n = F.col(_CO2_N)
-    # Best category whose readings, with those of better categories, make >= the share.
-    covered = [F.col(_CATEGORY_N[0])]
-    for name in _CATEGORY_N[1:3]:
-        covered.append(covered[-1] + F.col(name))
-    required = co2_n * F.lit(rules.compliance_share)
-    category = (F.when(co2_n == 0, F.lit(None)).when(covered[0] >= required, 1)
-                .when(covered[1] >= required, 2).when(covered[2] >= required, 3).otherwise(4))
-    return [
-        F.col("school_days"), F.col("bb101_mean_days_met"), F.col("bb101_peak_days_met"),
-        F.col("bb101_days_met"),
-        *_occupied_statistics(),
-        category.cast("int").alias("en16798_co2_category"),
-    ]
+def _category(totals: pd.DataFrame, rules: IaqRules) -> pd.Series:
+    """The EN 16798-1 category of a roll-up: the best category whose readings, with those of
+    better categories, make at least IAQ_COMPLIANCE_SHARE of its occupied CO2 readings."""
+    co2_n = totals[_CO2_N]
+    required = co2_n * rules.compliance_share
+    covered = totals[list(_CATEGORY_N[:3])].cumsum(axis=1)
+    category = pd.Series(4.0, index=totals.index)
+    for rank, name in reversed(list(enumerate(_CATEGORY_N[:3], start=1))):
+        category = category.mask(covered[name] >= required, float(rank))
+    return category.where(co2_n > 0)
 
 
-def _rolled_up(day_totals_df: DataFrame, keys: list[Column]) -> DataFrame:
-    mean_met, peak_met = F.col(_BB101_MEAN_MET), F.col(_BB101_PEAK_MET)
-    return day_totals_df.groupBy(*keys).agg(
-        *[F.sum(name).alias(name) for name in _SUMMED], F.max(_CO2_MAX).alias(_CO2_MAX),
-        F.count(F.when(F.col(_SCHOOL_DAY), 1)).alias("school_days"),
-        F.count(F.when(mean_met, 1)).alias("bb101_mean_days_met"),
-        F.count(F.when(peak_met, 1)).alias("bb101_peak_days_met"),
-        F.count(F.when(mean_met & peak_met, 1)).alias("bb101_days_met"))
+def _rolled_up(day_totals: pd.DataFrame, keys: list[str], rules: IaqRules) -> pd.DataFrame:
+    """Day counts, occupied statistics and the EN 16798-1 category per group of `keys`."""
+    mean_met = day_totals[_BB101_MEAN_MET].eq(True)
+    peak_met = day_totals[_BB101_PEAK_MET].eq(True)
+    counted = day_totals.assign(school_days=day_totals[_SCHOOL_DAY].astype("int64"),
+                                bb101_mean_days_met=mean_met.astype("int64"),
+                                bb101_peak_days_met=peak_met.astype("int64"),
+                                bb101_days_met=(mean_met & peak_met).astype("int64"))
+    by_group = counted.groupby(keys, sort=False)
+    day_counts = ["school_days", "bb101_mean_days_met", "bb101_peak_days_met", "bb101_days_met"]
+    totals = by_group[list(_SUMMED) + day_counts].sum()
+    totals[_CO2_MAX] = by_group[_CO2_MAX].max()
+    totals = totals.reset_index()
+    return pd.DataFrame({
+        **{key: totals[key] for key in keys}, **{name: totals[name] for name in day_counts},
+        **_occupied_statistics(totals),
+        "en16798_co2_category": _category(totals, rules),
+    })
 
 
-def classroom_weekly_iaq(day_totals_df: DataFrame, data_through_df: DataFrame,
-                         rules: IaqRules) -> DataFrame:
+def classroom_weekly_iaq(day_totals: pd.DataFrame, data_through: Any, rules: IaqRules) -> pd.DataFrame:
     """The `classroom_weekly_iaq` table: per classroom and ISO week, over its occupied readings.
 
-    `week_complete`: data newer than the week's Sunday have arrived (`data_through_df`'s
-    one row holds `data_through`, the local date of the newest reading), the rule of the
-    statistics' latest_complete_week_by_classroom view.
+    `week_complete`: data newer than the week's Sunday have arrived (`data_through`, the
+    local date of the newest reading), the rule of the statistics'
+    latest_complete_week_by_classroom view.
     """
-    keys = [F.col(INSTITUTE), F.col(CLASSROOM), *_week_keys()]
-    return _rolled_up(day_totals_df, keys).crossJoin(F.broadcast(data_through_df)).select(
-        INSTITUTE, CLASSROOM, "iso_year", "iso_week", "week_start", *_compliance(rules),
-        (F.date_add(F.col("week_start"), 7) <= F.col(DATA_THROUGH)).alias("week_complete"))
+    weekly = _rolled_up(day_totals, [*_CLASSROOM_KEYS, *_WEEK_KEYS], rules)
+    weekly["week_complete"] = [start + timedelta(days=7) <= data_through
+                               for start in weekly["week_start"]]
+    return weekly
 
 
-def classroom_iaq(day_totals_df: DataFrame, rules: IaqRules) -> DataFrame:
+def classroom_iaq(day_totals: pd.DataFrame, rules: IaqRules) -> pd.DataFrame:
     """The `classroom_iaq` table: per classroom over the whole period of data."""
-    return _rolled_up(day_totals_df, [F.col(INSTITUTE), F.col(CLASSROOM)]).select(
-        INSTITUTE, CLASSROOM, *_compliance(rules))
+    return _rolled_up(day_totals, _CLASSROOM_KEYS, rules)
 
 
-# Worst first: the smallest share of school days meeting BB101, then the worst EN 16798-1
-# category, then the highest occupied CO2 mean; the classroom breaks ties. The view
-# (latest_week_view) orders the same way in SQL.
-def _worst_first() -> list[Column]:
-    return [_ratio(F.col("bb101_days_met").cast("double"), F.col("school_days")).asc_nulls_last(),
-            F.col("en16798_co2_category").desc_nulls_last(), F.col("co2_occupied_mean").desc_nulls_last(),
-            F.col(INSTITUTE).asc(), F.col(CLASSROOM).asc()]
-
-
-def latest_complete_week_iaq(weekly_df: DataFrame) -> DataFrame:
-    """Each classroom's latest complete ISO week of `classroom_weekly_iaq`, worst first."""
-    latest = Window.partitionBy(INSTITUTE, CLASSROOM).orderBy(F.col("week_start").desc())
-    return (weekly_df.filter(F.col("week_complete"))
-            .withColumn("_latest", F.row_number().over(latest))
-            .filter(F.col("_latest") == 1).drop("_latest")
-            .orderBy(*_worst_first()))
+def latest_complete_week_iaq(weekly: pd.DataFrame) -> pd.DataFrame:
+    """Each classroom's latest complete ISO week of `classroom_weekly_iaq`, worst first: the
+    smallest share of school days meeting BB101, then the worst EN 16798-1 category, then the
+    highest occupied CO2 mean; the classroom breaks ties. The view (latest_week_view) orders
+    the same way in SQL."""
+    complete = weekly[weekly["week_complete"]]
+    latest = complete.sort_values("week_start").groupby(_CLASSROOM_KEYS).tail(1)
+    met_share = _ratio(latest["bb101_days_met"].astype(float), latest["school_days"])
+    return (latest.assign(_met_share=met_share)
+            .sort_values(["_met_share", "en16798_co2_category", "co2_occupied_mean", INSTITUTE, CLASSROOM],
+                         ascending=[True, False, False, True, True], na_position="last", kind="stable")
+            .drop(columns="_met_share").reset_index(drop=True))
 
 
 @dataclass(frozen=True)
 class IaqTables:
-    daily: DataFrame
-    weekly: DataFrame
-    period: DataFrame
+    daily: pd.DataFrame
+    weekly: pd.DataFrame
+    period: pd.DataFrame
 
 
-def iaq_tables(partials_df: DataFrame, episodes_df: DataFrame, rules: IaqRules) -> IaqTables:
-    """The three IAQ tables from partial statistics computed with `iaq_partial_aggregates`
-    and the device-days' `longest_episodes`."""
-    # Read by all three tables: computed once (one row per classroom and day).
-    day_totals_df = classroom_day_totals(partials_df, episodes_df, rules).localCheckpoint()
-    data_through_df = (partials_df.filter(F.col(EXCLUSION_REASON).isNull())
-                       .agg(F.max(READING_DATE).alias(DATA_THROUGH)))
-    return IaqTables(daily=classroom_daily_iaq(day_totals_df),
-                     weekly=classroom_weekly_iaq(day_totals_df, data_through_df, rules),
-                     period=classroom_iaq(day_totals_df, rules))
+def iaq_tables(partials: pd.DataFrame, episodes: pd.DataFrame, rules: IaqRules) -> IaqTables:
+    """The three IAQ tables from the collected partials (with `iaq_partial_aggregates` and the
+    ISO week keys) and the collected `longest_episodes`."""
+    day_totals = classroom_day_totals(partials, episodes, rules)
+    data_through = partials.loc[partials[EXCLUSION_REASON].isna(), READING_DATE].max()
+    return IaqTables(daily=classroom_daily_iaq(day_totals),
+                     weekly=classroom_weekly_iaq(day_totals, data_through, rules),
+                     period=classroom_iaq(day_totals, rules))
 
 
 # --- the catalog entries (batch/catalog.py) -------------------------------------------------
@@ -637,8 +648,8 @@ def _period_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:
             *_statistic_columns(settings), _category_column(settings))
 
 
-def _published(name: str, columns: tuple[PublishedColumn, ...]) -> Callable[[Results], DataFrame]:
-    return lambda results: published_columns(results[name], columns)
+def _published(name: str, columns: tuple[PublishedColumn, ...]) -> Callable[[Results], pd.DataFrame]:
+    return lambda results: results[name][[column.name for column in columns]]
 
 
 def iaq_catalog_tables(settings: IaqSettings, timezone: str) -> tuple[Table, ...]:
@@ -680,14 +691,14 @@ def latest_week_view() -> View:
         query, reads=(WEEKLY_TABLE,), one_row_per="classroom: its latest complete ISO week of compliance")
 
 
-def iaq_results(partials_df: DataFrame, episodes_df: DataFrame, rules: IaqRules) -> dict[str, DataFrame]:
+def iaq_results(partials: pd.DataFrame, episodes: pd.DataFrame, rules: IaqRules) -> dict[str, pd.DataFrame]:
     """The IAQ tables' rows by table name, for the catalog's build functions."""
-    tables = iaq_tables(partials_df, episodes_df, rules)
+    tables = iaq_tables(partials, episodes, rules)
     return {DAILY_TABLE: tables.daily, WEEKLY_TABLE: tables.weekly, PERIOD_TABLE: tables.period}
 
 
 __all__ = [
-    "IAQ_OPTIONS", "IAQ_VALIDATED_METRICS", "IaqRules", "IaqSettings", "IaqTables",
+    "IAQ_GROUP_KEYS", "IAQ_OPTIONS", "IAQ_VALIDATED_METRICS", "IaqRules", "IaqSettings", "IaqTables",
     "iaq_partial_aggregates", "iaq_tables", "latest_complete_week_iaq", "longest_episodes",
     "with_occupied_range",
 ]

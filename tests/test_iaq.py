@@ -7,20 +7,24 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pandas as pd
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from batch.aggregations import Thresholds, partial_statistics
+from batch.aggregations import Thresholds, collect_partials, partial_statistics
 from batch.config import resolve_options
 from batch.contract import ANALYSIS_COLUMNS, canonical_schema
 from batch.errors import ConfigurationError
+from batch.session import collect_to_pandas
 from batch.iaq import (
+    IAQ_GROUP_KEYS,
     IAQ_OPTIONS,
     IAQ_VALIDATED_METRICS,
     IaqRules,
@@ -64,13 +68,21 @@ def compute(readings_df: DataFrame, rules: IaqRules = DEFAULT_RULES,
             timezone: str = "UTC") -> IaqTables:
     occupied = (readings_df.transform(validate_readings, IAQ_VALIDATED_METRICS, False)
                 .transform(with_occupied_range, timezone, rules.occupancy))
-    partials = occupied.transform(partial_statistics, timezone, Thresholds(),
-                                  extra_aggregates=iaq_partial_aggregates(rules))
-    return iaq_tables(partials, occupied.transform(longest_episodes, timezone, rules), rules)
+    partials = collect_partials(occupied.transform(
+        partial_statistics, timezone, Thresholds(), extra_aggregates=iaq_partial_aggregates(rules)),
+        IAQ_GROUP_KEYS)
+    episodes = collect_to_pandas(occupied.transform(longest_episodes, timezone, rules))
+    return iaq_tables(partials, episodes, rules)
 
 
-def by_classroom_day(df: DataFrame) -> dict[tuple[str, dt.date], dict[str, Any]]:
-    return {(row["classroom"], row["local_date"]): row.asDict() for row in df.collect()}
+def records(df: pd.DataFrame, order: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The rows as dicts of Python values, a missing value None."""
+    ordered = df.sort_values(list(order), kind="stable") if order else df
+    return ordered.astype(object).where(ordered.notna(), None).to_dict("records")
+
+
+def by_classroom_day(df: pd.DataFrame) -> dict[tuple[str, dt.date], dict[str, Any]]:
+    return {(row["classroom"], row["local_date"]): row for row in records(df)}
 
 
 def series(device: str, classroom: str, day: dt.date, values: list[tuple[str, float | None]],
@@ -234,7 +246,7 @@ def test_closed_dates_and_institute_timetables(spark: SparkSession, tmp_path: Pa
     ]
     daily = compute(readings(spark, rows), rules).daily
     got = sorted((r["institute"], r["local_date"].isoformat(), r["co2_occupied_readings"])
-                 for r in daily.collect())
+                 for r in records(daily))
     # Tuesday is closed for all; Wednesday for Liceo only. Scuola Serale counts 19:00 only.
     assert got == [("Istituto", "2025-03-03", 1), ("Istituto", "2025-03-05", 1),
                    ("Liceo", "2025-03-03", 1),
@@ -262,7 +274,7 @@ def test_weekly_means_categories_and_latest_complete_week(spark: SparkSession) -
         + series("B", "3B", next_monday, [("09:00", 600.0)])
     )
     tables = compute(readings(spark, rows))
-    weekly = {(r["classroom"], r["iso_week"]): r.asDict() for r in tables.weekly.collect()}
+    weekly = {(r["classroom"], r["iso_week"]): r for r in records(tables.weekly)}
     assert set(weekly) == {("3A", 10), ("3B", 10), ("3B", 11)}
     a = weekly[("3A", 10)]
     assert (a["school_days"], a["bb101_mean_days_met"], a["bb101_peak_days_met"],
@@ -274,13 +286,13 @@ def test_weekly_means_categories_and_latest_complete_week(spark: SparkSession) -
             b["en16798_co2_share_iv"], b["en16798_co2_category"]) == (
         2, 1, 1, 0.2, 0.2, 0.4, 0.2, 4)
     assert weekly[("3B", 11)]["week_complete"] is False
-    period = {r["classroom"]: r.asDict() for r in tables.period.collect()}
+    period = {r["classroom"]: r for r in records(tables.period)}
     # 3B whole period: 6 readings, 950 + 1200 + 1750 + 1751 + 1500 + 600 = 7751.
     assert (period["3B"]["school_days"], period["3B"]["co2_occupied_readings"]) == (3, 6)
     assert period["3B"]["co2_occupied_mean"] == pytest.approx(7751 / 6, rel=1e-12)
     # Latest complete week of each classroom, worst first: 3B met BB101 on 1 of 2 days,
     # 3A on 2 of 2.
-    latest = [(r["classroom"], r["iso_week"]) for r in latest_complete_week_iaq(tables.weekly).collect()]
+    latest = [(r["classroom"], r["iso_week"]) for r in records(latest_complete_week_iaq(tables.weekly))]
     assert latest == [("3B", 10), ("3A", 10)]
 
 
@@ -401,14 +413,14 @@ def test_tables_equal_an_independent_duckdb_computation(spark: SparkSession, tmp
             "weekly": ("institute", "classroom", "week_start"), "period": ("institute", "classroom")}
     for name, df in (("daily", tables.daily), ("weekly", tables.weekly), ("period", tables.period)):
         expected = independent_iaq.fetch(con, name, ", ".join(keys[name]))
-        actual = [row.asDict() for row in df.orderBy(*keys[name]).collect()]
+        actual = records(df, keys[name])
         independent_iaq.assert_rows_match(actual, expected, name)
     # The data must exercise what is compared: failed and met days, episodes, both devices.
     daily = independent_iaq.fetch(con, "daily", "local_date")
     assert {row["bb101_peak_met"] for row in daily} == {True, False, None}
     assert {row["bb101_mean_met"] for row in daily} >= {True, False}
     latest = [(r["institute"], r["classroom"], r["week_start"])
-              for r in latest_complete_week_iaq(tables.weekly).collect()]
+              for r in records(latest_complete_week_iaq(tables.weekly))]
     assert latest == [(r["institute"], r["classroom"], r["week_start"])
                       for r in independent_iaq.fetch(con, "latest", "position")]
     assert len(latest) == 5  # every classroom with occupied readings; not Ingresso

@@ -47,13 +47,13 @@ STEPS: list[tuple[str, str]] = [
     ("episodes: scan, validate, aggregate",
      "episodes_df = occupied_df.transform(iaq.longest_episodes, TIMEZONE, rules)"
      ".coalesce(spark.sparkContext.defaultParallelism).localCheckpoint()"),
-    ("partials to the driver (Arrow)",
-     "partials = aggregations.collect_partials(partials_df.drop(*iaq.IAQ_PARTIAL_COLUMNS),"
-     " aggregations.GROUPINGS); print(f'    {len(partials):,} partial rows')"),
+    ("partials and episodes to the driver (Arrow)",
+     "partials = aggregations.collect_partials(partials_df,"
+     " aggregations.group_keys(aggregations.GROUPINGS) + iaq.IAQ_GROUP_KEYS);"
+     " episodes = collect_to_pandas(episodes_df); print(f'    {len(partials):,} partial rows')"),
     ("validation counts", "aggregations.validation_counts(partials, METRICS)"),
     ("roll-up of every grouping", "aggregations.rollup_all(partials, aggregations.GROUPINGS, METRICS)"),
-    ("IAQ tables (collect each)",
-     "[collect_to_pandas(rows_df) for rows_df in iaq.iaq_results(partials_df, episodes_df, rules).values()]"),
+    ("IAQ tables", "iaq.iaq_results(partials, episodes, rules)"),
     # The Spark floor's aggregation (tests/bench/spark_floor.py) on the same DataFrame.
     ("floor-shaped aggregation (count)",
      "readings_df.groupBy('institute', 'classroom', F.weekofyear('sendtime'))"
