@@ -5,7 +5,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import pandas as pd
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.pandas.types import to_arrow_schema
 
 # Settings every job needs whatever the cluster: the library's time arithmetic assumes a UTC
 # session (local time is always derived explicitly from BATCH_TIMEZONE), and adaptive
@@ -59,9 +61,12 @@ def session_conf(spark: SparkSession, values: Mapping[str, str]) -> Iterator[Non
 def collect_to_pandas(df: DataFrame) -> pd.DataFrame:
     """`df`'s rows in the driver as a pandas DataFrame, through Arrow (columnar, no per-row Python objects).
 
-    Only for small results: the caller states the bound. Timestamps come back tz-naive in the
-    session time zone, UTC (BASE_CONF).
+    Only for small results: the caller states the bound. Dates come back as datetime.date,
+    timestamps as UTC-aware datetime64 (the session time zone, BASE_CONF).
     """
-    with session_conf(df.sparkSession, {"spark.sql.execution.arrow.pyspark.enabled": "true",
-                                        "spark.sql.execution.arrow.pyspark.fallback.enabled": "false"}):
-        return df.toPandas()
+    # toPandas' own first step, without its per-column conversions after it, which took as
+    # long as the collect itself (400,000 partial rows: 6.4 s against 2.9 s + 0.2 s). A
+    # private method, stable across PySpark 3.5 (pinned in pyproject.toml).
+    batches = df._collect_as_arrow()
+    table = pa.Table.from_batches(batches) if batches else to_arrow_schema(df.schema).empty_table()
+    return table.to_pandas(date_as_object=True)
