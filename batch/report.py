@@ -366,6 +366,7 @@ def _svg(figure: Figure, chart_id: str, scrolls: bool = False) -> Markup:
     buffer = io.StringIO()
     # The salt makes clip-path ids unique per chart: several SVGs share one HTML document.
     with matplotlib.rc_context({**_RC, "svg.hashsalt": chart_id}):
+        _fix_layout(figure)
         figure.savefig(buffer, format="svg", metadata={"Date": None})
     text = _SVG_HEADER.sub("", buffer.getvalue(), count=1)
     opening, rest = text.split(">", 1)
@@ -378,8 +379,21 @@ def _svg(figure: Figure, chart_id: str, scrolls: bool = False) -> Markup:
 
 
 def _figure(width: float, height: float) -> Figure:
+    # 72 dpi, the SVG backend's: the layout is measured at the resolution it is written at.
     with matplotlib.rc_context(_RC):
-        return Figure(figsize=(width, height), layout="constrained")
+        return Figure(figsize=(width, height), dpi=72, layout="constrained")
+
+
+def _fix_layout(figure: Figure) -> None:
+    """Place the axes by the constrained layout once, then keep them there.
+
+    With a layout engine set, savefig draws the whole figure twice and lays it out at each
+    draw (a third of a chart's cost); laid out here, the figure is drawn once.
+    """
+    engine = figure.get_layout_engine()
+    if engine is not None:
+        engine.execute(figure)
+        figure.set_layout_engine(None)
 
 
 def _label_inches(names: Iterable[str]) -> float:
@@ -433,10 +447,14 @@ def co2_heatmap(cells: Sequence[ClassroomWeekCo2], weeks: Sequence[date], thresh
                      grid_height + 2.0)
     with matplotlib.rc_context(_RC):
         axes = figure.add_subplot()
-        mesh = axes.pcolormesh(np.ma.masked_invalid(grid), cmap=colours, vmin=CO2_SCALE_FLOOR_PPM,
-                               vmax=CO2_SCALE_CEILING_PPM, edgecolors="white", linewidth=0.5)
+        # One image of one pixel per cell (the browser scales it up without smoothing), not a
+        # path per cell: thousands of cells cost what one does.
+        mesh = axes.imshow(np.ma.masked_invalid(grid), cmap=colours, vmin=CO2_SCALE_FLOOR_PPM,
+                           vmax=CO2_SCALE_CEILING_PPM, interpolation="none", aspect="auto",
+                           extent=(0, len(weeks), len(classrooms), 0))
+        axes.plot(*_cell_borders(len(weeks), len(classrooms)), color="white", linewidth=0.5)
+        axes.set(xlim=(0, len(weeks)), ylim=(len(classrooms), 0))  # first classroom on top
         axes.set_yticks(np.arange(len(classrooms)) + 0.5, [_short(name) for name in classrooms])
-        axes.invert_yaxis()
         step = max(1, len(weeks) // 26)
         axes.set_xticks(np.arange(0, len(weeks), step) + 0.5,
                         [_week_label(monday) for monday in weeks[::step]], rotation=90)
@@ -455,6 +473,16 @@ def co2_heatmap(cells: Sequence[ClassroomWeekCo2], weeks: Sequence[date], thresh
             bar.ax.axhline(limit, color="black", linewidth=0.8)
         bar.set_label("CO2, ppm")
     return _svg(figure, chart_id, scrolls=True)
+
+
+def _cell_borders(columns: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """x and y of the lines between the cells of a `rows` x `columns` grid, as one polyline
+    broken by NaN (one path to draw, where a line per border would be one each)."""
+    vertical = [((k, k, np.nan), (0, rows, np.nan)) for k in range(1, columns)]
+    horizontal = [((0, columns, np.nan), (k, k, np.nan)) for k in range(1, rows)]
+    lines = vertical + horizontal
+    return (np.array([x for xs, _ in lines for x in xs], dtype=float),
+            np.array([y for _, ys in lines for y in ys], dtype=float))
 
 
 def co2_bands(thresholds: Thresholds) -> tuple[float, float, float]:
