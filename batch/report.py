@@ -31,7 +31,10 @@ import jinja2
 import matplotlib
 import matplotlib.colors
 import matplotlib.dates
+import matplotlib.font_manager
 import matplotlib.ticker
+import matplotlib.textpath
+import matplotlib.transforms
 import numpy as np
 import psycopg2
 from matplotlib.figure import Figure
@@ -351,6 +354,8 @@ NO_DATA_COLOUR = "#d9d9d9"
 # thresholds, dark red from the last; `co2_colour_stops` places the colours at the thresholds.
 CO2_SCALE_FLOOR_PPM = 400.0  # about outdoor air
 CO2_SCALE_CEILING_PPM = 2500.0
+# Measures text without a renderer (points, as the charts' fonts are sized in).
+_TEXT_METRICS = matplotlib.textpath.TextToPath()
 _SVG_HEADER = re.compile(r"\A.*?(?=<svg\b)", re.S)
 _SVG_SIZE = re.compile(r'\s(?:width|height)="[^"]*"')
 _SVG_VIEWBOX_WIDTH = re.compile(r'viewBox="[-\d.]+ [-\d.]+ ([\d.]+) ')
@@ -454,15 +459,13 @@ def co2_heatmap(cells: Sequence[ClassroomWeekCo2], weeks: Sequence[date], thresh
                            extent=(0, len(weeks), len(classrooms), 0))
         axes.plot(*_cell_borders(len(weeks), len(classrooms)), color="white", linewidth=0.5)
         axes.set(xlim=(0, len(weeks)), ylim=(len(classrooms), 0))  # first classroom on top
-        axes.set_yticks(np.arange(len(classrooms)) + 0.5, [_short(name) for name in classrooms])
+        _category_labels(axes, "y", np.arange(len(classrooms)) + 0.5,
+                         [_short(name) for name in classrooms], "classroom")
         step = max(1, len(weeks) // 26)
-        axes.set_xticks(np.arange(0, len(weeks), step) + 0.5,
-                        [_week_label(monday) for monday in weeks[::step]], rotation=90)
-        axes.tick_params(length=0)
+        _category_labels(axes, "x", np.arange(0, len(weeks), step) + 0.5,
+                         [_week_label(monday) for monday in weeks[::step]], "ISO week")
         for side in ("left", "bottom"):
             axes.spines[side].set_visible(False)
-        axes.set_xlabel("ISO week")
-        axes.set_ylabel("classroom")
         _set_title(figure, title)
         # A bar 0.15 inch wide along the whole grid, whatever the grid's size.
         bar = figure.colorbar(mesh, ax=axes, location="right", fraction=0.15 / grid_width,
@@ -483,6 +486,34 @@ def _cell_borders(columns: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
     lines = vertical + horizontal
     return (np.array([x for xs, _ in lines for x in xs], dtype=float),
             np.array([y for _, ys in lines for y in ys], dtype=float))
+
+
+def _category_labels(axes: Any, axis: str, positions: Sequence[float], labels: Sequence[str],
+                     title: str) -> None:
+    """Label the rows ("y") or columns ("x", written upwards) of a grid at `positions`, in data
+    units, with plain texts beside the axes instead of ticks (a tick is four artists, built,
+    measured and drawn at each layout pass, and a heatmap has dozens); `title` names the axis,
+    beyond the longest label."""
+    gap_points = 4.0
+    font = matplotlib.font_manager.FontProperties(family=_RC["font.family"], size=_RC["font.size"])
+    longest = max((_TEXT_METRICS.get_text_width_height_descent(label, font, ismath=False)[0]
+                   for label in labels), default=0.0)
+    shift = (-gap_points / 72, 0) if axis == "y" else (0, -gap_points / 72)
+    gap = matplotlib.transforms.ScaledTranslation(*shift, axes.figure.dpi_scale_trans)
+    if axis == "y":
+        axes.set_yticks([])
+        place = matplotlib.transforms.blended_transform_factory(axes.transAxes, axes.transData)
+        for position, label in zip(positions, labels):
+            axes.text(0, position, label, transform=place + gap, ha="right", va="center",
+                      clip_on=False)
+        axes.set_ylabel(title, labelpad=longest + 2 * gap_points)
+    else:
+        axes.set_xticks([])
+        place = matplotlib.transforms.blended_transform_factory(axes.transData, axes.transAxes)
+        for position, label in zip(positions, labels):
+            axes.text(position, 0, label, transform=place + gap, ha="center", va="top",
+                      rotation=90, clip_on=False)
+        axes.set_xlabel(title, labelpad=longest + 2 * gap_points)
 
 
 def co2_bands(thresholds: Thresholds) -> tuple[float, float, float]:
