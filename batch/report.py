@@ -20,6 +20,7 @@ import re
 import sys
 import tempfile
 import textwrap
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -641,43 +642,52 @@ def _mondays(cells: Sequence[ClassroomWeekCo2]) -> list[date]:
 
 def institute_sections(data: ReportData) -> list[InstituteSection]:
     weeks = _mondays(data.classroom_weeks)  # one axis for all institutes: heatmaps line up
-    names = sorted({cell.institute for cell in data.classroom_weeks}
-                   | {week.institute for week in data.institute_weeks})
-    sections = []
-    for number, name in enumerate(names, start=1):
-        cells = [cell for cell in data.classroom_weeks if cell.institute == name]
-        trend = [week for week in data.institute_weeks if week.institute == name]
-        ranked = [row for row in data.bb101 or [] if row.institute == name]
-        short = _short(name)
-        heatmap = ranking = None
-        if cells:
-            title = f"{short}: weekly CO2 per classroom"
-            heatmap = Chart(title, f"Weekly {data.co2_source.label} of each classroom, coloured "
-                            "on a scale that turns yellow, orange and red at the thresholds "
-                            "marked on its bar; grey: no data that week.",
-                            co2_heatmap(cells, weeks, data.thresholds, title,
-                                        f"heatmap-{number}"), wide=True)
-        if data.window and any(row.days_failed for row in ranked):
-            title = f"{short}: school days failing BB101"
-            ranking = Chart(title, "School days (grey) and those failing BB101 (red) of the "
-                            f"{min(RANKING_ROWS_CHARTED, len(ranked))} worst classrooms over "
-                            f"the last {RANKING_WEEKS} complete weeks.",
-                            bb101_chart(ranked, data.window, title, f"bb101-{number}"))
-        trends = []
-        if trend:
-            title = f"{short}: weekly CO2"
-            trends.append(Chart(title, "Weekly CO2 mean over all the institute's classrooms and "
-                                "all hours.", co2_trend_chart(trend, data.thresholds, title,
-                                                              f"co2-trend-{number}")))
-            title = f"{short}: weekly temperature"
-            trends.append(Chart(title, "Weekly air temperature mean over all the institute's "
-                                "classrooms and all hours.", temperature_trend_chart(
-                                    trend, data.thresholds, title, f"temperature-trend-{number}")))
-        sections.append(InstituteSection(
-            anchor=f"institute-{number}", name=name,
-            classrooms=len({cell.classroom for cell in cells}), heatmap=heatmap,
-            bb101_chart=ranking, bb101_rows=ranked, trends=trends))
-    return sections
+    cells: dict[str, list[ClassroomWeekCo2]] = defaultdict(list)
+    trends: dict[str, list[InstituteWeek]] = defaultdict(list)
+    ranked: dict[str, list[Bb101Failures]] = defaultdict(list)
+    for cell in data.classroom_weeks:
+        cells[cell.institute].append(cell)
+    for week in data.institute_weeks:
+        trends[week.institute].append(week)
+    for row in data.bb101 or []:
+        ranked[row.institute].append(row)
+    return [institute_section(data, weeks, number, name, cells[name], trends[name], ranked[name])
+            for number, name in enumerate(sorted(cells.keys() | trends.keys()), start=1)]
+
+
+def institute_section(data: ReportData, weeks: Sequence[date], number: int, name: str,
+                      cells: Sequence[ClassroomWeekCo2], trend: Sequence[InstituteWeek],
+                      ranked: list[Bb101Failures]) -> InstituteSection:
+    """The charts of institute `name`, the `number`th: `cells`, `trend` and `ranked` are its rows."""
+    short = _short(name)
+    heatmap = ranking = None
+    if cells:
+        title = f"{short}: weekly CO2 per classroom"
+        heatmap = Chart(title, f"Weekly {data.co2_source.label} of each classroom, coloured "
+                        "on a scale that turns yellow, orange and red at the thresholds "
+                        "marked on its bar; grey: no data that week.",
+                        co2_heatmap(cells, weeks, data.thresholds, title,
+                                    f"heatmap-{number}"), wide=True)
+    if data.window and any(row.days_failed for row in ranked):
+        title = f"{short}: school days failing BB101"
+        ranking = Chart(title, "School days (grey) and those failing BB101 (red) of the "
+                        f"{min(RANKING_ROWS_CHARTED, len(ranked))} worst classrooms over "
+                        f"the last {RANKING_WEEKS} complete weeks.",
+                        bb101_chart(ranked, data.window, title, f"bb101-{number}"))
+    trend_charts = []
+    if trend:
+        title = f"{short}: weekly CO2"
+        trend_charts.append(Chart(title, "Weekly CO2 mean over all the institute's classrooms "
+                                  "and all hours.", co2_trend_chart(trend, data.thresholds, title,
+                                                                    f"co2-trend-{number}")))
+        title = f"{short}: weekly temperature"
+        trend_charts.append(Chart(title, "Weekly air temperature mean over all the institute's "
+                                  "classrooms and all hours.", temperature_trend_chart(
+                                      trend, data.thresholds, title, f"temperature-trend-{number}")))
+    return InstituteSection(
+        anchor=f"institute-{number}", name=name,
+        classrooms=len({cell.classroom for cell in cells}), heatmap=heatmap,
+        bb101_chart=ranking, bb101_rows=ranked, trends=trend_charts)
 
 
 def render_report(data: ReportData, generated_at: datetime) -> str:
