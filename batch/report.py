@@ -561,6 +561,9 @@ def _weekly_line(weeks: Sequence[InstituteWeek], values: Sequence[float | None],
         locator = matplotlib.dates.AutoDateLocator(maxticks=7)
         axes.xaxis.set_major_locator(locator)
         axes.xaxis.set_major_formatter(matplotlib.dates.ConciseDateFormatter(locator))
+    # The dates' locators walk calendar rules at every call, and the layout and the drawing
+    # call them a dozen times: the ticks, which depend on the span only, are placed once.
+    axes.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(axes.xaxis.get_major_locator()()))
     axes.set_xlabel("week (Monday it starts on)")
     axes.set_ylabel(unit_label)
     _set_title(figure, title)
