@@ -757,6 +757,7 @@ def render_report(data: ReportData, generated_at: datetime) -> str:
         loader=jinja2.PackageLoader("batch", "."), autoescape=True,
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     run = data.run
+    _SOLVED_LAYOUTS.clear()  # a few hundred bytes a chart: kept for one report, not for the process
     phases = (Chart("Run time per phase", "Wall time of each phase of the run.",
                     phase_chart(run.phase_seconds, "Run time per phase", "phases"))
               if run.phase_seconds else None)
