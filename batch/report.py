@@ -593,10 +593,11 @@ def bb101_chart(failures: Sequence[Bb101Failures], window: tuple[date, date], ti
                   label="school days")
         axes.barh(positions, [row.days_failed for row in shown], color="#b2182b",
                   label="failing BB101")
-        _category_labels(axes, "y", positions, [_short(row.classroom) for row in shown], "classroom")
+        axes.set_yticks(positions, [_short(row.classroom) for row in shown])
         axes.invert_yaxis()
         axes.xaxis.get_major_locator().set_params(integer=True)
         axes.set_xlabel(f"school days in ISO weeks {window[0].isocalendar()[1]}–{window[1].isocalendar()[1]}")
+        axes.set_ylabel("classroom")
         _set_title(figure, title)
         figure.legend(loc="outside lower center", ncols=2, frameon=False, fontsize=10)
     return _svg(figure, chart_id)
