@@ -20,6 +20,7 @@ import re
 import sys
 import tempfile
 import textwrap
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -31,7 +32,10 @@ import jinja2
 import matplotlib
 import matplotlib.colors
 import matplotlib.dates
+import matplotlib.font_manager
 import matplotlib.ticker
+import matplotlib.textpath
+import matplotlib.transforms
 import numpy as np
 import psycopg2
 from matplotlib.figure import Figure
@@ -349,6 +353,8 @@ NO_DATA_COLOUR = "#d9d9d9"
 # thresholds, dark red from the last; `co2_colour_stops` places the colours at the thresholds.
 CO2_SCALE_FLOOR_PPM = 400.0  # about outdoor air
 CO2_SCALE_CEILING_PPM = 2500.0
+# Measures text without a renderer (points, as the charts' fonts are sized in).
+_TEXT_METRICS = matplotlib.textpath.TextToPath()
 _SVG_HEADER = re.compile(r"\A.*?(?=<svg\b)", re.S)
 _SVG_SIZE = re.compile(r'\s(?:width|height)="[^"]*"')
 _SVG_VIEWBOX_WIDTH = re.compile(r'viewBox="[-\d.]+ [-\d.]+ ([\d.]+) ')
@@ -364,6 +370,7 @@ def _svg(figure: Figure, chart_id: str, scrolls: bool = False) -> Markup:
     buffer = io.StringIO()
     # The salt makes clip-path ids unique per chart: several SVGs share one HTML document.
     with matplotlib.rc_context({**_RC, "svg.hashsalt": chart_id}):
+        _fix_layout(figure)
         figure.savefig(buffer, format="svg", metadata={"Date": None})
     text = _SVG_HEADER.sub("", buffer.getvalue(), count=1)
     opening, rest = text.split(">", 1)
@@ -376,8 +383,80 @@ def _svg(figure: Figure, chart_id: str, scrolls: bool = False) -> Markup:
 
 
 def _figure(width: float, height: float) -> Figure:
+    # 72 dpi, the SVG backend's: the layout is measured at the resolution it is written at.
     with matplotlib.rc_context(_RC):
-        return Figure(figsize=(width, height), layout="constrained")
+        return Figure(figsize=(width, height), dpi=72, layout="constrained")
+
+
+def _fix_layout(figure: Figure) -> None:
+    """Place the axes by the constrained layout once, then keep them there.
+
+    With a layout engine set, savefig draws the whole figure twice and lays it out at each
+    draw; laid out here, the figure is drawn once. A layout depends on the sizes of the texts
+    around the axes only, and most institutes' charts of a kind have the same texts: a layout
+    solved for one is reused for the next whose texts, where the axes then stand, are the same.
+    """
+    engine = figure.get_layout_engine()
+    if engine is None:
+        return
+    unplaced = _layout_texts(figure)
+    solved = _SOLVED_LAYOUTS.get(unplaced)
+    if solved is not None:
+        start = _placement(figure)
+        _place(figure, solved.placement)
+        if _layout_texts(figure) != solved.texts:
+            _place(figure, start)  # solved from where it stood, as if never tried
+            solved = None
+    if solved is None:
+        engine.execute(figure)
+        _SOLVED_LAYOUTS[unplaced] = SolvedLayout(_placement(figure), _layout_texts(figure))
+    figure.set_layout_engine(None)
+
+
+@dataclass(frozen=True)
+class SolvedLayout:
+    placement: tuple[Any, ...]  # where the axes and the title stand (_placement)
+    texts: tuple[Any, ...]  # what the layout was solved for, as placed (_layout_texts)
+
+
+# Layouts solved in this process, by the texts of the figure before it was laid out.
+_SOLVED_LAYOUTS: dict[tuple[Any, ...], SolvedLayout] = {}
+
+
+def _layout_texts(figure: Figure) -> tuple[Any, ...]:
+    """All that the constrained layout of `figure` measures: its size, the title's lines, the
+    legends, and per axes its axis titles, the texts beside it and the tick labels it would
+    draw where it stands now."""
+    parts: list[Any] = [tuple(figure.get_size_inches())]
+    parts += [(text.get_text().count("\n"), text.get_fontsize()) for text in figure.texts]
+    parts += [tuple(text.get_text() for text in legend.get_texts()) for legend in figure.legends]
+    for axes in figure.axes:
+        parts += [axes.get_xlabel(), axes.get_ylabel(), tuple(text.get_text() for text in axes.texts)]
+        for axis in (axes.xaxis, axes.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            ticks = [tick for tick in axis.get_major_locator()() if low <= tick <= high]
+            formatter = axis.get_major_formatter()
+            # A label near an end of the axis may stick out beyond it, by how near it is.
+            ends = tuple(round(fraction, 4) for fraction in
+                         ((tick - low) / (high - low) for tick in ticks) if not 0.1 < fraction < 0.9)
+            parts.append((tuple(formatter.format_ticks(ticks)), formatter.get_offset(), ends))
+    return tuple(parts)
+
+
+def _placement(figure: Figure) -> tuple[Any, ...]:
+    return (tuple(axes.get_position(original=True).frozen() for axes in figure.axes),
+            tuple((text.get_position(), text.get_verticalalignment()) for text in figure.texts))
+
+
+def _place(figure: Figure, placement: tuple[Any, ...]) -> None:
+    boxes, texts = placement
+    for axes, box in zip(figure.axes, boxes):
+        in_layout = axes.get_in_layout()
+        axes.set_position(box, which="both")
+        axes.set_in_layout(in_layout)  # set_position takes the axes out of the layout
+    for text, (position, alignment) in zip(figure.texts, texts):
+        text.set_position(position)
+        text.set_verticalalignment(alignment)
 
 
 def _label_inches(names: Iterable[str]) -> float:
@@ -431,18 +510,20 @@ def co2_heatmap(cells: Sequence[ClassroomWeekCo2], weeks: Sequence[date], thresh
                      grid_height + 2.0)
     with matplotlib.rc_context(_RC):
         axes = figure.add_subplot()
-        mesh = axes.pcolormesh(np.ma.masked_invalid(grid), cmap=colours, vmin=CO2_SCALE_FLOOR_PPM,
-                               vmax=CO2_SCALE_CEILING_PPM, edgecolors="white", linewidth=0.5)
-        axes.set_yticks(np.arange(len(classrooms)) + 0.5, [_short(name) for name in classrooms])
-        axes.invert_yaxis()
+        # One image of one pixel per cell (the browser scales it up without smoothing), not a
+        # path per cell: thousands of cells cost what one does.
+        mesh = axes.imshow(np.ma.masked_invalid(grid), cmap=colours, vmin=CO2_SCALE_FLOOR_PPM,
+                           vmax=CO2_SCALE_CEILING_PPM, interpolation="none", aspect="auto",
+                           extent=(0, len(weeks), len(classrooms), 0))
+        axes.plot(*_cell_borders(len(weeks), len(classrooms)), color="white", linewidth=0.5)
+        axes.set(xlim=(0, len(weeks)), ylim=(len(classrooms), 0))  # first classroom on top
+        _category_labels(axes, "y", np.arange(len(classrooms)) + 0.5,
+                         [_short(name) for name in classrooms], "classroom")
         step = max(1, len(weeks) // 26)
-        axes.set_xticks(np.arange(0, len(weeks), step) + 0.5,
-                        [_week_label(monday) for monday in weeks[::step]], rotation=90)
-        axes.tick_params(length=0)
+        _category_labels(axes, "x", np.arange(0, len(weeks), step) + 0.5,
+                         [_week_label(monday) for monday in weeks[::step]], "ISO week")
         for side in ("left", "bottom"):
             axes.spines[side].set_visible(False)
-        axes.set_xlabel("ISO week")
-        axes.set_ylabel("classroom")
         _set_title(figure, title)
         # A bar 0.15 inch wide along the whole grid, whatever the grid's size.
         bar = figure.colorbar(mesh, ax=axes, location="right", fraction=0.15 / grid_width,
@@ -453,6 +534,44 @@ def co2_heatmap(cells: Sequence[ClassroomWeekCo2], weeks: Sequence[date], thresh
             bar.ax.axhline(limit, color="black", linewidth=0.8)
         bar.set_label("CO2, ppm")
     return _svg(figure, chart_id, scrolls=True)
+
+
+def _cell_borders(columns: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """x and y of the lines between the cells of a `rows` x `columns` grid, as one polyline
+    broken by NaN (one path to draw, where a line per border would be one each)."""
+    vertical = [((k, k, np.nan), (0, rows, np.nan)) for k in range(1, columns)]
+    horizontal = [((0, columns, np.nan), (k, k, np.nan)) for k in range(1, rows)]
+    lines = vertical + horizontal
+    return (np.array([x for xs, _ in lines for x in xs], dtype=float),
+            np.array([y for _, ys in lines for y in ys], dtype=float))
+
+
+def _category_labels(axes: Any, axis: str, positions: Sequence[float], labels: Sequence[str],
+                     title: str) -> None:
+    """Label the rows ("y") or columns ("x", written upwards) of a grid at `positions`, in data
+    units, with plain texts beside the axes instead of ticks (a tick is four artists, built,
+    measured and drawn at each layout pass, and a heatmap has dozens); `title` names the axis,
+    beyond the longest label."""
+    gap_points = 4.0
+    font = matplotlib.font_manager.FontProperties(family=_RC["font.family"], size=_RC["font.size"])
+    longest = max((_TEXT_METRICS.get_text_width_height_descent(label, font, ismath=False)[0]
+                   for label in labels), default=0.0)
+    shift = (-gap_points / 72, 0) if axis == "y" else (0, -gap_points / 72)
+    gap = matplotlib.transforms.ScaledTranslation(*shift, axes.figure.dpi_scale_trans)
+    if axis == "y":
+        axes.set_yticks([])
+        place = matplotlib.transforms.blended_transform_factory(axes.transAxes, axes.transData)
+        for position, label in zip(positions, labels):
+            axes.text(0, position, label, transform=place + gap, ha="right", va="center",
+                      clip_on=False)
+        axes.set_ylabel(title, labelpad=longest + 2 * gap_points)
+    else:
+        axes.set_xticks([])
+        place = matplotlib.transforms.blended_transform_factory(axes.transData, axes.transAxes)
+        for position, label in zip(positions, labels):
+            axes.text(position, 0, label, transform=place + gap, ha="center", va="top",
+                      rotation=90, clip_on=False)
+        axes.set_xlabel(title, labelpad=longest + 2 * gap_points)
 
 
 def co2_bands(thresholds: Thresholds) -> tuple[float, float, float]:
@@ -500,6 +619,9 @@ def _weekly_line(weeks: Sequence[InstituteWeek], values: Sequence[float | None],
         locator = matplotlib.dates.AutoDateLocator(maxticks=7)
         axes.xaxis.set_major_locator(locator)
         axes.xaxis.set_major_formatter(matplotlib.dates.ConciseDateFormatter(locator))
+    # The dates' locators walk calendar rules at every call, and the layout and the drawing
+    # call them a dozen times: the ticks, which depend on the span only, are placed once.
+    axes.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(axes.xaxis.get_major_locator()()))
     axes.set_xlabel("week (Monday it starts on)")
     axes.set_ylabel(unit_label)
     _set_title(figure, title)
@@ -581,43 +703,52 @@ def _mondays(cells: Sequence[ClassroomWeekCo2]) -> list[date]:
 
 def institute_sections(data: ReportData) -> list[InstituteSection]:
     weeks = _mondays(data.classroom_weeks)  # one axis for all institutes: heatmaps line up
-    names = sorted({cell.institute for cell in data.classroom_weeks}
-                   | {week.institute for week in data.institute_weeks})
-    sections = []
-    for number, name in enumerate(names, start=1):
-        cells = [cell for cell in data.classroom_weeks if cell.institute == name]
-        trend = [week for week in data.institute_weeks if week.institute == name]
-        ranked = [row for row in data.bb101 or [] if row.institute == name]
-        short = _short(name)
-        heatmap = ranking = None
-        if cells:
-            title = f"{short}: weekly CO2 per classroom"
-            heatmap = Chart(title, f"Weekly {data.co2_source.label} of each classroom, coloured "
-                            "on a scale that turns yellow, orange and red at the thresholds "
-                            "marked on its bar; grey: no data that week.",
-                            co2_heatmap(cells, weeks, data.thresholds, title,
-                                        f"heatmap-{number}"), wide=True)
-        if data.window and any(row.days_failed for row in ranked):
-            title = f"{short}: school days failing BB101"
-            ranking = Chart(title, "School days (grey) and those failing BB101 (red) of the "
-                            f"{min(RANKING_ROWS_CHARTED, len(ranked))} worst classrooms over "
-                            f"the last {RANKING_WEEKS} complete weeks.",
-                            bb101_chart(ranked, data.window, title, f"bb101-{number}"))
-        trends = []
-        if trend:
-            title = f"{short}: weekly CO2"
-            trends.append(Chart(title, "Weekly CO2 mean over all the institute's classrooms and "
-                                "all hours.", co2_trend_chart(trend, data.thresholds, title,
-                                                              f"co2-trend-{number}")))
-            title = f"{short}: weekly temperature"
-            trends.append(Chart(title, "Weekly air temperature mean over all the institute's "
-                                "classrooms and all hours.", temperature_trend_chart(
-                                    trend, data.thresholds, title, f"temperature-trend-{number}")))
-        sections.append(InstituteSection(
-            anchor=f"institute-{number}", name=name,
-            classrooms=len({cell.classroom for cell in cells}), heatmap=heatmap,
-            bb101_chart=ranking, bb101_rows=ranked, trends=trends))
-    return sections
+    cells: dict[str, list[ClassroomWeekCo2]] = defaultdict(list)
+    trends: dict[str, list[InstituteWeek]] = defaultdict(list)
+    ranked: dict[str, list[Bb101Failures]] = defaultdict(list)
+    for cell in data.classroom_weeks:
+        cells[cell.institute].append(cell)
+    for week in data.institute_weeks:
+        trends[week.institute].append(week)
+    for row in data.bb101 or []:
+        ranked[row.institute].append(row)
+    return [institute_section(data, weeks, number, name, cells[name], trends[name], ranked[name])
+            for number, name in enumerate(sorted(cells.keys() | trends.keys()), start=1)]
+
+
+def institute_section(data: ReportData, weeks: Sequence[date], number: int, name: str,
+                      cells: Sequence[ClassroomWeekCo2], trend: Sequence[InstituteWeek],
+                      ranked: list[Bb101Failures]) -> InstituteSection:
+    """The charts of institute `name`, the `number`th: `cells`, `trend` and `ranked` are its rows."""
+    short = _short(name)
+    heatmap = ranking = None
+    if cells:
+        title = f"{short}: weekly CO2 per classroom"
+        heatmap = Chart(title, f"Weekly {data.co2_source.label} of each classroom, coloured "
+                        "on a scale that turns yellow, orange and red at the thresholds "
+                        "marked on its bar; grey: no data that week.",
+                        co2_heatmap(cells, weeks, data.thresholds, title,
+                                    f"heatmap-{number}"), wide=True)
+    if data.window and any(row.days_failed for row in ranked):
+        title = f"{short}: school days failing BB101"
+        ranking = Chart(title, "School days (grey) and those failing BB101 (red) of the "
+                        f"{min(RANKING_ROWS_CHARTED, len(ranked))} worst classrooms over "
+                        f"the last {RANKING_WEEKS} complete weeks.",
+                        bb101_chart(ranked, data.window, title, f"bb101-{number}"))
+    trend_charts = []
+    if trend:
+        title = f"{short}: weekly CO2"
+        trend_charts.append(Chart(title, "Weekly CO2 mean over all the institute's classrooms "
+                                  "and all hours.", co2_trend_chart(trend, data.thresholds, title,
+                                                                    f"co2-trend-{number}")))
+        title = f"{short}: weekly temperature"
+        trend_charts.append(Chart(title, "Weekly air temperature mean over all the institute's "
+                                  "classrooms and all hours.", temperature_trend_chart(
+                                      trend, data.thresholds, title, f"temperature-trend-{number}")))
+    return InstituteSection(
+        anchor=f"institute-{number}", name=name,
+        classrooms=len({cell.classroom for cell in cells}), heatmap=heatmap,
+        bb101_chart=ranking, bb101_rows=ranked, trends=trend_charts)
 
 
 def render_report(data: ReportData, generated_at: datetime) -> str:
@@ -625,6 +756,7 @@ def render_report(data: ReportData, generated_at: datetime) -> str:
         loader=jinja2.PackageLoader("batch", "."), autoescape=True,
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     run = data.run
+    _SOLVED_LAYOUTS.clear()  # a few hundred bytes a chart: kept for one report, not for the process
     phases = (Chart("Run time per phase", "Wall time of each phase of the run.",
                     phase_chart(run.phase_seconds, "Run time per phase", "phases"))
               if run.phase_seconds else None)

@@ -217,6 +217,36 @@ def test_bb101_ranking_counts_failed_school_days_of_the_last_four_complete_weeks
     ]
 
 
+def svg_numbers(svg: str) -> list[float]:
+    """Every coordinate of a chart's SVG (clip-path ids, hashes of unrounded boxes, left out)."""
+    return [float(number) for number in re.findall(r"-?\d+\.\d+", re.sub(r'url\(#\w+\)|id="\w+"', "", svg))]
+
+
+def test_a_chart_laid_out_like_an_earlier_one_is_placed_as_its_own_layout_would(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Charts of many institutes share a layout; each is placed where laying it out alone puts it."""
+    thresholds = Thresholds()
+    weeks = [W10 + dt.timedelta(weeks=k) for k in range(30)]
+    # Three institutes: the same tick labels (0 to 1,200 ppm); the third one's top tick at
+    # the very top of its axis, where a label may stick out beyond the axes: solved apart.
+    series = {"A": [1200.0] + [700.0 + 10 * (k % 7) for k in range(29)],
+              "B": [1217.0] + [900.0 - 10 * (k % 5) for k in range(29)],
+              "C": [1200.0 / 1.15] + [700.0] * 29}
+
+    def charts(names: Sequence[str]) -> list[str]:
+        return [report.co2_trend_chart(
+            [report.InstituteWeek(name, monday, *monday.isocalendar()[:2], co2, 21.0)
+             for monday, co2 in zip(weeks, series[name])], thresholds, f"{name}: weekly CO2",
+            f"c-{name}") for name in names]
+
+    monkeypatch.setattr(report, "_SOLVED_LAYOUTS", {})
+    shared = charts(list(series))
+    assert len(report._SOLVED_LAYOUTS) == 2  # A and B share one, C has its own
+    for name, together in zip(series, shared):
+        monkeypatch.setattr(report, "_SOLVED_LAYOUTS", {})
+        assert svg_numbers(together) == pytest.approx(svg_numbers(charts([name])[0]), abs=0.01)
+
+
 def test_institute_trend_is_the_published_weekly_means(conn: Any, published: str) -> None:
     assert report.institute_weeks(conn, published) == sorted(
         (report.InstituteWeek(institute, monday, *monday.isocalendar()[:2], co2, temperature)
