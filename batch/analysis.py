@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pandas as pd
 from py4j.protocol import Py4JJavaError
 from pyspark.errors.exceptions.captured import CapturedException
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 
 from batch import cli, postgres
 from batch.aggregations import (
@@ -53,12 +53,11 @@ from batch.iaq import (
 from batch.readers import read_raw_readings, undecodable_file
 from batch.session import collect_to_pandas
 from batch.summary import JobSummary
-from batch.spark_errors import spark_error_message
+from batch.spark_errors import spark_error_chain
 from batch.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings
 
 log = logging.getLogger(__name__)
 
-_CAUSE = re.compile(r"\(cause: (.*)\)$")
 
 _TEMPERATURE_C = number(RAW_COLUMNS_BY_NAME["temperature"].lower, RAW_COLUMNS_BY_NAME["temperature"].upper)
 
@@ -200,19 +199,18 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
                          metrics: tuple[Metric, ...], catalog: Catalog,
                          evolution: postgres.Evolution) -> None:
     iaq_rules = settings.iaq.rules()
-    partials_df, episodes_df = _partial_statistics(spark, settings, summary, metrics, iaq_rules)
+    # In the driver: groups, not readings (see batch.aggregations for the bound), where
+    # every table is rolled up.
+    partials, episodes = _first_pass(spark, settings, summary, groupings, metrics, iaq_rules)
     with summary.phase("aggregate"):
-        # The partials and episodes go to the driver (groups, not readings: see
-        # batch.aggregations for the bound), where every table is rolled up.
-        partials = collect_partials(partials_df, group_keys(groupings) + IAQ_GROUP_KEYS)
         _record_counts(summary, validation_counts(partials, metrics), metrics, settings.drop_replays)
         if not summary.rows_used:
             raise EmptyInputError(
                 f"no usable reading under {settings.raw_data_path}: {summary.rows_read} read, "
                 f"excluded per reason {summary.rows_excluded}; previous results kept")
         results: dict[str, Any] = {ALL_STATISTICS: rollup_all(partials, groupings, metrics),
-                                   **iaq_results(partials, collect_to_pandas(episodes_df), iaq_rules)}
-        del partials  # the driver holds the partials or the results, not both, while publishing
+                                   **iaq_results(partials, episodes, iaq_rules)}
+        del partials, episodes  # the driver holds the partials or the results, not both, while publishing
     with summary.phase("publish"):
         postgres.prepare_staging(conn, target, catalog.published_tables, summary.run_id)
         for table in catalog.published_tables:
@@ -242,13 +240,15 @@ def _write_report(target: postgres.PostgresTarget, report_dir: str, run_id: int)
         return None
 
 
-def _partial_statistics(spark: SparkSession, settings: AnalysisSettings, summary: RunSummary,
-                        metrics: tuple[Metric, ...], iaq_rules: IaqRules) -> tuple[DataFrame, DataFrame]:
-    """Read and validate the input into one row per device and day, and the device-days'
-    longest CO2 episodes (batch/iaq.py), both checkpointed.
+def _first_pass(spark: SparkSession, settings: AnalysisSettings, summary: RunSummary,
+                groupings: tuple[Grouping, ...], metrics: tuple[Metric, ...],
+                iaq_rules: IaqRules) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read and validate the input into partial statistics, one row per device and day, and
+    the device-days' longest CO2 episodes (batch/iaq.py), both collected to the driver.
 
     The indoor-air compliance sums are computed in the statistics' aggregation, from the
     same scan; the episodes in a narrow aggregation of their own (see batch/iaq.py for why).
+    Each is one Spark job that ends in the driver: nothing is kept in the executors.
 
     With SKIP_CORRUPT_FILES, a file whose footer reads but whose data pages do not is skipped
     like an unreadable footer, and the input read again without it.
@@ -264,17 +264,13 @@ def _partial_statistics(spark: SparkSession, settings: AnalysisSettings, summary
             occupied_df = (readings_df.transform(validate_readings, _validated(metrics), settings.drop_replays)
                            .transform(with_occupied_range, settings.batch_timezone, iaq_rules.occupancy))
             try:
-                # Kept in a few partitions: every later step reads them and the plans built on
-                # them stay small. A local checkpoint lives in the executors; losing one fails
-                # the run, which publishes nothing.
-                partitions = spark.sparkContext.defaultParallelism
-                return (
+                partials = collect_partials(
                     occupied_df.transform(partial_statistics, settings.batch_timezone, settings.thresholds,
-                                          metrics, extra_aggregates=iaq_partial_aggregates(iaq_rules))
-                    .coalesce(partitions).localCheckpoint(),
-                    occupied_df.transform(longest_episodes, settings.batch_timezone, iaq_rules)
-                    .coalesce(partitions).localCheckpoint(),
-                )
+                                          metrics, extra_aggregates=iaq_partial_aggregates(iaq_rules)),
+                    group_keys(groupings) + IAQ_GROUP_KEYS)
+                episodes = collect_to_pandas(
+                    occupied_df.transform(longest_episodes, settings.batch_timezone, iaq_rules))
+                return partials, episodes
             except (Py4JJavaError, CapturedException) as error:
                 damaged = _unreadable_file_error(error)
                 if damaged is None:
@@ -289,14 +285,13 @@ def _partial_statistics(spark: SparkSession, settings: AnalysisSettings, summary
 def _unreadable_file_error(error: Py4JJavaError | CapturedException
                            ) -> tuple[str, CorruptInputFileError] | None:
     """The file the first pass over the input could not decode, if Spark named one, and the error."""
-    message = spark_error_message(error)
-    file = undecodable_file(message)
+    messages = spark_error_chain(error)
+    file = next(filter(None, map(undecodable_file, messages)), None)
     if file is None:
         return None
-    cause = _CAUSE.search(message)
+    cause = f" ({messages[-1]})" if len(messages) > 1 else ""
     return file, CorruptInputFileError(
-        f"{file} is not a readable Parquet file: its data cannot be decoded"
-        f"{f' ({cause.group(1)})' if cause else ''}")
+        f"{file} is not a readable Parquet file: its data cannot be decoded{cause}")
 
 
 def _names(metrics: tuple[Metric, ...]) -> tuple[str, ...]:

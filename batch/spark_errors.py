@@ -10,17 +10,18 @@ def _first_line(error: object) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def spark_error_lines(error: Py4JJavaError | CapturedException) -> tuple[str, str]:
-    """The first line of what the JVM reported, and the first line of its root cause."""
+def spark_error_chain(error: Py4JJavaError | CapturedException) -> list[str]:
+    """The first line of the JVM's exception and of each of its causes, the root cause last.
+
+    Spark wraps a task's failure at a depth that depends on the action (an Arrow collect
+    adds a layer), so a detail such as the file a task could not decode is looked for in
+    every cause.
+    """
     if not isinstance(error, Py4JJavaError):
-        return _first_line(error), _first_line(error)
-    exception = root = error.java_exception
-    while root.getCause() is not None and not root.getCause().equals(root):
-        root = root.getCause()
-    return _first_line(exception.toString()), _first_line(root.toString())
-
-
-def spark_error_message(error: Py4JJavaError | CapturedException) -> str:
-    """One line: what the JVM reported, and its root cause when that differs."""
-    message, cause = spark_error_lines(error)
-    return message if cause == message else f"{message} (cause: {cause})"
+        return [_first_line(error)]
+    messages, exception = [], error.java_exception
+    while exception is not None:
+        messages.append(_first_line(exception.toString()))
+        cause = exception.getCause()
+        exception = None if cause is None or cause.equals(exception) else cause
+    return messages
