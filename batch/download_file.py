@@ -5,11 +5,11 @@ reproducible. One pass over `sendtime` (and the filter columns) finds the instan
 the selection into parts of about equal size; Spark sends each reading to its part, sorts
 every part on its own, in parallel, and writes it into a staging folder; the parts are then
 concatenated, in order and behind a single header, into a temporary file beside the target,
-which is renamed over the target at the very end. CSV parts stream through the Hadoop
-FileSystem API inside the driver's JVM (wherever they are: local disk or HDFS); Parquet
-parts are joined row group by row group, undecoded. Neither the Python driver nor the JVM
-heap ever holds more than a copy buffer, whatever the size of the download; nothing is
-collected to the driver.
+which is renamed over the target at the very end. CSV parts on the local disk are copied
+by the kernel (copy_file_range), parts elsewhere (HDFS) stream through the Hadoop FileSystem
+API inside the driver's JVM; Parquet parts are joined row group by row group, undecoded.
+Neither the Python driver nor the JVM heap ever holds more than a copy buffer, whatever the
+size of the download; nothing is collected to the driver.
 
 CSV dialect (RFC 4180, UTF-8, no byte-order mark):
 - one header line with the column names; records end with LF (Spark's CSV writer cannot
@@ -30,6 +30,7 @@ CSV dialect (RFC 4180, UTF-8, no byte-order mark):
 from __future__ import annotations
 
 import csv
+import errno
 import gzip
 import io
 import logging
@@ -664,11 +665,62 @@ def _local_path(uri: str) -> Path | None:
 
 
 def _concatenate(spark: SparkSession, parts: Sequence[str], header: bytes, temporary: Path) -> None:
-    """Stream `header` and then every part, in order, into `temporary`, inside the JVM.
+    """Write `header` and then every part, in order, into `temporary`; bytes copied, never parsed."""
+    local_parts = [_local_path(part) for part in parts]
+    if all(path is not None for path in local_parts):
+        _join_local_files(header, [path for path in local_parts if path is not None], temporary)
+    else:
+        _join_through_hadoop(spark, parts, header, temporary)
 
-    The Hadoop FileSystem API reads the parts wherever they are (local disk, HDFS); only a
-    copy buffer is in memory. (The kernel's copy_file_range joined local parts 0.12 s faster
-    per 135 MiB, 0.2 % of a download: not worth a second path.)
+
+def _join_local_files(header: bytes, parts: Sequence[Path], temporary: Path) -> None:
+    """Parts on this machine's disk: copied by the kernel (copy_file_range), not through a buffer.
+
+    Reading them through Hadoop's local file system also checks their CRC files and copies
+    every byte through the JVM: ten times slower (1.2 s against 0.12 s for 205 MiB).
+    """
+    try:
+        out = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            os.write(out, header)  # a few bytes: written whole
+            for part in parts:
+                with open(part, "rb") as source:
+                    _copy_file(source.fileno(), out)
+        finally:
+            os.close(out)
+    except OSError as error:
+        raise DownloadError(f"assembling {temporary} from the parts failed: "
+                            f"{error.filename or temporary}: {error.strerror}") from None
+
+
+def _copy_file(source: int, out: int) -> None:
+    """Append the whole of `source` at the position of `out`."""
+    remaining = os.fstat(source).st_size
+    try:
+        while remaining > 0:
+            copied = os.copy_file_range(source, out, remaining)
+            if copied == 0:
+                break
+            remaining -= copied
+    except OSError as error:
+        # Another file system than the target's on an old kernel, or one without support:
+        # the positions have moved past what was copied, so a plain copy goes on from there.
+        if error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+    while remaining > 0 and (chunk := os.read(source, min(remaining, COPY_BUFFER_BYTES))):
+        remaining -= len(chunk)
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(out, view):]
+    if remaining > 0:
+        raise OSError(errno.EIO, f"a part ended {remaining:,} bytes short of its size")
+
+
+def _join_through_hadoop(spark: SparkSession, parts: Sequence[str], header: bytes,
+                         temporary: Path) -> None:
+    """Parts on another file system (HDFS): streamed through the Hadoop FileSystem API in the JVM.
+
+    Only a copy buffer is in memory, whatever the size of the download.
     """
     jvm = spark.sparkContext._jvm
     conf = spark.sparkContext._jsc.hadoopConfiguration()

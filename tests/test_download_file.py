@@ -679,6 +679,38 @@ def test_many_parts_are_joined_in_order_behind_one_header(
     assert_rows_equal(read_csv_rows(data, COLUMNS), expected_rows(dataset.rows), COLUMNS)
 
 
+@pytest.mark.parametrize("join", ["_join_local_files", "_join_through_hadoop"])
+def test_parts_are_joined_byte_for_byte_behind_the_header(
+        spark: SparkSession, tmp_path: Path, join: str) -> None:
+    # Parts as Spark leaves them, and two that only a byte copy keeps intact: an empty one and
+    # one larger than the copy buffer with no line end at the buffer's edge.
+    contents = [b"a,\xc3\xa9\r\n\"q\"\"\"\n", b"", bytes(range(256)) * 5000, b"last,line\n"]
+    parts = []
+    for index, content in enumerate(contents):
+        part = tmp_path / "parts" / f"part-{index:05d}-u-c000.csv"
+        part.parent.mkdir(exist_ok=True)
+        part.write_bytes(content)
+        parts.append(part)
+    header = "DevEui,sendtime\n".encode("utf-8")
+    temporary = tmp_path / "joined.tmp"
+    if join == "_join_local_files":
+        download_file._join_local_files(header, parts, temporary)
+    else:
+        download_file._join_through_hadoop(spark, [f"file://{part}" for part in parts], header,
+                                           temporary)
+    assert temporary.read_bytes() == header + b"".join(contents)
+
+
+def test_joining_into_an_existing_file_is_refused(tmp_path: Path) -> None:
+    part = tmp_path / "part-00000-u-c000.csv"
+    part.write_bytes(b"a\n")
+    temporary = tmp_path / "joined.tmp"
+    temporary.write_bytes(b"someone else's\n")
+    with pytest.raises(DownloadError, match="joined.tmp: File exists"):
+        download_file._join_local_files(b"h\n", [part], temporary)
+    assert temporary.read_bytes() == b"someone else's\n"
+
+
 # --- other outputs --------------------------------------------------------------------------
 
 def test_gzip_output_holds_the_same_bytes_as_the_plain_csv(
