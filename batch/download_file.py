@@ -40,6 +40,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -90,6 +91,14 @@ _PART_INDEX = re.compile(r"^part-(\d+)")
 _PART_FILE_COUNTER = re.compile(r"-c(\d+)\.")
 _ROUTE = "_download_part_route"
 _SPLIT_ACCURACY = 1000  # relative error 1/1000 of the rank: parts within a few % of each other
+# Opening a footer costs a few round trips through Py4J: beyond this many files a pass over
+# `sendtime` is cheaper than reading their statistics.
+_FOOTER_PLAN_MAX_FILES = 1000
+_FOOTER_READ_THREADS = 8
+_MICROS_PER_UNIT: dict[str, Callable[[int], int]] = {
+    "MILLIS": lambda value: value * 1000, "MICROS": lambda value: value,
+    "NANOS": lambda value: value // 1000}
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class UnknownFilterValueError(ConfigurationError):
@@ -282,6 +291,133 @@ def plan_parts(readings_df: DataFrame, download_filter: DownloadFilter, parts: i
     # No selected reading: no split point (percentile_approx is null).
     points = tuple(row[len(presence)] or ()) if parts > 1 else ()
     return PartPlan(split_points=points, rows_per_value=counts)
+
+
+@dataclass(frozen=True)
+class SendtimeRange:
+    """The `sendtime` statistics of one Parquet row group: epoch microseconds, both ends included."""
+
+    low: int
+    high: int
+    rows: int  # readings with a sendtime
+
+
+def plan_from_footers(spark: SparkSession, files: Sequence[str], download_filter: DownloadFilter,
+                      parts: int) -> PartPlan | None:
+    """Split points estimated from the `sendtime` statistics in the footers: no pass over the data.
+
+    None when a pass is needed after all: value filters (whose presence the pass counts),
+    more files than are worth opening one by one, or footers without usable statistics
+    (INT96 timestamps, which Parquet writers give no statistics). Split points only balance
+    the parts; any split points give the same file.
+    """
+    if parts <= 1:
+        return PartPlan(split_points=())
+    if download_filter.has_value_filters or len(files) > _FOOTER_PLAN_MAX_FILES:
+        return None
+    ranges = sendtime_row_groups(spark, files)
+    if ranges is None:
+        return None
+    since, until = (None if instant is None else _epoch_micros(instant)
+                    for instant in (download_filter.since, download_filter.until))
+    return PartPlan(split_points=split_points_of_ranges(ranges, parts, since, until))
+
+
+def _epoch_micros(instant: datetime) -> int:
+    return (instant - _EPOCH) // timedelta(microseconds=1)
+
+
+def sendtime_row_groups(spark: SparkSession, files: Sequence[str]) -> list[SendtimeRange] | None:
+    """The `sendtime` range and count of every row group of `files`; None if a footer lacks them."""
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+
+    def file_ranges(file: str) -> list[SendtimeRange] | None:
+        try:
+            reader = jvm.org.apache.parquet.hadoop.ParquetFileReader.open(
+                jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromPath(
+                    jvm.org.apache.hadoop.fs.Path(file), conf))
+            try:
+                return _footer_ranges(reader.getFooter())
+            finally:
+                reader.close()
+        except Py4JError:
+            return None  # the write names a damaged file; here it only means "no statistics"
+
+    # Footers are read on the driver; threads overlap the round trips to the file system.
+    with ThreadPoolExecutor(max_workers=_FOOTER_READ_THREADS) as pool:
+        found = list(pool.map(file_ranges, files))
+    if any(ranges is None for ranges in found):
+        return None
+    return [sendtime_range for ranges in found for sendtime_range in ranges or ()]
+
+
+def _footer_ranges(footer: Any) -> list[SendtimeRange] | None:
+    schema = footer.getFileMetaData().getSchema()
+    if not schema.containsField(SENDTIME):
+        return []  # the reader gives these readings no sendtime: the last part
+    field_type = schema.getType(SENDTIME)
+    if not field_type.isPrimitive() or field_type.asPrimitiveType().getPrimitiveTypeName().name() != "INT64":
+        return None  # INT96 (no statistics) or not a timestamp
+    annotation = field_type.getLogicalTypeAnnotation()
+    if annotation is None or annotation.getClass().getSimpleName() != "TimestampLogicalTypeAnnotation":
+        return None
+    unit = annotation.getUnit().name()
+    index = schema.getFieldIndex(SENDTIME)
+    ranges = []
+    for block in footer.getBlocks():
+        chunk = block.getColumns().get(index)
+        if chunk.getPath().toDotString() != SENDTIME:
+            return None  # nested columns before it: the chunk index is not the field index
+        statistics = chunk.getStatistics()
+        with_sendtime = block.getRowCount() - max(0, statistics.getNumNulls())
+        if with_sendtime <= 0:
+            continue
+        if statistics.isEmpty() or not statistics.hasNonNullValue():
+            return None
+        low, high = (_MICROS_PER_UNIT[unit](int(value))
+                     for value in (statistics.genericGetMin(), statistics.genericGetMax()))
+        ranges.append(SendtimeRange(low=low, high=high, rows=with_sendtime))
+    return ranges
+
+
+def split_points_of_ranges(ranges: Sequence[SendtimeRange], parts: int, since: int | None = None,
+                           until: int | None = None) -> tuple[int, ...]:
+    """The instants cutting `ranges` into `parts` parts of about equal rows.
+
+    Each range's readings are taken as spread evenly between its ends; a window
+    [since, until) keeps the share of each range inside it.
+    """
+    kept: list[SendtimeRange] = []
+    for piece in ranges:
+        low = piece.low if since is None else max(piece.low, since)
+        high = piece.high if until is None else min(piece.high, until - 1)
+        if low > high:
+            continue
+        span = piece.high - piece.low + 1
+        kept.append(SendtimeRange(low, high, piece.rows * (high - low + 1) / span))
+    total = sum(piece.rows for piece in kept)
+    if total <= 0:
+        return ()
+    # The cumulative count is piecewise linear: each range adds rows / (high + 1 - low) per
+    # microsecond over [low, high + 1).
+    changes: dict[int, float] = {}
+    for piece in kept:
+        density = piece.rows / (piece.high + 1 - piece.low)
+        changes[piece.low] = changes.get(piece.low, 0.0) + density
+        changes[piece.high + 1] = changes.get(piece.high + 1, 0.0) - density
+    targets = [total * index / parts for index in range(1, parts)]
+    points: list[int] = []
+    below, density, previous = 0.0, 0.0, None
+    for instant in sorted(changes):
+        if previous is not None and density > 0:
+            reached = below + density * (instant - previous)
+            while targets and targets[0] <= reached:
+                points.append(previous + round((targets.pop(0) - below) / density))
+            below = reached
+        density += changes[instant]
+        previous = instant
+    return tuple(points)
 
 
 def _value_presence_columns(download_filter: DownloadFilter) -> dict[tuple[str, str], Column]:

@@ -608,6 +608,70 @@ def test_one_pass_gives_split_points_and_the_rows_of_each_filter_value(
         assert abs(below - index / 4) <= 0.1, (index, below)
 
 
+@pytest.mark.parametrize("ranges, parts, window, expected", [
+    # One microsecond per reading over [0, 100): the quarters.
+    ([(0, 99, 100)], 4, (None, None), (25, 50, 75)),
+    # 100 readings over [0, 100), then 300 over [100, 200): 100 at 100, then 3 per microsecond.
+    ([(0, 99, 100), (100, 199, 300)], 4, (None, None), (100, 133, 167)),
+    # Overlapping row groups add up.
+    ([(0, 99, 100), (0, 99, 100)], 2, (None, None), (50,)),
+    # The window [50, 90) keeps 40 of the readings, spread over [50, 90).
+    ([(0, 99, 100)], 2, (50, 90), (70,)),
+    # Nothing inside the window: no split point.
+    ([(0, 99, 100)], 4, (100, 200), ()),
+    # All readings at one instant: every cut on it.
+    ([(7, 7, 10)], 2, (None, None), (7,)),
+])
+def test_split_points_spread_each_row_group_evenly_over_its_range(
+        ranges: list[tuple[int, int, int]], parts: int, window: tuple[int | None, int | None],
+        expected: tuple[int, ...]) -> None:
+    found = download_file.split_points_of_ranges(
+        [download_file.SendtimeRange(low, high, rows) for low, high, rows in ranges], parts, *window)
+    assert found == expected
+
+
+def _write_sendtimes(path: Path, sendtimes: Sequence[dt.datetime | None], unit: str,
+                     row_group_size: int, **options: Any) -> None:
+    table = pa.table({"DevEui": pa.array(["d"] * len(sendtimes), pa.string()),
+                      "sendtime": pa.array(sendtimes, pa.timestamp("us", tz="UTC")).cast(
+                          pa.timestamp(unit, tz="UTC"))})
+    pq.write_table(table, path, row_group_size=row_group_size, **options)
+
+
+def test_the_footers_give_the_sendtime_range_of_every_row_group(
+        spark: SparkSession, tmp_path: Path) -> None:
+    base = dt.datetime(2024, 10, 1, tzinfo=UTC)
+    micros = [base + dt.timedelta(seconds=s, microseconds=17) for s in (50, 10, 30, 20, 40)]
+    millis = [base + dt.timedelta(days=1, milliseconds=s) for s in (5, 1, 9)]
+    nanos = [base + dt.timedelta(days=2, microseconds=s) for s in (3, 8)]
+    _write_sendtimes(tmp_path / "micros.parquet", [*micros[:2], None, *micros[2:]], "us", 3)
+    _write_sendtimes(tmp_path / "millis.parquet", millis, "ms", 10)
+    _write_sendtimes(tmp_path / "nanos.parquet", nanos, "ns", 10, version="2.6")
+    _write_sendtimes(tmp_path / "empty.parquet", [None, None], "us", 10)
+    pq.write_table(pa.table({"DevEui": ["d"]}), tmp_path / "without.parquet")
+    files = [f"file://{tmp_path / name}.parquet"
+             for name in ("micros", "millis", "nanos", "empty", "without")]
+    found = download_file.sendtime_row_groups(spark, files)
+
+    def span(instants: Sequence[dt.datetime]) -> download_file.SendtimeRange:
+        return download_file.SendtimeRange(_micros(min(instants)), _micros(max(instants)), len(instants))
+
+    # Row groups of three rows: [50 s, 10 s, null] and [30 s, 20 s, 40 s].
+    assert found == [span(micros[:2]), span(micros[2:]), span(millis), span(nanos)]
+
+
+def test_int96_footers_have_no_statistics_and_value_filters_need_the_pass(
+        spark: SparkSession, tmp_path: Path) -> None:
+    at = dt.datetime(2024, 10, 1, tzinfo=UTC)
+    _write_sendtimes(tmp_path / "a.parquet", [at], "us", 10)
+    _write_sendtimes(tmp_path / "b.parquet", [at], "us", 10, use_deprecated_int96_timestamps=True)
+    one, both = [f"file://{tmp_path}/a.parquet"], [f"file://{tmp_path}/{n}.parquet" for n in "ab"]
+    assert download_file.plan_from_footers(spark, one, DownloadFilter(), 2) is not None
+    assert download_file.sendtime_row_groups(spark, both) is None
+    assert download_file.plan_from_footers(spark, both, DownloadFilter(), 2) is None
+    assert download_file.plan_from_footers(spark, one, DownloadFilter(profiles=("AM319",)), 2) is None
+
+
 def test_leftovers_of_killed_downloads_are_swept_and_nothing_else(tmp_path: Path) -> None:
     sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
     dead, alive = subprocess.Popen(sleeper), subprocess.Popen(sleeper)
