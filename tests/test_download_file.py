@@ -672,6 +672,25 @@ def test_int96_footers_have_no_statistics_and_value_filters_need_the_pass(
     assert download_file.plan_from_footers(spark, one, DownloadFilter(profiles=("AM319",)), 2) is None
 
 
+@pytest.mark.parametrize("window", [False, True])
+def test_split_points_from_the_footers_give_the_independently_ordered_rows(
+        spark: SparkSession, dataset: DownloadDataset, tmp_path: Path, window: bool) -> None:
+    since, until = ((parse_local_instant("2024-10-01", ROME), parse_local_instant("2024-11-01", ROME))
+                    if window else (None, None))
+    download_filter = DownloadFilter(since=since, until=until)
+    readings_df, input_files = read_raw_readings(spark, str(dataset.folder), COLUMNS)
+    plan = download_file.plan_from_footers(
+        spark, [file for group in input_files.groups for file in group], download_filter, 4)
+    assert plan is not None and len(plan.split_points) == 3
+    target = tmp_path / "download.csv"
+    downloaded = write_single_file(
+        readings_df.transform(filter_readings, download_filter)
+        .transform(order_for_download, COLUMNS, plan.split_points), target, "csv", False, ROME)
+    assert downloaded.parts >= 3
+    expected = expected_rows(dataset.rows, since=since, until=until)
+    assert_rows_equal(read_csv_rows(exact_text(target), COLUMNS), expected, COLUMNS)
+
+
 def test_leftovers_of_killed_downloads_are_swept_and_nothing_else(tmp_path: Path) -> None:
     sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
     dead, alive = subprocess.Popen(sleeper), subprocess.Popen(sleeper)
