@@ -34,6 +34,7 @@ import errno
 import gzip
 import io
 import logging
+import math
 import os
 import re
 import shutil
@@ -94,6 +95,9 @@ _SPLIT_ACCURACY = 1000  # relative error 1/1000 of the rank: parts within a few 
 # Opening a footer costs a few round trips through Py4J: beyond this many files a pass over
 # `sendtime` is cheaper than reading their statistics.
 _FOOTER_PLAN_MAX_FILES = 1000
+# Smaller sorts are faster: sorting 5M readings into 10 parts rather than 4 took 7.0 s instead
+# of 8.8 s (warm, to a noop sink); neither spilled with a 2 GiB driver.
+_ROWS_PER_PART = 500_000
 _FOOTER_READ_THREADS = 8
 _MICROS_PER_UNIT: dict[str, Callable[[int], int]] = {
     "MILLIS": lambda value: value * 1000, "MICROS": lambda value: value,
@@ -320,7 +324,8 @@ def plan_from_footers(spark: SparkSession, files: Sequence[str], download_filter
         return None
     since, until = (None if instant is None else _epoch_micros(instant)
                     for instant in (download_filter.since, download_filter.until))
-    return PartPlan(split_points=split_points_of_ranges(ranges, parts, since, until))
+    return PartPlan(split_points=split_points_of_ranges(ranges, parts, since, until,
+                                                        rows_per_part=_ROWS_PER_PART))
 
 
 def _epoch_micros(instant: datetime) -> int:
@@ -382,8 +387,9 @@ def _footer_ranges(footer: Any) -> list[SendtimeRange] | None:
 
 
 def split_points_of_ranges(ranges: Sequence[SendtimeRange], parts: int, since: int | None = None,
-                           until: int | None = None) -> tuple[int, ...]:
-    """The instants cutting `ranges` into `parts` parts of about equal rows.
+                           until: int | None = None, rows_per_part: int | None = None) -> tuple[int, ...]:
+    """The instants cutting `ranges` into `parts` parts of about equal rows (more parts if one
+    would hold more than `rows_per_part`).
 
     Each range's readings are taken as spread evenly between its ends; a window
     [since, until) keeps the share of each range inside it.
@@ -399,6 +405,8 @@ def split_points_of_ranges(ranges: Sequence[SendtimeRange], parts: int, since: i
     total = sum(piece.rows for piece in kept)
     if total <= 0:
         return ()
+    if rows_per_part:
+        parts = max(parts, math.ceil(total / rows_per_part))
     # The cumulative count is piecewise linear: each range adds rows / (high + 1 - low) per
     # microsecond over [low, high + 1).
     changes: dict[int, float] = {}

@@ -630,6 +630,16 @@ def test_split_points_spread_each_row_group_evenly_over_its_range(
     assert found == expected
 
 
+def test_parts_are_added_when_one_would_hold_too_many_rows() -> None:
+    ranges = [download_file.SendtimeRange(0, 99, 100)]
+    # 100 readings, at most 20 a part: 5 parts (the fifths), more than the 2 asked for.
+    assert download_file.split_points_of_ranges(ranges, 2, rows_per_part=20) == (20, 40, 60, 80)
+    # At most 50 a part: the 4 parts asked for are enough.
+    assert download_file.split_points_of_ranges(ranges, 4, rows_per_part=50) == (25, 50, 75)
+    # The window [0, 30) keeps 30 readings: 2 parts of at most 20.
+    assert download_file.split_points_of_ranges(ranges, 1, 0, 30, rows_per_part=20) == (15,)
+
+
 def _write_sendtimes(path: Path, sendtimes: Sequence[dt.datetime | None], unit: str,
                      row_group_size: int, **options: Any) -> None:
     table = pa.table({"DevEui": pa.array(["d"] * len(sendtimes), pa.string()),
