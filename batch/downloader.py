@@ -45,6 +45,7 @@ from batch.download_file import (
     filter_readings,
     order_for_download,
     parse_local_instant,
+    plan_from_footers,
     plan_parts,
     range_checked_columns,
     sort_into_parts,
@@ -316,10 +317,14 @@ def _download_once(spark: SparkSession, settings: DownloaderSettings, summary: D
             columns_to_read(columns, download_filter, settings.download_clean),
             settings.skip_corrupt_files, unreadable)
         summary.record_input(input_files)
-    # One pass over sendtime and the filter columns: where to split the sort into parts, and
-    # whether each filter value exists (a typo is told apart from an empty selection).
+    # Where to split the sort into parts: from the footers' statistics if they tell, else from
+    # one pass over sendtime and the filter columns, which also counts whether each filter
+    # value exists (a typo is told apart from an empty selection).
     with summary.phase("plan"):
-        plan = plan_parts(readings_df, download_filter, _sort_parts(spark))
+        parts = _sort_parts(spark)
+        plan = (plan_from_footers(spark, [file for group in input_files.groups for file in group],
+                                  download_filter, parts)
+                or plan_parts(readings_df, download_filter, parts))
         if plan.missing_values:
             # Only on this error path: every value with its rows, for the message.
             inventory = [row.asDict() for row in value_inventory(readings_df).collect()]

@@ -608,6 +608,99 @@ def test_one_pass_gives_split_points_and_the_rows_of_each_filter_value(
         assert abs(below - index / 4) <= 0.1, (index, below)
 
 
+@pytest.mark.parametrize("ranges, parts, window, expected", [
+    # One microsecond per reading over [0, 100): the quarters.
+    ([(0, 99, 100)], 4, (None, None), (25, 50, 75)),
+    # 100 readings over [0, 100), then 300 over [100, 200): 100 at 100, then 3 per microsecond.
+    ([(0, 99, 100), (100, 199, 300)], 4, (None, None), (100, 133, 167)),
+    # Overlapping row groups add up.
+    ([(0, 99, 100), (0, 99, 100)], 2, (None, None), (50,)),
+    # The window [50, 90) keeps 40 of the readings, spread over [50, 90).
+    ([(0, 99, 100)], 2, (50, 90), (70,)),
+    # Nothing inside the window: no split point.
+    ([(0, 99, 100)], 4, (100, 200), ()),
+    # All readings at one instant: every cut on it.
+    ([(7, 7, 10)], 2, (None, None), (7,)),
+])
+def test_split_points_spread_each_row_group_evenly_over_its_range(
+        ranges: list[tuple[int, int, int]], parts: int, window: tuple[int | None, int | None],
+        expected: tuple[int, ...]) -> None:
+    found = download_file.split_points_of_ranges(
+        [download_file.SendtimeRange(low, high, rows) for low, high, rows in ranges], parts, *window)
+    assert found == expected
+
+
+def test_parts_are_added_when_one_would_hold_too_many_rows() -> None:
+    ranges = [download_file.SendtimeRange(0, 99, 100)]
+    # 100 readings, at most 20 a part: 5 parts (the fifths), more than the 2 asked for.
+    assert download_file.split_points_of_ranges(ranges, 2, rows_per_part=20) == (20, 40, 60, 80)
+    # At most 50 a part: the 4 parts asked for are enough.
+    assert download_file.split_points_of_ranges(ranges, 4, rows_per_part=50) == (25, 50, 75)
+    # The window [0, 30) keeps 30 readings: 2 parts of at most 20.
+    assert download_file.split_points_of_ranges(ranges, 1, 0, 30, rows_per_part=20) == (15,)
+
+
+def _write_sendtimes(path: Path, sendtimes: Sequence[dt.datetime | None], unit: str,
+                     row_group_size: int, **options: Any) -> None:
+    table = pa.table({"DevEui": pa.array(["d"] * len(sendtimes), pa.string()),
+                      "sendtime": pa.array(sendtimes, pa.timestamp("us", tz="UTC")).cast(
+                          pa.timestamp(unit, tz="UTC"))})
+    pq.write_table(table, path, row_group_size=row_group_size, **options)
+
+
+def test_the_footers_give_the_sendtime_range_of_every_row_group(
+        spark: SparkSession, tmp_path: Path) -> None:
+    base = dt.datetime(2024, 10, 1, tzinfo=UTC)
+    micros = [base + dt.timedelta(seconds=s, microseconds=17) for s in (50, 10, 30, 20, 40)]
+    millis = [base + dt.timedelta(days=1, milliseconds=s) for s in (5, 1, 9)]
+    nanos = [base + dt.timedelta(days=2, microseconds=s) for s in (3, 8)]
+    _write_sendtimes(tmp_path / "micros.parquet", [*micros[:2], None, *micros[2:]], "us", 3)
+    _write_sendtimes(tmp_path / "millis.parquet", millis, "ms", 10)
+    _write_sendtimes(tmp_path / "nanos.parquet", nanos, "ns", 10, version="2.6")
+    _write_sendtimes(tmp_path / "empty.parquet", [None, None], "us", 10)
+    pq.write_table(pa.table({"DevEui": ["d"]}), tmp_path / "without.parquet")
+    files = [f"file://{tmp_path / name}.parquet"
+             for name in ("micros", "millis", "nanos", "empty", "without")]
+    found = download_file.sendtime_row_groups(spark, files)
+
+    def span(instants: Sequence[dt.datetime]) -> download_file.SendtimeRange:
+        return download_file.SendtimeRange(_micros(min(instants)), _micros(max(instants)), len(instants))
+
+    # Row groups of three rows: [50 s, 10 s, null] and [30 s, 20 s, 40 s].
+    assert found == [span(micros[:2]), span(micros[2:]), span(millis), span(nanos)]
+
+
+def test_int96_footers_have_no_statistics_and_value_filters_need_the_pass(
+        spark: SparkSession, tmp_path: Path) -> None:
+    at = dt.datetime(2024, 10, 1, tzinfo=UTC)
+    _write_sendtimes(tmp_path / "a.parquet", [at], "us", 10)
+    _write_sendtimes(tmp_path / "b.parquet", [at], "us", 10, use_deprecated_int96_timestamps=True)
+    one, both = [f"file://{tmp_path}/a.parquet"], [f"file://{tmp_path}/{n}.parquet" for n in "ab"]
+    assert download_file.plan_from_footers(spark, one, DownloadFilter(), 2) is not None
+    assert download_file.sendtime_row_groups(spark, both) is None
+    assert download_file.plan_from_footers(spark, both, DownloadFilter(), 2) is None
+    assert download_file.plan_from_footers(spark, one, DownloadFilter(profiles=("AM319",)), 2) is None
+
+
+@pytest.mark.parametrize("window", [False, True])
+def test_split_points_from_the_footers_give_the_independently_ordered_rows(
+        spark: SparkSession, dataset: DownloadDataset, tmp_path: Path, window: bool) -> None:
+    since, until = ((parse_local_instant("2024-10-01", ROME), parse_local_instant("2024-11-01", ROME))
+                    if window else (None, None))
+    download_filter = DownloadFilter(since=since, until=until)
+    readings_df, input_files = read_raw_readings(spark, str(dataset.folder), COLUMNS)
+    plan = download_file.plan_from_footers(
+        spark, [file for group in input_files.groups for file in group], download_filter, 4)
+    assert plan is not None and len(plan.split_points) == 3
+    target = tmp_path / "download.csv"
+    downloaded = write_single_file(
+        readings_df.transform(filter_readings, download_filter)
+        .transform(order_for_download, COLUMNS, plan.split_points), target, "csv", False, ROME)
+    assert downloaded.parts >= 3
+    expected = expected_rows(dataset.rows, since=since, until=until)
+    assert_rows_equal(read_csv_rows(exact_text(target), COLUMNS), expected, COLUMNS)
+
+
 def test_leftovers_of_killed_downloads_are_swept_and_nothing_else(tmp_path: Path) -> None:
     sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
     dead, alive = subprocess.Popen(sleeper), subprocess.Popen(sleeper)
@@ -677,6 +770,38 @@ def test_many_parts_are_joined_in_order_behind_one_header(
     data = exact_text(target)
     assert data.count("DevEui,deviceName") == 1
     assert_rows_equal(read_csv_rows(data, COLUMNS), expected_rows(dataset.rows), COLUMNS)
+
+
+@pytest.mark.parametrize("join", ["_join_local_files", "_join_through_hadoop"])
+def test_parts_are_joined_byte_for_byte_behind_the_header(
+        spark: SparkSession, tmp_path: Path, join: str) -> None:
+    # Parts as Spark leaves them, and two that only a byte copy keeps intact: an empty one and
+    # one larger than the copy buffer with no line end at the buffer's edge.
+    contents = [b"a,\xc3\xa9\r\n\"q\"\"\"\n", b"", bytes(range(256)) * 5000, b"last,line\n"]
+    parts = []
+    for index, content in enumerate(contents):
+        part = tmp_path / "parts" / f"part-{index:05d}-u-c000.csv"
+        part.parent.mkdir(exist_ok=True)
+        part.write_bytes(content)
+        parts.append(part)
+    header = "DevEui,sendtime\n".encode("utf-8")
+    temporary = tmp_path / "joined.tmp"
+    if join == "_join_local_files":
+        download_file._join_local_files(header, parts, temporary)
+    else:
+        download_file._join_through_hadoop(spark, [f"file://{part}" for part in parts], header,
+                                           temporary)
+    assert temporary.read_bytes() == header + b"".join(contents)
+
+
+def test_joining_into_an_existing_file_is_refused(tmp_path: Path) -> None:
+    part = tmp_path / "part-00000-u-c000.csv"
+    part.write_bytes(b"a\n")
+    temporary = tmp_path / "joined.tmp"
+    temporary.write_bytes(b"someone else's\n")
+    with pytest.raises(DownloadError, match="joined.tmp: File exists"):
+        download_file._join_local_files(b"h\n", [part], temporary)
+    assert temporary.read_bytes() == b"someone else's\n"
 
 
 # --- other outputs --------------------------------------------------------------------------
