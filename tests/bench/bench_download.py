@@ -33,13 +33,12 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.bench.measure import PROJECT_ROOT, ensure_input, run_sampled
+from tests.bench.measure import PROJECT_ROOT, ensure_input, extract_commit, run_sampled
 from tests.bench.shapes import SHAPES, ensure_many_days
 
 VARIANTS = ("downloader", "before", "naive", "floor")
@@ -117,19 +116,6 @@ def _submit_command(script: Path, args: list[str], driver_memory: str, master: s
                       f"-Dlog4j2.configurationFile=file:{PROJECT_ROOT}/env/log4j2.properties",
             "--conf", "spark.executor.extraJavaOptions=-Duser.timezone=UTC",
             str(script), *args]
-
-
-def extract_commit(revision: str, workdir: Path) -> Path:
-    """The project's files at `revision`, extracted once into the workdir (no worktree touched)."""
-    commit = subprocess.run(["git", "rev-parse", "--short", revision], cwd=PROJECT_ROOT,
-                            check=True, capture_output=True, text=True).stdout.strip()
-    tree = workdir / f"tree-{commit}"
-    if not (tree / "spark-downloader.py").is_file():
-        tree.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(["git", "archive", commit], cwd=PROJECT_ROOT, check=True,
-                                 capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-    return tree
 
 
 def ensure_shape(input_dir: Path, shape: str, rows: int) -> Path:

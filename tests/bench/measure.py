@@ -130,3 +130,18 @@ def ensure_input(workdir: Path, rows: int) -> Path:
     print(f"input: {info.readings:,} readings in {len(info.files)} files at {raw_path} "
           f"({time.monotonic() - started:.0f} s to ensure)", flush=True)
     return raw_path
+
+
+def extract_commit(revision: str, workdir: Path) -> Path:
+    """The project's files at `revision`, extracted once into `workdir` (no worktree touched)."""
+    commit = subprocess.run(["git", "rev-parse", "--short", revision], cwd=PROJECT_ROOT,
+                            check=True, capture_output=True, text=True).stdout.strip()
+    tree = workdir / f"tree-{commit}"
+    extracted = tree / ".extracted"
+    if not extracted.is_file():
+        tree.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", commit], cwd=PROJECT_ROOT, check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+        extracted.write_text(commit + "\n")
+    return tree

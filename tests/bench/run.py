@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 from devtools import local_postgres
 from devtools.demo import MARKER_FILE, read_demo_dataset_info
 from devtools.dev_env import JDBC_DRIVER_JAR
-from tests.bench.measure import ensure_input, run_sampled
+from tests.bench.measure import ensure_input, extract_commit, run_sampled
 from tests.bench.shapes import SHAPES, ensure_many_days
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -116,15 +116,8 @@ def ensure_shape(work: Path, shape: str, rows: int) -> Path:
 def before_tree(revision: str, work: Path) -> Path:
     """`revision`'s files extracted once into the workdir (no worktree touched), its virtualenv
     made ready outside the timed runs."""
-    commit = subprocess.run(["git", "rev-parse", "--short", revision], cwd=PROJECT_ROOT,
-                            check=True, capture_output=True, text=True).stdout.strip()
-    tree = work / f"tree-{commit}"
-    if not (tree / "start-spark.sh").is_file():
-        tree.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(["git", "archive", commit], cwd=PROJECT_ROOT, check=True,
-                                 capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-    print(f"before = {revision} ({commit}) at {tree}; preparing its virtualenv", flush=True)
+    tree = extract_commit(revision, work)
+    print(f"before = {revision} at {tree}; preparing its virtualenv", flush=True)
     # Its launcher makes the virtualenv before anything else, --help included.
     helped = subprocess.run([str(tree / "start-spark.sh"), "--help"], env=_before_env(tree),
                             stdout=subprocess.DEVNULL)
