@@ -30,13 +30,11 @@ import psycopg2.errors
 import pyarrow as pa
 from psycopg2 import sql
 from pyarrow import csv as pa_csv
-from pyspark.sql import DataFrame
 
 from batch.catalog import RUNS, Catalog
 from batch.config import Secret, parse_identifier
 from batch.errors import ConfigurationError, PublishError
-from batch.schema import BIGINT, BOOLEAN, DATE, DOUBLE, INTEGER, TEXT, TIMESTAMPTZ, Column, Rows, Table, View
-from batch.session import collect_to_pandas
+from batch.schema import BIGINT, BOOLEAN, DATE, DOUBLE, INTEGER, TEXT, TIMESTAMPTZ, Column, Table, View
 
 log = logging.getLogger(__name__)
 
@@ -445,17 +443,16 @@ def _copy_text(rows: pd.DataFrame, columns: tuple[Column, ...]) -> io.BytesIO:
 
 
 def write_staging(conn: psycopg2.extensions.connection, target: PostgresTarget, table: Table,
-                  rows: Rows, staging: str) -> None:
+                  rows: pd.DataFrame, staging: str) -> None:
     """Write `rows` (`table`'s, see `Table.build`) into the staging table `staging` with one COPY.
 
-    A Spark DataFrame is collected to the driver first: published tables are small (one row
-    per group), and the job's own connection writes them, in one round trip per table.
+    Published tables are small (one row per group, rolled up in the driver): the job's own
+    connection writes them, in one round trip per table.
     """
-    local = collect_to_pandas(rows) if isinstance(rows, DataFrame) else rows
     statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
         _ident(target.schema, staging), sql.SQL(", ").join(map(sql.Identifier, table.column_names)))
     with conn.cursor() as cursor:
-        cursor.copy_expert(statement.as_string(conn), _copy_text(local, table.columns))
+        cursor.copy_expert(statement.as_string(conn), _copy_text(rows, table.columns))
     conn.commit()
 
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import pandas as pd
 from psycopg2 import sql
-from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
 
@@ -59,12 +58,11 @@ class Column:
             f" {self.constraint}" if self.constraint else "")
 
 
-# What a table's build function receives: what the analysis computed, by name (the roll-up's
-# statistics per table, batch.aggregations.rollup_all; the indoor-air compliance tables). A
-# build function returns the table's rows as a pandas DataFrame, or as a Spark DataFrame the
-# sink collects (published tables are small: one row per group).
+# What a table's build function receives: what the analysis computed in the driver, by name
+# (the roll-up's statistics per table, batch.aggregations.rollup_all; the indoor-air
+# compliance tables, batch.iaq.iaq_results). A build function returns the table's rows as a
+# pandas DataFrame (published tables are small: one row per group).
 Results = Mapping[str, Any]
-Rows = Union[pd.DataFrame, DataFrame]
 
 
 @dataclass(frozen=True)
@@ -77,7 +75,7 @@ class Table:
     columns: tuple[Column, ...]
     # Its rows, from the analysis results; None for a table the jobs write row by row
     # (batch_runs), which is never staged nor swapped.
-    build: Callable[[Results], Rows] | None = None
+    build: Callable[[Results], pd.DataFrame] | None = None
 
     def __post_init__(self) -> None:
         names = [column.name for column in self.columns]
