@@ -127,8 +127,11 @@ def before_tree(revision: str, work: Path) -> Path:
 
 
 def _before_env(tree: Path) -> dict[str, str]:
-    # Its own virtualenv: an editable install of another tree would change this one's.
-    return {**os.environ, "PYTHONPATH": str(tree), "VENV_DIR": str(tree / ".venv")}
+    # Its own virtualenv: an editable install of another tree would change this one's. An
+    # earlier commit's analysis may write through Spark's JDBC writer: its launcher passes
+    # POSTGRES_JDBC_JAR to spark-submit.
+    return {**os.environ, "PYTHONPATH": str(tree), "VENV_DIR": str(tree / ".venv"),
+            "POSTGRES_JDBC_JAR": str(JDBC_JAR)}
 
 
 def _spark_env() -> dict[str, str]:
