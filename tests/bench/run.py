@@ -173,8 +173,13 @@ def variants(raw: Path, server: local_postgres.LocalPostgres, work: Path,
     }
     if before is not None:
         # Its own schema: its tables may be shaped differently.
-        plan["before"] = ([str(before / "start-spark.sh"), "--foreground"],
-                          {**analysis_env, **_before_env(before), "POSTGRES_SCHEMA": "bench_before"},
+        # Its launcher finds its own Spark and Python: none of this tree's.
+        own = {name: value for name, value in analysis_env.items()
+               if name not in ("SPARK_HOME", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")}
+        # Run from its own folder: an earlier launcher may resolve its settings from there.
+        plan["before"] = (["bash", "-c", 'cd "$1" && exec ./start-spark.sh --foreground', "before",
+                           str(before)],
+                          {**own, **_before_env(before), "POSTGRES_SCHEMA": "bench_before"},
                           summary)
     return plan
 
