@@ -160,7 +160,8 @@ def variants(raw: Path, server: local_postgres.LocalPostgres, work: Path,
     analysis_env = {**env, "RAW_DATA_PATH": str(raw), "SPARK_MASTER": MASTER,
                     **server.environment(), "POSTGRES_PASSWORD": "", "POSTGRES_SCHEMA": "bench",
                     "SUMMARY_JSON": str(summary), "LOG_DIR": str(work / "logs"),
-                    "RUN_DIR": str(work / "run"), "BATCH_TIMEZONE": "Europe/Rome"}
+                    "RUN_DIR": str(work / "run"), "REPORT_DIR": str(work / "reports"),
+                    "BATCH_TIMEZONE": "Europe/Rome"}
     seed_env = {**env, "BENCH_POSTGRES_PASSWORD": server.password()}
     url = f"jdbc:postgresql://{server.host}:{server.port}/{server.database}"
     plan: Plan = {
