@@ -275,8 +275,8 @@ def partial_statistics(
 # the partials collected once through Arrow, instead of as more distributed Spark stages
 # and jobs whose fixed cost exceeded the work. Its memory is bounded by the number of
 # partial rows - at most device-days of data x (1 + exclusion reasons), about 400,000 rows
-# of ~45 columns (~150 MiB) for 1,000 devices over two school years - and does not grow
-# with the number of readings.
+# of ~70 columns (~300 MiB in pandas, the compliance sums included) for 1,000 devices over
+# two school years - and does not grow with the number of readings.
 
 def group_keys(groupings: tuple[Grouping, ...]) -> tuple[GroupKey, ...]:
     """Every key of `groupings`, once each."""

@@ -274,9 +274,6 @@ _TEMPERATURE_N, _TEMPERATURE_SUM, _TEMPERATURE_IN_BAND = (
     "iaq_temperature_n", "iaq_temperature_sum", "iaq_temperature_in_band_n")
 _PIR_N, _PIR_MOTION = "iaq_pir_n", "iaq_pir_motion_n"
 _LONGEST_US = "iaq_longest_episode_us"
-IAQ_PARTIAL_COLUMNS: tuple[str, ...] = (
-    _CO2_N, _CO2_SUM, _CO2_MAX, *_CATEGORY_N, _TEMPERATURE_N, _TEMPERATURE_SUM,
-    _TEMPERATURE_IN_BAND, _PIR_N, _PIR_MOTION)
 
 
 def _in_heating_season(date: Column, season: tuple[tuple[int, int], tuple[int, int]]) -> Column:
@@ -675,7 +672,7 @@ def iaq_catalog_tables(settings: IaqSettings, timezone: str) -> tuple[Table, ...
 
 def latest_week_view() -> View:
     def query(table: Callable[[str], sql.Composable]) -> sql.Composable:
-        # The order of latest_complete_week_iaq (_worst_first).
+        # The order of latest_complete_week_iaq.
         return sql.SQL(
             "SELECT * FROM (SELECT DISTINCT ON (institute, classroom) * FROM {weekly} "
             "WHERE week_complete ORDER BY institute, classroom, week_start DESC) latest "

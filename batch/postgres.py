@@ -1,9 +1,9 @@
 """The PostgreSQL sink: DDL and schema evolution derived from the catalog, atomic publication, run records.
 
 The job's own connection COPYs each table's rows (small: one row per group, rolled up in the
-driver) into an unlogged staging table; one PostgreSQL transaction then replaces the published rows by the staged ones (DELETE +
-INSERT, which is MVCC-safe: a reader sees the complete previous results or the complete new
-ones) and marks the run succeeded. Published tables are never dropped, so their indexes,
+driver) into an unlogged staging table; one PostgreSQL transaction then replaces the
+published rows by the staged ones (DELETE + INSERT, which is MVCC-safe: a reader sees the
+complete previous results or the complete new ones) and marks the run succeeded. Published tables are never dropped, so their indexes,
 grants and dependent views stay. A session-level advisory lock keeps two runs against the
 same schema from interleaving; it lives as long as the job's connection, so a run that loses
 that connection (a PostgreSQL restart) fails rather than publish without it, and its staging
@@ -30,11 +30,12 @@ import psycopg2.errors
 import pyarrow as pa
 from psycopg2 import sql
 from pyarrow import csv as pa_csv
+from pyspark.sql.pandas.types import to_arrow_type
 
 from batch.catalog import RUNS, Catalog
 from batch.config import Secret, parse_identifier
 from batch.errors import ConfigurationError, PublishError
-from batch.schema import BIGINT, BOOLEAN, DATE, DOUBLE, INTEGER, TEXT, TIMESTAMPTZ, Column, Table, View
+from batch.schema import Column, Table, View
 
 log = logging.getLogger(__name__)
 
@@ -421,20 +422,16 @@ def tidy_up(conn: psycopg2.extensions.connection, target: PostgresTarget, tables
                     _first_line(error))
 
 
-# How Arrow holds each published column type for the COPY text.
-_ARROW_TYPES = {TEXT: pa.string(), INTEGER: pa.int32(), BIGINT: pa.int64(), DOUBLE: pa.float64(),
-                BOOLEAN: pa.bool_(), DATE: pa.date32(), TIMESTAMPTZ: pa.timestamp("us", tz="UTC")}
-
-
 def _copy_text(rows: pd.DataFrame, columns: tuple[Column, ...]) -> io.BytesIO:
     """`rows` as the CSV that `COPY ... (FORMAT csv)` reads, columns in catalog order.
 
     Written by Arrow's CSV writer (C++; pandas' writer took ten times longer): every string
     is quoted, so an empty name stays an empty string, and a missing value is an unquoted
     empty field, PostgreSQL's NULL; doubles are written in their shortest form that reads
-    back to the same double; tz-naive timestamps are the session's UTC instants.
+    back to the same double; timestamps are UTC instants (PySpark's Arrow type of each
+    column's Spark type, as batch.session.collect_to_pandas collects them).
     """
-    schema = pa.schema([pa.field(column.name, _ARROW_TYPES[column.type]) for column in columns])
+    schema = pa.schema([pa.field(column.name, to_arrow_type(column.type.spark)) for column in columns])
     table = pa.Table.from_pandas(rows[list(schema.names)], schema=schema, preserve_index=False)
     text = io.BytesIO()
     pa_csv.write_csv(table, text, pa_csv.WriteOptions(include_header=False))
