@@ -42,8 +42,12 @@ from batch.aggregations import (
     INSTITUTE_KEY,
     ISO_WEEK_KEY,
     ISO_YEAR_KEY,
+    LOCAL_MICROS,
+    MICROS_PER_DAY,
     READING_DATE,
     WEEK_START_KEY,
+    local_days,
+    with_local_time,
     with_reading_date,
 )
 from batch.config import Option, number, settings_type
@@ -241,16 +245,18 @@ def with_occupied_range(validated_df: DataFrame, timezone: str, occupancy: Occup
     """Add `occupied_range_end_us`: for an occupied reading, the UTC instant (µs since the
     epoch) its occupied range ends; null for a reading outside the occupied time or excluded.
 
-    Local wall-clock time comes from from_utc_timestamp (the session time zone is UTC, as
-    in batch.aggregations.with_reading_date). The range end is a local time of the reading's
-    date turned back into an instant, so a range on a daylight-saving change day lasts
-    what the clocks on the wall say it lasts.
+    Local wall-clock time is batch.aggregations.with_local_time's, converted once per
+    reading. The range end is a local time of the reading's date turned back into an
+    instant, so a range on a daylight-saving change day lasts what the clocks on the wall
+    say it lasts.
     """
-    local = F.from_utc_timestamp(F.col(SENDTIME), timezone)
-    local_date = F.to_date(local)
-    midnight_us = F.unix_micros(local_date.cast("timestamp"))
-    of_day_us = F.unix_micros(local) - midnight_us
-    weekday = (F.dayofweek(local_date) + 5) % 7  # 0 = Monday, as Timetable.ranges
+    with_local = validated_df.transform(with_local_time, timezone)
+    local_micros = F.col(LOCAL_MICROS)
+    days = local_days(local_micros)
+    local_date = F.date_from_unix_date(days.cast("int"))
+    midnight_us = days * MICROS_PER_DAY
+    of_day_us = local_micros - midnight_us
+    weekday = F.pmod(days + 3, F.lit(7))  # 0 = Monday, as Timetable.ranges (1970-01-01: a Thursday)
     end_seconds = _range_end_seconds(occupancy.default_timetable, weekday, of_day_us)
     for institute, timetable in reversed(occupancy.institute_timetables):
         end_seconds = F.when(F.col(INSTITUTE) == institute,
@@ -260,7 +266,7 @@ def with_occupied_range(validated_df: DataFrame, timezone: str, occupancy: Occup
     occupied = F.col(EXCLUSION_REASON).isNull() & F.col(_END_SECONDS).isNotNull() \
         & ~_closed(occupancy, local_date)
     # The range end in a column of its own: the timetable's CASE is evaluated once.
-    return (validated_df.withColumn(_END_SECONDS, end_seconds)
+    return (with_local.withColumn(_END_SECONDS, end_seconds)
             .withColumn(OCCUPIED_RANGE_END, F.when(occupied, F.unix_micros(end_instant)))
             .drop(_END_SECONDS))
 
@@ -352,15 +358,23 @@ def longest_episodes(occupied_df: DataFrame, timezone: str, rules: IaqRules) -> 
     """One row per device and local day with an occupied CO2 value: `iaq_longest_episode_us`,
     the day's longest episode above the BB101 peak, from readings carrying
     `occupied_range_end_us` (`with_occupied_range`)."""
-    reading = F.struct(F.unix_micros(F.col(SENDTIME)).alias("t"), F.col("co2").alias("co2"),
-                       F.col(OCCUPIED_RANGE_END).alias("end"))
-    return (occupied_df.filter(F.col(OCCUPIED_RANGE_END).isNotNull() & F.col("co2").isNotNull())
-            .select(INSTITUTE, CLASSROOM, DEVICE, SENDTIME, "co2", OCCUPIED_RANGE_END)
+    occupied_co2 = F.col(OCCUPIED_RANGE_END).isNotNull()
+    reading = F.when(occupied_co2, F.struct(F.unix_micros(F.col(SENDTIME)).alias("t"),
+                                            F.col("co2").alias("co2"),
+                                            F.col(OCCUPIED_RANGE_END).alias("end")))
+    highest = F.max(F.when(occupied_co2, F.col("co2")))
+    # Sorted by (t, co2): ties of sendtime are ordered by value, as in the reference.
+    longest = _longest_episode_us(F.array_sort(F.collect_list(reading)),  # collect_list skips nulls
+                                  rules.bb101_peak_co2_ppm, rules.reading_max_us)
+    # The occupied test sits in the aggregate, not in a filter: Spark would push a filter
+    # below with_occupied_range's projection and evaluate the timetable there again. Days
+    # that never pass the peak (most) skip the sort and the fold: their longest is 0.
+    return (occupied_df.filter(F.col("co2").isNotNull())
             .transform(with_reading_date, timezone)
             .groupBy(INSTITUTE, CLASSROOM, DEVICE, READING_DATE)
-            # Sorted by (t, co2): ties of sendtime are ordered by value, as in the reference.
-            .agg(_longest_episode_us(F.array_sort(F.collect_list(reading)), rules.bb101_peak_co2_ppm,
-                                     rules.reading_max_us).alias(_LONGEST_US)))
+            .agg(F.when(highest > F.lit(rules.bb101_peak_co2_ppm), longest)
+                 .when(highest.isNotNull(), F.lit(0).cast("long")).alias(_LONGEST_US))
+            .filter(F.col(_LONGEST_US).isNotNull()))
 
 
 # --- roll-ups, in the driver -------------------------------------------------------------
