@@ -44,14 +44,13 @@ from batch.iaq import (
     IAQ_VALIDATED_METRICS,
     IaqRules,
     IaqSettings,
+    collect_longest_episodes,
     iaq_partial_aggregates,
     iaq_results,
-    longest_episodes,
     parse_ppm,
     with_occupied_range,
 )
 from batch.readers import read_raw_readings, undecodable_file
-from batch.session import collect_to_pandas
 from batch.summary import JobSummary
 from batch.spark_errors import spark_error_chain
 from batch.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings
@@ -268,8 +267,8 @@ def _first_pass(spark: SparkSession, settings: AnalysisSettings, summary: RunSum
                     occupied_df.transform(partial_statistics, settings.batch_timezone, settings.thresholds,
                                           metrics, extra_aggregates=iaq_partial_aggregates(iaq_rules)),
                     group_keys(groupings) + IAQ_GROUP_KEYS)
-                episodes = collect_to_pandas(
-                    occupied_df.transform(longest_episodes, settings.batch_timezone, iaq_rules))
+                episodes = collect_longest_episodes(occupied_df, settings.batch_timezone,
+                                                    iaq_rules, partials)
                 return partials, episodes
             except (Py4JJavaError, CapturedException) as error:
                 damaged = _unreadable_file_error(error)

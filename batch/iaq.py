@@ -9,7 +9,9 @@ batch.aggregations.partial_statistics (`iaq_partial_aggregates` are extra expres
 same groupBy over the same validated readings). The longest episode above the BB101 peak
 needs the readings in time order: `longest_episodes` collects each device-day's occupied
 CO2 readings as a small array of (sendtime, co2, range end), sorted and folded with Spark's
-higher-order functions (no Python UDF), in a narrow aggregation of its own. Memory bound:
+higher-order functions (no Python UDF), in a narrow aggregation of its own, and only for
+the device-days whose highest occupied CO2 (known from the partials) passes the peak: the
+other days have no episode. Memory bound:
 per device and local day, the occupied readings with a CO2 value only (about 70 at one
 reading every 5 minutes over a 6-hour school day, 24 bytes each); the array is reduced to
 one number per device-day. Everything after that is a small roll-up, in the driver
@@ -36,6 +38,7 @@ import pandas as pd
 from psycopg2 import sql
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from batch.aggregations import (
     CLASSROOM_KEY,
@@ -55,6 +58,7 @@ from batch.contract import CLASSROOM, DEVICE, INSTITUTE, METRIC_NAMES, RAW_COLUM
 from batch.errors import ConfigurationError
 from batch.schema import BIGINT, BOOLEAN, DATE, DOUBLE, INTEGER, Results, Table, View
 from batch.schema import Column as PublishedColumn
+from batch.session import collect_to_pandas, session_conf
 from batch.timetable import (
     ALL_INSTITUTES,
     Occupancy,
@@ -354,27 +358,54 @@ def iaq_partial_aggregates(rules: IaqRules) -> list[Column]:
     ]
 
 
-def longest_episodes(occupied_df: DataFrame, timezone: str, rules: IaqRules) -> DataFrame:
-    """One row per device and local day with an occupied CO2 value: `iaq_longest_episode_us`,
+_EPISODE_KEYS = (INSTITUTE, CLASSROOM, DEVICE, READING_DATE)
+
+
+def peak_days(partials: pd.DataFrame, rules: IaqRules) -> pd.DataFrame:
+    """The keys of the device-days whose occupied CO2 passes the BB101 peak, from the
+    partials (`iaq_partial_aggregates`' maximum): the only days with an episode."""
+    included = partials[partials[EXCLUSION_REASON].isna()]
+    return included.loc[included[_CO2_MAX] > rules.bb101_peak_co2_ppm, list(_EPISODE_KEYS)]
+
+
+def longest_episodes(occupied_df: DataFrame, timezone: str, rules: IaqRules,
+                     days_df: DataFrame) -> DataFrame:
+    """One row per device-day of `days_df` (`peak_days`' keys): `iaq_longest_episode_us`,
     the day's longest episode above the BB101 peak, from readings carrying
-    `occupied_range_end_us` (`with_occupied_range`)."""
-    occupied_co2 = F.col(OCCUPIED_RANGE_END).isNotNull()
-    reading = F.when(occupied_co2, F.struct(F.unix_micros(F.col(SENDTIME)).alias("t"),
-                                            F.col("co2").alias("co2"),
-                                            F.col(OCCUPIED_RANGE_END).alias("end")))
-    highest = F.max(F.when(occupied_co2, F.col("co2")))
-    # Sorted by (t, co2): ties of sendtime are ordered by value, as in the reference.
-    longest = _longest_episode_us(F.array_sort(F.collect_list(reading)),  # collect_list skips nulls
-                                  rules.bb101_peak_co2_ppm, rules.reading_max_us)
-    # The occupied test sits in the aggregate, not in a filter: Spark would push a filter
-    # below with_occupied_range's projection and evaluate the timetable there again. Days
-    # that never pass the peak (most) skip the sort and the fold: their longest is 0.
+    `occupied_range_end_us` (`with_occupied_range`).
+
+    Only those days' readings are sorted and folded: `days_df` is broadcast (a row per
+    device-day at most, the driver's bound) and the rest of the input is dropped by the
+    join, before the aggregation. Every other day's longest episode is 0.
+    """
+    reading = F.struct(F.unix_micros(F.col(SENDTIME)).alias("t"), F.col("co2").alias("co2"),
+                       F.col(OCCUPIED_RANGE_END).alias("end"))
+    # The occupied test sits in the aggregate (collect_list skips nulls), not in a filter:
+    # Spark would push a filter below with_occupied_range's projection and evaluate the
+    # timetable there again.
+    readings = F.collect_list(F.when(F.col(OCCUPIED_RANGE_END).isNotNull(), reading))
     return (occupied_df.filter(F.col("co2").isNotNull())
             .transform(with_reading_date, timezone)
-            .groupBy(INSTITUTE, CLASSROOM, DEVICE, READING_DATE)
-            .agg(F.when(highest > F.lit(rules.bb101_peak_co2_ppm), longest)
-                 .when(highest.isNotNull(), F.lit(0).cast("long")).alias(_LONGEST_US))
-            .filter(F.col(_LONGEST_US).isNotNull()))
+            .join(F.broadcast(days_df), list(_EPISODE_KEYS), "left_semi")
+            .groupBy(*_EPISODE_KEYS)
+            # Sorted by (t, co2): ties of sendtime are ordered by value, as in the reference.
+            .agg(_longest_episode_us(F.array_sort(readings), rules.bb101_peak_co2_ppm,
+                                     rules.reading_max_us).alias(_LONGEST_US)))
+
+
+def collect_longest_episodes(occupied_df: DataFrame, timezone: str, rules: IaqRules,
+                             partials: pd.DataFrame) -> pd.DataFrame:
+    """`longest_episodes` of the `peak_days` of `partials`, in the driver; no Spark job
+    when no day passes the peak."""
+    days = peak_days(partials, rules)
+    if days.empty:
+        return days.assign(**{_LONGEST_US: pd.Series(dtype="int64")})
+    spark = occupied_df.sparkSession
+    schema = T.StructType([*(T.StructField(key, T.StringType()) for key in (INSTITUTE, CLASSROOM, DEVICE)),
+                           T.StructField(READING_DATE, T.DateType())])
+    with session_conf(spark, {"spark.sql.execution.arrow.pyspark.enabled": "true"}):
+        days_df = spark.createDataFrame(days, schema)
+    return collect_to_pandas(occupied_df.transform(longest_episodes, timezone, rules, days_df))
 
 
 # --- roll-ups, in the driver -------------------------------------------------------------
@@ -410,7 +441,7 @@ def classroom_day_totals(partials: pd.DataFrame, episodes: pd.DataFrame, rules: 
     (`longest_episodes`), BB101 flags.
 
     `partials`: partial_statistics with `iaq_partial_aggregates` and the ISO week keys
-    (batch.aggregations.collect_partials); `episodes`: `longest_episodes`, collected.
+    (batch.aggregations.collect_partials); `episodes`: `collect_longest_episodes`.
     """
     keys = [*_CLASSROOM_KEYS, READING_DATE]
     included = partials[partials[EXCLUSION_REASON].isna()]
@@ -419,10 +450,11 @@ def classroom_day_totals(partials: pd.DataFrame, episodes: pd.DataFrame, rules: 
     days[_CO2_MAX] = by_day[_CO2_MAX].max()
     days[list(_WEEK_KEYS)] = by_day[list(_WEEK_KEYS)].first()
     days = days[(days[_CO2_N] + days[_TEMPERATURE_N]) > 0]
-    # A day with an occupied CO2 value has its episodes row (the longest may be 0).
     longest = episodes.groupby(keys, sort=False)[_LONGEST_US].max()
     days = days.join(longest, how="left").reset_index()
     school_day = days[_CO2_N] > 0
+    # Only days past the peak have an episodes row (peak_days): the others' longest is 0.
+    days[_LONGEST_US] = days[_LONGEST_US].fillna(0)
     days[_SCHOOL_DAY] = school_day
     days[_BB101_MEAN_MET] = _nullable_flag(
         days[_CO2_SUM] / days[_CO2_N].where(school_day) < rules.bb101_mean_co2_ppm, school_day)
@@ -710,6 +742,7 @@ def iaq_results(partials: pd.DataFrame, episodes: pd.DataFrame, rules: IaqRules)
 
 __all__ = [
     "IAQ_GROUP_KEYS", "IAQ_OPTIONS", "IAQ_VALIDATED_METRICS", "IaqRules", "IaqSettings", "IaqTables",
-    "iaq_partial_aggregates", "iaq_tables", "latest_complete_week_iaq", "longest_episodes",
+    "iaq_partial_aggregates", "iaq_tables", "latest_complete_week_iaq", "collect_longest_episodes",
+    "longest_episodes", "peak_days",
     "with_occupied_range",
 ]

@@ -22,7 +22,6 @@ from batch.aggregations import Thresholds, collect_partials, partial_statistics
 from batch.config import resolve_options
 from batch.contract import ANALYSIS_COLUMNS, canonical_schema
 from batch.errors import ConfigurationError
-from batch.session import collect_to_pandas
 from batch.iaq import (
     IAQ_GROUP_KEYS,
     IAQ_OPTIONS,
@@ -33,7 +32,7 @@ from batch.iaq import (
     iaq_partial_aggregates,
     iaq_tables,
     latest_complete_week_iaq,
-    longest_episodes,
+    collect_longest_episodes,
     with_occupied_range,
 )
 from batch.timetable import Occupancy, parse_timetable
@@ -71,7 +70,7 @@ def compute(readings_df: DataFrame, rules: IaqRules = DEFAULT_RULES,
     partials = collect_partials(occupied.transform(
         partial_statistics, timezone, Thresholds(), extra_aggregates=iaq_partial_aggregates(rules)),
         IAQ_GROUP_KEYS)
-    episodes = collect_to_pandas(occupied.transform(longest_episodes, timezone, rules))
+    episodes = collect_longest_episodes(occupied, timezone, rules, partials)
     return iaq_tables(partials, episodes, rules)
 
 

@@ -23,7 +23,7 @@ from pyspark.sql import SparkSession, functions as F
 from batch import aggregations, analysis, iaq
 from batch.contract import METRICS
 from batch.readers import read_raw_readings
-from batch.session import BASE_CONF, collect_to_pandas
+from batch.session import BASE_CONF
 from batch.validation import validate_readings
 
 builder = SparkSession.builder.appName("bench-profile-aggregate")
@@ -44,13 +44,13 @@ STEPS: list[tuple[str, str]] = [
      "partials_df = occupied_df.transform(aggregations.partial_statistics, TIMEZONE,"
      " aggregations.Thresholds(), METRICS, extra_aggregates=iaq.iaq_partial_aggregates(rules))"
      ".coalesce(spark.sparkContext.defaultParallelism).localCheckpoint()"),
-    ("episodes: scan, validate, aggregate",
-     "episodes_df = occupied_df.transform(iaq.longest_episodes, TIMEZONE, rules)"
-     ".coalesce(spark.sparkContext.defaultParallelism).localCheckpoint()"),
-    ("partials and episodes to the driver (Arrow)",
+    ("partials to the driver (Arrow)",
      "partials = aggregations.collect_partials(partials_df,"
      " aggregations.group_keys(aggregations.GROUPINGS) + iaq.IAQ_GROUP_KEYS);"
-     " episodes = collect_to_pandas(episodes_df); print(f'    {len(partials):,} partial rows')"),
+     " print(f'    {len(partials):,} partial rows')"),
+    ("episodes of the peak days: scan, aggregate, collect",
+     "episodes = iaq.collect_longest_episodes(occupied_df, TIMEZONE, rules, partials);"
+     " print(f'    {len(episodes):,} device-days past the peak')"),
     ("validation counts", "aggregations.validation_counts(partials, METRICS)"),
     ("roll-up of every grouping", "aggregations.rollup_all(partials, aggregations.GROUPINGS, METRICS)"),
     ("IAQ tables", "iaq.iaq_results(partials, episodes, rules)"),
