@@ -260,14 +260,15 @@ def _first_pass(spark: SparkSession, settings: AnalysisSettings, summary: RunSum
                 unreadable)
             summary.record_input(input_files)
         with summary.phase("aggregate"):
-            occupied_df = (readings_df.transform(validate_readings, _validated(metrics), settings.drop_replays)
-                           .transform(with_occupied_range, settings.batch_timezone, iaq_rules.occupancy))
+            validated_df = readings_df.transform(validate_readings, _validated(metrics),
+                                                 settings.drop_replays)
             try:
                 partials = collect_partials(
-                    occupied_df.transform(partial_statistics, settings.batch_timezone, settings.thresholds,
-                                          metrics, extra_aggregates=iaq_partial_aggregates(iaq_rules)),
+                    validated_df.transform(with_occupied_range, settings.batch_timezone, iaq_rules.occupancy)
+                    .transform(partial_statistics, settings.batch_timezone, settings.thresholds,
+                               metrics, extra_aggregates=iaq_partial_aggregates(iaq_rules)),
                     group_keys(groupings) + IAQ_GROUP_KEYS)
-                episodes = collect_longest_episodes(occupied_df, settings.batch_timezone,
+                episodes = collect_longest_episodes(validated_df, settings.batch_timezone,
                                                     iaq_rules, partials)
                 return partials, episodes
             except (Py4JJavaError, CapturedException) as error:

@@ -368,44 +368,44 @@ def peak_days(partials: pd.DataFrame, rules: IaqRules) -> pd.DataFrame:
     return included.loc[included[_CO2_MAX] > rules.bb101_peak_co2_ppm, list(_EPISODE_KEYS)]
 
 
-def longest_episodes(occupied_df: DataFrame, timezone: str, rules: IaqRules,
+def longest_episodes(validated_df: DataFrame, timezone: str, rules: IaqRules,
                      days_df: DataFrame) -> DataFrame:
     """One row per device-day of `days_df` (`peak_days`' keys): `iaq_longest_episode_us`,
-    the day's longest episode above the BB101 peak, from readings carrying
-    `occupied_range_end_us` (`with_occupied_range`).
+    the day's longest episode above the BB101 peak, from validated readings.
 
-    Only those days' readings are sorted and folded: `days_df` is broadcast (a row per
-    device-day at most, the driver's bound) and the rest of the input is dropped by the
-    join, before the aggregation. Every other day's longest episode is 0.
+    Only those days' readings are looked at: `days_df` is broadcast (a row per device-day
+    at most, the driver's bound) and drops the rest of the input before the timetable is
+    evaluated and before the sort and the fold. Every other day's longest episode is 0.
     """
     reading = F.struct(F.unix_micros(F.col(SENDTIME)).alias("t"), F.col("co2").alias("co2"),
                        F.col(OCCUPIED_RANGE_END).alias("end"))
     # The occupied test sits in the aggregate (collect_list skips nulls), not in a filter:
     # Spark would push a filter below with_occupied_range's projection and evaluate the
-    # timetable there again.
+    # timetable twice.
     readings = F.collect_list(F.when(F.col(OCCUPIED_RANGE_END).isNotNull(), reading))
-    return (occupied_df.filter(F.col("co2").isNotNull())
+    return (validated_df.filter(F.col("co2").isNotNull())
             .transform(with_reading_date, timezone)
             .join(F.broadcast(days_df), list(_EPISODE_KEYS), "left_semi")
+            .transform(with_occupied_range, timezone, rules.occupancy)
             .groupBy(*_EPISODE_KEYS)
             # Sorted by (t, co2): ties of sendtime are ordered by value, as in the reference.
             .agg(_longest_episode_us(F.array_sort(readings), rules.bb101_peak_co2_ppm,
                                      rules.reading_max_us).alias(_LONGEST_US)))
 
 
-def collect_longest_episodes(occupied_df: DataFrame, timezone: str, rules: IaqRules,
+def collect_longest_episodes(validated_df: DataFrame, timezone: str, rules: IaqRules,
                              partials: pd.DataFrame) -> pd.DataFrame:
     """`longest_episodes` of the `peak_days` of `partials`, in the driver; no Spark job
     when no day passes the peak."""
     days = peak_days(partials, rules)
     if days.empty:
         return days.assign(**{_LONGEST_US: pd.Series(dtype="int64")})
-    spark = occupied_df.sparkSession
+    spark = validated_df.sparkSession
     schema = T.StructType([*(T.StructField(key, T.StringType()) for key in (INSTITUTE, CLASSROOM, DEVICE)),
                            T.StructField(READING_DATE, T.DateType())])
     with session_conf(spark, {"spark.sql.execution.arrow.pyspark.enabled": "true"}):
         days_df = spark.createDataFrame(days, schema)
-    return collect_to_pandas(occupied_df.transform(longest_episodes, timezone, rules, days_df))
+    return collect_to_pandas(validated_df.transform(longest_episodes, timezone, rules, days_df))
 
 
 # --- roll-ups, in the driver -------------------------------------------------------------

@@ -65,12 +65,12 @@ def readings(spark: SparkSession, rows: list[tuple]) -> DataFrame:
 
 def compute(readings_df: DataFrame, rules: IaqRules = DEFAULT_RULES,
             timezone: str = "UTC") -> IaqTables:
-    occupied = (readings_df.transform(validate_readings, IAQ_VALIDATED_METRICS, False)
-                .transform(with_occupied_range, timezone, rules.occupancy))
-    partials = collect_partials(occupied.transform(
-        partial_statistics, timezone, Thresholds(), extra_aggregates=iaq_partial_aggregates(rules)),
+    validated = readings_df.transform(validate_readings, IAQ_VALIDATED_METRICS, False)
+    partials = collect_partials(
+        validated.transform(with_occupied_range, timezone, rules.occupancy)
+        .transform(partial_statistics, timezone, Thresholds(), extra_aggregates=iaq_partial_aggregates(rules)),
         IAQ_GROUP_KEYS)
-    episodes = collect_longest_episodes(occupied, timezone, rules, partials)
+    episodes = collect_longest_episodes(validated, timezone, rules, partials)
     return iaq_tables(partials, episodes, rules)
 
 

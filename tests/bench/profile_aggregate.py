@@ -38,8 +38,8 @@ STEPS: list[tuple[str, str]] = [
     ("read (list files, footers, schema)",
      "readings_df, _ = read_raw_readings(spark, RAW_PATH, analysis._columns_read(METRICS))"),
     ("validate, occupied ranges (plan only)",
-     "occupied_df = (readings_df.transform(validate_readings, analysis._validated(METRICS), False)"
-     ".transform(iaq.with_occupied_range, TIMEZONE, rules.occupancy))"),
+     "validated_df = readings_df.transform(validate_readings, analysis._validated(METRICS), False);"
+     " occupied_df = validated_df.transform(iaq.with_occupied_range, TIMEZONE, rules.occupancy)"),
     ("partials: scan, validate, aggregate",
      "partials_df = occupied_df.transform(aggregations.partial_statistics, TIMEZONE,"
      " aggregations.Thresholds(), METRICS, extra_aggregates=iaq.iaq_partial_aggregates(rules))"
@@ -49,7 +49,7 @@ STEPS: list[tuple[str, str]] = [
      " aggregations.group_keys(aggregations.GROUPINGS) + iaq.IAQ_GROUP_KEYS);"
      " print(f'    {len(partials):,} partial rows')"),
     ("episodes of the peak days: scan, aggregate, collect",
-     "episodes = iaq.collect_longest_episodes(occupied_df, TIMEZONE, rules, partials);"
+     "episodes = iaq.collect_longest_episodes(validated_df, TIMEZONE, rules, partials);"
      " print(f'    {len(episodes):,} device-days past the peak')"),
     ("validation counts", "aggregations.validation_counts(partials, METRICS)"),
     ("roll-up of every grouping", "aggregations.rollup_all(partials, aggregations.GROUPINGS, METRICS)"),
