@@ -12,18 +12,22 @@ external resource, so the file opens offline by double-click and looks the same 
 from __future__ import annotations
 
 import argparse
+import functools
 
 import io
 import logging
+import multiprocessing
 import os
 import re
 import sys
 import tempfile
 import textwrap
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -701,6 +705,14 @@ def _mondays(cells: Sequence[ClassroomWeekCo2]) -> list[date]:
     return [first + timedelta(weeks=k) for k in range((last - first).days // 7 + 1)]
 
 
+# Drawing is ~0.2 s of Matplotlib per institute, one core's work while the job's cores are
+# otherwise idle: from this many institutes, the sections are drawn by a pool of processes
+# (spawned: the driver may hold the JVM gateway's threads, which fork would copy
+# half-locked), each paying ~1 s to start and import Matplotlib.
+PARALLEL_FROM_INSTITUTES = 8
+MAX_DRAWING_PROCESSES = 4
+
+
 def institute_sections(data: ReportData) -> list[InstituteSection]:
     weeks = _mondays(data.classroom_weeks)  # one axis for all institutes: heatmaps line up
     cells: dict[str, list[ClassroomWeekCo2]] = defaultdict(list)
@@ -712,8 +724,32 @@ def institute_sections(data: ReportData) -> list[InstituteSection]:
         trends[week.institute].append(week)
     for row in data.bb101 or []:
         ranked[row.institute].append(row)
-    return [institute_section(data, weeks, number, name, cells[name], trends[name], ranked[name])
-            for number, name in enumerate(sorted(cells.keys() | trends.keys()), start=1)]
+    names = sorted(cells.keys() | trends.keys())
+    # What every section shares, without the other institutes' rows (sent to each process).
+    shared = replace(data, classroom_weeks=[], institute_weeks=[], bb101=None)
+    columns = (list(range(1, len(names) + 1)), names, [cells[name] for name in names],
+               [trends[name] for name in names], [ranked[name] for name in names])
+    return _draw(functools.partial(institute_section, shared, weeks), columns, len(names))
+
+
+def _drawing_processes(sections: int) -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(cores, MAX_DRAWING_PROCESSES) if sections >= PARALLEL_FROM_INSTITUTES else 1
+
+
+def _draw(draw: Callable[..., InstituteSection], columns: tuple[list[Any], ...],
+          sections: int) -> list[InstituteSection]:
+    """`draw` applied to each row of `columns`, in order: in a pool of processes when
+    there are enough sections and cores, in this process otherwise or if the pool breaks."""
+    processes = _drawing_processes(sections)
+    if processes > 1:
+        try:
+            with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+                return list(pool.map(draw, *columns, chunksize=max(1, sections // (4 * processes))))
+        except (BrokenProcessPool, OSError) as error:
+            log.warning("drawing the report's charts in %d processes failed (%s); drawing them "
+                        "here", processes, error)
+    return list(map(draw, *columns))
 
 
 def institute_section(data: ReportData, weeks: Sequence[date], number: int, name: str,

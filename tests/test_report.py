@@ -247,6 +247,58 @@ def test_a_chart_laid_out_like_an_earlier_one_is_placed_as_its_own_layout_would(
         assert svg_numbers(together) == pytest.approx(svg_numbers(charts([name])[0]), abs=0.01)
 
 
+def many_institutes(data: report.ReportData, copies: int) -> report.ReportData:
+    """`data` with each institute's rows repeated under `copies` new names."""
+    def renamed(rows: Sequence[Any]) -> list[Any]:
+        return [dataclasses.replace(row, institute=f"{row.institute} {k:02d}")
+                for k in range(copies) for row in rows]
+    return dataclasses.replace(data, classroom_weeks=renamed(data.classroom_weeks),
+                               institute_weeks=renamed(data.institute_weeks),
+                               bb101=renamed(data.bb101 or []))
+
+
+def chart_numbers(section: report.InstituteSection) -> list[tuple[str, list[float]]]:
+    charts = [section.heatmap, section.bb101_chart, *section.trends]
+    return [(chart.title, svg_numbers(chart.svg)) for chart in charts if chart is not None]
+
+
+def test_many_institutes_are_drawn_in_processes_as_this_process_draws_them(
+        conn: Any, published_with_iaq: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    data = many_institutes(report.read_report_data(conn, published_with_iaq, None), 5)
+    assert len({week.institute for week in data.institute_weeks}) >= report.PARALLEL_FROM_INSTITUTES
+    monkeypatch.setattr(report, "_drawing_processes", lambda sections: 2)
+    started: list[int] = []
+
+    class CountedPool(report.ProcessPoolExecutor):
+        def __init__(self, processes: int, **kwargs: Any) -> None:
+            started.append(processes)
+            super().__init__(processes, **kwargs)
+
+    monkeypatch.setattr(report, "ProcessPoolExecutor", CountedPool)
+    in_processes = report.institute_sections(data)
+    assert started == [2]
+    monkeypatch.setattr(report, "_drawing_processes", lambda sections: 1)
+    here = report.institute_sections(data)
+    assert [(s.anchor, s.name, s.classrooms, s.bb101_rows) for s in in_processes] == [
+        (s.anchor, s.name, s.classrooms, s.bb101_rows) for s in here]
+    for drawn, expected in zip(in_processes, here):
+        assert [title for title, _ in chart_numbers(drawn)] == [title for title, _ in chart_numbers(expected)]
+        for (_, numbers), (_, expected_numbers) in zip(chart_numbers(drawn), chart_numbers(expected)):
+            assert numbers == pytest.approx(expected_numbers, abs=0.01)
+
+    class BrokenPool:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            raise OSError("no more processes")
+
+    monkeypatch.setattr(report, "_drawing_processes", lambda sections: 2)
+    monkeypatch.setattr(report, "ProcessPoolExecutor", BrokenPool)
+    with caplog.at_level("WARNING", logger=report.log.name):
+        fallback = report.institute_sections(data)
+    assert [s.name for s in fallback] == [s.name for s in here]
+    assert "drawing the report's charts in 2 processes failed (no more processes)" in caplog.text
+
+
 def test_institute_trend_is_the_published_weekly_means(conn: Any, published: str) -> None:
     assert report.institute_weeks(conn, published) == sorted(
         (report.InstituteWeek(institute, monday, *monday.isocalendar()[:2], co2, temperature)
