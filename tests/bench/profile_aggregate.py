@@ -54,6 +54,10 @@ STEPS: list[tuple[str, str]] = [
     ("validation counts", "aggregations.validation_counts(partials, METRICS)"),
     ("roll-up of every grouping", "aggregations.rollup_all(partials, aggregations.GROUPINGS, METRICS)"),
     ("IAQ tables", "iaq.iaq_results(partials, episodes, rules)"),
+    # The partials' grain with no statistic at all: what the grouping alone costs.
+    ("partials' keys only, no statistic (count)",
+     "occupied_df.transform(aggregations.with_reading_date, TIMEZONE)"
+     ".groupBy('exclusion_reason', 'institute', 'classroom', 'DevEui', 'reading_date').count().count()"),
     # The Spark floor's aggregation (tests/bench/spark_floor.py) on the same DataFrame.
     ("floor-shaped aggregation (count)",
      "readings_df.groupBy('institute', 'classroom', F.weekofyear('sendtime'))"
