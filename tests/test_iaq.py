@@ -193,6 +193,30 @@ def test_range_ends_and_lunch_break(spark: SparkSession) -> None:
         4, 2500.0, 2500.0, 20.0, True)
 
 
+def test_days_that_never_pass_the_peak_have_a_longest_episode_of_zero(spark: SparkSession) -> None:
+    """Only the days past the peak are sorted and folded; a day at or below it has a longest
+    episode of 0, and when no day passes the peak no Spark job looks for episodes at all."""
+    # 2000 ppm is the peak itself, not above it.
+    below = series("A", "1A", MONDAY, [("09:00", 1900.0), ("09:05", 2000.0)])
+    validated = readings(spark, below).transform(validate_readings, IAQ_VALIDATED_METRICS, False)
+    partials = collect_partials(
+        validated.transform(with_occupied_range, "UTC", DEFAULT_RULES.occupancy)
+        .transform(partial_statistics, "UTC", Thresholds(), extra_aggregates=iaq_partial_aggregates(DEFAULT_RULES)),
+        IAQ_GROUP_KEYS)
+    tracker = spark.sparkContext.statusTracker()
+    jobs = set(tracker.getJobIdsForGroup())
+    episodes = collect_longest_episodes(validated, "UTC", DEFAULT_RULES, partials)
+    assert episodes.empty and set(tracker.getJobIdsForGroup()) == jobs
+    day = by_classroom_day(iaq_tables(partials, episodes, DEFAULT_RULES).daily)[("1A", MONDAY)]
+    assert (day["longest_peak_episode_minutes"], day["bb101_peak_met"]) == (0.0, True)
+
+    # Beside a day past the peak: 2B's 09:00 reading stands for 5 minutes (the next one).
+    both = by_classroom_day(compute(readings(spark, below + series(
+        "B", "2B", MONDAY, [("09:00", 2100.0), ("09:05", 1000.0)]))).daily)
+    assert [(both[(room, MONDAY)]["longest_peak_episode_minutes"], both[(room, MONDAY)]["bb101_peak_met"])
+            for room in ("1A", "2B")] == [(0.0, True), (5.0, True)]
+
+
 def test_daylight_saving_change_days_in_rome(spark: SparkSession) -> None:
     rome = "Europe/Rome"
     rules = rules_with("Sun 01:00-04:00")
