@@ -964,9 +964,25 @@ def _remove_quietly(path: Path) -> None:
         log.warning("cannot remove the temporary file %s: %s", path, error.strerror)
 
 
+# How long an interrupted download waits for its cancelled tasks to stop before it deletes
+# their parts folder anyway (a task ends at its next row once told to; this bounds the wait).
+_CANCELLED_TASKS_WAIT_S = 30.0
+
+
 def _cancel_jobs(spark: SparkSession) -> None:
+    """Cancel the running jobs and wait until their tasks have stopped (bounded).
+
+    Cancelling only asks the tasks to stop: a task still running would create its attempt
+    folder again, and with it the parts folder, after the parts are deleted.
+    """
     try:
-        spark.sparkContext.cancelAllJobs()
+        context = spark.sparkContext
+        context.cancelAllJobs()
+        tracker = context._jsc.sc().statusTracker()
+        deadline = time.monotonic() + _CANCELLED_TASKS_WAIT_S
+        while (any(executor.numRunningTasks() for executor in tracker.getExecutorInfos())
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
     except Py4JError as error:
         log.warning("cannot cancel the running Spark jobs: %s", error)
 
