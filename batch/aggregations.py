@@ -370,11 +370,16 @@ def _rollup_grouping(included: pd.DataFrame, grouping: Grouping, metrics: tuple[
     return result.reset_index(drop=True)
 
 
+def included_partials(partials: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `collect_partials`' frame that the statistics use (no exclusion reason)."""
+    return partials[partials[EXCLUSION_REASON].isna()]
+
+
 def rollup_all(partials: pd.DataFrame, groupings: tuple[Grouping, ...],
                metrics: tuple[Metric, ...] = METRICS,
                shares: tuple[Share, ...] = SHARES) -> dict[str, pd.DataFrame]:
     """The statistics of every grouping, by table name, from `collect_partials`' frame."""
-    included = partials[partials[EXCLUSION_REASON].isna()]
+    included = included_partials(partials)
     return {grouping.table: _rollup_grouping(included, grouping, metrics, shares)
             for grouping in groupings}
 

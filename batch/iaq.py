@@ -49,6 +49,7 @@ from batch.aggregations import (
     MICROS_PER_DAY,
     READING_DATE,
     WEEK_START_KEY,
+    included_partials,
     local_days,
     with_local_time,
     with_reading_date,
@@ -364,7 +365,7 @@ _EPISODE_KEYS = (INSTITUTE, CLASSROOM, DEVICE, READING_DATE)
 def peak_days(partials: pd.DataFrame, rules: IaqRules) -> pd.DataFrame:
     """The keys of the device-days whose occupied CO2 passes the BB101 peak, from the
     partials (`iaq_partial_aggregates`' maximum): the only days with an episode."""
-    included = partials[partials[EXCLUSION_REASON].isna()]
+    included = included_partials(partials)
     return included.loc[included[_CO2_MAX] > rules.bb101_peak_co2_ppm, list(_EPISODE_KEYS)]
 
 
@@ -444,7 +445,7 @@ def classroom_day_totals(partials: pd.DataFrame, episodes: pd.DataFrame, rules: 
     (batch.aggregations.collect_partials); `episodes`: `collect_longest_episodes`.
     """
     keys = [*_CLASSROOM_KEYS, READING_DATE]
-    included = partials[partials[EXCLUSION_REASON].isna()]
+    included = included_partials(partials)
     by_day = included.groupby(keys, sort=False)
     days = by_day[list(_SUMMED)].sum()
     days[_CO2_MAX] = by_day[_CO2_MAX].max()
@@ -564,7 +565,7 @@ def iaq_tables(partials: pd.DataFrame, episodes: pd.DataFrame, rules: IaqRules) 
     """The three IAQ tables from the collected partials (with `iaq_partial_aggregates` and the
     ISO week keys) and the collected `longest_episodes`."""
     day_totals = classroom_day_totals(partials, episodes, rules)
-    data_through = partials.loc[partials[EXCLUSION_REASON].isna(), READING_DATE].max()
+    data_through = included_partials(partials)[READING_DATE].max()
     return IaqTables(daily=classroom_daily_iaq(day_totals),
                      weekly=classroom_weekly_iaq(day_totals, data_through, rules),
                      period=classroom_iaq(day_totals, rules))
