@@ -65,6 +65,7 @@ from batch.contract import (
 from batch.errors import ConfigurationError, EmptyInputError, DownloadError
 from batch.readers import undecodable_file
 from batch.session import session_conf
+from batch.spark_errors import java_causes
 from batch.validation import (
     EXCLUSION_REASON,
     EXCLUSION_REASONS,
@@ -1009,9 +1010,7 @@ def _java_message(error: Py4JJavaError) -> str:
 def _root_reason(exception: Any) -> str:
     # The innermost cause says what happened (an IOException's message names the path and the
     # OS reason); the outer ones only say which stage and task failed.
-    root = exception
-    while root.getCause() is not None and not root.getCause().equals(root):
-        root = root.getCause()
+    *_, root = java_causes(exception)
     message = root.getMessage()
     return _first_line(str(message)) if message else str(root.getClass().getSimpleName())
 

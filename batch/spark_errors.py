@@ -1,6 +1,9 @@
 """The one place that turns a Spark/Java failure into a message a user can read."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from py4j.protocol import Py4JJavaError
 from pyspark.errors.exceptions.captured import CapturedException
 
@@ -19,9 +22,12 @@ def spark_error_chain(error: Py4JJavaError | CapturedException) -> list[str]:
     """
     if not isinstance(error, Py4JJavaError):
         return [_first_line(error)]
-    messages, exception = [], error.java_exception
+    return [_first_line(exception.toString()) for exception in java_causes(error.java_exception)]
+
+
+def java_causes(exception: Any) -> Iterator[Any]:
+    """A Java exception (through Py4J), then each of its causes, the root cause last."""
     while exception is not None:
-        messages.append(_first_line(exception.toString()))
+        yield exception
         cause = exception.getCause()
         exception = None if cause is None or cause.equals(exception) else cause
-    return messages
