@@ -25,6 +25,7 @@ from batch.aggregations import (
 from batch.catalog import ALL_STATISTICS, Catalog, build_catalog
 from batch.config import (
     COMMON_OPTIONS,
+    DEFAULTED_OPTIONS_EXTRA,
     POSTGRES_OPTIONS,
     REPORT_DIR_OPTION,
     SUMMARY_JSON_OPTION,
@@ -48,6 +49,7 @@ from batch.iaq import (
     iaq_partial_aggregates,
     iaq_results,
     parse_ppm,
+    public_holidays_in_data,
     with_occupied_range,
 )
 from batch.readers import read_raw_readings, undecodable_file
@@ -76,8 +78,11 @@ ANALYSIS_OPTIONS: tuple[Option, ...] = COMMON_OPTIONS + POSTGRES_OPTIONS + (
 ) + IAQ_OPTIONS
 
 
-class AnalysisSettings(settings_type("AnalysisSettings", ANALYSIS_OPTIONS)):  # type: ignore[misc]
-    """One field per option of ANALYSIS_OPTIONS."""
+class AnalysisSettings(settings_type("AnalysisSettings", ANALYSIS_OPTIONS,  # type: ignore[misc]
+                                     extra=(DEFAULTED_OPTIONS_EXTRA,))):
+    """One field per option of ANALYSIS_OPTIONS, then `options_defaulted`: the options no
+    flag, environment variable or env file set (batch.cli.load fills it; empty when code
+    builds the settings)."""
 
     @property
     def iaq(self) -> IaqSettings:
@@ -110,6 +115,9 @@ class RunSummary(JobSummary):
     rows_written: dict[str, int] = field(default_factory=dict)
     # The HTML report of the run (batch/report.py), once published; None if it was not written.
     report_path: str | None = None
+    # What the operator should know about the results (e.g. a time zone left on its default):
+    # one sentence each, logged once, printed, stored in batch_runs and shown by the report.
+    warnings: list[str] = field(default_factory=list)
 
     def run_record(self) -> dict[str, Any]:
         """The batch_runs columns this summary fills."""
@@ -120,7 +128,49 @@ class RunSummary(JobSummary):
             "rows_read": self.rows_read, "rows_used": self.rows_used,
             "rows_excluded": self.rows_excluded, "values_nulled": self.values_nulled,
             "phase_seconds": self.phase_seconds, "error_message": self.error_message,
+            "warnings": self.warnings,
         }
+
+    def warn(self, message: str) -> None:
+        """Log `message` and keep it for the summary, batch_runs and the report."""
+        log.warning("%s", message)
+        self.warnings.append(message)
+
+
+# The batch_runs.settings entry of the public holidays closed in the data's dates.
+PUBLIC_HOLIDAYS_APPLIED = "iaq_public_holidays_applied"
+
+
+# The tz database's names of UTC itself (Etc/UTC and GMT and their aliases in its `backward` file).
+UTC_ZONES = frozenset(name.lower() for name in (
+    "UTC", "Etc/UTC", "UCT", "Etc/UCT", "Universal", "Etc/Universal", "Zulu", "Etc/Zulu",
+    "GMT", "Etc/GMT", "GMT0", "Etc/GMT0", "GMT+0", "Etc/GMT+0", "GMT-0", "Etc/GMT-0",
+    "Greenwich", "Etc/Greenwich"))
+
+
+def timezone_warning(timezone: str, defaulted: bool) -> str | None:
+    """Why the occupied hours may be wrong: evaluated in UTC, or in a zone nobody chose.
+
+    School timetables are local wall-clock times: in UTC an 08:00-14:00 day of an Italian
+    school is read as 09:00-15:00 in winter and 10:00-16:00 in summer.
+    """
+    default = " (the built-in default: BATCH_TIMEZONE is not set)" if defaulted else ""
+    if timezone.lower() in UTC_ZONES:
+        return (f"occupied hours are evaluated in UTC (BATCH_TIMEZONE={timezone}{default}): the "
+                "school timetables, local days and weeks are shifted by the schools' UTC offset; "
+                "set BATCH_TIMEZONE to the schools' time zone, e.g. Europe/Rome")
+    if defaulted:
+        return (f"occupied hours are evaluated in {timezone}, the built-in default: BATCH_TIMEZONE "
+                "is set by no flag, environment variable or env file; set it to the schools' time "
+                "zone to confirm it")
+    return None
+
+
+def settings_warnings(settings: AnalysisSettings) -> list[str]:
+    """The warnings the settings alone give, before any data is read."""
+    warning = timezone_warning(settings.batch_timezone,
+                               "batch_timezone" in settings.options_defaulted)
+    return [warning] if warning else []
 
 
 def check_settings(settings: AnalysisSettings) -> None:
@@ -169,6 +219,8 @@ def run_analysis(spark: SparkSession, settings: AnalysisSettings, summary: RunSu
 def _run_analysis(spark: SparkSession, settings: AnalysisSettings, summary: RunSummary,
                   groupings: tuple[Grouping, ...], metrics: tuple[Metric, ...]) -> RunSummary:
     check_settings(settings)
+    for warning in settings_warnings(settings):
+        summary.warn(warning)
     target = settings.target
     catalog = build_catalog(settings.thresholds, settings.batch_timezone, groupings, metrics,
                             iaq=settings.iaq)
@@ -207,6 +259,8 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
             raise EmptyInputError(
                 f"no usable reading under {settings.raw_data_path}: {summary.rows_read} read, "
                 f"excluded per reason {summary.rows_excluded}; previous results kept")
+        postgres.add_run_settings(conn, target, summary.run_id, {
+            PUBLIC_HOLIDAYS_APPLIED: public_holidays_in_data(partials, iaq_rules)})
         results: dict[str, Any] = {ALL_STATISTICS: rollup_all(partials, groupings, metrics),
                                    **iaq_results(partials, episodes, iaq_rules)}
         del partials, episodes  # the driver holds the partials or the results, not both, while publishing

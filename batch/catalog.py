@@ -86,6 +86,10 @@ RUNS = Table(
         Column("settings", JSONB,
                "settings of the run (time zone, thresholds...; never the password)"),
         Column("error_message", TEXT, "why the run failed (null on success)"),
+        Column("warnings", JSONB,
+               "what the operator should know about the run's results, one sentence each, as a "
+               "JSON array (e.g. occupied hours evaluated in UTC or in a time zone nobody set); "
+               "null for a run of an earlier release"),
     ),
 )
 

@@ -15,7 +15,14 @@ from typing import Any
 
 from pyspark import SparkConf
 
-from batch.config import Option, build_parser, find_env_file, resolve_options, settings_from
+from batch.config import (
+    DEFAULTED_OPTIONS_FIELD,
+    Option,
+    build_parser,
+    find_env_file,
+    resolve_options_with_sources,
+    settings_from,
+)
 from batch.errors import BatchError, StoppedBySignal
 
 log = logging.getLogger("batch")
@@ -63,11 +70,13 @@ def load(job: JobDefinition, argv: Sequence[str], project_root: Path,
     environ = os.environ if environ is None else environ
     args = job.parser().parse_args(argv)
     env_file = find_env_file(args.env_file, environ, project_root)
-    values = resolve_options(job.options, vars(args), environ, env_file, project_root)
+    resolved = resolve_options_with_sources(job.options, vars(args), environ, env_file, project_root)
     option_fields = {option.field for option in job.options} | {"env_file", "check_config"}
     extra = {name: tuple(value) if isinstance(value, list) else value
              for name, value in vars(args).items() if name not in option_fields}
-    settings = settings_from(job.settings_class, {**values, **extra})
+    # Sorted names: a settings type that declares the field records them as a JSON list.
+    settings = settings_from(job.settings_class, {
+        **resolved.values, **extra, DEFAULTED_OPTIONS_FIELD: tuple(sorted(resolved.defaulted))})
     job.check(settings)
     return LoadedSettings(settings, env_file, args.check_config)
 
@@ -123,7 +132,8 @@ def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
 
 
 def format_summary(title: str, summary: Mapping[str, Any]) -> str:
-    """A human-readable block: scalars first, then one indented line per entry of each mapping."""
+    """A human-readable block: one line per scalar, one indented line per entry of each
+    mapping and per item of each list."""
     lines = [f"==== {title} ===="]
     for key, value in summary.items():
         if isinstance(value, Mapping):
@@ -132,7 +142,9 @@ def format_summary(title: str, summary: Mapping[str, Any]) -> str:
             lines += [f"    {name:<28} {'not checked' if item is None else item}"
                       for name, item in value.items()]
         elif isinstance(value, list):
-            lines.append(f"{key}: {', '.join(map(str, value)) if value else 'none'}")
+            # One line per item: items can be sentences (warnings) or paths with commas.
+            lines.append(f"{key}: none" if not value else f"{key}:")
+            lines += [f"    {item}" for item in value]
         elif value is not None:
             lines.append(f"{key}: {value}")
     return "\n".join(lines)

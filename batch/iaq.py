@@ -2,7 +2,8 @@
 
 Only occupied readings count: a reading whose local time (BATCH_TIMEZONE) falls on an
 occupied day, inside an occupied range `[start, end)` of its institute's timetable, not on
-a closed date of its institute (batch/timetable.py).
+a closed date of its institute: a date of IAQ_CLOSURES_FILE or a public holiday of its
+calendar (IAQ_PUBLIC_HOLIDAYS; batch/timetable.py).
 
 The occupied counts and sums hang off the per-device-and-local-day aggregation of
 batch.aggregations.partial_statistics (`iaq_partial_aggregates` are extra expressions of the
@@ -62,13 +63,17 @@ from batch.schema import Column as PublishedColumn
 from batch.session import collect_to_pandas, session_conf
 from batch.timetable import (
     ALL_INSTITUTES,
+    NO_HOLIDAYS,
     Occupancy,
     Timetable,
     checked_month_day,
     checked_optional_file,
     checked_timetable,
     load_occupancy,
+    parse_holiday_calendar,
     parse_month_day,
+    public_holiday_dates,
+    public_holidays_applied,
 )
 from batch.validation import EXCLUSION_REASON
 
@@ -126,11 +131,15 @@ IAQ_OPTIONS: tuple[Option, ...] = (
            "school timetable in local time: 'DAYS RANGES; ...', e.g. "
            "'Mon-Fri 08:00-13:00,14:00-16:00; Sat 08:00-12:00'", checked_timetable),
     Option("IAQ_TIMETABLE_FILE", "",
-           "CSV 'institute,timetable' of institutes with their own timetable (others: IAQ_TIMETABLE)",
+           "CSV 'institute,timetable,holidays' of institutes with their own timetable and "
+           "optionally public-holiday calendar (others: IAQ_TIMETABLE, IAQ_PUBLIC_HOLIDAYS)",
            checked_optional_file, path=True),
     Option("IAQ_CLOSURES_FILE", "",
            "CSV 'institute,first_date,last_date,reason' of closed dates, inclusive; "
            "institute * = all", checked_optional_file, path=True),
+    Option("IAQ_PUBLIC_HOLIDAYS", "IT",
+           "public holidays (closed dates) of the holidays library: country CC or CC-SUBDIVISION "
+           "(e.g. IT, IT-BZ), or none", parse_holiday_calendar),
     Option("IAQ_HEATING_SEASON_START", "10-15",
            "first day MM-DD of the heating season (EN 16798-1 temperature band)", checked_month_day),
     Option("IAQ_HEATING_SEASON_END", "04-15",
@@ -182,7 +191,7 @@ class IaqSettings(settings_type("IaqSettings", IAQ_OPTIONS, with_defaults=True))
         self.check()
         return IaqRules(
             occupancy=load_occupancy(self.iaq_timetable, self.iaq_timetable_file,
-                                     self.iaq_closures_file),
+                                     self.iaq_closures_file, self.iaq_public_holidays),
             heating_season=(parse_month_day(self.iaq_heating_season_start),
                             parse_month_day(self.iaq_heating_season_end)),
             outdoor_co2_ppm=self.iaq_outdoor_co2_ppm,
@@ -238,12 +247,22 @@ def _range_end_seconds(timetable: Timetable, weekday: Column, of_day_us: Column)
     return end if end is not None else F.lit(None).cast("int")
 
 
+def _public_holiday(calendar: str, local_date: Column) -> Column:
+    dates = list(public_holiday_dates(calendar))
+    # One set membership test (Spark's InSet), not one comparison per date.
+    return local_date.isin(dates) if dates else F.lit(False)
+
+
 def _closed(occupancy: Occupancy, local_date: Column) -> Column:
     conditions = [
         local_date.between(F.lit(closure.first_date), F.lit(closure.last_date))
         & (F.lit(True) if closure.institute == ALL_INSTITUTES else F.col(INSTITUTE) == closure.institute)
         for closure in occupancy.closures]
-    return reduce(lambda a, b: a | b, conditions, F.lit(False))
+    holiday = _public_holiday(occupancy.public_holidays, local_date)
+    for institute, calendar in reversed(occupancy.institute_public_holidays):
+        holiday = F.when(F.col(INSTITUTE) == institute,
+                         _public_holiday(calendar, local_date)).otherwise(holiday)
+    return reduce(lambda a, b: a | b, conditions, holiday)
 
 
 def with_occupied_range(validated_df: DataFrame, timezone: str, occupancy: Occupancy) -> DataFrame:
@@ -578,9 +597,16 @@ def _occupied_note(settings: IaqSettings, timezone: str) -> str:
         f", {label} {path}" for label, path in (("IAQ_TIMETABLE_FILE", settings.iaq_timetable_file),
                                                 ("IAQ_CLOSURES_FILE", settings.iaq_closures_file))
         if path)
+    own = " or the institute's own in IAQ_TIMETABLE_FILE" if settings.iaq_timetable_file else ""
+    holidays = (f"nor on a public holiday of the calendar {settings.iaq_public_holidays}{own} "
+                "(IAQ_PUBLIC_HOLIDAYS, from the holidays library; the dates used are in "
+                "batch_runs.settings)" if settings.iaq_public_holidays != NO_HOLIDAYS
+                else "public holidays not closed (IAQ_PUBLIC_HOLIDAYS=none"
+                + (", except an institute's own calendar in IAQ_TIMETABLE_FILE)"
+                   if settings.iaq_timetable_file else ")"))
     return (f"occupied readings only: local time in {timezone} (BATCH_TIMEZONE) inside a range "
             f"[start, end) of the timetable '{settings.iaq_timetable}' (IAQ_TIMETABLE{files}), "
-            "not on a closed date of the institute")
+            f"not on a closed date of the institute, {holidays}")
 
 
 def _statistic_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:
@@ -735,6 +761,13 @@ def latest_week_view() -> View:
         query, reads=(WEEKLY_TABLE,), one_row_per="classroom: its latest complete ISO week of compliance")
 
 
+def public_holidays_in_data(partials: pd.DataFrame, rules: IaqRules) -> dict[str, Any]:
+    """The public holidays of the data's local dates (`public_holidays_applied`), from the
+    collected partials (some included reading needed)."""
+    dates = included_partials(partials)[READING_DATE]
+    return public_holidays_applied(rules.occupancy, dates.min(), dates.max())
+
+
 def iaq_results(partials: pd.DataFrame, episodes: pd.DataFrame, rules: IaqRules) -> dict[str, pd.DataFrame]:
     """The IAQ tables' rows by table name, for the catalog's build functions."""
     tables = iaq_tables(partials, episodes, rules)
@@ -744,6 +777,6 @@ def iaq_results(partials: pd.DataFrame, episodes: pd.DataFrame, rules: IaqRules)
 __all__ = [
     "IAQ_GROUP_KEYS", "IAQ_OPTIONS", "IAQ_VALIDATED_METRICS", "IaqRules", "IaqSettings", "IaqTables",
     "iaq_partial_aggregates", "iaq_tables", "latest_complete_week_iaq", "collect_longest_episodes",
-    "longest_episodes", "peak_days",
+    "longest_episodes", "peak_days", "public_holidays_in_data",
     "with_occupied_range",
 ]

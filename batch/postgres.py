@@ -303,6 +303,16 @@ def start_run(conn: psycopg2.extensions.connection, target: PostgresTarget, job:
     return run_id
 
 
+def add_run_settings(conn: psycopg2.extensions.connection, target: PostgresTarget, run_id: int,
+                     settings: Mapping[str, Any]) -> None:
+    """Add entries to a run's recorded settings: what its settings meant for its data (the
+    public holidays of the data's dates), known once the data is read."""
+    with conn.cursor() as cursor:
+        cursor.execute(sql.SQL("UPDATE {} SET settings = settings || %s::jsonb WHERE run_id = %s").format(
+            _ident(target.schema, RUNS_TABLE)), (json.dumps(settings, sort_keys=True, default=str), run_id))
+    conn.commit()
+
+
 def _run_update(target: PostgresTarget, run_id: int, status: str,
                 record: Mapping[str, Any]) -> tuple[sql.Composable, tuple[Any, ...]]:
     columns = [name for name in record]

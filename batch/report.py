@@ -72,6 +72,8 @@ IAQ_SCHOOL_DAYS = "school_days"
 IAQ_BB101_DAYS_MET = "bb101_days_met"
 # batch_runs column listing the files a streaming sink had not committed (issue 11); optional.
 UNCOMMITTED_FILES_COLUMN = "uncommitted_files"
+# batch_runs column of the run's warnings (issue 19); optional.
+WARNINGS_COLUMN = "warnings"
 
 CLASSROOM_WEEKLY_TABLE = "classroom_weekly_stats"
 INSTITUTE_WEEKLY_TABLE = "institute_weekly_stats"
@@ -124,6 +126,8 @@ class RunRecord:
     rows_written: dict[str, int]
     phase_seconds: dict[str, float]
     settings: dict[str, Any]
+    # None: batch_runs has no such column (published before issue 19).
+    warnings: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -197,25 +201,30 @@ def fetch_run(conn: psycopg2.extensions.connection, schema: str, run_id: int) ->
     """Row `run_id` of batch_runs; JSON columns as dicts and lists (empty when null)."""
     has_uncommitted = column_exists(conn, schema, RUNS_TABLE, UNCOMMITTED_FILES_COLUMN)
     uncommitted = sql.Identifier(UNCOMMITTED_FILES_COLUMN) if has_uncommitted else sql.SQL("NULL")
+    has_warnings = column_exists(conn, schema, RUNS_TABLE, WARNINGS_COLUMN)
+    warnings_column = sql.Identifier(WARNINGS_COLUMN) if has_warnings else sql.SQL("NULL")
     with conn.cursor() as cursor:
         cursor.execute(sql.SQL(
             "SELECT run_id, status, started_at, finished_at, input_path, input_files, rows_read, "
             "rows_used, rows_excluded, values_nulled, skipped_files, {uncommitted}, rows_written, "
-            "phase_seconds, settings FROM {runs} WHERE run_id = %s").format(
-                uncommitted=uncommitted, runs=_ident(schema, RUNS_TABLE)), (run_id,))
+            "phase_seconds, settings, {warnings} FROM {runs} WHERE run_id = %s").format(
+                uncommitted=uncommitted, warnings=warnings_column, runs=_ident(schema, RUNS_TABLE)),
+            (run_id,))
         row = cursor.fetchone()
     if row is None:
         raise ConfigurationError(f"run {run_id} is not recorded in {schema}.{RUNS_TABLE}")
     (run_id, status, started_at, finished_at, input_path, input_files, rows_read, rows_used,
      rows_excluded, values_nulled, skipped_files, uncommitted_files, rows_written, phase_seconds,
-     settings) = row
+     settings, warnings) = row
     return RunRecord(
         run_id=run_id, status=status, started_at=started_at, finished_at=finished_at,
         input_path=input_path, input_files=input_files, rows_read=rows_read, rows_used=rows_used,
         rows_excluded=rows_excluded or {}, values_nulled=values_nulled or {},
         skipped_files=skipped_files or [],
         uncommitted_files=_file_list(uncommitted_files) if has_uncommitted else None,
-        rows_written=rows_written or {}, phase_seconds=phase_seconds or {}, settings=settings or {})
+        rows_written=rows_written or {}, phase_seconds=phase_seconds or {}, settings=settings or {},
+        # A run of an earlier release in an evolved table: NULL, not recorded.
+        warnings=[str(warning) for warning in warnings] if warnings is not None else None)
 
 
 def _file_list(value: Any) -> FileList | None:

@@ -9,8 +9,15 @@ are `HH:MM-HH:MM` local times separated by `,`, each `[start, end)`, `24:00` all
 end. `Mon-Fri 08:00-13:00,14:00-16:00; Sat 08:00-12:00`. An empty text (or `none`)
 means never occupied.
 
-IAQ_TIMETABLE_FILE: CSV with the header `institute,timetable`, one institute a line (named
-as in the sensor registry); institutes not listed follow IAQ_TIMETABLE.
+IAQ_TIMETABLE_FILE: CSV with the header `institute,timetable,holidays` (or, without the
+public-holiday calendars, `institute,timetable`), one institute a line (named as in the
+sensor registry); institutes not listed follow IAQ_TIMETABLE and IAQ_PUBLIC_HOLIDAYS. An
+empty `holidays` cell means IAQ_PUBLIC_HOLIDAYS.
+
+Public holidays (IAQ_PUBLIC_HOLIDAYS, the `holidays` column): a calendar of the `holidays`
+library (PyPI), `CC` or `CC-SUBDIVISION` (`IT`, `IT-BZ`), or `none`. Its dates are closed
+dates, as those of IAQ_CLOSURES_FILE. School breaks are not public holidays: they belong in
+IAQ_CLOSURES_FILE.
 
 IAQ_CLOSURES_FILE: CSV with the header `institute,first_date,last_date,reason`; dates
 `YYYY-MM-DD`, inclusive; institute `*` closes every institute; `reason` is free text.
@@ -25,13 +32,22 @@ import csv
 import datetime as dt
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
+
+import holidays
 
 from batch.errors import ConfigurationError
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # ISO order: Monday = 1
 ALL_INSTITUTES = "*"
 SECONDS_PER_DAY = 86_400
+
+NO_HOLIDAYS = "none"
+# The years whose public holidays are closed dates: the data's years are unknown before it
+# is read, and a span this wide costs one Spark InSet of ~1,400 dates per calendar.
+HOLIDAY_YEARS = range(2000, 2100)
 
 _TIME = re.compile(r"^(\d{2}):(\d{2})$")
 _MONTH_DAY = re.compile(r"^(\d{2})-(\d{2})$")
@@ -67,6 +83,13 @@ class Occupancy:
     default_timetable: Timetable
     institute_timetables: tuple[tuple[str, Timetable], ...] = ()
     closures: tuple[Closure, ...] = ()
+    # The public-holiday calendar of the institutes without one of their own (`parse_holiday_calendar`).
+    public_holidays: str = NO_HOLIDAYS
+    institute_public_holidays: tuple[tuple[str, str], ...] = ()
+
+    def calendars(self) -> dict[str, str]:
+        """The public-holiday calendar per institute with its own, `*` for every other one."""
+        return {ALL_INSTITUTES: self.public_holidays, **dict(self.institute_public_holidays)}
 
 
 def _clock(seconds: int) -> str:
@@ -165,7 +188,10 @@ def checked_optional_file(text: str) -> str:
     return path
 
 
-def _csv_rows(path: str, header: tuple[str, ...], setting: str) -> list[tuple[int, list[str]]]:
+def _csv_rows(path: str, header: tuple[str, ...], setting: str,
+              optional: tuple[str, ...] = ()) -> list[tuple[int, list[str]]]:
+    """The non-blank lines after the header, cells stripped. The header is `header`, or
+    `header` then the `optional` columns; rows of a file without them get empty cells."""
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             lines = list(csv.reader(handle))
@@ -173,27 +199,95 @@ def _csv_rows(path: str, header: tuple[str, ...], setting: str) -> list[tuple[in
         raise ConfigurationError(f"{setting} {path}: cannot read it: {error.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigurationError(f"{setting} {path}: not UTF-8 text") from None
-    if not lines or tuple(cell.strip() for cell in lines[0]) != header:
+    full = header + optional
+    found = tuple(cell.strip() for cell in lines[0]) if lines else ()
+    if found not in (header, full):
+        shorter = f" (or {','.join(header)})" if optional else ""
         raise ConfigurationError(
-            f"{setting} {path}: the first line must be the header {','.join(header)}")
+            f"{setting} {path}: the first line must be the header {','.join(full)}{shorter}")
     rows = []
     for number, cells in enumerate(lines[1:], start=2):
         if not any(cell.strip() for cell in cells):
             continue
-        if len(cells) != len(header):
+        if len(cells) != len(found):
             raise ConfigurationError(
-                f"{setting} {path} line {number}: expected {len(header)} fields "
-                f"({','.join(header)}), got {len(cells)}")
-        rows.append((number, [cell.strip() for cell in cells]))
+                f"{setting} {path} line {number}: expected {len(found)} fields "
+                f"({','.join(found)}), got {len(cells)}")
+        rows.append((number, [cell.strip() for cell in cells] + [""] * (len(full) - len(found))))
     return rows
 
 
-def load_institute_timetables(path: str) -> tuple[tuple[str, Timetable], ...]:
-    """The per-institute timetables of IAQ_TIMETABLE_FILE (none when `path` is empty)."""
+@lru_cache(maxsize=1)
+def _supported_calendars() -> dict[str, list[str]]:
+    # Imports every country module of the library (~0.2 s): once, and only when asked.
+    return holidays.list_supported_countries()
+
+
+def parse_holiday_calendar(text: str) -> str:
+    """`IT`, `it-bz` or `none` -> `IT`, `IT-BZ`, `none`: a country of the holidays library
+    (ISO 3166-1 alpha-2) and optionally one of its subdivisions (ValueError if unknown)."""
+    stripped = text.strip()
+    if stripped.lower() == NO_HOLIDAYS:
+        return NO_HOLIDAYS
+    country, separator, subdivision = stripped.partition("-")
+    supported = _supported_calendars()
+    code = country.upper()
+    if code not in supported:
+        raise ValueError(
+            f"{stripped!r} is not a public-holiday calendar of the holidays library: write a "
+            "country code (e.g. IT, FR, DE), optionally with a subdivision (IT-BZ), or none")
+    if not separator:
+        return code
+    subdivisions = {name.upper(): name for name in supported[code]}
+    if subdivision.upper() not in subdivisions:
+        examples = ", ".join(supported[code][:6]) or "none"
+        raise ValueError(
+            f"{stripped!r}: {subdivision!r} is not a subdivision of {code} in the holidays library "
+            f"(it knows {len(supported[code])}: {examples}{', ...' if len(supported[code]) > 6 else ''})")
+    return f"{code}-{subdivisions[subdivision.upper()]}"
+
+
+@lru_cache(maxsize=None)
+def public_holiday_dates(calendar: str) -> dict[dt.date, str]:
+    """The public holidays of `calendar` (`parse_holiday_calendar`'s) in HOLIDAY_YEARS, with
+    their names; none for `none`. Substitute days the library lists are included."""
+    if calendar == NO_HOLIDAYS:
+        return {}
+    country, _, subdivision = calendar.partition("-")
+    return dict(sorted(holidays.country_holidays(country, subdiv=subdivision or None,
+                                                 years=HOLIDAY_YEARS).items()))
+
+
+def public_holidays_applied(occupancy: Occupancy, first: dt.date, last: dt.date) -> dict[str, Any]:
+    """What batch_runs.settings records of the public holidays: the calendar of each
+    institute with its own (`*`: every other one) and each calendar's holidays from `first`
+    to `last` (the data's local dates), ISO date -> name."""
+    calendars = occupancy.calendars()
+    return {
+        "first_date": first.isoformat(), "last_date": last.isoformat(), "calendars": calendars,
+        "holidays": {calendar: {day.isoformat(): name for day, name in public_holiday_dates(calendar).items()
+                                if first <= day <= last}
+                     for calendar in sorted(set(calendars.values())) if calendar != NO_HOLIDAYS},
+    }
+
+
+@dataclass(frozen=True)
+class InstituteSettings:
+    """IAQ_TIMETABLE_FILE: the institutes' own timetables and public-holiday calendars."""
+
+    timetables: tuple[tuple[str, Timetable], ...] = ()
+    public_holidays: tuple[tuple[str, str], ...] = ()
+
+
+def load_institute_settings(path: str) -> InstituteSettings:
+    """The per-institute timetables and holiday calendars of IAQ_TIMETABLE_FILE (none when
+    `path` is empty)."""
     if not path:
-        return ()
+        return InstituteSettings()
     timetables: dict[str, Timetable] = {}
-    for number, (institute, text) in _csv_rows(path, ("institute", "timetable"), "IAQ_TIMETABLE_FILE"):
+    calendars: dict[str, str] = {}
+    for number, (institute, text, calendar) in _csv_rows(
+            path, ("institute", "timetable"), "IAQ_TIMETABLE_FILE", optional=("holidays",)):
         where = f"IAQ_TIMETABLE_FILE {path} line {number}"
         if not institute or institute == ALL_INSTITUTES:
             raise ConfigurationError(f"{where}: an institute name is required "
@@ -204,7 +298,12 @@ def load_institute_timetables(path: str) -> tuple[tuple[str, Timetable], ...]:
             timetables[institute] = parse_timetable(text)
         except ValueError as error:
             raise ConfigurationError(f"{where}: timetable {text!r}: {error}") from None
-    return tuple(sorted(timetables.items()))
+        if calendar:
+            try:
+                calendars[institute] = parse_holiday_calendar(calendar)
+            except ValueError as error:
+                raise ConfigurationError(f"{where}: holidays: {error}") from None
+    return InstituteSettings(tuple(sorted(timetables.items())), tuple(sorted(calendars.items())))
 
 
 def load_closures(path: str) -> tuple[Closure, ...]:
@@ -228,10 +327,13 @@ def load_closures(path: str) -> tuple[Closure, ...]:
     return tuple(closures)
 
 
-def load_occupancy(timetable: str, timetable_file: str, closures_file: str) -> Occupancy:
+def load_occupancy(timetable: str, timetable_file: str, closures_file: str,
+                   public_holidays: str = NO_HOLIDAYS) -> Occupancy:
     """The occupancy settings with their files read (driver side, once per run)."""
     try:
         default = parse_timetable(timetable)
     except ValueError as error:
         raise ConfigurationError(f"IAQ_TIMETABLE: {error}") from None
-    return Occupancy(default, load_institute_timetables(timetable_file), load_closures(closures_file))
+    institutes = load_institute_settings(timetable_file)
+    return Occupancy(default, institutes.timetables, load_closures(closures_file),
+                     public_holidays, institutes.public_holidays)

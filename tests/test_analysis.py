@@ -40,7 +40,9 @@ def analysis_settings(target: PostgresTarget, raw_path: Path | str, **variables:
         "POSTGRES_PORT": str(target.port), "POSTGRES_DB": target.database,
         "POSTGRES_USER": target.user, "POSTGRES_PASSWORD": target.password.reveal(),
         "POSTGRES_SCHEMA": target.schema, "POSTGRES_CONNECT_ATTEMPTS": "2",
-        "PUBLISH_LOCK_TIMEOUT_S": "5", **variables,
+        "PUBLISH_LOCK_TIMEOUT_S": "5",
+        # These tests were written when UTC was the default; the default is Europe/Rome now.
+        "BATCH_TIMEZONE": "UTC", **variables,
     }
     return settings_from(AnalysisSettings, resolve_options(ANALYSIS_OPTIONS, {}, environ, None))
 

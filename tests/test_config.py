@@ -88,7 +88,9 @@ def test_pairs_of_settings_are_checked_in_order(variables: dict[str, str], messa
 
 
 def test_settings_dataclass_has_exactly_one_field_per_option() -> None:
-    assert [f.name for f in dataclasses.fields(AnalysisSettings)] == [o.field for o in ANALYSIS_OPTIONS]
+    # Then the options nobody set (batch.cli.load fills it).
+    assert [f.name for f in dataclasses.fields(AnalysisSettings)] == [
+        o.field for o in ANALYSIS_OPTIONS] + ["options_defaulted"]
 
 
 def test_a_new_option_is_one_line() -> None:

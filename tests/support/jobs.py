@@ -68,6 +68,8 @@ def job_environment(target: PostgresTarget, raw_path: Path | str, work_dir: Path
         "POSTGRES_DB": target.database, "POSTGRES_USER": target.user,
         "POSTGRES_PASSWORD": target.password.reveal(), "POSTGRES_SCHEMA": target.schema,
         "POSTGRES_CONNECT_ATTEMPTS": "2", "PUBLISH_LOCK_TIMEOUT_S": "30",
+        # The jobs' tests were written when UTC was the default (Europe/Rome now).
+        "BATCH_TIMEZONE": "UTC",
         "SPARK_MASTER": "local[2]",
         "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_DRIVER_MEMORY": "1g",
         # Spark's Python workers run the virtualenv's Python, as under the launcher.
