@@ -2,7 +2,8 @@
 
 Written from the issue's definitions, not from batch/iaq.py: nothing is imported from the
 package. Local time is DuckDB's `timezone(zone, instant)`; the timetable and closures are
-plain tables given by the test; the time above the peak is a gaps-and-islands query with
+plain tables given by the test; the public holidays are asked of the `holidays` library
+directly, for the years of the data; the time above the peak is a gaps-and-islands query with
 LEAD/LAG over each device's occupied CO2 readings of one local date and occupied range.
 """
 from __future__ import annotations
@@ -10,12 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import holidays
 import pyarrow as pa
 import pytest
 
@@ -37,6 +39,8 @@ class Rules:
     heating_band: tuple[float, float] = (20, 24)
     other_band: tuple[float, float] = (23, 26)
     compliance_share: float = 0.95
+    # The holidays library's calendar ('IT', 'IT-BZ') or 'none'.
+    public_holidays: str = "IT"
 
 
 # A timetable row: (institute or None for every institute without rows of its own,
@@ -103,9 +107,34 @@ def _valid(metric: str) -> str:
     return f"CASE WHEN {metric} >= {low} AND {metric} <= {high} AND NOT isnan({metric}) THEN {metric} END"
 
 
+def _holiday_dates(calendar: str, years: list[int]) -> list[dt.date]:
+    if calendar.lower() == "none":
+        return []
+    country, _, subdivision = calendar.partition("-")
+    return list(holidays.country_holidays(country.upper(), subdiv=subdivision.upper() or None,
+                                          years=years))
+
+
+def _load_public_holidays(con: duckdb.DuckDBPyConnection, default: str,
+                          own: Mapping[str, str]) -> None:
+    """Tables `public_holidays` (institute NULL: the default calendar's) and `own_calendar`."""
+    years = [row[0] for row in con.execute("SELECT DISTINCT year(d) FROM included").fetchall()]
+    con.execute("CREATE OR REPLACE TEMP TABLE public_holidays (institute VARCHAR, d DATE)")
+    con.execute("CREATE OR REPLACE TEMP TABLE own_calendar (institute VARCHAR)")
+    rows = [(None, day) for day in _holiday_dates(default, years)]
+    for institute, calendar in own.items():
+        con.execute("INSERT INTO own_calendar VALUES (?)", [institute])
+        rows += [(institute, day) for day in _holiday_dates(calendar, years)]
+    if rows:
+        con.executemany("INSERT INTO public_holidays VALUES (?, ?)", [list(row) for row in rows])
+
+
 def compute(con: duckdb.DuckDBPyConnection, timezone: str, timetable: Sequence[TimetableRow],
-            closures: Sequence[ClosureRow] = (), rules: Rules = Rules()) -> None:
-    """Create tables daily, weekly, period and latest (with a `position`, worst first = 1)."""
+            closures: Sequence[ClosureRow] = (), rules: Rules = Rules(),
+            own_holidays: Mapping[str, str] | None = None) -> None:
+    """Create tables daily, weekly, period and latest (with a `position`, worst first = 1).
+
+    `own_holidays`: institute -> its public-holiday calendar, for those not on `rules`'."""
     con.execute("CREATE OR REPLACE TABLE timetable (institute VARCHAR, isodow INT, "
                 "start_minute INT, end_minute INT)")
     for row in timetable:
@@ -130,8 +159,10 @@ def compute(con: duckdb.DuckDBPyConnection, timezone: str, timetable: Sequence[T
         f"timezone('{timezone}', sendtime) AS local_ts, CAST(timezone('{timezone}', sendtime) AS DATE) AS d "
         "FROM raw WHERE sendtime IS NOT NULL AND dev_eui IS NOT NULL AND institute IS NOT NULL "
         "AND classroom IS NOT NULL")
+    _load_public_holidays(con, rules.public_holidays, own_holidays or {})
     # Occupied: an occupied range of the institute's timetable (its own rows, else the
-    # default rows), [start, end), not on a closed date. The range end back to an instant.
+    # default rows), [start, end), not on a closed date nor on a public holiday of its
+    # calendar (its own, else the default). The range end back to an instant.
     con.execute(
         "CREATE OR REPLACE TEMP TABLE occupied AS SELECT i.*, "
         f"timezone('{timezone}', CAST(i.d AS TIMESTAMP) + to_minutes(t.end_minute)) AS range_end "
@@ -141,7 +172,9 @@ def compute(con: duckdb.DuckDBPyConnection, timezone: str, timetable: Sequence[T
         "AND ((t.institute = i.institute) OR (t.institute IS NULL AND i.institute NOT IN "
         "(SELECT institute FROM timetable WHERE institute IS NOT NULL))) "
         "WHERE NOT EXISTS (SELECT 1 FROM closures c WHERE (c.institute = '*' OR c.institute = i.institute) "
-        "AND i.d BETWEEN c.first_date AND c.last_date)")
+        "AND i.d BETWEEN c.first_date AND c.last_date) "
+        "AND NOT EXISTS (SELECT 1 FROM public_holidays h WHERE h.d = i.d AND (h.institute = i.institute "
+        "OR (h.institute IS NULL AND i.institute NOT IN (SELECT institute FROM own_calendar))))")
     # Episodes per device, date and range: a reading starts one when it is above the peak
     # and its predecessor is not, or came more than the longest standing time before.
     con.execute(f"""

@@ -33,9 +33,10 @@ from batch.iaq import (
     iaq_tables,
     latest_complete_week_iaq,
     collect_longest_episodes,
+    iaq_catalog_tables,
     with_occupied_range,
 )
-from batch.timetable import Occupancy, parse_timetable
+from batch.timetable import Occupancy, parse_timetable, public_holidays_applied
 from batch.validation import validate_readings
 from tests import independent_iaq
 
@@ -447,3 +448,215 @@ def test_tables_equal_an_independent_duckdb_computation(spark: SparkSession, tmp
     assert latest == [(r["institute"], r["classroom"], r["week_start"])
                       for r in independent_iaq.fetch(con, "latest", "position")]
     assert len(latest) == 5  # every classroom with occupied readings; not Ingresso
+
+
+# --- public holidays (IAQ_PUBLIC_HOLIDAYS, the holidays column of IAQ_TIMETABLE_FILE) ------
+
+EASTER_MONDAY, LIBERATION_DAY = dt.date(2025, 4, 21), dt.date(2025, 4, 25)  # a Monday, a Friday
+WHIT_MONDAY = dt.date(2025, 6, 9)  # a public holiday in South Tyrol (IT-BZ) only
+ROME_PATRONS = dt.date(2026, 6, 29)  # Saints Peter and Paul, Rome's (IT-RM) only; a Monday
+
+
+def school_dates(daily: pd.DataFrame) -> dict[str, list[dt.date]]:
+    """The local dates of classroom_daily_iaq rows per institute."""
+    dates: dict[str, list[dt.date]] = {}
+    for row in records(daily, ("institute", "local_date")):
+        dates.setdefault(row["institute"], []).append(row["local_date"])
+    return dates
+
+
+def test_public_holidays_are_closed_days_in_italy_by_default(spark: SparkSession) -> None:
+    thursday, tuesday = dt.date(2025, 4, 17), dt.date(2025, 4, 22)
+    rows = [("A", "Liceo", "3A", at(day, "09:00"), 800.0, 21.0, None)
+            for day in (thursday, EASTER_MONDAY, tuesday, LIBERATION_DAY)]
+    # The default calendar IT: Easter Monday and 25 April (Liberation Day) are closed, the
+    # Thursday and Tuesday are school days.
+    assert DEFAULT_RULES.occupancy.public_holidays == "IT"
+    tables = compute(readings(spark, rows))
+    assert school_dates(tables.daily) == {"Liceo": [thursday, tuesday]}
+    # ISO week 17 (21-27 April): one school day of three readings' days.
+    weekly = {r["iso_week"]: r for r in records(tables.weekly)}
+    assert (weekly[16]["school_days"], weekly[17]["school_days"], weekly[17]["co2_occupied_readings"]) == (1, 1, 1)
+
+    # none: every weekday of the timetable is a school day again.
+    tables = compute(readings(spark, rows), IaqSettings(iaq_public_holidays="none").rules())
+    assert school_dates(tables.daily) == {"Liceo": [thursday, EASTER_MONDAY, tuesday, LIBERATION_DAY]}
+    assert {r["iso_week"]: r["school_days"] for r in records(tables.weekly)} == {16: 1, 17: 3}
+
+
+def test_an_institute_calendar_applies_to_that_institute_only(spark: SparkSession, tmp_path: Path) -> None:
+    timetables = tmp_path / "timetables.csv"
+    timetables.write_text(
+        "institute,timetable,holidays\n"
+        "Liceo Bolzano,Mon-Fri 08:00-14:00,IT-BZ\n"
+        "Liceo Roma,Mon-Fri 08:00-14:00,it-rm\n"  # case does not matter
+        "Scuola Senza,Mon-Fri 08:00-14:00,none\n"
+        "Istituto,Mon-Fri 08:00-14:00,\n",  # empty: IAQ_PUBLIC_HOLIDAYS
+        encoding="utf-8")
+    rules = IaqSettings(iaq_timetable_file=str(timetables)).rules()
+    assert rules.occupancy.calendars() == {"*": "IT", "Liceo Bolzano": "IT-BZ", "Liceo Roma": "IT-RM",
+                                           "Scuola Senza": "none"}
+    ordinary = dt.date(2025, 6, 10)  # a Tuesday, no holiday anywhere
+    days = (EASTER_MONDAY, WHIT_MONDAY, ordinary, ROME_PATRONS)
+    rows = [(institute[:3], institute, "3A", at(day, "09:00"), 800.0, 21.0, None)
+            for institute in ("Liceo Bolzano", "Liceo Roma", "Scuola Senza", "Istituto", "Liceo")
+            for day in days]
+    # Easter Monday is national: closed everywhere but where the calendar is none; Whit Monday
+    # in Bolzano only; 29 June in Rome only; Istituto (empty cell) and Liceo (not in the
+    # file) follow the default IT.
+    assert school_dates(compute(readings(spark, rows), rules).daily) == {
+        "Istituto": [WHIT_MONDAY, ordinary, ROME_PATRONS],
+        "Liceo": [WHIT_MONDAY, ordinary, ROME_PATRONS],
+        "Liceo Bolzano": [ordinary, ROME_PATRONS],
+        "Liceo Roma": [WHIT_MONDAY, ordinary],
+        "Scuola Senza": [EASTER_MONDAY, WHIT_MONDAY, ordinary, ROME_PATRONS],
+    }
+
+    # The header of the older release (no holidays column) is still read: default calendar.
+    timetables.write_text('institute,timetable\nLiceo Bolzano,"Mon-Fri 08:00-14:00"\n', encoding="utf-8")
+    rules = IaqSettings(iaq_timetable_file=str(timetables), iaq_public_holidays="IT-BZ").rules()
+    bolzano = [row for row in rows if row[1] == "Liceo Bolzano"]
+    assert school_dates(compute(readings(spark, bolzano), rules).daily) == {
+        "Liceo Bolzano": [ordinary, ROME_PATRONS]}
+
+
+def test_the_public_holidays_applied_are_those_of_the_data_dates(tmp_path: Path) -> None:
+    timetables = tmp_path / "timetables.csv"
+    timetables.write_text("institute,timetable,holidays\nLiceo Bolzano,Mon-Fri 08:00-14:00,IT-BZ\n"
+                          "Scuola Senza,Mon-Fri 08:00-14:00,none\n", encoding="utf-8")
+    occupancy = IaqSettings(iaq_timetable_file=str(timetables)).rules().occupancy
+    # From 20 April to 9 June 2025: Easter Sunday and Monday, 25 April, 1 May, 2 June; and
+    # Whit Monday in South Tyrol. The names are the library's (English by default).
+    national = {"2025-04-20": "Easter Sunday", "2025-04-21": "Easter Monday",
+                "2025-04-25": "Liberation Day", "2025-05-01": "Labor Day", "2025-06-02": "Republic Day"}
+    assert public_holidays_applied(occupancy, dt.date(2025, 4, 20), WHIT_MONDAY) == {
+        "first_date": "2025-04-20", "last_date": "2025-06-09",
+        "calendars": {"*": "IT", "Liceo Bolzano": "IT-BZ", "Scuola Senza": "none"},
+        "holidays": {"IT": national, "IT-BZ": {**national, "2025-06-09": "Pentecost Monday"}},
+    }
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("XX", "'XX' is not a public-holiday calendar of the holidays library"),
+    ("IT-ZZ", "'ZZ' is not a subdivision of IT in the holidays library"),
+    ("IT-", "'' is not a subdivision of IT"),
+    ("Italy", "'Italy' is not a public-holiday calendar"),
+])
+def test_an_unknown_holiday_calendar_is_refused_with_its_name(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"IAQ_PUBLIC_HOLIDAYS: .*{message}"):
+        resolve_options(IAQ_OPTIONS, {}, {"IAQ_PUBLIC_HOLIDAYS": text}, None)
+    timetables = tmp_path / "timetables.csv"
+    timetables.write_text(f"institute,timetable,holidays\nLiceo,Mon-Fri 08:00-14:00,{text}\n",
+                          encoding="utf-8")
+    with pytest.raises(ConfigurationError, match=f"IAQ_TIMETABLE_FILE .* line 2: holidays: .*{message}"):
+        IaqSettings(iaq_timetable_file=str(timetables)).rules()
+
+
+def test_holiday_calendars_are_normalised_and_the_header_checked(tmp_path: Path) -> None:
+    values = resolve_options(IAQ_OPTIONS, {}, {"IAQ_PUBLIC_HOLIDAYS": " it-bz "}, None)
+    assert values["iaq_public_holidays"] == "IT-BZ"
+    assert resolve_options(IAQ_OPTIONS, {}, {"IAQ_PUBLIC_HOLIDAYS": "None"}, None)[
+        "iaq_public_holidays"] == "none"
+    timetables = tmp_path / "timetables.csv"
+    timetables.write_text("institute,holidays\nLiceo,IT\n", encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="the first line must be the header "
+                       "institute,timetable,holidays \\(or institute,timetable\\)"):
+        IaqSettings(iaq_timetable_file=str(timetables)).rules()
+    timetables.write_text("institute,timetable,holidays\nLiceo,Mon-Fri 08:00-14:00\n", encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="line 2: expected 3 fields"):
+        IaqSettings(iaq_timetable_file=str(timetables)).rules()
+
+
+def test_the_catalog_comments_name_the_holiday_calendar() -> None:
+    def daily_comment(settings: IaqSettings) -> str:
+        return next(table.description for table in iaq_catalog_tables(settings, "Europe/Rome")
+                    if table.name == "classroom_daily_iaq")
+    assert "public holiday of the calendar IT (IAQ_PUBLIC_HOLIDAYS, from the holidays library" in (
+        daily_comment(IaqSettings()))
+    assert "public holidays not closed (IAQ_PUBLIC_HOLIDAYS=none)" in daily_comment(
+        IaqSettings(iaq_public_holidays="none"))
+
+
+# --- the clock changes of Europe/Rome in the compliance tables -----------------------------
+
+def every_quarter_hour(first_utc: dt.datetime, count: int, co2_at: Any) -> list[tuple]:
+    """Device A of Liceo 3A: `count` readings 15 minutes apart from `first_utc`, CO2
+    `co2_at(instant)`, 21 °C."""
+    instants = [first_utc + dt.timedelta(minutes=15 * k) for k in range(count)]
+    return [("A", "Liceo", "3A", instant, co2_at(instant), 21.0, None) for instant in instants]
+
+
+def test_the_clock_changes_in_the_compliance_tables(spark: SparkSession) -> None:
+    rome = "Europe/Rome"
+    rules = rules_with("Sun 08:00-14:00")  # both changes fall on a Sunday
+    utc = dt.timezone.utc
+    autumn, spring = dt.date(2025, 10, 26), dt.date(2025, 3, 30)
+
+    # 26 October 2025 lasts 25 hours: local midnight is 22:00 UTC on the 25th (CEST, +2),
+    # at 01:00 UTC the clocks go back from 03:00 CEST to 02:00 CET (+1), and the next
+    # midnight is 23:00 UTC. 25 h / 15 min = 100 readings, 22:00 UTC to 22:45 UTC, every one
+    # on the local date of the 26th. The hour 02:00-03:00 happens twice (00:00-00:45 and
+    # 01:00-01:45 UTC, 8 readings, 3000 ppm): inside no timetable. 08:00-14:00 CET is
+    # 07:00-13:00 UTC: readings 07:00 ... 12:45, (13:00 - 07:00) / 15 min = 24 occupied.
+    # 06:00-06:45 UTC (07:00-07:45 CET; 08:00-08:45 with the summer offset) read 2600: not occupied.
+    # Occupied: 1200, except 09:00 and 09:15 UTC (10:00, 10:15 CET) at 2400.
+    def autumn_co2(instant: dt.datetime) -> float:
+        hour, minute = instant.hour, instant.minute
+        if instant.date() == autumn and hour in (0, 1):
+            return 3000.0
+        if instant.date() == autumn and hour == 6:
+            return 2600.0
+        if instant.date() == autumn and (hour, minute) in ((9, 0), (9, 15)):
+            return 2400.0
+        if instant.date() == autumn and 7 <= hour < 13:
+            return 1200.0
+        return 500.0
+
+    # 30 March 2025 lasts 23 hours: local midnight is 23:00 UTC on the 29th (CET, +1), at
+    # 01:00 UTC the clocks jump from 02:00 CET to 03:00 CEST (+2), the next midnight is
+    # 22:00 UTC: 92 readings, 23:00 UTC to 21:45 UTC. 08:00-14:00 CEST is 06:00-12:00 UTC:
+    # 24 occupied readings, 06:00 ... 11:45. 12:00-12:45 UTC (14:00-14:45 CEST; 13:00-13:45
+    # with the winter offset) read 2600: not occupied. Occupied: 1600, except 10:30 UTC
+    # (12:30 CEST) at 2200.
+    def spring_co2(instant: dt.datetime) -> float:
+        hour, minute = instant.hour, instant.minute
+        if instant.date() == spring and hour == 12:
+            return 2600.0
+        if instant.date() == spring and (hour, minute) == (10, 30):
+            return 2200.0
+        if instant.date() == spring and 6 <= hour < 12:
+            return 1600.0
+        return 500.0
+
+    rows = (every_quarter_hour(dt.datetime(2025, 10, 25, 22, tzinfo=utc), 100, autumn_co2)
+            + every_quarter_hour(dt.datetime(2025, 3, 29, 23, tzinfo=utc), 92, spring_co2))
+    tables = compute(readings(spark, rows), rules, rome)
+    daily = by_classroom_day(tables.daily)
+    assert set(daily) == {("3A", autumn), ("3A", spring)}
+
+    day = daily[("3A", autumn)]
+    # Mean (22 * 1200 + 2 * 2400) / 24 = 31200 / 24 = 1300 < 1500: met. The episode: 09:00
+    # and 09:15 stand for 15 minutes each (the next reading) = 30 > 20: the peak is failed.
+    assert (day["co2_occupied_readings"], day["co2_occupied_mean"], day["co2_occupied_max"],
+            day["longest_peak_episode_minutes"], day["bb101_mean_met"], day["bb101_peak_met"],
+            day["temperature_occupied_readings"]) == (24, 1300.0, 2400.0, 30.0, True, False, 24)
+
+    day = daily[("3A", spring)]
+    # Mean (23 * 1600 + 2200) / 24 = 39000 / 24 = 1625 >= 1500: failed. The episode: 10:30
+    # alone, standing for 15 minutes <= 20: the peak is met.
+    assert (day["co2_occupied_readings"], day["co2_occupied_mean"], day["co2_occupied_max"],
+            day["longest_peak_episode_minutes"], day["bb101_mean_met"], day["bb101_peak_met"],
+            day["temperature_occupied_readings"]) == (24, 1625.0, 2200.0, 15.0, False, True, 24)
+
+    # ISO weeks 2025-W13 (24-30 March) and 2025-W43 (20-26 October): one school day each.
+    weekly = {r["iso_week"]: r for r in records(tables.weekly)}
+    assert {week: (r["week_start"], r["school_days"], r["bb101_mean_days_met"], r["bb101_peak_days_met"],
+                   r["bb101_days_met"]) for week, r in weekly.items()} == {
+        13: (dt.date(2025, 3, 24), 1, 0, 1, 0), 43: (dt.date(2025, 10, 20), 1, 1, 0, 0)}
+
+    # The same rows computed independently give the same tables.
+    con = independent_iaq.connect()
+    independent_iaq.load_rows(con, [dict(zip(COLUMNS, row)) for row in rows])
+    independent_iaq.compute(con, rome, [(None, 7, 8 * 60, 14 * 60)])
+    independent_iaq.assert_rows_match(records(tables.daily, ("local_date",)),
+                                      independent_iaq.fetch(con, "daily", "local_date"), "daily")
