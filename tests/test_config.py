@@ -195,3 +195,46 @@ def test_job_help_lists_every_variable_and_rejects_a_password_flag(job: str) -> 
     refused = subprocess.run([sys.executable, str(PROJECT_ROOT / job), "--postgres-password", "x"],
                              capture_output=True, text=True, env=environment, cwd=PROJECT_ROOT)
     assert refused.returncode == 2 and "unrecognized arguments" in refused.stderr
+
+
+# --- the time zone: right by default, and a warning when it is UTC or nobody set it --------
+
+@pytest.mark.parametrize(("argv", "environ", "env_file_text", "warned"), [
+    # Nobody set it: the built-in default, Europe/Rome, and a warning that says so.
+    ([], {}, "", "occupied hours are evaluated in Europe/Rome, the built-in default"),
+    # Set to UTC, or one of its names, anywhere: a warning that it is UTC.
+    ([], {"BATCH_TIMEZONE": "UTC"}, "", "occupied hours are evaluated in UTC (BATCH_TIMEZONE=UTC)"),
+    (["--batch-timezone", "Etc/UTC"], {}, "", "in UTC (BATCH_TIMEZONE=Etc/UTC)"),
+    ([], {}, "BATCH_TIMEZONE=GMT\n", "in UTC (BATCH_TIMEZONE=GMT)"),
+    ([], {"BATCH_TIMEZONE": "Zulu"}, "", "in UTC (BATCH_TIMEZONE=Zulu)"),
+    # Set explicitly to a school's zone, by flag, environment or env file: no warning.
+    (["--batch-timezone", "Europe/Rome"], {}, "", None),
+    ([], {"BATCH_TIMEZONE": "Europe/Rome"}, "", None),
+    ([], {}, "BATCH_TIMEZONE=Europe/Rome\n", None),
+    # Europe/London is UTC+0 in winter only: not UTC.
+    ([], {}, "BATCH_TIMEZONE=Europe/London\n", None),
+])
+def test_a_time_zone_in_utc_or_left_on_the_default_is_warned_about(
+        tmp_path: Path, argv: list[str], environ: dict[str, str], env_file_text: str,
+        warned: str | None) -> None:
+    from batch.analysis import ANALYSIS_JOB, settings_warnings
+    from batch.cli import load
+
+    env_file = tmp_path / "spark.env"
+    env_file.write_text(env_file_text)
+    loaded = load(ANALYSIS_JOB, [*argv, "--env-file", str(env_file)], tmp_path,
+                  {"POSTGRES_PASSWORD": "x", "BATCH_CALLER_DIR": str(tmp_path), **environ})
+    warnings = settings_warnings(loaded.settings)
+    if warned is None:
+        assert warnings == []
+    else:
+        assert len(warnings) == 1 and warned in warnings[0], warnings
+    assert ("batch_timezone" in loaded.settings.options_defaulted) == (warned is not None and not (
+        argv or environ or env_file_text))
+
+
+def test_the_shipped_env_file_sets_europe_rome() -> None:
+    # The option's default and the shipped file agree (test_env_file_documents_every_option_
+    # with_its_default), and the file sets it: a run with env/spark.env does not warn.
+    assert dotenv_values(Path(__file__).resolve().parent.parent / "env" / "spark.env")[
+        "BATCH_TIMEZONE"] == "Europe/Rome"

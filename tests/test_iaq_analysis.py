@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import html
 import io
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
 import pytest
 from pyspark.sql import SparkSession
 
 from batch.postgres import PostgresTarget
 from devtools.demo import generate_demo_dataset, holiday_closures_csv
 from tests import independent, independent_iaq
-from tests.test_analysis import analysis_settings, connect, last_run, run
+from tests.test_analysis import analysis_settings, connect, last_run, run, write_rows
 
 # A week around the end of winter time (30 March 2025), dense enough for episodes above the
 # peak: 100,000 readings of 104 devices over 8 days is one reading per device every ~12 min.
@@ -87,3 +90,59 @@ def test_iaq_tables_equal_an_independent_computation_on_the_demo_data(
     assert all(row["local_date"].isoweekday() <= 5 for row in daily)
     assert 0 < sum(row["week_complete"] for row in independent_iaq.fetch(con, "weekly", "1")) < len(
         independent_iaq.fetch(con, "weekly", "1"))
+
+
+def test_a_run_warns_about_utc_and_records_the_public_holidays_it_applied(
+        spark: SparkSession, make_target: Callable[..., PostgresTarget], tmp_path: Path) -> None:
+    utc = dt.timezone.utc
+    days = {"Liceo": (dt.date(2025, 4, 17), dt.date(2025, 4, 21), dt.date(2025, 4, 22),
+                      dt.date(2025, 4, 25), dt.date(2025, 6, 9)),
+            "Liceo Bolzano": (dt.date(2025, 6, 9), dt.date(2025, 6, 10))}
+    readings = [(institute, dt.datetime.combine(day, dt.time(9), utc))
+                for institute, dates in days.items() for day in dates]
+    raw = write_rows(tmp_path / "raw" / "part-0.parquet", {
+        "DevEui": pa.array([institute[:5] for institute, _ in readings]),
+        "sendtime": pa.array([at for _, at in readings], pa.timestamp("us", tz="UTC")),
+        "institute": pa.array([institute for institute, _ in readings]),
+        "classroom": pa.array(["3A"] * len(readings)),
+        "co2": pa.array([900.0] * len(readings)),
+    })
+    timetables = tmp_path / "timetables.csv"
+    timetables.write_text("institute,timetable,holidays\nLiceo Bolzano,Mon-Fri 08:00-14:00,IT-BZ\n",
+                          encoding="utf-8")
+    target = make_target()
+
+    def run_in(timezone: str) -> tuple[Any, dict[str, Any], str]:
+        summary = run(spark, analysis_settings(target, raw, BATCH_TIMEZONE=timezone,
+                                               IAQ_TIMETABLE_FILE=str(timetables),
+                                               REPORT_DIR=str(tmp_path / "reports")))
+        page = html.unescape(Path(summary.report_path).read_text(encoding="utf-8"))
+        quality = page[page.index('<section id="data-quality">'):]
+        return summary, last_run(target), quality[:quality.index("</section>")]
+
+    summary, record, quality = run_in("UTC")
+    assert len(summary.warnings) == 1
+    assert summary.warnings[0].startswith("occupied hours are evaluated in UTC (BATCH_TIMEZONE=UTC)")
+    assert record["warnings"] == summary.warnings
+    assert f"<strong>Warning:</strong> {summary.warnings[0]}</p>" in quality
+    # Closed: Easter Monday and 25 April everywhere (IT), Whit Monday in Bolzano (IT-BZ) only.
+    with connect(target) as conn:
+        school_days = [(row["institute"], row["local_date"]) for row in independent.fetch_dicts(
+            conn, f'SELECT institute, local_date FROM "{target.schema}".classroom_daily_iaq '
+                  "ORDER BY institute, local_date")]
+    assert school_days == [("Liceo", dt.date(2025, 4, 17)), ("Liceo", dt.date(2025, 4, 22)),
+                           ("Liceo", dt.date(2025, 6, 9)), ("Liceo Bolzano", dt.date(2025, 6, 10))]
+    # The data's dates run from 17 April to 10 June 2025: the holidays of each calendar
+    # between them, as the holidays library names them.
+    national = {"2025-04-20": "Easter Sunday", "2025-04-21": "Easter Monday",
+                "2025-04-25": "Liberation Day", "2025-05-01": "Labor Day", "2025-06-02": "Republic Day"}
+    assert record["settings"]["iaq_public_holidays"] == "IT"
+    assert record["settings"]["iaq_public_holidays_applied"] == {
+        "first_date": "2025-04-17", "last_date": "2025-06-10",
+        "calendars": {"*": "IT", "Liceo Bolzano": "IT-BZ"},
+        "holidays": {"IT": national, "IT-BZ": {**national, "2025-06-09": "Pentecost Monday"}}}
+
+    # Europe/Rome, set explicitly: no warning, in the summary, batch_runs or the report.
+    summary, record, quality = run_in("Europe/Rome")
+    assert summary.warnings == [] and record["warnings"] == []
+    assert "Warning:" not in quality and "<dt>warnings</dt><dd>none</dd>" in quality
