@@ -6,14 +6,19 @@ expressions. Every error names the setting or the file and line, and the value r
 Timetable (IAQ_TIMETABLE, and the `timetable` column of IAQ_TIMETABLE_FILE): groups of
 `DAYS RANGES` separated by `;`. DAYS is one weekday (`Mon`) or a span (`Mon-Fri`); RANGES
 are `HH:MM-HH:MM` local times separated by `,`, each `[start, end)`, `24:00` allowed as an
-end. `Mon-Fri 08:00-13:00,14:00-16:00; Sat 08:00-12:00`. An empty text (or `none`)
-means never occupied.
+end. `Mon-Fri 08:00-13:00,14:00-16:00; Sat 08:00-12:00`. `none` means never occupied; an
+empty text is refused (an empty variable is a mistake far more often than a wish, and would
+empty the compliance tables).
 
 IAQ_TIMETABLE_FILE: CSV with the header `institute,timetable`, one institute a line (named
 as in the sensor registry); institutes not listed follow IAQ_TIMETABLE.
 
 IAQ_CLOSURES_FILE: CSV with the header `institute,first_date,last_date,reason`; dates
 `YYYY-MM-DD`, inclusive; institute `*` closes every institute; `reason` is free text.
+
+Both files are UTF-8 (a byte-order mark, as Excel writes, is allowed). An institute they
+name must be one the input holds: `unknown_institutes` lists the lines that name none, once
+the run has read the input (a typo would otherwise turn holidays into school days).
 
     institute,first_date,last_date,reason
     *,2024-12-23,2025-01-06,Christmas holidays
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +73,9 @@ class Occupancy:
     default_timetable: Timetable
     institute_timetables: tuple[tuple[str, Timetable], ...] = ()
     closures: tuple[Closure, ...] = ()
+    # (institute, "FILE_SETTING path line n") of every institute the files name, for
+    # unknown_institutes.
+    named_at: tuple[tuple[str, str], ...] = ()
 
 
 def _clock(seconds: int) -> str:
@@ -104,7 +113,10 @@ def parse_timetable(text: str) -> Timetable:
     per_day: list[list[tuple[int, int]]] = [[] for _ in WEEKDAYS]
     defined: set[int] = set()
     stripped = text.strip()
-    if stripped.lower() in ("", "none"):
+    if not stripped:
+        raise ValueError("the timetable is empty: give one, e.g. 'Mon-Fri 08:00-14:00', or write "
+                         "'none' for rooms never occupied")
+    if stripped.lower() == "none":
         return Timetable(tuple(() for _ in WEEKDAYS))
     for group in stripped.split(";"):
         days_text, _, ranges_text = group.strip().partition(" ")
@@ -160,6 +172,8 @@ def checked_month_day(text: str) -> str:
 def checked_optional_file(text: str) -> str:
     """Option parser: empty, or a file that exists (its content is checked when loaded)."""
     path = text.strip()
+    if path and Path(path).is_dir():
+        raise ValueError(f"{path} is a directory, not a file")
     if path and not Path(path).is_file():
         raise ValueError(f"file {path} does not exist")
     return path
@@ -167,7 +181,8 @@ def checked_optional_file(text: str) -> str:
 
 def _csv_rows(path: str, header: tuple[str, ...], setting: str) -> list[tuple[int, list[str]]]:
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the header.
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             lines = list(csv.reader(handle))
     except OSError as error:
         raise ConfigurationError(f"{setting} {path}: cannot read it: {error.strerror}") from None
@@ -188,11 +203,13 @@ def _csv_rows(path: str, header: tuple[str, ...], setting: str) -> list[tuple[in
     return rows
 
 
-def load_institute_timetables(path: str) -> tuple[tuple[str, Timetable], ...]:
-    """The per-institute timetables of IAQ_TIMETABLE_FILE (none when `path` is empty)."""
+def load_institute_timetables(path: str) -> tuple[tuple[tuple[str, Timetable], ...], tuple[tuple[str, str], ...]]:
+    """The per-institute timetables of IAQ_TIMETABLE_FILE (none when `path` is empty), and
+    where each institute is named."""
     if not path:
-        return ()
+        return (), ()
     timetables: dict[str, Timetable] = {}
+    named_at: list[tuple[str, str]] = []
     for number, (institute, text) in _csv_rows(path, ("institute", "timetable"), "IAQ_TIMETABLE_FILE"):
         where = f"IAQ_TIMETABLE_FILE {path} line {number}"
         if not institute or institute == ALL_INSTITUTES:
@@ -204,14 +221,17 @@ def load_institute_timetables(path: str) -> tuple[tuple[str, Timetable], ...]:
             timetables[institute] = parse_timetable(text)
         except ValueError as error:
             raise ConfigurationError(f"{where}: timetable {text!r}: {error}") from None
-    return tuple(sorted(timetables.items()))
+        named_at.append((institute, where))
+    return tuple(sorted(timetables.items())), tuple(named_at)
 
 
-def load_closures(path: str) -> tuple[Closure, ...]:
-    """The closures of IAQ_CLOSURES_FILE (none when `path` is empty)."""
+def load_closures(path: str) -> tuple[tuple[Closure, ...], tuple[tuple[str, str], ...]]:
+    """The closures of IAQ_CLOSURES_FILE (none when `path` is empty), and where each
+    institute (other than *) is named."""
     if not path:
-        return ()
+        return (), ()
     closures = []
+    named_at: list[tuple[str, str]] = []
     header = ("institute", "first_date", "last_date", "reason")
     for number, (institute, first, last, _) in _csv_rows(path, header, "IAQ_CLOSURES_FILE"):
         where = f"IAQ_CLOSURES_FILE {path} line {number}"
@@ -225,7 +245,9 @@ def load_closures(path: str) -> tuple[Closure, ...]:
         if last_date < first_date:
             raise ConfigurationError(f"{where}: last_date {last} is before first_date {first}")
         closures.append(Closure(institute, first_date, last_date))
-    return tuple(closures)
+        if institute != ALL_INSTITUTES:
+            named_at.append((institute, where))
+    return tuple(closures), tuple(named_at)
 
 
 def load_occupancy(timetable: str, timetable_file: str, closures_file: str) -> Occupancy:
@@ -234,4 +256,21 @@ def load_occupancy(timetable: str, timetable_file: str, closures_file: str) -> O
         default = parse_timetable(timetable)
     except ValueError as error:
         raise ConfigurationError(f"IAQ_TIMETABLE: {error}") from None
-    return Occupancy(default, load_institute_timetables(timetable_file), load_closures(closures_file))
+    timetables, timetables_named_at = load_institute_timetables(timetable_file)
+    closures, closures_named_at = load_closures(closures_file)
+    return Occupancy(default, timetables, closures, timetables_named_at + closures_named_at)
+
+
+def unknown_institutes(occupancy: Occupancy, seen: set[str]) -> list[str]:
+    """A warning for each line of the timetable or closures file naming an institute not in
+    `seen` (the institutes of the input), with the closest one that is."""
+    by_folded = {name.lower(): name for name in seen}
+    warnings = []
+    for institute, where in occupancy.named_at:
+        if institute in seen:
+            continue
+        close = difflib.get_close_matches(institute.lower(), by_folded, n=1, cutoff=0.6)
+        hint = f" (did you mean {by_folded[close[0]]!r}?)" if close else ""
+        warnings.append(f"{where}: institute {institute!r} matches no institute of the input{hint}; "
+                        "the line has no effect")
+    return warnings
