@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from dotenv import dotenv_values
 
@@ -93,7 +93,7 @@ def parse_timezone(text: str) -> str:
     try:
         ZoneInfo(text)
     except (ZoneInfoNotFoundError, ValueError):
-        suggestion = _closest(text, _canonical_zones())
+        suggestion = closest_name(text, _canonical_zones())
         hint = f"; did you mean {suggestion}?" if suggestion else " (e.g. UTC, Europe/Rome)"
         raise ValueError(f"{text!r} is not a known IANA time zone{hint}") from None
     prefix = next((prefix for prefix in _JAVA_UNKNOWN_PREFIXES if text.startswith(prefix)), None)
@@ -106,15 +106,14 @@ def parse_timezone(text: str) -> str:
 
 
 def _canonical_zones() -> set[str]:
-    from zoneinfo import available_timezones
     return {zone for zone in available_timezones()
             if zone not in _JAVA_UNKNOWN_ZONES and not zone.startswith(_JAVA_UNKNOWN_PREFIXES)}
 
 
-def _closest(text: str, known: set[str]) -> str | None:
-    """The known name closest to `text` (a typo's likely meaning), if one is close."""
+def closest_name(text: str, known: set[str], cutoff: float = 0.75) -> str | None:
+    """The known name closest to `text` whatever the case (a typo's likely meaning), if one is close."""
     by_folded = {name.lower(): name for name in known}
-    found = difflib.get_close_matches(text.lower(), by_folded, n=1, cutoff=0.75)
+    found = difflib.get_close_matches(text.lower(), by_folded, n=1, cutoff=cutoff)
     return by_folded[found[0]] if found else None
 
 
@@ -294,7 +293,7 @@ def unknown_variables(env_file: Path, known: set[str]) -> list[str]:
     for name in dotenv_values(env_file):
         if name in known or name in OBSOLETE_VARIABLES:
             continue
-        closest = _closest(name, known)
+        closest = closest_name(name, known)
         hint = f"; did you mean {closest}?" if closest else ""
         warnings.append(f"{name} in {env_file} is not a setting of these jobs or their launchers "
                         f"and is ignored{hint}")

@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from batch.config import closest_name
 from batch.errors import ConfigurationError
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # ISO order: Monday = 1
@@ -66,6 +66,11 @@ class Closure:
     last_date: dt.date
 
 
+# (institute, "IAQ_CLOSURES_FILE path line n") of each institute a file names, for
+# unknown_institutes.
+NamedAt = tuple[tuple[str, str], ...]
+
+
 @dataclass(frozen=True)
 class Occupancy:
     """Everything that decides whether a reading is an occupied one."""
@@ -73,9 +78,7 @@ class Occupancy:
     default_timetable: Timetable
     institute_timetables: tuple[tuple[str, Timetable], ...] = ()
     closures: tuple[Closure, ...] = ()
-    # (institute, "FILE_SETTING path line n") of every institute the files name, for
-    # unknown_institutes.
-    named_at: tuple[tuple[str, str], ...] = ()
+    named_at: NamedAt = ()
 
 
 def _clock(seconds: int) -> str:
@@ -203,7 +206,7 @@ def _csv_rows(path: str, header: tuple[str, ...], setting: str) -> list[tuple[in
     return rows
 
 
-def load_institute_timetables(path: str) -> tuple[tuple[tuple[str, Timetable], ...], tuple[tuple[str, str], ...]]:
+def load_institute_timetables(path: str) -> tuple[tuple[tuple[str, Timetable], ...], NamedAt]:
     """The per-institute timetables of IAQ_TIMETABLE_FILE (none when `path` is empty), and
     where each institute is named."""
     if not path:
@@ -225,7 +228,7 @@ def load_institute_timetables(path: str) -> tuple[tuple[tuple[str, Timetable], .
     return tuple(sorted(timetables.items())), tuple(named_at)
 
 
-def load_closures(path: str) -> tuple[tuple[Closure, ...], tuple[tuple[str, str], ...]]:
+def load_closures(path: str) -> tuple[tuple[Closure, ...], NamedAt]:
     """The closures of IAQ_CLOSURES_FILE (none when `path` is empty), and where each
     institute (other than *) is named."""
     if not path:
@@ -264,13 +267,12 @@ def load_occupancy(timetable: str, timetable_file: str, closures_file: str) -> O
 def unknown_institutes(occupancy: Occupancy, seen: set[str]) -> list[str]:
     """A warning for each line of the timetable or closures file naming an institute not in
     `seen` (the institutes of the input), with the closest one that is."""
-    by_folded = {name.lower(): name for name in seen}
     warnings = []
     for institute, where in occupancy.named_at:
         if institute in seen:
             continue
-        close = difflib.get_close_matches(institute.lower(), by_folded, n=1, cutoff=0.6)
-        hint = f" (did you mean {by_folded[close[0]]!r}?)" if close else ""
+        close = closest_name(institute, seen, cutoff=0.6)
+        hint = f" (did you mean {close!r}?)" if close else ""
         warnings.append(f"{where}: institute {institute!r} matches no institute of the input{hint}; "
                         "the line has no effect")
     return warnings

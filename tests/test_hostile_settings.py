@@ -149,6 +149,14 @@ def test_a_misspelt_variable_in_the_env_file_is_named_with_the_closest_option(
                       "launchers and is ignored; did you mean IAQ_CLOSURES_FILE?"]
 
 
+def test_the_check_says_in_one_line_that_a_mixed_case_schema_is_folded(check_environment: dict[str, str]) -> None:
+    checked = check_config(check_environment, "--postgres-schema", "Probe_TT")
+    assert checked.returncode == 0 and "configuration OK" in checked.stdout, checked.stderr
+    assert [line for line in checked.stderr.splitlines() if "Probe_TT" in line] == [
+        "POSTGRES_SCHEMA Probe_TT folded to lower case: publishing to schema probe_tt, as PostgreSQL "
+        "reads the unquoted name Probe_TT"]
+
+
 def test_a_byte_order_mark_is_not_part_of_the_header(tmp_path: Path) -> None:
     closures = tmp_path / "closures.csv"
     closures.write_bytes("institute,first_date,last_date,reason\r\n*,2025-02-14,2025-02-14,elections\r\n"
