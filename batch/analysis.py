@@ -37,8 +37,14 @@ from batch.config import (
     read_password,
     settings_type,
 )
-from batch.contract import ANALYSIS_COLUMNS, METRICS, RAW_COLUMNS_BY_NAME, Metric
-from batch.errors import BatchError, ConfigurationError, CorruptInputFileError, EmptyInputError
+from batch.contract import ANALYSIS_COLUMNS, INSTITUTE, METRICS, RAW_COLUMNS_BY_NAME, Metric
+from batch.errors import (
+    BatchError,
+    ConfigurationError,
+    CorruptInputFileError,
+    EmptyInputError,
+    EmptyResultError,
+)
 from batch.iaq import (
     IAQ_GROUP_KEYS,
     IAQ_OPTIONS,
@@ -55,6 +61,7 @@ from batch.iaq import (
 from batch.readers import read_raw_readings, undecodable_file
 from batch.summary import JobSummary
 from batch.spark_errors import spark_error_chain
+from batch.timetable import unknown_institutes
 from batch.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings
 
 log = logging.getLogger(__name__)
@@ -73,6 +80,9 @@ ANALYSIS_OPTIONS: tuple[Option, ...] = COMMON_OPTIONS + POSTGRES_OPTIONS + (
            "connection attempts (exponential backoff) before giving up", parse_positive_int),
     Option("PUBLISH_LOCK_TIMEOUT_S", "600",
            "seconds to wait for another run publishing to the same schema", number(0, 86400)),
+    Option("ALLOW_EMPTY_TABLES", "false",
+           "publish a table with no row in place of one that has rows (otherwise the run stops, "
+           "exit 3, previous results kept)", parse_bool),
     SUMMARY_JSON_OPTION,
     REPORT_DIR_OPTION,
 ) + IAQ_OPTIONS
@@ -115,9 +125,6 @@ class RunSummary(JobSummary):
     rows_written: dict[str, int] = field(default_factory=dict)
     # The HTML report of the run (batch/report.py), once published; None if it was not written.
     report_path: str | None = None
-    # What the operator should know about the results (e.g. a time zone left on its default):
-    # one sentence each, logged once, printed, stored in batch_runs and shown by the report.
-    warnings: list[str] = field(default_factory=list)
 
     def run_record(self) -> dict[str, Any]:
         """The batch_runs columns this summary fills."""
@@ -130,11 +137,6 @@ class RunSummary(JobSummary):
             "phase_seconds": self.phase_seconds, "error_message": self.error_message,
             "warnings": self.warnings,
         }
-
-    def warn(self, message: str) -> None:
-        """Log `message` and keep it for the summary, batch_runs and the report."""
-        log.warning("%s", message)
-        self.warnings.append(message)
 
 
 # The batch_runs.settings entry of the public holidays closed in the data's dates.
@@ -261,13 +263,18 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
                 f"excluded per reason {summary.rows_excluded}; previous results kept")
         postgres.add_run_settings(conn, target, summary.run_id, {
             PUBLIC_HOLIDAYS_APPLIED: public_holidays_in_data(partials, iaq_rules)})
+        for warning in unknown_institutes(iaq_rules.occupancy, set(partials[INSTITUTE].dropna())):
+            summary.warn(warning)
         results: dict[str, Any] = {ALL_STATISTICS: rollup_all(partials, groupings, metrics),
                                    **iaq_results(partials, episodes, iaq_rules)}
         del partials, episodes  # the driver holds the partials or the results, not both, while publishing
+        rows = {table.name: table.build(results) for table in catalog.published_tables}
+        del results
     with summary.phase("publish"):
+        _check_empty_tables(conn, target, rows, settings.allow_empty_tables, summary)
         postgres.prepare_staging(conn, target, catalog.published_tables, summary.run_id)
         for table in catalog.published_tables:
-            postgres.write_staging(conn, target, table, table.build(results),
+            postgres.write_staging(conn, target, table, rows.pop(table.name),
                                    postgres.staging_table(table.name, summary.run_id))
         summary.status = "succeeded"
         summary.rows_written = postgres.swap_in(conn, target, catalog, evolution, summary.run_id,
@@ -276,6 +283,32 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
         summary.report_path = _write_report(target, settings.report_dir, summary.run_id)
     postgres.tidy_up(conn, target, [table.name for table in catalog.published_tables],
                      summary.run_id, summary.phase_seconds)
+
+
+def _check_empty_tables(conn: Any, target: postgres.PostgresTarget, rows: dict[str, pd.DataFrame],
+                        allowed: bool, summary: RunSummary) -> None:
+    """Stop (EmptyResultError) before anything is staged when a table that holds rows would be
+    published empty, unless `allowed`; warn of every table published empty.
+
+    An empty table is almost always a setting that leaves nothing to count (a timetable of
+    `none`, closures over every day), not a fact a dashboard should show in place of the
+    previous results. The caller holds the publish lock: the published counts cannot change
+    before the swap.
+    """
+    empty = [name for name, table_rows in rows.items() if table_rows.empty]
+    if not empty:
+        return
+    held = {name: count for name, count in postgres.published_row_counts(conn, target, empty).items()
+            if count}
+    if held and not allowed:
+        raise EmptyResultError(
+            "this run would replace published tables holding rows with empty ones: "
+            + ", ".join(f"{name} ({count} rows)" for name, count in held.items())
+            + "; nothing was published, previous results kept (check IAQ_TIMETABLE, "
+            "IAQ_TIMETABLE_FILE, IAQ_CLOSURES_FILE; --allow-empty-tables publishes them empty)")
+    for name in empty:
+        replacing = f", replacing its {held[name]} rows (ALLOW_EMPTY_TABLES)" if name in held else ""
+        summary.warn(f"{target.schema}.{name} is published with no row{replacing}")
 
 
 def _write_report(target: postgres.PostgresTarget, report_dir: str, run_id: int) -> str | None:

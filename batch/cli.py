@@ -5,9 +5,9 @@ import argparse
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +17,13 @@ from pyspark import SparkConf
 
 from batch.config import (
     DEFAULTED_OPTIONS_FIELD,
+    ENV_FILE_VARIABLE,
     Option,
     build_parser,
     find_env_file,
     resolve_options_with_sources,
     settings_from,
+    unknown_variables,
 )
 from batch.errors import BatchError, StoppedBySignal
 
@@ -70,6 +72,10 @@ def load(job: JobDefinition, argv: Sequence[str], project_root: Path,
     environ = os.environ if environ is None else environ
     args = job.parser().parse_args(argv)
     env_file = find_env_file(args.env_file, environ, project_root)
+    known = _known_variables()
+    if env_file is not None and known is not None:
+        for warning in unknown_variables(env_file, known):
+            log.warning("%s", warning)
     resolved = resolve_options_with_sources(job.options, vars(args), environ, env_file, project_root)
     option_fields = {option.field for option in job.options} | {"env_file", "check_config"}
     extra = {name: tuple(value) if isinstance(value, list) else value
@@ -79,6 +85,22 @@ def load(job: JobDefinition, argv: Sequence[str], project_root: Path,
         **resolved.values, **extra, DEFAULTED_OPTIONS_FIELD: tuple(sorted(resolved.defaulted))})
     job.check(settings)
     return LoadedSettings(settings, env_file, args.check_config)
+
+
+def _known_variables() -> set[str] | None:
+    """Every variable a job or a launcher reads: an env file is shared by all of them.
+
+    None where the launcher is not shipped (the job's copy that spark-submit runs): the
+    launcher checked the env file before starting it.
+    """
+    try:
+        from batch.launcher.main import LAUNCHER_OPTIONS
+    except ImportError:
+        return None
+    from batch.analysis import ANALYSIS_OPTIONS
+    from batch.downloader import DOWNLOADER_OPTIONS
+    return ({option.env for option in (*ANALYSIS_OPTIONS, *DOWNLOADER_OPTIONS, *LAUNCHER_OPTIONS)}
+            | {ENV_FILE_VARIABLE})
 
 
 def load_settings(job: JobDefinition, argv: Sequence[str], project_root: Path) -> Any:
@@ -124,11 +146,14 @@ def spark_master_unless_submitted(master: str) -> str | None:
 
 def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.",
-                                     delete=False, encoding="utf-8") as handle:
+    temporary = path.parent / f".{path.name}.{secrets.token_hex(6)}"
+    # Created as open() creates a file (0666 less the umask, 0644 usually), not 0600 as
+    # tempfile does: a summary is read by monitoring, under another user often.
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    with open(descriptor, "w", encoding="utf-8") as handle:
         json.dump(data, handle, indent=2, sort_keys=True, default=str)
         handle.write("\n")
-    os.replace(handle.name, path)
+    os.replace(temporary, path)
 
 
 def format_summary(title: str, summary: Mapping[str, Any]) -> str:

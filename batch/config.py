@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import logging
 import math
 import os
 import re
@@ -17,13 +19,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from dotenv import dotenv_values
 
 from batch.errors import ConfigurationError
 
+log = logging.getLogger(__name__)
+
 ENV_FILE_VARIABLE = "BATCH_ENV_FILE"
+# Settings of earlier releases that an old env file may still hold: no longer read, and
+# harmless (the JDBC driver: the analysis COPYs its tables over its own connection).
+OBSOLETE_VARIABLES = frozenset({"POSTGRES_JDBC_JAR", "POSTGRES_JDBC_PACKAGE"})
 # The folder the user typed the command in: relative paths given by flag or environment are
 # read from there (the launcher sets it; the job's own working directory otherwise).
 CALLER_DIR_VARIABLE = "BATCH_CALLER_DIR"
@@ -64,12 +71,50 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"expected true or false, got {text!r}")
 
 
+# Spark resolves BATCH_TIMEZONE with java.time.ZoneId.of(name, ZoneId.SHORT_IDS), from the JDK's
+# own zone database (tzdb.dat), not the system's files that Python's zoneinfo reads. Names only
+# the system's files hold pass zoneinfo and fail the run in the JVM: the `posix/` and `right/`
+# copies (`right/` counts leap seconds), the host's `localtime` link, `posixrules`, `Factory`
+# (a placeholder), the alias `ROC` the JDK leaves out, and zones newer than the JDK's database.
+# tests/test_config.py checks this rule against the JDK on the machine, zone by zone.
+_JAVA_UNKNOWN_PREFIXES = ("posix/", "right/")
+_JAVA_UNKNOWN_ZONES: dict[str, str] = {
+    "localtime": "the host's own zone: name it, e.g. Europe/Rome",
+    "posixrules": "a rules template: name the zone, e.g. America/New_York",
+    "Factory": "a placeholder zone: name the real one, e.g. Europe/Rome",
+    "ROC": "an alias the JDK leaves out: use Asia/Taipei",
+    "America/Coyhaique": "added in tzdata 2025b, after this JDK's zone database: update the JDK's "
+                         "time-zone data (tzupdater) first",
+}
+
+
 def parse_timezone(text: str) -> str:
+    """An IANA zone that both Python (the driver) and Java (Spark) know."""
     try:
         ZoneInfo(text)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"{text!r} is not a known IANA time zone (e.g. UTC, Europe/Rome)") from None
+        suggestion = closest_name(text, _canonical_zones())
+        hint = f"; did you mean {suggestion}?" if suggestion else " (e.g. UTC, Europe/Rome)"
+        raise ValueError(f"{text!r} is not a known IANA time zone{hint}") from None
+    prefix = next((prefix for prefix in _JAVA_UNKNOWN_PREFIXES if text.startswith(prefix)), None)
+    if prefix is not None:
+        raise ValueError(f"{text!r} is a copy in the system's zone files that Java (Spark) does not "
+                         f"know: use {text[len(prefix):]}")
+    if text in _JAVA_UNKNOWN_ZONES:
+        raise ValueError(f"{text!r} is not a time zone Java (Spark) knows: {_JAVA_UNKNOWN_ZONES[text]}")
     return text
+
+
+def _canonical_zones() -> set[str]:
+    return {zone for zone in available_timezones()
+            if zone not in _JAVA_UNKNOWN_ZONES and not zone.startswith(_JAVA_UNKNOWN_PREFIXES)}
+
+
+def closest_name(text: str, known: set[str], cutoff: float = 0.75) -> str | None:
+    """The known name closest to `text` whatever the case (a typo's likely meaning), if one is close."""
+    by_folded = {name.lower(): name for name in known}
+    found = difflib.get_close_matches(text.lower(), by_folded, n=1, cutoff=cutoff)
+    return by_folded[found[0]] if found else None
 
 
 def parse_identifier(text: str) -> str:
@@ -80,16 +125,51 @@ def parse_identifier(text: str) -> str:
     return text
 
 
+def parse_schema_name(text: str) -> str:
+    """POSTGRES_SCHEMA: a plain identifier, folded to lower case as PostgreSQL folds unquoted names.
+
+    Dashboards write `SELECT ... FROM Indoor_Air.classroom_stats`, which PostgreSQL reads as
+    indoor_air: a schema created as "Indoor_Air" would never be found by them.
+    """
+    name = parse_identifier(text)
+    if name != name.lower():
+        log.warning("POSTGRES_SCHEMA %s folded to lower case: publishing to schema %s, as PostgreSQL "
+                    "reads the unquoted name %s", name, name.lower(), name)
+    return name.lower()
+
+
+def whole_number(text: str) -> int:
+    """`text` as an integer; a ValueError in the project's words, not Python's."""
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+
+
+def finite_number(text: str) -> float:
+    """`text` as a finite number; a ValueError in the project's words, not Python's."""
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def parse_port(text: str) -> int:
-    port = int(text)
+    try:
+        port = whole_number(text)
+    except ValueError:
+        port = 0
     if not 1 <= port <= 65535:
-        raise ValueError(f"{port} is not a TCP port")
+        raise ValueError(f"expected a TCP port (1 to 65535), got {text!r}")
     return port
 
 
 def parse_positive_int(text: str) -> int:
     try:
-        value = int(text.strip())
+        value = whole_number(text)
     except ValueError:
         value = 0
     if value <= 0:
@@ -103,10 +183,10 @@ def number(low: float, high: float, *, above_low: bool = False) -> Callable[[str
 
     def parse_number(text: str) -> float:
         try:
-            value = float(text)
+            value = finite_number(text)
         except ValueError:
             raise ValueError(f"expected a number {bounds}, got {text!r}") from None
-        if not math.isfinite(value) or value < low or (above_low and value == low) or value > high:
+        if value < low or (above_low and value == low) or value > high:
             raise ValueError(f"expected a number {bounds}, got {text!r}")
         return value
 
@@ -171,8 +251,9 @@ POSTGRES_OPTIONS: tuple[Option, ...] = (
     Option("POSTGRES_PASSWORD_FILE", "",
            "file holding the PostgreSQL password (used when POSTGRES_PASSWORD is empty)",
            path=True),
-    Option("POSTGRES_SCHEMA", "indoor_air", "schema the statistics are published to",
-           parse_identifier),
+    Option("POSTGRES_SCHEMA", "indoor_air",
+           "schema the statistics are published to (folded to lower case, as PostgreSQL folds "
+           "unquoted names)", parse_schema_name),
 )
 
 
@@ -191,9 +272,33 @@ def find_env_file(given: str | Path | None, environ: Mapping[str, str], project_
         default = project_root / "env" / "spark.env"
         return default if default.is_file() else None
     path = Path(os.path.abspath(caller_dir(environ) / Path(named)))
-    if not path.is_file():
-        raise ConfigurationError(f"{how}: env file {path} does not exist")
+    check_readable_file(path, f"{how}: env file")
     return path
+
+
+def check_readable_file(path: Path, what: str) -> None:
+    """Refuse (ConfigurationError) a file that does not exist or is a folder, saying which."""
+    if path.is_dir():
+        raise ConfigurationError(f"{what} {path} is a directory, not a file")
+    if not path.is_file():
+        raise ConfigurationError(f"{what} {path} does not exist")
+
+
+def unknown_variables(env_file: Path, known: set[str]) -> list[str]:
+    """One warning per variable of `env_file` that no option reads, with the closest known name.
+
+    A misspelt variable would otherwise be ignored without a word, its setting silently the
+    default.
+    """
+    warnings = []
+    for name in dotenv_values(env_file):
+        if name in known or name in OBSOLETE_VARIABLES:
+            continue
+        closest = closest_name(name, known)
+        hint = f"; did you mean {closest}?" if closest else ""
+        warnings.append(f"{name} in {env_file} is not a setting of these jobs or their launchers "
+                        f"and is ignored{hint}")
+    return warnings
 
 
 def build_parser(prog: str, description: str, options: Sequence[Option]) -> argparse.ArgumentParser:
@@ -257,8 +362,7 @@ def resolve_options_with_sources(
     """`resolve_options`, also saying which options were left on their built-in default."""
     file_values: Mapping[str, str | None] = {}
     if env_file is not None:
-        if not env_file.is_file():
-            raise ConfigurationError(f"env file {env_file} does not exist")
+        check_readable_file(env_file, "env file")
         file_values = dotenv_values(env_file)
     values: dict[str, Any] = {}
     defaulted: set[str] = set()
@@ -337,10 +441,15 @@ def read_password(password: Secret, password_file: str) -> Secret:
             "no PostgreSQL password: set POSTGRES_PASSWORD_FILE (preferred) or POSTGRES_PASSWORD, "
             "in the environment or the env file")
     try:
-        return Secret(Path(password_file).read_text(encoding="utf-8").rstrip("\r\n"))
+        password = Path(password_file).read_text(encoding="utf-8").rstrip("\r\n")
     except OSError as error:
         raise ConfigurationError(
             f"cannot read POSTGRES_PASSWORD_FILE {password_file}: {error.strerror}") from None
+    if not password:
+        # PostgreSQL would only answer "no password supplied", after every connection attempt.
+        raise ConfigurationError(f"POSTGRES_PASSWORD_FILE {password_file} is empty: write the "
+                                 "password in it")
+    return Secret(password)
 
 
 def public_view(settings: Any) -> dict[str, Any]:

@@ -87,6 +87,10 @@ class EmptyInputError(InputError):
     """The input holds no reading that can be analysed or downloaded."""
 
 
+class EmptyResultError(InputError):
+    """The run would replace a published table holding rows with an empty one."""
+
+
 class PublishError(BatchError):
     """Publishing to PostgreSQL failed; the previous results are untouched."""
 

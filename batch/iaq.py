@@ -29,7 +29,6 @@ measure air temperature only.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import reduce
@@ -55,7 +54,7 @@ from batch.aggregations import (
     with_local_time,
     with_reading_date,
 )
-from batch.config import Option, number, settings_type
+from batch.config import Option, finite_number, number, settings_type
 from batch.contract import CLASSROOM, DEVICE, INSTITUTE, METRIC_NAMES, RAW_COLUMNS_BY_NAME, SENDTIME
 from batch.errors import ConfigurationError
 from batch.schema import BIGINT, BOOLEAN, DATE, DOUBLE, INTEGER, Results, Table, View
@@ -91,15 +90,12 @@ DATA_THROUGH = "data_through"
 
 # --- settings ---------------------------------------------------------------------------
 
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"expected a finite number, got {text!r}")
-    return value
-
-
 # Within the contract's CO2 range, as the analysis' CO2 thresholds are.
 parse_ppm = number(0, RAW_COLUMNS_BY_NAME["co2"].upper, above_low=True)
+# Outdoor air: about 420 ppm today (NOAA's global mean, 2024), a little more beside traffic;
+# 280 before industry. Outside 300-600 ppm the value is an indoor one or a typo, and would
+# shift every EN 16798-1 category.
+parse_outdoor_ppm = number(300, 600)
 parse_minutes = number(0, 24 * 60, above_low=True)
 parse_share = number(0, 1, above_low=True)
 
@@ -109,7 +105,7 @@ def parse_co2_excess_limits(text: str) -> tuple[float, float, float]:
     parts = text.split(",")
     if len(parts) != 3:
         raise ValueError(f"expected three excesses over outdoor CO2 (I,II,III), got {text!r}")
-    limits = tuple(_finite(part) for part in parts)
+    limits = tuple(finite_number(part) for part in parts)
     if not 0 < limits[0] < limits[1] < limits[2]:
         raise ValueError(f"the excesses must be positive and increasing (I < II < III), got {text!r}")
     return limits  # type: ignore[return-value]
@@ -120,7 +116,7 @@ def parse_temperature_band(text: str) -> tuple[float, float]:
     head, separator, tail = text.strip()[1:].partition("-")
     if not separator:
         raise ValueError(f"expected a band LOW-HIGH in °C, e.g. 20-24, got {text!r}")
-    low, high = _finite(text.strip()[0] + head), _finite(tail)
+    low, high = finite_number(text.strip()[0] + head), finite_number(tail)
     if not -40 <= low < high <= 85:
         raise ValueError(f"expected LOW below HIGH, both within -40..85 °C, got {text!r}")
     return low, high
@@ -144,7 +140,9 @@ IAQ_OPTIONS: tuple[Option, ...] = (
            "first day MM-DD of the heating season (EN 16798-1 temperature band)", checked_month_day),
     Option("IAQ_HEATING_SEASON_END", "04-15",
            "last day MM-DD of the heating season, inclusive", checked_month_day),
-    Option("IAQ_OUTDOOR_CO2_PPM", "400", "outdoor CO2 of the EN 16798-1 excess, ppm", parse_ppm),
+    Option("IAQ_OUTDOOR_CO2_PPM", "400",
+           "outdoor CO2 of the EN 16798-1 excess, ppm (a plausible outdoor value: 300 to 600)",
+           parse_outdoor_ppm),
     Option("IAQ_BB101_MEAN_CO2_PPM", "1500",
            "BB101: a school day's occupied CO2 mean must be below this, ppm "
            "(1000 for mechanical ventilation)", parse_ppm),

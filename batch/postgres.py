@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 RUNS_TABLE = RUNS.name
 STAGING_PREFIX = "_staging_"
+LOCK_WAIT_NOTE_S = 120.0
 
 @dataclass(frozen=True)
 class PostgresTarget:
@@ -101,18 +102,30 @@ def _first_line(error: object) -> str:
 def publish_lock(conn: psycopg2.extensions.connection, target: PostgresTarget) -> Iterator[None]:
     """Hold the schema's advisory lock for the block; wait at most `lock_timeout_s` for it."""
     key = f"indoor-air-batch:{target.schema}"
-    deadline = time.monotonic() + target.lock_timeout_s
+    started = time.monotonic()
+    deadline = started + target.lock_timeout_s
+    next_note: float | None = None  # when to say again that the run is still waiting
     with conn.cursor() as cursor:
         while True:
             cursor.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,))
             conn.commit()
             if cursor.fetchone()[0]:
                 break
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline:
                 raise PublishError(
                     f"another run is publishing to schema {target.schema} at {target.address}; "
                     f"gave up after waiting {target.lock_timeout_s:g}s")
-            log.warning("another run holds the publish lock of schema %s; waiting", target.schema)
+            # Polled every 2 s, said once and then every LOCK_WAIT_NOTE_S: a log line per
+            # poll would be 300 lines over the default 600 s.
+            if next_note is None:
+                log.warning("another run holds the publish lock of schema %s; waiting up to %gs",
+                            target.schema, target.lock_timeout_s)
+                next_note = now + LOCK_WAIT_NOTE_S
+            elif now >= next_note:
+                log.info("still waiting for the publish lock of schema %s (%.0fs of %gs)",
+                         target.schema, now - started, target.lock_timeout_s)
+                next_note = now + LOCK_WAIT_NOTE_S
             time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
     try:
         yield
@@ -461,6 +474,18 @@ def write_staging(conn: psycopg2.extensions.connection, target: PostgresTarget, 
     with conn.cursor() as cursor:
         cursor.copy_expert(statement.as_string(conn), _copy_text(rows, table.columns))
     conn.commit()
+
+
+def published_row_counts(conn: psycopg2.extensions.connection, target: PostgresTarget,
+                         tables: Sequence[str]) -> dict[str, int]:
+    """How many rows each of the published `tables` holds now (they exist: ensure_schema)."""
+    counts = {}
+    with conn.cursor() as cursor:
+        for table in tables:
+            cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(_ident(target.schema, table)))
+            counts[table] = cursor.fetchone()[0]
+    conn.commit()
+    return counts
 
 
 def swap_in(conn: psycopg2.extensions.connection, target: PostgresTarget, catalog: Catalog,

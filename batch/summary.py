@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from batch.readers import InputFiles, file_listing
 from batch.timing import timed_phase
 
+log = logging.getLogger(__name__)
 
 @dataclass(kw_only=True)
 class JobSummary:
@@ -28,6 +30,10 @@ class JobSummary:
     values_nulled: dict[str, int] | None = None
     phase_seconds: dict[str, float] = field(default_factory=dict)
     error_message: str | None = None
+    # What the run did not stop for but a person should read (a time zone left on its
+    # default, a line that matches nothing, a table published empty): one sentence each,
+    # logged once, printed, stored in batch_runs and shown by the report.
+    warnings: list[str] = field(default_factory=list)
 
     def phase(self, name: str) -> AbstractContextManager[None]:
         return timed_phase(self.phase_seconds, name)
@@ -38,6 +44,11 @@ class JobSummary:
         self.skipped_files = list(input_files.skipped)
         self.uncommitted_files = file_listing(input_files.uncommitted)
         self.files_lacking_required_columns = file_listing(input_files.lacking_required)
+
+    def warn(self, message: str) -> None:
+        """Log `message` and keep it for the summary, batch_runs and the report."""
+        log.warning("%s", message)
+        self.warnings.append(message)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -6,8 +6,9 @@ expressions. Every error names the setting or the file and line, and the value r
 Timetable (IAQ_TIMETABLE, and the `timetable` column of IAQ_TIMETABLE_FILE): groups of
 `DAYS RANGES` separated by `;`. DAYS is one weekday (`Mon`) or a span (`Mon-Fri`); RANGES
 are `HH:MM-HH:MM` local times separated by `,`, each `[start, end)`, `24:00` allowed as an
-end. `Mon-Fri 08:00-13:00,14:00-16:00; Sat 08:00-12:00`. An empty text (or `none`)
-means never occupied.
+end. `Mon-Fri 08:00-13:00,14:00-16:00; Sat 08:00-12:00`. `none` means never occupied; an
+empty text is refused (an empty variable is a mistake far more often than a wish, and would
+empty the compliance tables).
 
 IAQ_TIMETABLE_FILE: CSV with the header `institute,timetable,holidays` (or, without the
 public-holiday calendars, `institute,timetable`), one institute a line (named as in the
@@ -21,6 +22,10 @@ IAQ_CLOSURES_FILE.
 
 IAQ_CLOSURES_FILE: CSV with the header `institute,first_date,last_date,reason`; dates
 `YYYY-MM-DD`, inclusive; institute `*` closes every institute; `reason` is free text.
+
+Both files are UTF-8 (a byte-order mark, as Excel writes, is allowed). An institute they
+name must be one the input holds: `unknown_institutes` lists the lines that name none, once
+the run has read the input (a typo would otherwise turn holidays into school days).
 
     institute,first_date,last_date,reason
     *,2024-12-23,2025-01-06,Christmas holidays
@@ -38,6 +43,7 @@ from typing import Any
 
 import holidays
 
+from batch.config import closest_name
 from batch.errors import ConfigurationError
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # ISO order: Monday = 1
@@ -76,6 +82,11 @@ class Closure:
     last_date: dt.date
 
 
+# (institute, "IAQ_CLOSURES_FILE path line n") of each institute a file names, for
+# unknown_institutes.
+NamedAt = tuple[tuple[str, str], ...]
+
+
 @dataclass(frozen=True)
 class Occupancy:
     """Everything that decides whether a reading is an occupied one."""
@@ -86,6 +97,8 @@ class Occupancy:
     # The public-holiday calendar of the institutes without one of their own (`parse_holiday_calendar`).
     public_holidays: str = NO_HOLIDAYS
     institute_public_holidays: tuple[tuple[str, str], ...] = ()
+    # Where each institute is named in the files (unknown_institutes).
+    named_at: NamedAt = ()
 
     def calendars(self) -> dict[str, str]:
         """The public-holiday calendar per institute with its own, `*` for every other one."""
@@ -127,7 +140,10 @@ def parse_timetable(text: str) -> Timetable:
     per_day: list[list[tuple[int, int]]] = [[] for _ in WEEKDAYS]
     defined: set[int] = set()
     stripped = text.strip()
-    if stripped.lower() in ("", "none"):
+    if not stripped:
+        raise ValueError("the timetable is empty: give one, e.g. 'Mon-Fri 08:00-14:00', or write "
+                         "'none' for rooms never occupied")
+    if stripped.lower() == "none":
         return Timetable(tuple(() for _ in WEEKDAYS))
     for group in stripped.split(";"):
         days_text, _, ranges_text = group.strip().partition(" ")
@@ -183,6 +199,8 @@ def checked_month_day(text: str) -> str:
 def checked_optional_file(text: str) -> str:
     """Option parser: empty, or a file that exists (its content is checked when loaded)."""
     path = text.strip()
+    if path and Path(path).is_dir():
+        raise ValueError(f"{path} is a directory, not a file")
     if path and not Path(path).is_file():
         raise ValueError(f"file {path} does not exist")
     return path
@@ -193,7 +211,8 @@ def _csv_rows(path: str, header: tuple[str, ...], setting: str,
     """The non-blank lines after the header, cells stripped. The header is `header`, or
     `header` then the `optional` columns; rows of a file without them get empty cells."""
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the header.
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             lines = list(csv.reader(handle))
     except OSError as error:
         raise ConfigurationError(f"{setting} {path}: cannot read it: {error.strerror}") from None
@@ -277,6 +296,7 @@ class InstituteSettings:
 
     timetables: tuple[tuple[str, Timetable], ...] = ()
     public_holidays: tuple[tuple[str, str], ...] = ()
+    named_at: NamedAt = ()
 
 
 def load_institute_settings(path: str) -> InstituteSettings:
@@ -286,6 +306,7 @@ def load_institute_settings(path: str) -> InstituteSettings:
         return InstituteSettings()
     timetables: dict[str, Timetable] = {}
     calendars: dict[str, str] = {}
+    named_at: list[tuple[str, str]] = []
     for number, (institute, text, calendar) in _csv_rows(
             path, ("institute", "timetable"), "IAQ_TIMETABLE_FILE", optional=("holidays",)):
         where = f"IAQ_TIMETABLE_FILE {path} line {number}"
@@ -303,14 +324,18 @@ def load_institute_settings(path: str) -> InstituteSettings:
                 calendars[institute] = parse_holiday_calendar(calendar)
             except ValueError as error:
                 raise ConfigurationError(f"{where}: holidays: {error}") from None
-    return InstituteSettings(tuple(sorted(timetables.items())), tuple(sorted(calendars.items())))
+        named_at.append((institute, where))
+    return InstituteSettings(tuple(sorted(timetables.items())), tuple(sorted(calendars.items())),
+                             tuple(named_at))
 
 
-def load_closures(path: str) -> tuple[Closure, ...]:
-    """The closures of IAQ_CLOSURES_FILE (none when `path` is empty)."""
+def load_closures(path: str) -> tuple[tuple[Closure, ...], NamedAt]:
+    """The closures of IAQ_CLOSURES_FILE (none when `path` is empty), and where each
+    institute (other than *) is named."""
     if not path:
-        return ()
+        return (), ()
     closures = []
+    named_at: list[tuple[str, str]] = []
     header = ("institute", "first_date", "last_date", "reason")
     for number, (institute, first, last, _) in _csv_rows(path, header, "IAQ_CLOSURES_FILE"):
         where = f"IAQ_CLOSURES_FILE {path} line {number}"
@@ -324,7 +349,9 @@ def load_closures(path: str) -> tuple[Closure, ...]:
         if last_date < first_date:
             raise ConfigurationError(f"{where}: last_date {last} is before first_date {first}")
         closures.append(Closure(institute, first_date, last_date))
-    return tuple(closures)
+        if institute != ALL_INSTITUTES:
+            named_at.append((institute, where))
+    return tuple(closures), tuple(named_at)
 
 
 def load_occupancy(timetable: str, timetable_file: str, closures_file: str,
@@ -335,5 +362,20 @@ def load_occupancy(timetable: str, timetable_file: str, closures_file: str,
     except ValueError as error:
         raise ConfigurationError(f"IAQ_TIMETABLE: {error}") from None
     institutes = load_institute_settings(timetable_file)
-    return Occupancy(default, institutes.timetables, load_closures(closures_file),
-                     public_holidays, institutes.public_holidays)
+    closures, closures_named_at = load_closures(closures_file)
+    return Occupancy(default, institutes.timetables, closures, public_holidays,
+                     institutes.public_holidays, institutes.named_at + closures_named_at)
+
+
+def unknown_institutes(occupancy: Occupancy, seen: set[str]) -> list[str]:
+    """A warning for each line of the timetable or closures file naming an institute not in
+    `seen` (the institutes of the input), with the closest one that is."""
+    warnings = []
+    for institute, where in occupancy.named_at:
+        if institute in seen:
+            continue
+        close = closest_name(institute, seen, cutoff=0.6)
+        hint = f" (did you mean {close!r}?)" if close else ""
+        warnings.append(f"{where}: institute {institute!r} matches no institute of the input{hint}; "
+                        "the line has no effect")
+    return warnings

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -51,7 +52,12 @@ def test_flags_override_the_environment_which_overrides_the_env_file(tmp_path: P
 @pytest.mark.parametrize("variable, value, fragment", [
     ("BATCH_TIMEZONE", "Mars/Olympus", "not a known IANA time zone"),
     ("POSTGRES_SCHEMA", "x; DROP TABLE y", "not a plain SQL identifier"),
-    ("POSTGRES_PORT", "70000", "not a TCP port"),
+    ("POSTGRES_PORT", "70000", "expected a TCP port (1 to 65535), got '70000'"),
+    ("POSTGRES_PORT", "abc", "expected a TCP port (1 to 65535), got 'abc'"),
+    ("BATCH_TIMEZONE", "posix/Europe/Rome", "Java (Spark) does not know: use Europe/Rome"),
+    ("BATCH_TIMEZONE", "europe/rome", "did you mean Europe/Rome?"),
+    ("IAQ_OUTDOOR_CO2_PPM", "5000", "expected a number from 300 to 600, got '5000'"),
+    ("IAQ_TIMETABLE", "", "the timetable is empty"),
     ("DROP_REPLAYS", "maybe", "expected true or false"),
     ("CO2_HIGH_PPM", "lots", "expected a number above 0 and at most 40000, got 'lots'"),
     ("CO2_HIGH_PPM", "nan", "got 'nan'"),
@@ -238,3 +244,138 @@ def test_the_shipped_env_file_sets_europe_rome() -> None:
     # with_its_default), and the file sets it: a run with env/spark.env does not warn.
     assert dotenv_values(Path(__file__).resolve().parent.parent / "env" / "spark.env")[
         "BATCH_TIMEZONE"] == "Europe/Rome"
+
+
+# --- issue 20: every value checked completely, in the project's words ----------------------------
+
+def _every_option() -> list[Option]:
+    return [option for options in JOB_OPTIONS.values() for option in options]
+
+
+@pytest.mark.parametrize("garbage", ["abc", "1.5.2", "1e999", "", " ", "12abc", "x,y,z", "a-b"])
+def test_no_option_answers_in_python_s_own_words(garbage: str) -> None:
+    """Every option's parser refuses garbage with ConfigurationError naming the source and the
+    value, never "invalid literal for int()" or "could not convert string to float"."""
+    for option in _every_option():
+        try:
+            resolve_options([option], {}, {option.env: garbage}, None)
+        except ConfigurationError as error:
+            message = str(error)
+            assert message.startswith(f"environment variable {option.env}: "), message
+            for python_words in ("invalid literal", "could not convert", "base 10"):
+                assert python_words not in message, (option.env, message)
+
+
+JAVA_ZONE_CHECK = """
+import java.time.ZoneId;
+public class ZoneCheck {
+    public static void main(String[] names) {
+        // As Spark resolves spark.sql.session.timeZone and from_utc_timestamp's zone.
+        for (String name : names) {
+            try { ZoneId.of(name, ZoneId.SHORT_IDS); System.out.println("ok " + name); }
+            catch (Exception e) { System.out.println("no " + name); }
+        }
+    }
+}
+"""
+
+
+def _java() -> str | None:
+    import shutil
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and Path(java_home, "bin", "java").is_file():
+        return str(Path(java_home, "bin", "java"))
+    return shutil.which("java")
+
+
+def test_batch_timezone_accepts_exactly_the_zones_java_knows(tmp_path: Path) -> None:
+    """Every zone Python's zoneinfo can read - its list, the posix/ and right/ copies, the
+    links - is accepted by BATCH_TIMEZONE exactly when the JDK on this machine resolves it."""
+    from zoneinfo import available_timezones
+
+    from batch.config import parse_timezone
+
+    java = _java()
+    if java is None:
+        pytest.skip("no Java runtime on this machine")
+    candidates = sorted(available_timezones() | {"localtime", "posixrules", "Factory", "ROC"}
+                        | {f"{prefix}/{zone}" for prefix in ("posix", "right")
+                           for zone in ("Europe/Rome", "UTC", "America/New_York", "Asia/Taipei")})
+    source = tmp_path / "ZoneCheck.java"
+    source.write_text(JAVA_ZONE_CHECK)
+    answer = subprocess.run([java, str(source), *candidates], capture_output=True, text=True,
+                            check=True, timeout=300).stdout.split("\n")
+    java_knows = {line[3:] for line in answer if line.startswith("ok ")}
+    assert len(java_knows) + sum(line.startswith("no ") for line in answer) == len(candidates)
+
+    def accepted(zone: str) -> bool:
+        try:
+            parse_timezone(zone)
+        except ValueError:
+            return False
+        return True
+
+    python_reads = {zone for zone in candidates if _zoneinfo_reads(zone)}
+    wrong = {zone: ("accepted" if accepted(zone) else "refused", "Java knows it" if zone in java_knows
+                    else "Java does not")
+             for zone in python_reads if accepted(zone) != (zone in java_knows)}
+    assert wrong == {}
+    assert {"posix/Europe/Rome", "right/UTC", "ROC", "localtime"} <= python_reads - java_knows
+
+
+def _zoneinfo_reads(zone: str) -> bool:
+    from zoneinfo import ZoneInfo
+    try:
+        ZoneInfo(zone)
+    except Exception:  # noqa: BLE001 - any refusal: not a zone Python reads
+        return False
+    return True
+
+
+def test_a_mixed_case_schema_is_folded_to_lower_case_with_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING"):
+        settings = resolve({}, {"POSTGRES_SCHEMA": "Probe_TT"})
+    assert settings.postgres_schema == "probe_tt"
+    assert [record.getMessage() for record in caplog.records] == [
+        "POSTGRES_SCHEMA Probe_TT folded to lower case: publishing to schema probe_tt, as "
+        "PostgreSQL reads the unquoted name Probe_TT"]
+    caplog.clear()
+    assert resolve({}, {"POSTGRES_SCHEMA": "probe_tt"}).postgres_schema == "probe_tt"
+    assert caplog.records == []
+
+
+def test_an_empty_password_file_is_refused_naming_the_file(tmp_path: Path) -> None:
+    password_file = tmp_path / "password"
+    password_file.write_text("\n")
+    with pytest.raises(ConfigurationError) as raised:
+        read_password(Secret(""), str(password_file))
+    assert str(raised.value) == f"POSTGRES_PASSWORD_FILE {password_file} is empty: write the password in it"
+
+
+@pytest.mark.parametrize("named", ["flag", "variable"])
+def test_an_env_file_that_is_a_directory_is_called_one(named: str, tmp_path: Path) -> None:
+    (tmp_path / "site.env").mkdir()
+    environ = {"BATCH_CALLER_DIR": str(tmp_path)}
+    if named == "variable":
+        environ["BATCH_ENV_FILE"] = "site.env"
+    how = "--env-file" if named == "flag" else "BATCH_ENV_FILE"
+    with pytest.raises(ConfigurationError) as raised:
+        find_env_file("site.env" if named == "flag" else None, environ, PROJECT_ROOT)
+    assert str(raised.value) == f"{how}: env file {tmp_path / 'site.env'} is a directory, not a file"
+
+
+def test_variables_of_an_env_file_that_no_option_reads_are_named_with_the_closest_one(tmp_path: Path) -> None:
+    from batch.config import unknown_variables
+    from batch.launcher.main import LAUNCHER_OPTIONS
+
+    env_file = tmp_path / "site.env"
+    env_file.write_text("BATCH_TIMEZON=Europe/Rome\nIAQ_CLOSURE_FILE=closures.csv\nLOG_DIR=logs\n"
+                        "DOWNLOAD_FORMAT=csv\nPOSTGRES_JDBC_JAR=/old.jar\nZZZ_QQQ=1\n")
+    known = {option.env for option in (*_every_option(), *LAUNCHER_OPTIONS)}
+    assert unknown_variables(env_file, known) == [
+        f"BATCH_TIMEZON in {env_file} is not a setting of these jobs or their launchers and is "
+        "ignored; did you mean BATCH_TIMEZONE?",
+        f"IAQ_CLOSURE_FILE in {env_file} is not a setting of these jobs or their launchers and is "
+        "ignored; did you mean IAQ_CLOSURES_FILE?",
+        f"ZZZ_QQQ in {env_file} is not a setting of these jobs or their launchers and is ignored",
+    ]

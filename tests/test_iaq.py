@@ -322,7 +322,7 @@ def test_weekly_means_categories_and_latest_complete_week(spark: SparkSession) -
 
 @pytest.mark.parametrize(("variable", "value", "message"), [
     ("IAQ_COMPLIANCE_SHARE", "1.5", "IAQ_COMPLIANCE_SHARE"),
-    ("IAQ_OUTDOOR_CO2_PPM", "nan", "IAQ_OUTDOOR_CO2_PPM: expected a number above 0 and at most 40000, got 'nan'"),
+    ("IAQ_OUTDOOR_CO2_PPM", "nan", "IAQ_OUTDOOR_CO2_PPM: expected a number from 300 to 600, got 'nan'"),
     ("IAQ_BB101_PEAK_MINUTES", "-1", "IAQ_BB101_PEAK_MINUTES"),
     ("IAQ_EN16798_CO2_EXCESS_PPM", "800,550,1350", "increasing"),
     ("IAQ_TEMPERATURE_HEATING_C", "24-20", "IAQ_TEMPERATURE_HEATING_C"),
