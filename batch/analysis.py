@@ -44,7 +44,7 @@ from batch.iaq import (
     IAQ_VALIDATED_METRICS,
     IaqRules,
     IaqSettings,
-    collect_longest_episodes,
+    collect_device_day_episodes,
     iaq_partial_aggregates,
     iaq_results,
     parse_ppm,
@@ -208,7 +208,8 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
                 f"no usable reading under {settings.raw_data_path}: {summary.rows_read} read, "
                 f"excluded per reason {summary.rows_excluded}; previous results kept")
         results: dict[str, Any] = {ALL_STATISTICS: rollup_all(partials, groupings, metrics),
-                                   **iaq_results(partials, episodes, iaq_rules)}
+                                   **iaq_results(partials, episodes, iaq_rules,
+                                               settings.batch_timezone)}
         del partials, episodes  # the driver holds the partials or the results, not both, while publishing
     with summary.phase("publish"):
         postgres.prepare_staging(conn, target, catalog.published_tables, summary.run_id)
@@ -243,7 +244,8 @@ def _first_pass(spark: SparkSession, settings: AnalysisSettings, summary: RunSum
                 groupings: tuple[Grouping, ...], metrics: tuple[Metric, ...],
                 iaq_rules: IaqRules) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read and validate the input into partial statistics, one row per device and day, and
-    the device-days' longest CO2 episodes (batch/iaq.py), both collected to the driver.
+    the device-days' longest CO2 episodes and covered time (batch/iaq.py), both collected to
+    the driver.
 
     The indoor-air compliance sums are computed in the statistics' aggregation, from the
     same scan; the episodes in a narrow aggregation of their own (see batch/iaq.py for why).
@@ -268,8 +270,8 @@ def _first_pass(spark: SparkSession, settings: AnalysisSettings, summary: RunSum
                     .transform(partial_statistics, settings.batch_timezone, settings.thresholds,
                                metrics, extra_aggregates=iaq_partial_aggregates(iaq_rules)),
                     group_keys(groupings) + IAQ_GROUP_KEYS)
-                episodes = collect_longest_episodes(validated_df, settings.batch_timezone,
-                                                    iaq_rules, partials)
+                episodes = collect_device_day_episodes(validated_df, settings.batch_timezone,
+                                                       iaq_rules, partials)
                 return partials, episodes
             except (Py4JJavaError, CapturedException) as error:
                 damaged = _unreadable_file_error(error)
