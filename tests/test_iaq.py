@@ -7,9 +7,10 @@ the minimum coverage of a day has tests of its own.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,14 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pytest
+from psycopg2 import sql
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from batch import postgres
+
 from batch.aggregations import Thresholds, collect_partials, partial_statistics
+from batch.catalog import Catalog
 from batch.config import resolve_options
 from batch.contract import ANALYSIS_COLUMNS, canonical_schema
 from batch.errors import ConfigurationError
@@ -31,11 +36,15 @@ from batch.iaq import (
     IaqRules,
     IaqSettings,
     IaqTables,
+    iaq_catalog_tables,
     iaq_partial_aggregates,
     iaq_tables,
     collect_device_day_episodes,
+    latest_week_view,
+    occupied_us,
     with_occupied_range,
 )
+from batch.postgres import PostgresTarget
 from batch.timetable import Occupancy, parse_timetable
 from batch.validation import validate_readings
 from tests import independent_iaq
@@ -318,6 +327,125 @@ def test_weekly_means_categories_and_latest_complete_week(spark: SparkSession) -
     # 3B whole period: 6 readings, 950 + 1200 + 1750 + 1751 + 1500 + 600 = 7751.
     assert (period["3B"]["school_days"], period["3B"]["co2_occupied_readings"]) == (3, 6)
     assert period["3B"]["co2_occupied_mean"] == pytest.approx(7751 / 6, rel=1e-12)
+
+
+# --- minimum coverage of a school day (IAQ_MIN_DAY_COVERAGE, default 0.5) -----------------
+
+def every_15_minutes(first: str, count: int) -> list[str]:
+    hours, minutes = map(int, first.split(":"))
+    start = hours * 60 + minutes
+    return [f"{(start + 15 * k) // 60:02d}:{(start + 15 * k) % 60:02d}" for k in range(count)]
+
+
+WEDNESDAY = dt.date(2025, 3, 5)
+
+
+def test_a_day_is_judged_only_when_its_readings_cover_half_its_occupied_time(spark: SparkSession) -> None:
+    """08:00-14:00 is 360 minutes; a reading stands for at most 15 of them."""
+    rows = (
+        # 3A Monday: the sensor comes online at 13:55: one reading standing for 5 minutes
+        # (the range ends at 14:00): 5 / 360 = 1.39 %, not judged although its mean (2400)
+        # would fail BB101.
+        series("A", "3A", MONDAY, [("13:55", 2400.0)])
+        # 3A Tuesday: 12 readings 15 minutes apart from 08:00: 12 x 15 = 180 of 360 minutes,
+        # exactly 50 %: judged; mean 800 < 1500 and no episode: met.
+        + series("A", "3A", TUESDAY, [(clock, 800.0) for clock in every_15_minutes("08:00", 12)])
+        # 3A Wednesday: 11 of them: 165 / 360 = 45.83 %: not judged.
+        + series("A", "3A", WEDNESDAY, [(clock, 800.0) for clock in every_15_minutes("08:00", 11)])
+        # 2B Monday: two devices, A 08:00-10:00 and B 10:00-12:00, 8 readings each: 120 minutes
+        # each. The classroom's coverage is its best device's, 120 / 360 = 1/3 (not the sum,
+        # 2/3): not judged.
+        + series("C", "2B", MONDAY, [(clock, 900.0) for clock in every_15_minutes("08:00", 8)])
+        + series("D", "2B", MONDAY, [(clock, 900.0) for clock in every_15_minutes("10:00", 8)])
+        # 4A Monday: temperature only: no CO2 reading, not a school day.
+        + [("E", "Liceo", "4A", at(MONDAY, "09:00"), None, 21.0, None)]
+    )
+    tables = compute(readings(spark, rows), DEFAULT_RULES)
+    daily = by_classroom_day(tables.daily)
+    judged = ("co2_occupied_readings", "co2_occupied_mean", "occupied_coverage", "not_judged_reason",
+              "bb101_mean_met", "bb101_peak_met")
+    assert {key: tuple(daily[key][name] for name in judged) for key in daily} == {
+        ("3A", MONDAY): (1, 2400.0, pytest.approx(5 / 360, rel=1e-12),
+                         "too little data: 1.3 % of the occupied time covered (IAQ_MIN_DAY_COVERAGE 50 %)",
+                         None, None),
+        ("3A", TUESDAY): (12, 800.0, 0.5, None, True, True),
+        ("3A", WEDNESDAY): (11, 800.0, pytest.approx(165 / 360, rel=1e-12),
+                            "too little data: 45.8 % of the occupied time covered "
+                            "(IAQ_MIN_DAY_COVERAGE 50 %)", None, None),
+        ("2B", MONDAY): (16, 900.0, pytest.approx(1 / 3, rel=1e-12),
+                         "too little data: 33.3 % of the occupied time covered (IAQ_MIN_DAY_COVERAGE 50 %)",
+                         None, None),
+        ("4A", MONDAY): (0, None, 0.0, "no occupied CO2 reading", None, None),
+    }
+    counts = ("school_days", "judged_days", "days_with_too_little_data", "bb101_mean_days_met",
+              "bb101_peak_days_met", "bb101_days_met", "co2_occupied_readings")
+    weekly = {r["classroom"]: tuple(r[name] for name in counts) for r in records(tables.weekly)}
+    # The means keep every day's readings: 3A's week has 24 readings; only Tuesday is judged.
+    assert weekly == {"3A": (3, 1, 2, 1, 1, 1, 24), "2B": (1, 0, 1, 0, 0, 0, 16),
+                      "4A": (0, 0, 0, 0, 0, 0, 0)}
+    assert {r["classroom"]: tuple(r[name] for name in counts) for r in records(tables.period)} == weekly
+    # With a lower minimum, 2B's third of the day is enough.
+    lower = by_classroom_day(compute(readings(spark, rows), replace(DEFAULT_RULES, min_day_coverage=0.3)).daily)
+    assert (lower[("2B", MONDAY)]["not_judged_reason"], lower[("2B", MONDAY)]["bb101_mean_met"]) == (None, True)
+
+
+def test_occupied_time_of_clock_change_days_is_what_the_wall_clock_says() -> None:
+    occupancy = Occupancy(parse_timetable("Sun 01:00-04:00; Mon 08:00-14:00"))
+    hour = 3_600_000_000
+    # 30 March 2025: 02:00 -> 03:00, the range lasts 2 hours; 26 October: 03:00 -> 02:00, 4.
+    assert [occupied_us("Liceo", day, occupancy, "Europe/Rome")
+            for day in (dt.date(2025, 3, 30), dt.date(2025, 10, 26), dt.date(2025, 10, 27))] == [
+        2 * hour, 4 * hour, 6 * hour]
+    assert occupied_us("Liceo", dt.date(2025, 3, 30), occupancy, "UTC") == 3 * hour
+
+
+# --- the published view, in PostgreSQL ---------------------------------------------------------
+
+def full_day(device: str, classroom: str, day: dt.date, co2: float, institute: str) -> list[tuple]:
+    """08:00-14:00 covered: 24 readings 15 minutes apart."""
+    return series(device, classroom, day, [(clock, co2) for clock in every_15_minutes("08:00", 24)],
+                  institute=institute)
+
+
+def test_the_view_ranks_current_classrooms_and_lists_stale_ones_after_them(
+        spark: SparkSession, make_target: Callable[..., PostgresTarget]) -> None:
+    w10, w11, w12, w13 = (MONDAY + dt.timedelta(weeks=k) for k in range(4))
+    rows = (
+        # Liceo: 1A sends every week through Monday of week 13, so weeks 10-12 are complete;
+        # week 12 fails BB101 (mean 1600). 2B stopped after week 10, which it failed (mean
+        # 2400): stale, two weeks behind 1A, listed after the current classrooms, not first.
+        full_day("A", "1A", w10, 700.0, "Liceo") + full_day("A", "1A", w11, 700.0, "Liceo")
+        + full_day("A", "1A", w12, 1600.0, "Liceo") + full_day("A", "1A", w13, 700.0, "Liceo")
+        + full_day("B", "2B", w10, 2400.0, "Liceo")
+        # Istituto: data through Wednesday of week 11 only: its week 11 is not complete,
+        # although Liceo's data reach week 13. 3C's week 10 meets BB101.
+        + full_day("C", "3C", w10, 900.0, "Istituto")
+        + full_day("C", "3C", w11 + dt.timedelta(days=2), 900.0, "Istituto")
+    )
+    tables = compute(readings(spark, rows), DEFAULT_RULES)
+    complete = {(r["classroom"], r["iso_week"]): r["week_complete"] for r in records(tables.weekly)}
+    assert complete == {("1A", 10): True, ("1A", 11): True, ("1A", 12): True, ("1A", 13): False,
+                        ("2B", 10): True, ("3C", 10): True, ("3C", 11): False}
+
+    target = make_target()
+    weekly_table = next(table for table in iaq_catalog_tables(IaqSettings(), "UTC")
+                        if table.name == "classroom_weekly_iaq")
+    with contextlib.closing(postgres.connect(target)) as conn:
+        with conn.cursor() as cursor:
+            cursor.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(target.schema)))
+            for statement in postgres.catalog_ddl(target.schema, Catalog((weekly_table,), (latest_week_view(),))):
+                cursor.execute(statement)
+        postgres.write_staging(conn, target, weekly_table, weekly_table.build({weekly_table.name: tables.weekly}),
+                               weekly_table.name)
+        with conn.cursor() as cursor:
+            cursor.execute(sql.SQL("SELECT institute, classroom, iso_week, judged_days, bb101_days_met, "
+                                   "weeks_behind_institute FROM {}.latest_complete_week_iaq_by_classroom")
+                           .format(sql.Identifier(target.schema)))
+            view = cursor.fetchall()
+        conn.rollback()
+    # 1A (0 of 1 judged days met) before 3C (1 of 1); then stale 2B, not ranked among them.
+    assert view == [("Liceo", "1A", 12, 1, 0, 0), ("Istituto", "3C", 10, 1, 1, 0),
+                    ("Liceo", "2B", 10, 1, 0, 2)]
 
 
 @pytest.mark.parametrize(("variable", "value", "message"), [
