@@ -51,7 +51,7 @@ from batch.iaq import (
     IAQ_VALIDATED_METRICS,
     IaqRules,
     IaqSettings,
-    collect_longest_episodes,
+    collect_device_day_episodes,
     iaq_partial_aggregates,
     iaq_results,
     parse_ppm,
@@ -266,7 +266,8 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
         for warning in unknown_institutes(iaq_rules.occupancy, set(partials[INSTITUTE].dropna())):
             summary.warn(warning)
         results: dict[str, Any] = {ALL_STATISTICS: rollup_all(partials, groupings, metrics),
-                                   **iaq_results(partials, episodes, iaq_rules)}
+                                   **iaq_results(partials, episodes, iaq_rules,
+                                               settings.batch_timezone)}
         del partials, episodes  # the driver holds the partials or the results, not both, while publishing
         rows = {table.name: table.build(results) for table in catalog.published_tables}
         del results
@@ -279,10 +280,13 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
         summary.status = "succeeded"
         summary.rows_written = postgres.swap_in(conn, target, catalog, evolution, summary.run_id,
                                                 summary.run_record())
-    with summary.phase("report"):
-        summary.report_path = _write_report(target, settings.report_dir, summary.run_id)
+    # The timings through the publish phase are recorded before the report reads them (its
+    # phase chart); the report's own time after it is written.
     postgres.tidy_up(conn, target, [table.name for table in catalog.published_tables],
                      summary.run_id, summary.phase_seconds)
+    with summary.phase("report"):
+        summary.report_path = _write_report(target, settings.report_dir, summary.run_id)
+    postgres.tidy_up(conn, target, [], summary.run_id, summary.phase_seconds)
 
 
 def _check_empty_tables(conn: Any, target: postgres.PostgresTarget, rows: dict[str, pd.DataFrame],
@@ -330,7 +334,8 @@ def _first_pass(spark: SparkSession, settings: AnalysisSettings, summary: RunSum
                 groupings: tuple[Grouping, ...], metrics: tuple[Metric, ...],
                 iaq_rules: IaqRules) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read and validate the input into partial statistics, one row per device and day, and
-    the device-days' longest CO2 episodes (batch/iaq.py), both collected to the driver.
+    the device-days' longest CO2 episodes and covered time (batch/iaq.py), both collected to
+    the driver.
 
     The indoor-air compliance sums are computed in the statistics' aggregation, from the
     same scan; the episodes in a narrow aggregation of their own (see batch/iaq.py for why).
@@ -355,8 +360,8 @@ def _first_pass(spark: SparkSession, settings: AnalysisSettings, summary: RunSum
                     .transform(partial_statistics, settings.batch_timezone, settings.thresholds,
                                metrics, extra_aggregates=iaq_partial_aggregates(iaq_rules)),
                     group_keys(groupings) + IAQ_GROUP_KEYS)
-                episodes = collect_longest_episodes(validated_df, settings.batch_timezone,
-                                                    iaq_rules, partials)
+                episodes = collect_device_day_episodes(validated_df, settings.batch_timezone,
+                                                       iaq_rules, partials)
                 return partials, episodes
             except (Py4JJavaError, CapturedException) as error:
                 damaged = _unreadable_file_error(error)

@@ -8,14 +8,14 @@ calendar (IAQ_PUBLIC_HOLIDAYS; batch/timetable.py).
 The occupied counts and sums hang off the per-device-and-local-day aggregation of
 batch.aggregations.partial_statistics (`iaq_partial_aggregates` are extra expressions of the
 same groupBy over the same validated readings). The longest episode above the BB101 peak
-needs the readings in time order: `longest_episodes` collects each device-day's occupied
-CO2 readings as a small array of (sendtime, co2, range end), sorted and folded with Spark's
-higher-order functions (no Python UDF), in a narrow aggregation of its own, and only for
-the device-days whose highest occupied CO2 (known from the partials) passes the peak: the
-other days have no episode. Memory bound:
+and the time a device's readings cover (a day is judged only when they cover
+IAQ_MIN_DAY_COVERAGE of its occupied time) need the readings in time order:
+`device_day_episodes` collects each device-day's occupied CO2 readings as a small array of
+(sendtime, co2, range end), sorted and folded once with Spark's higher-order functions (no
+Python UDF) into both numbers, in a narrow aggregation of its own. Memory bound:
 per device and local day, the occupied readings with a CO2 value only (about 70 at one
 reading every 5 minutes over a 6-hour school day, 24 bytes each); the array is reduced to
-one number per device-day. Everything after that is a small roll-up, in the driver
+two numbers per device-day. Everything after that is a small roll-up, in the driver
 (pandas), of one row per device and day.
 
 Why apart: collect_list makes an aggregation an ObjectHashAggregate, which Spark does not
@@ -29,16 +29,17 @@ measure air temperature only.
 """
 from __future__ import annotations
 
+import datetime as dt
+import math
 from dataclasses import dataclass
-from datetime import timedelta
 from functools import reduce
 from typing import Any, Callable, Mapping
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 from psycopg2 import sql
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from batch.aggregations import (
     CLASSROOM_KEY,
@@ -57,9 +58,9 @@ from batch.aggregations import (
 from batch.config import Option, finite_number, number, settings_type
 from batch.contract import CLASSROOM, DEVICE, INSTITUTE, METRIC_NAMES, RAW_COLUMNS_BY_NAME, SENDTIME
 from batch.errors import ConfigurationError
-from batch.schema import BIGINT, BOOLEAN, DATE, DOUBLE, INTEGER, Results, Table, View
+from batch.schema import BIGINT, BOOLEAN, DATE, DOUBLE, INTEGER, TEXT, Results, Table, View
 from batch.schema import Column as PublishedColumn
-from batch.session import collect_to_pandas, session_conf
+from batch.session import collect_to_pandas
 from batch.timetable import (
     ALL_INSTITUTES,
     NO_HOLIDAYS,
@@ -161,6 +162,10 @@ IAQ_OPTIONS: tuple[Option, ...] = (
            parse_temperature_band),
     Option("IAQ_COMPLIANCE_SHARE", "0.95",
            "share of occupied readings a category must cover to be met", parse_share),
+    Option("IAQ_MIN_DAY_COVERAGE", "0.5",
+           "share of a school day's occupied time its CO2 readings must cover for the day to "
+           "be judged against BB101 (each reading standing for at most IAQ_READING_MAX_MINUTES)",
+           parse_share),
 )
 
 
@@ -201,6 +206,7 @@ class IaqSettings(settings_type("IaqSettings", IAQ_OPTIONS, with_defaults=True))
             temperature_heating_c=self.iaq_temperature_heating_c,
             temperature_non_heating_c=self.iaq_temperature_non_heating_c,
             compliance_share=self.iaq_compliance_share,
+            min_day_coverage=self.iaq_min_day_coverage,
         )
 
 
@@ -219,6 +225,7 @@ class IaqRules:
     temperature_heating_c: tuple[float, float]
     temperature_non_heating_c: tuple[float, float]
     compliance_share: float
+    min_day_coverage: float
 
     @property
     def reading_max_us(self) -> int:
@@ -302,6 +309,7 @@ _TEMPERATURE_N, _TEMPERATURE_SUM, _TEMPERATURE_IN_BAND = (
     "iaq_temperature_n", "iaq_temperature_sum", "iaq_temperature_in_band_n")
 _PIR_N, _PIR_MOTION = "iaq_pir_n", "iaq_pir_motion_n"
 _LONGEST_US = "iaq_longest_episode_us"
+_COVERED_US = "iaq_covered_us"
 
 
 def _in_heating_season(date: Column, season: tuple[tuple[int, int], tuple[int, int]]) -> Column:
@@ -319,12 +327,14 @@ def _co2_category(excess: Column, limits: tuple[float, float, float]) -> Column:
             .when(excess <= limits[2], 3).otherwise(4))
 
 
-def _longest_episode_us(readings: Column, peak_ppm: float, max_us: int) -> Column:
-    """The longest episode above `peak_ppm`, µs, of an array of (t, co2, end) sorted by t.
+def _longest_episode_and_covered_us(readings: Column, peak_ppm: float, max_us: int) -> Column:
+    """(`longest`, `covered`), µs, of an array of (t, co2, end) sorted by t: the longest
+    episode above `peak_ppm` and the time the readings cover, in one fold.
 
     Each reading stands for the time until the earliest of: the next reading of the same
     range, t + `max_us`, the end of its range. An episode is a run of consecutive readings
-    above the peak of one range, each at most `max_us` after the previous one.
+    above the peak of one range, each at most `max_us` after the previous one. The covered
+    time is what all the readings stand for.
     """
     def stands_for(reading: Column, index: Column) -> Column:
         following = F.get(readings, index + 1)  # null after the last reading
@@ -340,12 +350,15 @@ def _longest_episode_us(readings: Column, peak_ppm: float, max_us: int) -> Colum
         run = F.when(high & follows, state["run"] + reading["stands_us"]) \
             .when(high, reading["stands_us"]).otherwise(F.lit(0).cast("long"))
         return F.struct(reading["t"].alias("t"), reading["end"].alias("end"), high.alias("high"),
-                        run.alias("run"), F.greatest(state["best"], run).alias("best"))
+                        run.alias("run"), F.greatest(state["best"], run).alias("best"),
+                        (state["covered"] + reading["stands_us"]).alias("covered"))
 
     start = F.struct(F.lit(None).cast("long").alias("t"), F.lit(None).cast("long").alias("end"),
                      F.lit(False).alias("high"), F.lit(0).cast("long").alias("run"),
-                     F.lit(0).cast("long").alias("best"))
-    return F.aggregate(F.transform(readings, stands_for), start, step, lambda state: state["best"])
+                     F.lit(0).cast("long").alias("best"), F.lit(0).cast("long").alias("covered"))
+    return F.aggregate(F.transform(readings, stands_for), start, step,
+                       lambda state: F.struct(state["best"].alias("longest"),
+                                              state["covered"].alias("covered")))
 
 
 def iaq_partial_aggregates(rules: IaqRules) -> list[Column]:
@@ -379,21 +392,13 @@ def iaq_partial_aggregates(rules: IaqRules) -> list[Column]:
 _EPISODE_KEYS = (INSTITUTE, CLASSROOM, DEVICE, READING_DATE)
 
 
-def peak_days(partials: pd.DataFrame, rules: IaqRules) -> pd.DataFrame:
-    """The keys of the device-days whose occupied CO2 passes the BB101 peak, from the
-    partials (`iaq_partial_aggregates`' maximum): the only days with an episode."""
-    included = included_partials(partials)
-    return included.loc[included[_CO2_MAX] > rules.bb101_peak_co2_ppm, list(_EPISODE_KEYS)]
+def device_day_episodes(validated_df: DataFrame, timezone: str, rules: IaqRules) -> DataFrame:
+    """One row per device-day with an occupied CO2 reading: `iaq_longest_episode_us`, the
+    day's longest episode above the BB101 peak, and `iaq_covered_us`, the occupied time its
+    readings cover (IAQ_MIN_DAY_COVERAGE), from validated readings, in one sort and one fold.
 
-
-def longest_episodes(validated_df: DataFrame, timezone: str, rules: IaqRules,
-                     days_df: DataFrame) -> DataFrame:
-    """One row per device-day of `days_df` (`peak_days`' keys): `iaq_longest_episode_us`,
-    the day's longest episode above the BB101 peak, from validated readings.
-
-    Only those days' readings are looked at: `days_df` is broadcast (a row per device-day
-    at most, the driver's bound) and drops the rest of the input before the timetable is
-    evaluated and before the sort and the fold. Every other day's longest episode is 0.
+    Every device-day with an occupied CO2 reading needs its readings in time order for the
+    coverage, so no day is left out before the sort (a day below the peak still covers time).
     """
     reading = F.struct(F.unix_micros(F.col(SENDTIME)).alias("t"), F.col("co2").alias("co2"),
                        F.col(OCCUPIED_RANGE_END).alias("end"))
@@ -401,29 +406,30 @@ def longest_episodes(validated_df: DataFrame, timezone: str, rules: IaqRules,
     # Spark would push a filter below with_occupied_range's projection and evaluate the
     # timetable twice.
     readings = F.collect_list(F.when(F.col(OCCUPIED_RANGE_END).isNotNull(), reading))
+    folded = "_folded"
     return (validated_df.filter(F.col("co2").isNotNull())
             .transform(with_reading_date, timezone)
-            .join(F.broadcast(days_df), list(_EPISODE_KEYS), "left_semi")
             .transform(with_occupied_range, timezone, rules.occupancy)
             .groupBy(*_EPISODE_KEYS)
             # Sorted by (t, co2): ties of sendtime are ordered by value, as in the reference.
-            .agg(_longest_episode_us(F.array_sort(readings), rules.bb101_peak_co2_ppm,
-                                     rules.reading_max_us).alias(_LONGEST_US)))
+            .agg(_longest_episode_and_covered_us(F.array_sort(readings), rules.bb101_peak_co2_ppm,
+                                                 rules.reading_max_us).alias(folded))
+            # A day with an occupied reading covers some time (its last reading stands for
+            # more than nothing): the others are the nights and weekends.
+            .filter(F.col(f"{folded}.covered") > 0)
+            .select(*_EPISODE_KEYS, F.col(f"{folded}.longest").alias(_LONGEST_US),
+                    F.col(f"{folded}.covered").alias(_COVERED_US)))
 
 
-def collect_longest_episodes(validated_df: DataFrame, timezone: str, rules: IaqRules,
-                             partials: pd.DataFrame) -> pd.DataFrame:
-    """`longest_episodes` of the `peak_days` of `partials`, in the driver; no Spark job
-    when no day passes the peak."""
-    days = peak_days(partials, rules)
-    if days.empty:
-        return days.assign(**{_LONGEST_US: pd.Series(dtype="int64")})
-    spark = validated_df.sparkSession
-    schema = T.StructType([*(T.StructField(key, T.StringType()) for key in (INSTITUTE, CLASSROOM, DEVICE)),
-                           T.StructField(READING_DATE, T.DateType())])
-    with session_conf(spark, {"spark.sql.execution.arrow.pyspark.enabled": "true"}):
-        days_df = spark.createDataFrame(days, schema)
-    return collect_to_pandas(validated_df.transform(longest_episodes, timezone, rules, days_df))
+def collect_device_day_episodes(validated_df: DataFrame, timezone: str, rules: IaqRules,
+                                partials: pd.DataFrame) -> pd.DataFrame:
+    """`device_day_episodes` in the driver (a row per device-day at most, the partials'
+    bound); no Spark job when the partials have no occupied CO2 reading."""
+    included = included_partials(partials)
+    if not (included[_CO2_N] > 0).any():
+        return included.loc[[], list(_EPISODE_KEYS)].assign(
+            **{_LONGEST_US: pd.Series(dtype="int64"), _COVERED_US: pd.Series(dtype="int64")})
+    return collect_to_pandas(validated_df.transform(device_day_episodes, timezone, rules))
 
 
 # --- roll-ups, in the driver -------------------------------------------------------------
@@ -433,7 +439,9 @@ def collect_longest_episodes(validated_df: DataFrame, timezone: str, rules: IaqR
 # The three tables are small sums over them; as Spark jobs they cost more in fixed overhead
 # than in work.
 
-_SCHOOL_DAY = "iaq_school_day"
+_SCHOOL_DAY, _JUDGED = "iaq_school_day", "iaq_judged"
+_OCCUPIED_US = "iaq_occupied_us"
+_COVERAGE, _NOT_JUDGED_REASON = "occupied_coverage", "not_judged_reason"
 _BB101_MEAN_MET, _BB101_PEAK_MET = "bb101_mean_met", "bb101_peak_met"
 _SUMMED = (_CO2_N, _CO2_SUM, *_CATEGORY_N, _TEMPERATURE_N, _TEMPERATURE_SUM, _TEMPERATURE_IN_BAND,
            _PIR_N, _PIR_MOTION)
@@ -453,13 +461,49 @@ def _nullable_flag(condition: pd.Series, applies: pd.Series) -> pd.Series:
     return condition.astype(object).where(applies, None)
 
 
-def classroom_day_totals(partials: pd.DataFrame, episodes: pd.DataFrame, rules: IaqRules) -> pd.DataFrame:
+def _instant_us(day: dt.date, seconds: int, zone: ZoneInfo) -> int:
+    """The instant, µs since the epoch, of local time `seconds` after midnight of `day`,
+    resolved as with_occupied_range's Spark resolves it: a time the clocks skip is read
+    with the offset before the change, a repeated one as its first occurrence (fold 0)."""
+    local = dt.datetime.combine(day, dt.time()) + dt.timedelta(seconds=seconds)
+    return round(local.replace(tzinfo=zone).timestamp() * 1_000_000)
+
+
+def _timetable_of(occupancy: Occupancy, institute: str) -> Timetable:
+    return dict(occupancy.institute_timetables).get(institute, occupancy.default_timetable)
+
+
+def occupied_us(institute: str, day: dt.date, occupancy: Occupancy, timezone: str) -> int:
+    """The occupied time of an institute's day, µs: the lengths of its timetable ranges that
+    day as instants (on a clock-change day a range lasts what the wall clock says).
+
+    Only asked for days with an occupied reading, which are therefore not closed.
+    """
+    zone = ZoneInfo(timezone)
+    return sum(_instant_us(day, end, zone) - _instant_us(day, start, zone)
+               for start, end in _timetable_of(occupancy, institute).ranges[day.weekday()])
+
+
+def _not_judged_reason(coverage: float, school_day: bool, rules: IaqRules) -> str | None:
+    if not school_day:
+        return "no occupied CO2 reading"
+    if coverage >= rules.min_day_coverage:
+        return None
+    # Rounded down: a day just below the minimum never reads as reaching it.
+    covered = math.floor(coverage * 1000) / 10
+    return (f"too little data: {covered:g} % of the occupied time covered "
+            f"(IAQ_MIN_DAY_COVERAGE {rules.min_day_coverage * 100:g} %)")
+
+
+def classroom_day_totals(partials: pd.DataFrame, episodes: pd.DataFrame, rules: IaqRules,
+                         timezone: str) -> pd.DataFrame:
     """One row per classroom and local date with an occupied CO2 or temperature value:
-    the occupied sums over its devices, the longest episode of any of them
-    (`longest_episodes`), BB101 flags.
+    the occupied sums over its devices, the longest episode and the covered time of its
+    best-covered CO2 device (`device_day_episodes`), the day's coverage, BB101 flags on
+    the days covered enough to be judged.
 
     `partials`: partial_statistics with `iaq_partial_aggregates` and the ISO week keys
-    (batch.aggregations.collect_partials); `episodes`: `collect_longest_episodes`.
+    (batch.aggregations.collect_partials); `episodes`: `collect_device_day_episodes`.
     """
     keys = [*_CLASSROOM_KEYS, READING_DATE]
     included = included_partials(partials)
@@ -468,15 +512,24 @@ def classroom_day_totals(partials: pd.DataFrame, episodes: pd.DataFrame, rules: 
     days[_CO2_MAX] = by_day[_CO2_MAX].max()
     days[list(_WEEK_KEYS)] = by_day[list(_WEEK_KEYS)].first()
     days = days[(days[_CO2_N] + days[_TEMPERATURE_N]) > 0]
-    longest = episodes.groupby(keys, sort=False)[_LONGEST_US].max()
-    days = days.join(longest, how="left").reset_index()
+    # The classroom's longest episode and covered time are those of its best device, not a
+    # sum: two sensors in one room measure the same air at the same time.
+    by_device_day = episodes.groupby(keys, sort=False)
+    days = days.join(by_device_day[[_LONGEST_US, _COVERED_US]].max(), how="left").reset_index()
     school_day = days[_CO2_N] > 0
-    # Only days past the peak have an episodes row (peak_days): the others' longest is 0.
-    days[_LONGEST_US] = days[_LONGEST_US].fillna(0)
+    days[[_LONGEST_US, _COVERED_US]] = days[[_LONGEST_US, _COVERED_US]].fillna(0).astype("int64")
+    occupied = {(institute, day): occupied_us(institute, day, rules.occupancy, timezone)
+                for institute, day in set(zip(days[INSTITUTE], days[READING_DATE]))}
+    days[_OCCUPIED_US] = [occupied[key] for key in zip(days[INSTITUTE], days[READING_DATE])]
+    days[_COVERAGE] = _ratio(days[_COVERED_US], days[_OCCUPIED_US])
+    judged = school_day & (days[_COVERAGE] >= rules.min_day_coverage)
     days[_SCHOOL_DAY] = school_day
+    days[_JUDGED] = judged
+    days[_NOT_JUDGED_REASON] = [_not_judged_reason(coverage, school, rules)
+                                for coverage, school in zip(days[_COVERAGE], school_day)]
     days[_BB101_MEAN_MET] = _nullable_flag(
-        days[_CO2_SUM] / days[_CO2_N].where(school_day) < rules.bb101_mean_co2_ppm, school_day)
-    days[_BB101_PEAK_MET] = _nullable_flag(days[_LONGEST_US] <= rules.bb101_peak_us, school_day)
+        days[_CO2_SUM] / days[_CO2_N].where(school_day) < rules.bb101_mean_co2_ppm, judged)
+    days[_BB101_PEAK_MET] = _nullable_flag(days[_LONGEST_US] <= rules.bb101_peak_us, judged)
     return days
 
 
@@ -502,6 +555,7 @@ def classroom_daily_iaq(day_totals: pd.DataFrame) -> pd.DataFrame:
         LOCAL_DATE: day_totals[READING_DATE], **{key: day_totals[key] for key in _WEEK_KEYS},
         **_occupied_statistics(day_totals),
         "longest_peak_episode_minutes": (day_totals[_LONGEST_US] / MICROS_PER_MINUTE).where(school_day),
+        _COVERAGE: day_totals[_COVERAGE], _NOT_JUDGED_REASON: day_totals[_NOT_JUDGED_REASON],
         _BB101_MEAN_MET: day_totals[_BB101_MEAN_MET], _BB101_PEAK_MET: day_totals[_BB101_PEAK_MET],
         "pir_share_motion": _ratio(day_totals[_PIR_MOTION], day_totals[_PIR_N]),
     })
@@ -523,12 +577,17 @@ def _rolled_up(day_totals: pd.DataFrame, keys: list[str], rules: IaqRules) -> pd
     """Day counts, occupied statistics and the EN 16798-1 category per group of `keys`."""
     mean_met = day_totals[_BB101_MEAN_MET].eq(True)
     peak_met = day_totals[_BB101_PEAK_MET].eq(True)
+    # The flags are null on the days not judged: the BB101 counts are over judged days.
     counted = day_totals.assign(school_days=day_totals[_SCHOOL_DAY].astype("int64"),
+                                judged_days=day_totals[_JUDGED].astype("int64"),
+                                days_with_too_little_data=(day_totals[_SCHOOL_DAY]
+                                                           & ~day_totals[_JUDGED]).astype("int64"),
                                 bb101_mean_days_met=mean_met.astype("int64"),
                                 bb101_peak_days_met=peak_met.astype("int64"),
                                 bb101_days_met=(mean_met & peak_met).astype("int64"))
     by_group = counted.groupby(keys, sort=False)
-    day_counts = ["school_days", "bb101_mean_days_met", "bb101_peak_days_met", "bb101_days_met"]
+    day_counts = ["school_days", "judged_days", "days_with_too_little_data", "bb101_mean_days_met",
+                  "bb101_peak_days_met", "bb101_days_met"]
     totals = by_group[list(_SUMMED) + day_counts].sum()
     totals[_CO2_MAX] = by_group[_CO2_MAX].max()
     totals = totals.reset_index()
@@ -539,36 +598,24 @@ def _rolled_up(day_totals: pd.DataFrame, keys: list[str], rules: IaqRules) -> pd
     })
 
 
-def classroom_weekly_iaq(day_totals: pd.DataFrame, data_through: Any, rules: IaqRules) -> pd.DataFrame:
+def classroom_weekly_iaq(day_totals: pd.DataFrame, data_through: Mapping[str, dt.date],
+                         rules: IaqRules) -> pd.DataFrame:
     """The `classroom_weekly_iaq` table: per classroom and ISO week, over its occupied readings.
 
-    `week_complete`: data newer than the week's Sunday have arrived (`data_through`, the
-    local date of the newest reading), the rule of the statistics'
-    latest_complete_week_by_classroom view.
+    `week_complete`: data of the classroom's institute newer than the week's Sunday have
+    arrived (`data_through`: per institute, the local date of its newest reading): the
+    institute's own data, so that an institute whose uplink stopped does not see its last
+    week as complete because another institute's data moved on.
     """
     weekly = _rolled_up(day_totals, [*_CLASSROOM_KEYS, *_WEEK_KEYS], rules)
-    weekly["week_complete"] = [start + timedelta(days=7) <= data_through
-                               for start in weekly["week_start"]]
+    weekly["week_complete"] = [start + dt.timedelta(days=7) <= data_through[institute]
+                               for institute, start in zip(weekly[INSTITUTE], weekly["week_start"])]
     return weekly
 
 
 def classroom_iaq(day_totals: pd.DataFrame, rules: IaqRules) -> pd.DataFrame:
     """The `classroom_iaq` table: per classroom over the whole period of data."""
     return _rolled_up(day_totals, _CLASSROOM_KEYS, rules)
-
-
-def latest_complete_week_iaq(weekly: pd.DataFrame) -> pd.DataFrame:
-    """Each classroom's latest complete ISO week of `classroom_weekly_iaq`, worst first: the
-    smallest share of school days meeting BB101, then the worst EN 16798-1 category, then the
-    highest occupied CO2 mean; the classroom breaks ties. The view (latest_week_view) orders
-    the same way in SQL."""
-    complete = weekly[weekly["week_complete"]]
-    latest = complete.sort_values("week_start").groupby(_CLASSROOM_KEYS).tail(1)
-    met_share = _ratio(latest["bb101_days_met"].astype(float), latest["school_days"])
-    return (latest.assign(_met_share=met_share)
-            .sort_values(["_met_share", "en16798_co2_category", "co2_occupied_mean", INSTITUTE, CLASSROOM],
-                         ascending=[True, False, False, True, True], na_position="last", kind="stable")
-            .drop(columns="_met_share").reset_index(drop=True))
 
 
 @dataclass(frozen=True)
@@ -578,11 +625,12 @@ class IaqTables:
     period: pd.DataFrame
 
 
-def iaq_tables(partials: pd.DataFrame, episodes: pd.DataFrame, rules: IaqRules) -> IaqTables:
+def iaq_tables(partials: pd.DataFrame, episodes: pd.DataFrame, rules: IaqRules,
+               timezone: str) -> IaqTables:
     """The three IAQ tables from the collected partials (with `iaq_partial_aggregates` and the
-    ISO week keys) and the collected `longest_episodes`."""
-    day_totals = classroom_day_totals(partials, episodes, rules)
-    data_through = included_partials(partials)[READING_DATE].max()
+    ISO week keys) and the collected `device_day_episodes`; `timezone`: BATCH_TIMEZONE."""
+    day_totals = classroom_day_totals(partials, episodes, rules, timezone)
+    data_through = included_partials(partials).groupby(INSTITUTE)[READING_DATE].max().to_dict()
     return IaqTables(daily=classroom_daily_iaq(day_totals),
                      weekly=classroom_weekly_iaq(day_totals, data_through, rules),
                      period=classroom_iaq(day_totals, rules))
@@ -644,6 +692,11 @@ def _statistic_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:
     )
 
 
+def _coverage_rule(settings: IaqSettings) -> str:
+    return (f"judged: its occupied CO2 readings cover at least {settings.iaq_min_day_coverage:.0%} "
+            "(IAQ_MIN_DAY_COVERAGE) of its occupied time (occupied_coverage of classroom_daily_iaq)")
+
+
 def _day_count_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:
     mean, peak = settings.iaq_bb101_mean_co2_ppm, settings.iaq_bb101_peak_co2_ppm
     minutes = settings.iaq_bb101_peak_minutes
@@ -651,14 +704,22 @@ def _day_count_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:
         PublishedColumn("school_days", BIGINT,
                         "school days: local dates with at least one occupied CO2 reading",
                         unit="days", nullable=False),
+        PublishedColumn("judged_days", BIGINT,
+                        f"school days judged against BB101, {_coverage_rule(settings)}",
+                        unit="days", nullable=False),
+        PublishedColumn("days_with_too_little_data", BIGINT,
+                        "school days not judged against BB101: their occupied CO2 readings cover "
+                        f"less than {settings.iaq_min_day_coverage:.0%} (IAQ_MIN_DAY_COVERAGE) "
+                        "of their occupied time (school_days - judged_days)",
+                        unit="days", nullable=False),
         PublishedColumn("bb101_mean_days_met", BIGINT,
-                        f"school days meeting the BB101 (2018) mean: occupied CO2 mean below "
+                        f"judged days meeting the BB101 (2018) mean: occupied CO2 mean below "
                         f"{mean:g} ppm (IAQ_BB101_MEAN_CO2_PPM)", unit="days", nullable=False),
         PublishedColumn("bb101_peak_days_met", BIGINT,
-                        f"school days meeting the BB101 (2018) peak: CO2 above {peak:g} ppm "
+                        f"judged days meeting the BB101 (2018) peak: CO2 above {peak:g} ppm "
                         f"(IAQ_BB101_PEAK_CO2_PPM) for at most {minutes:g} consecutive minutes "
                         "(IAQ_BB101_PEAK_MINUTES)", unit="days", nullable=False),
-        PublishedColumn("bb101_days_met", BIGINT, "school days meeting both the BB101 mean and peak",
+        PublishedColumn("bb101_days_met", BIGINT, "judged days meeting both the BB101 mean and peak",
                         unit="days", nullable=False),
     )
 
@@ -687,13 +748,28 @@ def _daily_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:
             f"{settings.iaq_reading_max_minutes:g} minutes (IAQ_READING_MAX_MINUTES) and the "
             "range's end, and a longer gap between readings ends an episode; 0 on a school day "
             "without one, null without CO2", unit="min"),
+        PublishedColumn(
+            _COVERAGE, DOUBLE,
+            "share of the day's occupied time (the institute's timetable ranges that day, as "
+            "instants: a range on a clock-change day lasts what the wall clock says) that the "
+            "occupied CO2 readings of the classroom's best-covered CO2 device stand for, each "
+            "reading standing for the time until the earliest of its device's next reading in "
+            f"the same range, {settings.iaq_reading_max_minutes:g} minutes "
+            "(IAQ_READING_MAX_MINUTES) and the range's end; 0 without CO2", unit="share 0-1"),
+        PublishedColumn(
+            _NOT_JUDGED_REASON, TEXT,
+            "why the day is not judged against BB101 (its bb101_* flags null): 'no occupied CO2 "
+            "reading', or 'too little data: N % of the occupied time covered' when "
+            f"occupied_coverage is below {settings.iaq_min_day_coverage:.0%} "
+            "(IAQ_MIN_DAY_COVERAGE); null on a judged day"),
         PublishedColumn("bb101_mean_met", BOOLEAN,
                         f"UK Building Bulletin 101 (2018): occupied CO2 mean below {mean:g} ppm "
-                        "(IAQ_BB101_MEAN_CO2_PPM); null without CO2 (not a school day)"),
+                        "(IAQ_BB101_MEAN_CO2_PPM); null on a day not judged (not_judged_reason)"),
         PublishedColumn("bb101_peak_met", BOOLEAN,
                         f"UK Building Bulletin 101 (2018): CO2 above {peak:g} ppm for at most "
                         f"{settings.iaq_bb101_peak_minutes:g} consecutive minutes "
-                        "(longest_peak_episode_minutes, IAQ_BB101_PEAK_MINUTES); null without CO2"),
+                        "(longest_peak_episode_minutes, IAQ_BB101_PEAK_MINUTES); null on a day "
+                        "not judged (not_judged_reason)"),
         PublishedColumn("pir_share_motion", DOUBLE,
                         "share of the occupied readings with a PIR value that detected motion "
                         "(pir = 1); null without PIR", unit="share 0-1"),
@@ -706,8 +782,8 @@ def _weekly_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:
         ISO_YEAR_KEY.column, ISO_WEEK_KEY.column, WEEK_START_KEY.column,
         *_day_count_columns(settings), *_statistic_columns(settings), _category_column(settings),
         PublishedColumn("week_complete", BOOLEAN,
-                        "data newer than the week's Sunday have arrived: the week can no longer "
-                        "change", nullable=False),
+                        "data of the classroom's institute newer than the week's Sunday have "
+                        "arrived: the week can no longer change", nullable=False),
     )
 
 
@@ -743,19 +819,31 @@ def iaq_catalog_tables(settings: IaqSettings, timezone: str) -> tuple[Table, ...
 
 def latest_week_view() -> View:
     def query(table: Callable[[str], sql.Composable]) -> sql.Composable:
-        # The order of latest_complete_week_iaq.
+        # weeks_behind_institute as the statistics' latest_complete_week_by_classroom has it
+        # (batch/catalog.py). Stale classrooms come after the current ones, unranked: a
+        # classroom silent for a month is not compared with this week's.
+        current = sql.SQL("CASE WHEN weeks_behind_institute = 0 THEN {} END")
+        ranking = [sql.SQL("bb101_days_met::float8 / NULLIF(judged_days, 0)"),
+                   sql.SQL("en16798_co2_category"), sql.SQL("co2_occupied_mean")]
         return sql.SQL(
-            "SELECT * FROM (SELECT DISTINCT ON (institute, classroom) * FROM {weekly} "
-            "WHERE week_complete ORDER BY institute, classroom, week_start DESC) latest "
-            "ORDER BY bb101_days_met::float8 / NULLIF(school_days, 0) ASC NULLS LAST, "
-            "en16798_co2_category DESC NULLS LAST, co2_occupied_mean DESC NULLS LAST, institute, classroom"
-        ).format(weekly=table(WEEKLY_TABLE))
+            "SELECT * FROM (SELECT latest.*, (max(latest.week_start) OVER (PARTITION BY "
+            "latest.institute) - latest.week_start) / 7 AS weeks_behind_institute "
+            "FROM (SELECT DISTINCT ON (institute, classroom) * FROM {weekly} "
+            "WHERE week_complete ORDER BY institute, classroom, week_start DESC) latest) ranked "
+            "ORDER BY weeks_behind_institute > 0, {share} ASC NULLS LAST, {category} DESC NULLS LAST, "
+            "{mean} DESC NULLS LAST, institute, classroom"
+        ).format(weekly=table(WEEKLY_TABLE),
+                 **{name: current.format(expression)
+                    for name, expression in zip(("share", "category", "mean"), ranking)})
     return View(
         LATEST_WEEK_VIEW,
         "For each classroom, the indoor-air compliance of its latest complete ISO week "
-        "(week_complete), worst first: the smallest share of school days meeting BB101, then "
-        "the worst EN 16798-1 CO2 category, then the highest occupied CO2 mean; same columns "
-        "as classroom_weekly_iaq",
+        "(week_complete); same columns as classroom_weekly_iaq, then weeks_behind_institute: how "
+        "many weeks that week is older than the newest such week of any classroom of the same "
+        "institute (0: current; more: stale, the classroom's sensors stopped sending). Current "
+        "classrooms first, worst first: the smallest share of judged days meeting BB101 "
+        "(bb101_days_met / judged_days), then the worst EN 16798-1 CO2 category, then the "
+        "highest occupied CO2 mean; then the stale ones, by institute and classroom, not ranked",
         query, reads=(WEEKLY_TABLE,), one_row_per="classroom: its latest complete ISO week of compliance")
 
 
@@ -766,15 +854,15 @@ def public_holidays_in_data(partials: pd.DataFrame, rules: IaqRules) -> dict[str
     return public_holidays_applied(rules.occupancy, dates.min(), dates.max())
 
 
-def iaq_results(partials: pd.DataFrame, episodes: pd.DataFrame, rules: IaqRules) -> dict[str, pd.DataFrame]:
+def iaq_results(partials: pd.DataFrame, episodes: pd.DataFrame, rules: IaqRules,
+                timezone: str) -> dict[str, pd.DataFrame]:
     """The IAQ tables' rows by table name, for the catalog's build functions."""
-    tables = iaq_tables(partials, episodes, rules)
+    tables = iaq_tables(partials, episodes, rules, timezone)
     return {DAILY_TABLE: tables.daily, WEEKLY_TABLE: tables.weekly, PERIOD_TABLE: tables.period}
 
 
 __all__ = [
     "IAQ_GROUP_KEYS", "IAQ_OPTIONS", "IAQ_VALIDATED_METRICS", "IaqRules", "IaqSettings", "IaqTables",
-    "iaq_partial_aggregates", "iaq_tables", "latest_complete_week_iaq", "collect_longest_episodes",
-    "longest_episodes", "peak_days", "public_holidays_in_data",
-    "with_occupied_range",
+    "iaq_partial_aggregates", "iaq_tables", "collect_device_day_episodes", "device_day_episodes",
+    "occupied_us", "public_holidays_in_data", "with_occupied_range",
 ]

@@ -57,7 +57,7 @@ from batch.config import (
     settings_type,
 )
 from batch.errors import BatchError, ConfigurationError
-from batch.catalog import LATEST_WEEK_VIEW, RUNS_TABLE
+from batch.catalog import RUNS_TABLE
 from batch.postgres import PostgresTarget, connect
 
 log = logging.getLogger(__name__)
@@ -67,9 +67,13 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The weekly compliance table of issue 13 (occupied hours, BB101) may not be published yet:
 # the names the report reads from it are here, in one place.
 IAQ_WEEKLY_TABLE = "classroom_weekly_iaq"
+IAQ_DAILY_TABLE = "classroom_daily_iaq"
+IAQ_LATEST_WEEK_VIEW = "latest_complete_week_iaq_by_classroom"
 IAQ_CO2_MEAN = "co2_occupied_mean"
-IAQ_SCHOOL_DAYS = "school_days"
+# School days judged against BB101 (issue 19; a table published before it lacks the column).
+IAQ_JUDGED_DAYS = "judged_days"
 IAQ_BB101_DAYS_MET = "bb101_days_met"
+IAQ_WEEKS_BEHIND = "weeks_behind_institute"
 # batch_runs column listing the files a streaming sink had not committed (issue 11); optional.
 UNCOMMITTED_FILES_COLUMN = "uncommitted_files"
 # batch_runs column of the run's warnings (issue 19); optional.
@@ -151,12 +155,22 @@ class ClassroomWeekCo2:
 
 @dataclass(frozen=True)
 class Bb101Failures:
-    """School days of one classroom failing BB101 over the ranking window."""
+    """Judged school days of one current classroom failing BB101 over its institute's ranking weeks."""
 
     institute: str
     classroom: str
-    school_days: int
+    judged_days: int
     days_failed: int
+
+
+@dataclass(frozen=True)
+class StaleClassroom:
+    """A classroom whose latest complete week lies behind its institute's: not ranked."""
+
+    institute: str
+    classroom: str
+    last_data: date | None  # its last local date with an occupied reading
+    weeks_behind: int
 
 
 @dataclass(frozen=True)
@@ -253,32 +267,61 @@ def classroom_week_co2(conn: psycopg2.extensions.connection, schema: str,
         return [ClassroomWeekCo2(*row) for row in cursor.fetchall()]
 
 
-def ranking_window(conn: psycopg2.extensions.connection, schema: str,
-                   weeks: int = RANKING_WEEKS) -> tuple[date, date] | None:
-    """Mondays of the first and last of the latest `weeks` complete ISO weeks (None: none complete).
+def _ranking_weeks_query(schema: str) -> sql.Composed:
+    """(institute, week_start) of each institute's latest complete ISO weeks that had a judged
+    school day, the most recent first numbered 1 (`recency`): holidays do not count."""
+    return sql.SQL(
+        "SELECT institute, week_start, dense_rank() OVER (PARTITION BY institute "
+        "ORDER BY week_start DESC) AS recency FROM {table} WHERE week_complete "
+        "GROUP BY institute, week_start HAVING sum({judged}) > 0").format(
+            table=_ident(schema, IAQ_WEEKLY_TABLE), judged=sql.Identifier(IAQ_JUDGED_DAYS))
 
-    Complete as the published view judges it: data newer than the week's Sunday has arrived.
-    """
+
+def ranking_weeks(conn: psycopg2.extensions.connection, schema: str,
+                  weeks: int = RANKING_WEEKS) -> dict[str, list[date]]:
+    """Per institute, the Mondays of its latest `weeks` complete ISO weeks with a judged school
+    day, oldest first (complete as classroom_weekly_iaq.week_complete judges it)."""
     with conn.cursor() as cursor:
-        cursor.execute(sql.SQL("SELECT max(week_start) FROM {}").format(
-            _ident(schema, LATEST_WEEK_VIEW)))
-        last = cursor.fetchone()[0]
-    return None if last is None else (last - timedelta(weeks=weeks - 1), last)
+        cursor.execute(sql.SQL(
+            "SELECT institute, week_start FROM ({weeks}) w WHERE recency <= %s "
+            "ORDER BY institute, week_start").format(weeks=_ranking_weeks_query(schema)), (weeks,))
+        ranking: dict[str, list[date]] = defaultdict(list)
+        for institute, monday in cursor.fetchall():
+            ranking[institute].append(monday)
+    return dict(ranking)
 
 
 def bb101_failures(conn: psycopg2.extensions.connection, schema: str,
-                   window: tuple[date, date]) -> list[Bb101Failures]:
-    """Classrooms by school days failing BB101 within `window` (Mondays, inclusive), worst first."""
+                   weeks: int = RANKING_WEEKS) -> list[Bb101Failures]:
+    """Current classrooms by judged school days failing BB101 over their institute's
+    `ranking_weeks`, worst first; stale classrooms (weeks_behind_institute > 0) are left out."""
     with conn.cursor() as cursor:
         cursor.execute(sql.SQL(
-            "SELECT institute, classroom, coalesce(sum({school_days}), 0)::int, "
-            "coalesce(sum({school_days} - {days_met}), 0)::int AS days_failed "
-            "FROM {table} WHERE week_start BETWEEN %s AND %s GROUP BY institute, classroom "
-            "ORDER BY days_failed DESC, institute, classroom").format(
-                school_days=sql.Identifier(IAQ_SCHOOL_DAYS),
-                days_met=sql.Identifier(IAQ_BB101_DAYS_MET),
-                table=_ident(schema, IAQ_WEEKLY_TABLE)), window)
+            "SELECT t.institute, t.classroom, sum({judged})::int AS judged, "
+            "sum({judged} - {days_met})::int AS days_failed "
+            "FROM {table} t JOIN ({weeks}) w ON w.institute = t.institute "
+            "AND w.week_start = t.week_start AND w.recency <= %s "
+            "WHERE NOT EXISTS (SELECT 1 FROM {view} v WHERE v.institute = t.institute "
+            "AND v.classroom = t.classroom AND v.{behind} > 0) "
+            "GROUP BY t.institute, t.classroom HAVING sum({judged}) > 0 "
+            "ORDER BY days_failed DESC, t.institute, t.classroom").format(
+                judged=sql.Identifier(IAQ_JUDGED_DAYS), days_met=sql.Identifier(IAQ_BB101_DAYS_MET),
+                table=_ident(schema, IAQ_WEEKLY_TABLE), weeks=_ranking_weeks_query(schema),
+                view=_ident(schema, IAQ_LATEST_WEEK_VIEW), behind=sql.Identifier(IAQ_WEEKS_BEHIND)),
+            (weeks,))
         return [Bb101Failures(*row) for row in cursor.fetchall()]
+
+
+def stale_classrooms(conn: psycopg2.extensions.connection, schema: str) -> list[StaleClassroom]:
+    """The classrooms the compliance view lists as behind their institute, by name."""
+    with conn.cursor() as cursor:
+        cursor.execute(sql.SQL(
+            "SELECT v.institute, v.classroom, (SELECT max(d.local_date) FROM {daily} d "
+            "WHERE d.institute = v.institute AND d.classroom = v.classroom), v.{behind} "
+            "FROM {view} v WHERE v.{behind} > 0 ORDER BY v.institute, v.classroom").format(
+                daily=_ident(schema, IAQ_DAILY_TABLE), view=_ident(schema, IAQ_LATEST_WEEK_VIEW),
+                behind=sql.Identifier(IAQ_WEEKS_BEHIND)))
+        return [StaleClassroom(*row) for row in cursor.fetchall()]
 
 
 def institute_weeks(conn: psycopg2.extensions.connection, schema: str) -> list[InstituteWeek]:
@@ -297,9 +340,11 @@ class ReportData:
     schema: str
     co2_source: Co2Source
     classroom_weeks: list[ClassroomWeekCo2]
-    # None: the compliance table is not published, there is nothing to rank.
+    # None: the compliance tables are not published, there is nothing to rank.
     bb101: list[Bb101Failures] | None
-    window: tuple[date, date] | None
+    # Per institute, the Mondays of the weeks ranked (`ranking_weeks`).
+    ranking_weeks: dict[str, list[date]]
+    stale: list[StaleClassroom]
     institute_weeks: list[InstituteWeek]
     thresholds: Thresholds = field(default_factory=Thresholds)
 
@@ -313,13 +358,18 @@ def read_report_data(conn: psycopg2.extensions.connection, schema: str,
                                  "nothing is published to report on")
     run = fetch_run(conn, schema, run_id if run_id is not None else published)
     source = co2_source(conn, schema)
-    window = ranking_window(conn, schema)
-    has_iaq = source.table == IAQ_WEEKLY_TABLE
+    # Judged days and stale classrooms came with issue 19: tables published by an older
+    # release are not ranked until the analysis has run once with this one.
+    has_iaq = (source.table == IAQ_WEEKLY_TABLE
+               and column_exists(conn, schema, IAQ_WEEKLY_TABLE, IAQ_JUDGED_DAYS)
+               and column_exists(conn, schema, IAQ_LATEST_WEEK_VIEW, IAQ_WEEKS_BEHIND))
     return ReportData(
         run=run, published_run_id=published, schema=schema, co2_source=source,
         classroom_weeks=classroom_week_co2(conn, schema, source),
-        bb101=(bb101_failures(conn, schema, window) if window else []) if has_iaq else None,
-        window=window, institute_weeks=institute_weeks(conn, schema),
+        bb101=bb101_failures(conn, schema) if has_iaq else None,
+        ranking_weeks=ranking_weeks(conn, schema) if has_iaq else {},
+        stale=stale_classrooms(conn, schema) if has_iaq else [],
+        institute_weeks=institute_weeks(conn, schema),
         thresholds=run_thresholds(run.settings))
 
 
@@ -591,23 +641,28 @@ def co2_bands(thresholds: Thresholds) -> tuple[float, float, float]:
     return (thresholds.co2_high_ppm, thresholds.co2_very_high_ppm, BB101_PEAK_PPM)
 
 
-def bb101_chart(failures: Sequence[Bb101Failures], window: tuple[date, date], title: str,
+def _iso_weeks(mondays: Sequence[date]) -> str:
+    """`ISO weeks 2025-W10, 2025-W12` (the weeks ranked need not be consecutive)."""
+    return "ISO week" + ("s " if len(mondays) > 1 else " ") + ", ".join(map(_week_label, mondays))
+
+
+def bb101_chart(failures: Sequence[Bb101Failures], mondays: Sequence[date], title: str,
                 chart_id: str) -> Markup:
-    """Horizontal bars: school days failing BB101 per classroom, worst at the top."""
+    """Horizontal bars: judged school days failing BB101 per classroom, worst at the top."""
     shown = list(failures[:RANKING_ROWS_CHARTED])
     figure = _figure(max(NARROW_INCHES, _label_inches(row.classroom for row in shown) + 3.0),
                      1.8 + 0.32 * max(1, len(shown)))
     with matplotlib.rc_context(_RC):
         axes = figure.add_subplot()
         positions = np.arange(len(shown))
-        axes.barh(positions, [row.school_days for row in shown], color="#d9d9d9",
-                  label="school days")
+        axes.barh(positions, [row.judged_days for row in shown], color="#d9d9d9",
+                  label="judged school days")
         axes.barh(positions, [row.days_failed for row in shown], color="#b2182b",
                   label="failing BB101")
         axes.set_yticks(positions, [_short(row.classroom) for row in shown])
         axes.invert_yaxis()
         axes.xaxis.get_major_locator().set_params(integer=True)
-        axes.set_xlabel(f"school days in ISO weeks {window[0].isocalendar()[1]}–{window[1].isocalendar()[1]}")
+        axes.set_xlabel(f"judged school days in ISO weeks {', '.join(str(m.isocalendar()[1]) for m in mondays)}")
         axes.set_ylabel("classroom")
         _set_title(figure, title)
         figure.legend(loc="outside lower center", ncols=2, frameon=False, fontsize=10)
@@ -667,8 +722,19 @@ def temperature_trend_chart(weeks: Sequence[InstituteWeek], thresholds: Threshol
     return _svg(figure, chart_id)
 
 
+# The phases in the order they run (batch_runs.phase_seconds is a JSON object: PostgreSQL
+# returns its keys sorted by name); a phase not listed follows them, by name.
+PHASE_ORDER = ("read", "plan", "aggregate", "write", "publish", "report")
+
+
+def _phase_rank(phase: str) -> tuple[int, str]:
+    head = phase.split(".")[0]
+    return (PHASE_ORDER.index(head) if head in PHASE_ORDER else len(PHASE_ORDER), phase)
+
+
 def phase_chart(phase_seconds: Mapping[str, float], title: str, chart_id: str) -> Markup:
-    phases = list(phase_seconds)
+    """Every phase the run recorded, in the order they run."""
+    phases = sorted(phase_seconds, key=_phase_rank)
     figure = _figure(NARROW_INCHES, 1.5 + 0.34 * max(1, len(phases)))
     with matplotlib.rc_context(_RC):
         axes = figure.add_subplot()
@@ -703,6 +769,9 @@ class InstituteSection:
     heatmap: Chart | None
     bb101_chart: Chart | None
     bb101_rows: list[Bb101Failures]
+    # The Mondays of the weeks ranked; the classrooms not ranked for being stale.
+    ranking_weeks: list[date]
+    stale: list[StaleClassroom]
     trends: list[Chart]
 
 
@@ -727,17 +796,22 @@ def institute_sections(data: ReportData) -> list[InstituteSection]:
     cells: dict[str, list[ClassroomWeekCo2]] = defaultdict(list)
     trends: dict[str, list[InstituteWeek]] = defaultdict(list)
     ranked: dict[str, list[Bb101Failures]] = defaultdict(list)
+    stale: dict[str, list[StaleClassroom]] = defaultdict(list)
     for cell in data.classroom_weeks:
         cells[cell.institute].append(cell)
     for week in data.institute_weeks:
         trends[week.institute].append(week)
     for row in data.bb101 or []:
         ranked[row.institute].append(row)
+    for classroom in data.stale:
+        stale[classroom.institute].append(classroom)
     names = sorted(cells.keys() | trends.keys())
     # What every section shares, without the other institutes' rows (sent to each process).
-    shared = replace(data, classroom_weeks=[], institute_weeks=[], bb101=None)
+    shared = replace(data, classroom_weeks=[], institute_weeks=[], bb101=None, ranking_weeks={},
+                     stale=[])
     columns = (list(range(1, len(names) + 1)), names, [cells[name] for name in names],
-               [trends[name] for name in names], [ranked[name] for name in names])
+               [trends[name] for name in names], [ranked[name] for name in names],
+               [data.ranking_weeks.get(name, []) for name in names], [stale[name] for name in names])
     return _draw(functools.partial(institute_section, shared, weeks), columns, len(names))
 
 
@@ -763,8 +837,10 @@ def _draw(draw: Callable[..., InstituteSection], columns: tuple[list[Any], ...],
 
 def institute_section(data: ReportData, weeks: Sequence[date], number: int, name: str,
                       cells: Sequence[ClassroomWeekCo2], trend: Sequence[InstituteWeek],
-                      ranked: list[Bb101Failures]) -> InstituteSection:
-    """The charts of institute `name`, the `number`th: `cells`, `trend` and `ranked` are its rows."""
+                      ranked: list[Bb101Failures], mondays: list[date],
+                      stale: list[StaleClassroom]) -> InstituteSection:
+    """The charts of institute `name`, the `number`th: `cells`, `trend`, `ranked`, its
+    ranking weeks' `mondays` and `stale` are its rows."""
     short = _short(name)
     heatmap = ranking = None
     if cells:
@@ -774,12 +850,13 @@ def institute_section(data: ReportData, weeks: Sequence[date], number: int, name
                         "marked on its bar; grey: no data that week.",
                         co2_heatmap(cells, weeks, data.thresholds, title,
                                     f"heatmap-{number}"), wide=True)
-    if data.window and any(row.days_failed for row in ranked):
+    if mondays and any(row.days_failed for row in ranked):
         title = f"{short}: school days failing BB101"
-        ranking = Chart(title, "School days (grey) and those failing BB101 (red) of the "
-                        f"{min(RANKING_ROWS_CHARTED, len(ranked))} worst classrooms over "
-                        f"the last {RANKING_WEEKS} complete weeks.",
-                        bb101_chart(ranked, data.window, title, f"bb101-{number}"))
+        ranking = Chart(title, "Judged school days (grey) and those failing BB101 (red) of the "
+                        f"{min(RANKING_ROWS_CHARTED, len(ranked))} worst current classrooms over "
+                        f"the last {RANKING_WEEKS} complete weeks with school days "
+                        f"({_iso_weeks(mondays)}).",
+                        bb101_chart(ranked, mondays, title, f"bb101-{number}"))
     trend_charts = []
     if trend:
         title = f"{short}: weekly CO2"
@@ -793,7 +870,8 @@ def institute_section(data: ReportData, weeks: Sequence[date], number: int, name
     return InstituteSection(
         anchor=f"institute-{number}", name=name,
         classrooms=len({cell.classroom for cell in cells}), heatmap=heatmap,
-        bb101_chart=ranking, bb101_rows=ranked, trends=trend_charts)
+        bb101_chart=ranking, bb101_rows=ranked, ranking_weeks=mondays, stale=stale,
+        trends=trend_charts)
 
 
 def render_report(data: ReportData, generated_at: datetime) -> str:
@@ -802,12 +880,14 @@ def render_report(data: ReportData, generated_at: datetime) -> str:
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     run = data.run
     _SOLVED_LAYOUTS.clear()  # a few hundred bytes a chart: kept for one report, not for the process
-    phases = (Chart("Run time per phase", "Wall time of each phase of the run.",
+    phases = (Chart("Run time per phase", "Wall time of each phase the run recorded (a run "
+                    "records the writing of its own report after it, in batch_runs.phase_seconds).",
                     phase_chart(run.phase_seconds, "Run time per phase", "phases"))
               if run.phase_seconds else None)
     return environment.get_template(TEMPLATE).render(
         data=data, run=run, sections=institute_sections(data), phases=phases,
         generated_at=generated_at, ranking_weeks=RANKING_WEEKS, week_label=_week_label,
+        iso_weeks=_iso_weeks,
         iaq_table=IAQ_WEEKLY_TABLE, bb101_peak_ppm=BB101_PEAK_PPM)
 
 

@@ -4,7 +4,9 @@ Written from the issue's definitions, not from batch/iaq.py: nothing is imported
 package. Local time is DuckDB's `timezone(zone, instant)`; the timetable and closures are
 plain tables given by the test; the public holidays are asked of the `holidays` library
 directly, for the years of the data; the time above the peak is a gaps-and-islands query with
-LEAD/LAG over each device's occupied CO2 readings of one local date and occupied range.
+LEAD/LAG over each device's occupied CO2 readings of one local date and occupied range, and
+the time they cover the sum of what each stands for, against the timetable's ranges turned
+into instants by DuckDB's own time zone conversion.
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ class Rules:
     compliance_share: float = 0.95
     # The holidays library's calendar ('IT', 'IT-BZ') or 'none'.
     public_holidays: str = "IT"
+    min_day_coverage: float = 0.5
 
 
 # A timetable row: (institute or None for every institute without rows of its own,
@@ -201,6 +204,30 @@ def compute(con: duckdb.DuckDBPyConnection, timezone: str, timetable: Sequence[T
         SELECT institute, classroom, d, max(length_us) AS longest_us FROM (
             SELECT institute, classroom, dev_eui, d, range_end, episode, sum(stands_us) AS length_us
             FROM numbered WHERE high GROUP BY ALL) GROUP BY ALL""")
+    # Covered time: what every occupied CO2 reading of a device stands for, summed per
+    # device and date; the classroom's is its best device's (two sensors, one room's air).
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE covered AS
+        SELECT institute, classroom, d, max(device_us) AS covered_us FROM (
+            SELECT institute, classroom, dev_eui, d, sum(stands_us) AS device_us FROM (
+                SELECT institute, classroom, dev_eui, d,
+                       least(coalesce(LEAD(epoch_us(sendtime)) OVER w, epoch_us(range_end)),
+                             epoch_us(sendtime) + {max_us}, epoch_us(range_end)) - epoch_us(sendtime)
+                           AS stands_us
+                FROM occupied WHERE co2 IS NOT NULL
+                WINDOW w AS (PARTITION BY institute, classroom, dev_eui, d, range_end ORDER BY sendtime, co2))
+            GROUP BY ALL
+        ) GROUP BY ALL""")
+    # Occupied time of an institute's date: its timetable rows that weekday as instants.
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE occupied_time AS
+        SELECT k.institute, k.d, sum(epoch_us(timezone('{timezone}', CAST(k.d AS TIMESTAMP) + to_minutes(t.end_minute)))
+                                   - epoch_us(timezone('{timezone}', CAST(k.d AS TIMESTAMP) + to_minutes(t.start_minute))))
+                                AS occupied_us
+        FROM (SELECT DISTINCT institute, d FROM occupied) k JOIN timetable t ON t.isodow = isodow(k.d)
+         AND ((t.institute = k.institute) OR (t.institute IS NULL AND k.institute NOT IN
+             (SELECT institute FROM timetable WHERE institute IS NOT NULL)))
+        GROUP BY ALL""")
 
     def statistics(with_category: bool) -> str:
         n = "count(co2)"
@@ -226,45 +253,76 @@ def compute(con: duckdb.DuckDBPyConnection, timezone: str, timetable: Sequence[T
             "/ NULLIF(count(temperature), 0) AS temperature_share_in_band"
             + (category if with_category else ""))
 
+    minimum = rules.min_day_coverage
     con.execute(f"""
         CREATE OR REPLACE TABLE daily AS
-        SELECT s.*, CASE WHEN s.co2_occupied_readings > 0 THEN coalesce(l.longest_us, 0) / 60e6 END
-                        AS longest_peak_episode_minutes,
-               CASE WHEN s.co2_occupied_readings > 0 THEN s.co2_occupied_mean < {rules.bb101_mean} END AS bb101_mean_met,
-               CASE WHEN s.co2_occupied_readings > 0 THEN coalesce(l.longest_us, 0) <= {peak_us} END
-                        AS bb101_peak_met
-        FROM (SELECT institute, classroom, d AS local_date, {WEEK_KEYS}, {statistics(False)},
-                     CAST(count(*) FILTER (WHERE pir = 1) AS DOUBLE) / NULLIF(count(pir), 0)
-                        AS pir_share_motion
-              FROM occupied GROUP BY institute, classroom, d
-              HAVING count(co2) + count(temperature) > 0) s
-        LEFT JOIN longest l ON l.institute = s.institute AND l.classroom = s.classroom
-             AND l.d = s.local_date""")
+        WITH judged AS (
+            SELECT s.*, coalesce(c.covered_us, 0) / o.occupied_us AS occupied_coverage,
+                   s.co2_occupied_readings > 0 AND coalesce(c.covered_us, 0) / o.occupied_us >= {minimum}
+                        AS judged,
+                   coalesce(l.longest_us, 0) AS longest_us
+            FROM (SELECT institute, classroom, d AS local_date, {WEEK_KEYS}, {statistics(False)},
+                         CAST(count(*) FILTER (WHERE pir = 1) AS DOUBLE) / NULLIF(count(pir), 0)
+                            AS pir_share_motion
+                  FROM occupied GROUP BY institute, classroom, d
+                  HAVING count(co2) + count(temperature) > 0) s
+            JOIN occupied_time o ON o.institute = s.institute AND o.d = s.local_date
+            LEFT JOIN longest l ON l.institute = s.institute AND l.classroom = s.classroom
+                 AND l.d = s.local_date
+            LEFT JOIN covered c ON c.institute = s.institute AND c.classroom = s.classroom
+                 AND c.d = s.local_date)
+        SELECT * EXCLUDE (judged, longest_us),
+               CASE WHEN co2_occupied_readings > 0 THEN longest_us / 60e6 END AS longest_peak_episode_minutes,
+               CASE WHEN judged THEN co2_occupied_mean < {rules.bb101_mean} END AS bb101_mean_met,
+               CASE WHEN judged THEN longest_us <= {peak_us} END AS bb101_peak_met,
+               CASE WHEN co2_occupied_readings = 0 THEN 'no occupied CO2 reading'
+                    WHEN NOT judged THEN 'too little data: '
+                        || regexp_replace(CAST(floor(occupied_coverage * 1000) / 10 AS VARCHAR), '\\.0$', '')
+                        || ' % of the occupied time covered (IAQ_MIN_DAY_COVERAGE '
+                        || regexp_replace(CAST({minimum} * 100 AS VARCHAR), '\\.0$', '') || ' %)'
+               END AS not_judged_reason
+        FROM judged""")
     days = ("count(*) FILTER (WHERE co2_occupied_readings > 0) AS school_days, "
+            "count(*) FILTER (WHERE not_judged_reason IS NULL) AS judged_days, "
+            "count(*) FILTER (WHERE co2_occupied_readings > 0 AND not_judged_reason IS NOT NULL) "
+            "AS days_with_too_little_data, "
             "count(*) FILTER (WHERE bb101_mean_met) AS bb101_mean_days_met, "
             "count(*) FILTER (WHERE bb101_peak_met) AS bb101_peak_days_met, "
             "count(*) FILTER (WHERE bb101_mean_met AND bb101_peak_met) AS bb101_days_met")
     con.execute(f"""
         CREATE OR REPLACE TABLE weekly AS
-        SELECT r.*, c.school_days, c.bb101_mean_days_met, c.bb101_peak_days_met, c.bb101_days_met,
-               r.week_start + 7 <= (SELECT max(d) FROM included) AS week_complete
+        SELECT r.*, c.* EXCLUDE (institute, classroom, iso_year, iso_week, week_start),
+               r.week_start + 7 <= (SELECT max(d) FROM included i WHERE i.institute = r.institute)
+                   AS week_complete
         FROM (SELECT institute, classroom, {WEEK_KEYS}, {statistics(True)} FROM occupied GROUP BY ALL) r
         JOIN (SELECT institute, classroom, iso_year, iso_week, week_start, {days} FROM daily GROUP BY ALL) c
           USING (institute, classroom, iso_year, iso_week, week_start)""")
     con.execute(f"""
         CREATE OR REPLACE TABLE period AS
-        SELECT r.*, c.school_days, c.bb101_mean_days_met, c.bb101_peak_days_met, c.bb101_days_met
+        SELECT r.*, c.* EXCLUDE (institute, classroom)
         FROM (SELECT institute, classroom, {statistics(True)} FROM occupied GROUP BY ALL) r
         JOIN (SELECT institute, classroom, {days} FROM daily GROUP BY ALL) c USING (institute, classroom)""")
-    # Each classroom's latest complete week; worst first: smallest share of school days
-    # meeting BB101, worst category, highest occupied CO2 mean.
+    # Each classroom's latest complete week, and how many weeks it lies behind the newest
+    # such week of its institute. The current ones first, worst first: smallest share of
+    # judged days meeting BB101, worst category, highest occupied CO2 mean; the stale ones
+    # after them by name.
     con.execute("""
         CREATE OR REPLACE TABLE latest AS
-        SELECT row_number() OVER (ORDER BY CAST(bb101_days_met AS DOUBLE) / NULLIF(school_days, 0)
-                                  ASC NULLS LAST, en16798_co2_category DESC NULLS LAST,
-                                  co2_occupied_mean DESC NULLS LAST, institute, classroom) AS position, *
-        FROM (SELECT * FROM weekly WHERE week_complete
-              QUALIFY row_number() OVER (PARTITION BY institute, classroom ORDER BY week_start DESC) = 1)""")
+        WITH newest AS (
+            SELECT * FROM weekly WHERE week_complete
+            QUALIFY row_number() OVER (PARTITION BY institute, classroom ORDER BY week_start DESC) = 1
+        ), behind AS (
+            SELECT *, CAST(datediff('day', week_start,
+                                    max(week_start) OVER (PARTITION BY institute)) / 7 AS INTEGER)
+                      AS weeks_behind_institute
+            FROM newest)
+        SELECT row_number() OVER (ORDER BY weeks_behind_institute > 0,
+            CASE WHEN weeks_behind_institute = 0 THEN CAST(bb101_days_met AS DOUBLE) / NULLIF(judged_days, 0) END
+                ASC NULLS LAST,
+            CASE WHEN weeks_behind_institute = 0 THEN en16798_co2_category END DESC NULLS LAST,
+            CASE WHEN weeks_behind_institute = 0 THEN co2_occupied_mean END DESC NULLS LAST,
+            institute, classroom) AS position, *
+        FROM behind""")
 
 
 def fetch(con: duckdb.DuckDBPyConnection, table: str, order_by: str) -> list[dict[str, Any]]:

@@ -50,7 +50,7 @@ def test_iaq_tables_equal_an_independent_computation_on_the_demo_data(
     target = make_target()
     summary = run(spark, analysis_settings(
         target, demo.path, BATCH_TIMEZONE=timezone, IAQ_CLOSURES_FILE=str(closures),
-        IAQ_TIMETABLE_FILE=str(timetables)))
+        IAQ_TIMETABLE_FILE=str(timetables), REPORT_DIR=str(tmp_path / "reports")))
 
     con = independent_iaq.connect()
     independent_iaq.load_parquet(con, str(demo.path))
@@ -71,6 +71,13 @@ def test_iaq_tables_equal_an_independent_computation_on_the_demo_data(
                       for row in independent_iaq.fetch(con, "latest", "position")]
 
     record = last_run(target)
+    # The run's report charts every phase recorded before it was written; its own is recorded after.
+    assert sorted(record["phase_seconds"]) == sorted(["read", "aggregate", "publish", "report"])
+    page = Path(summary.report_path).read_text(encoding="utf-8")
+    phases = page[page.index('data-chart="phases"'):]
+    phases = phases[:phases.index("</svg>")]
+    assert [phase for phase in ("read", "aggregate", "publish", "report") if f">{phase}<" in phases] == [
+        "read", "aggregate", "publish"]
     expected_counts = {table: len(independent_iaq.fetch(con, REFERENCE[table], "1")) for table in KEYS}
     assert {table: record["rows_written"][table] for table in KEYS} == expected_counts
     assert {table: summary.rows_written[table] for table in KEYS} == expected_counts

@@ -49,8 +49,9 @@ INSTITUTE_WEEKS = [
     (LICEO, W15, None, 21.5),
     (ISTITUTO, W12, 2050.0, 19.5),
 ]
-# (institute, classroom, week, school days, days meeting BB101, occupied CO2 mean) of the
-# compliance table; W10 and W15 lie outside the last 4 complete weeks (W11-W14).
+# (institute, classroom, week, judged school days, days meeting BB101, occupied CO2 mean) of
+# the compliance table; W10 and W15 (incomplete) lie outside Liceo's last 4 complete weeks
+# with judged days (W11-W14); Istituto's are W12 and W14.
 IAQ_WEEKS = [
     (LICEO, "1A", W10, 5, 0, 2400.0),
     (LICEO, "1A", W11, 5, 3, 1400.0),
@@ -128,15 +129,28 @@ def create_published_tables(conn: Any, schema: str) -> None:
         execute(conn, statement)
 
 
-def create_iaq_table(conn: Any, schema: str, rows: Sequence[tuple[Any, ...]]) -> None:
-    """The weekly compliance table of issue 13 (the analysis' DDL), as far as the report reads it."""
-    execute(conn, create_table_ddl(schema, CATALOG.table(report.IAQ_WEEKLY_TABLE)))
+def create_iaq_table(conn: Any, schema: str, rows: Sequence[tuple[Any, ...]],
+                     days: Sequence[tuple[str, str, dt.date]] = ()) -> None:
+    """The compliance tables of issues 13 and 19 (the analysis' DDL) and their view, as far
+    as the report reads them: weekly `rows`, daily rows of the (institute, classroom, date)
+    `days`. A week is complete once the newest reading (NEWEST_READING) is past its Sunday."""
+    for name in (report.IAQ_WEEKLY_TABLE, report.IAQ_DAILY_TABLE):
+        execute(conn, create_table_ddl(schema, CATALOG.table(name)))
+    view = next(view for view in CATALOG.views if view.name == report.IAQ_LATEST_WEEK_VIEW)
+    execute(conn, sql.SQL("CREATE VIEW {} AS {}").format(
+        sql.Identifier(schema, view.name), view.query(lambda name: sql.Identifier(schema, name))))
     insert(conn, schema, report.IAQ_WEEKLY_TABLE, [
         statistics_row(report.IAQ_WEEKLY_TABLE, institute=institute, classroom=classroom,
-                       **week_keys(monday), week_complete=True,
-                       **{report.IAQ_SCHOOL_DAYS: school_days, report.IAQ_BB101_DAYS_MET: days_met,
-                          report.IAQ_CO2_MEAN: co2})
-        for institute, classroom, monday, school_days, days_met, co2 in rows])
+                       **week_keys(monday),
+                       week_complete=monday + dt.timedelta(days=7) <= NEWEST_READING.date(),
+                       school_days=judged, **{report.IAQ_JUDGED_DAYS: judged,
+                                              report.IAQ_BB101_DAYS_MET: days_met,
+                                              report.IAQ_CO2_MEAN: co2})
+        for institute, classroom, monday, judged, days_met, co2 in rows])
+    insert(conn, schema, report.IAQ_DAILY_TABLE, [
+        statistics_row(report.IAQ_DAILY_TABLE, institute=institute, classroom=classroom,
+                       local_date=day, **week_keys(day - dt.timedelta(days=day.weekday())))
+        for institute, classroom, day in days])
 
 
 def publish_known_rows(conn: Any, schema: str, classroom_weeks: Sequence[tuple[Any, ...]] = CLASSROOM_WEEKS,
@@ -205,16 +219,53 @@ def test_heatmap_shows_the_occupied_hours_mean_when_the_compliance_table_is_publ
         key=lambda row: row[:3])
 
 
-def test_bb101_ranking_counts_failed_school_days_of_the_last_four_complete_weeks(
+def test_bb101_ranking_counts_failed_judged_days_of_the_last_four_complete_weeks(
         conn: Any, published_with_iaq: str) -> None:
-    window = report.ranking_window(conn, published_with_iaq)
-    assert window == (W11, W14)
-    # Worked by hand from IAQ_WEEKS, W11-W14 only: 1A fails 2+0+3+1, 2B 1, 3C 5+1; ties by name.
-    assert report.bb101_failures(conn, published_with_iaq, window) == [
-        report.Bb101Failures(ISTITUTO, "3C", school_days=7, days_failed=6),
-        report.Bb101Failures(LICEO, "1A", school_days=19, days_failed=6),
-        report.Bb101Failures(LICEO, "2B", school_days=20, days_failed=1),
+    assert report.ranking_weeks(conn, published_with_iaq) == {LICEO: [W11, W12, W13, W14],
+                                                              ISTITUTO: [W12, W14]}
+    # Worked by hand from IAQ_WEEKS: 1A fails 2+0+3+1 in W11-W14, 2B 1, 3C 5+1; ties by name.
+    assert report.bb101_failures(conn, published_with_iaq) == [
+        report.Bb101Failures(ISTITUTO, "3C", judged_days=7, days_failed=6),
+        report.Bb101Failures(LICEO, "1A", judged_days=19, days_failed=6),
+        report.Bb101Failures(LICEO, "2B", judged_days=20, days_failed=1),
     ]
+    assert report.stale_classrooms(conn, published_with_iaq) == []
+
+
+SCUOLA = "Scuola C"
+W08, W09 = W10 - dt.timedelta(weeks=2), W10 - dt.timedelta(weeks=1)
+# 1A: weeks with judged days W08, W09, W10, W11, W14; W12 had school days, none judged (too
+# little data); W13 none at all (holidays); W15 is not complete. 2B stopped after W09.
+SCUOLA_WEEKS = [
+    (SCUOLA, "1A", W08, 5, 0, 1700.0),
+    (SCUOLA, "1A", W09, 5, 5, 900.0),
+    (SCUOLA, "1A", W10, 5, 4, 1000.0),
+    (SCUOLA, "1A", W11, 4, 1, 1400.0),
+    (SCUOLA, "1A", W12, 0, 0, 1200.0),
+    (SCUOLA, "1A", W14, 5, 2, 1300.0),
+    (SCUOLA, "1A", W15, 2, 0, 1800.0),
+    (SCUOLA, "2B", W08, 5, 0, 2500.0),
+    (SCUOLA, "2B", W09, 5, 0, 2500.0),
+]
+
+
+def test_the_ranking_skips_weeks_without_judged_days_and_lists_stale_classrooms(
+        conn: Any, published: str) -> None:
+    create_iaq_table(conn, published, SCUOLA_WEEKS, days=[(SCUOLA, "2B", W09 + dt.timedelta(days=4)),
+                                                          (SCUOLA, "1A", W14)])
+    # The last 4 complete weeks with a judged day: W12 (none judged), W13 (no school day)
+    # and W15 (not complete) are skipped, so the window reaches back to W09.
+    assert report.ranking_weeks(conn, published) == {SCUOLA: [W09, W10, W11, W14]}
+    # 1A: judged 5 + 5 + 4 + 5 = 19, failed 0 + 1 + 3 + 3 = 7. 2B failed all its days of
+    # W09 but is stale (its latest complete week, W09, is 5 weeks behind 1A's W14): not ranked.
+    assert report.bb101_failures(conn, published) == [
+        report.Bb101Failures(SCUOLA, "1A", judged_days=19, days_failed=7)]
+    assert report.stale_classrooms(conn, published) == [
+        report.StaleClassroom(SCUOLA, "2B", last_data=W09 + dt.timedelta(days=4), weeks_behind=5)]
+    page = report.render_report(report.read_report_data(conn, published, None),
+                                dt.datetime(2025, 4, 10, tzinfo=UTC))
+    assert "ISO weeks 2025-W09, 2025-W10, 2025-W11, 2025-W14" in page
+    assert re.search(r"2B</span>: no data since 2025-02-28 \(5 weeks behind the institute\)", page)
 
 
 def svg_numbers(svg: str) -> list[float]:
@@ -254,7 +305,9 @@ def many_institutes(data: report.ReportData, copies: int) -> report.ReportData:
                 for k in range(copies) for row in rows]
     return dataclasses.replace(data, classroom_weeks=renamed(data.classroom_weeks),
                                institute_weeks=renamed(data.institute_weeks),
-                               bb101=renamed(data.bb101 or []))
+                               bb101=renamed(data.bb101 or []), stale=renamed(data.stale),
+                               ranking_weeks={f"{name} {k:02d}": weeks for k in range(copies)
+                                              for name, weeks in data.ranking_weeks.items()})
 
 
 def chart_numbers(section: report.InstituteSection) -> list[tuple[str, list[float]]]:
@@ -397,7 +450,7 @@ def test_write_report_through_the_callers_connection_leaves_it_open_and_idle(
 def test_without_the_compliance_table_the_section_says_so(
         target: PostgresTarget, published: str, tmp_path: Path) -> None:
     text = report.write_report(target, published, tmp_path, 1).read_text(encoding="utf-8")
-    assert text.count(f"The compliance table {report.IAQ_WEEKLY_TABLE} is not published") == 2
+    assert text.count(f"The compliance tables ({report.IAQ_WEEKLY_TABLE}) are not published") == 2
     assert "CO2 mean over all hours" in text
 
 

@@ -48,12 +48,12 @@ STEPS: list[tuple[str, str]] = [
      "partials = aggregations.collect_partials(partials_df,"
      " aggregations.group_keys(aggregations.GROUPINGS) + iaq.IAQ_GROUP_KEYS);"
      " print(f'    {len(partials):,} partial rows')"),
-    ("episodes of the peak days: scan, aggregate, collect",
-     "episodes = iaq.collect_longest_episodes(validated_df, TIMEZONE, rules, partials);"
-     " print(f'    {len(episodes):,} device-days past the peak')"),
+    ("episodes and coverage: scan, sort, fold, collect",
+     "episodes = iaq.collect_device_day_episodes(validated_df, TIMEZONE, rules, partials);"
+     " print(f'    {len(episodes):,} device-days with an occupied CO2 reading')"),
     ("validation counts", "aggregations.validation_counts(partials, METRICS)"),
     ("roll-up of every grouping", "aggregations.rollup_all(partials, aggregations.GROUPINGS, METRICS)"),
-    ("IAQ tables", "iaq.iaq_results(partials, episodes, rules)"),
+    ("IAQ tables", "iaq.iaq_results(partials, episodes, rules, TIMEZONE)"),
     # The partials' grain with no statistic at all: what the grouping alone costs.
     ("partials' keys only, no statistic (count)",
      "occupied_df.transform(aggregations.with_reading_date, TIMEZONE)"
