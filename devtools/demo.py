@@ -3,8 +3,8 @@
 The dataset follows shared/DATA_CONTRACT.md: a fleet of AM319 / AM103 / WS301 devices in the
 classrooms of four Italian institutes, each device reporting in turn once every
 `days * devices / readings` (every 10 minutes, +-1 minute of jitter, with the default
-readings: LoRaWAN indoor sensors report every 5-15 minutes), from 2 January to 1 June 2025 by
-default: a school term with its breaks and Italy's public holidays (rooms empty), across the
+readings: LoRaWAN indoor sensors report every 5-15 minutes), from 30 December 2024 to 1 June
+2025 by default: a school term with its breaks and Italy's public holidays (rooms empty), across the
 spring clock change, in Europe/Rome local time. Its story: school-day CO2 cycles with
 classrooms past the BB101 peak (2000 ppm) for more than 20 minutes and classrooms that meet
 BB101; one classroom whose sensors come online at 13:55 on a school day (too little data to
@@ -58,10 +58,11 @@ MARKER_FILE = "_demo_dataset.json"
 SINK_LOG_DIR = "_spark_metadata"
 SINK_LOG_COMPACT_INTERVAL = 4
 DEFAULT_SEED = 7
-# A school term and its breaks: the end of the Christmas holidays to the last complete ISO week
-# of May, across the spring clock change (30 March), Carnival, Easter and 25 April / 1 May.
-DEFAULT_START = date(2025, 1, 2)
-DEFAULT_DAYS = 151
+# A school term and its breaks: ISO weeks 2025-W01 (from Monday 30 December 2024, in the
+# Christmas holidays) to 2025-W22 (to Sunday 1 June), across the spring clock change (30 March),
+# Carnival, Easter and the public holidays of 6 January, Easter Monday, 25 April and 1 May.
+DEFAULT_START = date(2024, 12, 30)
+DEFAULT_DAYS = 154
 # How often each device reports with the default readings (LoRaWAN indoor sensors: 5-15 min).
 DEFAULT_INTERVAL_MINUTES = 10
 
