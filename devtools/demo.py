@@ -218,8 +218,12 @@ def _installed_devices() -> list[tuple[int, int, bool, str]]:
     return devices
 
 
-# Every device reporting every DEFAULT_INTERVAL_MINUTES over the default span.
-DEFAULT_READINGS = len(_installed_devices()) * DEFAULT_DAYS * 24 * 60 // DEFAULT_INTERVAL_MINUTES
+def default_readings(days: int) -> int:
+    """The reporting slots of every device reporting every DEFAULT_INTERVAL_MINUTES for `days`."""
+    return len(_installed_devices()) * days * 24 * 60 // DEFAULT_INTERVAL_MINUTES
+
+
+DEFAULT_READINGS = default_readings(DEFAULT_DAYS)
 
 
 # ---------------------------------------------------------------------------------------
@@ -330,13 +334,14 @@ class DemoDatasetInfo:
 
 def generate_demo_dataset(
     output_dir: Path,
-    readings: int = DEFAULT_READINGS,
+    readings: int | None = None,
     seed: int = DEFAULT_SEED,
     start: date = DEFAULT_START,
     days: int = DEFAULT_DAYS,
     force: bool = False,
 ) -> DemoDatasetInfo:
-    """Write `readings` raw readings as Parquet files `part-NNNNN.parquet` into `output_dir`.
+    """Write the readings of `readings` reporting slots (None: every DEFAULT_INTERVAL_MINUTES)
+    as Parquet files `part-NNNNN.parquet` into `output_dir`.
 
     Refuses a non-empty `output_dir` unless `force`; the folder is replaced as a whole.
     """
@@ -358,7 +363,7 @@ def generate_demo_dataset(
 
 def ensure_demo_dataset(
     output_dir: Path,
-    readings: int = DEFAULT_READINGS,
+    readings: int | None = None,
     seed: int = DEFAULT_SEED,
     start: date = DEFAULT_START,
     days: int = DEFAULT_DAYS,
@@ -396,7 +401,9 @@ def _made_with(output_dir: Path, parameters: DemoParameters) -> bool:
     return all(document.get(key) == value for key, value in parameters.as_json().items())
 
 
-def _checked_parameters(readings: int, seed: int, start: date, days: int) -> DemoParameters:
+def _checked_parameters(readings: int | None, seed: int, start: date, days: int) -> DemoParameters:
+    if readings is None:
+        readings = default_readings(max(days, 1))
     if readings < 1:
         raise ConfigurationError(f"readings must be at least 1, got {readings}")
     if days < 1:
@@ -1178,11 +1185,12 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
                     "(Parquet, as the streaming side writes them, dirty cases included).")
     parser.add_argument("--output", type=Path, default=Path("data/demo/raw"),
                         help="folder to create (default: data/demo/raw)")
-    parser.add_argument("--readings", type=_positive_int, default=DEFAULT_READINGS,
+    parser.add_argument("--readings", type=_positive_int, default=None,
                         help="reporting slots of the fleet over the span: each device reports "
                              "every DAYS * DEVICES / READINGS; the slots of a classroom not yet "
-                             f"installed or no longer reporting stay empty (default: "
-                             f"{DEFAULT_READINGS}, every {DEFAULT_INTERVAL_MINUTES} minutes)")
+                             "installed or no longer reporting stay empty (default: every "
+                             f"{DEFAULT_INTERVAL_MINUTES} minutes, {DEFAULT_READINGS} over the "
+                             "default days)")
     parser.add_argument("--seed", type=_non_negative_int, default=DEFAULT_SEED,
                         help="random seed; the same seed writes the same files "
                              f"(default: {DEFAULT_SEED})")

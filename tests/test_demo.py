@@ -477,3 +477,12 @@ def test_lessons_follow_local_time_across_the_spring_clock_change(demo_pdf: pd.D
         before = co2[week & (clock >= time(7)) & (clock < time(7, 50))].median()
         lessons = co2[week & (clock >= time(8, 40)) & (clock < time(9, 0))].median()
         assert before < 480 and lessons > before + 200, (monday, before, lessons)
+
+
+def test_without_readings_each_device_reports_every_10_minutes_over_any_span(tmp_path: Path) -> None:
+    info = generate_demo_dataset(tmp_path / "raw", start=date(2025, 5, 5), days=3)
+    assert info.readings == 104 * 3 * 24 * 6
+    readings = pd.concat([_as_pandas(pq.read_table(f, columns=["DevEui", "sendtime", "institute"]))
+                          for f in _data_files(info.path)], ignore_index=True)
+    gaps = _valid(readings).groupby("DevEui")["sendtime"].diff().dropna() / MINUTES
+    assert 9.5 < gaps.median() < 10.5 and gaps.min() >= 5
