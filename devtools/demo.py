@@ -1,9 +1,15 @@
 """A deterministic generator of realistic raw readings, laid out as the streaming side writes them.
 
 The dataset follows shared/DATA_CONTRACT.md: a fleet of AM319 / AM103 / WS301 devices in the
-classrooms of a few institutes, one reading per device every `days * devices / readings`
-(about every 11 minutes for 5 million readings over a year), with school-day CO2 cycles,
-heating seasons and holidays - and the contract's dirty cases in a small share of rows:
+classrooms of four Italian institutes, each device reporting in turn once every
+`days * devices / readings` (every 10 minutes, +-1 minute of jitter, with the default
+readings: LoRaWAN indoor sensors report every 5-15 minutes), from 30 December 2024 to 1 June
+2025 by default: a school term with its breaks and Italy's public holidays (rooms empty), across the
+spring clock change, in Europe/Rome local time. Its story: school-day CO2 cycles with
+classrooms past the BB101 peak (2000 ppm) for more than 20 minutes and classrooms that meet
+BB101; one classroom whose sensors come online at 13:55 on a school day (too little data to
+judge that day); one classroom whose sensors stop three weeks before the end while the rest
+of its institute goes on (stale). And the contract's dirty cases in a small share of rows:
 impossible values, unregistered devices, null timestamps, exact replays, and files whose
 schema drifts over the months (a column missing from the oldest files, a metric stored as
 int, double or decimal, radio columns appearing in the newest).
@@ -20,11 +26,14 @@ The dataset appears atomically: it is written to a hidden folder beside `output_
 renamed once complete, with `_demo_dataset.json` (its parameters) as the last file written.
 The log names the files by absolute URI, so a dataset that was moved is generated again.
 
-    python -m devtools.demo --output data/demo/raw --readings 300000 --seed 7
+    python -m devtools.demo --output data/demo/raw --closures-file data/demo/closures.csv \
+        --timetable-file data/demo/timetables.csv
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import math
 import os
@@ -44,15 +53,18 @@ from batch.contract import RAW_COLUMNS
 from batch.errors import EXIT_DEMO_DATASET, BatchError, ConfigurationError
 
 # Bumped whenever the generated content changes, so that ensure_demo_dataset regenerates.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 MARKER_FILE = "_demo_dataset.json"
 SINK_LOG_DIR = "_spark_metadata"
 SINK_LOG_COMPACT_INTERVAL = 4
-DEFAULT_READINGS = 300_000
 DEFAULT_SEED = 7
-# A school year: the span crosses the ISO-year boundary (2024-12-30 is in week 1 of 2025).
-DEFAULT_START = date(2024, 9, 2)
-DEFAULT_DAYS = 365
+# A school term and its breaks: ISO weeks 2025-W01 (from Monday 30 December 2024, in the
+# Christmas holidays) to 2025-W22 (to Sunday 1 June), across the spring clock change (30 March),
+# Carnival, Easter and the public holidays of 6 January, Easter Monday, 25 April and 1 May.
+DEFAULT_START = date(2024, 12, 30)
+DEFAULT_DAYS = 154
+# How often each device reports with the default readings (LoRaWAN indoor sensors: 5-15 min).
+DEFAULT_INTERVAL_MINUTES = 10
 
 # Bounds on memory: one batch is one row group; a month larger than a file is split.
 BATCH_ROWS = 262_144
@@ -89,6 +101,8 @@ class Institute:
     lessons_end_hour: float
     altitude_hpa: float  # how much lower the barometric pressure is than at sea level
     breaks: tuple[tuple[float, float], ...] = ()  # (start, end) local hours: windows opened
+    # When pupils are in the room, as IAQ_TIMETABLE text (the lessons, lunch left out).
+    timetable: str = "Mon-Fri 08:00-14:00"
 
 
 # How fast a classroom's CO2 moves, hours: exhaled air accumulates during a lesson, windows
@@ -104,13 +118,14 @@ POORLY_VENTILATED_SHARE = 0.25
 INSTITUTES: tuple[Institute, ...] = (
     Institute("Liceo Galilei", "galilei",
               ("1A", "2A", "3A", "4A", "5A", "1B", "2B", "3B", "4B", "5B", "Lab Fisica",
-               "Aula Magna"), 6, 8.0, 13.0, 2.5, ((10.83, 11.08),)),
+               "Aula Magna"), 6, 8.0, 13.0, 2.5, ((10.83, 11.08),), "Mon-Sat 08:00-13:00"),
     Institute("Istituto Sant'Anna", "santanna",
               ("1A", "2A", "3A", "1B", "2B", "3B", "1C", "2C", "Biblioteca", "Aula Musica"),
               5, 8.0, 14.0, 9.0, ((9.92, 10.08), (11.92, 12.17))),
     Institute("École Voltaire", "voltaire",
               ("CP", "CE1", "CE2", "CM1", "CM2", "3A", "Salle Polyvalente", "Réfectoire"),
-              5, 8.5, 16.5, 24.0, ((10.25, 10.5), (12.0, 13.5), (15.0, 15.25))),
+              5, 8.5, 16.5, 24.0, ((10.25, 10.5), (12.0, 13.5), (15.0, 15.25)),
+              "Mon-Fri 08:30-12:00,13:30-16:30"),
     Institute("IIS Enrico Fermi", "fermi",
               ("1A", "2A", "3A", "4A", "5A", "3B", "4B", "5B", "Lab Chimica", "Palestra"),
               5, 8.0, 14.0, 4.0, ((10.0, 10.17), (12.0, 12.17))),
@@ -133,11 +148,26 @@ PROFILE_METRICS: dict[str, frozenset[str]] = {
 # or profile (the profile comes from the registry too).
 UNREGISTERED_PROFILES: tuple[int, ...] = (AM103, AM319, AM103, WS301)
 
-# Closed days as (first MMDD, last MMDD), inclusive: Christmas, Easter, bank holidays, summer.
-HOLIDAYS: tuple[tuple[int, int], ...] = (
-    (1223, 1231), (101, 106), (417, 422), (425, 425), (501, 501), (602, 602), (611, 914),
-    (1101, 1101), (1208, 1208),
-)
+# Italy's national public holidays (Law 260/1949 and later): the schools are closed. Easter
+# Monday follows Easter; the rest are fixed (MM, DD).
+PUBLIC_HOLIDAYS: tuple[tuple[int, int], ...] = (
+    (1, 1), (1, 6), (4, 25), (5, 1), (6, 2), (8, 15), (11, 1), (12, 8), (12, 25), (12, 26))
+# The demo schools' breaks (the IAQ_CLOSURES_FILE the demo writes): first and last day as
+# (days after Easter Sunday) or (MM, DD) of the year the break starts in.
+EASTER_BREAKS: tuple[tuple[str, int, int], ...] = (
+    ("Carnival", -48, -47), ("Easter holidays", -3, -1))
+DATED_BREAKS: tuple[tuple[str, tuple[int, int], tuple[int, int]], ...] = (
+    ("Summer holidays", (6, 11), (9, 14)), ("Christmas holidays", (12, 23), (1, 6)))
+
+# The story of two classrooms (institute, classroom): sensors installed late in a school day
+# (first reading at INSTALL_AT local, the day judged on too little data) and sensors that stop
+# STALE_WEEKS before the end of the data while their institute goes on.
+LATE_CLASSROOM = ("Istituto Sant'Anna", "Aula Musica")
+INSTALL_AFTER_DAYS = 14  # the first school Wednesday this many days after the start
+INSTALL_AT = 13 + 55 / 60
+STALE_CLASSROOM = ("IIS Enrico Fermi", "Lab Chimica")
+STALE_WEEKS = 3  # its last reading: the Friday at least 3 weeks before the end, at STOP_AT
+STOP_AT = 11.0
 HEATING_SEASON: tuple[int, int] = (1015, 415)  # MMDD, wraps over the new year
 
 
@@ -163,6 +193,37 @@ FAULTS: tuple[tuple[str, float], ...] = (
     ("battery", 255.0),
     ("tvoc", 65_535.0),
 )
+
+
+def _classrooms() -> list[tuple[int, str]]:
+    """(institute index, classroom name) of every classroom, in order."""
+    return [(i, name) for i, institute in enumerate(INSTITUTES) for name in institute.classrooms]
+
+
+def _installed_devices() -> list[tuple[int, int, bool, str]]:
+    """(profile, classroom, registered, name) of every device: an air sensor and a door sensor
+    per classroom, a second air sensor in every other classroom, and a few devices missing
+    from the registry (their classroom is drawn in build_fleet)."""
+    devices: list[tuple[int, int, bool, str]] = []
+    for room, (institute_index, name) in enumerate(_classrooms()):
+        slug = INSTITUTES[institute_index].slug
+        label = name.replace(" ", "")
+        air = AM103 if room % 3 == 2 else AM319
+        devices.append((air, room, True, f"{PROFILES[air]}-{slug}-{label}"))
+        if room % 2 == 0:
+            devices.append((AM103, room, True, f"AM103-{slug}-{label}-2"))
+        devices.append((WS301, room, True, f"WS301-{slug}-{label}-door"))
+    for number, profile in enumerate(UNREGISTERED_PROFILES, start=1):
+        devices.append((profile, -1, False, f"{PROFILES[profile]}-new-{number:02d}"))
+    return devices
+
+
+def default_readings(days: int) -> int:
+    """The reporting slots of every device reporting every DEFAULT_INTERVAL_MINUTES for `days`."""
+    return len(_installed_devices()) * days * 24 * 60 // DEFAULT_INTERVAL_MINUTES
+
+
+DEFAULT_READINGS = default_readings(DEFAULT_DAYS)
 
 
 # ---------------------------------------------------------------------------------------
@@ -235,7 +296,7 @@ class DemoDatasetInfo:
 
     path: Path
     files: tuple[str, ...]
-    readings: int
+    readings: int  # asked for: the fleet's reporting slots over the span
     seed: int
     start: date
     days: int
@@ -246,6 +307,8 @@ class DemoDatasetInfo:
     uncommitted_files: tuple[str, ...] = ()
     # Where the sink log says the files are (absolute).
     sink_path: str = ""
+    # Written: the slots of devices not yet installed or no longer reporting stay empty.
+    rows: int = 0
 
     @property
     def parameters(self) -> DemoParameters:
@@ -255,7 +318,8 @@ class DemoDatasetInfo:
         return {**self.parameters.as_json(), "files": list(self.files),
                 "institutes": list(self.institutes), "devices": self.devices,
                 "unregistered_devices": self.unregistered_devices,
-                "uncommitted_files": list(self.uncommitted_files), "sink_path": self.sink_path}
+                "uncommitted_files": list(self.uncommitted_files), "sink_path": self.sink_path,
+                "rows": self.rows}
 
     @classmethod
     def from_json(cls, path: Path, document: dict[str, object]) -> DemoDatasetInfo:
@@ -265,18 +329,19 @@ class DemoDatasetInfo:
                    devices=int(document["devices"]),
                    unregistered_devices=int(document["unregistered_devices"]),
                    uncommitted_files=tuple(document.get("uncommitted_files", ())),
-                   sink_path=str(document.get("sink_path", "")))
+                   sink_path=str(document.get("sink_path", "")), rows=int(document.get("rows", 0)))
 
 
 def generate_demo_dataset(
     output_dir: Path,
-    readings: int = DEFAULT_READINGS,
+    readings: int | None = None,
     seed: int = DEFAULT_SEED,
     start: date = DEFAULT_START,
     days: int = DEFAULT_DAYS,
     force: bool = False,
 ) -> DemoDatasetInfo:
-    """Write `readings` raw readings as Parquet files `part-NNNNN.parquet` into `output_dir`.
+    """Write the readings of `readings` reporting slots (None: every DEFAULT_INTERVAL_MINUTES)
+    as Parquet files `part-NNNNN.parquet` into `output_dir`.
 
     Refuses a non-empty `output_dir` unless `force`; the folder is replaced as a whole.
     """
@@ -298,7 +363,7 @@ def generate_demo_dataset(
 
 def ensure_demo_dataset(
     output_dir: Path,
-    readings: int = DEFAULT_READINGS,
+    readings: int | None = None,
     seed: int = DEFAULT_SEED,
     start: date = DEFAULT_START,
     days: int = DEFAULT_DAYS,
@@ -336,7 +401,9 @@ def _made_with(output_dir: Path, parameters: DemoParameters) -> bool:
     return all(document.get(key) == value for key, value in parameters.as_json().items())
 
 
-def _checked_parameters(readings: int, seed: int, start: date, days: int) -> DemoParameters:
+def _checked_parameters(readings: int | None, seed: int, start: date, days: int) -> DemoParameters:
+    if readings is None:
+        readings = default_readings(max(days, 1))
     if readings < 1:
         raise ConfigurationError(f"readings must be at least 1, got {readings}")
     if days < 1:
@@ -419,23 +486,13 @@ class Fleet:
 
 
 def build_fleet(seed: int) -> Fleet:
-    """The devices: an air sensor and a door sensor per classroom, a second air sensor in
-    every other classroom, and a few devices missing from the registry."""
+    """The devices of _installed_devices, each with its quirks; the unregistered ones hang
+    in random classrooms."""
     rng = np.random.default_rng([seed, 0xF1EE7])
-    rooms = [(i, name) for i, institute in enumerate(INSTITUTES) for name in institute.classrooms]
-    devices: list[tuple[int, int, bool, str]] = []  # profile, classroom, registered, name
-    for room, (institute_index, name) in enumerate(rooms):
-        slug = INSTITUTES[institute_index].slug
-        label = name.replace(" ", "")
-        air = AM103 if room % 3 == 2 else AM319
-        devices.append((air, room, True, f"{PROFILES[air]}-{slug}-{label}"))
-        if room % 2 == 0:
-            devices.append((AM103, room, True, f"AM103-{slug}-{label}-2"))
-        devices.append((WS301, room, True, f"WS301-{slug}-{label}-door"))
-    for number, profile in enumerate(UNREGISTERED_PROFILES, start=1):
-        room = int(rng.integers(len(rooms)))
-        devices.append((profile, room, False, f"{PROFILES[profile]}-new-{number:02d}"))
-
+    rooms = _classrooms()
+    devices = _installed_devices()
+    devices = [(profile, room if registered else int(rng.integers(len(rooms))), registered, name)
+               for profile, room, registered, name in devices]
     count = len(devices)
     profile = np.array([d[0] for d in devices], dtype=np.int8)
     classroom = np.array([d[1] for d in devices], dtype=np.int32)
@@ -548,6 +605,52 @@ def _month_eras(months: int) -> list[str]:
     return eras
 
 
+@dataclass(frozen=True)
+class Story:
+    """When each device reports: its phase in the reporting cycle and the rounds it reports in
+    (from `first_round` to before `end_round`), which tell the late and the stale classroom."""
+
+    phase: np.ndarray
+    first_round: np.ndarray
+    end_round: np.ndarray
+
+
+def plan_story(fleet: Fleet, timeline: Timeline, parameters: DemoParameters) -> Story:
+    """The late classroom's sensors come online at INSTALL_AT local on a school Wednesday, their
+    first reading right then; the stale classroom's stop at STOP_AT local on a Friday STALE_WEEKS
+    before the end. Either is left out when the span is too short for it."""
+    rounds = math.ceil(timeline.readings / timeline.devices)
+    phase = fleet.phase.copy()
+    first_round = np.zeros(fleet.size, dtype=np.int64)
+    end_round = np.full(fleet.size, rounds, dtype=np.int64)
+    end = parameters.start + timedelta(days=parameters.days)
+    closed = closed_dates(parameters.start, end)
+    install_day = parameters.start + timedelta(days=INSTALL_AFTER_DAYS)
+    while install_day.weekday() != 2 or install_day in closed:
+        install_day += timedelta(days=1)
+    if install_day < end - timedelta(days=1):
+        late = _classroom_devices(fleet, LATE_CLASSROOM)
+        # In rounds since the start; a reading's jitter is centred on phase + 0.5 of its round.
+        at = (_rome_instant_us(install_day, INSTALL_AT) - timeline.start_us) / timeline.period_us
+        phase[late] = (at - 0.5) % 1.0
+        first_round[late] = math.floor(at - 0.5)
+    stop_day = end - timedelta(weeks=STALE_WEEKS)
+    stop_day -= timedelta(days=(stop_day.weekday() - 4) % 7)
+    if stop_day >= parameters.start + timedelta(weeks=1):
+        stale = _classroom_devices(fleet, STALE_CLASSROOM)
+        at = (_rome_instant_us(stop_day, STOP_AT) - timeline.start_us) / timeline.period_us
+        end_round[stale] = np.floor(at - 0.5 - phase[stale]).astype(np.int64) + 1
+    return Story(phase=phase, first_round=first_round, end_round=end_round)
+
+
+def _classroom_devices(fleet: Fleet, classroom: tuple[str, str]) -> np.ndarray:
+    """The devices hanging in (institute, classroom)."""
+    institute = list(fleet.institute_names).index(classroom[0])
+    room = np.flatnonzero((fleet.classroom_institute == institute)
+                          & (fleet.classroom_name == classroom[1]))
+    return np.flatnonzero(np.isin(fleet.classroom, room))
+
+
 def _date_us(day: date) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()) \
         * MICROS_PER_SECOND
@@ -561,10 +664,11 @@ def _write_dataset(folder: Path, parameters: DemoParameters, final_dir: Path) ->
     """Write the dataset into `folder`, which is renamed to `final_dir` once complete."""
     fleet = build_fleet(parameters.seed)
     timeline = build_timeline(parameters, fleet.size)
-    world = World.build(fleet, timeline, parameters.seed)
+    story = plan_story(fleet, timeline, parameters)
+    world = World.build(replace(fleet, phase=story.phase), timeline, story, parameters.seed)
     files = plan_files(timeline, parameters)
-    for planned in files:
-        _write_file(folder / planned.name, planned, world, parameters.seed)
+    rows = sum(_write_file(folder / planned.name, planned, world, parameters.seed)
+               for planned in files)
     orphan = _write_aborted_attempt(folder, files[-1].name)
     _write_sink_log(folder, final_dir, [planned.name for planned in files])
     info = DemoDatasetInfo(
@@ -572,7 +676,7 @@ def _write_dataset(folder: Path, parameters: DemoParameters, final_dir: Path) ->
         seed=parameters.seed, start=parameters.start, days=parameters.days,
         institutes=tuple(institute.name for institute in INSTITUTES), devices=fleet.size,
         unregistered_devices=int((~fleet.registered).sum()), uncommitted_files=(orphan,),
-        sink_path=str(final_dir))
+        sink_path=str(final_dir), rows=rows)
     # Written last: its presence means every file before it is complete.
     (folder / MARKER_FILE).write_text(
         json.dumps(info.as_json(), indent=2, ensure_ascii=False, sort_keys=True) + "\n",
@@ -628,14 +732,19 @@ def _write_sink_log(folder: Path, final_dir: Path, files: Sequence[str]) -> None
             spark.stop()
 
 
-def _write_file(path: Path, planned: PlannedFile, world: World, seed: int) -> None:
+def _write_file(path: Path, planned: PlannedFile, world: World, seed: int) -> int:
+    """Write the readings of the planned slots whose device reports then; returns how many."""
     schema = era_schema(planned.era)
+    rows = 0
     with pq.ParquetWriter(path, schema, compression="snappy") as writer:
         for first in range(planned.first_slot, planned.end_slot, BATCH_ROWS):
             end = min(first + BATCH_ROWS, planned.end_slot)
             rng = np.random.default_rng([seed, first])
-            writer.write_table(_batch_table(world, np.arange(first, end, dtype=np.int64),
-                                            schema, rng))
+            slots = world.reporting(np.arange(first, end, dtype=np.int64))
+            if len(slots):
+                writer.write_table(_batch_table(world, slots, schema, rng))
+                rows += len(slots)
+    return rows
 
 
 def _batch_table(world: World, slots: np.ndarray, schema: pa.Schema,
@@ -726,22 +835,31 @@ class World:
 
     fleet: Fleet
     timeline: Timeline
+    story: Story
     class_attendance: np.ndarray  # [classroom, day]: 0 = empty (trip, strike), ~1 = usual
-    summer_time_spans_us: tuple[tuple[int, int], ...]
+    closed_days: np.ndarray  # [day]: a public holiday or a school break
     weather_phase: tuple[float, float]
 
     @classmethod
-    def build(cls, fleet: Fleet, timeline: Timeline, seed: int) -> World:
+    def build(cls, fleet: Fleet, timeline: Timeline, story: Story, seed: int) -> World:
         rng = np.random.default_rng([seed, 0xDA75])
         rooms = len(fleet.classroom_name)
         attendance = rng.lognormal(0.0, 0.22, (rooms, timeline.day_count))
         attendance[rng.random((rooms, timeline.day_count)) < 0.03] = 0.0
-        first_year = (date(1970, 1, 1) + timedelta(days=timeline.first_day)).year
-        years = range(first_year, first_year + timeline.day_count // 365 + 2)
-        return cls(fleet=fleet, timeline=timeline, class_attendance=attendance,
-                   summer_time_spans_us=tuple(_summer_time_span_us(year) for year in years),
+        first = date(1970, 1, 1) + timedelta(days=timeline.first_day)
+        days = [first + timedelta(days=n) for n in range(timeline.day_count)]
+        closed = closed_dates(days[0], days[-1] + timedelta(days=1))
+        return cls(fleet=fleet, timeline=timeline, story=story, class_attendance=attendance,
+                   closed_days=np.array([day in closed for day in days]),
                    weather_phase=(float(rng.uniform(0, 2 * np.pi)),
                                   float(rng.uniform(0, 2 * np.pi))))
+
+    def reporting(self, slots: np.ndarray) -> np.ndarray:
+        """The slots whose device is installed and still reporting in their round."""
+        device = slots % self.fleet.size
+        rounds = slots // self.fleet.size
+        return slots[(rounds >= self.story.first_round[device])
+                     & (rounds < self.story.end_round[device])]
 
     def readings(self, slots: np.ndarray, rng: np.random.Generator) -> Readings:
         fleet = self.fleet
@@ -764,17 +882,15 @@ class World:
     def _sendtimes(self, slots: np.ndarray, device: np.ndarray,
                    rng: np.random.Generator) -> np.ndarray:
         timeline = self.timeline
-        # Within each device's own period, so its readings stay in order and never collide.
+        # Around the middle of each device's own period (a tenth of it either way, as the
+        # devices' clocks drift), so its readings stay in order and never collide.
         position = slots // timeline.devices + self.fleet.phase[device] \
-            + rng.uniform(0.05, 0.95, len(slots))
+            + rng.uniform(0.4, 0.6, len(slots))
         sendtime_us = timeline.start_us + position * timeline.period_us
         return (sendtime_us // 1000).astype(np.int64) * 1000  # network servers stamp milliseconds
 
     def _calendar(self, sendtime_us: np.ndarray) -> LocalCalendar:
-        summer = np.zeros(len(sendtime_us), dtype=bool)
-        for begin, end in self.summer_time_spans_us:
-            summer |= (sendtime_us >= begin) & (sendtime_us < end)
-        local_us = sendtime_us + np.where(summer, 2, 1) * MICROS_PER_HOUR
+        local_us = sendtime_us + _rome_offset_us(sendtime_us)
         day = local_us // MICROS_PER_DAY
         as_date = day.astype("datetime64[D]")
         month_start = as_date.astype("datetime64[M]")
@@ -799,7 +915,7 @@ class World:
         day_index = np.clip(calendar.day - self.timeline.first_day, 0,
                             self.class_attendance.shape[1] - 1)
         attendance = self.class_attendance[room, day_index] * fleet.classroom_occupancy[room]
-        open_day = (calendar.weekday < weekdays) & ~_is_holiday(calendar.month_day)
+        open_day = (calendar.weekday < weekdays) & ~self.closed_days[day_index]
         school_day = open_day & (attendance > 0)
         in_lessons = school_day & (calendar.hour >= lessons_start) & (calendar.hour < lessons_end)
         cycle = np.zeros(len(calendar.hour))
@@ -892,22 +1008,66 @@ def _ventilation_cycle(hour: np.ndarray, institute: Institute) -> np.ndarray:
     return level
 
 
-def _is_holiday(month_day: np.ndarray) -> np.ndarray:
-    holiday = np.zeros(len(month_day), dtype=bool)
-    for first, last in HOLIDAYS:
-        holiday |= (month_day >= first) & (month_day <= last)
-    return holiday
+def easter_sunday(year: int) -> date:
+    """Gregorian Easter Sunday (the anonymous algorithm, Meeus / Jones / Butcher)."""
+    a, b, c = year % 19, year // 100, year % 100
+    d, e = divmod(b, 4)
+    g = (8 * b + 13) // 25
+    h = (19 * a + b - d - g + 15) % 30
+    i, k = divmod(c, 4)
+    el = (32 + 2 * e + 2 * i - h - k) % 7
+    m = (a + 11 * h + 22 * el) // 451
+    month, day = divmod(h + el - 7 * m + 114, 31)
+    return date(year, month, day + 1)
+
+
+def public_holidays(first: date, end: date) -> list[date]:
+    """Italy's national public holidays from `first` to before `end`."""
+    found = []
+    for year in range(first.year, end.year + 1):
+        found += [date(year, month, day) for month, day in PUBLIC_HOLIDAYS]
+        found.append(easter_sunday(year) + timedelta(days=1))  # Easter Monday
+    return sorted(day for day in found if first <= day < end)
+
+
+def school_breaks(first: date, end: date) -> list[tuple[str, date, date]]:
+    """The demo schools' breaks (reason, first day, last day) that overlap `first` to `end`."""
+    found = []
+    for year in range(first.year - 1, end.year + 1):
+        easter = easter_sunday(year)
+        found += [(reason, easter + timedelta(days=begin), easter + timedelta(days=last))
+                  for reason, begin, last in EASTER_BREAKS]
+        for reason, (month, day), (last_month, last_day) in DATED_BREAKS:
+            found.append((reason, date(year, month, day),
+                          date(year + (last_month < month), last_month, last_day)))
+    return sorted((b for b in found if b[1] < end and b[2] >= first), key=lambda b: b[1])
+
+
+def closed_dates(first: date, end: date) -> set[date]:
+    """Days from `first` to before `end` without lessons: public holidays and school breaks."""
+    closed = set(public_holidays(first, end))
+    for _, begin, last in school_breaks(first, end):
+        closed |= {begin + timedelta(days=n) for n in range((last - begin).days + 1)}
+    return {day for day in closed if first <= day < end}
 
 
 def holiday_closures_csv(start: date, days: int) -> str:
-    """The demo's HOLIDAYS over `days` from `start` as an IAQ_CLOSURES_FILE (every institute),
-    so that the indoor-air compliance tables leave the holidays out as a school would."""
+    """The demo schools' breaks over `days` from `start` as an IAQ_CLOSURES_FILE (every
+    institute). Public holidays are not in it: a school's closures file lists its own breaks,
+    the analysis knows the country's public holidays."""
     lines = ["institute,first_date,last_date,reason"]
-    for year in range(start.year, (start + timedelta(days=days)).year + 1):
-        for first, last in HOLIDAYS:
-            lines.append(f"*,{date(year, first // 100, first % 100).isoformat()},"
-                         f"{date(year, last // 100, last % 100).isoformat()},demo holiday")
+    for reason, first, last in school_breaks(start, start + timedelta(days=days)):
+        lines.append(f"*,{first.isoformat()},{last.isoformat()},{reason}")
     return "\n".join(lines) + "\n"
+
+
+def timetables_csv() -> str:
+    """The demo institutes' timetables as an IAQ_TIMETABLE_FILE."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["institute", "timetable"])
+    writer.writerows([institute.name, institute.timetable] for institute in INSTITUTES)
+    return text.getvalue()
 
 
 def _in_heating_season(month_day: np.ndarray) -> np.ndarray:
@@ -915,12 +1075,25 @@ def _in_heating_season(month_day: np.ndarray) -> np.ndarray:
     return (month_day >= first) | (month_day <= last)
 
 
-def _summer_time_span_us(year: int) -> tuple[int, int]:
-    """Central European Summer Time: last Sunday of March to last Sunday of October, 01:00 UTC."""
-    def last_sunday(month: int) -> date:
-        last = date(year, month, 31)
-        return last - timedelta(days=(last.weekday() + 1) % 7)
-    return (_date_us(last_sunday(3)) + MICROS_PER_HOUR, _date_us(last_sunday(10)) + MICROS_PER_HOUR)
+def _rome_offset_us(utc_us: np.ndarray) -> np.ndarray:
+    """Europe/Rome's offset from UTC at each instant: CET, and CEST from the last Sunday of
+    March to the last Sunday of October, 01:00 UTC (EU Directive 2000/84/EC)."""
+    years = (utc_us // MICROS_PER_DAY).astype("datetime64[D]").astype("datetime64[Y]")
+    summer = np.zeros(len(utc_us), dtype=bool)
+    for year in np.unique(years).astype(int) + 1970:
+        def last_sunday(month: int) -> date:
+            last = date(int(year), month, 31)
+            return last - timedelta(days=(last.weekday() + 1) % 7)
+        begin = _date_us(last_sunday(3)) + MICROS_PER_HOUR
+        end = _date_us(last_sunday(10)) + MICROS_PER_HOUR
+        summer |= (utc_us >= begin) & (utc_us < end)
+    return np.where(summer, 2, 1) * MICROS_PER_HOUR
+
+
+def _rome_instant_us(day: date, hour: float) -> int:
+    """The UTC instant of local `hour` on `day` in Europe/Rome (never a changing hour here)."""
+    wall_us = _date_us(day) + round(hour * MICROS_PER_HOUR)
+    return wall_us - int(_rome_offset_us(np.array([wall_us - MICROS_PER_HOUR]))[0])
 
 
 def _air(fleet: Fleet, device: np.ndarray, room: np.ndarray, calendar: LocalCalendar,
@@ -1012,8 +1185,12 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
                     "(Parquet, as the streaming side writes them, dirty cases included).")
     parser.add_argument("--output", type=Path, default=Path("data/demo/raw"),
                         help="folder to create (default: data/demo/raw)")
-    parser.add_argument("--readings", type=_positive_int, default=DEFAULT_READINGS,
-                        help=f"number of rows to write (default: {DEFAULT_READINGS})")
+    parser.add_argument("--readings", type=_positive_int, default=None,
+                        help="reporting slots of the fleet over the span: each device reports "
+                             "every DAYS * DEVICES / READINGS; the slots of a classroom not yet "
+                             "installed or no longer reporting stay empty (default: every "
+                             f"{DEFAULT_INTERVAL_MINUTES} minutes, {DEFAULT_READINGS} over the "
+                             "default days)")
     parser.add_argument("--seed", type=_non_negative_int, default=DEFAULT_SEED,
                         help="random seed; the same seed writes the same files "
                              f"(default: {DEFAULT_SEED})")
@@ -1022,7 +1199,11 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--days", type=_positive_int, default=DEFAULT_DAYS,
                         help=f"number of days covered (default: {DEFAULT_DAYS})")
     parser.add_argument("--closures-file", type=Path, default=None, metavar="FILE",
-                        help="also write the demo's holidays there, as an IAQ_CLOSURES_FILE")
+                        help="also write the demo schools' breaks there, as an IAQ_CLOSURES_FILE "
+                             "(public holidays are not in it)")
+    parser.add_argument("--timetable-file", type=Path, default=None, metavar="FILE",
+                        help="also write the demo institutes' timetables there, as an "
+                             "IAQ_TIMETABLE_FILE")
     parser.add_argument("--force", action="store_true",
                         help="regenerate even if the folder already holds this demo dataset "
                              "(without it, an existing identical dataset is kept)")
@@ -1041,12 +1222,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BatchError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
-    print(f"demo dataset: {info.readings} readings of {info.devices} devices "
-          f"({info.unregistered_devices} unregistered) in {len(info.files)} files to {info.path}")
+    minutes = info.days * 24 * 60 * info.devices / info.readings
+    print(f"demo dataset: {info.rows} readings of {info.devices} devices "
+          f"({info.unregistered_devices} unregistered), each reporting every {minutes:.0f} "
+          f"minutes, in {len(info.files)} files to {info.path}")
     if arguments.closures_file is not None:
         arguments.closures_file.write_text(holiday_closures_csv(arguments.start, arguments.days),
                                            encoding="utf-8")
-        print(f"demo holidays (closed dates of the compliance tables) in {arguments.closures_file}")
+        print(f"demo school breaks (closures of the compliance tables) in {arguments.closures_file}")
+    if arguments.timetable_file is not None:
+        arguments.timetable_file.write_text(timetables_csv(), encoding="utf-8")
+        print(f"demo timetables in {arguments.timetable_file}")
     return 0
 
 

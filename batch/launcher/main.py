@@ -43,7 +43,7 @@ from batch.launcher import bootstrap, submit
 from batch.launcher.jobrun import alive, read_int
 
 EXIT_MISSING_PREREQUISITE = EXIT_INPUT
-DEMO_READINGS = "300000"
+DEMO_TIMEZONE = "Europe/Rome"
 _SPARK_MASTER = next(option for option in COMMON_OPTIONS if option.env == "SPARK_MASTER")
 
 # Settings of the launcher itself, resolved as the jobs resolve theirs.
@@ -386,21 +386,24 @@ def check_java() -> str | None:
 
 def _prepare_demo(state: Launch) -> None:
     python, root = sys.executable, state.project_root
-    closures = root / "data" / "demo" / "closures.csv"
-    demo = subprocess.run([python, "-m", "devtools.demo", "--output", str(root / "data" / "demo" / "raw"),
-                           "--readings", state.environ.get("DEMO_READINGS", DEMO_READINGS),
-                           "--closures-file", str(closures)],
-                          cwd=root, stdin=subprocess.DEVNULL)
+    demo_dir = root / "data" / "demo"
+    closures, timetables = demo_dir / "closures.csv", demo_dir / "timetables.csv"
+    # DEMO_READINGS (tests only): fewer readings than the demo's default, a faster demo.
+    readings = ["--readings", state.environ["DEMO_READINGS"]] if state.environ.get("DEMO_READINGS") else []
+    demo = run_child(state, [python, "-m", "devtools.demo", "--output", str(demo_dir / "raw"), *readings,
+                             "--closures-file", str(closures), "--timetable-file", str(timetables)])
     if demo.returncode != 0:
         raise LauncherError(demo.returncode, "generating the demo dataset failed")
-    state.environ["RAW_DATA_PATH"] = str(root / "data" / "demo" / "raw")
-    # The demo school's holidays are not school days in the compliance tables.
+    state.environ["RAW_DATA_PATH"] = str(demo_dir / "raw")
+    # The demo's schools are in Italy: their timetables are local Italian time.
+    state.environ.setdefault("BATCH_TIMEZONE", DEMO_TIMEZONE)
+    # The demo schools' breaks and own timetables, unless the user set theirs.
     state.environ.setdefault("IAQ_CLOSURES_FILE", str(closures))
+    state.environ.setdefault("IAQ_TIMETABLE_FILE", str(timetables))
     if not state.job.uses_postgres:
         return
-    server = subprocess.run([python, "-m", "devtools.local_postgres", "env", "--dir",
-                             str(root / ".demo" / "postgres")],
-                            cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    server = run_child(state, [python, "-m", "devtools.local_postgres", "env", "--dir",
+                               str(root / ".demo" / "postgres")], stdout=subprocess.PIPE, text=True)
     if server.returncode != 0:
         raise LauncherError(EXIT_MISSING_PREREQUISITE, "starting the demo PostgreSQL failed (see the message above)")
     for line in server.stdout.splitlines():
@@ -443,8 +446,10 @@ def _master(state: Launch) -> str:
     return from_job or state.settings.spark_master
 
 
-def local_environment(state: Launch) -> dict[str, str]:
-    """spark-submit finds the virtualenv's pyspark, and runs its Python on the driver; the
+def child_environment(state: Launch) -> dict[str, str]:
+    """The one environment of every process the launcher starts on this machine (the demo's
+    generator, its PostgreSQL, spark-submit): the job's variables with the Java the launcher
+    chose (JAVA_HOME, see _run), the virtualenv's pyspark, and its Python on the driver; the
     executors run it too unless SPARK_EXECUTOR_PYTHON names another (a remote cluster's)."""
     import pyspark
 
@@ -458,10 +463,16 @@ def local_environment(state: Launch) -> dict[str, str]:
     return environ
 
 
+def run_child(state: Launch, command: Sequence[str], **options: Any) -> subprocess.CompletedProcess[Any]:
+    """Run a helper to its end in the project folder, in the launcher's child environment."""
+    return subprocess.run(command, env=child_environment(state), cwd=state.project_root,
+                          stdin=subprocess.DEVNULL, **options)
+
+
 def run_foreground(state: Launch) -> int:
     with tempfile.TemporaryDirectory(prefix=f"indoor-air-{state.job.name}.") as folder:
         command = local_submit_argv(state, Path(folder), show_progress=True)
-        child = subprocess.Popen(command, env=local_environment(state), cwd=state.project_root,
+        child = subprocess.Popen(command, env=child_environment(state), cwd=state.project_root,
                                  stdin=subprocess.DEVNULL)
 
         def pass_on(number: int, _frame: object) -> None:
@@ -496,7 +507,7 @@ def run_background(state: Launch) -> int:
     # jobrun.py removes the run folder (the zip) and the pid file when it ends, and passes a
     # kill on to the job.
     with log_file.open("wb") as log:
-        child = subprocess.Popen(wrapper, env=local_environment(state), cwd=state.project_root,
+        child = subprocess.Popen(wrapper, env=child_environment(state), cwd=state.project_root,
                                  stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                  start_new_session=True)
     pid_file.write_text(f"{child.pid}\n")
