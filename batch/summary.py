@@ -12,6 +12,7 @@ from batch.timing import timed_phase
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(kw_only=True)
 class JobSummary:
     """The fields both jobs fill; each job's summary adds its own (batch/analysis.py, batch/downloader.py)."""
