@@ -12,7 +12,7 @@ from batch.timing import timed_phase
 
 @dataclass(kw_only=True)
 class JobSummary:
-    """The fields both jobs fill; each job's summary adds its own (batch/analysis.py, batch/downloader.py)."""
+    """The fields both jobs fill; each job's summary adds its own (batch/analysis.py, batch/download/job.py)."""
 
     job: str
     input_path: str

@@ -126,7 +126,7 @@ def test_both_jobs_read_hdfs_and_equal_the_local_file_results(
 def test_both_jobs_read_a_streaming_sink_on_hdfs_committed_files_only(
         spark: SparkSession, hdfs_uri: str, postgres_server: LocalPostgres, tmp_path: Path) -> None:
     from tests.test_analysis import sink_batches
-    from tests.test_download_file import exact_text, read_csv_rows
+    from tests.test_download_files import exact_text, read_csv_rows
 
     sink = write_streaming_sink(spark, tmp_path, sink_batches(seed=31, readings_per_window=30),
                                 sink_uri=f"{hdfs_uri}/iot-lorawan/raw/sink")

@@ -1,7 +1,7 @@
 """The downloader end to end: spark-downloader.py and spark-downloader.sh run as a user runs them.
 
 Every download is read back with Python's csv module, gzip or pyarrow and compared with the
-rows computed in plain Python from the files written by pyarrow (tests/test_download_file.py).
+rows computed in plain Python from the files written by pyarrow (tests/test_download_files.py).
 The jobs run with TZ=America/New_York and BATCH_TIMEZONE=Europe/Rome, so that neither the
 process's local time nor UTC can pass for the batch time zone.
 """
@@ -24,18 +24,16 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from batch.downloader import (
+from batch.download.filters import parse_local_instant
+from batch.download.job import DownloadSummary, _check_staging, run_download
+from batch.download.settings import (
     DOWNLOADER_OPTIONS,
-    DownloadSummary,
     DownloaderSettings,
-    _check_staging,
     check_settings,
     load_download_settings,
-    run_download,
 )
 from batch.errors import ConfigurationError
-from batch.download_file import parse_local_instant
-from tests.test_download_file import (
+from tests.test_download_files import (
     COLUMNS,
     RANGES,
     ROME,
