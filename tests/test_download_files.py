@@ -30,8 +30,9 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from batch.download import files
-from batch.download.files import DownloadedFile, part_sort_key, write_single_file
+from batch.download import files, parts
+from batch.download.files import DownloadedFile, write_single_file
+from batch.download.parts import part_sort_key
 from batch.download.filters import (
     DownloadFilter,
     UnknownFilterValueError,
@@ -621,15 +622,15 @@ def test_parts_are_joined_byte_for_byte_behind_the_header(tmp_path: Path) -> Non
     # Parts as Spark leaves them, and two that only a byte copy keeps intact: an empty one and
     # one larger than the copy buffer with no line end at the buffer's edge.
     contents = [b"a,\xc3\xa9\r\n\"q\"\"\"\n", b"", bytes(range(256)) * 5000, b"last,line\n"]
-    parts = []
+    part_files = []
     for index, content in enumerate(contents):
         part = tmp_path / "parts" / f"part-{index:05d}-u-c000.csv"
         part.parent.mkdir(exist_ok=True)
         part.write_bytes(content)
-        parts.append(part)
+        part_files.append(part)
     header = "DevEui,sendtime\n".encode("utf-8")
     temporary = tmp_path / "joined.tmp"
-    assert files._concatenate(header, iter(parts), temporary) == len(parts)
+    assert parts.concatenate(header, iter(part_files), temporary) == len(part_files)
     assert temporary.read_bytes() == header + b"".join(contents)
     assert os.listdir(tmp_path / "parts") == []  # each part deleted once joined
 
@@ -640,7 +641,7 @@ def test_joining_into_an_existing_file_is_refused(tmp_path: Path) -> None:
     temporary = tmp_path / "joined.tmp"
     temporary.write_bytes(b"someone else's\n")
     with pytest.raises(DownloadError, match="joined.tmp: File exists"):
-        files._concatenate(b"h\n", iter([part]), temporary)
+        parts.concatenate(b"h\n", iter([part]), temporary)
     assert temporary.read_bytes() == b"someone else's\n"
 
 
@@ -711,19 +712,19 @@ def test_a_failure_before_the_rename_leaves_the_previous_file(
     assert os.listdir(tmp_path) == ["download.csv"]
 
 
-@pytest.mark.parametrize("file_format, step", [("csv", "_concatenate"), ("parquet", "_merge_parquet")])
+@pytest.mark.parametrize("file_format, step", [("csv", "concatenate"), ("parquet", "merge_parquet")])
 def test_an_interruption_while_assembling_leaves_the_previous_file(
         spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         file_format: str, step: str) -> None:
     target = tmp_path / f"download.{file_format}"
     target.write_text("previous download\n")
-    assembled = getattr(files, step)
+    assembled = getattr(parts, step)
 
     def interrupted(*args: Any) -> Any:
         assembled(*args)  # the temporary file is complete ...
         raise KeyboardInterrupt  # ... when Ctrl-C arrives
 
-    monkeypatch.setattr(files, step, interrupted)
+    monkeypatch.setattr(parts, step, interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_single_file(_small_download_df(spark), target, file_format, False, "UTC")
     assert target.read_text() == "previous download\n"

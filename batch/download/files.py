@@ -32,21 +32,21 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
 from py4j.protocol import Py4JError, Py4JJavaError
 from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
+from batch.download import parts
 from batch.download.sweep import sweep_leftovers
 from batch.errors import ConfigurationError, DownloadError
 from batch.readers import undecodable_file
 from batch.session import session_conf
-from batch.spark_errors import java_causes, spark_error_chain
+from batch.spark_errors import root_cause_message, spark_error_chain
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,9 @@ CSV = "csv"
 PARQUET = "parquet"
 FORMATS: tuple[str, ...] = (CSV, PARQUET)
 TIMESTAMP_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"
-COPY_BUFFER_BYTES = 1 << 20
 # Parquet timestamps as INT64 microseconds marked as UTC instants, which every reader maps to a
 # timestamp with time zone; Spark's default INT96 is deprecated and read back as naive nanoseconds.
 _PARQUET_WRITE_CONF: dict[str, str] = {"spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS"}
-_PART = re.compile(r"^part-(\d+)(?:.*-c(\d+)\.)?")
 # How long an interrupted download waits for its cancelled tasks to stop before it deletes
 # their parts anyway (a task ends at its next row once told to; this bounds the wait).
 _CANCELLED_TASKS_WAIT_S = 30.0
@@ -136,13 +134,13 @@ def write_single_file(
         rows = int(written.get["rows"])
         if on_written is not None:
             on_written(rows)
-        parts = _parts_on_this_machine(spark, staging, local_parts)
+        in_order = parts.local_parts_in_order(spark, staging, local_parts)
         if file_format == CSV:
             header = csv_header(download_df.columns)
-            part_count = _concatenate(gzip.compress(header, mtime=0) if compress else header,
-                                      parts, temporary)
+            part_count = parts.concatenate(gzip.compress(header, mtime=0) if compress else header,
+                                           in_order, temporary)
         else:
-            part_count = _merge_parquet(parts, temporary, rows)
+            part_count = parts.merge_parquet(in_order, temporary, rows)
         size = temporary.stat().st_size
         _publish(temporary, target)
     except KeyboardInterrupt:
@@ -168,24 +166,13 @@ def _write_parts(download_df: DataFrame, staging: str, file_format: str, compres
     except (CapturedException, Py4JJavaError) as error:
         if any(map(undecodable_file, spark_error_chain(error))):
             raise  # a damaged input file, not a write failure: the job names or skips it
-        reason = _root_cause(error)
-        local = _local_path(staging)
+        reason = root_cause_message(error)
+        local = parts.local_path(staging)
         if local is not None:
             # Hadoop's local file system says "Mkdirs failed" without the reason: ask the OS.
             reason = _local_write_problem(local) or reason
         raise DownloadError(f"cannot write the download parts to {local or staging}: {reason}; "
                             "the previous file is left as it was") from None
-
-
-def _root_cause(error: Py4JJavaError | CapturedException) -> str:
-    """The first line of the innermost Java cause: it names the path and the OS's reason; the
-    outer ones only say which stage and task failed."""
-    java = getattr(error, "_origin", None) or getattr(error, "java_exception", None)
-    if java is None:
-        return spark_error_chain(error)[-1]
-    *_, root = java_causes(java)
-    message = str(root.getMessage() or "").strip()
-    return message.splitlines()[0] if message else str(root.getClass().getSimpleName())
 
 
 def _local_write_problem(folder: Path) -> str | None:
@@ -198,88 +185,6 @@ def _local_write_problem(folder: Path) -> str | None:
     except OSError as error:
         return f"{error.filename}: {error.strerror}" if error.filename else str(error.strerror)
     return None
-
-
-def part_sort_key(name: str) -> tuple[int, int, str]:
-    """(partition, file counter, name) of `part-00007-<uuid>-c000.csv`: numeric, so part 100000 follows 99999."""
-    match = _PART.match(name)
-    if match is None:
-        raise DownloadError(f"unexpected file name {name!r} among the download parts")
-    return int(match.group(1)), int(match.group(2) or 0), name
-
-
-def _parts_on_this_machine(spark: SparkSession, staging: str, local_parts: Path) -> Iterator[Path]:
-    """Spark's part files in the order of their data, each as a local file.
-
-    Parts elsewhere (HDFS) are copied into `local_parts` one at a time, through the Hadoop
-    FileSystem API, as they are needed.
-    """
-    local = _local_path(staging)
-    if local is not None:
-        names = [entry.name for entry in os.scandir(local) if entry.is_file()]
-        for name in sorted((name for name in names if name.startswith("part-")), key=part_sort_key):
-            yield local / name
-        return
-    jvm = spark.sparkContext._jvm
-    folder = jvm.org.apache.hadoop.fs.Path(staging)
-    try:
-        fs = folder.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-        found = [status.getPath() for status in fs.listStatus(folder) if status.isFile()]
-        local_parts.mkdir(exist_ok=True)
-        for path in sorted((path for path in found if path.getName().startswith("part-")),
-                           key=lambda path: part_sort_key(path.getName())):
-            copy = local_parts / path.getName()
-            fs.copyToLocalFile(False, path, jvm.org.apache.hadoop.fs.Path(f"file://{copy}"), True)
-            yield copy
-    except Py4JJavaError as error:
-        raise DownloadError(f"cannot read the download parts in {staging}: {_root_cause(error)}") from None
-
-
-def _concatenate(header: bytes, parts: Iterator[Path], temporary: Path) -> int:
-    """`header`, then every part, byte for byte, into `temporary` (never an existing file); the parts joined."""
-    count = 0
-    try:
-        with open(temporary, "xb") as out:
-            out.write(header)
-            for part in parts:
-                with open(part, "rb") as source:
-                    shutil.copyfileobj(source, out, COPY_BUFFER_BYTES)
-                part.unlink()  # the disk holds the file and the parts not yet joined
-                count += 1
-    except OSError as error:
-        raise DownloadError(f"assembling {temporary} from the parts failed: "
-                            f"{error.filename or temporary}: {error.strerror}") from None
-    return count
-
-
-def _merge_parquet(parts: Iterator[Path], temporary: Path, rows: int) -> int:
-    """The row groups of every part, in order, into one Parquet file; the parts joined.
-
-    One row group at a time is in memory. Spark's schema travels in the key-value metadata
-    of the Arrow schema, so that Spark reads the file back as it wrote it.
-    """
-    writer: pq.ParquetWriter | None = None
-    count = merged = 0
-    try:
-        for part in parts:
-            source = pq.ParquetFile(part)
-            if writer is None:
-                writer = pq.ParquetWriter(temporary, source.schema_arrow)
-            for index in range(source.num_row_groups):
-                writer.write_table(source.read_row_group(index))
-            merged += source.metadata.num_rows
-            part.unlink()
-            count += 1
-    except OSError as error:
-        raise DownloadError(f"assembling {temporary} from the Parquet parts failed: "
-                            f"{error.filename or temporary}: {error.strerror or error}") from None
-    finally:
-        if writer is not None:
-            writer.close()
-    if merged != rows:
-        raise DownloadError(f"the assembled Parquet file holds {merged:,} rows where Spark wrote "
-                            f"{rows:,}; the previous file is left as it was")
-    return count
 
 
 def _publish(temporary: Path, target: Path) -> None:
@@ -329,7 +234,7 @@ def _cancel_jobs(spark: SparkSession) -> None:
 
 
 def _delete_staging(spark: SparkSession, staging: str) -> None:
-    local = _local_path(staging)
+    local = parts.local_path(staging)
     if local is not None:
         # Without the JVM: after a kill of spark-submit the gateway is already gone.
         shutil.rmtree(local, ignore_errors=True)
@@ -339,9 +244,3 @@ def _delete_staging(spark: SparkSession, staging: str) -> None:
         path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(path, True)
     except (Py4JError, AttributeError) as error:
         log.warning("cannot remove the download parts in %s: %s", staging, error)
-
-
-def _local_path(uri: str) -> Path | None:
-    """The local path of a `file:` URI as Hadoop prints it; None for any other file system."""
-    match = re.match(r"^file:(?://)?(/.*)$", uri)
-    return Path(match.group(1)) if match else None
