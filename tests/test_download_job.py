@@ -332,7 +332,7 @@ def test_sigterm_while_tasks_write_is_one_line_without_java_in_the_log(
     target.write_text("previous download\n")
     process = subprocess.Popen(
         [str(PROJECT_ROOT / "spark-downloader.sh"), "--foreground", "--output", str(target)],
-        env=job_environment(dataset, env_file, RAW_DATA_PATH=str(raw)), stdout=subprocess.PIPE,
+        env=job_environment(DownloadDataset(raw, []), env_file), stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + JOB_TIMEOUT_S
     # Killed tasks are what Spark reported with their stack traces: stop the job while they write.
@@ -358,8 +358,7 @@ def test_a_full_disk_is_one_line_without_java_or_data_in_the_log(
     with small_filesystem(tmp_path / "disk", 256 * 1024) as disk:
         target = disk / "export.csv"
         target.write_text(PREVIOUS_EXPORT)
-        result = run_launcher(dataset, env_file, "--foreground", "--output", str(target),
-                              RAW_DATA_PATH=str(raw))
+        result = run_launcher(DownloadDataset(raw, []), env_file, "--foreground", "--output", str(target))
         assert result.returncode == 5, result.stderr[-3000:]
         output = result.stdout + result.stderr
         [error] = [line for line in output.splitlines() if "ERROR" in line]
