@@ -11,19 +11,21 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from batch import cli, downloader
+from batch import cli
+from batch.download.job import DownloadSummary, run_download
+from batch.download.settings import DOWNLOADER_JOB
 from batch.session import build_spark_session
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 
 
 def main() -> int:
-    settings = cli.load_settings(downloader.DOWNLOADER_JOB, sys.argv[1:], PROJECT_ROOT)
-    summary = downloader.DownloadSummary.for_settings(settings)
+    settings = cli.load_settings(DOWNLOADER_JOB, sys.argv[1:], PROJECT_ROOT)
+    summary = DownloadSummary.for_settings(settings)
     master = cli.spark_master_unless_submitted(settings.spark_master)
     spark = build_spark_session("indoor-air-download", master)
     return cli.run_and_report(spark, "indoor-air download",
-                              lambda: downloader.run_download(spark, settings, summary),
+                              lambda: run_download(spark, settings, summary),
                               summary.as_dict, settings.summary_json)
 
 

@@ -31,3 +31,17 @@ def java_causes(exception: Any) -> Iterator[Any]:
         yield exception
         cause = exception.getCause()
         exception = None if cause is None or cause.equals(exception) else cause
+
+
+def root_cause_message(error: Py4JJavaError | CapturedException) -> str:
+    """The first line of the innermost Java cause's own message, without its class name.
+
+    It says what happened (an IOException names the path and the OS's reason); the outer
+    causes only say which stage and task failed.
+    """
+    java = getattr(error, "_origin", None) or getattr(error, "java_exception", None)
+    if java is None:
+        return spark_error_chain(error)[-1]
+    *_, root = java_causes(java)
+    message = root.getMessage()
+    return _first_line(message) if message else str(root.getClass().getSimpleName())

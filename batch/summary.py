@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(kw_only=True)
 class JobSummary:
-    """The fields both jobs fill; each job's summary adds its own (batch/analysis.py, batch/downloader.py)."""
+    """The fields both jobs fill; each job's summary adds its own (batch/analysis.py, batch/download/job.py)."""
 
     job: str
     input_path: str

@@ -123,10 +123,26 @@ def test_both_jobs_read_hdfs_and_equal_the_local_file_results(
     assert output.read_text(encoding="utf-8") == local.exports[PROFILE]
 
 
+def test_the_download_stages_its_parts_on_hdfs_and_equals_the_local_export(
+        spark: SparkSession, hdfs_uri: str, local: LocalResults, tmp_path: Path) -> None:
+    # As on a cluster: DOWNLOAD_STAGING_DIR on HDFS, the parts copied back through Hadoop's API.
+    staging = f"{hdfs_uri}/tmp/download-staging"
+    output = tmp_path / "hdfs-staged-export.csv"
+    export = launch(PROJECT_ROOT / "spark-downloader.sh", "--raw-data-path", f"{hdfs_uri}{RAW_PATH}",
+                    "--profile", PROFILE, "--output", str(output), SPARK_MASTER="local[2]",
+                    DOWNLOAD_STAGING_DIR=staging)
+    assert export.returncode == 0, export.stdout[-3000:] + export.stderr[-3000:]
+    assert output.read_text(encoding="utf-8") == local.exports[PROFILE]
+    assert sorted(os.listdir(tmp_path)) == [output.name]
+    path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(staging)
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    assert [status.getPath().getName() for status in fs.listStatus(path)] == []  # parts deleted
+
+
 def test_both_jobs_read_a_streaming_sink_on_hdfs_committed_files_only(
         spark: SparkSession, hdfs_uri: str, postgres_server: LocalPostgres, tmp_path: Path) -> None:
     from tests.test_analysis import sink_batches
-    from tests.test_download_file import exact_text, read_csv_rows
+    from tests.test_download_files import exact_text, read_csv_rows
 
     sink = write_streaming_sink(spark, tmp_path, sink_batches(seed=31, readings_per_window=30),
                                 sink_uri=f"{hdfs_uri}/iot-lorawan/raw/sink")

@@ -28,7 +28,7 @@ from batch.errors import ConfigurationError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 JOB_OPTIONS = {"start-spark.py": ANALYSIS_OPTIONS}
 try:
-    from batch.downloader import DOWNLOADER_OPTIONS
+    from batch.download.settings import DOWNLOADER_OPTIONS
 
     JOB_OPTIONS["spark-downloader.py"] = DOWNLOADER_OPTIONS
 except ImportError:  # the downloader is optional for this test

@@ -7,7 +7,7 @@ lock the test holds) or, inside Spark, by tests/support/held_analysis.py; the ph
 seen from outside (pg_stat_activity, pg_tables, batch_runs). Expected results come from
 the independent SQL computation of tests/independent.py. Related tests elsewhere:
 tests/test_analysis.py (failures inside the job, bad input, the unreachable-database
-message), tests/test_download_file.py and tests/test_downloader.py (interrupted exports).
+message), tests/test_download_files.py and tests/test_download_job.py (interrupted exports).
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from devtools import local_postgres
 from batch.analysis import RunSummary, run_analysis
 from batch.config import Secret
 from batch.errors import CorruptInputFileError, DownloadError, PublishError
-from batch.download_file import write_single_file
+from batch.download.files import write_single_file
 from batch.postgres import PostgresTarget
 from tests.rawdata import METRICS, RawDataset, build_rows, with_replays
 from tests.support.jobs import (
@@ -523,7 +523,7 @@ def export_input(folder: Path, rows: int) -> Path:
 
 
 def downloader_environment(raw: Path, tmp_path: Path) -> dict[str, str]:
-    from batch.downloader import DOWNLOADER_OPTIONS
+    from batch.download.settings import DOWNLOADER_OPTIONS
 
     ours = {option.env for option in DOWNLOADER_OPTIONS} | {"BATCH_ENV_FILE"}
     environment = {key: value for key, value in os.environ.items() if key not in ours}

@@ -10,7 +10,7 @@
   view and can write nothing. The SQL of both roles is `ROLE_SQL`, as given in the README.
 Related tests elsewhere: tests/test_config.py (POSTGRES_SCHEMA refused by the config),
 tests/test_launcher.py (no secret on the command lines of a background run),
-tests/test_download_file.py (the CSV dialect with quotes, commas, CR/LF and Unicode).
+tests/test_download_files.py (the CSV dialect with quotes, commas, CR/LF and Unicode).
 """
 from __future__ import annotations
 

@@ -68,9 +68,11 @@ def test_passed_variables_are_the_jobs_documented_ones_set_here() -> None:
 def test_the_zip_holds_the_job_package_without_the_launcher(tmp_path: Path) -> None:
     with zipfile.ZipFile(submit.build_py_files_zip(PROJECT_ROOT / "batch", tmp_path / "batch.zip")) as archive:
         names = sorted(archive.namelist())
-    assert names == sorted(f"batch/{path.name}" for pattern in ("*.py", "*.j2")
-                           for path in (PROJECT_ROOT / "batch").glob(pattern))
-    assert "batch/report.html.j2" in names
+    package = PROJECT_ROOT / "batch"
+    assert names == sorted(f"batch/{path.relative_to(package).as_posix()}" for pattern in ("*.py", "*.j2")
+                           for path in package.rglob(pattern)
+                           if "__pycache__" not in path.parts and path.relative_to(package).parts[0] != "launcher")
+    assert "batch/report.html.j2" in names and "batch/download/job.py" in names  # sub-packages too
     assert "batch/launcher/main.py" not in names and not [name for name in names if "devtools" in name]
 
 

@@ -91,7 +91,7 @@ def _analysis() -> cli.JobDefinition:
 
 
 def _downloader() -> cli.JobDefinition:
-    from batch.downloader import DOWNLOADER_JOB
+    from batch.download.settings import DOWNLOADER_JOB
     return DOWNLOADER_JOB
 
 

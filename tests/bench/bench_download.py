@@ -80,7 +80,8 @@ def _read_all_columns(app_name: str, raw_path: str) -> tuple[object, object, tup
 def naive_download(raw_path: str, target: Path, timezone_name: str) -> None:
     from pyspark.sql import functions as F
 
-    from batch.download_file import ORDER_KEYS, csv_write_options
+    from batch.download.files import csv_write_options
+    from batch.download.rows import ORDER_KEYS
 
     spark, readings_df, columns = _read_all_columns("bench-naive-download", raw_path)
     folder = target.with_name(target.name + ".naive-parts")
@@ -96,7 +97,7 @@ def naive_download(raw_path: str, target: Path, timezone_name: str) -> None:
 
 def floor_download(raw_path: str, target: Path, timezone_name: str) -> None:
     """The same rows, columns and CSV options, unsorted, left as Spark's parts in `target` (a folder)."""
-    from batch.download_file import csv_write_options
+    from batch.download.files import csv_write_options
 
     spark, readings_df, columns = _read_all_columns("bench-floor-download", raw_path)
     shutil.rmtree(target, ignore_errors=True)

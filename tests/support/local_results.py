@@ -17,7 +17,8 @@ from pyspark.sql import SparkSession
 from batch.aggregations import GROUPINGS
 from batch.analysis import ANALYSIS_OPTIONS, AnalysisSettings, RunSummary, run_analysis
 from batch.config import Secret, resolve_options, settings_from
-from batch.downloader import DownloadSummary, load_download_settings, run_download
+from batch.download.job import DownloadSummary, run_download
+from batch.download.settings import load_download_settings
 from devtools.local_postgres import LocalPostgres
 from batch.postgres import PostgresTarget
 from tests import independent

@@ -1,4 +1,4 @@
-"""batch/download_file.py: filters, order, the CSV dialect, the single-file writer, atomicity.
+"""batch/download/ (filters.py, rows.py, files.py): filters, order, the CSV dialect, the single-file writer, atomicity.
 
 The input files are written with pyarrow and the expected rows computed from them in plain
 Python (types from shared/DATA_CONTRACT.md, not from the package); the downloads are read back
@@ -17,7 +17,6 @@ import random
 import struct
 import subprocess
 import sys
-from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,28 +28,27 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from batch import download_file
-from batch.errors import ConfigurationError, DownloadError
-from batch.download_file import (
+from batch.download import files, parts
+from batch.download.files import DownloadedFile, write_single_file
+from batch.download.parts import part_sort_key
+from batch.download.filters import (
     DownloadFilter,
     UnknownFilterValueError,
     check_filter_values,
+    filter_readings,
+    parse_local_instant,
+)
+from batch.download.rows import (
     clean_counts,
     columns_to_read,
-    filter_readings,
     order_for_download,
-    parse_local_instant,
-    part_sort_key,
-    plan_parts,
-    sort_into_parts,
-    sweep_leftovers,
     range_checked_columns,
     usable_readings,
-    write_single_file,
 )
+from batch.download.sweep import sweep_leftovers
+from batch.errors import ConfigurationError, DownloadError
 from batch.readers import read_raw_readings
 from batch.session import session_conf
 from batch.validation import validate_readings
@@ -338,12 +336,10 @@ def read_raw(spark: SparkSession, folder: Path, columns: Sequence[str] = COLUMNS
 def run_download(spark: SparkSession, folder: Path, target: Path,
                download_filter: DownloadFilter = DownloadFilter(), columns: Sequence[str] = COLUMNS,
                file_format: str = "csv", compress: bool = False,
-               timezone: str = ROME) -> download_file.DownloadedFile:
+               timezone: str = ROME) -> DownloadedFile:
     readings_df = read_raw(spark, folder, columns_to_read(columns, download_filter, clean=False))
-    # One part per shuffle partition, as the downloader does.
-    plan = plan_parts(readings_df, download_filter, int(spark.conf.get("spark.sql.shuffle.partitions")))
     download_df = (readings_df.transform(filter_readings, download_filter)
-                   .transform(order_for_download, columns, plan.split_points))
+                   .transform(order_for_download, columns))
     return write_single_file(download_df, target, file_format, compress, timezone)
 
 
@@ -551,156 +547,6 @@ def test_order_is_sendtime_then_device_with_nulls_last_and_ties_broken(spark: Sp
                        ("c", "v")]
 
 
-def _micros(instant: dt.datetime) -> int:
-    return (instant - dt.datetime(1970, 1, 1, tzinfo=UTC)) // dt.timedelta(microseconds=1)
-
-
-def test_each_part_holds_its_slice_of_sendtime_in_order(spark: SparkSession) -> None:
-    base = dt.datetime(2024, 10, 1, tzinfo=UTC)
-    rng = random.Random(11)
-    rows = [(rng.choice(["d0", "d1", "d2", None]), base + dt.timedelta(seconds=rng.randrange(1000)),
-             rng.choice(["x", "y", None])) for _ in range(300)]
-    # On a split point, without sendtime, and exact ties.
-    rows += [("d1", None, "z"), (None, None, "w"), ("d0", base + dt.timedelta(seconds=500), "t"),
-             ("d0", base, "t"), ("d0", base, "t")]
-    df = spark.createDataFrame(rows, "DevEui string, sendtime timestamp, gwname string")
-    points = [_micros(base + dt.timedelta(seconds=s)) for s in (250, 500, 750)]
-    parted = (df.transform(sort_into_parts, ["DevEui", "sendtime", "gwname"], points)
-              .withColumn("part", F.spark_partition_id()))
-    # Spark hands back naive local times: astimezone reads them as such.
-    actual = [(row["part"], row["DevEui"], row["sendtime"] and row["sendtime"].astimezone(UTC),
-               row["gwname"]) for row in parted.collect()]
-
-    def expected_part(sendtime: dt.datetime | None) -> int:
-        return len(points) if sendtime is None else bisect_right(points, _micros(sendtime))
-
-    def order(row: tuple[Any, ...]) -> tuple[Any, ...]:
-        return (expected_part(row[1]), *[(value is None, value or 0) for value in (row[1], row[0], row[2])])
-
-    expected = [(expected_part(r[1]), r[0], r[1], r[2]) for r in sorted(rows, key=order)]
-    assert actual == expected
-    assert {part for part, *_ in actual} == {0, 1, 2, 3}
-
-
-def test_one_pass_gives_split_points_and_the_rows_of_each_filter_value(
-        spark: SparkSession, dataset: DownloadDataset) -> None:
-    wanted = DownloadFilter(profiles=("AM319", "AM999"), institutes=("Liceo Galilei",),
-                            classrooms=("Lab\r\nFisica", "3A"))
-    readings_df = read_raw(spark, dataset.folder, columns_to_read(COLUMNS, wanted, clean=False))
-    plan = plan_parts(readings_df, wanted, 4)
-    liceo = [row for row in dataset.rows if row["institute"] == "Liceo Galilei"]
-    assert plan.rows_per_value == {
-        ("profile", "AM319"): sum(row["profile"] == "AM319" for row in dataset.rows),
-        ("profile", "AM999"): 0,
-        ("institute", "Liceo Galilei"): len(liceo),
-        ("classroom", "Lab\r\nFisica"): sum(row["classroom"] == "Lab\r\nFisica" for row in liceo),
-        ("classroom", "3A"): 0,  # a classroom of other institutes only
-    }
-    assert plan.missing_values == [("profile", "AM999"), ("classroom", "3A")]
-    # The split points cut the selected readings (all filters, with a sendtime) into quarters.
-    selected = sorted(_micros(row["sendtime"]) for row in dataset.rows
-                      if row["profile"] == "AM319" and row["institute"] == "Liceo Galilei"
-                      and row["sendtime"] is not None
-                      and row["classroom"] in wanted.classrooms)
-    assert len(plan.split_points) == 3 and list(plan.split_points) == sorted(plan.split_points)
-    for index, point in enumerate(plan.split_points, start=1):
-        below = bisect_right(selected, point) / len(selected)
-        assert abs(below - index / 4) <= 0.1, (index, below)
-
-
-@pytest.mark.parametrize("ranges, parts, window, expected", [
-    # One microsecond per reading over [0, 100): the quarters.
-    ([(0, 99, 100)], 4, (None, None), (25, 50, 75)),
-    # 100 readings over [0, 100), then 300 over [100, 200): 100 at 100, then 3 per microsecond.
-    ([(0, 99, 100), (100, 199, 300)], 4, (None, None), (100, 133, 167)),
-    # Overlapping row groups add up.
-    ([(0, 99, 100), (0, 99, 100)], 2, (None, None), (50,)),
-    # The window [50, 90) keeps 40 of the readings, spread over [50, 90).
-    ([(0, 99, 100)], 2, (50, 90), (70,)),
-    # Nothing inside the window: no split point.
-    ([(0, 99, 100)], 4, (100, 200), ()),
-    # All readings at one instant: every cut on it.
-    ([(7, 7, 10)], 2, (None, None), (7,)),
-])
-def test_split_points_spread_each_row_group_evenly_over_its_range(
-        ranges: list[tuple[int, int, int]], parts: int, window: tuple[int | None, int | None],
-        expected: tuple[int, ...]) -> None:
-    found = download_file.split_points_of_ranges(
-        [download_file.SendtimeRange(low, high, rows) for low, high, rows in ranges], parts, *window)
-    assert found == expected
-
-
-def test_parts_are_added_when_one_would_hold_too_many_rows() -> None:
-    ranges = [download_file.SendtimeRange(0, 99, 100)]
-    # 100 readings, at most 20 a part: 5 parts (the fifths), more than the 2 asked for.
-    assert download_file.split_points_of_ranges(ranges, 2, rows_per_part=20) == (20, 40, 60, 80)
-    # At most 50 a part: the 4 parts asked for are enough.
-    assert download_file.split_points_of_ranges(ranges, 4, rows_per_part=50) == (25, 50, 75)
-    # The window [0, 30) keeps 30 readings: 2 parts of at most 20.
-    assert download_file.split_points_of_ranges(ranges, 1, 0, 30, rows_per_part=20) == (15,)
-
-
-def _write_sendtimes(path: Path, sendtimes: Sequence[dt.datetime | None], unit: str,
-                     row_group_size: int, **options: Any) -> None:
-    table = pa.table({"DevEui": pa.array(["d"] * len(sendtimes), pa.string()),
-                      "sendtime": pa.array(sendtimes, pa.timestamp("us", tz="UTC")).cast(
-                          pa.timestamp(unit, tz="UTC"))})
-    pq.write_table(table, path, row_group_size=row_group_size, **options)
-
-
-def test_the_footers_give_the_sendtime_range_of_every_row_group(
-        spark: SparkSession, tmp_path: Path) -> None:
-    base = dt.datetime(2024, 10, 1, tzinfo=UTC)
-    micros = [base + dt.timedelta(seconds=s, microseconds=17) for s in (50, 10, 30, 20, 40)]
-    millis = [base + dt.timedelta(days=1, milliseconds=s) for s in (5, 1, 9)]
-    nanos = [base + dt.timedelta(days=2, microseconds=s) for s in (3, 8)]
-    _write_sendtimes(tmp_path / "micros.parquet", [*micros[:2], None, *micros[2:]], "us", 3)
-    _write_sendtimes(tmp_path / "millis.parquet", millis, "ms", 10)
-    _write_sendtimes(tmp_path / "nanos.parquet", nanos, "ns", 10, version="2.6")
-    _write_sendtimes(tmp_path / "empty.parquet", [None, None], "us", 10)
-    pq.write_table(pa.table({"DevEui": ["d"]}), tmp_path / "without.parquet")
-    files = [f"file://{tmp_path / name}.parquet"
-             for name in ("micros", "millis", "nanos", "empty", "without")]
-    found = download_file.sendtime_row_groups(spark, files)
-
-    def span(instants: Sequence[dt.datetime]) -> download_file.SendtimeRange:
-        return download_file.SendtimeRange(_micros(min(instants)), _micros(max(instants)), len(instants))
-
-    # Row groups of three rows: [50 s, 10 s, null] and [30 s, 20 s, 40 s].
-    assert found == [span(micros[:2]), span(micros[2:]), span(millis), span(nanos)]
-
-
-def test_int96_footers_have_no_statistics_and_value_filters_need_the_pass(
-        spark: SparkSession, tmp_path: Path) -> None:
-    at = dt.datetime(2024, 10, 1, tzinfo=UTC)
-    _write_sendtimes(tmp_path / "a.parquet", [at], "us", 10)
-    _write_sendtimes(tmp_path / "b.parquet", [at], "us", 10, use_deprecated_int96_timestamps=True)
-    one, both = [f"file://{tmp_path}/a.parquet"], [f"file://{tmp_path}/{n}.parquet" for n in "ab"]
-    assert download_file.plan_from_footers(spark, one, DownloadFilter(), 2) is not None
-    assert download_file.sendtime_row_groups(spark, both) is None
-    assert download_file.plan_from_footers(spark, both, DownloadFilter(), 2) is None
-    assert download_file.plan_from_footers(spark, one, DownloadFilter(profiles=("AM319",)), 2) is None
-
-
-@pytest.mark.parametrize("window", [False, True])
-def test_split_points_from_the_footers_give_the_independently_ordered_rows(
-        spark: SparkSession, dataset: DownloadDataset, tmp_path: Path, window: bool) -> None:
-    since, until = ((parse_local_instant("2024-10-01", ROME), parse_local_instant("2024-11-01", ROME))
-                    if window else (None, None))
-    download_filter = DownloadFilter(since=since, until=until)
-    readings_df, input_files = read_raw_readings(spark, str(dataset.folder), COLUMNS)
-    plan = download_file.plan_from_footers(
-        spark, [file for group in input_files.groups for file in group], download_filter, 4)
-    assert plan is not None and len(plan.split_points) == 3
-    target = tmp_path / "download.csv"
-    downloaded = write_single_file(
-        readings_df.transform(filter_readings, download_filter)
-        .transform(order_for_download, COLUMNS, plan.split_points), target, "csv", False, ROME)
-    assert downloaded.parts >= 3
-    expected = expected_rows(dataset.rows, since=since, until=until)
-    assert_rows_equal(read_csv_rows(exact_text(target), COLUMNS), expected, COLUMNS)
-
-
 def test_leftovers_of_killed_downloads_are_swept_and_nothing_else(tmp_path: Path) -> None:
     sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
     dead, alive = subprocess.Popen(sleeper), subprocess.Popen(sleeper)
@@ -772,26 +618,21 @@ def test_many_parts_are_joined_in_order_behind_one_header(
     assert_rows_equal(read_csv_rows(data, COLUMNS), expected_rows(dataset.rows), COLUMNS)
 
 
-@pytest.mark.parametrize("join", ["_join_local_files", "_join_through_hadoop"])
-def test_parts_are_joined_byte_for_byte_behind_the_header(
-        spark: SparkSession, tmp_path: Path, join: str) -> None:
+def test_parts_are_joined_byte_for_byte_behind_the_header(tmp_path: Path) -> None:
     # Parts as Spark leaves them, and two that only a byte copy keeps intact: an empty one and
     # one larger than the copy buffer with no line end at the buffer's edge.
     contents = [b"a,\xc3\xa9\r\n\"q\"\"\"\n", b"", bytes(range(256)) * 5000, b"last,line\n"]
-    parts = []
+    part_files = []
     for index, content in enumerate(contents):
         part = tmp_path / "parts" / f"part-{index:05d}-u-c000.csv"
         part.parent.mkdir(exist_ok=True)
         part.write_bytes(content)
-        parts.append(part)
+        part_files.append(part)
     header = "DevEui,sendtime\n".encode("utf-8")
     temporary = tmp_path / "joined.tmp"
-    if join == "_join_local_files":
-        download_file._join_local_files(header, parts, temporary)
-    else:
-        download_file._join_through_hadoop(spark, [f"file://{part}" for part in parts], header,
-                                           temporary)
+    assert parts.concatenate(header, iter(part_files), temporary) == len(part_files)
     assert temporary.read_bytes() == header + b"".join(contents)
+    assert os.listdir(tmp_path / "parts") == []  # each part deleted once joined
 
 
 def test_joining_into_an_existing_file_is_refused(tmp_path: Path) -> None:
@@ -800,7 +641,7 @@ def test_joining_into_an_existing_file_is_refused(tmp_path: Path) -> None:
     temporary = tmp_path / "joined.tmp"
     temporary.write_bytes(b"someone else's\n")
     with pytest.raises(DownloadError, match="joined.tmp: File exists"):
-        download_file._join_local_files(b"h\n", [part], temporary)
+        parts.concatenate(b"h\n", iter([part]), temporary)
     assert temporary.read_bytes() == b"someone else's\n"
 
 
@@ -864,26 +705,26 @@ def test_a_failure_before_the_rename_leaves_the_previous_file(
         assert Path(source).read_text().startswith("DevEui,sendtime,co2\n")  # complete, not yet moved
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(download_file.os, "replace", failing_replace)
+    monkeypatch.setattr(files.os, "replace", failing_replace)
     with pytest.raises(DownloadError, match="No space left on device.*previous file is left"):
         write_single_file(_small_download_df(spark), target, "csv", False, "UTC")
     assert target.read_text() == "previous download\n"
     assert os.listdir(tmp_path) == ["download.csv"]
 
 
-@pytest.mark.parametrize("file_format, step", [("csv", "_concatenate"), ("parquet", "_merge_parquet")])
+@pytest.mark.parametrize("file_format, step", [("csv", "concatenate"), ("parquet", "merge_parquet")])
 def test_an_interruption_while_assembling_leaves_the_previous_file(
         spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         file_format: str, step: str) -> None:
     target = tmp_path / f"download.{file_format}"
     target.write_text("previous download\n")
-    assembled = getattr(download_file, step)
+    assembled = getattr(parts, step)
 
     def interrupted(*args: Any) -> Any:
         assembled(*args)  # the temporary file is complete ...
         raise KeyboardInterrupt  # ... when Ctrl-C arrives
 
-    monkeypatch.setattr(download_file, step, interrupted)
+    monkeypatch.setattr(parts, step, interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_single_file(_small_download_df(spark), target, file_format, False, "UTC")
     assert target.read_text() == "previous download\n"
@@ -891,23 +732,9 @@ def test_an_interruption_while_assembling_leaves_the_previous_file(
 
 
 @pytest.mark.parametrize("file_format", ["csv", "parquet"])
-def test_a_row_count_other_than_the_expected_one_fails_the_download(
+def test_a_check_of_the_written_rows_can_stop_the_download(
         spark: SparkSession, tmp_path: Path, file_format: str) -> None:
     target = tmp_path / f"download.{file_format}"
-    target.write_text("previous download\n")
-    with pytest.raises(DownloadError, match="Spark wrote 2 rows where 3 were expected"):
-        write_single_file(_small_download_df(spark), target, file_format, False, "UTC",
-                          expected_rows=3)
-    assert target.read_text() == "previous download\n"
-    assert os.listdir(tmp_path) == [target.name]
-    downloaded = write_single_file(_small_download_df(spark), target, file_format, False, "UTC",
-                                 expected_rows=2)
-    assert downloaded.rows == 2
-
-
-def test_a_check_of_the_written_rows_can_stop_the_download(
-        spark: SparkSession, tmp_path: Path) -> None:
-    target = tmp_path / "download.csv"
     target.write_text("previous download\n")
     seen: list[int] = []
 
@@ -916,10 +743,13 @@ def test_a_check_of_the_written_rows_can_stop_the_download(
         raise DownloadError("refused")
 
     with pytest.raises(DownloadError, match="refused"):
-        write_single_file(_small_download_df(spark), target, "csv", False, "UTC", on_written=refuse)
+        write_single_file(_small_download_df(spark), target, file_format, False, "UTC", on_written=refuse)
     assert seen == [2]
     assert target.read_text() == "previous download\n"
-    assert os.listdir(tmp_path) == ["download.csv"]
+    assert os.listdir(tmp_path) == [target.name]
+    downloaded = write_single_file(_small_download_df(spark), target, file_format, False, "UTC",
+                                   on_written=seen.append)
+    assert downloaded.rows == 2 and seen == [2, 2]
 
 
 @pytest.mark.parametrize("compress", [False, True])
@@ -929,13 +759,13 @@ def test_parts_in_a_staging_folder_elsewhere_give_the_same_bytes(
     beside, elsewhere = tmp_path / "out" / f"beside{suffix}", tmp_path / "out" / f"elsewhere{suffix}"
     staging = tmp_path / "staging"
     staging.mkdir()
-    readings_df = read_raw(spark, dataset.folder)
-    plan = plan_parts(readings_df, DownloadFilter(), 3)
-    download_df = readings_df.transform(order_for_download, COLUMNS, plan.split_points)
-    write_single_file(download_df, beside, "csv", compress, ROME)
-    # As on a cluster (DOWNLOAD_STAGING_DIR=hdfs://...): parts under a URI, read through Hadoop.
-    downloaded = write_single_file(download_df, elsewhere, "csv", compress, ROME,
-                                   staging_root=f"file://{staging}")
+    download_df = read_raw(spark, dataset.folder).transform(order_for_download, COLUMNS)
+    with session_conf(spark, {"spark.sql.adaptive.coalescePartitions.enabled": "false",
+                              "spark.sql.shuffle.partitions": "3"}):
+        write_single_file(download_df, beside, "csv", compress, ROME)
+        # As on a cluster (DOWNLOAD_STAGING_DIR=file:///shared/...): parts under a URI.
+        downloaded = write_single_file(download_df, elsewhere, "csv", compress, ROME,
+                                       staging_root=f"file://{staging}")
     assert downloaded.parts == 3
     assert elsewhere.read_bytes() == beside.read_bytes()
     text = gzip.decompress(beside.read_bytes()) if compress else beside.read_bytes()

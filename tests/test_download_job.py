@@ -1,7 +1,7 @@
 """The downloader end to end: spark-downloader.py and spark-downloader.sh run as a user runs them.
 
 Every download is read back with Python's csv module, gzip or pyarrow and compared with the
-rows computed in plain Python from the files written by pyarrow (tests/test_download_file.py).
+rows computed in plain Python from the files written by pyarrow (tests/test_download_files.py).
 The jobs run with TZ=America/New_York and BATCH_TIMEZONE=Europe/Rome, so that neither the
 process's local time nor UTC can pass for the batch time zone.
 """
@@ -24,18 +24,16 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from batch.downloader import (
+from batch.download.filters import parse_local_instant
+from batch.download.job import DownloadSummary, _check_staging, run_download
+from batch.download.settings import (
     DOWNLOADER_OPTIONS,
-    DownloadSummary,
     DownloaderSettings,
-    _check_staging,
     check_settings,
     load_download_settings,
-    run_download,
 )
 from batch.errors import ConfigurationError
-from batch.download_file import parse_local_instant
-from tests.test_download_file import (
+from tests.test_download_files import (
     COLUMNS,
     RANGES,
     ROME,
@@ -304,6 +302,74 @@ def test_a_write_failure_is_one_line_without_java_in_the_log(
 
 
 # --- spark-downloader.sh ----------------------------------------------------------------------
+
+def _job_driver(launcher_pid: int) -> int | None:
+    """The pid of the Python driver (spark-downloader.py) below a launcher, once it runs."""
+    for pid in _descendants(launcher_pid):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"python" in Path(argv[0].decode()).name.encode() and argv[1:2] and \
+                argv[1].endswith(b"spark-downloader.py"):
+            return pid
+    return None
+
+
+def _parts_being_written(folder: Path) -> bool:
+    """Whether a task has started writing a part file (Spark's attempt folders)."""
+    return any(path.stat().st_size > 0 for path in folder.glob(".download.csv.parts-*/_temporary/**/part-*")
+               if path.is_file())
+
+
+def test_sigterm_while_tasks_write_is_one_line_without_java_in_the_log(
+        dataset: DownloadDataset, env_file: Path, tmp_path: Path) -> None:
+    from tests.test_reliability import export_input
+
+    raw = export_input(tmp_path / "raw", 400_000)
+    target = tmp_path / "out" / "download.csv"
+    target.parent.mkdir()
+    target.write_text("previous download\n")
+    process = subprocess.Popen(
+        [str(PROJECT_ROOT / "spark-downloader.sh"), "--foreground", "--output", str(target)],
+        env=job_environment(DownloadDataset(raw, []), env_file), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    # Killed tasks are what Spark reported with their stack traces: stop the job while they write.
+    while not _parts_being_written(target.parent):
+        assert process.poll() is None and time.monotonic() < deadline, "the download never wrote a part"
+        time.sleep(0.02)
+    driver = _job_driver(process.pid)
+    assert driver is not None
+    os.kill(driver, signal.SIGTERM)
+    output, _ = process.communicate(timeout=JOB_TIMEOUT_S)
+    assert process.returncode == 143, output[-3000:]
+    assert "ERROR batch: stopped by SIGTERM" in output
+    assert "\tat " not in output and "Exception" not in output and "Traceback" not in output, output[-3000:]
+    assert target.read_text() == "previous download\n"
+    assert leftovers(target.parent, "download.csv") == []
+
+
+def test_a_full_disk_is_one_line_without_java_or_data_in_the_log(
+        dataset: DownloadDataset, env_file: Path, tmp_path: Path) -> None:
+    from tests.test_reliability import PREVIOUS_EXPORT, export_input, small_filesystem
+
+    raw = export_input(tmp_path / "raw", 20_000)  # about 1.5 MB of CSV
+    with small_filesystem(tmp_path / "disk", 256 * 1024) as disk:
+        target = disk / "export.csv"
+        target.write_text(PREVIOUS_EXPORT)
+        result = run_launcher(DownloadDataset(raw, []), env_file, "--foreground", "--output", str(target))
+        assert result.returncode == 5, result.stderr[-3000:]
+        output = result.stdout + result.stderr
+        [error] = [line for line in output.splitlines() if "ERROR" in line]
+        assert f"cannot write the download parts to {disk}/.export.csv.parts-" in error
+        assert error.endswith("No space left on device; the previous file is left as it was")
+        # Spark's report of the failed task quoted the row it was writing.
+        assert "\tat " not in output and "Exception" not in output and "Liceo Galilei" not in output
+        assert target.read_text() == PREVIOUS_EXPORT
+        assert os.listdir(disk) == ["export.csv"]
+
+
 
 def test_the_launcher_in_the_foreground_writes_a_gzipped_csv(
         dataset: DownloadDataset, env_file: Path, tmp_path: Path) -> None:

@@ -1,0 +1,209 @@
+"""The download job: raw Parquet readings -> filters -> (validation) -> one ordered file.
+
+Launched by spark-downloader.sh (spark-submit), or directly with
+`python spark-downloader.py --help`; its settings are in batch/download/settings.py.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from py4j.protocol import Py4JJavaError
+from pyspark.errors.exceptions.captured import CapturedException
+from pyspark.sql import Observation, SparkSession
+
+from batch import cli
+from batch.download.files import write_single_file
+from batch.download.filters import check_filter_values, filter_readings, value_inventory
+from batch.download.rows import (
+    clean_count_columns,
+    columns_to_read,
+    order_for_download,
+    range_checked_columns,
+    sort_for_download,
+    usable_readings,
+)
+from batch.download.settings import DownloaderSettings, check_settings
+from batch.errors import ConfigurationError, CorruptInputFileError, DownloadError, EmptyInputError
+from batch.readers import read_raw_readings, undecodable_file
+from batch.spark_errors import spark_error_chain
+from batch.summary import JobSummary
+from batch.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(kw_only=True)
+class DownloadSummary(JobSummary):
+    """What a download did; printed at the end and optionally written as JSON.
+
+    rows_excluded and values_nulled are counted with --clean only.
+    """
+
+    output: str
+    file_format: str
+    timezone: str
+    clean: bool
+    filters: dict[str, str] = field(default_factory=dict)
+    columns: list[str] = field(default_factory=list)
+    rows_selected: int | None = None
+    rows_downloaded: int | None = None
+    file_bytes: int | None = None
+    file_size: str | None = None
+    parts: int | None = None
+    leftovers_removed: list[str] = field(default_factory=list)  # of killed earlier downloads
+    seconds: float | None = None
+
+    @classmethod
+    def for_settings(cls, settings: DownloaderSettings) -> DownloadSummary:
+        file_format = settings.download_format + ("+gzip" if settings.download_gzip else "")
+        return cls(job="download", input_path=settings.raw_data_path,
+                   output=str(settings.output_path), file_format=file_format,
+                   timezone=settings.batch_timezone, clean=settings.download_clean,
+                   filters=settings.filter_description() or {"(none)": "every reading"},
+                   columns=list(settings.columns))
+
+
+def run_download(spark: SparkSession, settings: DownloaderSettings,
+                 summary: DownloadSummary) -> DownloadSummary:
+    """Run the whole download, filling `summary`; raises BatchError with the summary marked failed."""
+    started = time.monotonic()
+    try:
+        _download(spark, settings, summary)
+        summary.status = "succeeded"
+    except BaseException as error:
+        summary.status = "failed"
+        summary.error_message = cli.describe_failure(error)
+        if isinstance(error, KeyboardInterrupt):
+            summary.error_message += "; the previous file is kept"
+        raise
+    finally:
+        summary.seconds = round(time.monotonic() - started, 3)
+    return summary
+
+
+class NoMatchingReadingsError(EmptyInputError):
+    """The filters select no reading: nothing is written and the previous file is kept."""
+
+
+def _download(spark: SparkSession, settings: DownloaderSettings, summary: DownloadSummary) -> None:
+    check_settings(settings)
+    _check_staging(spark, settings)
+    unreadable: tuple[str, ...] = ()
+    while True:
+        try:
+            _download_once(spark, settings, summary, unreadable)
+            return
+        except (Py4JJavaError, CapturedException) as error:
+            file = next(filter(None, map(undecodable_file, spark_error_chain(error))), None)
+            if file is None:
+                raise
+            damaged = CorruptInputFileError(
+                f"{file} is not a readable Parquet file: its data cannot be decoded")
+            if not settings.skip_corrupt_files or file in unreadable:
+                raise damaged from None
+            # A footer that reads but data pages that do not: skipped like an unreadable
+            # footer, and the download made again without it.
+            log.warning("skipping %s", damaged)
+            unreadable += (file,)
+
+
+def _download_once(spark: SparkSession, settings: DownloaderSettings, summary: DownloadSummary,
+                   unreadable: tuple[str, ...]) -> None:
+    download_filter = settings.download_filter
+    columns = settings.columns
+    with summary.phase("read"):
+        readings_df, input_files = read_raw_readings(
+            spark, settings.raw_data_path,
+            columns_to_read(columns, download_filter, settings.download_clean),
+            settings.skip_corrupt_files, unreadable)
+        summary.record_input(input_files)
+    if download_filter.has_value_filters:
+        # One aggregation over the three value columns, before anything is written: a
+        # misspelt profile is told apart from an empty selection, with the values that exist.
+        with summary.phase("check"):
+            inventory = [row.asDict() for row in value_inventory(readings_df).collect()]
+            check_filter_values(download_filter, inventory, settings.raw_data_path)
+    selected_df = readings_df.transform(filter_readings, download_filter)
+    checked = range_checked_columns(columns)
+    # The --clean counts are observed while the download is written, after the sort (whose
+    # sampling pass reads the rows before it: counts observed there would be off).
+    clean_observation = (Observation(f"clean-counts-{uuid.uuid4().hex}")
+                         if settings.download_clean else None)
+    if clean_observation is None:
+        download_df = selected_df.transform(order_for_download, columns)
+    else:
+        download_df = (selected_df.transform(validate_readings, checked, settings.download_drop_replays)
+                       .transform(sort_for_download, columns)
+                       .observe(clean_observation, *clean_count_columns(checked))
+                       .transform(usable_readings, columns))
+
+    def check_written(rows: int) -> None:
+        # Called once Spark has written the parts, before the file is assembled and published.
+        _record_counts(summary, settings, checked, clean_observation, rows)
+        if rows == 0:
+            raise NoMatchingReadingsError(_no_match_message(settings, summary))
+
+    with summary.phase("write"):
+        downloaded = write_single_file(
+            download_df, settings.output_path, settings.download_format, settings.download_gzip,
+            settings.batch_timezone, settings.download_staging_dir, on_written=check_written)
+    summary.file_bytes = downloaded.size_bytes
+    summary.file_size = _human_size(downloaded.size_bytes)
+    summary.parts = downloaded.parts
+    summary.leftovers_removed = list(downloaded.leftovers_removed)
+    log.info("downloaded %s rows to %s (%s)", f"{summary.rows_downloaded:,}", downloaded.path,
+             summary.file_size)
+
+
+def _record_counts(summary: DownloadSummary, settings: DownloaderSettings,
+                   checked: Sequence[str], clean_observation: Observation | None,
+                   rows: int) -> None:
+    summary.rows_downloaded = rows
+    if clean_observation is None:
+        summary.rows_selected = rows
+        return
+    counts = clean_observation.get
+    if counts["rows_downloaded"] != rows:
+        raise DownloadError(f"--clean counted {counts['rows_downloaded']:,} usable readings but "
+                          f"{rows:,} were written; {settings.output_path} left as it was")
+    summary.rows_selected = counts["rows_selected"]
+    reasons = EXCLUSION_REASONS + ((REPLAY_REASON,) if settings.download_drop_replays else ())
+    summary.rows_excluded = {reason: counts[reason] for reason in reasons}
+    summary.values_nulled = {column: counts[out_of_range_flag(column)] for column in checked}
+
+
+def _check_staging(spark: SparkSession, settings: DownloaderSettings) -> None:
+    master = spark.sparkContext.master
+    if not settings.download_staging_dir and not master.startswith("local"):
+        # Executors on other machines would write their parts to their own disks, and the
+        # driver would assemble a download with rows missing.
+        raise ConfigurationError(
+            f"Spark runs on {master}, whose executors cannot write to this machine's disk: set "
+            "DOWNLOAD_STAGING_DIR (--staging-dir) to a folder on the cluster's file system, "
+            "e.g. hdfs://hadoop-namenode:8020/tmp/indoor-air-download, or file:///... if every "
+            "executor shares this machine's disk")
+
+
+def _no_match_message(settings: DownloaderSettings, summary: DownloadSummary) -> str:
+    filters = "; ".join(f"{name} {value}" for name, value in settings.filter_description().items())
+    selection = f"matches {filters}" if filters else "is in the input"
+    message = f"no reading under {settings.raw_data_path} {selection}"
+    if settings.download_clean and summary.rows_selected:
+        excluded = ", ".join(f"{reason} {count:,}"
+                             for reason, count in (summary.rows_excluded or {}).items() if count)
+        message = (f"the {summary.rows_selected:,} readings selected under {settings.raw_data_path} "
+                   f"are all excluded by --clean ({excluded})")
+    return f"{message}; nothing written, {settings.output_path} left as it was"
+
+
+def _human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
