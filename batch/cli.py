@@ -5,9 +5,11 @@ import argparse
 import json
 import logging
 import os
+import select
 import signal
 import sys
-import tempfile
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +17,22 @@ from typing import Any
 
 from pyspark import SparkConf
 
-from batch.config import Option, build_parser, find_env_file, resolve_options, settings_from
+from batch.atomic_file import write_atomically
+from batch.config import (
+    SUMMARY_JSON_OPTION,
+    Option,
+    build_parser,
+    check_file_target,
+    find_env_file,
+    resolve_options,
+    settings_from,
+)
 from batch.errors import BatchError, StoppedBySignal
 
 log = logging.getLogger("batch")
+
+# Set by the supervisor of the run (batch/launcher/jobrun.py SUPERVISOR_VARIABLE): its pid.
+SUPERVISOR_VARIABLE = "BATCH_SUPERVISOR_PID"
 
 
 def configure_logging() -> None:
@@ -69,6 +83,9 @@ def load(job: JobDefinition, argv: Sequence[str], project_root: Path,
              for name, value in vars(args).items() if name not in option_fields}
     settings = settings_from(job.settings_class, {**values, **extra})
     job.check(settings)
+    if SUMMARY_JSON_OPTION in job.options and (summary_json := getattr(settings, SUMMARY_JSON_OPTION.field)):
+        # Found now, not by a traceback once the run has published.
+        check_file_target(Path(summary_json), "--summary-json")
     return LoadedSettings(settings, env_file, args.check_config)
 
 
@@ -81,8 +98,23 @@ def load_settings(job: JobDefinition, argv: Sequence[str], project_root: Path) -
     return loaded.settings
 
 
+class _Stop:
+    """The first stop of this run, if any: whatever error the run then ends with (the JVM,
+    stopped by the same signal, breaks the gateway under the driver), it was stopped."""
+
+    received: StoppedBySignal | None = None
+    # Set when the run's supervisor ended without passing a stop on (kill -9 of the printed pid).
+    supervisor_gone: int | None = None
+
+
+def stop_received() -> StoppedBySignal | None:
+    return _Stop.received
+
+
 def describe_failure(error: BaseException) -> str:
     """The one-line error message of a failed run, for its summary and run record."""
+    if _Stop.received is not None:
+        return str(_Stop.received)
     if isinstance(error, StoppedBySignal):
         return str(error)
     if isinstance(error, KeyboardInterrupt):
@@ -113,20 +145,29 @@ def spark_master_unless_submitted(master: str) -> str | None:
     return None if SparkConf().contains("spark.master") else master
 
 
-def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.",
-                                     delete=False, encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True, default=str)
-        handle.write("\n")
-    os.replace(handle.name, path)
+def write_summary_json(path: Path, data: Mapping[str, Any]) -> bool:
+    """Write the run summary as JSON; False, with a warning, when it cannot be written.
+
+    The run's outcome is settled by then (published, or failed and recorded): a summary file
+    that cannot be written (checked before Spark starts; a disk that filled up or a folder
+    made read-only since) must not turn it into a failure.
+    """
+    try:
+        write_atomically(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    except OSError as error:
+        log.warning("the run summary was not written to %s: %s", path, error.strerror or error)
+        return False
+    return True
 
 
 def format_summary(title: str, summary: Mapping[str, Any]) -> str:
     """A human-readable block: scalars first, then one indented line per entry of each mapping."""
     lines = [f"==== {title} ===="]
+    # A top-level None: not measured by this run (it failed before): left out, never "none".
     for key, value in summary.items():
-        if isinstance(value, Mapping):
+        if isinstance(value, Mapping) and not value:
+            lines.append(f"{key}: none")
+        elif isinstance(value, Mapping):
             lines.append(f"{key}:")
             # None inside a mapping: not measured by this run (e.g. replays when not dropped).
             lines += [f"    {name:<28} {'not checked' if item is None else item}"
@@ -148,24 +189,85 @@ def run_and_report(spark: Any, title: str, run: Callable[[], object],
     replaced: it calls the JVM from inside the interrupted JVM call, which breaks the gateway
     connection instead of stopping the job.
     """
-    signal.signal(signal.SIGINT, _raise_stopped)
-    signal.signal(signal.SIGTERM, _raise_stopped)
+    for number in STOP_SIGNALS:
+        signal.signal(number, _raise_stopped)
+    _watch_supervisor(os.environ.get(SUPERVISOR_VARIABLE, ""))
     try:
         run()
     finally:
         data = report()
         print(format_summary(title, data), flush=True)
         if summary_json:
-            write_json_atomically(Path(summary_json), data)
-        spark.stop()
+            write_summary_json(Path(summary_json), data)
+        _stop_spark(spark)
     return 0
+
+
+# The stops batch/launcher/jobrun.py passes on to the job's process group.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _raise_stopped(signal_number: int, _frame: object) -> None:
     # Once: a second signal while the job unwinds must not interrupt the clean-up.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise StoppedBySignal(signal_number)
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
+    if _Stop.supervisor_gone is not None:
+        _Stop.received = StoppedBySignal(
+            signal.SIGKILL, f"its supervisor (pid {_Stop.supervisor_gone}) was killed")
+    else:
+        _Stop.received = StoppedBySignal(signal_number)
+    raise _Stop.received
+
+
+def _watch_supervisor(supervisor: str) -> None:
+    """Stop the run (as a SIGTERM would) if its supervisor ends first: the supervisor passes
+    every stop it can catch on to the job, so its ending first means it was killed (kill -9
+    of the pid the launcher printed), and a job left running would be nobody's."""
+    if not supervisor.isdigit():
+        return
+    pid = int(supervisor)
+
+    def wait_and_stop() -> None:
+        _wait_for_exit(pid)
+        _Stop.supervisor_gone = pid
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=wait_and_stop, name="supervisor-watch", daemon=True).start()
+
+
+def _wait_for_exit(pid: int) -> None:
+    try:
+        handle = os.pidfd_open(pid)  # Linux 5.3+: readable once the process has ended
+    except ProcessLookupError:
+        return
+    except (AttributeError, OSError):
+        while _process_exists(pid):
+            time.sleep(1)
+        return
+    try:
+        select.select([handle], [], [])
+    finally:
+        os.close(handle)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stop_spark(spark: Any) -> None:
+    """Stop Spark; after a stop, the JVM may have ended already (it got the same signal)."""
+    try:
+        spark.stop()
+    except Exception:
+        if _Stop.received is None:
+            raise
+        log.info("Spark had already ended with the stop")
 
 
 def run_main(main: Callable[[], int]) -> None:
@@ -173,14 +275,18 @@ def run_main(main: Callable[[], int]) -> None:
     configure_logging()
     try:
         code = main()
-    except BatchError as error:
-        log.error("%s", error)
-        code = error.exit_code
-    except KeyboardInterrupt as error:
+    except BaseException as error:
+        # A stop decides, whatever error it surfaced as.
+        stop = _Stop.received or (error if isinstance(error, StoppedBySignal) else None)
+        if stop is None and isinstance(error, BatchError):
+            log.error("%s", error)
+            sys.exit(error.exit_code)
+        if stop is None and not isinstance(error, KeyboardInterrupt):
+            raise
         log.error("%s", describe_failure(error))
         sys.stdout.flush()
         sys.stderr.flush()
         # Not sys.exit: under a stopped job, Py4J's threads would print their stack traces
         # while the interpreter shuts down.
-        os._exit(error.exit_code if isinstance(error, StoppedBySignal) else 128 + signal.SIGINT)
+        os._exit(stop.exit_code if stop is not None else 128 + signal.SIGINT)
     sys.exit(code)
