@@ -103,6 +103,8 @@ class _Stop:
     stopped by the same signal, breaks the gateway under the driver), it was stopped."""
 
     received: StoppedBySignal | None = None
+    relay_started = False
+    spark: Any = None  # the session whose jobs a stop cancels
     # Set when the run's supervisor ended without passing a stop on (kill -9 of the printed pid).
     supervisor_gone: int | None = None
 
@@ -189,9 +191,8 @@ def run_and_report(spark: Any, title: str, run: Callable[[], object],
     replaced: it calls the JVM from inside the interrupted JVM call, which breaks the gateway
     connection instead of stopping the job.
     """
-    for number in STOP_SIGNALS:
-        signal.signal(number, _raise_stopped)
-    _watch_supervisor(os.environ.get(SUPERVISOR_VARIABLE, ""))
+    # Again: the SparkContext has installed PySpark's own SIGINT handler.
+    install_stop_handlers(spark)
     try:
         run()
     finally:
@@ -207,16 +208,68 @@ def run_and_report(spark: Any, title: str, run: Callable[[], object],
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+def install_stop_handlers(spark: Any = None) -> None:
+    """A stop signal raises StoppedBySignal, once, and cancels `spark`'s jobs. Installed
+    explicitly: the JVM that starts the driver under spark-submit hands these signals down
+    ignored."""
+    _Stop.spark = spark
+    for number in STOP_SIGNALS:
+        signal.signal(number, _raise_stopped)
+    _relay_stops_to_the_main_thread()
+
+
+def _relay_stops_to_the_main_thread() -> None:
+    """Make sure a stop interrupts the main thread, where Python runs signal handlers.
+
+    A signal sent to the process may be delivered to any of its threads (Py4J's, Arrow's):
+    Python notes it, but the main thread, blocked in a socket read of a Spark job's result,
+    would not run the handler before the job's end. Python writes every signal it notes to
+    the wakeup fd; a thread reading it sends each stop signal once more, to the main thread.
+    """
+    if _Stop.relay_started:
+        return
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end)
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def relay() -> None:
+        relayed: set[int] = set()
+        while True:
+            for number in os.read(read_end, 64):
+                if number in STOP_SIGNALS and number not in relayed and _Stop.received is None:
+                    relayed.add(number)
+                    signal.pthread_kill(main, number)
+
+    threading.Thread(target=relay, name="stop-relay", daemon=True).start()
+    _Stop.relay_started = True
+
+
 def _raise_stopped(signal_number: int, _frame: object) -> None:
-    # Once: a second signal while the job unwinds must not interrupt the clean-up.
+    # Once: a second signal (or the relayed copy) must not interrupt the clean-up.
     for number in STOP_SIGNALS:
         signal.signal(number, signal.SIG_IGN)
+    if _Stop.received is not None:
+        return
     if _Stop.supervisor_gone is not None:
         _Stop.received = StoppedBySignal(
             signal.SIGKILL, f"its supervisor (pid {_Stop.supervisor_gone}) was killed")
     else:
         _Stop.received = StoppedBySignal(signal_number)
+    if _Stop.spark is not None:
+        # From another thread: this one may be inside a JVM call, and the stop unwinds through
+        # calls that wait for the running Spark job (PySpark's Arrow collect waits for its
+        # result in a `finally`).
+        threading.Thread(target=_cancel_jobs, args=(_Stop.spark,), name="stop", daemon=True).start()
     raise _Stop.received
+
+
+def _cancel_jobs(spark: Any) -> None:
+    try:
+        spark.sparkContext.cancelAllJobs()
+    except Exception as error:  # noqa: BLE001 - the stop goes on; spark.stop() ends the rest
+        log.info("cancelling the Spark jobs after the stop failed: %s", error)
 
 
 def _watch_supervisor(supervisor: str) -> None:
@@ -227,10 +280,13 @@ def _watch_supervisor(supervisor: str) -> None:
         return
     pid = int(supervisor)
 
+    main = threading.main_thread().ident
+    assert main is not None
+
     def wait_and_stop() -> None:
         _wait_for_exit(pid)
         _Stop.supervisor_gone = pid
-        os.kill(os.getpid(), signal.SIGTERM)
+        signal.pthread_kill(main, signal.SIGTERM)
 
     threading.Thread(target=wait_and_stop, name="supervisor-watch", daemon=True).start()
 
@@ -274,6 +330,9 @@ def run_main(main: Callable[[], int]) -> None:
     """Run a job's main; a BatchError or a stop is reported in one line, no traceback."""
     configure_logging()
     try:
+        # From the start: a stop while the settings are read or Spark starts ends the run too.
+        install_stop_handlers()
+        _watch_supervisor(os.environ.get(SUPERVISOR_VARIABLE, ""))
         code = main()
     except BaseException as error:
         # A stop decides, whatever error it surfaced as.

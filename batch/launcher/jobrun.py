@@ -102,11 +102,13 @@ def read_int(path: Path) -> int | None:
 class Supervisor:
     """Runs a job's command in a process group and stays until the whole group has ended.
 
-    TERM, INT and HUP sent to the supervisor go to the whole group: the spark-submit JVM
-    and the Python driver it started both get the stop, and the driver records it (the JVM
-    alone would die under the driver, which would then record a broken gateway). The driver
-    watches the supervisor (SUPERVISOR_VARIABLE) and stops itself should the supervisor be
-    killed without passing a stop on.
+    TERM, INT and HUP sent to the supervisor go to the whole group, where the Python driver
+    records the stop and ends; spark-submit's JVM ends with it. The JVM is started with
+    those signals ignored (a JVM keeps a stop signal ignored at its start ignored): killed
+    first, it would cut the driver's gateway and its output, which runs through the JVM, and
+    the run would be recorded as a broken gateway, or not at all. The driver watches the
+    supervisor (SUPERVISOR_VARIABLE) and stops itself should the supervisor be killed
+    without passing a stop on (kill -9).
     """
 
     def __init__(self) -> None:
@@ -139,7 +141,7 @@ class Supervisor:
         # A session, not just a group: a terminal's job control leaves the job alone (no
         # SIGTTOU for the progress bar); its Ctrl-C reaches the supervisor, which passes it on.
         child = subprocess.Popen(list(command), env=environ, start_new_session=new_group,
-                                 **popen)  # type: ignore[call-overload]
+                                 preexec_fn=_ignore_stop_signals, **popen)  # type: ignore[call-overload]
         self.group = child.pid if new_group else os.getpgrp()
         if self.stop_signal is not None:  # a stop that came while the job was starting
             self._forward(self.stop_signal)
@@ -164,6 +166,12 @@ def state(folder: Path) -> str:
     if alive(read_int(folder / "job.wrapper")):
         return "running" if (folder / "job.pid").exists() else "starting"
     return "lost" if (folder / "job.wrapper").exists() else "starting"
+
+
+def _ignore_stop_signals() -> None:
+    # In the child, before it execs spark-submit; the driver installs its own handlers.
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
 
 
 def _stop_group(folder: Path) -> None:
