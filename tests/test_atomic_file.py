@@ -10,19 +10,9 @@ from pathlib import Path
 import pytest
 
 from batch.atomic_file import write_atomically
-from tests.test_reliability import remount_read_only, small_filesystem
+from tests.test_reliability import fill, remount_read_only, small_filesystem
 
 PREVIOUS = "previous content\n"
-
-
-def fill(disk: Path) -> None:
-    """Fill `disk` to the last byte with a file of its own."""
-    with open(disk / "filler", "wb", buffering=0) as filler:
-        try:
-            while filler.write(b"x" * 4096):
-                pass
-        except OSError as error:
-            assert error.errno == errno.ENOSPC, error
 
 
 def test_a_write_that_does_not_fit_leaves_the_previous_file_and_no_temporary_file(tmp_path: Path) -> None:

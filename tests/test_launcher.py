@@ -38,6 +38,7 @@ from tests.support.jobs import (
 )
 from tests.support.published import published
 from tests.test_analysis import analysis_settings, run, small_dataset
+from tests.test_reliability import remount_read_only, small_filesystem
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LAUNCHER = PROJECT_ROOT / "start-spark.sh"
@@ -236,6 +237,27 @@ def test_an_output_folder_that_cannot_take_the_file_is_refused_before_spark_star
         f"{tmp_path / 'exports'}: a file is in the way where a folder should be")
     assert _checked(DOWNLOADER, environment, "--columns", "co2,nope").startswith(
         "spark-downloader.sh: --columns: unknown column(s) nope")
+
+
+def test_a_summary_file_that_cannot_be_written_is_refused_before_spark_starts(
+        make_target: Callable[..., PostgresTarget], postgres_server: LocalPostgres, tmp_path: Path) -> None:
+    target = make_target()
+    environment = launcher_environment(target, tmp_path, postgres_server)
+    # Root writes through permission bits: the folder is on a read-only file system.
+    with small_filesystem(tmp_path / "disk", 64 * 1024) as disk:
+        remount_read_only(disk)
+        assert _checked(LAUNCHER, environment, "--raw-data-path", str(tmp_path),
+                        "--summary-json", str(disk / "summary.json")) == (
+            f"start-spark.sh: --summary-json {disk / 'summary.json'}: cannot write to the folder {disk}: "
+            "Read-only file system")
+    with closing(admin_connection(target)) as conn:  # nothing started: no run recorded
+        assert not runs_table_exists(conn, target.schema)
+
+
+def runs_table_exists(conn: Any, schema: str) -> bool:
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s)", (f'"{schema}".batch_runs',))
+        return cursor.fetchone()[0] is not None
 
 
 def test_check_config_always_runs_in_the_foreground(
