@@ -22,6 +22,7 @@ from typing import Any
 from batch import atomic_file
 from batch.errors import EXIT_DOCKER
 from batch.launcher import submit
+from batch.launcher.jobrun import STOP_SIGNALS
 from batch.launcher.main import (
     EXIT_MISSING_PREREQUISITE,
     LAUNCHER_ONLY_VARIABLES,
@@ -138,11 +139,11 @@ def _foreground(state: Launch, plan: dict[str, str], environment: list[str], com
         # Ctrl-C ends the docker client, not the job in the container: stop the job too.
         _exec(state, _jobrun(state, "stop"), workdir=run, to_stderr=True)
 
-    for number in (signal.SIGINT, signal.SIGTERM):
+    for number in STOP_SIGNALS:
         signal.signal(number, stop)
     code = _exec(state, [*_jobrun(state, "run"), "--", *command], workdir=run,
                  environment=environment).returncode
-    for number in (signal.SIGINT, signal.SIGTERM):
+    for number in STOP_SIGNALS:
         signal.signal(number, signal.SIG_DFL)
     collect_results(state, plan, code)
     if code != 0:
