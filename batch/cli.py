@@ -99,8 +99,9 @@ def load_settings(job: JobDefinition, argv: Sequence[str], project_root: Path) -
 
 
 class _Stop:
-    """The first stop of this run, if any: whatever error the run then ends with (the JVM,
-    stopped by the same signal, breaks the gateway under the driver), it was stopped."""
+    """The first stop of this run, if any: whatever error the run then ends with (its
+    cancelled Spark job's, or a gateway broken by a JVM that got the same signal), it was
+    stopped."""
 
     received: StoppedBySignal | None = None
     relay_started = False
