@@ -5,9 +5,11 @@ import argparse
 import json
 import logging
 import os
-import secrets
+import select
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +17,14 @@ from typing import Any
 
 from pyspark import SparkConf
 
+from batch.atomic_file import write_atomically
 from batch.config import (
     DEFAULTED_OPTIONS_FIELD,
     ENV_FILE_VARIABLE,
+    SUMMARY_JSON_OPTION,
     Option,
     build_parser,
+    check_file_target,
     find_env_file,
     resolve_options_with_sources,
     settings_from,
@@ -28,6 +33,9 @@ from batch.config import (
 from batch.errors import BatchError, StoppedBySignal
 
 log = logging.getLogger("batch")
+
+# Set by the supervisor of the run (batch/launcher/jobrun.py SUPERVISOR_VARIABLE): its pid.
+SUPERVISOR_VARIABLE = "BATCH_SUPERVISOR_PID"
 
 
 def configure_logging() -> None:
@@ -84,6 +92,9 @@ def load(job: JobDefinition, argv: Sequence[str], project_root: Path,
     settings = settings_from(job.settings_class, {
         **resolved.values, **extra, DEFAULTED_OPTIONS_FIELD: tuple(sorted(resolved.defaulted))})
     job.check(settings)
+    if SUMMARY_JSON_OPTION in job.options and (summary_json := getattr(settings, SUMMARY_JSON_OPTION.field)):
+        # Found now, not by a traceback once the run has published.
+        check_file_target(Path(summary_json), "--summary-json")
     return LoadedSettings(settings, env_file, args.check_config)
 
 
@@ -112,8 +123,26 @@ def load_settings(job: JobDefinition, argv: Sequence[str], project_root: Path) -
     return loaded.settings
 
 
+class _Stop:
+    """The first stop of this run, if any: whatever error the run then ends with (its
+    cancelled Spark job's, or a gateway broken by a JVM that got the same signal), it was
+    stopped."""
+
+    received: StoppedBySignal | None = None
+    relay_started = False
+    spark: Any = None  # the session whose jobs a stop cancels
+    # Set when the run's supervisor ended without passing a stop on (kill -9 of the printed pid).
+    supervisor_gone: int | None = None
+
+
+def stop_received() -> StoppedBySignal | None:
+    return _Stop.received
+
+
 def describe_failure(error: BaseException) -> str:
     """The one-line error message of a failed run, for its summary and run record."""
+    if _Stop.received is not None:
+        return str(_Stop.received)
     if isinstance(error, StoppedBySignal):
         return str(error)
     if isinstance(error, KeyboardInterrupt):
@@ -144,24 +173,30 @@ def spark_master_unless_submitted(master: str) -> str | None:
     return None if SparkConf().contains("spark.master") else master
 
 
-def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.parent / f".{path.name}.{secrets.token_hex(6)}"
-    # Created as open() creates a file (0666 less the umask, 0644 usually), not 0600 as
-    # tempfile does: a summary is read by monitoring, under another user often.
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    with open(descriptor, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True, default=str)
-        handle.write("\n")
-    os.replace(temporary, path)
+def write_summary_json(path: Path, data: Mapping[str, Any]) -> bool:
+    """Write the run summary as JSON; False, with a warning, when it cannot be written.
+
+    The run's outcome is settled by then (published, or failed and recorded): a summary file
+    that cannot be written (checked before Spark starts; a disk that filled up or a folder
+    made read-only since) must not turn it into a failure.
+    """
+    try:
+        write_atomically(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    except OSError as error:
+        log.warning("the run summary was not written to %s: %s", path, error.strerror or error)
+        return False
+    return True
 
 
 def format_summary(title: str, summary: Mapping[str, Any]) -> str:
     """A human-readable block: one line per scalar, one indented line per entry of each
     mapping and per item of each list."""
     lines = [f"==== {title} ===="]
+    # A top-level None: not measured by this run (it failed before): left out, never "none".
     for key, value in summary.items():
-        if isinstance(value, Mapping):
+        if isinstance(value, Mapping) and not value:
+            lines.append(f"{key}: none")
+        elif isinstance(value, Mapping):
             lines.append(f"{key}:")
             # None inside a mapping: not measured by this run (e.g. replays when not dropped).
             lines += [f"    {name:<28} {'not checked' if item is None else item}"
@@ -185,39 +220,161 @@ def run_and_report(spark: Any, title: str, run: Callable[[], object],
     replaced: it calls the JVM from inside the interrupted JVM call, which breaks the gateway
     connection instead of stopping the job.
     """
-    signal.signal(signal.SIGINT, _raise_stopped)
-    signal.signal(signal.SIGTERM, _raise_stopped)
+    # Again: the SparkContext has installed PySpark's own SIGINT handler.
+    install_stop_handlers(spark)
     try:
         run()
     finally:
         data = report()
         print(format_summary(title, data), flush=True)
         if summary_json:
-            write_json_atomically(Path(summary_json), data)
-        spark.stop()
+            write_summary_json(Path(summary_json), data)
+        _stop_spark(spark)
     return 0
 
 
+# The stops batch/launcher/jobrun.py passes on to the job's process group.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def install_stop_handlers(spark: Any = None) -> None:
+    """A stop signal raises StoppedBySignal, once, and cancels `spark`'s jobs. Installed
+    explicitly: the JVM that starts the driver under spark-submit hands these signals down
+    ignored."""
+    _Stop.spark = spark
+    for number in STOP_SIGNALS:
+        signal.signal(number, _raise_stopped)
+    _relay_stops_to_the_main_thread()
+
+
+def _relay_stops_to_the_main_thread() -> None:
+    """Make sure a stop interrupts the main thread, where Python runs signal handlers.
+
+    A signal sent to the process may be delivered to any of its threads (Py4J's, Arrow's):
+    Python notes it, but the main thread, blocked in a socket read of a Spark job's result,
+    would not run the handler before the job's end. Python writes every signal it notes to
+    the wakeup fd; a thread reading it sends each stop signal once more, to the main thread.
+    """
+    if _Stop.relay_started:
+        return
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end)
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def relay() -> None:
+        relayed: set[int] = set()
+        while True:
+            for number in os.read(read_end, 64):
+                if number in STOP_SIGNALS and number not in relayed and _Stop.received is None:
+                    relayed.add(number)
+                    signal.pthread_kill(main, number)
+
+    threading.Thread(target=relay, name="stop-relay", daemon=True).start()
+    _Stop.relay_started = True
+
+
 def _raise_stopped(signal_number: int, _frame: object) -> None:
-    # Once: a second signal while the job unwinds must not interrupt the clean-up.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise StoppedBySignal(signal_number)
+    # Once: a second signal (or the relayed copy) must not interrupt the clean-up.
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
+    if _Stop.received is not None:
+        return
+    if _Stop.supervisor_gone is not None:
+        _Stop.received = StoppedBySignal(
+            signal.SIGKILL, f"its supervisor (pid {_Stop.supervisor_gone}) was killed")
+    else:
+        _Stop.received = StoppedBySignal(signal_number)
+    if _Stop.spark is not None:
+        # From another thread: this one may be inside a JVM call, and the stop unwinds through
+        # calls that wait for the running Spark job (PySpark's Arrow collect waits for its
+        # result in a `finally`).
+        threading.Thread(target=_cancel_jobs, args=(_Stop.spark,), name="stop", daemon=True).start()
+    raise _Stop.received
+
+
+def _cancel_jobs(spark: Any) -> None:
+    try:
+        spark.sparkContext.cancelAllJobs()
+    except Exception as error:  # noqa: BLE001 - the stop goes on; spark.stop() ends the rest
+        log.info("cancelling the Spark jobs after the stop failed: %s", error)
+
+
+def _watch_supervisor(supervisor: str) -> None:
+    """Stop the run (as a SIGTERM would) if its supervisor ends first: the supervisor passes
+    every stop it can catch on to the job, so its ending first means it was killed (kill -9
+    of the pid the launcher printed), and a job left running would be nobody's."""
+    if not supervisor.isdigit():
+        return
+    pid = int(supervisor)
+
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def wait_and_stop() -> None:
+        _wait_for_exit(pid)
+        _Stop.supervisor_gone = pid
+        signal.pthread_kill(main, signal.SIGTERM)
+
+    threading.Thread(target=wait_and_stop, name="supervisor-watch", daemon=True).start()
+
+
+def _wait_for_exit(pid: int) -> None:
+    try:
+        handle = os.pidfd_open(pid)  # Linux 5.3+: readable once the process has ended
+    except ProcessLookupError:
+        return
+    except (AttributeError, OSError):
+        while _process_exists(pid):
+            time.sleep(1)
+        return
+    try:
+        select.select([handle], [], [])
+    finally:
+        os.close(handle)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stop_spark(spark: Any) -> None:
+    """Stop Spark; after a stop, the JVM may have ended already (it got the same signal)."""
+    try:
+        spark.stop()
+    except Exception:
+        if _Stop.received is None:
+            raise
+        log.info("Spark had already ended with the stop")
 
 
 def run_main(main: Callable[[], int]) -> None:
     """Run a job's main; a BatchError or a stop is reported in one line, no traceback."""
     configure_logging()
     try:
+        # From the start: a stop while the settings are read or Spark starts ends the run too.
+        install_stop_handlers()
+        _watch_supervisor(os.environ.get(SUPERVISOR_VARIABLE, ""))
         code = main()
-    except BatchError as error:
-        log.error("%s", error)
-        code = error.exit_code
-    except KeyboardInterrupt as error:
+    except BaseException as error:
+        # A stop decides, whatever error it surfaced as.
+        stop = _Stop.received or (error if isinstance(error, StoppedBySignal) else None)
+        if stop is None and isinstance(error, BatchError):
+            log.error("%s", error)
+            sys.exit(error.exit_code)
+        if stop is None and not isinstance(error, KeyboardInterrupt):
+            raise
         log.error("%s", describe_failure(error))
         sys.stdout.flush()
         sys.stderr.flush()
         # Not sys.exit: under a stopped job, Py4J's threads would print their stack traces
         # while the interpreter shuts down.
-        os._exit(error.exit_code if isinstance(error, StoppedBySignal) else 128 + signal.SIGINT)
+        os._exit(stop.exit_code if stop is not None else 128 + signal.SIGINT)
     sys.exit(code)

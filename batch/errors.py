@@ -47,12 +47,13 @@ class BatchError(Exception):
 
 
 class StoppedBySignal(KeyboardInterrupt):
-    """SIGTERM or SIGINT arrived: the job unwinds and records "stopped by SIGTERM"."""
+    """SIGTERM, SIGINT or SIGHUP arrived: the job unwinds and records "stopped by SIGTERM"
+    (or, when its supervisor was killed, "stopped by SIGKILL: its supervisor ... was killed")."""
 
-    def __init__(self, signal_number: int) -> None:
+    def __init__(self, signal_number: int, how: str = "") -> None:
         self.signal_name = signal.Signals(signal_number).name
         self.exit_code = 128 + signal_number
-        super().__init__(f"stopped by {self.signal_name}")
+        super().__init__(f"stopped by {self.signal_name}" + (f": {how}" if how else ""))
 
 
 class ConfigurationError(BatchError):

@@ -20,7 +20,6 @@ import multiprocessing
 import os
 import re
 import sys
-import tempfile
 import textwrap
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -48,6 +47,7 @@ from psycopg2 import sql
 
 from batch.aggregations import Thresholds
 from batch import cli
+from batch.atomic_file import write_atomically
 from batch.config import (
     POSTGRES_OPTIONS,
     REPORT_DIR_OPTION,
@@ -894,22 +894,6 @@ def render_report(data: ReportData, generated_at: datetime) -> str:
 def report_file_name(run: RunRecord) -> str:
     started = run.started_at.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return f"report-run-{run.run_id}-{started}.html"
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Readers see the previous file or the complete new one, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
-                                     delete=False, encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    try:
-        os.chmod(handle.name, 0o644)
-        os.replace(handle.name, path)
-    except OSError:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
 
 
 def write_report(conn_or_target: psycopg2.extensions.connection | PostgresTarget, schema: str,

@@ -20,12 +20,14 @@ class JobSummary:
     job: str
     input_path: str
     status: str = "running"
+    # What the reader found: None until the input has been read (a run that fails before
+    # reading claims nothing about files: printed without them, null in JSON and batch_runs).
     input_files: int | None = None
-    skipped_files: list[str] = field(default_factory=list)
+    skipped_files: list[str] | None = None
     # {"count": n, "first": [names]}: part files of a streaming sink that its log does not name.
-    uncommitted_files: dict[str, Any] = field(default_factory=dict)
+    uncommitted_files: dict[str, Any] | None = None
     # {"count": n, "first": [names]}: files lacking a required column that other files have.
-    files_lacking_required_columns: dict[str, Any] = field(default_factory=dict)
+    files_lacking_required_columns: dict[str, Any] | None = None
     # Per reason / per metric; a None count: not checked by this run (replays not dropped).
     rows_excluded: dict[str, int | None] | None = None
     values_nulled: dict[str, int] | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -14,15 +15,32 @@ import time
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyspark.sql import SparkSession
 
 from devtools.local_postgres import LocalPostgres
 from batch.postgres import PostgresTarget
+from tests.support.held_analysis import held_project
+from tests.support.jobs import (
+    JobProcess,
+    admin_connection,
+    alive_tree,
+    command_lines,
+    job_environment,
+    kill_tree,
+    runs,
+    staging_tables,
+    wait_for,
+)
+from tests.support.published import published
+from tests.test_analysis import analysis_settings, run, small_dataset
+from tests.test_reliability import remount_read_only, small_filesystem
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LAUNCHER = PROJECT_ROOT / "start-spark.sh"
@@ -223,6 +241,27 @@ def test_an_output_folder_that_cannot_take_the_file_is_refused_before_spark_star
         "spark-downloader.sh: --columns: unknown column(s) nope")
 
 
+def test_a_summary_file_that_cannot_be_written_is_refused_before_spark_starts(
+        make_target: Callable[..., PostgresTarget], postgres_server: LocalPostgres, tmp_path: Path) -> None:
+    target = make_target()
+    environment = launcher_environment(target, tmp_path, postgres_server)
+    # Root writes through permission bits: the folder is on a read-only file system.
+    with small_filesystem(tmp_path / "disk", 64 * 1024) as disk:
+        remount_read_only(disk)
+        assert _checked(LAUNCHER, environment, "--raw-data-path", str(tmp_path),
+                        "--summary-json", str(disk / "summary.json")) == (
+            f"start-spark.sh: --summary-json {disk / 'summary.json'}: cannot write to the folder {disk}: "
+            "Read-only file system")
+    with closing(admin_connection(target)) as conn:  # nothing started: no run recorded
+        assert not runs_table_exists(conn, target.schema)
+
+
+def runs_table_exists(conn: Any, schema: str) -> bool:
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s)", (f'"{schema}".batch_runs',))
+        return cursor.fetchone()[0] is not None
+
+
 def test_check_config_always_runs_in_the_foreground(
         make_target: Callable[..., PostgresTarget], postgres_server: LocalPostgres, tmp_path: Path) -> None:
     environment = launcher_environment(make_target(), tmp_path, postgres_server)
@@ -344,3 +383,107 @@ def test_the_demo_runs_on_the_java_runtime_from_pypi_where_the_machine_has_no_ja
     # The demo's generator opened its own Spark session (the sink log), then the analysis ran.
     assert "demo dataset: " in demo.stdout and "status: succeeded" in demo.stdout, output[-5000:]
     assert "JAVA_HOME is not set" not in output and "JAVA_GATEWAY_EXITED" not in output
+
+
+# --- stops: one signal path for foreground and background runs ---------------------------------
+
+def _published_run(spark: SparkSession, target: PostgresTarget, tmp_path: Path) -> dict[str, Any]:
+    """A first run published in-process; what readers see of it."""
+    run(spark, analysis_settings(target, small_dataset(tmp_path / "first")))
+    with closing(admin_connection(target)) as conn:
+        return published(conn, target.schema)
+
+
+def _launcher_job(target: PostgresTarget, tmp_path: Path, point: str, *args: str) -> JobProcess:
+    """The launcher, as a process, running the analysis of a second input held at `point`."""
+    project = held_project(tmp_path / "project", point, tmp_path / "job" / "hold")
+    environment = job_environment(target, small_dataset(tmp_path / "second", co2=1300.0), tmp_path)
+    return JobProcess([sys.executable, "-m", "batch.launcher", "--project-root", str(project), "analysis",
+                       "--local", *args], environment, tmp_path / "job")
+
+
+def _job_processes(root: int) -> dict[int, str]:
+    """The spark-submit JVM and the Python driver under `root` (not PySpark's worker daemon,
+    which ends with the JVM in a process group of its own)."""
+    return {pid: line for pid, line in command_lines(alive_tree(root)).items()
+            if "SparkSubmit" in line or _is_driver(line)}
+
+
+def _is_driver(command_line: str) -> bool:
+    """`python .../start-spark.py ...`: the job's Python driver."""
+    args = command_line.split()
+    return len(args) > 1 and args[1].endswith("/start-spark.py")
+
+
+def test_a_foreground_run_stopped_by_kill_is_recorded_as_stopped_by_sigterm(
+        spark: SparkSession, make_target: Callable[..., PostgresTarget], tmp_path: Path) -> None:
+    target = make_target()
+    previous = _published_run(spark, target, tmp_path)
+    summary = tmp_path / "summary.json"
+    with _launcher_job(target, tmp_path, "aggregate", "--foreground", "--summary-json", str(summary)) as job:
+        # Inside a Spark job: the driver waits in a JVM call, as in most of a real run.
+        wait_for(lambda: job.hold_reached("aggregate"), "the run to be aggregating", job=job)
+        processes = _job_processes(job.pid)
+        assert len(processes) == 2, processes
+        os.kill(job.pid, signal.SIGTERM)  # kill <launcher pid>, or timeout(1)
+        code = job.wait()
+        # The launcher waited for the job's processes to end.
+        assert not any(alive_tree(pid) for pid in processes), command_lines(processes)
+        job.release()  # the held tasks, if PySpark's daemon has not ended them yet
+    output = job.output()
+    assert code == 143, output[-5000:]
+    assert re.search(r"^\S+ \S+ ERROR batch: stopped by SIGTERM$", output, re.MULTILINE), output[-5000:]
+    assert "error_message: stopped by SIGTERM" in job.stdout()  # the summary, printed
+    assert "Traceback" not in output and "Py4J" not in output, output[-5000:]
+    assert json.loads(summary.read_text())["error_message"] == "stopped by SIGTERM"
+    with closing(admin_connection(target)) as conn:
+        record = runs(conn, target.schema)[-1]
+        assert (record["status"], record["error_message"]) == ("failed", "stopped by SIGTERM")
+        assert published(conn, target.schema) == previous
+        assert staging_tables(conn, target.schema) == []
+
+
+def test_kill_9_of_the_printed_pid_stops_the_background_job_and_status_tells_so(
+        spark: SparkSession, make_target: Callable[..., PostgresTarget], tmp_path: Path) -> None:
+    target = make_target()
+    previous = _published_run(spark, target, tmp_path)
+    with _launcher_job(target, tmp_path, "aggregate", "--background") as launcher:
+        assert launcher.wait() == 0, launcher.output()
+    pid = int((tmp_path / "run" / "analysis.pid").read_text())
+    assert f"stop:   kill {pid}" in launcher.stdout()
+    environment = job_environment(target, tmp_path, tmp_path)
+    hold = tmp_path / "job" / "hold"
+    processes: dict[int, str] = {}
+    try:
+        wait_for(lambda: (hold / "aggregate").exists(), "the background run to be aggregating")
+        processes = _job_processes(pid)
+        [driver] = [p for p, line in processes.items() if _is_driver(line)]
+        # The driver frozen for a while: the job's process group outlives its killed supervisor.
+        os.kill(driver, signal.SIGSTOP)
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: pid not in alive_tree(pid), "the supervisor to be gone")
+        refused = launch("--local", environment=environment)
+        assert refused.returncode == 8, refused.stderr
+        assert f"the analysis job is already running (pid {pid}" in refused.stderr
+        assert launch("--status", environment=environment).stdout.startswith(
+            f"the analysis job is running (process group {pid})")
+        os.kill(driver, signal.SIGCONT)
+        # The driver finds its supervisor gone and stops the run; the JVM ends with it.
+        wait_for(lambda: not any(alive_tree(p) for p in processes), "the job to stop itself")
+    finally:
+        (hold / "release").touch()
+        for leftover in processes:
+            if alive_tree(leftover):
+                kill_tree(leftover)
+    status = launch("--status", environment=environment)
+    [log_file] = (tmp_path / "logs").glob("analysis-*.log")
+    assert status.stdout.strip() == (
+        f"the analysis job was killed (its supervisor, pid {pid}, ended without recording an exit code) "
+        f"and none of its processes runs; its summary, if any, ends the log: {log_file}")
+    message = f"stopped by SIGKILL: its supervisor (pid {pid}) was killed"
+    log = log_file.read_text()
+    assert f"error_message: {message}" in log and "Traceback" not in log, log[-5000:]
+    with closing(admin_connection(target)) as conn:
+        record = runs(conn, target.schema)[-1]
+        assert (record["status"], record["error_message"]) == ("failed", message)
+        assert published(conn, target.schema) == previous

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
+import json
 import os
 import secrets
 import shutil
@@ -589,3 +591,68 @@ def test_an_unwritable_output_is_a_clear_error_and_keeps_the_previous_file(
     with pytest.raises(DownloadError, match=f"cannot create the folder of {blocker}/export.csv"):
         write_single_file(export_df, blocker / "export.csv", "csv", False, "UTC")
     assert blocker.read_text() == "not a folder\n"
+
+
+# --- the run's own files: summary and report ------------------------------------------------------
+
+def fill(disk: Path) -> None:
+    """Fill `disk` to the last byte with a file of its own, `filler`."""
+    with open(disk / "filler", "wb", buffering=0) as filler:
+        try:
+            while filler.write(b"x" * 4096):
+                pass
+        except OSError as error:
+            assert error.errno == errno.ENOSPC, error
+
+
+def test_a_disk_full_by_the_end_of_a_published_run_costs_its_summary_and_report_not_the_run(
+        spark: SparkSession, make_target: Callable[..., PostgresTarget], datasets: Datasets,
+        tmp_path: Path) -> None:
+    target = make_target()
+    with small_filesystem(tmp_path / "disk", 256 * 1024) as disk:
+        summary, environment = disk / "summary.json", job_environment(target, datasets.second.folder, tmp_path)
+        with JobProcess.analysis(environment, tmp_path / "job", "--summary-json", str(summary),
+                                 "--report-dir", str(disk), hold_at="read") as job:
+            # Checked when the run started, when there was room; full by the time it ends.
+            wait_for(lambda: job.hold_reached("read"), "the run to be reading", job=job)
+            fill(disk)
+            job.release()
+            code = job.wait()
+        stderr = job.stderr()
+        assert code == 0, job.output()[-4000:]
+        assert f"WARNING batch: the run summary was not written to {summary}: No space left on device" in stderr
+        assert "but its report was not written: cannot write the report" in stderr
+        assert "Traceback" not in job.output()
+        assert os.listdir(disk) == ["filler"]  # no temporary file of the summary or the report
+    assert "status: succeeded" in job.stdout()
+    with contextlib.closing(admin_connection(target)) as conn:
+        assert runs(conn, target.schema)[-1]["status"] == "succeeded"
+    assert_published_equals_independent(target, datasets.second.rows)
+
+
+def test_a_run_that_fails_before_reading_claims_nothing_about_files(
+        spark: SparkSession, make_target: Callable[..., PostgresTarget], datasets: Datasets,
+        tmp_path: Path) -> None:
+    target = make_target()
+    run(spark, analysis_settings(target, datasets.first.folder))
+    with contextlib.closing(admin_connection(target)) as conn:
+        previous = published(conn, target.schema)
+    missing, summary = tmp_path / "nowhere", tmp_path / "summary.json"
+    with JobProcess.analysis(job_environment(target, missing, tmp_path), tmp_path / "job",
+                             "--summary-json", str(summary)) as job:
+        code = job.wait()
+    assert code == 3, job.output()[-4000:]
+    message = f"input path {missing} does not exist"
+    assert message in job.stderr().splitlines()[-1]
+    printed = job.stdout()
+    assert f"error_message: {message}" in printed
+    # Not measured: left out of the printed summary, null in JSON and in batch_runs.
+    for name in ("input_files", "skipped_files", "uncommitted_files", "files_lacking_required_columns"):
+        assert name not in printed, printed
+        assert json.loads(summary.read_text())[name] is None
+    with contextlib.closing(admin_connection(target)) as conn:
+        record = runs(conn, target.schema)[-1]
+        assert record["status"] == "failed" and message in record["error_message"]
+        assert [record[name] for name in ("input_files", "skipped_files", "uncommitted_files",
+                                          "files_lacking_required_columns")] == [None] * 4
+        assert published(conn, target.schema) == previous

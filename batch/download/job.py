@@ -77,7 +77,7 @@ def run_download(spark: SparkSession, settings: DownloaderSettings,
     except BaseException as error:
         summary.status = "failed"
         summary.error_message = cli.describe_failure(error)
-        if isinstance(error, KeyboardInterrupt):
+        if isinstance(error, KeyboardInterrupt) or cli.stop_received() is not None:
             summary.error_message += "; the previous file is kept"
         raise
     finally:

@@ -19,8 +19,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from batch import atomic_file
 from batch.errors import EXIT_DOCKER
 from batch.launcher import submit
+from batch.launcher.jobrun import STOP_SIGNALS
 from batch.launcher.main import (
     EXIT_MISSING_PREREQUISITE,
     LAUNCHER_ONLY_VARIABLES,
@@ -93,8 +95,9 @@ def run_in_container(state: Launch) -> int:
             shutil.copy(state.env_file, stage / "env" / "spark.env")
         else:
             (stage / "env" / "spark.env").touch()
+        # jobrun.py with the one module it imports (standard library only otherwise).
         for source in (state.project_root / job.script, state.project_root / "env" / "log4j2.properties",
-                       Path(__file__).with_name(JOBRUN)):
+                       Path(__file__).with_name(JOBRUN), Path(atomic_file.__file__)):
             shutil.copy(source, stage)
         environment = _container_environment(state, stage)
         submit.build_py_files_zip(Path(__file__).resolve().parent.parent, stage / "batch.zip")
@@ -136,11 +139,11 @@ def _foreground(state: Launch, plan: dict[str, str], environment: list[str], com
         # Ctrl-C ends the docker client, not the job in the container: stop the job too.
         _exec(state, _jobrun(state, "stop"), workdir=run, to_stderr=True)
 
-    for number in (signal.SIGINT, signal.SIGTERM):
+    for number in STOP_SIGNALS:
         signal.signal(number, stop)
     code = _exec(state, [*_jobrun(state, "run"), "--", *command], workdir=run,
                  environment=environment).returncode
-    for number in (signal.SIGINT, signal.SIGTERM):
+    for number in STOP_SIGNALS:
         signal.signal(number, signal.SIG_DFL)
     collect_results(state, plan, code)
     if code != 0:
@@ -259,12 +262,9 @@ def collect_results(state: Launch, plan: dict[str, str], code: int) -> None:
 
 def _write_summary(state: Launch, target: Path, summary: dict[str, Any]) -> None:
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        temporary.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(temporary, target)
-    except OSError:
-        print(f"{state.job.door}: cannot write the summary to {target}", file=sys.stderr)
+        atomic_file.write_atomically(target, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    except OSError as error:
+        print(f"{state.job.door}: cannot write the summary to {target}: {error.strerror}", file=sys.stderr)
 
 
 def watch(project_root: Path, job_name: str, plan_text: str) -> int:

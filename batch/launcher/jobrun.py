@@ -3,8 +3,10 @@ whether it runs on this machine or in the Spark container (standard library only
 copied into the container's run folder and run with its Python).
 
     python3 jobrun.py run [OPTIONS] -- COMMAND [ARG...]
-        run COMMAND in a process group of its own and wait for it; pid in job.pid, exit code
-        in job.exit; TERM, INT and HUP are passed on to the group
+        run COMMAND in this wrapper's process group (the wrapper's pid is the group's id)
+        and wait until every process of the group has ended; pid in job.pid, exit code in
+        job.exit; TERM, INT and HUP are passed on to the group, and the exit code is then
+        128 + that signal
     python3 jobrun.py start [OPTIONS] -- COMMAND [ARG...]   the same, output in job.log
     python3 jobrun.py status    starting, running, exited CODE, or lost
     python3 jobrun.py wait      wait for the end of the job; exit with its exit code
@@ -24,11 +26,22 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+try:
+    from batch.atomic_file import write_atomically
+except ImportError:  # in the Spark container, where atomic_file.py is copied beside this file
+    from atomic_file import write_atomically  # type: ignore[no-redef]
+
 NAME = "jobrun.py"
 COMMAND_NOT_FOUND = 127  # batch.errors.EXIT_COMMAND_NOT_FOUND (not importable in the container)
+# The stops a supervisor passes on to the job's process group (batch.cli records them).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# The job's driver stops itself when this process ends without passing a stop on (a kill -9
+# of the printed pid): batch.cli.SUPERVISOR_VARIABLE.
+SUPERVISOR_VARIABLE = "BATCH_SUPERVISOR_PID"
 
 
 def alive(pid: int | None) -> bool:
@@ -48,6 +61,37 @@ def alive(pid: int | None) -> bool:
         return True
 
 
+def group_alive(group: int | None, besides: int | None = None) -> bool:
+    """Whether a process of process group `group` runs, `besides` (a pid) left out."""
+    if not group:
+        return False
+    try:
+        entries = [entry for entry in os.listdir("/proc") if entry.isdigit()]
+    except OSError:  # no /proc: ask the kernel about the group as a whole
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    for entry in entries:
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # ended meanwhile
+        # After the name: state, parent, process group. A zombie has ended.
+        if int(fields[2]) == group and fields[0] != "Z" and int(entry) != besides:
+            return True
+    return False
+
+
+def job_alive(supervisor: int | None) -> bool:
+    """Whether the job a supervisor (`Supervisor`, the pid printed) leads still runs: the
+    supervisor itself, or, once it has been killed, any process of its group."""
+    return alive(supervisor) or group_alive(supervisor)
+
+
 def read_int(path: Path) -> int | None:
     try:
         return int(path.read_text().strip())
@@ -55,10 +99,64 @@ def read_int(path: Path) -> int | None:
         return None
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+class Supervisor:
+    """Runs a job's command in a process group and stays until the whole group has ended.
+
+    TERM, INT and HUP sent to the supervisor go to the whole group, where the Python driver
+    records the stop and ends; spark-submit's JVM ends with it. The JVM is started with
+    those signals ignored (a JVM keeps a stop signal ignored at its start ignored): killed
+    first, it would cut the driver's gateway and its output, which runs through the JVM, and
+    the run would be recorded as a broken gateway, or not at all. The driver watches the
+    supervisor (SUPERVISOR_VARIABLE) and stops itself should the supervisor be killed
+    without passing a stop on (kill -9).
+    """
+
+    def __init__(self) -> None:
+        self.stop_signal: int | None = None
+        self.group: int | None = None
+        self._forwarded: set[int] = set()
+        for number in STOP_SIGNALS:
+            signal.signal(number, self._on_signal)
+
+    def _on_signal(self, number: int, _frame: object) -> None:
+        if self.stop_signal is None:
+            self.stop_signal = number
+        self._forward(number)
+
+    def _forward(self, number: int) -> None:
+        # Once per signal: in its own group the supervisor gets what it forwards.
+        if self.group is None or number in self._forwarded:
+            return
+        self._forwarded.add(number)
+        try:
+            os.killpg(self.group, number)
+        except ProcessLookupError:
+            pass
+
+    def start(self, command: Sequence[str], environ: Mapping[str, str], *, new_group: bool,
+              **popen: object) -> subprocess.Popen[bytes]:
+        """Start `command` in a session (and process group) of its own, or in the
+        supervisor's group (which the supervisor leads)."""
+        environ = {**environ, SUPERVISOR_VARIABLE: str(os.getpid())}
+        # A session, not just a group: a terminal's job control leaves the job alone (no
+        # SIGTTOU for the progress bar); its Ctrl-C reaches the supervisor, which passes it on.
+        child = subprocess.Popen(list(command), env=environ, start_new_session=new_group,
+                                 preexec_fn=_ignore_stop_signals, **popen)  # type: ignore[call-overload]
+        self.group = child.pid if new_group else os.getpgrp()
+        if self.stop_signal is not None:  # a stop that came while the job was starting
+            self._forward(self.stop_signal)
+        return child
+
+    def wait(self, child: subprocess.Popen[bytes]) -> int:
+        """The job's exit code once every process of its group has ended; 128 + the signal
+        when a stop was passed on."""
+        code = child.wait()
+        # The driver may outlive spark-submit (the JVM ends at once on a TERM): wait for it.
+        while group_alive(self.group, besides=os.getpid()):
+            time.sleep(0.1)
+        if self.stop_signal is not None:
+            return 128 + self.stop_signal
+        return 128 - code if code < 0 else code
 
 
 def state(folder: Path) -> str:
@@ -70,11 +168,17 @@ def state(folder: Path) -> str:
     return "lost" if (folder / "job.wrapper").exists() else "starting"
 
 
+def _ignore_stop_signals() -> None:
+    # In the child, before it execs spark-submit; the driver installs its own handlers.
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
+
+
 def _stop_group(folder: Path) -> None:
     pid = read_int(folder / "job.pid")
     if alive(pid):
         try:
-            os.killpg(pid, signal.SIGTERM)
+            os.killpg(os.getpgid(pid), signal.SIGTERM)
         except OSError:
             os.kill(pid, signal.SIGTERM)
 
@@ -93,16 +197,10 @@ def run(args: argparse.Namespace) -> int:
     folder: Path = args.folder
     for name in ("job.exit", "job.pid"):
         (folder / name).unlink(missing_ok=True)
-    (folder / "job.wrapper").write_text(f"{os.getpid()}\n")
-    stopping = False
-
-    def on_signal(_number: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        _stop_group(folder)
-
-    for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(number, on_signal)
+    if os.getpgrp() != os.getpid():
+        os.setpgid(0, 0)  # the job's process group is this wrapper's: its pid is the group's id
+    write_atomically(folder / "job.wrapper", f"{os.getpid()}\n")
+    supervisor = Supervisor()
     command = args.command
     executable = _find(command[0]) if command else None
     if executable is None:
@@ -111,21 +209,18 @@ def run(args: argparse.Namespace) -> int:
               f"(PATH={os.environ.get('PATH', '')}{f', SPARK_HOME={spark_home}' if spark_home else ''})",
               file=sys.stderr, flush=True)
         return _finish(args, COMMAND_NOT_FOUND)
-    child = subprocess.Popen([executable, *command[1:]], start_new_session=True)
-    (folder / "job.pid").write_text(f"{child.pid}\n")
-    if stopping:
-        _stop_group(folder)
-    code = child.wait()
-    return _finish(args, 128 - code if code < 0 else code)
+    child = supervisor.start([executable, *command[1:]], os.environ, new_group=False)
+    write_atomically(folder / "job.pid", f"{child.pid}\n")
+    return _finish(args, supervisor.wait(child))
 
 
 def _finish(args: argparse.Namespace, code: int) -> int:
     folder: Path = args.folder
     shutil.rmtree(folder / "secrets", ignore_errors=True)
-    _write_atomically(folder / "job.exit", f"{code}\n")
+    write_atomically(folder / "job.exit", f"{code}\n")
     if args.record:
         ended = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        _write_atomically(Path(args.record), f"exit_code={code}\nended={ended}\n")
+        write_atomically(Path(args.record), f"exit_code={code}\nended={ended}\n")
     if args.pid_file and read_int(Path(args.pid_file)) == os.getpid():
         Path(args.pid_file).unlink(missing_ok=True)
     if args.remove_folder:

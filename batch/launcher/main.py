@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import tempfile
@@ -39,8 +38,9 @@ from batch.errors import (
     BatchError,
     exit_codes_text,
 )
+from batch.atomic_file import write_atomically
 from batch.launcher import bootstrap, submit
-from batch.launcher.jobrun import alive, read_int
+from batch.launcher.jobrun import Supervisor, job_alive, read_int
 
 EXIT_MISSING_PREREQUISITE = EXIT_INPUT
 DEMO_TIMEZONE = "Europe/Rome"
@@ -470,20 +470,15 @@ def run_child(state: Launch, command: Sequence[str], **options: Any) -> subproce
 
 
 def run_foreground(state: Launch) -> int:
+    """Run the job here and return its exit code; a stop sent to the launcher (kill, timeout,
+    Ctrl-C, a closed terminal) goes to the job's whole process group, and the launcher waits
+    until the job has recorded it and ended: 128 + the signal."""
+    supervisor = Supervisor()
     with tempfile.TemporaryDirectory(prefix=f"indoor-air-{state.job.name}.") as folder:
         command = local_submit_argv(state, Path(folder), show_progress=True)
-        child = subprocess.Popen(command, env=child_environment(state), cwd=state.project_root,
-                                 stdin=subprocess.DEVNULL)
-
-        def pass_on(number: int, _frame: object) -> None:
-            # Ctrl-C reaches the job from the terminal itself; a kill of the launcher does not.
-            if number != signal.SIGINT:
-                child.send_signal(number)
-
-        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(number, pass_on)
-        code = child.wait()
-    return 128 - code if code < 0 else code
+        child = supervisor.start(command, child_environment(state), new_group=True,
+                                 cwd=state.project_root, stdin=subprocess.DEVNULL)
+        return supervisor.wait(child)
 
 
 def run_background(state: Launch) -> int:
@@ -491,7 +486,7 @@ def run_background(state: Launch) -> int:
     log_dir, run_dir = Path(settings.log_dir), Path(settings.run_dir)
     pid_file = run_dir / f"{job.name}.pid"
     running = read_int(pid_file)
-    if alive(running):
+    if job_alive(running):
         raise LauncherError(EXIT_ALREADY_RUNNING,
                             f"the {job.name} job is already running (pid {running}, pid file {pid_file})")
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -503,15 +498,16 @@ def run_background(state: Launch) -> int:
     wrapper = [sys.executable, str(Path(__file__).with_name("jobrun.py")), "run", "--folder", str(folder),
                "--remove-folder", "--pid-file", str(pid_file), "--record", str(record_path(log_file)),
                "--", *command]
-    # A session of its own: the job survives the launcher and the terminal that started it;
-    # jobrun.py removes the run folder (the zip) and the pid file when it ends, and passes a
-    # kill on to the job.
+    # A session of its own: the job survives the launcher and the terminal that started it.
+    # jobrun.py leads the job's process group (its pid is the group's id, the pid printed):
+    # it passes a kill on to the group, and removes the run folder (the zip) and the pid file
+    # when the whole group has ended; a kill -9 of it makes the job's driver stop itself.
     with log_file.open("wb") as log:
         child = subprocess.Popen(wrapper, env=child_environment(state), cwd=state.project_root,
                                  stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                  start_new_session=True)
-    pid_file.write_text(f"{child.pid}\n")
-    (run_dir / f"{job.name}.last").write_text(f"{log_file}\n")
+    write_atomically(pid_file, f"{child.pid}\n")
+    write_atomically(run_dir / f"{job.name}.last", f"{log_file}\n")
     print(f"""Started the {job.name} job in the background (pid {child.pid}).
   log:    {log_file}
   follow: tail -f '{log_file}'
@@ -534,13 +530,16 @@ def status_text(job: Job, settings: Any) -> str:
         log_file = Path((run_dir / f"{job.name}.last").read_text().strip())
     except OSError:
         return f"no background run of the {job.name} job recorded in {run_dir}"
-    if alive(pid):
-        return f"the {job.name} job is running (pid {pid}); log: {log_file}"
+    if job_alive(pid):
+        return f"the {job.name} job is running (process group {pid}); log: {log_file}"
     record = dotenv_values(record_path(log_file)) if record_path(log_file).is_file() else {}
     if "exit_code" in record:
         return (f"the {job.name} job finished with code {record['exit_code']} at {record.get('ended')}; "
                 f"log: {log_file}")
-    return f"the {job.name} job ended without recording its exit code (killed?); log: {log_file}"
+    # Only a kill -9 (or a machine's crash) ends the supervisor without its record; the
+    # driver then stops itself and ends its log with its summary.
+    return (f"the {job.name} job was killed (its supervisor, pid {pid}, ended without recording "
+            f"an exit code) and none of its processes runs; its summary, if any, ends the log: {log_file}")
 
 
 def documented_variables(*env_files: Path | None) -> set[str]:

@@ -9,10 +9,14 @@ POINT is where the job stops:
              Python worker, before the task hands on its rows.
 On reaching the point the job creates HOLD_DIR/POINT, then waits until HOLD_DIR/release
 exists (at most ten minutes) and goes on as start-spark.py does.
+
+`held_project` makes a project folder whose start-spark.py is this script, for a run
+through the launcher (`python -m batch.launcher --project-root FOLDER analysis ...`).
 """
 from __future__ import annotations
 
 import runpy
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -57,6 +61,17 @@ def hold_in_tasks_of_first_pass(hold_dir: str) -> None:
         return validate(readings_df.mapInArrow(pass_through, readings_df.schema), *args)
 
     batch.analysis.validate_readings = held
+
+
+def held_project(folder: Path, point: str, hold_dir: Path) -> Path:
+    """A project folder for the launcher whose job is start-spark.py held at `point`."""
+    (folder / "env").mkdir(parents=True)
+    shutil.copy(PROJECT_ROOT / "env" / "log4j2.properties", folder / "env")
+    (folder / "start-spark.py").write_text(
+        "import runpy, sys\n"
+        f"sys.argv = [{str(Path(__file__).resolve())!r}, {point!r}, {str(hold_dir)!r}, *sys.argv[1:]]\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+    return folder
 
 
 HOLDS = {"read": hold_in_driver_after_footers, "aggregate": hold_in_tasks_of_first_pass}
