@@ -109,7 +109,7 @@ def _known_variables() -> set[str] | None:
     except ImportError:
         return None
     from batch.analysis import ANALYSIS_OPTIONS
-    from batch.downloader import DOWNLOADER_OPTIONS
+    from batch.download.settings import DOWNLOADER_OPTIONS
     return ({option.env for option in (*ANALYSIS_OPTIONS, *DOWNLOADER_OPTIONS, *LAUNCHER_OPTIONS)}
             | {ENV_FILE_VARIABLE})
 
