@@ -2,8 +2,9 @@
 
 Each entry names its key, its columns (type, unit, comment) and what builds its rows; the
 sink (batch/postgres.py) derives from it the DDL, the comments, the staging tables, the
-swap, the schema evolution of an existing database and the row counts, and the README's
-table list is printed from it (`python -m batch.catalog`). Adding a metric (batch/contract.py
+swap, the schema evolution of an existing database and the row counts, the README's
+table list (`python -m batch.catalog`) and the reference docs/tables.md
+(`python -m batch.catalog --reference`). Adding a metric (batch/contract.py
 METRICS), a statistic or share (batch/aggregations.py) or a grouping (GROUPINGS) changes the
 catalog through the specs it is built from; a table of another kind is one more entry here.
 """
@@ -26,6 +27,7 @@ from batch.aggregations import (
     grouping_table,
     output_columns,
 )
+from batch.config import COMMON_OPTIONS
 from batch.contract import METRICS, Metric
 from batch.iaq import IaqSettings, iaq_catalog_tables
 from batch.iaq import latest_week_view as latest_iaq_week_view
@@ -207,19 +209,70 @@ def markdown(catalog: Catalog) -> str:
     return "\n".join(lines)
 
 
+def _cell(text: str) -> str:
+    # A comment is one Markdown table cell: a pipe would end it.
+    return text.replace("|", "\\|")
+
+
 def column_reference(catalog: Catalog) -> str:
-    """Every published column with its type, unit and comment (the README's column reference)."""
-    lines = []
-    for table in (*catalog.published_tables, catalog.runs):
-        lines += [f"#### `{table.name}`", "", table.description, "",
-                  "| column | type | unit | meaning |", "|---|---|---|---|"]
-        lines += [f"| `{column.name}` | {column.type.sql} | {column.unit} | {column.comment} |"
-                  for column in table.columns]
-        lines.append("")
-    return "\n".join(lines)
+    """Every table and view in the README list's order: description, key, columns (type, unit,
+    comment); a view declares no columns of its own, its description names them."""
+    def table_section(table: Table) -> list[str]:
+        return [f"## `{table.name}`", "", table.description, "",
+                f"One row per {', '.join(table.key)}.", "",
+                "| column | type | unit | meaning |", "|---|---|---|---|",
+                *[f"| `{column.name}` | {column.type.sql} | {_cell(column.unit)} | "
+                  f"{_cell(column.comment)} |" for column in table.columns], ""]
+
+    def view_section(view: View) -> list[str]:
+        reads = ", ".join(f"[`{name}`](#{name})" for name in view.reads)
+        return [f"## `{view.name}` (view)", "", view.description, "",
+                f"One row per {view.one_row_per}. Reads {reads}.", ""]
+
+    lines = [line for table in catalog.published_tables for line in table_section(table)]
+    lines += [line for view in catalog.views for line in view_section(view)]
+    return "\n".join(lines + table_section(catalog.runs))
+
+
+# How docs/tables.md is written; tests/test_catalog.py checks that it is current.
+REFERENCE_COMMAND = "python -m batch.catalog --reference > docs/tables.md"
+
+
+def reference(catalog: Catalog, timezone: str) -> str:
+    """docs/tables.md: the list of what is published, then every table and view in full."""
+    contents = [(f"`{table.name}`", table.name) for table in catalog.published_tables]
+    contents += [(f"`{view.name}` (view)", f"{view.name}-view") for view in catalog.views]
+    contents.append((f"`{catalog.runs.name}`", catalog.runs.name))
+    return "\n".join([
+        "# The published tables",
+        "",
+        "Generated from the catalog (`batch/catalog.py`), do not edit: "
+        f"`{REFERENCE_COMMAND}` writes it and `tests/test_catalog.py` checks that it is current. "
+        f"It shows a run with the default settings (`env/spark.env`: BATCH_TIMEZONE={timezone}, "
+        "the default thresholds); a run's own settings appear in the comments PostgreSQL holds "
+        "(`\\d+ indoor_air.classroom_weekly_stats` in psql).",
+        "",
+        *[f"- [{name}](#{anchor})" for name, anchor in contents],
+        "",
+        markdown(catalog),
+        "",
+        column_reference(catalog),
+    ])
+
+
+def default_timezone() -> str:
+    return next(option.default for option in COMMON_OPTIONS if option.env == "BATCH_TIMEZONE")
+
+
+def default_reference() -> str:
+    """docs/tables.md as the defaults of env/spark.env make it."""
+    timezone = default_timezone()
+    return reference(build_catalog(Thresholds(), timezone), timezone)
 
 
 if __name__ == "__main__":
-    # The README is written with the defaults (thresholds of env/spark.env, UTC).
-    default_catalog = build_catalog(Thresholds(), "UTC")
-    print(markdown(default_catalog) if sys.argv[1:] != ["--columns"] else column_reference(default_catalog))
+    # The README's list does not depend on the settings; the reference shows the defaults.
+    if sys.argv[1:] == ["--reference"]:
+        sys.stdout.write(default_reference())
+    else:
+        print(markdown(build_catalog(Thresholds(), default_timezone())))

@@ -1,4 +1,5 @@
-"""The catalog: one description of everything published, from which the README's list derives."""
+"""The catalog: one description of everything published, from which the README's list and the
+reference docs/tables.md derive."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,15 +7,40 @@ from pathlib import Path
 import pytest
 
 from batch.aggregations import GROUPINGS, Thresholds
-from batch.catalog import build_catalog, markdown
+from batch.catalog import REFERENCE_COMMAND, build_catalog, default_reference, markdown
 from batch.schema import TEXT, Column, Table
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+PROJECT = Path(__file__).resolve().parent.parent
+README = PROJECT / "README.md"
+TABLES_REFERENCE = PROJECT / "docs" / "tables.md"
 
 
 def test_the_readme_lists_what_the_catalog_publishes() -> None:
     # Regenerate with `python -m batch.catalog` and paste into README.md.
     assert markdown(build_catalog(Thresholds(), "UTC")) in README.read_text(encoding="utf-8")
+
+
+def test_the_tables_reference_is_what_the_catalog_generates() -> None:
+    assert TABLES_REFERENCE.read_text(encoding="utf-8") == default_reference(), (
+        f"docs/tables.md is stale: regenerate it with `{REFERENCE_COMMAND}`")
+
+
+def test_the_tables_reference_shows_every_column_with_its_type_unit_and_comment() -> None:
+    # Read back without the generator: every catalog column is one row of its table's section
+    # (no comment holds a pipe today; one would be escaped), every view has a section.
+    catalog = build_catalog(Thresholds(), "Europe/Rome")
+    text = TABLES_REFERENCE.read_text(encoding="utf-8")
+    sections = {section.split("\n", 1)[0]: section for section in text.split("\n## ")[1:]}
+    for table in (*catalog.published_tables, catalog.runs):
+        section = sections[f"`{table.name}`"]
+        assert table.description in section
+        for column in table.columns:
+            row = f"| `{column.name}` | {column.type.sql} | {column.unit} | {column.comment} |"
+            assert row in section.splitlines(), (table.name, column.name)
+    for view in catalog.views:
+        assert view.description in sections[f"`{view.name}` (view)"]
+    assert "local to Europe/Rome (BATCH_TIMEZONE)" in sections["`classroom_weekly_stats`"]
+    assert "| `co2_share_above_high` | double precision | " in sections["`classroom_stats`"]
 
 
 def test_comments_name_the_settings_they_depend_on() -> None:

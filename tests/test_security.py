@@ -7,7 +7,7 @@
 - A distinctive password appears in no log, error, summary, batch_runs column or command
   line of the launcher's processes while a job runs.
 - The job works as a role that owns only its schema; a read-only role reads every table and
-  view and can write nothing. The SQL of both roles is `ROLE_SQL`, as given in the README.
+  view and can write nothing. The SQL of both roles is `ROLE_SQL`, as given in docs/reliability.md.
 Related tests elsewhere: tests/test_config.py (POSTGRES_SCHEMA refused by the config),
 tests/test_launcher.py (no secret on the command lines of a background run),
 tests/test_download_files.py (the CSV dialect with quotes, commas, CR/LF and Unicode).
@@ -264,7 +264,7 @@ class Roles:
     reader_password: str
 
 
-# The README's SQL (section Reliability), with the names and passwords as parameters.
+# The SQL of docs/reliability.md (least privilege), with the names and passwords as parameters.
 ROLE_SQL = (
     # The job: owns the schema it publishes to, and nothing else (no CREATE on the database).
     "CREATE ROLE {batch} LOGIN PASSWORD {batch_password}",
