@@ -22,7 +22,7 @@ Why apart: collect_list makes an aggregation an ObjectHashAggregate, which Spark
 compile to Java (whole-stage code generation). Inside the wide per-device-day aggregation it
 made that whole aggregation ~3x slower (1,000,000 readings of 1,000 devices, local[2]: 12.1
 s against 4.8 s); on its own, over three narrow columns of the occupied readings, it costs
-a second scan of those columns and a small aggregation (see the README, Performance).
+a second scan of those columns and a small aggregation (see docs/performance.md).
 
 Air temperature stands in for the operative temperature of EN 16798-1: the sensors
 measure air temperature only.

@@ -107,5 +107,5 @@ class View:
     query: ViewQuery
     # The catalog tables the query reads (the view is checked against the catalog).
     reads: tuple[str, ...] = field(default=())
-    # What one row stands for, in the README's list.
+    # What one row stands for, in the README's table list and docs/tables.md.
     one_row_per: str = ""

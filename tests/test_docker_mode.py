@@ -363,9 +363,12 @@ def test_background_analysis_survives_the_launcher_and_keeps_the_password_off_co
     assert (inside / "jobrun.py").read_bytes() == (PROJECT_ROOT / "batch" / "launcher" / "jobrun.py").read_bytes()
     assert (inside / "env" / "spark.env").read_text() == platform.env_file.read_text()
     with zipfile.ZipFile(inside / "batch.zip") as archive:
+        # Sub-packages (batch/download/) included, the launcher's not.
         assert sorted(archive.namelist()) == sorted(
-            f"batch/{path.name}" for pattern in ("*.py", "*.j2")
-            for path in (PROJECT_ROOT / "batch").glob(pattern))
+            path.relative_to(PROJECT_ROOT).as_posix() for pattern in ("*.py", "*.j2")
+            for path in (PROJECT_ROOT / "batch").rglob(pattern)
+            if "__pycache__" not in path.parts and "launcher" not in path.parts)
+        assert "batch/download/job.py" in archive.namelist()
     assert not (inside / "batch").exists() and not (inside / "secrets").exists()
     assert_no_interactive_flags(platform.calls())
 
