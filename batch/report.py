@@ -84,6 +84,7 @@ INSTITUTE_WEEKLY_TABLE = "institute_weekly_stats"
 
 # BB101 (2018): CO2 above 2,000 ppm for at most 20 consecutive minutes of a school day.
 BB101_PEAK_PPM = 2000.0
+BB101_PEAK_MINUTES = 20.0
 RANKING_WEEKS = 4
 RANKING_ROWS_CHARTED = 15
 # Longer names are shortened on chart axes (the tables show them in full).
@@ -171,6 +172,19 @@ class StaleClassroom:
     classroom: str
     last_data: date | None  # its last local date with an occupied reading
     weeks_behind: int
+
+
+@dataclass(frozen=True)
+class ClassroomDay:
+    """A classroom-day of classroom_daily_iaq the report names: a day past the BB101 peak, or
+    one not judged for too little data."""
+
+    institute: str
+    classroom: str
+    local_date: date
+    longest_peak_episode_minutes: float | None
+    co2_occupied_max: float | None
+    occupied_coverage: float | None
 
 
 @dataclass(frozen=True)
@@ -324,6 +338,46 @@ def stale_classrooms(conn: psycopg2.extensions.connection, schema: str) -> list[
         return [StaleClassroom(*row) for row in cursor.fetchall()]
 
 
+# Per institute, the longest episodes and the days with too little data the report lists.
+LISTED_DAYS = 10
+_DAY_COLUMNS = ("institute", "classroom", "local_date", "longest_peak_episode_minutes",
+                "co2_occupied_max", "occupied_coverage")
+
+
+def _classroom_days(conn: psycopg2.extensions.connection, query: sql.Composable,
+                    arguments: tuple[Any, ...] = ()) -> list[ClassroomDay]:
+    """The first LISTED_DAYS rows of each institute of `query` (ordered within institutes)."""
+    with conn.cursor() as cursor:
+        cursor.execute(sql.SQL(
+            "SELECT {columns} FROM (SELECT q.*, row_number() OVER (PARTITION BY q.institute "
+            "ORDER BY q.position) AS listed FROM ({query}) q) l WHERE listed <= %s "
+            "ORDER BY institute, listed").format(
+                columns=sql.SQL(", ").join(map(sql.Identifier, _DAY_COLUMNS)), query=query),
+            (*arguments, LISTED_DAYS))
+        return [ClassroomDay(*row) for row in cursor.fetchall()]
+
+
+def peak_episodes(conn: psycopg2.extensions.connection, schema: str,
+                  weeks: int = RANKING_WEEKS) -> list[ClassroomDay]:
+    """Per institute, its judged school days failing the BB101 peak in its ranking weeks,
+    longest episode first (at most LISTED_DAYS each)."""
+    return _classroom_days(conn, sql.SQL(
+        "SELECT d.*, row_number() OVER (ORDER BY d.longest_peak_episode_minutes DESC, "
+        "d.local_date DESC, d.classroom) AS position FROM {daily} d JOIN ({weeks}) w "
+        "ON w.institute = d.institute AND w.week_start = d.week_start AND w.recency <= %s "
+        "WHERE d.bb101_peak_met = false").format(
+            daily=_ident(schema, IAQ_DAILY_TABLE), weeks=_ranking_weeks_query(schema)), (weeks,))
+
+
+def days_with_too_little_data(conn: psycopg2.extensions.connection, schema: str) -> list[ClassroomDay]:
+    """Per institute, its latest school days not judged because their CO2 readings cover too
+    little of the occupied time (at most LISTED_DAYS each)."""
+    return _classroom_days(conn, sql.SQL(
+        "SELECT d.*, row_number() OVER (ORDER BY d.local_date DESC, d.classroom) AS position "
+        "FROM {daily} d WHERE d.not_judged_reason IS NOT NULL AND d.co2_occupied_readings > 0").format(
+            daily=_ident(schema, IAQ_DAILY_TABLE)))
+
+
 def institute_weeks(conn: psycopg2.extensions.connection, schema: str) -> list[InstituteWeek]:
     with conn.cursor() as cursor:
         cursor.execute(sql.SQL(
@@ -347,6 +401,9 @@ class ReportData:
     stale: list[StaleClassroom]
     institute_weeks: list[InstituteWeek]
     thresholds: Thresholds = field(default_factory=Thresholds)
+    # The days past the BB101 peak in the ranking weeks, and those with too little data.
+    peak_days: list[ClassroomDay] = field(default_factory=list)
+    sparse_days: list[ClassroomDay] = field(default_factory=list)
 
 
 def read_report_data(conn: psycopg2.extensions.connection, schema: str,
@@ -370,7 +427,9 @@ def read_report_data(conn: psycopg2.extensions.connection, schema: str,
         ranking_weeks=ranking_weeks(conn, schema) if has_iaq else {},
         stale=stale_classrooms(conn, schema) if has_iaq else [],
         institute_weeks=institute_weeks(conn, schema),
-        thresholds=run_thresholds(run.settings))
+        thresholds=run_thresholds(run.settings),
+        peak_days=peak_episodes(conn, schema) if has_iaq else [],
+        sparse_days=days_with_too_little_data(conn, schema) if has_iaq else [])
 
 
 def run_thresholds(settings: Mapping[str, Any]) -> Thresholds:
@@ -773,6 +832,8 @@ class InstituteSection:
     ranking_weeks: list[date]
     stale: list[StaleClassroom]
     trends: list[Chart]
+    peak_days: list[ClassroomDay] = field(default_factory=list)
+    sparse_days: list[ClassroomDay] = field(default_factory=list)
 
 
 def _mondays(cells: Sequence[ClassroomWeekCo2]) -> list[date]:
@@ -805,13 +866,18 @@ def institute_sections(data: ReportData) -> list[InstituteSection]:
         ranked[row.institute].append(row)
     for classroom in data.stale:
         stale[classroom.institute].append(classroom)
+    days: dict[str, dict[str, list[ClassroomDay]]] = {"peak": defaultdict(list), "sparse": defaultdict(list)}
+    for kind, rows in (("peak", data.peak_days), ("sparse", data.sparse_days)):
+        for day in rows:
+            days[kind][day.institute].append(day)
     names = sorted(cells.keys() | trends.keys())
     # What every section shares, without the other institutes' rows (sent to each process).
     shared = replace(data, classroom_weeks=[], institute_weeks=[], bb101=None, ranking_weeks={},
-                     stale=[])
+                     stale=[], peak_days=[], sparse_days=[])
     columns = (list(range(1, len(names) + 1)), names, [cells[name] for name in names],
                [trends[name] for name in names], [ranked[name] for name in names],
-               [data.ranking_weeks.get(name, []) for name in names], [stale[name] for name in names])
+               [data.ranking_weeks.get(name, []) for name in names], [stale[name] for name in names],
+               [days["peak"][name] for name in names], [days["sparse"][name] for name in names])
     return _draw(functools.partial(institute_section, shared, weeks), columns, len(names))
 
 
@@ -838,9 +904,10 @@ def _draw(draw: Callable[..., InstituteSection], columns: tuple[list[Any], ...],
 def institute_section(data: ReportData, weeks: Sequence[date], number: int, name: str,
                       cells: Sequence[ClassroomWeekCo2], trend: Sequence[InstituteWeek],
                       ranked: list[Bb101Failures], mondays: list[date],
-                      stale: list[StaleClassroom]) -> InstituteSection:
+                      stale: list[StaleClassroom], peak_days: list[ClassroomDay],
+                      sparse_days: list[ClassroomDay]) -> InstituteSection:
     """The charts of institute `name`, the `number`th: `cells`, `trend`, `ranked`, its
-    ranking weeks' `mondays` and `stale` are its rows."""
+    ranking weeks' `mondays`, `stale`, `peak_days` and `sparse_days` are its rows."""
     short = _short(name)
     heatmap = ranking = None
     if cells:
@@ -871,7 +938,7 @@ def institute_section(data: ReportData, weeks: Sequence[date], number: int, name
         anchor=f"institute-{number}", name=name,
         classrooms=len({cell.classroom for cell in cells}), heatmap=heatmap,
         bb101_chart=ranking, bb101_rows=ranked, ranking_weeks=mondays, stale=stale,
-        trends=trend_charts)
+        trends=trend_charts, peak_days=peak_days, sparse_days=sparse_days)
 
 
 def render_report(data: ReportData, generated_at: datetime) -> str:
@@ -887,8 +954,15 @@ def render_report(data: ReportData, generated_at: datetime) -> str:
     return environment.get_template(TEMPLATE).render(
         data=data, run=run, sections=institute_sections(data), phases=phases,
         generated_at=generated_at, ranking_weeks=RANKING_WEEKS, week_label=_week_label,
-        iso_weeks=_iso_weeks,
-        iaq_table=IAQ_WEEKLY_TABLE, bb101_peak_ppm=BB101_PEAK_PPM)
+        iso_weeks=_iso_weeks, listed_days=LISTED_DAYS,
+        iaq_table=IAQ_WEEKLY_TABLE, bb101_peak=_run_setting(run, "iaq_bb101_peak_co2_ppm", BB101_PEAK_PPM),
+        bb101_peak_minutes=_run_setting(run, "iaq_bb101_peak_minutes", BB101_PEAK_MINUTES))
+
+
+def _run_setting(run: RunRecord, name: str, default: float) -> float:
+    """A number the run recorded in its settings; `default` for a run that did not."""
+    value = run.settings.get(name)
+    return default if value is None else float(value)
 
 
 def report_file_name(run: RunRecord) -> str:

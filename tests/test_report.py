@@ -268,6 +268,58 @@ def test_the_ranking_skips_weeks_without_judged_days_and_lists_stale_classrooms(
     assert re.search(r"2B</span>: no data since 2025-02-28 \(5 weeks behind the institute\)", page)
 
 
+def daily_row(institute: str, classroom: str, day: dt.date, **values: Any) -> dict[str, Any]:
+    return statistics_row(report.IAQ_DAILY_TABLE, institute=institute, classroom=classroom, local_date=day,
+                          **week_keys(day - dt.timedelta(days=day.weekday())), **values)
+
+
+def test_days_past_the_peak_and_days_with_too_little_data_are_listed(conn: Any, published_with_iaq: str) -> None:
+    too_little = "too little data: 1.3 % of the occupied time covered (IAQ_MIN_DAY_COVERAGE 50 %)"
+    insert(conn, published_with_iaq, report.IAQ_DAILY_TABLE, [
+        # Liceo's ranking weeks are W11-W14, Istituto's W12 and W14 (IAQ_WEEKS).
+        daily_row(LICEO, "1A", W12 + dt.timedelta(days=1), longest_peak_episode_minutes=45.0,
+                  bb101_peak_met=False, co2_occupied_max=2600.0, occupied_coverage=0.9),
+        daily_row(LICEO, "2B", W14 + dt.timedelta(days=2), longest_peak_episode_minutes=25.0,
+                  bb101_peak_met=False, co2_occupied_max=2150.0, occupied_coverage=1.0),
+        # W10: before the window; met: not a failure.
+        daily_row(LICEO, "1A", W10 + dt.timedelta(days=1), longest_peak_episode_minutes=90.0,
+                  bb101_peak_met=False, co2_occupied_max=3000.0, occupied_coverage=1.0),
+        daily_row(LICEO, "2B", W13, longest_peak_episode_minutes=10.0, bb101_peak_met=True,
+                  co2_occupied_max=2100.0, occupied_coverage=1.0),
+        daily_row(ISTITUTO, "3C", W12 + dt.timedelta(days=3), longest_peak_episode_minutes=30.0,
+                  bb101_peak_met=False, co2_occupied_max=2400.0, occupied_coverage=0.75),
+        # Not judged: two with too little data, one without any occupied CO2 reading.
+        daily_row(LICEO, "1A", W15 + dt.timedelta(days=1), not_judged_reason=too_little,
+                  occupied_coverage=0.013, co2_occupied_readings=1),
+        daily_row(LICEO, "2B", W13 + dt.timedelta(days=4), not_judged_reason=too_little,
+                  occupied_coverage=0.25, co2_occupied_readings=3),
+        daily_row(LICEO, "2B", W11, not_judged_reason="no occupied CO2 reading", co2_occupied_readings=0),
+    ])
+    day = report.ClassroomDay
+    # Longest first within each institute; W10's day and the met one are not listed.
+    assert report.peak_episodes(conn, published_with_iaq) == [
+        day(ISTITUTO, "3C", W12 + dt.timedelta(days=3), 30.0, 2400.0, 0.75),
+        day(LICEO, "1A", W12 + dt.timedelta(days=1), 45.0, 2600.0, 0.9),
+        day(LICEO, "2B", W14 + dt.timedelta(days=2), 25.0, 2150.0, 1.0),
+    ]
+    # The latest first; the day without an occupied CO2 reading is not "too little data".
+    assert [(row.classroom, row.local_date, row.occupied_coverage)
+            for row in report.days_with_too_little_data(conn, published_with_iaq)] == [
+        ("1A", W15 + dt.timedelta(days=1), 0.013), ("2B", W13 + dt.timedelta(days=4), 0.25)]
+
+    applied = {"first_date": "2025-03-03", "last_date": "2025-04-30", "calendars": {"*": "IT"},
+               "holidays": {"IT": {"2025-04-21": "Easter Monday", "2025-04-25": "Liberation Day"}}}
+    execute(conn, sql.SQL("UPDATE {}.batch_runs SET settings = settings || %s::jsonb").format(
+        sql.Identifier(published_with_iaq)), [json.dumps({"iaq_public_holidays_applied": applied})])
+    page = report.render_report(report.read_report_data(conn, published_with_iaq, None),
+                                dt.datetime(2025, 4, 10, tzinfo=UTC))
+    assert "<dt>public holidays closed</dt><dd>IT: 2025-04-21 Easter Monday, 2025-04-25 Liberation Day</dd>" in page
+    assert "Longest episodes above 2,000 ppm, ISO weeks 2025-W11, 2025-W12, 2025-W13, 2025-W14" in page
+    assert re.search(r'1A</td><td>2025-03-18</td><td class="number">45</td><td class="number">2,600</td>', page)
+    assert re.search(r'1A</td><td>2025-04-08</td><td class="number">1.3%</td>', page)
+    assert "2025-03-04" not in page  # W10's day: outside the window
+
+
 def svg_numbers(svg: str) -> list[float]:
     """Every coordinate of a chart's SVG (clip-path ids, hashes of unrounded boxes, left out)."""
     return [float(number) for number in re.findall(r"-?\d+\.\d+", re.sub(r'url\(#\w+\)|id="\w+"', "", svg))]
