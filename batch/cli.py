@@ -151,9 +151,13 @@ def describe_failure(error: BaseException) -> str:
 
 
 def _no_traceback_for_a_stop(record: logging.LogRecord) -> bool:
-    """A stop is reported in one line: Py4J logs the interrupted gateway call with a traceback,
-    and, when the JVM has already gone, the failed shutdown of its socket with another."""
+    """A stop is reported in one line, the job's own: Py4J logs the interrupted gateway call
+    (on the root logger, with a traceback) and, when the JVM has already gone, the failed
+    shutdown of its socket with another; those records are dropped, other records raised by
+    the stop lose their traceback."""
     if record.exc_info and _raised_by_a_stop(record.exc_info[1]):
+        if f"{os.sep}py4j{os.sep}" in record.pathname:
+            return False
         record.exc_info = record.exc_text = None
     return True
 

@@ -60,3 +60,31 @@ def test_an_error_raised_while_a_stop_unwinds_is_logged_without_traceback() -> N
     stop_line, unrelated = stream.getvalue().split("\n", 1)
     assert stop_line == "Exception occurred while shutting down connection"
     assert unrelated.startswith("an unrelated failure\nTraceback"), unrelated
+
+
+def test_py4j_s_report_of_a_call_interrupted_by_a_stop_is_dropped() -> None:
+    """Py4J logs "KeyboardInterrupt while sending command." on the root logger when a stop
+    interrupts a gateway call: the job says "stopped by SIGTERM" itself, so that line goes."""
+    import py4j.java_gateway
+
+    try:
+        raise StoppedBySignal(signal.SIGTERM)
+    except StoppedBySignal as stop:
+        exc_info = (type(stop), stop, stop.__traceback__)
+
+    def record(pathname: str) -> logging.LogRecord:
+        return logging.LogRecord("root", logging.ERROR, pathname, 1070,
+                                 "KeyboardInterrupt while sending command.", (), exc_info)
+
+    assert _no_traceback_for_a_stop(record(py4j.java_gateway.__file__)) is False
+    # The same record from anywhere else is kept, in one line.
+    elsewhere = record(__file__)
+    assert _no_traceback_for_a_stop(elsewhere) is True and elsewhere.exc_info is None
+    # A record of py4j's not raised by a stop is kept whole.
+    try:
+        raise ConnectionResetError(104, "Connection reset by peer")
+    except ConnectionResetError as reset:
+        unrelated = logging.LogRecord("root", logging.ERROR, py4j.java_gateway.__file__, 1060,
+                                      "Exception while sending command.", (),
+                                      (type(reset), reset, reset.__traceback__))
+    assert _no_traceback_for_a_stop(unrelated) is True and unrelated.exc_info is not None
