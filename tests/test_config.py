@@ -124,14 +124,18 @@ def test_relative_paths_are_read_from_the_caller_folder_or_the_project(tmp_path:
 
 
 @pytest.mark.parametrize("named", ["flag", "variable"])
-def test_a_named_env_file_that_does_not_exist_is_an_error(named: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("a_directory", "said"), [(False, "does not exist"), (True, "is a directory, not a file")])
+def test_a_named_env_file_that_is_missing_or_a_directory_is_called_so(
+        named: str, a_directory: bool, said: str, tmp_path: Path) -> None:
+    if a_directory:
+        (tmp_path / "site.env").mkdir()
     environ = {"BATCH_CALLER_DIR": str(tmp_path)}
     if named == "variable":
-        environ["BATCH_ENV_FILE"] = "does-not-exist.env"
+        environ["BATCH_ENV_FILE"] = "site.env"
     how = "--env-file" if named == "flag" else "BATCH_ENV_FILE"
     with pytest.raises(ConfigurationError) as raised:
-        find_env_file("does-not-exist.env" if named == "flag" else None, environ, PROJECT_ROOT)
-    assert str(raised.value) == f"{how}: env file {tmp_path / 'does-not-exist.env'} does not exist"
+        find_env_file("site.env" if named == "flag" else None, environ, PROJECT_ROOT)
+    assert str(raised.value) == f"{how}: env file {tmp_path / 'site.env'} {said}"
 
 
 @pytest.mark.parametrize("job", sorted(JOB_OPTIONS))
@@ -350,18 +354,6 @@ def test_an_empty_password_file_is_refused_naming_the_file(tmp_path: Path) -> No
     with pytest.raises(ConfigurationError) as raised:
         read_password(Secret(""), str(password_file))
     assert str(raised.value) == f"POSTGRES_PASSWORD_FILE {password_file} is empty: write the password in it"
-
-
-@pytest.mark.parametrize("named", ["flag", "variable"])
-def test_an_env_file_that_is_a_directory_is_called_one(named: str, tmp_path: Path) -> None:
-    (tmp_path / "site.env").mkdir()
-    environ = {"BATCH_CALLER_DIR": str(tmp_path)}
-    if named == "variable":
-        environ["BATCH_ENV_FILE"] = "site.env"
-    how = "--env-file" if named == "flag" else "BATCH_ENV_FILE"
-    with pytest.raises(ConfigurationError) as raised:
-        find_env_file("site.env" if named == "flag" else None, environ, PROJECT_ROOT)
-    assert str(raised.value) == f"{how}: env file {tmp_path / 'site.env'} is a directory, not a file"
 
 
 def test_variables_of_an_env_file_that_no_option_reads_are_named_with_the_closest_one(tmp_path: Path) -> None:
