@@ -1,7 +1,7 @@
 """Raw-data download job: raw Parquet readings -> filtered, ordered, single CSV or Parquet file.
 
 Launched by spark-downloader.sh (spark-submit), or directly with `python spark-downloader.py --help`.
-Exit codes: see batch/errors.py (0 success, 2 bad configuration - unknown profile or
+Exit codes: see batch/core/errors.py (0 success, 2 bad configuration - unknown profile or
 institute included, 3 bad input or no matching reading, 5 writing the file failed, 130/143
 stopped by SIGINT/SIGTERM). The previous output file is left as it was whenever the exit
 code is not 0.
@@ -11,10 +11,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from batch import cli
+from batch.core import cli
 from batch.download.job import DownloadSummary, run_download
 from batch.download.settings import DOWNLOADER_JOB
-from batch.session import build_spark_session
+from batch.core.session import build_spark_session
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 

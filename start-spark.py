@@ -1,7 +1,7 @@
 """Batch analysis job: raw Parquet readings -> statistics per classroom and period -> PostgreSQL.
 
 Launched by start-spark.sh (spark-submit), or directly with `python start-spark.py --help`.
-Exit codes: see batch/errors.py (0 success, 2 bad configuration, 3 bad input, 4 publishing
+Exit codes: see batch/core/errors.py (0 success, 2 bad configuration, 3 bad input, 4 publishing
 failed, 130/143 stopped by SIGINT/SIGTERM).
 """
 from __future__ import annotations
@@ -9,8 +9,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from batch import analysis, cli
-from batch.session import build_spark_session
+from batch.analysis import job as analysis
+from batch.core import cli
+from batch.core.session import build_spark_session
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 

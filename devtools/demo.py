@@ -49,8 +49,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 
-from batch.contract import RAW_COLUMNS
-from batch.errors import EXIT_DEMO_DATASET, BatchError, ConfigurationError
+from batch.core.contract import RAW_COLUMNS
+from batch.core.errors import EXIT_DEMO_DATASET, BatchError, ConfigurationError
 
 # Bumped whenever the generated content changes, so that ensure_demo_dataset regenerates.
 GENERATOR_VERSION = 4

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-EXIT_MISSING_PREREQUISITE = 3  # batch.errors.EXIT_INPUT, not importable before the virtualenv
+EXIT_MISSING_PREREQUISITE = 3  # batch.core.errors.EXIT_INPUT, not importable before the virtualenv
 # The benchmark's seed-style reference writes through Spark's JDBC writer (pinned driver).
 JDBC_DRIVER_PACKAGE = "org.postgresql:postgresql:42.7.4"
 # Where Maven caches it (~/.m2/repository/GROUP/ARTIFACT/VERSION/ARTIFACT-VERSION.jar).

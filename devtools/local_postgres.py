@@ -22,7 +22,7 @@ from pathlib import Path
 import psycopg2
 from psycopg2 import sql
 
-from batch.errors import BatchError
+from batch.core.errors import BatchError
 
 _SERVER_USERS = ("postgres", "nobody")
 

@@ -11,9 +11,9 @@ import pytest
 from pyspark.sql import SparkSession
 
 from devtools import local_postgres
-from batch.config import Secret
-from batch.postgres import PostgresTarget
-from batch.session import BASE_CONF
+from batch.core.config import Secret
+from batch.analysis.publish import PostgresTarget
+from batch.core.session import BASE_CONF
 
 @pytest.fixture(scope="session")
 def spark() -> SparkSession:

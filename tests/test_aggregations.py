@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
-from batch.aggregations import (
+from batch.analysis.statistics import (
     GROUPINGS,
     Thresholds,
     output_columns,
@@ -19,9 +19,9 @@ from batch.aggregations import (
     rollup,
     validation_counts,
 )
-from batch.contract import ANALYSIS_COLUMNS, METRIC_NAMES, canonical_schema
-from batch.session import collect_to_pandas
-from batch.validation import validate_readings
+from batch.core.contract import ANALYSIS_COLUMNS, METRIC_NAMES, canonical_schema
+from batch.core.session import collect_to_pandas
+from batch.core.validation import validate_readings
 
 UTC = dt.timezone.utc
 TABLES = {grouping.table: grouping for grouping in GROUPINGS}

@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import SparkSession
 
-from batch import postgres
-from batch.aggregations import GROUPINGS
-from batch.analysis import ANALYSIS_OPTIONS, AnalysisSettings, RunSummary, run_analysis
-from batch.config import resolve_options, settings_from
-from batch.errors import (
+from batch.analysis import publish
+from batch.analysis.statistics import GROUPINGS
+from batch.analysis.job import ANALYSIS_OPTIONS, AnalysisSettings, RunSummary, run_analysis
+from batch.core.config import resolve_options, settings_from
+from batch.core.errors import (
     CorruptInputFileError,
     EmptyInputError,
     IncompatibleColumnTypeError,
@@ -24,7 +24,7 @@ from batch.errors import (
     MissingColumnError,
     PublishError,
 )
-from batch.postgres import PostgresTarget
+from batch.analysis.publish import PostgresTarget
 from tests import independent
 from tests.rawdata import build_rows, write_dataset
 from tests.support.published import assert_published_equals_independent
@@ -156,7 +156,7 @@ def test_a_failure_while_publishing_keeps_the_previous_results_and_reruns_are_id
     before = snapshot(target)
 
     # 1. The run fails after three of the staging tables were written.
-    real_write = postgres.write_staging
+    real_write = publish.write_staging
     written: list[str] = []
 
     def failing_write(conn: Any, target_: PostgresTarget, table: Any, rows: Any, staging: str) -> None:
@@ -185,7 +185,7 @@ def test_a_failure_while_publishing_keeps_the_previous_results_and_reruns_are_id
     with connect(target) as conn, conn.cursor() as cursor:
         cursor.execute(f'DROP TRIGGER refuse ON "{target.schema}".weekly_stats')
         cursor.execute("SELECT count(*) FROM pg_tables WHERE schemaname = %s AND tablename LIKE %s",
-                       (target.schema, postgres.STAGING_PREFIX + "%"))
+                       (target.schema, publish.STAGING_PREFIX + "%"))
         assert cursor.fetchone()[0] == 0
 
     # 3. Reruns on the same input give identical tables.
@@ -339,7 +339,7 @@ def test_files_lacking_a_required_column_others_have_are_named(
                                         "institute": pa.array(["Liceo"] * 2),
                                         "classroom": pa.array(["3A"] * 2), "co2": pa.array([600.0, 700.0])})
     target = make_target()
-    with caplog.at_level("WARNING", logger="batch.readers"):
+    with caplog.at_level("WARNING", logger="batch.core.readers"):
         summary = run(spark, analysis_settings(target, raw))
     assert local_names(summary.files_lacking_required_columns["first"]) == [str(raw / "part-1.parquet")]
     assert summary.files_lacking_required_columns["count"] == 1

@@ -1,4 +1,4 @@
-"""batch/atomic_file.py, the writer of every small file (summaries, reports, pid files, run
+"""batch/core/atomic_file.py, the writer of every small file (summaries, reports, pid files, run
 records), on a disk that really fills up or is read-only: nothing is left behind."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from batch.atomic_file import write_atomically
+from batch.core.atomic_file import write_atomically
 from tests.test_reliability import fill, remount_read_only, small_filesystem
 
 PREVIOUS = "previous content\n"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from batch.aggregations import GROUPINGS, Thresholds
-from batch.catalog import REFERENCE_COMMAND, build_catalog, default_reference, markdown
-from batch.schema import TEXT, Column, Table
+from batch.analysis.statistics import GROUPINGS, Thresholds
+from batch.analysis.catalog import REFERENCE_COMMAND, build_catalog, default_reference, markdown
+from batch.core.schema import TEXT, Column, Table
 
 PROJECT = Path(__file__).resolve().parent.parent
 README = PROJECT / "README.md"
@@ -16,7 +16,7 @@ TABLES_REFERENCE = PROJECT / "docs" / "tables.md"
 
 
 def test_the_readme_lists_what_the_catalog_publishes() -> None:
-    # Regenerate with `python -m batch.catalog` and paste into README.md.
+    # Regenerate with `python -m batch.analysis.catalog` and paste into README.md.
     assert markdown(build_catalog(Thresholds(), "UTC")) in README.read_text(encoding="utf-8")
 
 

@@ -1,4 +1,4 @@
-"""The jobs' shared scaffolding (batch/cli.py): a stop by signal, recorded as such."""
+"""The jobs' shared scaffolding (batch/core/cli.py): a stop by signal, recorded as such."""
 from __future__ import annotations
 
 import contextlib
@@ -8,9 +8,9 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from batch.cli import _no_traceback_for_a_stop
-from batch.errors import StoppedBySignal
-from batch.postgres import PostgresTarget
+from batch.core.cli import _no_traceback_for_a_stop
+from batch.core.errors import StoppedBySignal
+from batch.analysis.publish import PostgresTarget
 from tests.rawdata import write_dataset
 from tests.support.jobs import JobProcess, admin_connection, job_environment, runs, wait_for
 

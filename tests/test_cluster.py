@@ -216,8 +216,8 @@ from pyspark.sql import SparkSession
 
 
 def where_batch_comes_from(_):
-    import batch.contract
-    return [batch.contract.__file__, sys.executable, [c.name for c in batch.contract.RAW_COLUMNS][:3]]
+    import batch.core.contract
+    return [batch.core.contract.__file__, sys.executable, [c.name for c in batch.core.contract.RAW_COLUMNS][:3]]
 
 
 spark = SparkSession.builder.getOrCreate()
@@ -256,7 +256,7 @@ def test_python_on_the_executors_imports_batch_only_from_the_shipped_zip(
     assert result["master"] == cluster.master_url
     assert len(result["found"]) == 4
     for module_file, executable, columns in result["found"]:
-        assert "/batch.zip/batch/contract.py" in module_file, module_file
+        assert "/batch.zip/batch/core/contract.py" in module_file, module_file
         assert Path(executable).resolve() == executor_python.resolve() or executable == str(executor_python)
         assert columns == ["DevEui", "deviceName", "gwname"]
 
@@ -266,4 +266,4 @@ def test_the_executors_python_finds_batch_only_in_the_launchers_zip(executor_pyt
     assert can_import(executor_python, "pyspark") and can_import(executor_python, "psycopg2")
     assert not can_import(executor_python, "batch")
     zip_path = build_py_files_zip(PROJECT_ROOT / "batch", work_dir / "probe-batch.zip")
-    assert can_import(executor_python, "batch.contract", extra_path=str(zip_path))
+    assert can_import(executor_python, "batch.core.contract", extra_path=str(zip_path))

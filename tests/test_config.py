@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from dotenv import dotenv_values
 
-from batch.analysis import ANALYSIS_OPTIONS, AnalysisSettings, check_settings
-from batch.config import (
+from batch.analysis.job import ANALYSIS_OPTIONS, AnalysisSettings, check_settings
+from batch.core.config import (
     Option,
     Secret,
     build_parser,
@@ -23,7 +23,7 @@ from batch.config import (
     settings_from,
     settings_type,
 )
-from batch.errors import ConfigurationError
+from batch.core.errors import ConfigurationError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 JOB_OPTIONS = {"start-spark.py": ANALYSIS_OPTIONS}
@@ -94,7 +94,7 @@ def test_pairs_of_settings_are_checked_in_order(variables: dict[str, str], messa
 
 
 def test_settings_dataclass_has_exactly_one_field_per_option() -> None:
-    # Then the options nobody set (batch.cli.load fills it).
+    # Then the options nobody set (batch.core.cli.load fills it).
     assert [f.name for f in dataclasses.fields(AnalysisSettings)] == [
         o.field for o in ANALYSIS_OPTIONS] + ["options_defaulted"]
 
@@ -227,8 +227,8 @@ def test_job_help_lists_every_variable_and_rejects_a_password_flag(job: str) -> 
 def test_a_time_zone_in_utc_or_left_on_the_default_is_warned_about(
         tmp_path: Path, argv: list[str], environ: dict[str, str], env_file_text: str,
         warned: str | None) -> None:
-    from batch.analysis import ANALYSIS_JOB, settings_warnings
-    from batch.cli import load
+    from batch.analysis.job import ANALYSIS_JOB, settings_warnings
+    from batch.core.cli import load
 
     env_file = tmp_path / "spark.env"
     env_file.write_text(env_file_text)
@@ -297,7 +297,7 @@ def test_batch_timezone_accepts_exactly_the_zones_java_knows(tmp_path: Path) -> 
     links - is accepted by BATCH_TIMEZONE exactly when the JDK on this machine resolves it."""
     from zoneinfo import available_timezones
 
-    from batch.config import parse_timezone
+    from batch.core.config import parse_timezone
 
     java = _java()
     if java is None:
@@ -357,7 +357,7 @@ def test_an_empty_password_file_is_refused_naming_the_file(tmp_path: Path) -> No
 
 
 def test_variables_of_an_env_file_that_no_option_reads_are_named_with_the_closest_one(tmp_path: Path) -> None:
-    from batch.config import unknown_variables
+    from batch.core.config import unknown_variables
     from batch.launcher.main import LAUNCHER_OPTIONS
 
     env_file = tmp_path / "site.env"

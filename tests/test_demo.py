@@ -1,5 +1,5 @@
 """The demo dataset, checked from the outside: its files are read back with pyarrow and pandas
-and held against the data contract (batch/contract.py) and against the school calendar and
+and held against the data contract (batch/core/contract.py) and against the school calendar and
 story written here by hand, not against the generator's tables."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batch.contract import RAW_COLUMNS, RAW_COLUMNS_BY_NAME
+from batch.core.contract import RAW_COLUMNS, RAW_COLUMNS_BY_NAME
 from devtools.demo import (
     MARKER_FILE,
     DemoDatasetExistsError,

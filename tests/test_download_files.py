@@ -48,10 +48,10 @@ from batch.download.rows import (
     usable_readings,
 )
 from batch.download.sweep import sweep_leftovers
-from batch.errors import ConfigurationError, DownloadError
-from batch.readers import read_raw_readings
-from batch.session import session_conf
-from batch.validation import validate_readings
+from batch.core.errors import ConfigurationError, DownloadError
+from batch.core.readers import read_raw_readings
+from batch.core.session import session_conf
+from batch.core.validation import validate_readings
 
 UTC = dt.timezone.utc
 ROME = "Europe/Rome"

@@ -32,7 +32,7 @@ from batch.download.settings import (
     check_settings,
     load_download_settings,
 )
-from batch.errors import ConfigurationError
+from batch.core.errors import ConfigurationError
 from tests.test_download_files import (
     COLUMNS,
     RANGES,
@@ -512,7 +512,7 @@ def test_a_streaming_sink_exports_its_committed_readings_only(
 
 def test_a_file_damaged_behind_an_intact_footer_is_named_or_skipped(
         spark: Any, env_file: Path, tmp_path: Path) -> None:
-    from batch.errors import CorruptInputFileError
+    from batch.core.errors import CorruptInputFileError
     from tests.test_reliability import damaged_dataset
 
     damaged = damaged_dataset(tmp_path / "damaged")

@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 from psycopg2 import sql
 
-from batch import postgres
-from batch.config import Secret
-from batch.errors import PublishError
-from batch.postgres import PostgresTarget
-from batch.timetable import load_closures
+from batch.analysis import publish
+from batch.core.config import Secret
+from batch.core.errors import PublishError
+from batch.analysis.publish import PostgresTarget
+from batch.analysis.timetable import load_closures
 from devtools.local_postgres import LocalPostgres
 from tests.rawdata import build_rows
 from tests.support.jobs import (
@@ -171,11 +171,11 @@ def test_the_publish_lock_wait_is_logged_once_not_every_poll(
     target = make_target(lock_timeout_s=5.0)
     with contextlib.closing(admin_connection(target)) as admin:
         [(key,)] = query(admin, "SELECT hashtext(%s)", (f"indoor-air-batch:{target.schema}",))
-    conn = postgres.connect(target)
+    conn = publish.connect(target)
     try:
-        with advisory_hold(target, key), caplog.at_level(logging.INFO, logger="batch.postgres"):
+        with advisory_hold(target, key), caplog.at_level(logging.INFO, logger="batch.analysis.publish"):
             with pytest.raises(PublishError, match="gave up after waiting 5s"):
-                with postgres.publish_lock(conn, target):
+                with publish.publish_lock(conn, target):
                     pass
     finally:
         conn.close()
@@ -229,7 +229,7 @@ def test_a_mixed_case_schema_is_published_folded_with_one_line_saying_so(first_r
     folded = first_run.given_schema.lower()
     said = [line for line in first_run.job.stderr().splitlines() if "folded to lower case" in line]
     assert len(said) == 1 and said[0].endswith(
-        f"WARNING batch.config: POSTGRES_SCHEMA {first_run.given_schema} folded to lower case: publishing "
+        f"WARNING batch.core.config: POSTGRES_SCHEMA {first_run.given_schema} folded to lower case: publishing "
         f"to schema {folded}, as PostgreSQL reads the unquoted name {first_run.given_schema}")
     with contextlib.closing(admin_connection(first_run.target)) as conn:
         assert query(conn, "SELECT nspname FROM pg_namespace WHERE lower(nspname) = %s", (folded,)) == [(folded,)]

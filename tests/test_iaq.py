@@ -1,4 +1,4 @@
-"""Indoor-air compliance (batch/iaq.py) against hand-worked values.
+"""Indoor-air compliance (batch/analysis/iaq.py) against hand-worked values.
 
 Dates: 2025-03-03 is a Monday (heating season: band 20-24 °C). Unless a test says
 otherwise the timetable is the default, Monday to Friday 08:00-14:00, in UTC. The tests of
@@ -22,14 +22,14 @@ from psycopg2 import sql
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from batch import postgres
+from batch.analysis import publish
 
-from batch.aggregations import Thresholds, collect_partials, partial_statistics
-from batch.catalog import Catalog
-from batch.config import resolve_options
-from batch.contract import ANALYSIS_COLUMNS, canonical_schema
-from batch.errors import ConfigurationError
-from batch.iaq import (
+from batch.analysis.statistics import Thresholds, collect_partials, partial_statistics
+from batch.analysis.catalog import Catalog
+from batch.core.config import resolve_options
+from batch.core.contract import ANALYSIS_COLUMNS, canonical_schema
+from batch.core.errors import ConfigurationError
+from batch.analysis.iaq import (
     IAQ_GROUP_KEYS,
     IAQ_OPTIONS,
     IAQ_VALIDATED_METRICS,
@@ -44,9 +44,9 @@ from batch.iaq import (
     occupied_us,
     with_occupied_range,
 )
-from batch.postgres import PostgresTarget
-from batch.timetable import Occupancy, parse_timetable, public_holidays_applied
-from batch.validation import validate_readings
+from batch.analysis.publish import PostgresTarget
+from batch.analysis.timetable import Occupancy, parse_timetable, public_holidays_applied
+from batch.core.validation import validate_readings
 from tests import independent_iaq
 
 COLUMNS = ("DevEui", "institute", "classroom", "sendtime", "co2", "temperature", "pir")
@@ -430,12 +430,12 @@ def test_the_view_ranks_current_classrooms_and_lists_stale_ones_after_them(
     target = make_target()
     weekly_table = next(table for table in iaq_catalog_tables(IaqSettings(), "UTC")
                         if table.name == "classroom_weekly_iaq")
-    with contextlib.closing(postgres.connect(target)) as conn:
+    with contextlib.closing(publish.connect(target)) as conn:
         with conn.cursor() as cursor:
             cursor.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(target.schema)))
-            for statement in postgres.catalog_ddl(target.schema, Catalog((weekly_table,), (latest_week_view(),))):
+            for statement in publish.catalog_ddl(target.schema, Catalog((weekly_table,), (latest_week_view(),))):
                 cursor.execute(statement)
-        postgres.write_staging(conn, target, weekly_table, weekly_table.build({weekly_table.name: tables.weekly}),
+        publish.write_staging(conn, target, weekly_table, weekly_table.build({weekly_table.name: tables.weekly}),
                                weekly_table.name)
         with conn.cursor() as cursor:
             cursor.execute(sql.SQL("SELECT institute, classroom, iso_week, judged_days, bb101_days_met, "

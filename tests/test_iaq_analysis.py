@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 from pyspark.sql import SparkSession
 
-from batch.postgres import PostgresTarget
+from batch.analysis.publish import PostgresTarget
 from devtools.demo import generate_demo_dataset, holiday_closures_csv
 from tests import independent, independent_iaq
 from tests.test_analysis import analysis_settings, connect, last_run, run, write_rows

@@ -20,9 +20,9 @@ import pytest
 from psycopg2 import sql
 from pyspark.sql import SparkSession
 
-from batch.aggregations import GROUPINGS
-from batch.contract import METRICS, Metric
-from batch.postgres import PostgresTarget, SchemaChangeError
+from batch.analysis.statistics import GROUPINGS
+from batch.core.contract import METRICS, Metric
+from batch.analysis.publish import PostgresTarget, SchemaChangeError
 from tests import independent
 from tests.test_analysis import analysis_settings, connect, run
 

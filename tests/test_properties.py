@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 from psycopg2 import sql
 from pyspark.sql import SparkSession
 
-from batch.config import Secret
-from batch.errors import (
+from batch.core.config import Secret
+from batch.core.errors import (
     BatchError,
     CorruptInputFileError,
     EmptyInputError,
@@ -36,7 +36,7 @@ from batch.errors import (
     MissingColumnError,
 )
 from devtools.local_postgres import LocalPostgres
-from batch.postgres import PostgresTarget
+from batch.analysis.publish import PostgresTarget
 from tests import independent
 from tests.rawdata import METRICS, RANGES
 from tests.support.jobs import admin_connection, query, runs

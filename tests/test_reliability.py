@@ -34,11 +34,11 @@ from psycopg2 import sql
 from pyspark.sql import SparkSession
 
 from devtools import local_postgres
-from batch.analysis import RunSummary, run_analysis
-from batch.config import Secret
-from batch.errors import CorruptInputFileError, DownloadError, PublishError
+from batch.analysis.job import RunSummary, run_analysis
+from batch.core.config import Secret
+from batch.core.errors import CorruptInputFileError, DownloadError, PublishError
 from batch.download.files import write_single_file
-from batch.postgres import PostgresTarget
+from batch.analysis.publish import PostgresTarget
 from tests.rawdata import METRICS, RawDataset, build_rows, with_replays
 from tests.support.jobs import (
     JOB_APPLICATION,

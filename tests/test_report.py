@@ -1,4 +1,4 @@
-"""The run report (batch/report.py): its queries against a real PostgreSQL holding known rows,
+"""The run report (batch/report/page.py): its queries against a real PostgreSQL holding known rows,
 the HTML file, and that file in a real headless Chromium with the network off."""
 from __future__ import annotations
 
@@ -20,11 +20,11 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from batch import report
-from batch.aggregations import Thresholds
-from batch.catalog import build_catalog
-from batch.errors import ConfigurationError
-from batch.postgres import PostgresTarget, catalog_ddl, create_table_ddl
+from batch.report import page as report
+from batch.analysis.statistics import Thresholds
+from batch.analysis.catalog import build_catalog
+from batch.core.errors import ConfigurationError
+from batch.analysis.publish import PostgresTarget, catalog_ddl, create_table_ddl
 from tests.support.browser import CHROMIUM, Chromium
 
 UTC = dt.timezone.utc
@@ -544,11 +544,11 @@ def test_command_line_reads_the_password_from_its_file_and_prints_the_path(
 def test_a_package_without_its_template_is_a_clear_error(
         target: PostgresTarget, published: str, tmp_path: Path) -> None:
     """The package zipped as its *.py files alone (a --py-files zip) cannot render: it says why."""
-    package = Path(report.__file__).parent
+    package = Path(report.__file__).parents[1]
     archive_path = tmp_path / "batch.zip"
     with zipfile.ZipFile(archive_path, "w") as archive:
-        for source in package.glob("*.py"):
-            archive.write(source, f"batch/{source.name}")
+        for source in package.rglob("*.py"):
+            archive.write(source, f"batch/{source.relative_to(package)}")
     (tmp_path / "empty.env").write_text("")
     environ = {**os.environ, "PYTHONPATH": str(archive_path), "POSTGRES_HOST": target.host,
                "POSTGRES_PORT": str(target.port), "POSTGRES_DB": target.database,

@@ -35,11 +35,11 @@ import pytest
 from psycopg2 import sql
 from pyspark.sql import SparkSession
 
-from batch.analysis import RunSummary, run_analysis
-from batch.config import Secret
-from batch.errors import ConfigurationError, InputNotFoundError, PublishError
+from batch.analysis.job import RunSummary, run_analysis
+from batch.core.config import Secret
+from batch.core.errors import ConfigurationError, InputNotFoundError, PublishError
 from devtools.local_postgres import LocalPostgres, free_port
-from batch.postgres import PostgresTarget
+from batch.analysis.publish import PostgresTarget
 from tests import independent
 from tests.rawdata import METRICS
 from tests.support.jobs import (

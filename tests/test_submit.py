@@ -72,7 +72,7 @@ def test_the_zip_holds_the_job_package_without_the_launcher(tmp_path: Path) -> N
     assert names == sorted(f"batch/{path.relative_to(package).as_posix()}" for pattern in ("*.py", "*.j2")
                            for path in package.rglob(pattern)
                            if "__pycache__" not in path.parts and path.relative_to(package).parts[0] != "launcher")
-    assert "batch/report.html.j2" in names and "batch/download/job.py" in names  # sub-packages too
+    assert "batch/report/page.html.j2" in names and "batch/download/job.py" in names  # sub-packages too
     assert "batch/launcher/main.py" not in names and not [name for name in names if "devtools" in name]
 
 

@@ -1,10 +1,10 @@
-"""Phase timings (batch/timing.py): a phase entered twice is reported with both durations."""
+"""Phase timings (batch/core/timing.py): a phase entered twice is reported with both durations."""
 from __future__ import annotations
 
 import pytest
 
-from batch import timing
-from batch.timing import timed_phase
+from batch.core import timing
+from batch.core.timing import timed_phase
 
 
 def test_a_phase_entered_twice_adds_both_durations_and_a_failing_block_counts(

@@ -43,10 +43,10 @@ from pyspark.sql import functions as F
 
 from batch.download import parts
 from batch.download.sweep import sweep_leftovers
-from batch.errors import ConfigurationError, DownloadError
-from batch.readers import undecodable_file
-from batch.session import session_conf
-from batch.spark_errors import root_cause_message, spark_error_chain
+from batch.core.errors import ConfigurationError, DownloadError
+from batch.core.readers import undecodable_file
+from batch.core.session import session_conf
+from batch.core.spark_errors import root_cause_message, spark_error_chain
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from batch.contract import CLASSROOM, INSTITUTE, PROFILE, SENDTIME
-from batch.errors import ConfigurationError
+from batch.core.contract import CLASSROOM, INSTITUTE, PROFILE, SENDTIME
+from batch.core.errors import ConfigurationError
 
 # The columns whose values a value filter (profile, institute, classroom) selects on.
 VALUE_FILTER_COLUMNS: tuple[str, ...] = (PROFILE, INSTITUTE, CLASSROOM)

@@ -15,7 +15,7 @@ from py4j.protocol import Py4JJavaError
 from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import Observation, SparkSession
 
-from batch import cli
+from batch.core import cli
 from batch.download.files import write_single_file
 from batch.download.filters import check_filter_values, filter_readings, value_inventory
 from batch.download.rows import (
@@ -27,11 +27,11 @@ from batch.download.rows import (
     usable_readings,
 )
 from batch.download.settings import DownloaderSettings, check_settings
-from batch.errors import ConfigurationError, CorruptInputFileError, DownloadError, EmptyInputError
-from batch.readers import read_raw_readings, undecodable_file
-from batch.spark_errors import spark_error_chain
-from batch.summary import JobSummary
-from batch.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings
+from batch.core.errors import ConfigurationError, CorruptInputFileError, DownloadError, EmptyInputError
+from batch.core.readers import read_raw_readings, undecodable_file
+from batch.core.spark_errors import spark_error_chain
+from batch.core.summary import JobSummary
+from batch.core.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
-from batch.errors import DownloadError
-from batch.spark_errors import root_cause_message
+from batch.core.errors import DownloadError
+from batch.core.spark_errors import root_cause_message
 
 COPY_BUFFER_BYTES = 1 << 20
 ROWS_PER_ROW_GROUP = 131_072  # about 70 MiB decoded for the 20 contract columns

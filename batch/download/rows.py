@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from batch.contract import CLASSROOM, DEVICE, INSTITUTE, RAW_COLUMNS, RAW_COLUMNS_BY_NAME, SENDTIME
+from batch.core.contract import CLASSROOM, DEVICE, INSTITUTE, RAW_COLUMNS, RAW_COLUMNS_BY_NAME, SENDTIME
 from batch.download.filters import DownloadFilter
-from batch.validation import EXCLUSION_REASON, EXCLUSION_REASONS, REPLAY_REASON, REPLAYS, out_of_range_flag
+from batch.core.validation import EXCLUSION_REASON, EXCLUSION_REASONS, REPLAY_REASON, REPLAYS, out_of_range_flag
 
 # The download is ordered by instant, then device; the other downloaded columns only break ties
 # (replays of one uplink), so that two runs over the same input write the same bytes.

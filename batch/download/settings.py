@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from batch import cli
-from batch.config import (
+from batch.core import cli
+from batch.core.config import (
     COMMON_OPTIONS,
     SUMMARY_JSON_OPTION,
     Option,
@@ -21,10 +21,10 @@ from batch.config import (
     parse_bool,
     settings_type,
 )
-from batch.contract import RAW_COLUMNS, RAW_COLUMNS_BY_NAME
+from batch.core.contract import RAW_COLUMNS, RAW_COLUMNS_BY_NAME
 from batch.download.files import CSV, FORMATS, PARQUET
 from batch.download.filters import DownloadFilter, parse_local_instant
-from batch.errors import ConfigurationError
+from batch.core.errors import ConfigurationError
 
 DEFAULT_OUTPUT = "data/raw/indoor_sensor_data.csv"
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")

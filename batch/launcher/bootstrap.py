@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-EXIT_MISSING_PREREQUISITE = 3  # batch.errors.EXIT_INPUT, which cannot be imported yet
+EXIT_MISSING_PREREQUISITE = 3  # batch.core.errors.EXIT_INPUT, which cannot be imported yet
 
 
 def venv_dir(project_root: Path) -> Path:

@@ -19,8 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from batch import atomic_file
-from batch.errors import EXIT_DOCKER
+from batch.core import atomic_file
+from batch.core.errors import EXIT_DOCKER
 from batch.launcher import submit
 from batch.launcher.jobrun import STOP_SIGNALS
 from batch.launcher.main import (

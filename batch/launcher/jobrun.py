@@ -31,16 +31,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 try:
-    from batch.atomic_file import write_atomically
+    from batch.core.atomic_file import write_atomically
 except ImportError:  # in the Spark container, where atomic_file.py is copied beside this file
     from atomic_file import write_atomically  # type: ignore[no-redef]
 
 NAME = "jobrun.py"
-COMMAND_NOT_FOUND = 127  # batch.errors.EXIT_COMMAND_NOT_FOUND (not importable in the container)
-# The stops a supervisor passes on to the job's process group (batch.cli records them).
+COMMAND_NOT_FOUND = 127  # batch.core.errors.EXIT_COMMAND_NOT_FOUND (not importable in the container)
+# The stops a supervisor passes on to the job's process group (batch.core.cli records them).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # The job's driver stops itself when this process ends without passing a stop on (a kill -9
-# of the printed pid): batch.cli.SUPERVISOR_VARIABLE.
+# of the printed pid): batch.core.cli.SUPERVISOR_VARIABLE.
 SUPERVISOR_VARIABLE = "BATCH_SUPERVISOR_PID"
 
 

@@ -2,7 +2,7 @@
 
 `python -m batch.launcher --project-root DIR JOB [ARGS...]`, exec'd by the doors
 start-spark.sh (JOB analysis) and spark-downloader.sh (JOB downloader) once the virtualenv
-exists. The job's options are read with the job's own parser and checks (batch.cli.load),
+exists. The job's options are read with the job's own parser and checks (batch.core.cli.load),
 before anything starts.
 """
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any
 
 from dotenv import dotenv_values
 
-from batch import cli
-from batch.config import (
+from batch.core import cli
+from batch.core.config import (
     CALLER_DIR_VARIABLE,
     COMMON_OPTIONS,
     ENV_FILE_VARIABLE,
@@ -31,14 +31,14 @@ from batch.config import (
     resolve_options,
     settings_type,
 )
-from batch.errors import (
+from batch.core.errors import (
     EXIT_ALREADY_RUNNING,
     EXIT_CONFIGURATION,
     EXIT_INPUT,
     BatchError,
     exit_codes_text,
 )
-from batch.atomic_file import write_atomically
+from batch.core.atomic_file import write_atomically
 from batch.launcher import bootstrap, submit
 from batch.launcher.jobrun import Supervisor, job_alive, read_int
 
@@ -86,7 +86,7 @@ class Job:
 
 
 def _analysis() -> cli.JobDefinition:
-    from batch.analysis import ANALYSIS_JOB
+    from batch.analysis.job import ANALYSIS_JOB
     return ANALYSIS_JOB
 
 
@@ -147,7 +147,7 @@ Docker mode: DOCKER_CMD (e.g. "sudo docker"), SPARK_MASTER_CONTAINER, SPARK_MAST
 SPARK_CONTAINER_WORKDIR (one folder per run there, with the job's log), SPARK_CONTAINER_SUBMIT,
 SPARK_CONTAINER_PYTHON; the env file goes into the container, the job's variables set in
 the environment are passed by name (docker exec -e NAME), never on a command line.
-Exit codes (of the launcher and the jobs, batch/errors.py):
+Exit codes (of the launcher and the jobs, batch/core/errors.py):
 {exit_codes_text()}
 """
 

@@ -64,9 +64,9 @@ class RunResult:
 # --- the baselines (run inside spark-submit) --------------------------------------------------
 
 def _read_all_columns(app_name: str, raw_path: str) -> tuple[object, object, tuple[str, ...]]:
-    from batch.contract import RAW_COLUMNS
-    from batch.readers import read_raw_readings
-    from batch.session import build_spark_session
+    from batch.core.contract import RAW_COLUMNS
+    from batch.core.readers import read_raw_readings
+    from batch.core.session import build_spark_session
 
     spark = build_spark_session(app_name)
     columns = tuple(column.name for column in RAW_COLUMNS)
@@ -195,7 +195,7 @@ def _check_same_work(repetition: list[RunResult]) -> None:
 
 
 def _column_names() -> tuple[str, ...]:
-    from batch.contract import RAW_COLUMNS
+    from batch.core.contract import RAW_COLUMNS
 
     return tuple(column.name for column in RAW_COLUMNS)
 

@@ -20,11 +20,11 @@ TIMEZONE = "Europe/Rome"
 
 SETUP = """
 from pyspark.sql import SparkSession, functions as F
-from batch import aggregations, analysis, iaq
-from batch.contract import METRICS
-from batch.readers import read_raw_readings
-from batch.session import BASE_CONF
-from batch.validation import validate_readings
+from batch.analysis import iaq, job as analysis, statistics as aggregations
+from batch.core.contract import METRICS
+from batch.core.readers import read_raw_readings
+from batch.core.session import BASE_CONF
+from batch.core.validation import validate_readings
 
 builder = SparkSession.builder.appName("bench-profile-aggregate")
 for key, value in BASE_CONF.items():

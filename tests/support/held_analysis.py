@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import batch.analysis
-import batch.readers
+import batch.analysis.job
+import batch.core.readers
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MAX_HOLD_S = 600.0
@@ -40,18 +40,18 @@ def hold(hold_dir: str, point: str) -> None:
 
 
 def hold_in_driver_after_footers(hold_dir: str) -> None:
-    read_footers = batch.readers._read_footer_schemas
+    read_footers = batch.core.readers._read_footer_schemas
 
     def held(*args: Any) -> Any:
         footers = read_footers(*args)
         hold(hold_dir, "read")
         return footers
 
-    batch.readers._read_footer_schemas = held
+    batch.core.readers._read_footer_schemas = held
 
 
 def hold_in_tasks_of_first_pass(hold_dir: str) -> None:
-    validate = batch.analysis.validate_readings
+    validate = batch.analysis.job.validate_readings
 
     def pass_through(batches: Iterator[Any]) -> Iterator[Any]:
         hold(hold_dir, "aggregate")
@@ -60,7 +60,7 @@ def hold_in_tasks_of_first_pass(hold_dir: str) -> None:
     def held(readings_df: Any, *args: Any) -> Any:
         return validate(readings_df.mapInArrow(pass_through, readings_df.schema), *args)
 
-    batch.analysis.validate_readings = held
+    batch.analysis.job.validate_readings = held
 
 
 def held_project(folder: Path, point: str, hold_dir: Path) -> Path:

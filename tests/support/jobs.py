@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 import psycopg2
 from psycopg2 import sql
 
-from batch.analysis import ANALYSIS_OPTIONS
-from batch.postgres import PostgresTarget
+from batch.analysis.job import ANALYSIS_OPTIONS
+from batch.analysis.publish import PostgresTarget
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ANALYSIS_SCRIPT = PROJECT_ROOT / "start-spark.py"

@@ -14,13 +14,13 @@ from typing import Any
 import psycopg2
 from pyspark.sql import SparkSession
 
-from batch.aggregations import GROUPINGS
-from batch.analysis import ANALYSIS_OPTIONS, AnalysisSettings, RunSummary, run_analysis
-from batch.config import Secret, resolve_options, settings_from
+from batch.analysis.statistics import GROUPINGS
+from batch.analysis.job import ANALYSIS_OPTIONS, AnalysisSettings, RunSummary, run_analysis
+from batch.core.config import Secret, resolve_options, settings_from
 from batch.download.job import DownloadSummary, run_download
 from batch.download.settings import load_download_settings
 from devtools.local_postgres import LocalPostgres
-from batch.postgres import PostgresTarget
+from batch.analysis.publish import PostgresTarget
 from tests import independent
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

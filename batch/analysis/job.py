@@ -11,8 +11,9 @@ from py4j.protocol import Py4JJavaError
 from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import SparkSession
 
-from batch import cli, postgres
-from batch.aggregations import (
+from batch.analysis import publish
+from batch.core import cli
+from batch.analysis.statistics import (
     GROUPINGS,
     Grouping,
     Thresholds,
@@ -22,8 +23,8 @@ from batch.aggregations import (
     rollup_all,
     validation_counts,
 )
-from batch.catalog import ALL_STATISTICS, Catalog, build_catalog
-from batch.config import (
+from batch.analysis.catalog import ALL_STATISTICS, Catalog, build_catalog
+from batch.core.config import (
     COMMON_OPTIONS,
     DEFAULTED_OPTIONS_EXTRA,
     POSTGRES_OPTIONS,
@@ -37,15 +38,15 @@ from batch.config import (
     read_password,
     settings_type,
 )
-from batch.contract import ANALYSIS_COLUMNS, INSTITUTE, METRICS, RAW_COLUMNS_BY_NAME, Metric
-from batch.errors import (
+from batch.core.contract import ANALYSIS_COLUMNS, INSTITUTE, METRICS, RAW_COLUMNS_BY_NAME, Metric
+from batch.core.errors import (
     BatchError,
     ConfigurationError,
     CorruptInputFileError,
     EmptyInputError,
     EmptyResultError,
 )
-from batch.iaq import (
+from batch.analysis.iaq import (
     IAQ_GROUP_KEYS,
     IAQ_OPTIONS,
     IAQ_VALIDATED_METRICS,
@@ -58,11 +59,11 @@ from batch.iaq import (
     public_holidays_in_data,
     with_occupied_range,
 )
-from batch.readers import read_raw_readings, undecodable_file
-from batch.summary import JobSummary
-from batch.spark_errors import spark_error_chain
-from batch.timetable import unknown_institutes
-from batch.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings
+from batch.core.readers import read_raw_readings, undecodable_file
+from batch.core.summary import JobSummary
+from batch.core.spark_errors import spark_error_chain
+from batch.analysis.timetable import unknown_institutes
+from batch.core.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ ANALYSIS_OPTIONS: tuple[Option, ...] = COMMON_OPTIONS + POSTGRES_OPTIONS + (
 class AnalysisSettings(settings_type("AnalysisSettings", ANALYSIS_OPTIONS,  # type: ignore[misc]
                                      extra=(DEFAULTED_OPTIONS_EXTRA,))):
     """One field per option of ANALYSIS_OPTIONS, then `options_defaulted`: the options no
-    flag, environment variable or env file set (batch.cli.load fills it; empty when code
+    flag, environment variable or env file set (batch.core.cli.load fills it; empty when code
     builds the settings)."""
 
     @property
@@ -106,8 +107,8 @@ class AnalysisSettings(settings_type("AnalysisSettings", ANALYSIS_OPTIONS,  # ty
                           self.comfort_min_c, self.comfort_max_c)
 
     @property
-    def target(self) -> postgres.PostgresTarget:
-        return postgres.PostgresTarget(
+    def target(self) -> publish.PostgresTarget:
+        return publish.PostgresTarget(
             host=self.postgres_host, port=self.postgres_port, database=self.postgres_db,
             user=self.postgres_user,
             password=read_password(self.postgres_password, self.postgres_password_file),
@@ -123,7 +124,7 @@ class RunSummary(JobSummary):
     rows_read: int | None = None
     rows_used: int | None = None
     rows_written: dict[str, int] = field(default_factory=dict)
-    # The HTML report of the run (batch/report.py), once published; None if it was not written.
+    # The HTML report of the run (batch/report/page.py), once published; None if it was not written.
     report_path: str | None = None
 
     def run_record(self) -> dict[str, Any]:
@@ -207,7 +208,7 @@ def run_analysis(spark: SparkSession, settings: AnalysisSettings, summary: RunSu
     """Run the whole analysis, filling `summary`; raises BatchError with the run marked failed.
 
     `groupings` and `metrics` are the published tables and the metrics summarised in them
-    (batch/aggregations.py GROUPINGS, batch/contract.py METRICS unless a test says otherwise).
+    (batch/analysis/statistics.py GROUPINGS, batch/core/contract.py METRICS unless a test says otherwise).
     """
     try:
         return _run_analysis(spark, settings, summary, tuple(groupings), tuple(metrics))
@@ -227,20 +228,20 @@ def _run_analysis(spark: SparkSession, settings: AnalysisSettings, summary: RunS
     catalog = build_catalog(settings.thresholds, settings.batch_timezone, groupings, metrics,
                             iaq=settings.iaq)
     tables = [table.name for table in catalog.published_tables]
-    conn = postgres.connect(target)
+    conn = publish.connect(target)
     try:
-        with postgres.database_errors(target), postgres.publish_lock(conn, target):
-            evolution = postgres.ensure_schema(conn, target, catalog)
-            summary.run_id = postgres.start_run(conn, target, summary.job, settings.raw_data_path,
+        with publish.database_errors(target), publish.publish_lock(conn, target):
+            evolution = publish.ensure_schema(conn, target, catalog)
+            summary.run_id = publish.start_run(conn, target, summary.job, settings.raw_data_path,
                                                 public_view(settings))
             try:
-                with postgres.database_errors(target):
+                with publish.database_errors(target):
                     _compute_and_publish(spark, settings, summary, conn, target, groupings,
                                          metrics, catalog, evolution)
             except BaseException as error:
                 summary.status = "failed"
                 summary.error_message = cli.describe_failure(error)
-                postgres.record_failure(conn, target, tables, summary.run_id, summary.run_record())
+                publish.record_failure(conn, target, tables, summary.run_id, summary.run_record())
                 raise
     finally:
         conn.close()
@@ -248,11 +249,11 @@ def _run_analysis(spark: SparkSession, settings: AnalysisSettings, summary: RunS
 
 
 def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summary: RunSummary,
-                         conn: Any, target: postgres.PostgresTarget, groupings: tuple[Grouping, ...],
+                         conn: Any, target: publish.PostgresTarget, groupings: tuple[Grouping, ...],
                          metrics: tuple[Metric, ...], catalog: Catalog,
-                         evolution: postgres.Evolution) -> None:
+                         evolution: publish.Evolution) -> None:
     iaq_rules = settings.iaq.rules()
-    # In the driver: groups, not readings (see batch.aggregations for the bound), where
+    # In the driver: groups, not readings (see batch.analysis.statistics for the bound), where
     # every table is rolled up.
     partials, episodes = _first_pass(spark, settings, summary, groupings, metrics, iaq_rules)
     with summary.phase("aggregate"):
@@ -261,7 +262,7 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
             raise EmptyInputError(
                 f"no usable reading under {settings.raw_data_path}: {summary.rows_read} read, "
                 f"excluded per reason {summary.rows_excluded}; previous results kept")
-        postgres.add_run_settings(conn, target, summary.run_id, {
+        publish.add_run_settings(conn, target, summary.run_id, {
             PUBLIC_HOLIDAYS_APPLIED: public_holidays_in_data(partials, iaq_rules)})
         for warning in unknown_institutes(iaq_rules.occupancy, set(partials[INSTITUTE].dropna())):
             summary.warn(warning)
@@ -273,23 +274,23 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
         del results
     with summary.phase("publish"):
         _check_empty_tables(conn, target, rows, settings.allow_empty_tables, summary)
-        postgres.prepare_staging(conn, target, catalog.published_tables, summary.run_id)
+        publish.prepare_staging(conn, target, catalog.published_tables, summary.run_id)
         for table in catalog.published_tables:
-            postgres.write_staging(conn, target, table, rows.pop(table.name),
-                                   postgres.staging_table(table.name, summary.run_id))
+            publish.write_staging(conn, target, table, rows.pop(table.name),
+                                   publish.staging_table(table.name, summary.run_id))
         summary.status = "succeeded"
-        summary.rows_written = postgres.swap_in(conn, target, catalog, evolution, summary.run_id,
+        summary.rows_written = publish.swap_in(conn, target, catalog, evolution, summary.run_id,
                                                 summary.run_record())
     # The timings through the publish phase are recorded before the report reads them (its
     # phase chart); the report's own time after it is written.
-    postgres.tidy_up(conn, target, [table.name for table in catalog.published_tables],
+    publish.tidy_up(conn, target, [table.name for table in catalog.published_tables],
                      summary.run_id, summary.phase_seconds)
     with summary.phase("report"):
         summary.report_path = _write_report(target, settings.report_dir, summary.run_id)
-    postgres.tidy_up(conn, target, [], summary.run_id, summary.phase_seconds)
+    publish.tidy_up(conn, target, [], summary.run_id, summary.phase_seconds)
 
 
-def _check_empty_tables(conn: Any, target: postgres.PostgresTarget, rows: dict[str, pd.DataFrame],
+def _check_empty_tables(conn: Any, target: publish.PostgresTarget, rows: dict[str, pd.DataFrame],
                         allowed: bool, summary: RunSummary) -> None:
     """Stop (EmptyResultError) before anything is staged when a table that holds rows would be
     published empty, unless `allowed`; warn of every table published empty.
@@ -302,7 +303,7 @@ def _check_empty_tables(conn: Any, target: postgres.PostgresTarget, rows: dict[s
     empty = [name for name, table_rows in rows.items() if table_rows.empty]
     if not empty:
         return
-    held = {name: count for name, count in postgres.published_row_counts(conn, target, empty).items()
+    held = {name: count for name, count in publish.published_row_counts(conn, target, empty).items()
             if count}
     if held and not allowed:
         raise EmptyResultError(
@@ -315,7 +316,7 @@ def _check_empty_tables(conn: Any, target: postgres.PostgresTarget, rows: dict[s
         summary.warn(f"{target.schema}.{name} is published with no row{replacing}")
 
 
-def _write_report(target: postgres.PostgresTarget, report_dir: str, run_id: int) -> str | None:
+def _write_report(target: publish.PostgresTarget, report_dir: str, run_id: int) -> str | None:
     """The run's HTML report, from the tables just published; None when it cannot be written.
 
     The results are published by then: a report that fails (a missing plotting library on a
@@ -323,7 +324,7 @@ def _write_report(target: postgres.PostgresTarget, report_dir: str, run_id: int)
     """
     try:
         # Imported here: matplotlib is needed on the driver only, and only now.
-        from batch.report import write_report
+        from batch.report.page import write_report
         return str(write_report(target, target.schema, report_dir, run_id))
     except (BatchError, ImportError, OSError) as error:
         log.warning("run %d is published, but its report was not written: %s", run_id, error)
@@ -334,11 +335,11 @@ def _first_pass(spark: SparkSession, settings: AnalysisSettings, summary: RunSum
                 groupings: tuple[Grouping, ...], metrics: tuple[Metric, ...],
                 iaq_rules: IaqRules) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read and validate the input into partial statistics, one row per device and day, and
-    the device-days' longest CO2 episodes and covered time (batch/iaq.py), both collected to
+    the device-days' longest CO2 episodes and covered time (batch/analysis/iaq.py), both collected to
     the driver.
 
     The indoor-air compliance sums are computed in the statistics' aggregation, from the
-    same scan; the episodes in a narrow aggregation of their own (see batch/iaq.py for why).
+    same scan; the episodes in a narrow aggregation of their own (see batch/analysis/iaq.py for why).
     Each is one Spark job that ends in the driver: nothing is kept in the executors.
 
     With SKIP_CORRUPT_FILES, a file whose footer reads but whose data pages do not is skipped

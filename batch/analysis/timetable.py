@@ -1,6 +1,6 @@
 """When pupils are in the room: school timetables, closures and the heating season, as data.
 
-Parsed on the driver from settings and small CSV files; batch/iaq.py turns them into Spark
+Parsed on the driver from settings and small CSV files; batch/analysis/iaq.py turns them into Spark
 expressions. Every error names the setting or the file and line, and the value refused.
 
 Timetable (IAQ_TIMETABLE, and the `timetable` column of IAQ_TIMETABLE_FILE): groups of
@@ -43,8 +43,8 @@ from typing import Any
 
 import holidays
 
-from batch.config import closest_name
-from batch.errors import ConfigurationError
+from batch.core.config import closest_name
+from batch.core.errors import ConfigurationError
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # ISO order: Monday = 1
 ALL_INSTITUTES = "*"

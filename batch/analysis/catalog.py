@@ -1,11 +1,11 @@
 """The catalog: every table and view the analysis publishes, and the run table, in one place.
 
 Each entry names its key, its columns (type, unit, comment) and what builds its rows; the
-sink (batch/postgres.py) derives from it the DDL, the comments, the staging tables, the
+sink (batch/analysis/publish.py) derives from it the DDL, the comments, the staging tables, the
 swap, the schema evolution of an existing database and the row counts, the README's
-table list (`python -m batch.catalog`) and the reference docs/tables.md
-(`python -m batch.catalog --reference`). Adding a metric (batch/contract.py
-METRICS), a statistic or share (batch/aggregations.py) or a grouping (GROUPINGS) changes the
+table list (`python -m batch.analysis.catalog`) and the reference docs/tables.md
+(`python -m batch.analysis.catalog --reference`). Adding a metric (batch/core/contract.py
+METRICS), a statistic or share (batch/analysis/statistics.py) or a grouping (GROUPINGS) changes the
 catalog through the specs it is built from; a table of another kind is one more entry here.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from functools import partial
 import pandas as pd
 from psycopg2 import sql
 
-from batch.aggregations import (
+from batch.analysis.statistics import (
     GROUPINGS,
     SHARES,
     Grouping,
@@ -27,11 +27,11 @@ from batch.aggregations import (
     grouping_table,
     output_columns,
 )
-from batch.config import COMMON_OPTIONS
-from batch.contract import METRICS, Metric
-from batch.iaq import IaqSettings, iaq_catalog_tables
-from batch.iaq import latest_week_view as latest_iaq_week_view
-from batch.schema import (
+from batch.core.config import COMMON_OPTIONS
+from batch.core.contract import METRICS, Metric
+from batch.analysis.iaq import IaqSettings, iaq_catalog_tables
+from batch.analysis.iaq import latest_week_view as latest_iaq_week_view
+from batch.core.schema import (
     BIGINT,
     BIGSERIAL,
     INTEGER,
@@ -235,7 +235,7 @@ def column_reference(catalog: Catalog) -> str:
 
 
 # How docs/tables.md is written; tests/test_catalog.py checks that it is current.
-REFERENCE_COMMAND = "python -m batch.catalog --reference > docs/tables.md"
+REFERENCE_COMMAND = "python -m batch.analysis.catalog --reference > docs/tables.md"
 
 
 def reference(catalog: Catalog, timezone: str) -> str:
@@ -246,7 +246,7 @@ def reference(catalog: Catalog, timezone: str) -> str:
     return "\n".join([
         "# The published tables",
         "",
-        "Generated from the catalog (`batch/catalog.py`), do not edit: "
+        "Generated from the catalog (`batch/analysis/catalog.py`), do not edit: "
         f"`{REFERENCE_COMMAND}` writes it and `tests/test_catalog.py` checks that it is current. "
         f"It shows a run with the default settings (`env/spark.env`: BATCH_TIMEZONE={timezone}, "
         "the default thresholds); a run's own settings appear in the comments PostgreSQL holds "

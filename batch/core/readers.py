@@ -29,8 +29,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from batch.contract import RAW_COLUMNS_BY_NAME, REQUIRED_COLUMNS
-from batch.errors import (
+from batch.core.contract import RAW_COLUMNS_BY_NAME, REQUIRED_COLUMNS
+from batch.core.errors import (
     CorruptInputFileError,
     IncompatibleColumnTypeError,
     InputError,

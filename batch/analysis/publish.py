@@ -32,10 +32,10 @@ from psycopg2 import sql
 from pyarrow import csv as pa_csv
 from pyspark.sql.pandas.types import to_arrow_type
 
-from batch.catalog import RUNS, Catalog
-from batch.config import Secret, parse_identifier
-from batch.errors import ConfigurationError, PublishError
-from batch.schema import Column, Table, View
+from batch.analysis.catalog import RUNS, Catalog
+from batch.core.config import Secret, parse_identifier
+from batch.core.errors import ConfigurationError, PublishError
+from batch.core.schema import Column, Table, View
 
 log = logging.getLogger(__name__)
 
@@ -452,7 +452,7 @@ def _copy_text(rows: pd.DataFrame, columns: tuple[Column, ...]) -> io.BytesIO:
     is quoted, so an empty name stays an empty string, and a missing value is an unquoted
     empty field, PostgreSQL's NULL; doubles are written in their shortest form that reads
     back to the same double; timestamps are UTC instants (PySpark's Arrow type of each
-    column's Spark type, as batch.session.collect_to_pandas collects them).
+    column's Spark type, as batch.core.session.collect_to_pandas collects them).
     """
     schema = pa.schema([pa.field(column.name, to_arrow_type(column.type.spark)) for column in columns])
     table = pa.Table.from_pandas(rows[list(schema.names)], schema=schema, preserve_index=False)

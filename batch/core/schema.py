@@ -1,4 +1,4 @@
-"""The vocabulary of the catalog (batch/catalog.py): column types, columns, tables and views.
+"""The vocabulary of the catalog (batch/analysis/catalog.py): column types, columns, tables and views.
 
 A published table is described once - name, key, columns with type, unit and comment, and
 what builds its rows - and the PostgreSQL DDL, comments, staging tables, swap, schema
@@ -59,15 +59,15 @@ class Column:
 
 
 # What a table's build function receives: what the analysis computed in the driver, by name
-# (the roll-up's statistics per table, batch.aggregations.rollup_all; the indoor-air
-# compliance tables, batch.iaq.iaq_results). A build function returns the table's rows as a
+# (the roll-up's statistics per table, batch.analysis.statistics.rollup_all; the indoor-air
+# compliance tables, batch.analysis.iaq.iaq_results). A build function returns the table's rows as a
 # pandas DataFrame (published tables are small: one row per group).
 Results = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
 class Table:
-    """A published table: replaced as a whole by each successful run (see batch/postgres.py)."""
+    """A published table: replaced as a whole by each successful run (see batch/analysis/publish.py)."""
 
     name: str
     description: str

@@ -3,10 +3,10 @@
 Only occupied readings count: a reading whose local time (BATCH_TIMEZONE) falls on an
 occupied day, inside an occupied range `[start, end)` of its institute's timetable, not on
 a closed date of its institute: a date of IAQ_CLOSURES_FILE or a public holiday of its
-calendar (IAQ_PUBLIC_HOLIDAYS; batch/timetable.py).
+calendar (IAQ_PUBLIC_HOLIDAYS; batch/analysis/timetable.py).
 
 The occupied counts and sums hang off the per-device-and-local-day aggregation of
-batch.aggregations.partial_statistics (`iaq_partial_aggregates` are extra expressions of the
+batch.analysis.statistics.partial_statistics (`iaq_partial_aggregates` are extra expressions of the
 same groupBy over the same validated readings). The longest episode above the BB101 peak
 and the time a device's readings cover (a day is judged only when they cover
 IAQ_MIN_DAY_COVERAGE of its occupied time) need the readings in time order:
@@ -41,7 +41,7 @@ from psycopg2 import sql
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from batch.aggregations import (
+from batch.analysis.statistics import (
     CLASSROOM_KEY,
     INSTITUTE_KEY,
     ISO_WEEK_KEY,
@@ -55,13 +55,13 @@ from batch.aggregations import (
     with_local_time,
     with_reading_date,
 )
-from batch.config import Option, finite_number, number, settings_type
-from batch.contract import CLASSROOM, DEVICE, INSTITUTE, METRIC_NAMES, RAW_COLUMNS_BY_NAME, SENDTIME
-from batch.errors import ConfigurationError
-from batch.schema import BIGINT, BOOLEAN, DATE, DOUBLE, INTEGER, TEXT, Results, Table, View
-from batch.schema import Column as PublishedColumn
-from batch.session import collect_to_pandas
-from batch.timetable import (
+from batch.core.config import Option, finite_number, number, settings_type
+from batch.core.contract import CLASSROOM, DEVICE, INSTITUTE, METRIC_NAMES, RAW_COLUMNS_BY_NAME, SENDTIME
+from batch.core.errors import ConfigurationError
+from batch.core.schema import BIGINT, BOOLEAN, DATE, DOUBLE, INTEGER, TEXT, Results, Table, View
+from batch.core.schema import Column as PublishedColumn
+from batch.core.session import collect_to_pandas
+from batch.analysis.timetable import (
     ALL_INSTITUTES,
     NO_HOLIDAYS,
     Occupancy,
@@ -75,7 +75,7 @@ from batch.timetable import (
     public_holiday_dates,
     public_holidays_applied,
 )
-from batch.validation import EXCLUSION_REASON
+from batch.core.validation import EXCLUSION_REASON
 
 # The metrics validate_readings must check for the IAQ tables (pir on top of the statistics').
 IAQ_VALIDATED_METRICS: tuple[str, ...] = METRIC_NAMES + ("pir",)
@@ -174,7 +174,7 @@ class IaqSettings(settings_type("IaqSettings", IAQ_OPTIONS, with_defaults=True))
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> IaqSettings:
-        """From resolved option values (batch.config.resolve_options); others are ignored."""
+        """From resolved option values (batch.core.config.resolve_options); others are ignored."""
         return cls(**{option.field: values[option.field] for option in IAQ_OPTIONS
                       if option.field in values})
 
@@ -274,7 +274,7 @@ def with_occupied_range(validated_df: DataFrame, timezone: str, occupancy: Occup
     """Add `occupied_range_end_us`: for an occupied reading, the UTC instant (µs since the
     epoch) its occupied range ends; null for a reading outside the occupied time or excluded.
 
-    Local wall-clock time is batch.aggregations.with_local_time's, converted once per
+    Local wall-clock time is batch.analysis.statistics.with_local_time's, converted once per
     reading. The range end is a local time of the reading's date turned back into an
     instant, so a range on a daylight-saving change day lasts what the clocks on the wall
     say it lasts.
@@ -435,7 +435,7 @@ def collect_device_day_episodes(validated_df: DataFrame, timezone: str, rules: I
 # --- roll-ups, in the driver -------------------------------------------------------------
 #
 # From the per-device-day partials and episodes collected to the driver (pandas; one row per
-# device and local day, as the statistics' roll-up in batch.aggregations: the same bound).
+# device and local day, as the statistics' roll-up in batch.analysis.statistics: the same bound).
 # The three tables are small sums over them; as Spark jobs they cost more in fixed overhead
 # than in work.
 
@@ -445,7 +445,7 @@ _COVERAGE, _NOT_JUDGED_REASON = "occupied_coverage", "not_judged_reason"
 _BB101_MEAN_MET, _BB101_PEAK_MET = "bb101_mean_met", "bb101_peak_met"
 _SUMMED = (_CO2_N, _CO2_SUM, *_CATEGORY_N, _TEMPERATURE_N, _TEMPERATURE_SUM, _TEMPERATURE_IN_BAND,
            _PIR_N, _PIR_MOTION)
-# The keys the collected partials must carry for these tables (batch.aggregations.collect_partials).
+# The keys the collected partials must carry for these tables (batch.analysis.statistics.collect_partials).
 IAQ_GROUP_KEYS = (ISO_YEAR_KEY, ISO_WEEK_KEY, WEEK_START_KEY)
 _WEEK_KEYS = tuple(key.column.name for key in IAQ_GROUP_KEYS)
 _CLASSROOM_KEYS = [INSTITUTE, CLASSROOM]
@@ -503,7 +503,7 @@ def classroom_day_totals(partials: pd.DataFrame, episodes: pd.DataFrame, rules: 
     the days covered enough to be judged.
 
     `partials`: partial_statistics with `iaq_partial_aggregates` and the ISO week keys
-    (batch.aggregations.collect_partials); `episodes`: `collect_device_day_episodes`.
+    (batch.analysis.statistics.collect_partials); `episodes`: `collect_device_day_episodes`.
     """
     keys = [*_CLASSROOM_KEYS, READING_DATE]
     included = included_partials(partials)
@@ -636,7 +636,7 @@ def iaq_tables(partials: pd.DataFrame, episodes: pd.DataFrame, rules: IaqRules,
                      period=classroom_iaq(day_totals, rules))
 
 
-# --- the catalog entries (batch/catalog.py) -------------------------------------------------
+# --- the catalog entries (batch/analysis/catalog.py) -------------------------------------------------
 
 def _occupied_note(settings: IaqSettings, timezone: str) -> str:
     files = "".join(
@@ -820,7 +820,7 @@ def iaq_catalog_tables(settings: IaqSettings, timezone: str) -> tuple[Table, ...
 def latest_week_view() -> View:
     def query(table: Callable[[str], sql.Composable]) -> sql.Composable:
         # weeks_behind_institute as the statistics' latest_complete_week_by_classroom has it
-        # (batch/catalog.py). Stale classrooms come after the current ones, unranked: a
+        # (batch/analysis/catalog.py). Stale classrooms come after the current ones, unranked: a
         # classroom silent for a month is not compared with this week's.
         current = sql.SQL("CASE WHEN weeks_behind_institute = 0 THEN {} END")
         ranking = [sql.SQL("bb101_days_met::float8 / NULLIF(judged_days, 0)"),

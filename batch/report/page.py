@@ -45,10 +45,10 @@ from matplotlib.figure import Figure
 from markupsafe import Markup
 from psycopg2 import sql
 
-from batch.aggregations import Thresholds
-from batch import cli
-from batch.atomic_file import write_atomically
-from batch.config import (
+from batch.analysis.statistics import Thresholds
+from batch.core import cli
+from batch.core.atomic_file import write_atomically
+from batch.core.config import (
     POSTGRES_OPTIONS,
     REPORT_DIR_OPTION,
     Option,
@@ -56,9 +56,9 @@ from batch.config import (
     read_password,
     settings_type,
 )
-from batch.errors import BatchError, ConfigurationError
-from batch.catalog import RUNS_TABLE
-from batch.postgres import PostgresTarget, connect
+from batch.core.errors import BatchError, ConfigurationError
+from batch.analysis.catalog import RUNS_TABLE
+from batch.analysis.publish import PostgresTarget, connect
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ RANKING_ROWS_CHARTED = 15
 # Longer names are shortened on chart axes (the tables show them in full).
 CHART_LABEL_CHARS = 28
 # The page template, package data beside this module (a zip of the package needs it too).
-TEMPLATE = "report.html.j2"
+TEMPLATE = "page.html.j2"
 
 REPORT_OPTIONS: tuple[Option, ...] = (REPORT_DIR_OPTION,)
 
@@ -943,7 +943,7 @@ def institute_section(data: ReportData, weeks: Sequence[date], number: int, name
 
 def render_report(data: ReportData, generated_at: datetime) -> str:
     environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("batch", "."), autoescape=True,
+        loader=jinja2.PackageLoader("batch.report", "."), autoescape=True,
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     run = data.run
     _SOLVED_LAYOUTS.clear()  # a few hundred bytes a chart: kept for one report, not for the process
@@ -1001,7 +1001,7 @@ def write_report(conn_or_target: psycopg2.extensions.connection | PostgresTarget
         write_atomically(path, render_report(data, datetime.now(timezone.utc)))
     except jinja2.TemplateNotFound:
         raise ReportError(f"the report's page template {TEMPLATE} is missing from the batch "
-                          f"package at {Path(__file__).parent}: ship batch/*.j2 with it") from None
+                          f"package at {Path(__file__).parent}: ship batch/report/*.j2 with it") from None
     except OSError as error:
         raise ReportError(f"cannot write the report {path}: {error.strerror}") from None
     log.info("report of run %d written to %s", data.run.run_id, path)
@@ -1060,6 +1060,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(path)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,7 +13,7 @@ from typing import Callable
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from batch.contract import CLASSROOM, DEVICE, INSTITUTE, RAW_COLUMNS_BY_NAME, SENDTIME
+from batch.core.contract import CLASSROOM, DEVICE, INSTITUTE, RAW_COLUMNS_BY_NAME, SENDTIME
 
 EXCLUSION_REASON = "exclusion_reason"
 REPLAYS = "replays"

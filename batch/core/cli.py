@@ -17,8 +17,8 @@ from typing import Any
 
 from pyspark import SparkConf
 
-from batch.atomic_file import write_atomically
-from batch.config import (
+from batch.core.atomic_file import write_atomically
+from batch.core.config import (
     DEFAULTED_OPTIONS_FIELD,
     ENV_FILE_VARIABLE,
     SUMMARY_JSON_OPTION,
@@ -30,7 +30,7 @@ from batch.config import (
     settings_from,
     unknown_variables,
 )
-from batch.errors import BatchError, StoppedBySignal
+from batch.core.errors import BatchError, StoppedBySignal
 
 log = logging.getLogger("batch")
 
@@ -108,7 +108,7 @@ def _known_variables() -> set[str] | None:
         from batch.launcher.main import LAUNCHER_OPTIONS
     except ImportError:
         return None
-    from batch.analysis import ANALYSIS_OPTIONS
+    from batch.analysis.job import ANALYSIS_OPTIONS
     from batch.download.settings import DOWNLOADER_OPTIONS
     return ({option.env for option in (*ANALYSIS_OPTIONS, *DOWNLOADER_OPTIONS, *LAUNCHER_OPTIONS)}
             | {ENV_FILE_VARIABLE})

@@ -7,15 +7,15 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from batch.readers import InputFiles, file_listing
-from batch.timing import timed_phase
+from batch.core.readers import InputFiles, file_listing
+from batch.core.timing import timed_phase
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
 class JobSummary:
-    """The fields both jobs fill; each job's summary adds its own (batch/analysis.py, batch/download/job.py)."""
+    """The fields both jobs fill; each job's summary adds its own (batch/analysis/job.py, batch/download/job.py)."""
 
     job: str
     input_path: str

@@ -6,7 +6,7 @@ compliance tables share - one device, one local day - and each published groupin
 rolled up from those partials, in the driver.
 Variances are merged with Chan's parallel formula, which stays exact where a sum of squares
 would cancel. The lists of key columns, statistics and groupings below are data: the Spark
-expressions here and the published columns of the catalog (batch/catalog.py) both derive
+expressions here and the published columns of the catalog (batch/analysis/catalog.py) both derive
 from them.
 """
 from __future__ import annotations
@@ -20,11 +20,11 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from batch.contract import CLASSROOM, DEVICE, INSTITUTE, METRICS, SENDTIME, Metric
-from batch.schema import BIGINT, DATE, DOUBLE, INTEGER, TEXT, TIMESTAMPTZ, Column as OutputColumn
-from batch.schema import ColumnType
-from batch.session import collect_to_pandas, session_conf
-from batch.validation import (
+from batch.core.contract import CLASSROOM, DEVICE, INSTITUTE, METRICS, SENDTIME, Metric
+from batch.core.schema import BIGINT, DATE, DOUBLE, INTEGER, TEXT, TIMESTAMPTZ, Column as OutputColumn
+from batch.core.schema import ColumnType
+from batch.core.session import collect_to_pandas, session_conf
+from batch.core.validation import (
     EXCLUSION_REASON,
     EXCLUSION_REASONS,
     REPLAY_REASON,
@@ -229,7 +229,7 @@ def with_local_time(readings_df: DataFrame, timezone: str) -> DataFrame:
     arithmetic (`local_days`). Spark does not share a conversion repeated across the
     conditions of a CASE or through a filter it pushes down: the timetable's expression
     evaluated it up to 78 times per reading.
-    Assumes the session time zone is UTC (batch.session sets it): from_utc_timestamp shifts
+    Assumes the session time zone is UTC (batch.core.session sets it): from_utc_timestamp shifts
     the instant to local wall-clock time.
     """
     if LOCAL_MICROS in readings_df.columns:
@@ -258,7 +258,7 @@ def partial_statistics(
     """Reduce validated readings to one row per reason, institute, classroom, device and local day.
 
     `extra_aggregates` are computed in the same aggregation (the indoor-air compliance
-    partials of batch.iaq), so that the input is scanned once; they may use `reading_date`.
+    partials of batch.analysis.iaq), so that the input is scanned once; they may use `reading_date`.
     """
     aggregates = [
         F.count(F.lit(1)).alias("readings"),

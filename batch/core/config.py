@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from dotenv import dotenv_values
 
-from batch.errors import ConfigurationError
+from batch.core.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ COMMON_OPTIONS: tuple[Option, ...] = (
     Option("RAW_DATA_PATH", "hdfs://hadoop-namenode:8020/iot-lorawan/raw/indoor_sensor_data",
            "raw Parquet readings: any URI Spark reads (hdfs://, file://, a local path)",
            path=True),
-    # The platform's schools are in Italy; a run left on this default says so (batch/analysis.py).
+    # The platform's schools are in Italy; a run left on this default says so (batch/analysis/job.py).
     Option("BATCH_TIMEZONE", "Europe/Rome",
            "IANA time zone of the local days, weeks, months and school timetables", parse_timezone),
     Option("SKIP_CORRUPT_FILES", "false",
