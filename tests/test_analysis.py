@@ -165,7 +165,7 @@ def test_a_failure_while_publishing_keeps_the_previous_results_and_reruns_are_id
         written.append(staging)
         real_write(conn, target_, table, rows, staging)
 
-    monkeypatch.setattr(postgres, "write_staging", failing_write)
+    monkeypatch.setattr(publish, "write_staging", failing_write)
     with pytest.raises(InjectedFailure):
         run(spark, second)
     monkeypatch.undo()
