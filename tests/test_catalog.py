@@ -61,7 +61,9 @@ def test_every_grouping_is_a_published_table_keyed_as_declared() -> None:
         (grouping.table, grouping.key_names) for grouping in GROUPINGS] + [
         ("classroom_daily_iaq", ("institute", "classroom", "local_date")),
         ("classroom_weekly_iaq", ("institute", "classroom", "iso_year", "iso_week", "week_start")),
-        ("classroom_iaq", ("institute", "classroom"))]
+        ("classroom_iaq", ("institute", "classroom")),
+        ("device_daily_health", ("dev_eui", "local_date")),
+        ("device_health", ("dev_eui",))]
     assert catalog.runs.build is None and catalog.runs not in catalog.published_tables
 
 

@@ -31,6 +31,8 @@ from batch.core.config import COMMON_OPTIONS
 from batch.core.contract import METRICS, Metric
 from batch.analysis.iaq import IaqSettings, iaq_catalog_tables
 from batch.analysis.iaq import latest_week_view as latest_iaq_week_view
+from batch.analysis.health import HealthSettings
+from batch.analysis.health_tables import attention_view, health_catalog_tables
 from batch.core.schema import (
     BIGINT,
     BIGSERIAL,
@@ -182,12 +184,15 @@ def build_catalog(thresholds: Thresholds, timezone: str,
                   shares: tuple[Share, ...] = SHARES,
                   extra_tables: tuple[Table, ...] = (),
                   extra_views: tuple[View, ...] = (),
-                  iaq: IaqSettings = IaqSettings()) -> Catalog:
+                  iaq: IaqSettings = IaqSettings(),
+                  health: HealthSettings = HealthSettings()) -> Catalog:
     """Everything the analysis publishes with these settings (`iaq`: the indoor-air
-    compliance settings, which appear in the IAQ tables' comments)."""
+    compliance settings, which appear in the IAQ tables' comments; `health`: the sensor
+    health's, in its tables' comments)."""
     tables = (grouping_tables(thresholds, timezone, groupings, metrics, shares)
-              + iaq_catalog_tables(iaq, timezone) + extra_tables)
-    views = (latest_week_view(timezone), latest_iaq_week_view()) + extra_views
+              + iaq_catalog_tables(iaq, timezone)
+              + health_catalog_tables(health, iaq.iaq_outdoor_co2_ppm, timezone) + extra_tables)
+    views = (latest_week_view(timezone), latest_iaq_week_view(), attention_view(health)) + extra_views
     names = [table.name for table in tables] + [view.name for view in views] + [RUNS_TABLE]
     if len(set(names)) != len(names):
         raise ValueError(f"the catalog names a table or view twice: {names}")

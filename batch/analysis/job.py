@@ -24,6 +24,8 @@ from batch.analysis.statistics import (
     validation_counts,
 )
 from batch.analysis.catalog import ALL_STATISTICS, Catalog, build_catalog
+from batch.analysis.health import HEALTH_OPTIONS, HealthSettings, health_results
+from batch.analysis.health_partials import health_partial_aggregates
 from batch.core.config import (
     COMMON_OPTIONS,
     DEFAULTED_OPTIONS_EXTRA,
@@ -38,7 +40,7 @@ from batch.core.config import (
     read_password,
     settings_type,
 )
-from batch.core.contract import ANALYSIS_COLUMNS, INSTITUTE, METRICS, RAW_COLUMNS_BY_NAME, Metric
+from batch.core.contract import ANALYSIS_COLUMNS, INSTITUTE, METRICS, PROFILE, RAW_COLUMNS_BY_NAME, Metric
 from batch.core.errors import (
     BatchError,
     ConfigurationError,
@@ -86,7 +88,7 @@ ANALYSIS_OPTIONS: tuple[Option, ...] = COMMON_OPTIONS + POSTGRES_OPTIONS + (
            "exit 3, previous results kept)", parse_bool),
     SUMMARY_JSON_OPTION,
     REPORT_DIR_OPTION,
-) + IAQ_OPTIONS
+) + IAQ_OPTIONS + HEALTH_OPTIONS
 
 
 class AnalysisSettings(settings_type("AnalysisSettings", ANALYSIS_OPTIONS,  # type: ignore[misc]
@@ -100,6 +102,11 @@ class AnalysisSettings(settings_type("AnalysisSettings", ANALYSIS_OPTIONS,  # ty
         """The indoor-air compliance settings (IAQ_OPTIONS); being settings, they are
         recorded in batch_runs.settings with the rest."""
         return IaqSettings.from_values(public_view(self))
+
+    @property
+    def health(self) -> HealthSettings:
+        """The sensor health settings (HEALTH_OPTIONS), recorded in batch_runs.settings too."""
+        return HealthSettings.from_values(public_view(self))
 
     @property
     def thresholds(self) -> Thresholds:
@@ -226,7 +233,7 @@ def _run_analysis(spark: SparkSession, settings: AnalysisSettings, summary: RunS
         summary.warn(warning)
     target = settings.target
     catalog = build_catalog(settings.thresholds, settings.batch_timezone, groupings, metrics,
-                            iaq=settings.iaq)
+                            iaq=settings.iaq, health=settings.health)
     tables = [table.name for table in catalog.published_tables]
     conn = publish.connect(target)
     try:
@@ -268,7 +275,9 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
             summary.warn(warning)
         results: dict[str, Any] = {ALL_STATISTICS: rollup_all(partials, groupings, metrics),
                                    **iaq_results(partials, episodes, iaq_rules,
-                                               settings.batch_timezone)}
+                                               settings.batch_timezone),
+                                   **health_results(partials, settings.health.rules(
+                                       settings.iaq_outdoor_co2_ppm), settings.batch_timezone)}
         del partials, episodes  # the driver holds the partials or the results, not both, while publishing
         rows = {table.name: table.build(results) for table in catalog.published_tables}
         del results
@@ -359,7 +368,10 @@ def _first_pass(spark: SparkSession, settings: AnalysisSettings, summary: RunSum
                 partials = collect_partials(
                     validated_df.transform(with_occupied_range, settings.batch_timezone, iaq_rules.occupancy)
                     .transform(partial_statistics, settings.batch_timezone, settings.thresholds,
-                               metrics, extra_aggregates=iaq_partial_aggregates(iaq_rules)),
+                               metrics, extra_aggregates=iaq_partial_aggregates(iaq_rules)
+                               + health_partial_aggregates(settings.health_night_end_hour),
+                               # The device profile, constant per device, for the health tables.
+                               extra_keys=(PROFILE,)),
                     group_keys(groupings) + IAQ_GROUP_KEYS)
                 episodes = collect_device_day_episodes(validated_df, settings.batch_timezone,
                                                        iaq_rules, partials)
@@ -397,7 +409,8 @@ def _validated(metrics: tuple[Metric, ...]) -> tuple[str, ...]:
 
 
 def _columns_read(metrics: tuple[Metric, ...]) -> tuple[str, ...]:
-    return ANALYSIS_COLUMNS + tuple(name for name in _names(metrics) if name not in ANALYSIS_COLUMNS)
+    return ANALYSIS_COLUMNS + (PROFILE,) + tuple(
+        name for name in _names(metrics) if name not in ANALYSIS_COLUMNS)
 
 
 def _record_counts(summary: RunSummary, counts: dict[str, int], metrics: tuple[Metric, ...],

@@ -253,12 +253,15 @@ def with_reading_date(readings_df: DataFrame, timezone: str) -> DataFrame:
 def partial_statistics(
     validated_df: DataFrame, timezone: str, thresholds: Thresholds,
     metrics: tuple[Metric, ...] = METRICS, shares: tuple[Share, ...] = SHARES,
-    extra_aggregates: Sequence[Column] = (),
+    extra_aggregates: Sequence[Column] = (), extra_keys: Sequence[str] = (),
 ) -> DataFrame:
     """Reduce validated readings to one row per reason, institute, classroom, device and local day.
 
     `extra_aggregates` are computed in the same aggregation (the indoor-air compliance
-    partials of batch.analysis.iaq), so that the input is scanned once; they may use `reading_date`.
+    partials of batch.analysis.iaq, the sensor health's of batch.analysis.health_partials), so
+    that the input is scanned once; they may use `reading_date`. `extra_keys` are columns constant
+    per device and day carried as group keys (the device `profile`: a string aggregate would turn
+    the hash aggregation into a sort-based one).
     """
     aggregates = [
         F.count(F.lit(1)).alias("readings"),
@@ -287,7 +290,7 @@ def partial_statistics(
     aggregates += extra_aggregates
     return (
         validated_df.transform(with_reading_date, timezone)
-        .groupBy(EXCLUSION_REASON, INSTITUTE, CLASSROOM, DEVICE, READING_DATE)
+        .groupBy(EXCLUSION_REASON, INSTITUTE, CLASSROOM, DEVICE, READING_DATE, *extra_keys)
         .agg(*aggregates)
     )
 

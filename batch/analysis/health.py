@@ -1,0 +1,447 @@
+"""Per-device sensor health (issue 23): its settings and the two tables, derived in the driver.
+
+From the partials collected once (one row per device and local day, with the health aggregates
+of batch.analysis.health_partials), pandas derives `device_daily_health`, one row per device and
+local date from its first reading to the input's last local date (days without a reading
+included), and `device_health`, one row per device as of that date. Both are small (device-days,
+not readings), like the statistics' roll-up (batch.analysis.statistics).
+
+A day's `status`: `offline` (no reading), `stuck` (a metric whose lowest and highest value are
+equal over at least HEALTH_STUCK_MIN_READINGS readings), `sparse` (fewer readings than
+HEALTH_SPARSE_SHARE of the device's usual: the median of its last HEALTH_USUAL_DAYS days with
+readings before that day), else `ok`, in that order of precedence. The input's last local date
+is only observed until the input's newest reading: the readings usual by then are the usual ones
+times the elapsed share of the day, and a device without a reading yet is offline only when one
+was due by then or it was offline the day before.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+
+from batch.analysis.health_partials import (
+    BATTERY_MIN,
+    CHECKED_METRICS,
+    CO2_NIGHT_MIN,
+    HOUR_MASK,
+    STUCK_METRICS,
+    out_of_range,
+    stuck_max,
+    stuck_min,
+    stuck_n,
+)
+from batch.analysis.statistics import READING_DATE, included_partials
+from batch.core.config import Option, number, parse_positive_int, settings_type, whole_number
+from batch.core.contract import CLASSROOM, DEVICE, INSTITUTE, METRICS, PROFILE
+
+DAILY_HEALTH_TABLE = "device_daily_health"
+DEVICE_HEALTH_TABLE = "device_health"
+OFFLINE, STUCK, SPARSE, OK = "offline", "stuck", "sparse", "ok"
+STATUSES = (OFFLINE, STUCK, SPARSE, OK)
+
+
+def parse_night_end_hour(text: str) -> int:
+    try:
+        hour = whole_number(text)
+    except ValueError:
+        hour = 0
+    if not 1 <= hour <= 12:
+        raise ValueError(f"expected a whole hour from 1 to 12, got {text!r}")
+    return hour
+
+
+HEALTH_OPTIONS: tuple[Option, ...] = (
+    Option("HEALTH_NIGHT_END_HOUR", "5",
+           "the night runs from 00:00 to this local hour (1-12): a classroom is empty then, and "
+           "its lowest CO2 is the night minimum", parse_night_end_hour),
+    Option("HEALTH_STUCK_MIN_READINGS", "12",
+           "a metric is stuck on a day when its lowest and highest value are equal over at least "
+           "this many readings", parse_positive_int),
+    Option("HEALTH_SPARSE_SHARE", "0.5",
+           "a day is sparse with fewer readings than this share of the device's usual daily "
+           "readings", number(0, 1, above_low=True)),
+    Option("HEALTH_USUAL_DAYS", "28",
+           "a device's usual daily readings: the median over its last this many days with readings",
+           parse_positive_int),
+    Option("HEALTH_BATTERY_FIT_DAYS", "30",
+           "days of daily battery minima the battery's least-squares line is fitted over",
+           parse_positive_int),
+    Option("HEALTH_BATTERY_MIN_DAYS", "7",
+           "fewest days with a battery value in them for the days of battery left",
+           parse_positive_int),
+    Option("HEALTH_BATTERY_EMPTY_PCT", "10",
+           "battery level (percent) the days of battery left count down to", number(0, 100)),
+    Option("HEALTH_BATTERY_ATTENTION_DAYS", "30",
+           "a device with fewer days of battery left needs attention", parse_positive_int),
+    Option("HEALTH_CO2_BASELINE_NIGHTS", "7",
+           "CO2 baseline: the median night minimum of the last this many nights with a night "
+           "reading", parse_positive_int),
+    Option("HEALTH_CO2_DRIFT_ABOVE_PPM", "150",
+           "CO2 drift is suspected when the baseline stays more than this above outdoor CO2 "
+           "(IAQ_OUTDOOR_CO2_PPM), ppm ...", number(0, 5000, above_low=True)),
+    Option("HEALTH_CO2_DRIFT_BELOW_PPM", "50",
+           "... or more than this below it, ppm ...", number(0, 600, above_low=True)),
+    Option("HEALTH_CO2_DRIFT_NIGHTS", "7",
+           "... on this many consecutive nights with a night reading", parse_positive_int),
+)
+
+
+@dataclass(frozen=True)
+class HealthRules:
+    """Everything the derivation needs, explicit (built by HealthSettings.rules)."""
+
+    night_end_hour: int = 5
+    stuck_min_readings: int = 12
+    sparse_share: float = 0.5
+    usual_days: int = 28
+    battery_fit_days: int = 30
+    battery_min_days: int = 7
+    battery_empty_pct: float = 10.0
+    battery_attention_days: int = 30
+    co2_baseline_nights: int = 7
+    outdoor_co2_ppm: float = 400.0
+    co2_drift_above_ppm: float = 150.0
+    co2_drift_below_ppm: float = 50.0
+    co2_drift_nights: int = 7
+
+
+class HealthSettings(settings_type("HealthSettings", HEALTH_OPTIONS, with_defaults=True)):  # type: ignore[misc]
+    """The HEALTH_ options, parsed (field names are the options' lower-case names)."""
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> HealthSettings:
+        """From resolved option values (batch.core.config.resolve_options); others are ignored."""
+        return cls(**{option.field: values[option.field] for option in HEALTH_OPTIONS
+                      if option.field in values})
+
+    def rules(self, outdoor_co2_ppm: float) -> HealthRules:
+        """`outdoor_co2_ppm`: IAQ_OUTDOOR_CO2_PPM, the drift's reference."""
+        return HealthRules(
+            night_end_hour=self.health_night_end_hour,
+            stuck_min_readings=self.health_stuck_min_readings,
+            sparse_share=self.health_sparse_share, usual_days=self.health_usual_days,
+            battery_fit_days=self.health_battery_fit_days,
+            battery_min_days=self.health_battery_min_days,
+            battery_empty_pct=self.health_battery_empty_pct,
+            battery_attention_days=self.health_battery_attention_days,
+            co2_baseline_nights=self.health_co2_baseline_nights, outdoor_co2_ppm=outdoor_co2_ppm,
+            co2_drift_above_ppm=self.health_co2_drift_above_ppm,
+            co2_drift_below_ppm=self.health_co2_drift_below_ppm,
+            co2_drift_nights=self.health_co2_drift_nights)
+
+
+# --- the hours of a local day ------------------------------------------------------------
+
+_QUARTER = dt.timedelta(minutes=15)
+
+
+def hour_weights(day: dt.date, zone: ZoneInfo) -> tuple[np.ndarray, dt.datetime]:
+    """How long each wall-clock hour 0-23 of `day` lasts, hours (0 for the hour the clocks skip,
+    2 for the one they repeat), and the UTC instant of the day's local midnight."""
+    weights = np.zeros(24)
+    first = dt.datetime.combine(day, dt.time()).replace(tzinfo=zone).astimezone(dt.timezone.utc)
+    midnight = None
+    # Quarter-hour steps from 3 hours before: every zone's offsets and changes are whole quarters.
+    for step in range((24 + 6) * 4):
+        instant = first + (step - 12) * _QUARTER
+        local = instant.astimezone(zone)
+        if local.date() == day:
+            midnight = midnight or instant
+            weights[local.hour] += 0.25
+    assert midnight is not None
+    return weights, midnight
+
+
+def _runs_and_hours(masks: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: wall-clock hours with a reading among those weighed (> 0), and the longest run
+    of hours without one, in elapsed hours (an hour of weight 0 neither counts nor breaks it)."""
+    run = np.zeros(len(masks))
+    longest = np.zeros(len(masks))
+    hours = np.zeros(len(masks), dtype=np.int64)
+    for hour in range(24):
+        weight = weights[:, hour]
+        has_reading = ((masks >> hour) & 1) == 1
+        run = np.where(weight == 0, run, np.where(has_reading, 0.0, run + weight))
+        longest = np.maximum(longest, run)
+        hours += (has_reading & (weight > 0)).astype(np.int64)
+    return hours, longest
+
+
+# --- device-days ---------------------------------------------------------------------------
+
+_SUMMED = ("readings", *(stuck_n(m) for m in STUCK_METRICS), *(out_of_range(m) for m in CHECKED_METRICS))
+_LOWEST = (BATTERY_MIN, CO2_NIGHT_MIN, *(stuck_min(m) for m in STUCK_METRICS))
+_HIGHEST = ("last_reading_at", *(stuck_max(m) for m in STUCK_METRICS))
+_PLACE = (INSTITUTE, CLASSROOM, PROFILE)
+USUAL = "usual_readings"
+
+
+def device_days(partials: pd.DataFrame) -> pd.DataFrame:
+    """One row per device and local date with a reading: its partial rows merged (a device that
+    moved classroom that day has one per classroom); the place is that of its newest reading."""
+    included = included_partials(partials)
+    if PROFILE not in included.columns:
+        included = included.assign(**{PROFILE: None})
+    ordered = included.sort_values([DEVICE, READING_DATE, "last_reading_at"], kind="stable")
+    by_day = ordered.groupby([DEVICE, READING_DATE], sort=False)
+    days = by_day[list(_SUMMED)].sum()
+    days[list(_LOWEST)] = by_day[list(_LOWEST)].min()
+    days[list(_HIGHEST)] = by_day[list(_HIGHEST)].max()
+    days[list(_PLACE)] = by_day[list(_PLACE)].nth(-1).set_index(days.index)
+    starts = np.flatnonzero(~ordered.duplicated([DEVICE, READING_DATE]).to_numpy())
+    days[HOUR_MASK] = np.bitwise_or.reduceat(ordered[HOUR_MASK].to_numpy(dtype=np.int64), starts) \
+        if len(starts) else np.zeros(0, dtype=np.int64)
+    return days.reset_index()
+
+
+def _calendar(days: pd.DataFrame, as_of: dt.date) -> pd.DataFrame:
+    """Every device's dates from its first reading through `as_of`, its days merged in."""
+    first = days.groupby(DEVICE)[READING_DATE].min()
+    lengths = np.array([(as_of - day).days + 1 for day in first], dtype=np.int64)
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    starts = np.repeat(np.array(first.to_numpy(), dtype="datetime64[D]"), lengths)
+    calendar = pd.DataFrame({DEVICE: np.repeat(first.index.to_numpy(), lengths),
+                             READING_DATE: [day.item() for day in starts + offsets]})
+    merged = calendar.merge(days, on=[DEVICE, READING_DATE], how="left")
+    merged["readings"] = merged["readings"].fillna(0).astype(np.int64)
+    merged[HOUR_MASK] = merged[HOUR_MASK].fillna(0).astype(np.int64)
+    for name in (*(stuck_n(m) for m in STUCK_METRICS), *(out_of_range(m) for m in CHECKED_METRICS)):
+        merged[name] = merged[name].fillna(0).astype(np.int64)
+    merged[list(_PLACE)] = merged.groupby(DEVICE)[list(_PLACE)].ffill()
+    return merged
+
+
+def _usual_readings(merged: pd.DataFrame, usual_days: int) -> pd.Series:
+    """Per row: the median readings of the device's last `usual_days` days with readings before
+    that date (NaN before its first)."""
+    with_readings = merged[merged["readings"] > 0]
+    through = (with_readings.groupby(DEVICE)["readings"]
+               .rolling(usual_days, min_periods=1).median().droplevel(0))
+    # Each date takes the median through the latest day with readings before it.
+    return merged.assign(_through=through)["_through"].groupby(merged[DEVICE]).shift(1) \
+        .groupby(merged[DEVICE]).ffill()
+
+
+_UNITS = {metric.name: metric.unit for metric in METRICS}
+
+
+def _stuck_metrics(merged: pd.DataFrame, min_readings: int) -> pd.Series:
+    """Per row, the metrics stuck on one value all day with that value ('temperature 21 °C'),
+    or None."""
+    stuck = {metric: ((merged[stuck_n(metric)] >= min_readings)
+                      & (merged[stuck_min(metric)] == merged[stuck_max(metric)])).to_numpy()
+             for metric in STUCK_METRICS}
+    any_stuck = np.logical_or.reduce(list(stuck.values()))
+    texts = pd.Series(None, index=merged.index, dtype=object)
+    for position in np.flatnonzero(any_stuck):
+        texts.iat[position] = ", ".join(
+            f"{metric} {merged[stuck_min(metric)].iat[position]:g} {_UNITS[metric]}"
+            for metric in STUCK_METRICS if stuck[metric][position])
+    return texts
+
+
+@dataclass(frozen=True)
+class InputSpan:
+    """The input's first and newest reading (UTC) and their local dates."""
+
+    first_at: dt.datetime
+    last_at: dt.datetime
+    first_date: dt.date
+    last_date: dt.date
+
+
+def input_span(days: pd.DataFrame, partials: pd.DataFrame, zone: ZoneInfo) -> InputSpan:
+    included = included_partials(partials)
+    first_at = pd.Timestamp(included["first_reading_at"].min()).to_pydatetime()
+    last_at = pd.Timestamp(included["last_reading_at"].max()).to_pydatetime()
+    return InputSpan(first_at, last_at, first_at.astimezone(zone).date(),
+                     last_at.astimezone(zone).date())
+
+
+def _day_weights(dates: pd.Series, span: InputSpan, zone: ZoneInfo) -> tuple[np.ndarray, float]:
+    """The hour weights of each row's date (hours outside the input on its first and last dates
+    weigh 0), and the elapsed share of the input's last date by its newest reading."""
+    unique, inverse = np.unique(np.array(dates.to_numpy(), dtype="datetime64[D]"), return_inverse=True)
+    table = np.zeros((len(unique), 24))
+    last_share = 1.0
+    for row, day64 in enumerate(unique):
+        day = day64.item()
+        weights, midnight = hour_weights(day, zone)
+        if day == span.first_date:
+            weights[:span.first_at.astimezone(zone).hour] = 0
+        if day == span.last_date:
+            length_h = hour_weights(day, zone)[0].sum()
+            last_share = (span.last_at - midnight).total_seconds() / 3600 / length_h
+            weights[span.last_at.astimezone(zone).hour + 1:] = 0
+        table[row] = weights
+    return table[inverse.reshape(-1)], last_share
+
+
+def daily_health(partials: pd.DataFrame, rules: HealthRules, timezone: str) -> pd.DataFrame:
+    """The `device_daily_health` rows (published names) from `collect_partials`' frame."""
+    zone = ZoneInfo(timezone)
+    days = device_days(partials)
+    if days.empty:
+        return _daily_frame(days.assign(**{USUAL: [], "status": [], "stuck_metrics": [],
+                                           "hours_with_readings": [], "longest_gap_hours": []}))
+    span = input_span(days, partials, zone)
+    merged = _calendar(days, span.last_date).sort_values([DEVICE, READING_DATE], kind="stable") \
+        .reset_index(drop=True)
+    weights, last_share = _day_weights(merged[READING_DATE], span, zone)
+    merged["hours_with_readings"], merged["longest_gap_hours"] = _runs_and_hours(
+        merged[HOUR_MASK].to_numpy(), weights)
+    merged[USUAL] = _usual_readings(merged, rules.usual_days)
+    last_day = (merged[READING_DATE] == span.last_date).to_numpy()
+    due = merged[USUAL].to_numpy() * np.where(last_day, last_share, 1.0)
+    readings = merged["readings"].to_numpy()
+    merged["stuck_metrics"] = _stuck_metrics(merged, rules.stuck_min_readings)
+    status = np.where(readings == 0, OFFLINE,
+                      np.where(merged["stuck_metrics"].notna(), STUCK,
+                               np.where(readings < rules.sparse_share * due, SPARSE, OK)))
+    # The last date is observed until the newest reading only: no reading yet is offline when
+    # one was due by then, or when the device was offline the day before.
+    offline_before = np.concatenate([[False], status[:-1] == OFFLINE]) \
+        & np.concatenate([[False], merged[DEVICE].to_numpy()[1:] == merged[DEVICE].to_numpy()[:-1]])
+    not_yet = last_day & (readings == 0) & ~(due >= 1) & ~offline_before
+    merged["status"] = np.where(not_yet, OK, status)
+    return _daily_frame(merged)
+
+
+def _daily_frame(merged: pd.DataFrame) -> pd.DataFrame:
+    out_of_range_columns = {f"{metric}_out_of_range": merged[out_of_range(metric)].astype("int64")
+                            for metric in CHECKED_METRICS}
+    return pd.DataFrame({
+        INSTITUTE: merged[INSTITUTE], CLASSROOM: merged[CLASSROOM], "dev_eui": merged[DEVICE],
+        PROFILE: merged[PROFILE], "local_date": merged[READING_DATE],
+        "readings": merged["readings"].astype("int64"),
+        "hours_with_readings": merged["hours_with_readings"].astype("int64"),
+        "longest_gap_hours": merged["longest_gap_hours"].astype(float),
+        "values_out_of_range": sum(out_of_range_columns.values(), pd.Series(0, index=merged.index)),
+        **out_of_range_columns,
+        "battery_min": merged[BATTERY_MIN].astype(float),
+        "co2_night_min": merged[CO2_NIGHT_MIN].astype(float),
+        "stuck_metrics": merged["stuck_metrics"],
+        USUAL: merged[USUAL].astype(float),
+        "status": merged["status"],
+    }).reset_index(drop=True)
+
+
+# --- one row per device, as of the input's last local date ---------------------------------
+
+def _battery_days_left(daily: pd.DataFrame, as_of: dt.date, rules: HealthRules) -> pd.Series:
+    """Per device: days until the least-squares line over its daily battery minima of the last
+    HEALTH_BATTERY_FIT_DAYS days reaches HEALTH_BATTERY_EMPTY_PCT, counted from `as_of` (0 when
+    the line is below it already); NaN when the line does not fall or with fewer than
+    HEALTH_BATTERY_MIN_DAYS days."""
+    since = as_of - dt.timedelta(days=rules.battery_fit_days)
+    window = daily[(daily["local_date"] > since) & daily["battery_min"].notna()]
+    x = np.array([(day - as_of).days for day in window["local_date"]], dtype=float)
+    y = window["battery_min"].to_numpy(dtype=float)
+    sums = pd.DataFrame({"dev_eui": window["dev_eui"].to_numpy(), "n": 1.0, "x": x, "y": y,
+                         "xx": x * x, "xy": x * y}).groupby("dev_eui").sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slope = ((sums["n"] * sums["xy"] - sums["x"] * sums["y"])
+                 / (sums["n"] * sums["xx"] - sums["x"] ** 2))
+        level = (sums["y"] - slope * sums["x"]) / sums["n"]  # the line's value at `as_of`
+        left = ((level - rules.battery_empty_pct) / -slope).clip(lower=0)
+    return left.where((slope < 0) & (sums["n"] >= rules.battery_min_days))
+
+
+def _co2_baseline(daily: pd.DataFrame, rules: HealthRules) -> tuple[pd.Series, pd.Series]:
+    """Per device: the CO2 baseline (median of its last HEALTH_CO2_BASELINE_NIGHTS night minima,
+    NaN with fewer nights) and whether drift is suspected: the baseline as of each of its last
+    HEALTH_CO2_DRIFT_NIGHTS nights with a night reading lay above outdoor + the limit above, or
+    each below outdoor - the limit below."""
+    nights = daily[daily["co2_night_min"].notna()]
+    baseline = (nights.groupby("dev_eui")["co2_night_min"]
+                .rolling(rules.co2_baseline_nights, min_periods=rules.co2_baseline_nights)
+                .median().droplevel(0))
+    nights = nights.assign(baseline=baseline)
+    last = nights.groupby("dev_eui", sort=False).tail(rules.co2_drift_nights)
+    last = last.assign(above=last["baseline"] > rules.outdoor_co2_ppm + rules.co2_drift_above_ppm,
+                       below=last["baseline"] < rules.outdoor_co2_ppm - rules.co2_drift_below_ppm)
+    by_device = last.groupby("dev_eui")
+    drift = (by_device.size() >= rules.co2_drift_nights) & (by_device["above"].all()
+                                                            | by_device["below"].all())
+    return nights.groupby("dev_eui")["baseline"].last(), drift
+
+
+def _days(count: float) -> str:
+    return f"{count:g} day" + ("" if count == 1 else "s")
+
+
+def reasons(row: Mapping[str, Any], rules: HealthRules, zone: ZoneInfo) -> str | None:
+    """What a caretaker should know about a device_health row, in words; None when nothing."""
+    said = []
+    if row["status"] == OFFLINE:
+        since = row["last_reading_at"].astimezone(zone).strftime("%Y-%m-%d %H:%M")
+        said.append(f"no reading for {_days(row['days_since_last_reading'])} (last on {since}): "
+                    "check its battery and that its gateway is on")
+    elif row["status"] == STUCK:
+        said.append(f"stuck on one value all day on {row['as_of_date']} ({row['stuck_metrics']}): "
+                    "the sensor may be faulty or covered")
+    elif row["status"] == SPARSE:
+        said.append(f"only {row['readings']} readings on {row['as_of_date']} where it usually sends "
+                    f"{row[USUAL]:g} a day: a weak radio link to the gateway, or a failing battery")
+    if row["co2_drift_suspected"]:
+        excess = row["co2_baseline_ppm"] - rules.outdoor_co2_ppm
+        where = (f"{excess:.0f} ppm above outdoor air ({rules.outdoor_co2_ppm:g} ppm): the sensor "
+                 "needs recalibrating, or the room is never aired at night" if excess > 0 else
+                 f"{-excess:.0f} ppm below outdoor air ({rules.outdoor_co2_ppm:g} ppm), which is "
+                 "impossible: the sensor needs recalibrating")
+        said.append(f"CO2 at night stays around {row['co2_baseline_ppm']:.0f} ppm, {where}")
+    left = row["battery_days_left"]
+    if left is not None and not math.isnan(left) and left < rules.battery_attention_days:
+        said.append(f"battery at {row['battery_level']:g} %, about {_days(math.floor(left))} "
+                    f"left before {rules.battery_empty_pct:g} %: replace it")
+    return "; ".join(said) or None
+
+
+def device_health(daily: pd.DataFrame, last_reading_at: pd.Series, rules: HealthRules,
+                  timezone: str) -> pd.DataFrame:
+    """The `device_health` rows from the `device_daily_health` rows (`daily_health`) and each
+    device's newest reading (`last_reading_at`, by DevEui)."""
+    zone = ZoneInfo(timezone)
+    daily = daily.sort_values(["dev_eui", "local_date"], kind="stable")
+    if daily.empty:
+        return pd.DataFrame(columns=list(DEVICE_HEALTH_COLUMNS))
+    as_of = daily["local_date"].max()
+    # Every device's calendar runs through `as_of`: its last row is that date's.
+    latest = daily.groupby("dev_eui", sort=True).nth(-1).set_index("dev_eui")
+    by_device = daily.groupby("dev_eui", sort=True)
+    baseline, drift = _co2_baseline(daily, rules)
+    last_at = last_reading_at.reindex(latest.index)
+    last_date = pd.to_datetime(last_at, utc=True).dt.tz_convert(zone).dt.date
+    health = pd.DataFrame({
+        INSTITUTE: latest[INSTITUTE], CLASSROOM: latest[CLASSROOM], "dev_eui": latest.index,
+        PROFILE: latest[PROFILE], "as_of_date": as_of, "last_reading_at": last_at,
+        "days_since_last_reading": [(as_of - day).days for day in last_date],
+        "status": latest["status"], "readings": latest["readings"], USUAL: latest[USUAL],
+        "stuck_metrics": latest["stuck_metrics"],
+        "battery_level": by_device["battery_min"].last().reindex(latest.index),
+        "battery_days_left": _battery_days_left(daily, as_of, rules).reindex(latest.index),
+        "co2_baseline_ppm": baseline.reindex(latest.index),
+        "co2_drift_suspected": drift.reindex(latest.index, fill_value=False).astype(bool),
+    })
+    health["reasons"] = [reasons(row, rules, zone) for row in health.to_dict("records")]
+    return health[list(DEVICE_HEALTH_COLUMNS)].reset_index(drop=True)
+
+
+DEVICE_HEALTH_COLUMNS = (INSTITUTE, CLASSROOM, "dev_eui", PROFILE, "as_of_date", "last_reading_at",
+                         "days_since_last_reading", "status", "reasons", "readings", USUAL,
+                         "stuck_metrics", "battery_level", "battery_days_left", "co2_baseline_ppm",
+                         "co2_drift_suspected")
+
+
+def health_results(partials: pd.DataFrame, rules: HealthRules, timezone: str) -> dict[str, pd.DataFrame]:
+    """The two health tables' rows by table name, for the catalog's build functions."""
+    daily = daily_health(partials, rules, timezone)
+    last_reading_at = included_partials(partials).groupby(DEVICE)["last_reading_at"].max()
+    return {DAILY_HEALTH_TABLE: daily,
+            DEVICE_HEALTH_TABLE: device_health(daily, last_reading_at, rules, timezone)}
