@@ -159,8 +159,8 @@ def spring(spark: SparkSession, postgres_server: Any, tmp_path_factory: pytest.T
                             database=postgres_server.database, user=postgres_server.user,
                             password=_password(postgres_server), schema="t_health_spring",
                             connect_attempts=2, lock_timeout_s=5.0)
-    run(spark, analysis_settings(target, raw, BATCH_TIMEZONE="Europe/Rome",
-                                 REPORT_DIR=str(folder / "reports")))
+    summary = run(spark, analysis_settings(target, raw, BATCH_TIMEZONE="Europe/Rome",
+                                           REPORT_DIR=str(folder / "reports")))
     with connect(target) as conn:
         daily = independent.fetch_dicts(
             conn, 'SELECT * FROM "t_health_spring".device_daily_health ORDER BY dev_eui, local_date')
@@ -169,7 +169,8 @@ def spring(spark: SparkSession, postgres_server: Any, tmp_path_factory: pytest.T
         attention = independent.fetch_dicts(
             conn, 'SELECT * FROM "t_health_spring".sensors_needing_attention')
     return {"rows": rows, "daily": daily, "devices": {row["dev_eui"]: row for row in devices},
-            "attention": attention, "target": target}
+            "attention": attention, "target": target,
+            "report": Path(summary.report_path).read_text(encoding="utf-8")}
 
 
 def _password(server: Any) -> Any:
@@ -349,8 +350,9 @@ def test_the_day_the_clocks_go_back_has_25_hours(
             if day != change:
                 rows.append(reading("quiet", "1C", at))
     target = make_target()
-    run(spark, analysis_settings(target, write_readings(tmp_path / "raw", rows),
-                                 BATCH_TIMEZONE="Europe/Rome", REPORT_DIR=str(tmp_path / "reports")))
+    summary = run(spark, analysis_settings(target, write_readings(tmp_path / "raw", rows),
+                                           BATCH_TIMEZONE="Europe/Rome",
+                                           REPORT_DIR=str(tmp_path / "reports")))
     with connect(target) as conn:
         daily = independent.fetch_dicts(
             conn, f'SELECT dev_eui, local_date, readings, hours_with_readings, longest_gap_hours, '
@@ -366,3 +368,23 @@ def test_the_day_the_clocks_go_back_has_25_hours(
         {"dev_eui": "quiet", "local_date": change, "readings": 0, "hours_with_readings": 0,
          "longest_gap_hours": 25.0, "status": "offline"},
     ]
+    # Every device sent on the input's last day and none is stuck, sparse or drifting.
+    page = Path(summary.report_path).read_text(encoding="utf-8")
+    assert "3 devices as of the input's last day: 3 ok / 0 sparse / 0 offline / 0 stuck / 0 drift" in page
+    assert page.count("All sensors reported normally.") == 1
+
+
+def test_the_report_lists_each_institutes_sensors_needing_attention(spring: dict[str, Any]) -> None:
+    page = spring["report"]
+    # ok: ok, half, drift, battery, moved, night, daily; one each sparse, offline, stuck; drift: 1.
+    assert ("10 devices as of the input's last day: 7 ok / 1 sparse / 1 offline / 1 stuck / "
+            "1 drift") in page
+    table = page[page.index('<table class="sensors-needing-attention">'):]
+    table = table[:table.index("</table>")]
+    assert [line.split("</td><td>")[:3] for line in table.splitlines() if line.strip().startswith("<tr><td")] == [
+        ['      <tr><td class="name">1B', "silent", "offline"],
+        ['      <tr><td class="name">2B', "stuck", "stuck"],
+        ['      <tr><td class="name">2C', "sparse", "sparse"],
+        ['      <tr><td class="name">3A', "drift", "ok"],
+        ['      <tr><td class="name">3B', "battery", "ok"]]
+    assert "All sensors reported normally." not in page

@@ -59,6 +59,7 @@ from batch.core.config import (
 from batch.core.errors import BatchError, ConfigurationError
 from batch.analysis.catalog import RUNS_TABLE
 from batch.analysis.publish import PostgresTarget, connect
+from batch.report.health import SensorHealth, read_sensor_health
 
 log = logging.getLogger(__name__)
 
@@ -404,6 +405,8 @@ class ReportData:
     # The days past the BB101 peak in the ranking weeks, and those with too little data.
     peak_days: list[ClassroomDay] = field(default_factory=list)
     sparse_days: list[ClassroomDay] = field(default_factory=list)
+    # None: the sensor health is not published (an earlier release published the tables).
+    sensor_health: SensorHealth | None = None
 
 
 def read_report_data(conn: psycopg2.extensions.connection, schema: str,
@@ -429,7 +432,8 @@ def read_report_data(conn: psycopg2.extensions.connection, schema: str,
         institute_weeks=institute_weeks(conn, schema),
         thresholds=run_thresholds(run.settings),
         peak_days=peak_episodes(conn, schema) if has_iaq else [],
-        sparse_days=days_with_too_little_data(conn, schema) if has_iaq else [])
+        sparse_days=days_with_too_little_data(conn, schema) if has_iaq else [],
+        sensor_health=read_sensor_health(conn, schema))
 
 
 def run_thresholds(settings: Mapping[str, Any]) -> Thresholds:
