@@ -51,9 +51,10 @@ from pyspark.sql import SparkSession
 
 from batch.core.contract import RAW_COLUMNS
 from batch.core.errors import EXIT_DEMO_DATASET, BatchError, ConfigurationError
+from devtools.demo_health import SensorFaults
 
 # Bumped whenever the generated content changes, so that ensure_demo_dataset regenerates.
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 MARKER_FILE = "_demo_dataset.json"
 SINK_LOG_DIR = "_spark_metadata"
 SINK_LOG_COMPACT_INTERVAL = 4
@@ -613,6 +614,8 @@ class Story:
     phase: np.ndarray
     first_round: np.ndarray
     end_round: np.ndarray
+    # The sensors with a fault for the health tables (devtools/demo_health.py).
+    faults: SensorFaults = SensorFaults()
 
 
 def plan_story(fleet: Fleet, timeline: Timeline, parameters: DemoParameters) -> Story:
@@ -640,7 +643,12 @@ def plan_story(fleet: Fleet, timeline: Timeline, parameters: DemoParameters) -> 
         stale = _classroom_devices(fleet, STALE_CLASSROOM)
         at = (_rome_instant_us(stop_day, STOP_AT) - timeline.start_us) / timeline.period_us
         end_round[stale] = np.floor(at - 0.5 - phase[stale]).astype(np.int64) + 1
-    return Story(phase=phase, first_round=first_round, end_round=end_round)
+    told = np.isin(np.arange(fleet.size), np.concatenate(
+        [_classroom_devices(fleet, LATE_CLASSROOM), _classroom_devices(fleet, STALE_CLASSROOM)]))
+    faults = SensorFaults.choose(fleet.classroom_institute[fleet.classroom],
+                                 fleet.registered & (fleet.profile == AM319) & ~told,
+                                 _rome_instant_us(end, 0.0), parameters.days)
+    return Story(phase=phase, first_round=first_round, end_round=end_round, faults=faults)
 
 
 def _classroom_devices(fleet: Fleet, classroom: tuple[str, str]) -> np.ndarray:
@@ -858,8 +866,12 @@ class World:
         """The slots whose device is installed and still reporting in their round."""
         device = slots % self.fleet.size
         rounds = slots // self.fleet.size
+        # The silent sensor's rounds, by the middle of each (_sendtimes' jitter aside).
+        middle_us = self.timeline.start_us + (rounds + self.fleet.phase[device] + 0.5) \
+            * self.timeline.period_us
         return slots[(rounds >= self.story.first_round[device])
-                     & (rounds < self.story.end_round[device])]
+                     & (rounds < self.story.end_round[device])
+                     & self.story.faults.reporting(device, middle_us)]
 
     def readings(self, slots: np.ndarray, rng: np.random.Generator) -> Readings:
         fleet = self.fleet
@@ -875,6 +887,7 @@ class World:
         values.update(_power(fleet, device, sendtime_us - self.timeline.start_us, rng))
         values.update(_doors(presence, rng))
         values.update(_radio(fleet, device, rng))
+        self.story.faults.apply(values, device)
         nulls = {name: ~_measured(name, fleet.profile[device]) for name in values}
         strings, string_nulls = self._strings(device, rng)
         return Readings(values=values, nulls={**nulls, **string_nulls}, strings=strings)

@@ -110,6 +110,10 @@ def spring_rows() -> list[dict[str, Any]]:
     stuck_days = {dt.date(2025, 3, 15), dt.date(2025, 4, 3), dt.date(2025, 4, 4)}
     add("stuck", "2B", every_day, hourly,
         temperature=lambda day, hour: 21.0 if day in stuck_days else 20 + (hour % 5) * 0.5)
+    # STUCK2: as stuck on 3 April; on 4 April three readings (00:30-02:30), all 21.0, then silent.
+    add("stuck2", "2D", dates(FIRST, dt.date(2025, 4, 3)), hourly,
+        temperature=lambda day, hour: 21.0 if day == dt.date(2025, 4, 3) else 20 + (hour % 5) * 0.5)
+    add("stuck2", "2D", [LAST], lambda day: [0, 1, 2], temperature=lambda day, hour: 21.0)
     # DRIFT: night CO2 (00:00-05:00) 420 until 20 March, climbing 28 ppm a night over the 10
     # nights 21-30 March to 700, then 700.
     def night_co2(day: dt.date, hour: int) -> float:
@@ -189,7 +193,8 @@ def test_every_device_has_a_row_per_date_from_its_first_reading_to_the_inputs_la
     for row in spring["daily"]:
         by_device[row["dev_eui"]].append(row["local_date"])
     assert sorted(by_device) == sorted(
-        ["ok", "silent", "half", "sparse", "stuck", "drift", "battery", "moved", "night", "daily"])
+        ["ok", "silent", "half", "sparse", "stuck", "stuck2", "drift", "battery", "moved", "night",
+         "daily"])
     for device, days in by_device.items():
         assert days == dates(first_dates.get(device, FIRST), LAST), device
 
@@ -208,6 +213,8 @@ def test_statuses_worked_by_hand(spring: dict[str, Any]) -> None:
     # sparse: 8 a day from 26 March against a usual 24; on 4 April 5 by 12:30, fewer than half
     # of 24 x 12.5/24 = 12.5 due (the median of 7 March - 3 April: 19 days of 24, 9 of 8).
     # stuck: temperature 21.0 all day (24 readings; 13 by 12:30 on 4 April, still >= 12).
+    # stuck2: 3 readings on 4 April, fewer than half of the 12.5 due, but all on the 21.0 it was
+    # stuck on the day before: stuck comes before sparse.
     # daily: no reading on 4 April by 12:30, but 1 x 12.5/24 < 1 was due and it sent on 3 April.
     sparse_days = dates(dt.date(2025, 3, 26), LAST)
     expected = {
@@ -215,7 +222,7 @@ def test_statuses_worked_by_hand(spring: dict[str, Any]) -> None:
         ("silent", LAST): "offline", ("half", dt.date(2025, 3, 30)): "sparse",
         **{("sparse", day): "sparse" for day in sparse_days},
         ("stuck", dt.date(2025, 3, 15)): "stuck", ("stuck", dt.date(2025, 4, 3)): "stuck",
-        ("stuck", LAST): "stuck",
+        ("stuck", LAST): "stuck", ("stuck2", dt.date(2025, 4, 3)): "stuck", ("stuck2", LAST): "stuck",
     }
     actual = {(row["dev_eui"], row["local_date"]): row["status"] for row in spring["daily"]
               if row["status"] != "ok"}
@@ -281,6 +288,8 @@ def test_device_health_worked_by_hand(spring: dict[str, Any]) -> None:
         "half": ("2A", end, 0, "ok", 7, 18.0, 90.0, 420.0, False),
         "sparse": ("2C", end, 0, "sparse", 5, 24.0, 90.0, 420.0, False),
         "stuck": ("2B", end, 0, "stuck", 13, 24.0, 90.0, 420.0, False),
+        "stuck2": ("2D", dt.datetime(2025, 4, 4, 0, 30, tzinfo=UTC), 0, "stuck", 3, 24.0, 90.0,
+                   420.0, False),
         # Night minima 420 ... 448 (21 March) ... 700 (30 March on): the median of 7 nights
         # rising is the 4th; the baseline as of each night of 29 March - 4 April is the minimum
         # of 26 March (588) or later, above 400 + 150: drift; today's median 700.
@@ -311,6 +320,8 @@ def test_sensors_needing_attention_worst_first_in_words(spring: dict[str, Any]) 
                                     "battery and that its gateway is on"),
         ("stuck", INSTITUTE, "2B", "stuck on one value all day on 2025-04-04 (temperature 21 °C): "
                                    "the sensor may be faulty or covered"),
+        ("stuck2", INSTITUTE, "2D", "stuck on one value all day on 2025-04-04 (temperature 21 °C): "
+                                    "the sensor may be faulty or covered"),
         ("sparse", INSTITUTE, "2C", "only 5 readings on 2025-04-04 where it usually sends 24 a "
                                     "day: a weak radio link to the gateway, or a failing battery"),
         ("drift", INSTITUTE, "3A", "CO2 at night stays around 700 ppm, 300 ppm above outdoor air "
@@ -376,14 +387,15 @@ def test_the_day_the_clocks_go_back_has_25_hours(
 
 def test_the_report_lists_each_institutes_sensors_needing_attention(spring: dict[str, Any]) -> None:
     page = spring["report"]
-    # ok: ok, half, drift, battery, moved, night, daily; one each sparse, offline, stuck; drift: 1.
-    assert ("10 devices as of the input's last day: 7 ok / 1 sparse / 1 offline / 1 stuck / "
+    # ok: ok, half, drift, battery, moved, night, daily; sparse, offline: 1; stuck: 2; drift: 1.
+    assert ("11 devices as of the input's last day: 7 ok / 1 sparse / 1 offline / 2 stuck / "
             "1 drift") in page
     table = page[page.index('<table class="sensors-needing-attention">'):]
     table = table[:table.index("</table>")]
     assert [line.split("</td><td>")[:3] for line in table.splitlines() if line.strip().startswith("<tr><td")] == [
         ['      <tr><td class="name">1B', "silent", "offline"],
         ['      <tr><td class="name">2B', "stuck", "stuck"],
+        ['      <tr><td class="name">2D', "stuck2", "stuck"],
         ['      <tr><td class="name">2C', "sparse", "sparse"],
         ['      <tr><td class="name">3A', "drift", "ok"],
         ['      <tr><td class="name">3B', "battery", "ok"]]

@@ -7,7 +7,8 @@ included), and `device_health`, one row per device as of that date. Both are sma
 not readings), like the statistics' roll-up (batch.analysis.statistics).
 
 A day's `status`: `offline` (no reading), `stuck` (a metric whose lowest and highest value are
-equal over at least HEALTH_STUCK_MIN_READINGS readings), `sparse` (fewer readings than
+equal over at least HEALTH_STUCK_MIN_READINGS readings, or on the input's last date equal to the
+value it was stuck on the day before), `sparse` (fewer readings than
 HEALTH_SPARSE_SHARE of the device's usual: the median of its last HEALTH_USUAL_DAYS days with
 readings before that day), else `ok`, in that order of precedence. The input's last local date
 is only observed until the input's newest reading: the readings usual by then are the usual ones
@@ -231,12 +232,21 @@ def _usual_readings(merged: pd.DataFrame, usual_days: int) -> pd.Series:
 _UNITS = {metric.name: metric.unit for metric in METRICS}
 
 
-def _stuck_metrics(merged: pd.DataFrame, min_readings: int) -> pd.Series:
-    """Per row, the metrics stuck on one value all day with that value ('temperature 21 °C'),
-    or None."""
-    stuck = {metric: ((merged[stuck_n(metric)] >= min_readings)
-                      & (merged[stuck_min(metric)] == merged[stuck_max(metric)])).to_numpy()
-             for metric in STUCK_METRICS}
+def _stuck_metrics(merged: pd.DataFrame, min_readings: int, last_day: np.ndarray) -> pd.Series:
+    """Per row (sorted by device and date), the metrics stuck on one value all day with that
+    value ('temperature 21 °C'), or None.
+
+    On the input's last date, observed for a few hours only, a metric also stays stuck when its
+    every value equals the one it was stuck on the day before.
+    """
+    same_device = np.concatenate([[False], merged[DEVICE].to_numpy()[1:] == merged[DEVICE].to_numpy()[:-1]])
+    stuck = {}
+    for metric in STUCK_METRICS:
+        n, low, high = (merged[name(metric)].to_numpy() for name in (stuck_n, stuck_min, stuck_max))
+        full_day = (n >= min_readings) & (low == high)
+        before = np.concatenate([[False], full_day[:-1]]) & same_device
+        low_before = np.concatenate([[np.nan], low[:-1]])
+        stuck[metric] = full_day | (last_day & before & (n > 0) & (low == high) & (low == low_before))
     any_stuck = np.logical_or.reduce(list(stuck.values()))
     texts = pd.Series(None, index=merged.index, dtype=object)
     for position in np.flatnonzero(any_stuck):
@@ -300,7 +310,7 @@ def daily_health(partials: pd.DataFrame, rules: HealthRules, timezone: str) -> p
     last_day = (merged[READING_DATE] == span.last_date).to_numpy()
     due = merged[USUAL].to_numpy() * np.where(last_day, last_share, 1.0)
     readings = merged["readings"].to_numpy()
-    merged["stuck_metrics"] = _stuck_metrics(merged, rules.stuck_min_readings)
+    merged["stuck_metrics"] = _stuck_metrics(merged, rules.stuck_min_readings, last_day)
     status = np.where(readings == 0, OFFLINE,
                       np.where(merged["stuck_metrics"].notna(), STUCK,
                                np.where(readings < rules.sparse_share * due, SPARSE, OK)))

@@ -45,7 +45,9 @@ def _status_column(settings: HealthSettings, subject: str) -> Column:
         "status", TEXT,
         f"{subject}: '{OFFLINE}' (no reading), '{STUCK}' (one of {stuck} read the same value all "
         f"day over at least {settings.health_stuck_min_readings} readings, "
-        f"HEALTH_STUCK_MIN_READINGS), '{SPARSE}' (fewer readings than "
+        f"HEALTH_STUCK_MIN_READINGS, or on the input's last date, observed for part of the day, "
+        f"every value equal to the one it was stuck on the day before), '{SPARSE}' (fewer "
+        "readings than "
         f"{settings.health_sparse_share:.0%} of usual_readings, HEALTH_SPARSE_SHARE), else "
         f"'{OK}', in that order of precedence; on the input's last local date, observed only until "
         "its newest reading, the usual readings are scaled to the elapsed share of the day, and a "
