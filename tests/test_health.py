@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import pyarrow as pa
 import pytest
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from batch.analysis.publish import PostgresTarget
 from tests import independent
@@ -400,3 +401,29 @@ def test_the_report_lists_each_institutes_sensors_needing_attention(spring: dict
         ['      <tr><td class="name">3A', "drift", "ok"],
         ['      <tr><td class="name">3B', "battery", "ok"]]
     assert "All sensors reported normally." not in page
+
+
+def test_the_health_aggregates_keep_the_aggregation_a_compiled_hash_aggregation(
+        spark: SparkSession, tmp_path: Path) -> None:
+    # A string or collecting aggregate would make Spark fall back to a sort-based or object hash
+    # aggregation (batch/analysis/health_partials.py): the device profile is a group key instead.
+    from batch.analysis.health_partials import health_partial_aggregates
+    from batch.analysis.statistics import Thresholds, partial_statistics
+    from batch.core.contract import METRIC_NAMES, RAW_COLUMNS_BY_NAME
+    from batch.core.validation import validate_readings
+
+    raw = write_readings(tmp_path / "raw", [reading("ok", "1A", dt.datetime(2025, 3, 3, 9, tzinfo=UTC))])
+    readings_df = spark.read.parquet(str(raw))
+    for name in METRIC_NAMES + ("pir",):
+        if name not in readings_df.columns:
+            readings_df = readings_df.withColumn(
+                name, F.lit(None).cast(RAW_COLUMNS_BY_NAME[name].spark_type))
+    partials_df = readings_df.transform(validate_readings, METRIC_NAMES, False).transform(
+        partial_statistics, "Europe/Rome", Thresholds(),
+        extra_aggregates=health_partial_aggregates(5), extra_keys=("profile",))
+    plan = partials_df._jdf.queryExecution().executedPlan().toString()
+    assert "HashAggregate" in plan
+    assert "SortAggregate" not in plan and "ObjectHashAggregate" not in plan
+    row = partials_df.collect()[0]
+    assert (row["profile"], row["health_hour_mask"], row["health_co2_night_min"]) == (
+        "AM319", 1 << 10, None)  # 09:00 UTC is 10:00 in Rome: no night reading

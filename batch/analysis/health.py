@@ -232,6 +232,12 @@ def _usual_readings(merged: pd.DataFrame, usual_days: int) -> pd.Series:
 _UNITS = {metric.name: metric.unit for metric in METRICS}
 
 
+def _follows_same_device(merged: pd.DataFrame) -> np.ndarray:
+    """Per row of rows sorted by device and date: whether the row before is the same device's."""
+    devices = merged[DEVICE].to_numpy()
+    return np.concatenate([[False], devices[1:] == devices[:-1]])
+
+
 def _stuck_metrics(merged: pd.DataFrame, min_readings: int, last_day: np.ndarray) -> pd.Series:
     """Per row (sorted by device and date), the metrics stuck on one value all day with that
     value ('temperature 21 °C'), or None.
@@ -239,7 +245,7 @@ def _stuck_metrics(merged: pd.DataFrame, min_readings: int, last_day: np.ndarray
     On the input's last date, observed for a few hours only, a metric also stays stuck when its
     every value equals the one it was stuck on the day before.
     """
-    same_device = np.concatenate([[False], merged[DEVICE].to_numpy()[1:] == merged[DEVICE].to_numpy()[:-1]])
+    same_device = _follows_same_device(merged)
     stuck = {}
     for metric in STUCK_METRICS:
         n, low, high = (merged[name(metric)].to_numpy() for name in (stuck_n, stuck_min, stuck_max))
@@ -266,7 +272,7 @@ class InputSpan:
     last_date: dt.date
 
 
-def input_span(days: pd.DataFrame, partials: pd.DataFrame, zone: ZoneInfo) -> InputSpan:
+def input_span(partials: pd.DataFrame, zone: ZoneInfo) -> InputSpan:
     included = included_partials(partials)
     first_at = pd.Timestamp(included["first_reading_at"].min()).to_pydatetime()
     last_at = pd.Timestamp(included["last_reading_at"].max()).to_pydatetime()
@@ -283,24 +289,21 @@ def _day_weights(dates: pd.Series, span: InputSpan, zone: ZoneInfo) -> tuple[np.
     for row, day64 in enumerate(unique):
         day = day64.item()
         weights, midnight = hour_weights(day, zone)
+        if day == span.last_date:
+            last_share = (span.last_at - midnight).total_seconds() / 3600 / weights.sum()
+            weights[span.last_at.astimezone(zone).hour + 1:] = 0
         if day == span.first_date:
             weights[:span.first_at.astimezone(zone).hour] = 0
-        if day == span.last_date:
-            length_h = hour_weights(day, zone)[0].sum()
-            last_share = (span.last_at - midnight).total_seconds() / 3600 / length_h
-            weights[span.last_at.astimezone(zone).hour + 1:] = 0
         table[row] = weights
     return table[inverse.reshape(-1)], last_share
 
 
 def daily_health(partials: pd.DataFrame, rules: HealthRules, timezone: str) -> pd.DataFrame:
-    """The `device_daily_health` rows (published names) from `collect_partials`' frame."""
+    """The `device_daily_health` rows (published names) from `collect_partials`' frame, which
+    holds a used reading (the job stops before this without one)."""
     zone = ZoneInfo(timezone)
     days = device_days(partials)
-    if days.empty:
-        return _daily_frame(days.assign(**{USUAL: [], "status": [], "stuck_metrics": [],
-                                           "hours_with_readings": [], "longest_gap_hours": []}))
-    span = input_span(days, partials, zone)
+    span = input_span(partials, zone)
     merged = _calendar(days, span.last_date).sort_values([DEVICE, READING_DATE], kind="stable") \
         .reset_index(drop=True)
     weights, last_share = _day_weights(merged[READING_DATE], span, zone)
@@ -316,8 +319,7 @@ def daily_health(partials: pd.DataFrame, rules: HealthRules, timezone: str) -> p
                                np.where(readings < rules.sparse_share * due, SPARSE, OK)))
     # The last date is observed until the newest reading only: no reading yet is offline when
     # one was due by then, or when the device was offline the day before.
-    offline_before = np.concatenate([[False], status[:-1] == OFFLINE]) \
-        & np.concatenate([[False], merged[DEVICE].to_numpy()[1:] == merged[DEVICE].to_numpy()[:-1]])
+    offline_before = np.concatenate([[False], status[:-1] == OFFLINE]) & _follows_same_device(merged)
     not_yet = last_day & (readings == 0) & ~(due >= 1) & ~offline_before
     merged["status"] = np.where(not_yet, OK, status)
     return _daily_frame(merged)
@@ -419,8 +421,6 @@ def device_health(daily: pd.DataFrame, last_reading_at: pd.Series, rules: Health
     device's newest reading (`last_reading_at`, by DevEui)."""
     zone = ZoneInfo(timezone)
     daily = daily.sort_values(["dev_eui", "local_date"], kind="stable")
-    if daily.empty:
-        return pd.DataFrame(columns=list(DEVICE_HEALTH_COLUMNS))
     as_of = daily["local_date"].max()
     # Every device's calendar runs through `as_of`: its last row is that date's.
     latest = daily.groupby("dev_eui", sort=True).nth(-1).set_index("dev_eui")
