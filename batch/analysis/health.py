@@ -37,7 +37,8 @@ from batch.analysis.health_partials import (
     stuck_min,
     stuck_n,
 )
-from batch.analysis.statistics import READING_DATE, included_partials
+from batch.analysis.statistics import READING_DATE
+from batch.core.validation import EXCLUSION_REASON
 from batch.core.config import Option, number, parse_positive_int, settings_type, whole_number
 from batch.core.contract import CLASSROOM, DEVICE, INSTITUTE, METRICS, PROFILE
 
@@ -183,12 +184,21 @@ _PLACE = (INSTITUTE, CLASSROOM, PROFILE)
 USUAL = "usual_readings"
 
 
-def device_days(partials: pd.DataFrame) -> pd.DataFrame:
-    """One row per device and local date with a reading: its partial rows merged (a device that
-    moved classroom that day has one per classroom); the place is that of its newest reading."""
-    included = included_partials(partials)
-    if PROFILE not in included.columns:
-        included = included.assign(**{PROFILE: None})
+def used_partials(partials: pd.DataFrame) -> pd.DataFrame:
+    """The columns of `collect_partials`' frame the health tables read, of the rows the
+    statistics use: one narrow copy, not one of the whole frame per use."""
+    used = partials[EXCLUSION_REASON].isna().to_numpy()
+    columns = [DEVICE, READING_DATE, INSTITUTE, CLASSROOM, "readings", "first_reading_at",
+               "last_reading_at", HOUR_MASK, *_SUMMED[1:], *_LOWEST, *_HIGHEST[1:]]
+    narrow = partials.loc[used, columns]
+    # Without the profile key (code that calls partial_statistics without it), no profile.
+    return narrow.assign(**{PROFILE: partials.loc[used, PROFILE] if PROFILE in partials else None})
+
+
+def device_days(included: pd.DataFrame) -> pd.DataFrame:
+    """One row per device and local date with a reading, from `used_partials`: its partial rows
+    merged (a device that moved classroom that day has one per classroom); the place is that of
+    its newest reading."""
     ordered = included.sort_values([DEVICE, READING_DATE, "last_reading_at"], kind="stable")
     by_day = ordered.groupby([DEVICE, READING_DATE], sort=False)
     days = by_day[list(_SUMMED)].sum()
@@ -201,32 +211,74 @@ def device_days(partials: pd.DataFrame) -> pd.DataFrame:
     return days.reset_index()
 
 
+def _day_numbers(dates: pd.Series) -> np.ndarray:
+    """datetime.date values as days since 1970-01-01 (converted once per distinct date)."""
+    codes, distinct = pd.factorize(dates)
+    return np.array(list(distinct), dtype="datetime64[D]").astype(np.int64)[codes]
+
+
+DAY_NUMBER = "_day_number"
+
+
 def _calendar(days: pd.DataFrame, as_of: dt.date) -> pd.DataFrame:
-    """Every device's dates from its first reading through `as_of`, its days merged in."""
-    first = days.groupby(DEVICE)[READING_DATE].min()
-    lengths = np.array([(as_of - day).days + 1 for day in first], dtype=np.int64)
-    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    starts = np.repeat(np.array(first.to_numpy(), dtype="datetime64[D]"), lengths)
-    calendar = pd.DataFrame({DEVICE: np.repeat(first.index.to_numpy(), lengths),
-                             READING_DATE: [day.item() for day in starts + offsets]})
-    merged = calendar.merge(days, on=[DEVICE, READING_DATE], how="left")
-    merged["readings"] = merged["readings"].fillna(0).astype(np.int64)
-    merged[HOUR_MASK] = merged[HOUR_MASK].fillna(0).astype(np.int64)
-    for name in (*(stuck_n(m) for m in STUCK_METRICS), *(out_of_range(m) for m in CHECKED_METRICS)):
-        merged[name] = merged[name].fillna(0).astype(np.int64)
-    merged[list(_PLACE)] = merged.groupby(DEVICE)[list(_PLACE)].ffill()
-    return merged
+    """Every device's dates from its first reading through `as_of` (sorted by device and date,
+    with their `_day_number`), its days placed at their dates: positions computed, not joined."""
+    day_numbers = _day_numbers(days[READING_DATE])
+    device_codes, devices = pd.factorize(days[DEVICE], sort=True)
+    devices = np.asarray(devices, dtype=object)
+    first = np.full(len(devices), np.iinfo(np.int64).max)
+    np.minimum.at(first, device_codes, day_numbers)
+    lengths = np.datetime64(as_of, "D").astype(np.int64) - first + 1
+    starts = np.cumsum(lengths) - lengths
+    total = int(lengths.sum())
+    positions = starts[device_codes] + day_numbers - first[device_codes]
+    calendar_codes = np.repeat(np.arange(len(devices)), lengths)
+    calendar_numbers = first[calendar_codes] + np.arange(total) - starts[calendar_codes]
+    distinct, inverse = np.unique(calendar_numbers, return_inverse=True)
+    dates = np.array([day.item() for day in distinct.astype("datetime64[D]")], dtype=object)
+    columns: dict[str, Any] = {DEVICE: devices[calendar_codes], READING_DATE: dates[inverse.reshape(-1)],
+                               DAY_NUMBER: calendar_numbers}
+    counts = {"readings", HOUR_MASK, *(stuck_n(m) for m in STUCK_METRICS),
+              *(out_of_range(m) for m in CHECKED_METRICS)}
+    for name in days.columns.drop([DEVICE, READING_DATE]):
+        values = days[name].to_numpy()
+        if name in counts:
+            column = np.zeros(total, dtype=np.int64)
+        elif values.dtype.kind == "f":
+            column = np.full(total, np.nan)
+        else:
+            column = np.full(total, None, dtype=object)
+        column[positions] = values
+        columns[name] = column
+    # A day without a reading keeps the place of the device's last one: every device's first
+    # date has a reading, so carrying the last row with one forward never crosses devices.
+    with_reading = np.zeros(total, dtype=bool)
+    with_reading[positions] = True
+    last_with_reading = np.maximum.accumulate(np.where(with_reading, np.arange(total), 0))
+    for name in _PLACE:
+        columns[name] = columns[name][last_with_reading]
+    return pd.DataFrame(columns)
 
 
 def _usual_readings(merged: pd.DataFrame, usual_days: int) -> pd.Series:
-    """Per row: the median readings of the device's last `usual_days` days with readings before
-    that date (NaN before its first)."""
-    with_readings = merged[merged["readings"] > 0]
-    through = (with_readings.groupby(DEVICE)["readings"]
-               .rolling(usual_days, min_periods=1).median().droplevel(0))
+    """Per row (sorted by device and date): the median readings of the device's last
+    `usual_days` days with readings before that date (NaN before its first)."""
+    with_readings = merged.loc[merged["readings"] > 0, [DEVICE, "readings"]]
+    # One rolling median over all devices' days in a row, then the first days of each device,
+    # whose window would reach into the device before, again within the device alone.
+    through = with_readings["readings"].astype(float).rolling(usual_days, min_periods=1).median()
+    rank = with_readings.groupby(DEVICE, sort=False).cumcount().to_numpy()
+    first_days = with_readings[rank < usual_days - 1]
+    through[first_days.index] = first_days.groupby(DEVICE, sort=False)["readings"] \
+        .expanding().median().droplevel(0)
     # Each date takes the median through the latest day with readings before it.
-    return merged.assign(_through=through)["_through"].groupby(merged[DEVICE]).shift(1) \
-        .groupby(merged[DEVICE]).ffill()
+    follows = _follows_same_device(merged)
+    previous = np.where(follows, merged.assign(_through=through)["_through"].shift(1).to_numpy(), np.nan)
+    rows = np.arange(len(merged))
+    device_start = np.maximum.accumulate(np.where(follows, 0, rows))
+    latest = np.maximum.accumulate(np.where(np.isnan(previous), -1, rows))
+    return pd.Series(np.where(latest >= device_start, previous[np.maximum(latest, 0)], np.nan),
+                     index=merged.index)
 
 
 _UNITS = {metric.name: metric.unit for metric in METRICS}
@@ -272,18 +324,18 @@ class InputSpan:
     last_date: dt.date
 
 
-def input_span(partials: pd.DataFrame, zone: ZoneInfo) -> InputSpan:
-    included = included_partials(partials)
+def input_span(included: pd.DataFrame, zone: ZoneInfo) -> InputSpan:
     first_at = pd.Timestamp(included["first_reading_at"].min()).to_pydatetime()
     last_at = pd.Timestamp(included["last_reading_at"].max()).to_pydatetime()
     return InputSpan(first_at, last_at, first_at.astimezone(zone).date(),
                      last_at.astimezone(zone).date())
 
 
-def _day_weights(dates: pd.Series, span: InputSpan, zone: ZoneInfo) -> tuple[np.ndarray, float]:
-    """The hour weights of each row's date (hours outside the input on its first and last dates
-    weigh 0), and the elapsed share of the input's last date by its newest reading."""
-    unique, inverse = np.unique(np.array(dates.to_numpy(), dtype="datetime64[D]"), return_inverse=True)
+def _day_weights(day_numbers: np.ndarray, span: InputSpan, zone: ZoneInfo) -> tuple[np.ndarray, float]:
+    """The hour weights of each row's date (days since 1970-01-01; hours outside the input on its
+    first and last dates weigh 0), and the elapsed share of the input's last date by its newest
+    reading."""
+    unique, inverse = np.unique(day_numbers.astype("datetime64[D]"), return_inverse=True)
     table = np.zeros((len(unique), 24))
     last_share = 1.0
     for row, day64 in enumerate(unique):
@@ -298,15 +350,14 @@ def _day_weights(dates: pd.Series, span: InputSpan, zone: ZoneInfo) -> tuple[np.
     return table[inverse.reshape(-1)], last_share
 
 
-def daily_health(partials: pd.DataFrame, rules: HealthRules, timezone: str) -> pd.DataFrame:
-    """The `device_daily_health` rows (published names) from `collect_partials`' frame, which
-    holds a used reading (the job stops before this without one)."""
+def daily_health(included: pd.DataFrame, rules: HealthRules, timezone: str) -> pd.DataFrame:
+    """The `device_daily_health` rows (published names) from `used_partials`, which hold a used
+    reading (the job stops before this without one)."""
     zone = ZoneInfo(timezone)
-    days = device_days(partials)
-    span = input_span(partials, zone)
-    merged = _calendar(days, span.last_date).sort_values([DEVICE, READING_DATE], kind="stable") \
-        .reset_index(drop=True)
-    weights, last_share = _day_weights(merged[READING_DATE], span, zone)
+    days = device_days(included)
+    span = input_span(included, zone)
+    merged = _calendar(days, span.last_date)
+    weights, last_share = _day_weights(merged[DAY_NUMBER].to_numpy(), span, zone)
     merged["hours_with_readings"], merged["longest_gap_hours"] = _runs_and_hours(
         merged[HOUR_MASK].to_numpy(), weights)
     merged[USUAL] = _usual_readings(merged, rules.usual_days)
@@ -451,7 +502,8 @@ DEVICE_HEALTH_COLUMNS = (INSTITUTE, CLASSROOM, "dev_eui", PROFILE, "as_of_date",
 
 def health_results(partials: pd.DataFrame, rules: HealthRules, timezone: str) -> dict[str, pd.DataFrame]:
     """The two health tables' rows by table name, for the catalog's build functions."""
-    daily = daily_health(partials, rules, timezone)
-    last_reading_at = included_partials(partials).groupby(DEVICE)["last_reading_at"].max()
+    included = used_partials(partials)
+    daily = daily_health(included, rules, timezone)
+    last_reading_at = included.groupby(DEVICE)["last_reading_at"].max()
     return {DAILY_HEALTH_TABLE: daily,
             DEVICE_HEALTH_TABLE: device_health(daily, last_reading_at, rules, timezone)}
