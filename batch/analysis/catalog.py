@@ -31,7 +31,7 @@ from batch.core.config import COMMON_OPTIONS
 from batch.core.contract import METRICS, Metric
 from batch.analysis.iaq import IaqSettings, iaq_catalog_tables
 from batch.analysis.iaq import latest_week_view as latest_iaq_week_view
-from batch.analysis.health import HealthSettings
+from batch.analysis.health_settings import HealthSettings
 from batch.analysis.health_tables import attention_view, health_catalog_tables
 from batch.core.schema import (
     BIGINT,

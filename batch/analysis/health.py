@@ -39,103 +39,13 @@ from batch.analysis.health_partials import (
 )
 from batch.analysis.statistics import READING_DATE
 from batch.core.validation import EXCLUSION_REASON
-from batch.core.config import Option, number, parse_positive_int, settings_type, whole_number
+from batch.analysis.health_settings import HealthRules
 from batch.core.contract import CLASSROOM, DEVICE, INSTITUTE, METRICS, PROFILE
 
 DAILY_HEALTH_TABLE = "device_daily_health"
 DEVICE_HEALTH_TABLE = "device_health"
 OFFLINE, STUCK, SPARSE, OK = "offline", "stuck", "sparse", "ok"
 STATUSES = (OFFLINE, STUCK, SPARSE, OK)
-
-
-def parse_night_end_hour(text: str) -> int:
-    try:
-        hour = whole_number(text)
-    except ValueError:
-        hour = 0
-    if not 1 <= hour <= 12:
-        raise ValueError(f"expected a whole hour from 1 to 12, got {text!r}")
-    return hour
-
-
-HEALTH_OPTIONS: tuple[Option, ...] = (
-    Option("HEALTH_NIGHT_END_HOUR", "5",
-           "the night runs from 00:00 to this local hour (1-12): a classroom is empty then, and "
-           "its lowest CO2 is the night minimum", parse_night_end_hour),
-    Option("HEALTH_STUCK_MIN_READINGS", "12",
-           "a metric is stuck on a day when its lowest and highest value are equal over at least "
-           "this many readings", parse_positive_int),
-    Option("HEALTH_SPARSE_SHARE", "0.5",
-           "a day is sparse with fewer readings than this share of the device's usual daily "
-           "readings", number(0, 1, above_low=True)),
-    Option("HEALTH_USUAL_DAYS", "28",
-           "a device's usual daily readings: the median over its last this many days with readings",
-           parse_positive_int),
-    Option("HEALTH_BATTERY_FIT_DAYS", "30",
-           "days of daily battery minima the battery's least-squares line is fitted over",
-           parse_positive_int),
-    Option("HEALTH_BATTERY_MIN_DAYS", "7",
-           "fewest days with a battery value in them for the days of battery left",
-           parse_positive_int),
-    Option("HEALTH_BATTERY_EMPTY_PCT", "10",
-           "battery level (percent) the days of battery left count down to", number(0, 100)),
-    Option("HEALTH_BATTERY_ATTENTION_DAYS", "30",
-           "a device with fewer days of battery left needs attention", parse_positive_int),
-    Option("HEALTH_CO2_BASELINE_NIGHTS", "7",
-           "CO2 baseline: the median night minimum of the last this many nights with a night "
-           "reading", parse_positive_int),
-    Option("HEALTH_CO2_DRIFT_ABOVE_PPM", "150",
-           "CO2 drift is suspected when the baseline stays more than this above outdoor CO2 "
-           "(IAQ_OUTDOOR_CO2_PPM), ppm ...", number(0, 5000, above_low=True)),
-    Option("HEALTH_CO2_DRIFT_BELOW_PPM", "50",
-           "... or more than this below it, ppm ...", number(0, 600, above_low=True)),
-    Option("HEALTH_CO2_DRIFT_NIGHTS", "7",
-           "... on this many consecutive nights with a night reading", parse_positive_int),
-)
-
-
-@dataclass(frozen=True)
-class HealthRules:
-    """Everything the derivation needs, explicit (built by HealthSettings.rules)."""
-
-    night_end_hour: int = 5
-    stuck_min_readings: int = 12
-    sparse_share: float = 0.5
-    usual_days: int = 28
-    battery_fit_days: int = 30
-    battery_min_days: int = 7
-    battery_empty_pct: float = 10.0
-    battery_attention_days: int = 30
-    co2_baseline_nights: int = 7
-    outdoor_co2_ppm: float = 400.0
-    co2_drift_above_ppm: float = 150.0
-    co2_drift_below_ppm: float = 50.0
-    co2_drift_nights: int = 7
-
-
-class HealthSettings(settings_type("HealthSettings", HEALTH_OPTIONS, with_defaults=True)):  # type: ignore[misc]
-    """The HEALTH_ options, parsed (field names are the options' lower-case names)."""
-
-    @classmethod
-    def from_values(cls, values: Mapping[str, Any]) -> HealthSettings:
-        """From resolved option values (batch.core.config.resolve_options); others are ignored."""
-        return cls(**{option.field: values[option.field] for option in HEALTH_OPTIONS
-                      if option.field in values})
-
-    def rules(self, outdoor_co2_ppm: float) -> HealthRules:
-        """`outdoor_co2_ppm`: IAQ_OUTDOOR_CO2_PPM, the drift's reference."""
-        return HealthRules(
-            night_end_hour=self.health_night_end_hour,
-            stuck_min_readings=self.health_stuck_min_readings,
-            sparse_share=self.health_sparse_share, usual_days=self.health_usual_days,
-            battery_fit_days=self.health_battery_fit_days,
-            battery_min_days=self.health_battery_min_days,
-            battery_empty_pct=self.health_battery_empty_pct,
-            battery_attention_days=self.health_battery_attention_days,
-            co2_baseline_nights=self.health_co2_baseline_nights, outdoor_co2_ppm=outdoor_co2_ppm,
-            co2_drift_above_ppm=self.health_co2_drift_above_ppm,
-            co2_drift_below_ppm=self.health_co2_drift_below_ppm,
-            co2_drift_nights=self.health_co2_drift_nights)
 
 
 # --- the hours of a local day ------------------------------------------------------------

@@ -17,8 +17,8 @@ from batch.analysis.health import (
     STATUSES,
     STUCK,
     USUAL,
-    HealthSettings,
 )
+from batch.analysis.health_settings import HealthSettings
 from batch.analysis.health_partials import CHECKED_METRICS, STUCK_METRICS
 from batch.core.contract import CLASSROOM, INSTITUTE, PROFILE, RAW_COLUMNS_BY_NAME
 from batch.core.schema import BIGINT, BOOLEAN, DATE, DOUBLE, TEXT, TIMESTAMPTZ, Column, Results, Table, View

@@ -24,7 +24,8 @@ from batch.analysis.statistics import (
     validation_counts,
 )
 from batch.analysis.catalog import ALL_STATISTICS, Catalog, build_catalog
-from batch.analysis.health import HEALTH_OPTIONS, HealthSettings, health_results
+from batch.analysis.health import health_results
+from batch.analysis.health_settings import HEALTH_OPTIONS, HealthSettings
 from batch.analysis.health_partials import health_partial_aggregates
 from batch.core.config import (
     COMMON_OPTIONS,
