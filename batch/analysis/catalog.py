@@ -18,15 +18,8 @@ from functools import partial
 import pandas as pd
 from psycopg2 import sql
 
-from batch.analysis.statistics import (
-    GROUPINGS,
-    SHARES,
-    Grouping,
-    Share,
-    Thresholds,
-    grouping_table,
-    output_columns,
-)
+from batch.analysis.rollup import grouping_table
+from batch.analysis.statistics import GROUPINGS, SHARES, Grouping, Share, Thresholds, output_columns
 from batch.core.config import COMMON_OPTIONS
 from batch.core.contract import METRICS, Metric
 from batch.analysis.iaq import IaqSettings, iaq_catalog_tables

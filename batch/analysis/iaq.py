@@ -6,7 +6,7 @@ a closed date of its institute: a date of IAQ_CLOSURES_FILE or a public holiday 
 calendar (IAQ_PUBLIC_HOLIDAYS; batch/analysis/timetable.py).
 
 The occupied counts and sums hang off the per-device-and-local-day aggregation of
-batch.analysis.statistics.partial_statistics (`iaq_partial_aggregates` are extra expressions of the
+batch.analysis.partials.partial_statistics (`iaq_partial_aggregates` are extra expressions of the
 same groupBy over the same validated readings). The longest episode above the BB101 peak
 and the time a device's readings cover (a day is judged only when they cover
 IAQ_MIN_DAY_COVERAGE of its occupied time) need the readings in time order:
@@ -41,19 +41,15 @@ from psycopg2 import sql
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from batch.analysis.partials import LOCAL_MICROS, MICROS_PER_DAY, local_days, with_local_time, with_reading_date
+from batch.analysis.rollup import included_partials
 from batch.analysis.statistics import (
     CLASSROOM_KEY,
     INSTITUTE_KEY,
     ISO_WEEK_KEY,
     ISO_YEAR_KEY,
-    LOCAL_MICROS,
-    MICROS_PER_DAY,
     READING_DATE,
     WEEK_START_KEY,
-    included_partials,
-    local_days,
-    with_local_time,
-    with_reading_date,
 )
 from batch.core.config import Option, finite_number, number, settings_type
 from batch.core.contract import CLASSROOM, DEVICE, INSTITUTE, METRIC_NAMES, RAW_COLUMNS_BY_NAME, SENDTIME
@@ -274,7 +270,7 @@ def with_occupied_range(validated_df: DataFrame, timezone: str, occupancy: Occup
     """Add `occupied_range_end_us`: for an occupied reading, the UTC instant (µs since the
     epoch) its occupied range ends; null for a reading outside the occupied time or excluded.
 
-    Local wall-clock time is batch.analysis.statistics.with_local_time's, converted once per
+    Local wall-clock time is batch.analysis.partials.with_local_time's, converted once per
     reading. The range end is a local time of the reading's date turned back into an
     instant, so a range on a daylight-saving change day lasts what the clocks on the wall
     say it lasts.
@@ -435,7 +431,7 @@ def collect_device_day_episodes(validated_df: DataFrame, timezone: str, rules: I
 # --- roll-ups, in the driver -------------------------------------------------------------
 #
 # From the per-device-day partials and episodes collected to the driver (pandas; one row per
-# device and local day, as the statistics' roll-up in batch.analysis.statistics: the same bound).
+# device and local day, as the statistics' roll-up in batch.analysis.rollup: the same bound).
 # The three tables are small sums over them; as Spark jobs they cost more in fixed overhead
 # than in work.
 
@@ -445,7 +441,7 @@ _COVERAGE, _NOT_JUDGED_REASON = "occupied_coverage", "not_judged_reason"
 _BB101_MEAN_MET, _BB101_PEAK_MET = "bb101_mean_met", "bb101_peak_met"
 _SUMMED = (_CO2_N, _CO2_SUM, *_CATEGORY_N, _TEMPERATURE_N, _TEMPERATURE_SUM, _TEMPERATURE_IN_BAND,
            _PIR_N, _PIR_MOTION)
-# The keys the collected partials must carry for these tables (batch.analysis.statistics.collect_partials).
+# The keys the collected partials must carry for these tables (batch.analysis.partials.collect_partials).
 IAQ_GROUP_KEYS = (ISO_YEAR_KEY, ISO_WEEK_KEY, WEEK_START_KEY)
 _WEEK_KEYS = tuple(key.column.name for key in IAQ_GROUP_KEYS)
 _CLASSROOM_KEYS = [INSTITUTE, CLASSROOM]
@@ -503,7 +499,7 @@ def classroom_day_totals(partials: pd.DataFrame, episodes: pd.DataFrame, rules: 
     the days covered enough to be judged.
 
     `partials`: partial_statistics with `iaq_partial_aggregates` and the ISO week keys
-    (batch.analysis.statistics.collect_partials); `episodes`: `collect_device_day_episodes`.
+    (batch.analysis.partials.collect_partials); `episodes`: `collect_device_day_episodes`.
     """
     keys = [*_CLASSROOM_KEYS, READING_DATE]
     included = included_partials(partials)

@@ -13,16 +13,9 @@ from pyspark.sql import SparkSession
 
 from batch.analysis import publish
 from batch.core import cli
-from batch.analysis.statistics import (
-    GROUPINGS,
-    Grouping,
-    Thresholds,
-    collect_partials,
-    group_keys,
-    partial_statistics,
-    rollup_all,
-    validation_counts,
-)
+from batch.analysis.partials import collect_partials, partial_statistics
+from batch.analysis.rollup import rollup_all, validation_counts
+from batch.analysis.statistics import GROUPINGS, Grouping, Thresholds, group_keys
 from batch.analysis.catalog import ALL_STATISTICS, Catalog, build_catalog
 from batch.core.config import (
     COMMON_OPTIONS,
@@ -253,7 +246,7 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
                          metrics: tuple[Metric, ...], catalog: Catalog,
                          evolution: publish.Evolution) -> None:
     iaq_rules = settings.iaq.rules()
-    # In the driver: groups, not readings (see batch.analysis.statistics for the bound), where
+    # In the driver: groups, not readings (see batch.analysis.rollup for the bound), where
     # every table is rolled up.
     partials, episodes = _first_pass(spark, settings, summary, groupings, metrics, iaq_rules)
     with summary.phase("aggregate"):
