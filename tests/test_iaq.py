@@ -1,4 +1,4 @@
-"""Indoor-air compliance (batch/analysis/iaq.py) against hand-worked values.
+"""Indoor-air compliance (batch/analysis/iaq_settings.py, iaq_partials.py, iaq_rollup.py, iaq_tables.py) against hand-worked values.
 
 Dates: 2025-03-03 is a Monday (heating season: band 20-24 °C). Unless a test says
 otherwise the timetable is the default, Monday to Friday 08:00-14:00, in UTC. The tests of
@@ -23,30 +23,23 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from batch.analysis import publish
-
-from batch.analysis.partials import collect_partials, partial_statistics
-from batch.analysis.statistics import Thresholds
 from batch.analysis.catalog import Catalog
+from batch.analysis.iaq_partials import (
+    IAQ_VALIDATED_METRICS,
+    collect_device_day_episodes,
+    iaq_partial_aggregates,
+    with_occupied_range,
+)
+from batch.analysis.iaq_rollup import IAQ_GROUP_KEYS, IaqTables, iaq_tables, occupied_us
+from batch.analysis.iaq_settings import IAQ_OPTIONS, IaqRules, IaqSettings
+from batch.analysis.iaq_tables import iaq_catalog_tables, latest_week_view
+from batch.analysis.partials import collect_partials, partial_statistics
+from batch.analysis.publish import PostgresTarget
+from batch.analysis.statistics import Thresholds
+from batch.analysis.timetable import Occupancy, parse_timetable, public_holidays_applied
 from batch.core.config import resolve_options
 from batch.core.contract import ANALYSIS_COLUMNS, canonical_schema
 from batch.core.errors import ConfigurationError
-from batch.analysis.iaq import (
-    IAQ_GROUP_KEYS,
-    IAQ_OPTIONS,
-    IAQ_VALIDATED_METRICS,
-    IaqRules,
-    IaqSettings,
-    IaqTables,
-    iaq_catalog_tables,
-    iaq_partial_aggregates,
-    iaq_tables,
-    collect_device_day_episodes,
-    latest_week_view,
-    occupied_us,
-    with_occupied_range,
-)
-from batch.analysis.publish import PostgresTarget
-from batch.analysis.timetable import Occupancy, parse_timetable, public_holidays_applied
 from batch.core.validation import validate_readings
 from tests import independent_iaq
 

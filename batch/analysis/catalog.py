@@ -18,12 +18,13 @@ from functools import partial
 import pandas as pd
 from psycopg2 import sql
 
+from batch.analysis.iaq_settings import IaqSettings
+from batch.analysis.iaq_tables import iaq_catalog_tables
+from batch.analysis.iaq_tables import latest_week_view as latest_iaq_week_view
 from batch.analysis.rollup import grouping_table
 from batch.analysis.statistics import GROUPINGS, SHARES, Grouping, Share, Thresholds, output_columns
 from batch.core.config import COMMON_OPTIONS
 from batch.core.contract import METRICS, Metric
-from batch.analysis.iaq import IaqSettings, iaq_catalog_tables
-from batch.analysis.iaq import latest_week_view as latest_iaq_week_view
 from batch.core.schema import (
     BIGINT,
     BIGSERIAL,

@@ -39,19 +39,14 @@ from batch.core.errors import (
     EmptyInputError,
     EmptyResultError,
 )
-from batch.analysis.iaq import (
-    IAQ_GROUP_KEYS,
-    IAQ_OPTIONS,
+from batch.analysis.iaq_partials import (
     IAQ_VALIDATED_METRICS,
-    IaqRules,
-    IaqSettings,
     collect_device_day_episodes,
     iaq_partial_aggregates,
-    iaq_results,
-    parse_ppm,
-    public_holidays_in_data,
     with_occupied_range,
 )
+from batch.analysis.iaq_rollup import IAQ_GROUP_KEYS, iaq_results, public_holidays_in_data
+from batch.analysis.iaq_settings import IAQ_OPTIONS, IaqRules, IaqSettings, parse_ppm
 from batch.core.readers import read_raw_readings, undecodable_file
 from batch.core.summary import JobSummary
 from batch.core.spark_errors import spark_error_chain
@@ -328,11 +323,11 @@ def _first_pass(spark: SparkSession, settings: AnalysisSettings, summary: RunSum
                 groupings: tuple[Grouping, ...], metrics: tuple[Metric, ...],
                 iaq_rules: IaqRules) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read and validate the input into partial statistics, one row per device and day, and
-    the device-days' longest CO2 episodes and covered time (batch/analysis/iaq.py), both collected to
+    the device-days' longest CO2 episodes and covered time (batch/analysis/iaq_partials.py), both collected to
     the driver.
 
     The indoor-air compliance sums are computed in the statistics' aggregation, from the
-    same scan; the episodes in a narrow aggregation of their own (see batch/analysis/iaq.py for why).
+    same scan; the episodes in a narrow aggregation of their own (see iaq_partials.py for why).
     Each is one Spark job that ends in the driver: nothing is kept in the executors.
 
     With SKIP_CORRUPT_FILES, a file whose footer reads but whose data pages do not is skipped

@@ -1,6 +1,6 @@
 """When pupils are in the room: school timetables, closures and the heating season, as data.
 
-Parsed on the driver from settings and small CSV files; batch/analysis/iaq.py turns them into Spark
+Parsed on the driver from settings and small CSV files; batch/analysis/iaq_partials.py turns them into Spark
 expressions. Every error names the setting or the file and line, and the value refused.
 
 Timetable (IAQ_TIMETABLE, and the `timetable` column of IAQ_TIMETABLE_FILE): groups of
