@@ -243,14 +243,18 @@ def _log_files(fs: Any, log_dir: Any) -> dict[int, str]:
 
 
 def _read_log_file(jvm: Any, fs: Any, log_dir: Any, name: str) -> list[dict[str, Any]]:
-    file = jvm.org.apache.hadoop.fs.Path(log_dir, name)
-    stream = fs.open(file)
+    log_file = jvm.org.apache.hadoop.fs.Path(log_dir, name)
+    file = log_file.toString()
     try:
-        # One gateway call for the whole file (py4j hands a byte[] over as bytes).
-        text = bytes(jvm.org.apache.commons.io.IOUtils.toByteArray(stream)).decode("utf-8")
-    finally:
-        stream.close()
-    file = file.toString()
+        stream = fs.open(log_file)
+        try:
+            # One gateway call for the whole file (py4j hands a byte[] over as bytes).
+            text = bytes(jvm.org.apache.commons.io.IOUtils.toByteArray(stream)).decode("utf-8")
+        finally:
+            stream.close()
+    except Py4JJavaError as error:
+        raise SinkLogError(f"cannot read the streaming sink log file {file}: "
+                           f"{_java_message(error)}") from None
     lines = text.split("\n")
     if lines[0] != SINK_LOG_VERSION:
         raise SinkLogError(
