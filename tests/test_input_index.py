@@ -33,6 +33,14 @@ from batch.core.input_index import (
     read_file_facts,
 )
 from batch.core.session import session_conf
+from tests.rawdata import build_rows
+from tests.support.hdfs import (
+    MiniDfs,
+    configure_spark_for_hdfs,
+    copy_local_dir_to_hdfs,
+    minidfs_unavailable_reason,
+)
+from tests.support.sink import HOSTILE_CLASSROOM, write_streaming_sink
 
 UTC = dt.timezone.utc
 COMPACT_INTERVAL = 3
@@ -326,3 +334,49 @@ def test_footer_facts_of_a_sink_equal_the_files_own_values(spark: SparkSession, 
         low, high = pc.min_max(table["sendtime"]).values()
         expected.append(FileFacts(table.num_rows, low.as_py(), high.as_py()))
     assert facts == expected
+
+
+def test_a_sink_and_a_plain_folder_on_hdfs(spark: SparkSession, tmp_path: Path) -> None:
+    reason = minidfs_unavailable_reason()
+    if reason:
+        pytest.skip(f"no MiniDFSCluster: {reason}")
+    rows = build_rows(23, 8)
+    for row in rows:
+        if row["classroom"] == "4B":
+            row["classroom"] = HOSTILE_CLASSROOM  # URL-escaped in the log
+    quarter = len(rows) // 4
+    batches = [rows[:quarter], rows[quarter:2 * quarter], rows[2 * quarter:3 * quarter],
+               rows[3 * quarter:]]
+    plain = tmp_path / "plain"
+    write_readings(plain / "a.parquet", 2)
+    write_readings(plain / "school" / "b.parquet", 3)
+    (plain / "_SUCCESS").write_text("")
+    with MiniDfs(tmp_path / "minidfs") as dfs:
+        configure_spark_for_hdfs(spark)
+        sink = write_streaming_sink(spark, tmp_path / "stream", batches,
+                                    sink_uri=f"{dfs.uri}/iot-lorawan/raw/indoor_sensor_data")
+        copy_local_dir_to_hdfs(spark, plain, f"{dfs.uri}/plain")
+
+        listing = list_input(spark, sink.folder)
+        folder_listing = list_input(spark, f"{dfs.uri}/plain")
+
+        read_by_spark = {unquote(uri) for uri in spark.read.parquet(sink.folder).inputFiles()}
+        assert {entry.path for entry in listing.entries} == read_by_spark
+        assert [(entry.size, entry.modification_time) for entry in listing.entries] == \
+            [hdfs_size_and_time(spark, entry.path) for entry in listing.entries]
+        assert (listing.complete, listing.latest_batch_id) == (True, len(batches) - 1)
+        assert set(orphan_part_files(spark, listing)) == set(sink.uncommitted)
+        facts = read_file_facts(spark, [entry.path for entry in listing.entries])
+        assert sum(fact.rows for fact in facts) == len(sink.committed_rows)
+
+        assert [(entry.path, entry.size) for entry in folder_listing.entries] == [
+            (f"{dfs.uri}/plain/{name}", (plain / name).stat().st_size)
+            for name in ("a.parquet", "school/b.parquet")]
+
+
+def hdfs_size_and_time(spark: SparkSession, path: str) -> tuple[int, int]:
+    jvm = spark.sparkContext._jvm
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+    status = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()) \
+        .getFileStatus(hadoop_path)
+    return status.getLen(), status.getModificationTime()
