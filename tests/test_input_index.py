@@ -25,7 +25,9 @@ from pyspark.sql import types as T
 from batch.core.errors import CorruptInputFileError
 from batch.core.input_index import (
     FileFacts,
+    InputChanges,
     InputEntry,
+    InputListing,
     SinkLogError,
     compare_input,
     list_input,
@@ -175,6 +177,44 @@ def test_a_sink_is_listed_from_its_log_and_a_state_reads_only_the_batches_after_
     whole = list_input(spark, str(sink.folder))
     assert {same_local(entry.path) for entry in whole.entries} == spark_read_files(spark, sink.folder)
     assert len(whole.entries) == sum(len(files) for files in sink.files_by_batch.values())
+
+
+def test_a_sink_recreated_under_the_same_path_is_listed_whole(
+        spark: SparkSession, sink: Sink) -> None:
+    sink.run_batch(3)
+    sink.run_batch(2)
+    stored = list_input(spark, str(sink.folder)).entries
+    # The query is started again from scratch: a new checkpoint, a new log from batch 0.
+    shutil.rmtree(sink.folder)
+    shutil.rmtree(sink.work / "checkpoint")
+    shutil.rmtree(sink.work / "source")
+    sink.files_by_batch.clear()
+    sink.run_batch(4)
+
+    listing = list_input(spark, str(sink.folder), after_batch_id=1)
+    changes = compare_input(stored, listing)
+
+    assert (listing.complete, listing.latest_batch_id) == (True, 0)
+    assert changes.new == tuple(stat_entry(file, 0) for file in sink.files_by_batch[0])
+    assert changes.removed == stored and changes.changed == ()
+
+
+def test_compare_input_matches_files_by_path_and_sees_removals_only_in_a_complete_listing() -> None:
+    stored = [InputEntry("hdfs://nn:8020/raw/a", 10, 1000, 3),
+              InputEntry("hdfs://nn:8020/raw/b", 20, 2000, 4),
+              InputEntry("hdfs://nn:8020/raw/c", 30, 3000, 5)]
+    current = (InputEntry("hdfs://10.0.0.1:8020/raw/a", 10, 1000, 3),  # another spelling: unchanged
+               InputEntry("hdfs://nn:8020/raw/b", 20, 2001, 4),  # a later modification time
+               InputEntry("hdfs://nn:8020/raw/d", 40, 4000, 6))
+    complete = InputListing(root="hdfs://nn:8020/raw", is_sink=True, entries=current, complete=True,
+                            latest_batch_id=7)
+    partial = InputListing(root="hdfs://nn:8020/raw", is_sink=True, entries=current[2:], complete=False,
+                           latest_batch_id=7, after_batch_id=5)
+
+    assert compare_input(stored, complete) == InputChanges(
+        new=(current[2],), changed=(current[1],), removed=(stored[2],), latest_batch_id=7)
+    assert compare_input(stored, partial) == InputChanges(
+        new=(current[2],), changed=(), removed=(), latest_batch_id=7)
 
 
 def test_orphan_part_files_are_not_input_and_are_found_by_a_full_listing(
@@ -368,6 +408,8 @@ def test_a_sink_and_a_plain_folder_on_hdfs(spark: SparkSession, tmp_path: Path) 
         assert set(orphan_part_files(spark, listing)) == set(sink.uncommitted)
         facts = read_file_facts(spark, [entry.path for entry in listing.entries])
         assert sum(fact.rows for fact in facts) == len(sink.committed_rows)
+        # Spark's sink writes INT96 timestamps by default: their footers cannot bound sendtime.
+        assert all(fact.min_sendtime is None and fact.max_sendtime is None for fact in facts)
 
         assert [(entry.path, entry.size) for entry in folder_listing.entries] == [
             (f"{dfs.uri}/plain/{name}", (plain / name).stat().st_size)
