@@ -313,6 +313,9 @@ def test_footer_facts_bound_sendtime_from_row_group_statistics(
         "micros": (pa.table({"sendtime": pa.array(times, micros)}), {"row_group_size": 3}),
         "millis": (pa.table({"sendtime": pa.array([at(9), at(12, 1)], micros)}),
                    {"coerce_timestamps": "ms"}),
+        # An extra nested column before sendtime: the column chunks no longer follow the fields.
+        "nested_first": (pa.table({"radio": pa.array([{"rssi": 9_000_000_000_000_000, "snr": 1.0}]),
+                                   "sendtime": pa.array([at(6, 45)], micros)}), {}),
         # The second row group is all null: nothing to bound there.
         "null_group": (pa.table({"sendtime": pa.array([at(7), at(8), None, None], micros)}),
                        {"row_group_size": 2}),
@@ -333,6 +336,7 @@ def test_footer_facts_bound_sendtime_from_row_group_statistics(
     assert facts == [
         FileFacts(5, at(8, 30), at(11, 15, 7)),
         FileFacts(2, at(9), at(12, 1)),
+        FileFacts(1, at(6, 45), at(6, 45)),
         FileFacts(4, at(7), at(8)),
         FileFacts(2, at(8, 0, 1), at(8, 0, 7_000_501)),
     ]

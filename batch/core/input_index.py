@@ -310,13 +310,12 @@ def _footer_facts(footer: Any) -> FileFacts:
     scale = _sendtime_scale(schema)
     if scale is None:
         return FileFacts(rows, None, None)
-    # The raw files are flat: the column chunks of a row group follow the schema's fields.
-    index = schema.getFieldIndex(SENDTIME)
+    guess = schema.getFieldIndex(SENDTIME)
     low: int | None = None
     high: int | None = None
     for block in blocks:
         block_rows = block.getRowCount()
-        statistics = block.getColumns().get(index).getStatistics()
+        statistics = _sendtime_chunk(block, guess).getStatistics()
         if block_rows == 0 or (not statistics.hasNonNullValue() and statistics.isNumNullsSet()
                                and statistics.getNumNulls() == block_rows):
             continue  # no sendtime in this row group: nothing to bound
@@ -330,6 +329,17 @@ def _footer_facts(footer: Any) -> FileFacts:
     # Nanoseconds widen to whole microseconds outward, so the range still covers every value.
     return FileFacts(rows, _instant(low * multiplier // divisor),
                      _instant(-(-high * multiplier // divisor)))
+
+
+def _sendtime_chunk(block: Any, guess: int) -> Any:
+    """The row group's `sendtime` column chunk. Chunks follow the schema's leaves: in a flat
+    file (as the raw files are) leaf and field indexes agree; a nested column before it (an
+    extra column) shifts them, and the chunk is found by its path."""
+    chunks = block.getColumns()
+    chunk = chunks.get(guess) if guess < chunks.size() else None
+    if chunk is not None and chunk.getPath().toDotString() == SENDTIME:
+        return chunk
+    return next(chunk for chunk in chunks if chunk.getPath().toDotString() == SENDTIME)
 
 
 def _sendtime_scale(schema: Any) -> tuple[int, int] | None:
