@@ -13,7 +13,6 @@ from pyspark.testing import assertDataFrameEqual
 
 from batch.analysis.statistics import (
     GROUPINGS,
-    Thresholds,
     output_columns,
     partial_statistics,
     rollup,
@@ -21,6 +20,7 @@ from batch.analysis.statistics import (
 )
 from batch.core.contract import ANALYSIS_COLUMNS, METRIC_NAMES, canonical_schema
 from batch.core.session import collect_to_pandas
+from batch.core.thresholds import Thresholds
 from batch.core.validation import validate_readings
 
 UTC = dt.timezone.utc

@@ -24,7 +24,8 @@ from pyspark.sql import functions as F
 
 from batch.analysis import publish
 
-from batch.analysis.statistics import Thresholds, collect_partials, partial_statistics
+from batch.analysis.statistics import collect_partials, partial_statistics
+from batch.core.thresholds import Thresholds
 from batch.analysis.catalog import Catalog
 from batch.core.config import resolve_options
 from batch.core.contract import ANALYSIS_COLUMNS, canonical_schema

@@ -21,7 +21,7 @@ import pytest
 from psycopg2 import sql
 
 from batch.report import page as report
-from batch.analysis.statistics import Thresholds
+from batch.core.thresholds import Thresholds
 from batch.analysis.catalog import build_catalog
 from batch.core.errors import ConfigurationError
 from batch.analysis.publish import PostgresTarget, catalog_ddl, create_table_ddl

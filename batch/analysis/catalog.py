@@ -23,12 +23,12 @@ from batch.analysis.statistics import (
     SHARES,
     Grouping,
     Share,
-    Thresholds,
     grouping_table,
     output_columns,
 )
 from batch.core.config import COMMON_OPTIONS
 from batch.core.contract import METRICS, Metric
+from batch.core.thresholds import Thresholds
 from batch.analysis.iaq import IaqSettings, iaq_catalog_tables
 from batch.analysis.iaq import latest_week_view as latest_iaq_week_view
 from batch.core.schema import (

@@ -16,7 +16,6 @@ from batch.core import cli
 from batch.analysis.statistics import (
     GROUPINGS,
     Grouping,
-    Thresholds,
     collect_partials,
     group_keys,
     partial_statistics,
@@ -61,6 +60,7 @@ from batch.analysis.iaq import (
 )
 from batch.core.readers import read_raw_readings, undecodable_file
 from batch.core.summary import JobSummary
+from batch.core.thresholds import Thresholds
 from batch.core.spark_errors import spark_error_chain
 from batch.analysis.timetable import unknown_institutes
 from batch.core.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings

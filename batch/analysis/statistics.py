@@ -24,6 +24,7 @@ from batch.core.contract import CLASSROOM, DEVICE, INSTITUTE, METRICS, SENDTIME,
 from batch.core.schema import BIGINT, DATE, DOUBLE, INTEGER, TEXT, TIMESTAMPTZ, Column as OutputColumn
 from batch.core.schema import ColumnType
 from batch.core.session import collect_to_pandas, session_conf
+from batch.core.thresholds import Thresholds
 from batch.core.validation import (
     EXCLUSION_REASON,
     EXCLUSION_REASONS,
@@ -33,16 +34,6 @@ from batch.core.validation import (
 )
 
 READING_DATE = "reading_date"
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Limits of the share statistics (configurable: CO2_HIGH_PPM, ...)."""
-
-    co2_high_ppm: float = 1000.0
-    co2_very_high_ppm: float = 1500.0
-    comfort_min_c: float = 20.0
-    comfort_max_c: float = 26.0
 
 
 # --- group keys -------------------------------------------------------------------------

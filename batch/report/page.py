@@ -45,7 +45,7 @@ from matplotlib.figure import Figure
 from markupsafe import Markup
 from psycopg2 import sql
 
-from batch.analysis.statistics import Thresholds
+from batch.core.thresholds import Thresholds
 from batch.core import cli
 from batch.core.atomic_file import write_atomically
 from batch.core.config import (
