@@ -23,7 +23,7 @@ from psycopg2 import sql
 
 from batch.analysis.catalog import RUNS, build_catalog
 from batch.core.thresholds import Thresholds
-from batch.report import charts, page, queries
+from batch.report import page, queries
 from batch.core.errors import ConfigurationError
 from batch.analysis.publish import PostgresTarget, catalog_ddl, create_table_ddl
 from tests.support.browser import CHROMIUM, Chromium
@@ -320,90 +320,6 @@ def test_days_past_the_peak_and_days_with_too_little_data_are_listed(conn: Any, 
     assert re.search(r'1A</td><td>2025-03-18</td><td class="number">45</td><td class="number">2,600</td>', rendered)
     assert re.search(r'1A</td><td>2025-04-08</td><td class="number">1.3%</td>', rendered)
     assert "2025-03-04" not in rendered  # W10's day: outside the window
-
-
-def svg_numbers(svg: str) -> list[float]:
-    """Every coordinate of a chart's SVG (clip-path ids, hashes of unrounded boxes, left out)."""
-    return [float(number) for number in re.findall(r"-?\d+\.\d+", re.sub(r'url\(#\w+\)|id="\w+"', "", svg))]
-
-
-def test_a_chart_laid_out_like_an_earlier_one_is_placed_as_its_own_layout_would(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Charts of many institutes share a layout; each is placed where laying it out alone puts it."""
-    thresholds = Thresholds()
-    weeks = [W10 + dt.timedelta(weeks=k) for k in range(30)]
-    # Three institutes: the same tick labels (0 to 1,200 ppm); the third one's top tick at
-    # the very top of its axis, where a label may stick out beyond the axes: solved apart.
-    series = {"A": [1200.0] + [700.0 + 10 * (k % 7) for k in range(29)],
-              "B": [1217.0] + [900.0 - 10 * (k % 5) for k in range(29)],
-              "C": [1200.0 / 1.15] + [700.0] * 29}
-
-    def trend_charts(names: Sequence[str]) -> list[str]:
-        return [charts.co2_trend_chart(
-            [queries.InstituteWeek(name, monday, *monday.isocalendar()[:2], co2, 21.0)
-             for monday, co2 in zip(weeks, series[name])], thresholds, f"{name}: weekly CO2",
-            f"c-{name}") for name in names]
-
-    monkeypatch.setattr(charts, "_SOLVED_LAYOUTS", {})
-    shared = trend_charts(list(series))
-    assert len(charts._SOLVED_LAYOUTS) == 2  # A and B share one, C has its own
-    for name, together in zip(series, shared):
-        monkeypatch.setattr(charts, "_SOLVED_LAYOUTS", {})
-        assert svg_numbers(together) == pytest.approx(svg_numbers(trend_charts([name])[0]), abs=0.01)
-
-
-def many_institutes(data: queries.ReportData, copies: int) -> queries.ReportData:
-    """`data` with each institute's rows repeated under `copies` new names."""
-    def renamed(rows: Sequence[Any]) -> list[Any]:
-        return [dataclasses.replace(row, institute=f"{row.institute} {k:02d}")
-                for k in range(copies) for row in rows]
-    return dataclasses.replace(data, classroom_weeks=renamed(data.classroom_weeks),
-                               institute_weeks=renamed(data.institute_weeks),
-                               bb101=renamed(data.bb101 or []), stale=renamed(data.stale),
-                               ranking_weeks={f"{name} {k:02d}": weeks for k in range(copies)
-                                              for name, weeks in data.ranking_weeks.items()})
-
-
-def chart_numbers(section: page.InstituteSection) -> list[tuple[str, list[float]]]:
-    drawn = [section.heatmap, section.bb101_chart, *section.trends]
-    return [(chart.title, svg_numbers(chart.svg)) for chart in drawn if chart is not None]
-
-
-def test_many_institutes_are_drawn_in_processes_as_this_process_draws_them(
-        conn: Any, published_with_iaq: str, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
-    data = many_institutes(queries.read_report_data(conn, published_with_iaq, None), 5)
-    assert len({week.institute for week in data.institute_weeks}) >= page.PARALLEL_FROM_INSTITUTES
-    monkeypatch.setattr(page, "_drawing_processes", lambda sections: 2)
-    started: list[int] = []
-
-    class CountedPool(page.ProcessPoolExecutor):
-        def __init__(self, processes: int, **kwargs: Any) -> None:
-            started.append(processes)
-            super().__init__(processes, **kwargs)
-
-    monkeypatch.setattr(page, "ProcessPoolExecutor", CountedPool)
-    in_processes = page.institute_sections(data)
-    assert started == [2]
-    monkeypatch.setattr(page, "_drawing_processes", lambda sections: 1)
-    here = page.institute_sections(data)
-    assert [(s.anchor, s.name, s.classrooms, s.bb101_rows) for s in in_processes] == [
-        (s.anchor, s.name, s.classrooms, s.bb101_rows) for s in here]
-    for drawn, expected in zip(in_processes, here):
-        assert [title for title, _ in chart_numbers(drawn)] == [title for title, _ in chart_numbers(expected)]
-        for (_, numbers), (_, expected_numbers) in zip(chart_numbers(drawn), chart_numbers(expected)):
-            assert numbers == pytest.approx(expected_numbers, abs=0.01)
-
-    class BrokenPool:
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            raise OSError("no more processes")
-
-    monkeypatch.setattr(page, "_drawing_processes", lambda sections: 2)
-    monkeypatch.setattr(page, "ProcessPoolExecutor", BrokenPool)
-    with caplog.at_level("WARNING", logger=page.log.name):
-        fallback = page.institute_sections(data)
-    assert [s.name for s in fallback] == [s.name for s in here]
-    assert "drawing the report's charts in 2 processes failed (no more processes)" in caplog.text
 
 
 def test_institute_trend_is_the_published_weekly_means(conn: Any, published: str) -> None:

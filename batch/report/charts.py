@@ -9,7 +9,6 @@ import io
 import re
 import textwrap
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
@@ -65,7 +64,7 @@ def _svg(figure: Figure, chart_id: str, scrolls: bool = False) -> Markup:
     buffer = io.StringIO()
     # The salt makes clip-path ids unique per chart: several SVGs share one HTML document.
     with matplotlib.rc_context({**_RC, "svg.hashsalt": chart_id}):
-        _fix_layout(figure)
+        _lay_out_once(figure)
         figure.savefig(buffer, format="svg", metadata={"Date": None})
     text = _SVG_HEADER.sub("", buffer.getvalue(), count=1)
     opening, rest = text.split(">", 1)
@@ -83,79 +82,13 @@ def _figure(width: float, height: float) -> Figure:
         return Figure(figsize=(width, height), dpi=72, layout="constrained")
 
 
-def _fix_layout(figure: Figure) -> None:
-    """Place the axes by the constrained layout once, then keep them there.
-
-    With a layout engine set, savefig draws the whole figure twice and lays it out at each
-    draw; laid out here, the figure is drawn once. A layout depends on the sizes of the texts
-    around the axes only, and most institutes' charts of a kind have the same texts: a layout
-    solved for one is reused for the next whose texts, where the axes then stand, are the same.
-    """
+def _lay_out_once(figure: Figure) -> None:
+    """Place the axes by the constrained layout once, then keep them there: with a layout
+    engine set, savefig would draw the whole figure twice and lay it out at each draw."""
     engine = figure.get_layout_engine()
-    if engine is None:
-        return
-    unplaced = _layout_texts(figure)
-    solved = _SOLVED_LAYOUTS.get(unplaced)
-    if solved is not None:
-        start = _placement(figure)
-        _place(figure, solved.placement)
-        if _layout_texts(figure) != solved.texts:
-            _place(figure, start)  # solved from where it stood, as if never tried
-            solved = None
-    if solved is None:
+    if engine is not None:
         engine.execute(figure)
-        _SOLVED_LAYOUTS[unplaced] = SolvedLayout(_placement(figure), _layout_texts(figure))
-    figure.set_layout_engine(None)
-
-
-@dataclass(frozen=True)
-class SolvedLayout:
-    placement: tuple[Any, ...]  # where the axes and the title stand (_placement)
-    texts: tuple[Any, ...]  # what the layout was solved for, as placed (_layout_texts)
-
-
-# Layouts solved in this process, by the texts of the figure before it was laid out.
-_SOLVED_LAYOUTS: dict[tuple[Any, ...], SolvedLayout] = {}
-
-
-def forget_layouts() -> None:
-    _SOLVED_LAYOUTS.clear()
-
-
-def _layout_texts(figure: Figure) -> tuple[Any, ...]:
-    """All that the constrained layout of `figure` measures: its size, the title's lines, the
-    legends, and per axes its axis titles, the texts beside it and the tick labels it would
-    draw where it stands now."""
-    parts: list[Any] = [tuple(figure.get_size_inches())]
-    parts += [(text.get_text().count("\n"), text.get_fontsize()) for text in figure.texts]
-    parts += [tuple(text.get_text() for text in legend.get_texts()) for legend in figure.legends]
-    for axes in figure.axes:
-        parts += [axes.get_xlabel(), axes.get_ylabel(), tuple(text.get_text() for text in axes.texts)]
-        for axis in (axes.xaxis, axes.yaxis):
-            low, high = sorted(axis.get_view_interval())
-            ticks = [tick for tick in axis.get_major_locator()() if low <= tick <= high]
-            formatter = axis.get_major_formatter()
-            # A label near an end of the axis may stick out beyond it, by how near it is.
-            ends = tuple(round(fraction, 4) for fraction in
-                         ((tick - low) / (high - low) for tick in ticks) if not 0.1 < fraction < 0.9)
-            parts.append((tuple(formatter.format_ticks(ticks)), formatter.get_offset(), ends))
-    return tuple(parts)
-
-
-def _placement(figure: Figure) -> tuple[Any, ...]:
-    return (tuple(axes.get_position(original=True).frozen() for axes in figure.axes),
-            tuple((text.get_position(), text.get_verticalalignment()) for text in figure.texts))
-
-
-def _place(figure: Figure, placement: tuple[Any, ...]) -> None:
-    boxes, texts = placement
-    for axes, box in zip(figure.axes, boxes):
-        in_layout = axes.get_in_layout()
-        axes.set_position(box, which="both")
-        axes.set_in_layout(in_layout)  # set_position takes the axes out of the layout
-    for text, (position, alignment) in zip(figure.texts, texts):
-        text.set_position(position)
-        text.set_verticalalignment(alignment)
+        figure.set_layout_engine(None)
 
 
 def _label_inches(names: Iterable[str]) -> float:

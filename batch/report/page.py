@@ -12,18 +12,12 @@ tomorrow) and writes the file atomically.
 """
 from __future__ import annotations
 
-import functools
 import logging
-import multiprocessing
-import os
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import jinja2
 import psycopg2
@@ -96,61 +90,23 @@ def _mondays(cells: Sequence[ClassroomWeekCo2]) -> list[date]:
     return [first + timedelta(weeks=k) for k in range((last - first).days // 7 + 1)]
 
 
-# Drawing is ~0.2 s of Matplotlib per institute, one core's work while the job's cores are
-# otherwise idle: from this many institutes, the sections are drawn by a pool of processes
-# (spawned: the driver may hold the JVM gateway's threads, which fork would copy
-# half-locked), each paying ~1 s to start and import Matplotlib.
-PARALLEL_FROM_INSTITUTES = 8
-MAX_DRAWING_PROCESSES = 4
-
-
 def institute_sections(data: ReportData) -> list[InstituteSection]:
     weeks = _mondays(data.classroom_weeks)  # one axis for all institutes: heatmaps line up
     cells: dict[str, list[ClassroomWeekCo2]] = defaultdict(list)
     trends: dict[str, list[InstituteWeek]] = defaultdict(list)
     ranked: dict[str, list[Bb101Failures]] = defaultdict(list)
     stale: dict[str, list[StaleClassroom]] = defaultdict(list)
-    for cell in data.classroom_weeks:
-        cells[cell.institute].append(cell)
-    for week in data.institute_weeks:
-        trends[week.institute].append(week)
-    for row in data.bb101 or []:
-        ranked[row.institute].append(row)
-    for classroom in data.stale:
-        stale[classroom.institute].append(classroom)
-    days: dict[str, dict[str, list[ClassroomDay]]] = {"peak": defaultdict(list), "sparse": defaultdict(list)}
-    for kind, rows in (("peak", data.peak_days), ("sparse", data.sparse_days)):
-        for day in rows:
-            days[kind][day.institute].append(day)
-    names = sorted(cells.keys() | trends.keys())
-    # What every section shares, without the other institutes' rows (sent to each process).
-    shared = replace(data, classroom_weeks=[], institute_weeks=[], bb101=None, ranking_weeks={},
-                     stale=[], peak_days=[], sparse_days=[])
-    columns = (list(range(1, len(names) + 1)), names, [cells[name] for name in names],
-               [trends[name] for name in names], [ranked[name] for name in names],
-               [data.ranking_weeks.get(name, []) for name in names], [stale[name] for name in names],
-               [days["peak"][name] for name in names], [days["sparse"][name] for name in names])
-    return _draw(functools.partial(institute_section, shared, weeks), columns, len(names))
-
-
-def _drawing_processes(sections: int) -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return min(cores, MAX_DRAWING_PROCESSES) if sections >= PARALLEL_FROM_INSTITUTES else 1
-
-
-def _draw(draw: Callable[..., InstituteSection], columns: tuple[list[Any], ...],
-          sections: int) -> list[InstituteSection]:
-    """`draw` applied to each row of `columns`, in order: in a pool of processes when
-    there are enough sections and cores, in this process otherwise or if the pool breaks."""
-    processes = _drawing_processes(sections)
-    if processes > 1:
-        try:
-            with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-                return list(pool.map(draw, *columns, chunksize=max(1, sections // (4 * processes))))
-        except (BrokenProcessPool, OSError) as error:
-            log.warning("drawing the report's charts in %d processes failed (%s); drawing them "
-                        "here", processes, error)
-    return list(map(draw, *columns))
+    peak_days: dict[str, list[ClassroomDay]] = defaultdict(list)
+    sparse_days: dict[str, list[ClassroomDay]] = defaultdict(list)
+    for rows, by_institute in ((data.classroom_weeks, cells), (data.institute_weeks, trends),
+                               (data.bb101 or [], ranked), (data.stale, stale),
+                               (data.peak_days, peak_days), (data.sparse_days, sparse_days)):
+        for row in rows:
+            by_institute[row.institute].append(row)
+    return [institute_section(data, weeks, number, name, cells[name], trends[name], ranked[name],
+                              data.ranking_weeks.get(name, []), stale[name], peak_days[name],
+                              sparse_days[name])
+            for number, name in enumerate(sorted(cells.keys() | trends.keys()), start=1)]
 
 
 def institute_section(data: ReportData, weeks: Sequence[date], number: int, name: str,
@@ -199,7 +155,6 @@ def render_report(data: ReportData, generated_at: datetime) -> str:
         loader=jinja2.PackageLoader("batch.report", "."), autoescape=True,
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     run = data.run
-    charts.forget_layouts()  # a few hundred bytes a chart: kept for one report, not for the process
     phases = (Chart("Run time per phase", "Wall time of each phase the run recorded (a run "
                     "records the writing of its own report after it, in batch_runs.phase_seconds).",
                     charts.phase_chart(run.phase_seconds, "Run time per phase", "phases"))
