@@ -17,9 +17,10 @@ from pyspark.sql.pandas.types import to_arrow_type
 from batch.analysis.catalog import ALL_STATISTICS, build_catalog
 from batch.analysis.partials import collect_partials, partial_statistics
 from batch.analysis.rollup import rollup_all, validation_counts
-from batch.analysis.statistics import GROUPINGS, Thresholds, group_keys, output_columns
+from batch.analysis.statistics import GROUPINGS, group_keys, output_columns
 from batch.core.contract import ANALYSIS_COLUMNS, METRIC_NAMES, canonical_schema
 from batch.core.session import collect_to_pandas
+from batch.core.thresholds import Thresholds
 from batch.core.validation import validate_readings
 
 UTC = dt.timezone.utc

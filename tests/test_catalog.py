@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from batch.analysis.statistics import GROUPINGS, Thresholds
+from batch.analysis.statistics import GROUPINGS
+from batch.core.thresholds import Thresholds
 from batch.analysis.catalog import REFERENCE_COMMAND, build_catalog, default_reference, markdown
 from batch.core.schema import TEXT, Column, Table
 

@@ -36,7 +36,7 @@ from batch.analysis.iaq_settings import IAQ_OPTIONS, IaqRules, IaqSettings
 from batch.analysis.iaq_tables import WEEKLY_TABLE, iaq_catalog_tables, latest_week_view
 from batch.analysis.partials import collect_partials, partial_statistics
 from batch.analysis.publish import PostgresTarget
-from batch.analysis.statistics import Thresholds
+from batch.core.thresholds import Thresholds
 from batch.analysis.timetable import Occupancy, parse_timetable, public_holidays_applied
 from batch.core.config import resolve_options
 from batch.core.contract import ANALYSIS_COLUMNS, canonical_schema

@@ -22,7 +22,8 @@ from batch.analysis.iaq_settings import IaqSettings
 from batch.analysis.iaq_tables import iaq_catalog_tables
 from batch.analysis.iaq_tables import latest_week_view as latest_iaq_week_view
 from batch.analysis.rollup import grouping_table
-from batch.analysis.statistics import GROUPINGS, SHARES, Grouping, Share, Thresholds, output_columns
+from batch.analysis.statistics import GROUPINGS, SHARES, Grouping, Share, output_columns
+from batch.core.thresholds import Thresholds
 from batch.core.config import COMMON_OPTIONS
 from batch.core.contract import METRICS, Metric
 from batch.core.schema import (

@@ -15,7 +15,7 @@ from batch.analysis import publish
 from batch.core import cli
 from batch.analysis.partials import collect_partials, partial_statistics
 from batch.analysis.rollup import rollup_all, validation_counts
-from batch.analysis.statistics import GROUPINGS, Grouping, Thresholds, group_keys
+from batch.analysis.statistics import GROUPINGS, Grouping, group_keys
 from batch.analysis.catalog import ALL_STATISTICS, Catalog, build_catalog
 from batch.core.config import (
     COMMON_OPTIONS,
@@ -49,6 +49,7 @@ from batch.analysis.iaq_rollup import IAQ_GROUP_KEYS, iaq_results, public_holida
 from batch.analysis.iaq_settings import IAQ_OPTIONS, IaqRules, IaqSettings, parse_ppm
 from batch.core.readers import read_raw_readings, undecodable_file
 from batch.core.summary import JobSummary
+from batch.core.thresholds import Thresholds
 from batch.core.spark_errors import spark_error_chain
 from batch.analysis.timetable import unknown_institutes
 from batch.core.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings

@@ -19,18 +19,9 @@ from pyspark.sql import functions as F
 from batch.core.contract import CLASSROOM, INSTITUTE, METRICS, Metric
 from batch.core.schema import BIGINT, DATE, DOUBLE, INTEGER, TEXT, TIMESTAMPTZ, Column as OutputColumn
 from batch.core.schema import ColumnType
+from batch.core.thresholds import Thresholds
 
 READING_DATE = "reading_date"
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Limits of the share statistics (configurable: CO2_HIGH_PPM, ...)."""
-
-    co2_high_ppm: float = 1000.0
-    co2_very_high_ppm: float = 1500.0
-    comfort_min_c: float = 20.0
-    comfort_max_c: float = 26.0
 
 
 # --- group keys -------------------------------------------------------------------------

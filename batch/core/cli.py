@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pyspark import SparkConf
-
 from batch.core.atomic_file import write_atomically
 from batch.core.config import (
     DEFAULTED_OPTIONS_FIELD,
@@ -174,6 +172,8 @@ def _raised_by_a_stop(error: BaseException | None) -> bool:
 
 def spark_master_unless_submitted(master: str) -> str | None:
     """The master to set ourselves: none when spark-submit already chose one."""
+    # Here, not at the top: the report's entry point shares this module and needs no Spark.
+    from pyspark import SparkConf
     return None if SparkConf().contains("spark.master") else master
 
 

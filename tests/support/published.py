@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from psycopg2 import sql
 
-from batch.analysis.statistics import Thresholds
+from batch.core.thresholds import Thresholds
 from batch.analysis.catalog import build_catalog
 from batch.analysis.publish import PostgresTarget
 from tests import independent
