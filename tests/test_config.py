@@ -154,7 +154,7 @@ def test_env_file_documents_every_option_with_its_default(job: str) -> None:
 
 
 def test_env_file_documents_only_settings_that_are_read() -> None:
-    from batch.launcher.main import LAUNCHER_OPTIONS
+    from batch.launcher.options import LAUNCHER_OPTIONS
 
     read = {option.env for options in (*JOB_OPTIONS.values(), LAUNCHER_OPTIONS) for option in options}
     assert set(dotenv_values(PROJECT_ROOT / "env" / "spark.env")) - read == set()
@@ -358,7 +358,7 @@ def test_an_empty_password_file_is_refused_naming_the_file(tmp_path: Path) -> No
 
 def test_variables_of_an_env_file_that_no_option_reads_are_named_with_the_closest_one(tmp_path: Path) -> None:
     from batch.core.config import unknown_variables
-    from batch.launcher.main import LAUNCHER_OPTIONS
+    from batch.launcher.options import LAUNCHER_OPTIONS
 
     env_file = tmp_path / "site.env"
     env_file.write_text("BATCH_TIMEZON=Europe/Rome\nIAQ_CLOSURE_FILE=closures.csv\nLOG_DIR=logs\n"

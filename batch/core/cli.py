@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,6 @@ from pyspark import SparkConf
 from batch.core.atomic_file import write_atomically
 from batch.core.config import (
     DEFAULTED_OPTIONS_FIELD,
-    ENV_FILE_VARIABLE,
     SUMMARY_JSON_OPTION,
     Option,
     build_parser,
@@ -75,14 +74,19 @@ class LoadedSettings:
 
 
 def load(job: JobDefinition, argv: Sequence[str], project_root: Path,
-         environ: Mapping[str, str] | None = None) -> LoadedSettings:
-    """Parse `argv` (exit 2 on unknown options), resolve every setting and check them."""
+         environ: Mapping[str, str] | None = None,
+         known_variables: Collection[str] | None = None) -> LoadedSettings:
+    """Parse `argv` (exit 2 on unknown options), resolve every setting and check them.
+
+    `known_variables`: every variable the jobs and their launcher read (an env file is shared
+    by all of them), given by the launcher (batch/launcher/main.py); each other variable of the
+    env file is warned about. None (the job that the launcher started): not checked again.
+    """
     environ = os.environ if environ is None else environ
     args = job.parser().parse_args(argv)
     env_file = find_env_file(args.env_file, environ, project_root)
-    known = _known_variables()
-    if env_file is not None and known is not None:
-        for warning in unknown_variables(env_file, known):
+    if env_file is not None and known_variables is not None:
+        for warning in unknown_variables(env_file, set(known_variables)):
             log.warning("%s", warning)
     resolved = resolve_options_with_sources(job.options, vars(args), environ, env_file, project_root)
     option_fields = {option.field for option in job.options} | {"env_file", "check_config"}
@@ -96,22 +100,6 @@ def load(job: JobDefinition, argv: Sequence[str], project_root: Path,
         # Found now, not by a traceback once the run has published.
         check_file_target(Path(summary_json), "--summary-json")
     return LoadedSettings(settings, env_file, args.check_config)
-
-
-def _known_variables() -> set[str] | None:
-    """Every variable a job or a launcher reads: an env file is shared by all of them.
-
-    None where the launcher is not shipped (the job's copy that spark-submit runs): the
-    launcher checked the env file before starting it.
-    """
-    try:
-        from batch.launcher.main import LAUNCHER_OPTIONS
-    except ImportError:
-        return None
-    from batch.analysis.job import ANALYSIS_OPTIONS
-    from batch.download.settings import DOWNLOADER_OPTIONS
-    return ({option.env for option in (*ANALYSIS_OPTIONS, *DOWNLOADER_OPTIONS, *LAUNCHER_OPTIONS)}
-            | {ENV_FILE_VARIABLE})
 
 
 def load_settings(job: JobDefinition, argv: Sequence[str], project_root: Path) -> Any:
