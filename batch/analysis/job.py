@@ -11,7 +11,7 @@ from py4j.protocol import Py4JJavaError
 from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import SparkSession
 
-from batch.analysis import publish
+from batch.analysis import publish, runs
 from batch.core import cli
 from batch.analysis.statistics import (
     GROUPINGS,
@@ -59,6 +59,7 @@ from batch.analysis.iaq import (
     public_holidays_in_data,
     with_occupied_range,
 )
+from batch.core.postgres import PostgresTarget, connect, database_errors
 from batch.core.readers import read_raw_readings, undecodable_file
 from batch.core.summary import JobSummary
 from batch.core.spark_errors import spark_error_chain
@@ -107,8 +108,8 @@ class AnalysisSettings(settings_type("AnalysisSettings", ANALYSIS_OPTIONS,  # ty
                           self.comfort_min_c, self.comfort_max_c)
 
     @property
-    def target(self) -> publish.PostgresTarget:
-        return publish.PostgresTarget(
+    def target(self) -> PostgresTarget:
+        return PostgresTarget(
             host=self.postgres_host, port=self.postgres_port, database=self.postgres_db,
             user=self.postgres_user,
             password=read_password(self.postgres_password, self.postgres_password_file),
@@ -228,14 +229,14 @@ def _run_analysis(spark: SparkSession, settings: AnalysisSettings, summary: RunS
     catalog = build_catalog(settings.thresholds, settings.batch_timezone, groupings, metrics,
                             iaq=settings.iaq)
     tables = [table.name for table in catalog.published_tables]
-    conn = publish.connect(target)
+    conn = connect(target)
     try:
-        with publish.database_errors(target), publish.publish_lock(conn, target):
+        with database_errors(target), publish.publish_lock(conn, target):
             evolution = publish.ensure_schema(conn, target, catalog)
-            summary.run_id = publish.start_run(conn, target, summary.job, settings.raw_data_path,
-                                                public_view(settings))
+            summary.run_id = runs.start_run(conn, target, summary.job, settings.raw_data_path,
+                                             public_view(settings))
             try:
-                with publish.database_errors(target):
+                with database_errors(target):
                     _compute_and_publish(spark, settings, summary, conn, target, groupings,
                                          metrics, catalog, evolution)
             except BaseException as error:
@@ -249,7 +250,7 @@ def _run_analysis(spark: SparkSession, settings: AnalysisSettings, summary: RunS
 
 
 def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summary: RunSummary,
-                         conn: Any, target: publish.PostgresTarget, groupings: tuple[Grouping, ...],
+                         conn: Any, target: PostgresTarget, groupings: tuple[Grouping, ...],
                          metrics: tuple[Metric, ...], catalog: Catalog,
                          evolution: publish.Evolution) -> None:
     iaq_rules = settings.iaq.rules()
@@ -262,7 +263,7 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
             raise EmptyInputError(
                 f"no usable reading under {settings.raw_data_path}: {summary.rows_read} read, "
                 f"excluded per reason {summary.rows_excluded}; previous results kept")
-        publish.add_run_settings(conn, target, summary.run_id, {
+        runs.add_run_settings(conn, target, summary.run_id, {
             PUBLIC_HOLIDAYS_APPLIED: public_holidays_in_data(partials, iaq_rules)})
         for warning in unknown_institutes(iaq_rules.occupancy, set(partials[INSTITUTE].dropna())):
             summary.warn(warning)
@@ -290,7 +291,7 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
     publish.tidy_up(conn, target, [], summary.run_id, summary.phase_seconds)
 
 
-def _check_empty_tables(conn: Any, target: publish.PostgresTarget, rows: dict[str, pd.DataFrame],
+def _check_empty_tables(conn: Any, target: PostgresTarget, rows: dict[str, pd.DataFrame],
                         allowed: bool, summary: RunSummary) -> None:
     """Stop (EmptyResultError) before anything is staged when a table that holds rows would be
     published empty, unless `allowed`; warn of every table published empty.
@@ -316,7 +317,7 @@ def _check_empty_tables(conn: Any, target: publish.PostgresTarget, rows: dict[st
         summary.warn(f"{target.schema}.{name} is published with no row{replacing}")
 
 
-def _write_report(target: publish.PostgresTarget, report_dir: str, run_id: int) -> str | None:
+def _write_report(target: PostgresTarget, report_dir: str, run_id: int) -> str | None:
     """The run's HTML report, from the tables just published; None when it cannot be written.
 
     The results are published by then: a report that fails (a missing plotting library on a

@@ -58,7 +58,7 @@ from batch.core.config import (
 )
 from batch.core.errors import BatchError, ConfigurationError
 from batch.analysis.catalog import RUNS_TABLE
-from batch.analysis.publish import PostgresTarget, connect
+from batch.core.postgres import PostgresTarget, connect
 
 log = logging.getLogger(__name__)
 
