@@ -23,7 +23,7 @@ from batch.analysis.statistics import (
     rollup_all,
     validation_counts,
 )
-from batch.analysis.catalog import ALL_STATISTICS, Catalog, build_catalog
+from batch.analysis.catalog import ALL_STATISTICS, RUN_RECORD_COLUMNS, Catalog, build_catalog
 from batch.core.config import (
     COMMON_OPTIONS,
     DEFAULTED_OPTIONS_EXTRA,
@@ -129,16 +129,9 @@ class RunSummary(JobSummary):
     report_path: str | None = None
 
     def run_record(self) -> dict[str, Any]:
-        """The batch_runs columns this summary fills."""
-        return {
-            "input_files": self.input_files, "skipped_files": self.skipped_files,
-            "uncommitted_files": self.uncommitted_files,
-            "files_lacking_required_columns": self.files_lacking_required_columns,
-            "rows_read": self.rows_read, "rows_used": self.rows_used,
-            "rows_excluded": self.rows_excluded, "values_nulled": self.values_nulled,
-            "phase_seconds": self.phase_seconds, "error_message": self.error_message,
-            "warnings": self.warnings,
-        }
+        """The batch_runs columns this summary fills: its fields named as the catalog's run
+        record columns."""
+        return {name: getattr(self, name) for name in RUN_RECORD_COLUMNS}
 
 
 # The batch_runs.settings entry of the public holidays closed in the data's dates.
