@@ -138,13 +138,27 @@ def test_a_named_env_file_that_is_missing_or_a_directory_is_called_so(
     assert str(raised.value) == f"{how}: env file {tmp_path / 'site.env'} {said}"
 
 
-@pytest.mark.parametrize("job", sorted(JOB_OPTIONS))
-def test_env_file_documents_every_option_with_its_default(job: str) -> None:
+def env_file_readers() -> dict[str, tuple[Option, ...]]:
+    """Everything that reads env/spark.env, with its options: the two jobs, the report (run by
+    the analysis, or on its own) and the launchers."""
+    from batch.launcher.options import LAUNCHER_OPTIONS
+    from batch.report.page import REPORT_JOB
+
+    return {**JOB_OPTIONS, "python -m batch.report": REPORT_JOB.options, "the launchers": LAUNCHER_OPTIONS}
+
+
+@pytest.mark.parametrize("reader", sorted(env_file_readers()))
+def test_env_file_documents_every_option_with_its_default(reader: str) -> None:
     documented = dotenv_values(PROJECT_ROOT / "env" / "spark.env")
     text = (PROJECT_ROOT / "env" / "spark.env").read_text()
-    for option in JOB_OPTIONS[job]:
-        assert option.env in documented, f"{option.env} is not in env/spark.env"
-        assert (documented[option.env] or "") == option.default, option.env
+    options = env_file_readers()[reader]
+    missing = [option.env for option in options if option.env not in documented]
+    assert missing == [], f"not in env/spark.env: {', '.join(missing)} (options of {reader})"
+    # A secret is documented with no value (the default, empty): the shipped file holds none.
+    other_values = [f"{option.env}={documented[option.env]} (default: {option.default})"
+                    for option in options if (documented[option.env] or "") != option.default]
+    assert other_values == [], f"env/spark.env differs from the defaults of {reader}: {'; '.join(other_values)}"
+    for option in options:
         lines = text.splitlines()
         index = next(i for i, line in enumerate(lines) if line.startswith(option.env + "="))
         # A comment may explain a block of related variables: skip up over them.
@@ -154,10 +168,9 @@ def test_env_file_documents_every_option_with_its_default(job: str) -> None:
 
 
 def test_env_file_documents_only_settings_that_are_read() -> None:
-    from batch.launcher.options import LAUNCHER_OPTIONS
-
-    read = {option.env for options in (*JOB_OPTIONS.values(), LAUNCHER_OPTIONS) for option in options}
-    assert set(dotenv_values(PROJECT_ROOT / "env" / "spark.env")) - read == set()
+    read = {option.env for options in env_file_readers().values() for option in options}
+    stray = sorted(set(dotenv_values(PROJECT_ROOT / "env" / "spark.env")) - read)
+    assert stray == [], f"env/spark.env sets what no option reads: {', '.join(stray)}"
 
 
 def test_the_jdbc_driver_settings_of_older_env_files_are_ignored(tmp_path: Path) -> None:
