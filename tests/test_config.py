@@ -173,6 +173,23 @@ def test_env_file_documents_only_settings_that_are_read() -> None:
     assert stray == [], f"env/spark.env sets what no option reads: {', '.join(stray)}"
 
 
+@pytest.mark.parametrize("job", sorted(JOB_OPTIONS))
+def test_a_job_run_without_its_launcher_names_a_misspelt_variable_too(job: str, tmp_path: Path) -> None:
+    env_file = tmp_path / "site.env"
+    # LOG_DIR (the launchers') and DOWNLOAD_FORMAT (the downloader's) are settings too.
+    env_file.write_text("IAQ_CLOSURE_FILE=closures.csv\nLOG_DIR=logs\nDOWNLOAD_FORMAT=csv\n")
+    environment = {key: value for key, value in os.environ.items()
+                   if not key.startswith(("POSTGRES_", "IAQ_", "BATCH_", "DOWNLOAD_"))}
+    checked = subprocess.run([sys.executable, str(PROJECT_ROOT / job), "--check-config", "--env-file", str(env_file)],
+                             capture_output=True, text=True, env={**environment, "POSTGRES_PASSWORD": "x"},
+                             cwd=tmp_path)
+    assert checked.returncode == 0 and "configuration OK" in checked.stdout, checked.stderr
+    warned = [line for line in checked.stderr.splitlines() if "is not a setting" in line]
+    assert len(warned) == 1 and warned[0].endswith(
+        f"IAQ_CLOSURE_FILE in {env_file} is not a setting of these jobs or their launchers and is "
+        "ignored; did you mean IAQ_CLOSURES_FILE?"), checked.stderr
+
+
 def test_the_jdbc_driver_settings_of_older_env_files_are_ignored(tmp_path: Path) -> None:
     current = tmp_path / "current.env"
     current.write_text("POSTGRES_HOST=db.school.example\n")

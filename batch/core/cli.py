@@ -78,9 +78,8 @@ def load(job: JobDefinition, argv: Sequence[str], project_root: Path,
          known_variables: Collection[str] | None = None) -> LoadedSettings:
     """Parse `argv` (exit 2 on unknown options), resolve every setting and check them.
 
-    `known_variables`: every variable the jobs and their launcher read (an env file is shared
-    by all of them), given by the launcher (batch/launcher/main.py); each other variable of the
-    env file is warned about. None (the job that the launcher started): not checked again.
+    `known_variables`: every variable the jobs and their launchers read (batch/env_variables.py);
+    each other variable of the env file is warned about. None: not checked.
     """
     environ = os.environ if environ is None else environ
     args = job.parser().parse_args(argv)
@@ -102,9 +101,10 @@ def load(job: JobDefinition, argv: Sequence[str], project_root: Path,
     return LoadedSettings(settings, env_file, args.check_config)
 
 
-def load_settings(job: JobDefinition, argv: Sequence[str], project_root: Path) -> Any:
+def load_settings(job: JobDefinition, argv: Sequence[str], project_root: Path,
+                  known_variables: Collection[str] | None = None) -> Any:
     """The job's settings; with --check-config, "configuration OK" and exit 0 once checked."""
-    loaded = load(job, argv, project_root)
+    loaded = load(job, argv, project_root, known_variables=known_variables)
     if loaded.check_config:
         print(f"{job.prog}: configuration OK")
         sys.exit(0)

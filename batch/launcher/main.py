@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from batch.core import cli
-from batch.core.config import CALLER_DIR_VARIABLE, ENV_FILE_VARIABLE, find_env_file, resolve_options
+from batch.core.config import CALLER_DIR_VARIABLE, find_env_file, resolve_options
 from batch.core.errors import EXIT_CONFIGURATION, BatchError, exit_codes_text
+from batch.env_variables import known_variables
 from batch.launcher import bootstrap, docker
 from batch.launcher.launch import (
     EXIT_MISSING_PREREQUISITE,
@@ -193,13 +194,6 @@ def _run(state: Launch) -> int:
             print(_demo_epilogue(state, started))
         return code
     return run_background(state)
-
-
-def known_variables() -> set[str]:
-    """Every variable a job or the launcher reads: an env file is shared by all of them."""
-    job_options = [option for job in JOBS.values() if job.definition is not None
-                   for option in job.definition().options]
-    return {option.env for option in (*job_options, *LAUNCHER_OPTIONS)} | {ENV_FILE_VARIABLE}
 
 
 def _check_environment(state: Launch) -> dict[str, str]:
