@@ -384,7 +384,7 @@ def swap_in(conn: psycopg2.extensions.connection, target: PostgresTarget, catalo
             for view in catalog.views:
                 _recreate_view(cursor, target.schema, view)
             statement, values = runs.end_run_statement(target, run_id, "succeeded",
-                                            {**record, "rows_written": rows_written})
+                                                        {**record, "rows_written": rows_written})
             cursor.execute(statement, values)
         conn.commit()
     except psycopg2.Error as error:
