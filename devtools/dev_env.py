@@ -47,7 +47,8 @@ def jdbc_driver_jar() -> str:
 
 
 def in_venv(command: str, args: list[str]) -> int:
-    from batch.launcher.main import LauncherError, check_java
+    from batch.launcher.launch import LauncherError
+    from batch.launcher.main import check_java
     from devtools import local_postgres
 
     try:

@@ -11,12 +11,12 @@ from py4j.protocol import Py4JJavaError
 from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import SparkSession
 
-from batch.analysis import publish
+from batch.analysis import publish, runs
 from batch.core import cli
 from batch.analysis.partials import collect_partials, partial_statistics
 from batch.analysis.rollup import rollup_all, validation_counts
 from batch.analysis.statistics import GROUPINGS, Grouping, group_keys
-from batch.analysis.catalog import ALL_STATISTICS, Catalog, build_catalog
+from batch.analysis.catalog import ALL_STATISTICS, RUN_RECORD_COLUMNS, Catalog, build_catalog
 from batch.core.config import (
     COMMON_OPTIONS,
     DEFAULTED_OPTIONS_EXTRA,
@@ -47,6 +47,7 @@ from batch.analysis.iaq_partials import (
 )
 from batch.analysis.iaq_rollup import IAQ_GROUP_KEYS, iaq_results, public_holidays_in_data
 from batch.analysis.iaq_settings import IAQ_OPTIONS, IaqRules, IaqSettings, parse_ppm
+from batch.core.postgres import PostgresTarget, connect, database_errors
 from batch.core.readers import read_raw_readings, undecodable_file
 from batch.core.summary import JobSummary
 from batch.core.thresholds import Thresholds
@@ -96,8 +97,8 @@ class AnalysisSettings(settings_type("AnalysisSettings", ANALYSIS_OPTIONS,  # ty
                           self.comfort_min_c, self.comfort_max_c)
 
     @property
-    def target(self) -> publish.PostgresTarget:
-        return publish.PostgresTarget(
+    def target(self) -> PostgresTarget:
+        return PostgresTarget(
             host=self.postgres_host, port=self.postgres_port, database=self.postgres_db,
             user=self.postgres_user,
             password=read_password(self.postgres_password, self.postgres_password_file),
@@ -117,16 +118,9 @@ class RunSummary(JobSummary):
     report_path: str | None = None
 
     def run_record(self) -> dict[str, Any]:
-        """The batch_runs columns this summary fills."""
-        return {
-            "input_files": self.input_files, "skipped_files": self.skipped_files,
-            "uncommitted_files": self.uncommitted_files,
-            "files_lacking_required_columns": self.files_lacking_required_columns,
-            "rows_read": self.rows_read, "rows_used": self.rows_used,
-            "rows_excluded": self.rows_excluded, "values_nulled": self.values_nulled,
-            "phase_seconds": self.phase_seconds, "error_message": self.error_message,
-            "warnings": self.warnings,
-        }
+        """The batch_runs columns this summary fills: its fields named as the catalog's run
+        record columns."""
+        return {name: getattr(self, name) for name in RUN_RECORD_COLUMNS}
 
 
 # The batch_runs.settings entry of the public holidays closed in the data's dates.
@@ -217,14 +211,14 @@ def _run_analysis(spark: SparkSession, settings: AnalysisSettings, summary: RunS
     catalog = build_catalog(settings.thresholds, settings.batch_timezone, groupings, metrics,
                             iaq=settings.iaq)
     tables = [table.name for table in catalog.published_tables]
-    conn = publish.connect(target)
+    conn = connect(target)
     try:
-        with publish.database_errors(target), publish.publish_lock(conn, target):
+        with database_errors(target), publish.publish_lock(conn, target):
             evolution = publish.ensure_schema(conn, target, catalog)
-            summary.run_id = publish.start_run(conn, target, summary.job, settings.raw_data_path,
-                                                public_view(settings))
+            summary.run_id = runs.start_run(conn, target, summary.job, settings.raw_data_path,
+                                             public_view(settings))
             try:
-                with publish.database_errors(target):
+                with database_errors(target):
                     _compute_and_publish(spark, settings, summary, conn, target, groupings,
                                          metrics, catalog, evolution)
             except BaseException as error:
@@ -238,7 +232,7 @@ def _run_analysis(spark: SparkSession, settings: AnalysisSettings, summary: RunS
 
 
 def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summary: RunSummary,
-                         conn: Any, target: publish.PostgresTarget, groupings: tuple[Grouping, ...],
+                         conn: Any, target: PostgresTarget, groupings: tuple[Grouping, ...],
                          metrics: tuple[Metric, ...], catalog: Catalog,
                          evolution: publish.Evolution) -> None:
     iaq_rules = settings.iaq.rules()
@@ -251,7 +245,7 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
             raise EmptyInputError(
                 f"no usable reading under {settings.raw_data_path}: {summary.rows_read} read, "
                 f"excluded per reason {summary.rows_excluded}; previous results kept")
-        publish.add_run_settings(conn, target, summary.run_id, {
+        runs.add_run_settings(conn, target, summary.run_id, {
             PUBLIC_HOLIDAYS_APPLIED: public_holidays_in_data(partials, iaq_rules)})
         for warning in unknown_institutes(iaq_rules.occupancy, set(partials[INSTITUTE].dropna())):
             summary.warn(warning)
@@ -279,7 +273,7 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
     publish.tidy_up(conn, target, [], summary.run_id, summary.phase_seconds)
 
 
-def _check_empty_tables(conn: Any, target: publish.PostgresTarget, rows: dict[str, pd.DataFrame],
+def _check_empty_tables(conn: Any, target: PostgresTarget, rows: dict[str, pd.DataFrame],
                         allowed: bool, summary: RunSummary) -> None:
     """Stop (EmptyResultError) before anything is staged when a table that holds rows would be
     published empty, unless `allowed`; warn of every table published empty.
@@ -305,7 +299,7 @@ def _check_empty_tables(conn: Any, target: publish.PostgresTarget, rows: dict[st
         summary.warn(f"{target.schema}.{name} is published with no row{replacing}")
 
 
-def _write_report(target: publish.PostgresTarget, report_dir: str, run_id: int) -> str | None:
+def _write_report(target: PostgresTarget, report_dir: str, run_id: int) -> str | None:
     """The run's HTML report, from the tables just published; None when it cannot be written.
 
     The results are published by then: a report that fails (a missing plotting library on a

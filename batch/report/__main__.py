@@ -10,13 +10,14 @@ import sys
 from pathlib import Path
 
 from batch.core import cli
+from batch.env_variables import known_variables
 from batch.report.settings import REPORT_JOB
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def main() -> int:
-    settings = cli.load_settings(REPORT_JOB, sys.argv[1:], PROJECT_ROOT)
+    settings = cli.load_settings(REPORT_JOB, sys.argv[1:], PROJECT_ROOT, known_variables)
     # Once the settings are checked: the page's charts and queries take a while to import.
     from batch.report.page import write_report
     target = settings.target

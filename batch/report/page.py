@@ -23,7 +23,7 @@ import jinja2
 import psycopg2
 from markupsafe import Markup
 
-from batch.analysis.publish import PostgresTarget, connect
+from batch.core.postgres import PostgresTarget, connect
 from batch.core.atomic_file import write_atomically
 from batch.core.config import parse_identifier
 from batch.core.errors import BatchError, ConfigurationError
