@@ -34,7 +34,7 @@ from pyspark.sql.pandas.types import to_arrow_type
 
 from batch.analysis.catalog import RUNS, Catalog
 from batch.core.config import Secret, parse_identifier
-from batch.core.errors import ConfigurationError, PublishError
+from batch.core.errors import ConfigurationError, PublishError, first_line
 from batch.core.schema import Column, Table, View
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def connect(target: PostgresTarget) -> psycopg2.extensions.connection:
                 password=target.password.reveal(), connect_timeout=10,
                 application_name="indoor-air-batch")
         except psycopg2.OperationalError as error:
-            reason = _first_line(error)
+            reason = first_line(error)
             if attempt == target.connect_attempts or "password authentication failed" in reason:
                 raise PublishError(
                     f"cannot connect to PostgreSQL at {target.address} after {attempt} "
@@ -91,11 +91,6 @@ def connect(target: PostgresTarget) -> psycopg2.extensions.connection:
             time.sleep(delay)
             delay = min(delay * 2, 8.0)
     raise AssertionError("unreachable")
-
-
-def _first_line(error: object) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 @contextmanager
@@ -137,7 +132,7 @@ def publish_lock(conn: psycopg2.extensions.connection, target: PostgresTarget) -
         except psycopg2.Error as error:
             # The session is gone, and the lock with it; the error that ended the run matters more.
             log.warning("cannot release the publish lock (%s); it ended with the session",
-                        _first_line(error))
+                        first_line(error))
 
 
 @contextmanager
@@ -146,7 +141,7 @@ def database_errors(target: PostgresTarget) -> Iterator[None]:
     try:
         yield
     except psycopg2.Error as error:
-        raise PublishError(f"PostgreSQL at {target.address} failed: {_first_line(error)}; "
+        raise PublishError(f"PostgreSQL at {target.address} failed: {first_line(error)}; "
                            "previous results kept") from None
 
 
@@ -374,7 +369,7 @@ def record_failure(conn: psycopg2.extensions.connection, target: PostgresTarget,
         return
     except psycopg2.Error as error:
         log.warning("lost the connection to PostgreSQL at %s (%s); reconnecting to record "
-                    "the failure of run %d", target.address, _first_line(error), run_id)
+                    "the failure of run %d", target.address, first_line(error), run_id)
     try:
         fresh = connect(target)
     except PublishError as error:
@@ -387,7 +382,7 @@ def record_failure(conn: psycopg2.extensions.connection, target: PostgresTarget,
         fail_run(fresh, target, run_id, record)
     except psycopg2.Error as error:
         log.warning("cannot record the failure of run %d: %s; the next run marks it abandoned",
-                    run_id, _first_line(error))
+                    run_id, first_line(error))
     finally:
         fresh.close()
 
@@ -442,7 +437,7 @@ def tidy_up(conn: psycopg2.extensions.connection, target: PostgresTarget, tables
         record_phases(conn, target, run_id, phase_seconds)
     except psycopg2.Error as error:
         log.warning("run %d is published, but tidying up after it failed: %s", run_id,
-                    _first_line(error))
+                    first_line(error))
 
 
 def _copy_text(rows: pd.DataFrame, columns: tuple[Column, ...]) -> io.BytesIO:
@@ -520,7 +515,7 @@ def swap_in(conn: psycopg2.extensions.connection, target: PostgresTarget, catalo
     except psycopg2.Error as error:
         conn.rollback()
         raise PublishError(f"publishing to {target.address} failed, previous results kept: "
-                           f"{_first_line(error)}") from None
+                           f"{first_line(error)}") from None
     return rows_written
 
 

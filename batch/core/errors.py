@@ -40,6 +40,19 @@ def exit_codes_text() -> str:
     return "\n".join(f"  {code:>3}  {meaning}" for code, meaning in EXIT_CODES.items())
 
 
+def first_line(what: object) -> str:
+    """The first non-empty line of `what` (an error, or a text such as a tool's output), stripped.
+
+    The one-line form of every message the project quotes from elsewhere (PostgreSQL, Java,
+    docker), whose later lines are detail or a stack trace. An error with no text is named
+    by its class; a text with no line at all is "(nothing)".
+    """
+    line = next((line.strip() for line in str(what).splitlines() if line.strip()), "")
+    if line:
+        return line
+    return type(what).__name__ if isinstance(what, BaseException) else "(nothing)"
+
+
 class BatchError(Exception):
     """Base class for every error the jobs report without a traceback."""
 

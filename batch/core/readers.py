@@ -37,6 +37,7 @@ from batch.core.errors import (
     InputNotFoundError,
     MissingColumnError,
 )
+from batch.core.spark_errors import spark_error_chain
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def _list_input_files(spark: SparkSession, path: str) -> tuple[list[str], tuple[
         sink_log = jvm.org.apache.hadoop.fs.Path(hadoop_path, SINK_LOG_DIR)
         is_sink = fs.isDirectory(sink_log)
     except Py4JJavaError as error:
-        raise InputNotFoundError(f"cannot list input path {path}: {_java_message(error)}") from None
+        raise InputNotFoundError(f"cannot list input path {path}: {spark_error_chain(error)[0]}") from None
     files = _spark_input_files(spark, path)
     if not files:
         if is_sink:
@@ -176,9 +177,8 @@ def _spark_input_files(spark: SparkSession, path: str) -> list[str]:
         uris = (spark.read.schema(any_schema).option("recursiveFileLookup", "true")
                 .parquet(path).inputFiles())
     except (Py4JJavaError, CapturedException) as error:
-        message = _java_message(error) if isinstance(error, Py4JJavaError) else str(error)
         raise InputError(f"cannot list the Parquet files of {path}: "
-                         f"{message.strip().splitlines()[0]}") from None
+                         f"{spark_error_chain(error)[0]}") from None
     # The index gives URIs (a space is %20, file:///x); Hadoop paths (file:/x), as the file
     # system lists them and every other step takes them.
     return sorted(_EMPTY_AUTHORITY.sub(r"\1:/", unquote(uri)) for uri in uris)
@@ -205,7 +205,7 @@ def _list_data_files(spark: SparkSession, path: str) -> list[str]:
             if _is_data_file(uri[len(root):]):
                 files.append(uri)
     except Py4JJavaError as error:
-        raise InputNotFoundError(f"cannot list input path {path}: {_java_message(error)}") from None
+        raise InputNotFoundError(f"cannot list input path {path}: {spark_error_chain(error)[0]}") from None
     return sorted(files)
 
 
@@ -233,15 +233,11 @@ def _read_footer_schemas(spark: SparkSession, files: list[str]) -> list[str | Co
                 reader.close()
         except Py4JJavaError as error:
             return CorruptInputFileError(
-                f"{file} is not a readable Parquet file: {_java_message(error)}")
+                f"{file} is not a readable Parquet file: {spark_error_chain(error)[0]}")
 
     # Footers are read on the driver; threads overlap the round trips to the file system.
     with ThreadPoolExecutor(max_workers=_FOOTER_READ_THREADS) as pool:
         return list(pool.map(footer_schema, files))
-
-
-def _java_message(error: Py4JJavaError) -> str:
-    return str(error.java_exception.toString())
 
 
 def _read_group(spark: SparkSession, root: str, files: tuple[str, ...]) -> DataFrame:

@@ -7,10 +7,7 @@ from typing import Any
 from py4j.protocol import Py4JJavaError
 from pyspark.errors.exceptions.captured import CapturedException
 
-
-def _first_line(error: object) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+from batch.core.errors import first_line
 
 
 def spark_error_chain(error: Py4JJavaError | CapturedException) -> list[str]:
@@ -21,8 +18,8 @@ def spark_error_chain(error: Py4JJavaError | CapturedException) -> list[str]:
     every cause.
     """
     if not isinstance(error, Py4JJavaError):
-        return [_first_line(error)]
-    return [_first_line(exception.toString()) for exception in java_causes(error.java_exception)]
+        return [first_line(error)]
+    return [first_line(exception.toString()) for exception in java_causes(error.java_exception)]
 
 
 def java_causes(exception: Any) -> Iterator[Any]:
@@ -44,4 +41,4 @@ def root_cause_message(error: Py4JJavaError | CapturedException) -> str:
         return spark_error_chain(error)[-1]
     *_, root = java_causes(java)
     message = root.getMessage()
-    return _first_line(message) if message else str(root.getClass().getSimpleName())
+    return first_line(message) if message else str(root.getClass().getSimpleName())

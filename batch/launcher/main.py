@@ -37,6 +37,7 @@ from batch.core.errors import (
     EXIT_INPUT,
     BatchError,
     exit_codes_text,
+    first_line,
 )
 from batch.core.atomic_file import write_atomically
 from batch.launcher import bootstrap, submit
@@ -349,16 +350,12 @@ def container_problem(docker: Sequence[str], container: str) -> str | None:
     except subprocess.TimeoutExpired:
         return f"no running container {container} ({shlex.join(docker)} inspect did not answer in 60 s)"
     if answer.returncode != 0:
+        # docker's messages may start with a blank line.
         said = first_line(answer.stdout + "\n" + answer.stderr)
         return f"no running container {container} ({shlex.join([*docker, 'inspect'])} said: {said})"
     if answer.stdout.strip() != "true":
         return f"the container {container} is not running"
     return None
-
-
-def first_line(text: str) -> str:
-    """The first non-empty line of `text` (docker's messages may start with a blank one)."""
-    return next((line.strip() for line in text.splitlines() if line.strip()), "(nothing)")
 
 
 # --- prerequisites --------------------------------------------------------------------------------
