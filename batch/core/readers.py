@@ -18,9 +18,10 @@ from __future__ import annotations
 import logging
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from py4j.protocol import Py4JJavaError
@@ -40,6 +41,8 @@ from batch.core.errors import (
 from batch.core.spark_errors import spark_error_chain
 
 log = logging.getLogger(__name__)
+
+Result = TypeVar("Result")
 
 _NUMERIC_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType,
                   T.DoubleType, T.DecimalType)
@@ -86,6 +89,34 @@ def undecodable_file(spark_message: str) -> str | None:
     """The file a failed Spark job could not decode, if its message names one."""
     found = _UNDECODABLE_FILE.search(spark_message)
     return found.group(1) if found else None
+
+
+def without_damaged_files(attempt: Callable[[tuple[str, ...]], Result],
+                          skip_corrupt_files: bool) -> Result:
+    """`attempt(unreadable)`, made again without each file a Spark job of it could not decode.
+
+    A page damaged behind an intact footer is found only when a job reads it; Spark then
+    names the file in one of the causes of its failure, at a depth that depends on the action.
+    With `skip_corrupt_files` the file is added to `unreadable` (left out, reported skipped,
+    like an unreadable footer) and the whole attempt made again, the input read anew;
+    otherwise, or when a file left out is named again, a CorruptInputFileError names it.
+    """
+    unreadable: tuple[str, ...] = ()
+    while True:
+        try:
+            return attempt(unreadable)
+        except (Py4JJavaError, CapturedException) as error:
+            causes = spark_error_chain(error)
+            file = next(filter(None, map(undecodable_file, causes)), None)
+            if file is None:
+                raise
+            reason = f" ({causes[-1]})" if len(causes) > 1 else ""
+            damaged = CorruptInputFileError(
+                f"{file} is not a readable Parquet file: its data cannot be decoded{reason}")
+            if not skip_corrupt_files or file in unreadable:
+                raise damaged from None
+            log.warning("skipping %s", damaged)
+            unreadable += (file,)
 
 
 def read_raw_readings(
