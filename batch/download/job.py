@@ -6,7 +6,6 @@ Launched by spark-downloader.sh (spark-submit), or directly with
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from batch.download.settings import DownloaderSettings, check_settings
 from batch.core.errors import ConfigurationError, DownloadError, EmptyInputError
 from batch.core.readers import read_raw_readings, without_damaged_files
 from batch.core.summary import JobSummary
+from batch.core.timing import timed_phase
 from batch.core.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings
 
 log = logging.getLogger(__name__)
@@ -67,9 +67,10 @@ class DownloadSummary(JobSummary):
 def run_download(spark: SparkSession, settings: DownloaderSettings,
                  summary: DownloadSummary) -> DownloadSummary:
     """Run the whole download, filling `summary`; raises BatchError with the summary marked failed."""
-    started = time.monotonic()
+    whole: dict[str, float] = {}
     try:
-        _download(spark, settings, summary)
+        with timed_phase(whole, "download"):
+            _download(spark, settings, summary)
         summary.status = "succeeded"
     except BaseException as error:
         summary.status = "failed"
@@ -78,7 +79,7 @@ def run_download(spark: SparkSession, settings: DownloaderSettings,
             summary.error_message += "; the previous file is kept"
         raise
     finally:
-        summary.seconds = round(time.monotonic() - started, 3)
+        summary.seconds = whole.get("download")
     return summary
 
 
