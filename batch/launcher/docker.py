@@ -19,12 +19,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from batch.core import atomic_file
-from batch.core.errors import EXIT_DOCKER
+from batch.core import atomic_file, errors
+from batch.core.errors import EXIT_DOCKER, EXIT_MISSING_PREREQUISITE
 from batch.launcher import submit
 from batch.launcher.jobrun import STOP_SIGNALS
 from batch.launcher.main import (
-    EXIT_MISSING_PREREQUISITE,
     LAUNCHER_ONLY_VARIABLES,
     Launch,
     LauncherError,
@@ -95,9 +94,9 @@ def run_in_container(state: Launch) -> int:
             shutil.copy(state.env_file, stage / "env" / "spark.env")
         else:
             (stage / "env" / "spark.env").touch()
-        # jobrun.py with the one module it imports (standard library only otherwise).
+        # jobrun.py with the two modules it imports (standard library only otherwise).
         for source in (state.project_root / job.script, state.project_root / "env" / "log4j2.properties",
-                       Path(__file__).with_name(JOBRUN), Path(atomic_file.__file__)):
+                       Path(__file__).with_name(JOBRUN), Path(atomic_file.__file__), Path(errors.__file__)):
             shutil.copy(source, stage)
         environment = _container_environment(state, stage)
         submit.build_py_files_zip(Path(__file__).resolve().parent.parent, stage / "batch.zip")

@@ -34,7 +34,7 @@ from batch.core.config import (
 from batch.core.errors import (
     EXIT_ALREADY_RUNNING,
     EXIT_CONFIGURATION,
-    EXIT_INPUT,
+    EXIT_MISSING_PREREQUISITE,
     BatchError,
     exit_codes_text,
     first_line,
@@ -43,7 +43,6 @@ from batch.core.atomic_file import write_atomically
 from batch.launcher import bootstrap, submit
 from batch.launcher.jobrun import Supervisor, job_alive, read_int
 
-EXIT_MISSING_PREREQUISITE = EXIT_INPUT
 DEMO_TIMEZONE = "Europe/Rome"
 _SPARK_MASTER = next(option for option in COMMON_OPTIONS if option.env == "SPARK_MASTER")
 
