@@ -70,7 +70,7 @@ def test_without_skipping_a_damaged_file_is_named_with_the_root_cause(spark: Spa
 
 def test_a_file_named_again_once_left_out_stops_the_run(spark: SparkSession) -> None:
     calls: list[tuple[str, ...]] = []
-    failures: list[BaseException] = [as_py4j(task_failure(spark, DAMAGED)), as_py4j(task_failure(spark, DAMAGED))]
+    failures: list[BaseException] = [as_py4j(task_failure(spark, DAMAGED)) for _ in range(2)]
     with pytest.raises(CorruptInputFileError, match="is not a readable Parquet file"):
         without_damaged_files(failing(failures, "never", calls), skip_corrupt_files=True)
     assert calls == [(), (DAMAGED,)]
