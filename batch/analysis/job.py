@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-from py4j.protocol import Py4JJavaError
-from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import SparkSession
 
 from batch.analysis import publish, runs
@@ -35,7 +33,6 @@ from batch.core.contract import ANALYSIS_COLUMNS, INSTITUTE, METRICS, RAW_COLUMN
 from batch.core.errors import (
     BatchError,
     ConfigurationError,
-    CorruptInputFileError,
     EmptyInputError,
     EmptyResultError,
 )
@@ -48,10 +45,9 @@ from batch.analysis.iaq_partials import (
 from batch.analysis.iaq_rollup import IAQ_GROUP_KEYS, iaq_results, public_holidays_in_data
 from batch.analysis.iaq_settings import IAQ_OPTIONS, IaqRules, IaqSettings, parse_ppm
 from batch.core.postgres import PostgresTarget, connect, database_errors
-from batch.core.readers import read_raw_readings, undecodable_file
+from batch.core.readers import read_raw_readings, without_damaged_files
 from batch.core.summary import JobSummary
 from batch.core.thresholds import Thresholds
-from batch.core.spark_errors import spark_error_chain
 from batch.analysis.timetable import unknown_institutes
 from batch.core.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings
 
@@ -328,8 +324,7 @@ def _first_pass(spark: SparkSession, settings: AnalysisSettings, summary: RunSum
     With SKIP_CORRUPT_FILES, a file whose footer reads but whose data pages do not is skipped
     like an unreadable footer, and the input read again without it.
     """
-    unreadable: tuple[str, ...] = ()
-    while True:
+    def read_and_aggregate(unreadable: tuple[str, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
         with summary.phase("read"):
             readings_df, input_files = read_raw_readings(
                 spark, settings.raw_data_path, _columns_read(metrics), settings.skip_corrupt_files,
@@ -338,36 +333,16 @@ def _first_pass(spark: SparkSession, settings: AnalysisSettings, summary: RunSum
         with summary.phase("aggregate"):
             validated_df = readings_df.transform(validate_readings, _validated(metrics),
                                                  settings.drop_replays)
-            try:
-                partials = collect_partials(
-                    validated_df.transform(with_occupied_range, settings.batch_timezone, iaq_rules.occupancy)
-                    .transform(partial_statistics, settings.batch_timezone, settings.thresholds,
-                               metrics, extra_aggregates=iaq_partial_aggregates(iaq_rules)),
-                    group_keys(groupings) + IAQ_GROUP_KEYS)
-                episodes = collect_device_day_episodes(validated_df, settings.batch_timezone,
-                                                       iaq_rules, partials)
-                return partials, episodes
-            except (Py4JJavaError, CapturedException) as error:
-                damaged = _unreadable_file_error(error)
-                if damaged is None:
-                    raise
-                file, damaged_error = damaged
-                if not settings.skip_corrupt_files or file in unreadable:
-                    raise damaged_error from None
-                log.warning("skipping %s", damaged_error)
-                unreadable += (file,)
+            partials = collect_partials(
+                validated_df.transform(with_occupied_range, settings.batch_timezone, iaq_rules.occupancy)
+                .transform(partial_statistics, settings.batch_timezone, settings.thresholds,
+                           metrics, extra_aggregates=iaq_partial_aggregates(iaq_rules)),
+                group_keys(groupings) + IAQ_GROUP_KEYS)
+            episodes = collect_device_day_episodes(validated_df, settings.batch_timezone,
+                                                   iaq_rules, partials)
+            return partials, episodes
 
-
-def _unreadable_file_error(error: Py4JJavaError | CapturedException
-                           ) -> tuple[str, CorruptInputFileError] | None:
-    """The file the first pass over the input could not decode, if Spark named one, and the error."""
-    messages = spark_error_chain(error)
-    file = next(filter(None, map(undecodable_file, messages)), None)
-    if file is None:
-        return None
-    cause = f" ({messages[-1]})" if len(messages) > 1 else ""
-    return file, CorruptInputFileError(
-        f"{file} is not a readable Parquet file: its data cannot be decoded{cause}")
+    return without_damaged_files(read_and_aggregate, settings.skip_corrupt_files)
 
 
 def _names(metrics: tuple[Metric, ...]) -> tuple[str, ...]:

@@ -35,8 +35,8 @@ from pyspark.sql.pandas.types import to_arrow_type
 
 from batch.analysis import runs
 from batch.analysis.catalog import Catalog
-from batch.core.errors import PublishError
-from batch.core.postgres import PostgresTarget, connect, first_line, qualified
+from batch.core.errors import PublishError, first_line
+from batch.core.postgres import PostgresTarget, connect, qualified
 from batch.core.schema import Column, Table, View
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import psycopg2
 from psycopg2 import sql
 
 from batch.core.config import Secret, parse_identifier
-from batch.core.errors import ConfigurationError, PublishError
+from batch.core.errors import ConfigurationError, PublishError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +63,6 @@ def connect(target: PostgresTarget) -> psycopg2.extensions.connection:
             time.sleep(delay)
             delay = min(delay * 2, 8.0)
     raise AssertionError("unreachable")
-
-
-def first_line(error: object) -> str:
-    """The first line of a database error (psycopg2's add the failing statement and a hint)."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 @contextmanager

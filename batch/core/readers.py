@@ -18,9 +18,10 @@ from __future__ import annotations
 import logging
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from py4j.protocol import Py4JJavaError
@@ -37,8 +38,11 @@ from batch.core.errors import (
     InputNotFoundError,
     MissingColumnError,
 )
+from batch.core.spark_errors import spark_error_chain
 
 log = logging.getLogger(__name__)
+
+Result = TypeVar("Result")
 
 _NUMERIC_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType,
                   T.DoubleType, T.DecimalType)
@@ -85,6 +89,34 @@ def undecodable_file(spark_message: str) -> str | None:
     """The file a failed Spark job could not decode, if its message names one."""
     found = _UNDECODABLE_FILE.search(spark_message)
     return found.group(1) if found else None
+
+
+def without_damaged_files(attempt: Callable[[tuple[str, ...]], Result],
+                          skip_corrupt_files: bool) -> Result:
+    """`attempt(unreadable)`, made again without each file a Spark job of it could not decode.
+
+    A page damaged behind an intact footer is found only when a job reads it; Spark then
+    names the file in one of the causes of its failure, at a depth that depends on the action.
+    With `skip_corrupt_files` the file is added to `unreadable` (left out, reported skipped,
+    like an unreadable footer) and the whole attempt made again, the input read anew;
+    otherwise, or when a file left out is named again, a CorruptInputFileError names it.
+    """
+    unreadable: tuple[str, ...] = ()
+    while True:
+        try:
+            return attempt(unreadable)
+        except (Py4JJavaError, CapturedException) as error:
+            causes = spark_error_chain(error)
+            file = next(filter(None, map(undecodable_file, causes)), None)
+            if file is None:
+                raise
+            reason = f" ({causes[-1]})" if len(causes) > 1 else ""
+            damaged = CorruptInputFileError(
+                f"{file} is not a readable Parquet file: its data cannot be decoded{reason}")
+            if not skip_corrupt_files or file in unreadable:
+                raise damaged from None
+            log.warning("skipping %s", damaged)
+            unreadable += (file,)
 
 
 def read_raw_readings(
@@ -149,7 +181,7 @@ def _list_input_files(spark: SparkSession, path: str) -> tuple[list[str], tuple[
         sink_log = jvm.org.apache.hadoop.fs.Path(hadoop_path, SINK_LOG_DIR)
         is_sink = fs.isDirectory(sink_log)
     except Py4JJavaError as error:
-        raise InputNotFoundError(f"cannot list input path {path}: {_java_message(error)}") from None
+        raise InputNotFoundError(f"cannot list input path {path}: {spark_error_chain(error)[0]}") from None
     files = _spark_input_files(spark, path)
     if not files:
         if is_sink:
@@ -176,9 +208,8 @@ def _spark_input_files(spark: SparkSession, path: str) -> list[str]:
         uris = (spark.read.schema(any_schema).option("recursiveFileLookup", "true")
                 .parquet(path).inputFiles())
     except (Py4JJavaError, CapturedException) as error:
-        message = _java_message(error) if isinstance(error, Py4JJavaError) else str(error)
         raise InputError(f"cannot list the Parquet files of {path}: "
-                         f"{message.strip().splitlines()[0]}") from None
+                         f"{spark_error_chain(error)[0]}") from None
     # The index gives URIs (a space is %20, file:///x); Hadoop paths (file:/x), as the file
     # system lists them and every other step takes them.
     return sorted(_EMPTY_AUTHORITY.sub(r"\1:/", unquote(uri)) for uri in uris)
@@ -205,7 +236,7 @@ def _list_data_files(spark: SparkSession, path: str) -> list[str]:
             if _is_data_file(uri[len(root):]):
                 files.append(uri)
     except Py4JJavaError as error:
-        raise InputNotFoundError(f"cannot list input path {path}: {_java_message(error)}") from None
+        raise InputNotFoundError(f"cannot list input path {path}: {spark_error_chain(error)[0]}") from None
     return sorted(files)
 
 
@@ -233,15 +264,11 @@ def _read_footer_schemas(spark: SparkSession, files: list[str]) -> list[str | Co
                 reader.close()
         except Py4JJavaError as error:
             return CorruptInputFileError(
-                f"{file} is not a readable Parquet file: {_java_message(error)}")
+                f"{file} is not a readable Parquet file: {spark_error_chain(error)[0]}")
 
     # Footers are read on the driver; threads overlap the round trips to the file system.
     with ThreadPoolExecutor(max_workers=_FOOTER_READ_THREADS) as pool:
         return list(pool.map(footer_schema, files))
-
-
-def _java_message(error: Py4JJavaError) -> str:
-    return str(error.java_exception.toString())
 
 
 def _read_group(spark: SparkSession, root: str, files: tuple[str, ...]) -> DataFrame:

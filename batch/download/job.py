@@ -6,13 +6,10 @@ Launched by spark-downloader.sh (spark-submit), or directly with
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from py4j.protocol import Py4JJavaError
-from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import Observation, SparkSession
 
 from batch.core import cli
@@ -27,10 +24,10 @@ from batch.download.rows import (
     usable_readings,
 )
 from batch.download.settings import DownloaderSettings, check_settings
-from batch.core.errors import ConfigurationError, CorruptInputFileError, DownloadError, EmptyInputError
-from batch.core.readers import read_raw_readings, undecodable_file
-from batch.core.spark_errors import spark_error_chain
+from batch.core.errors import ConfigurationError, DownloadError, EmptyInputError
+from batch.core.readers import read_raw_readings, without_damaged_files
 from batch.core.summary import JobSummary
+from batch.core.timing import timed_phase
 from batch.core.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings
 
 log = logging.getLogger(__name__)
@@ -70,9 +67,10 @@ class DownloadSummary(JobSummary):
 def run_download(spark: SparkSession, settings: DownloaderSettings,
                  summary: DownloadSummary) -> DownloadSummary:
     """Run the whole download, filling `summary`; raises BatchError with the summary marked failed."""
-    started = time.monotonic()
+    whole: dict[str, float] = {}
     try:
-        _download(spark, settings, summary)
+        with timed_phase(whole, "download"):
+            _download(spark, settings, summary)
         summary.status = "succeeded"
     except BaseException as error:
         summary.status = "failed"
@@ -81,7 +79,7 @@ def run_download(spark: SparkSession, settings: DownloaderSettings,
             summary.error_message += "; the previous file is kept"
         raise
     finally:
-        summary.seconds = round(time.monotonic() - started, 3)
+        summary.seconds = whole.get("download")
     return summary
 
 
@@ -92,23 +90,10 @@ class NoMatchingReadingsError(EmptyInputError):
 def _download(spark: SparkSession, settings: DownloaderSettings, summary: DownloadSummary) -> None:
     check_settings(settings)
     _check_staging(spark, settings)
-    unreadable: tuple[str, ...] = ()
-    while True:
-        try:
-            _download_once(spark, settings, summary, unreadable)
-            return
-        except (Py4JJavaError, CapturedException) as error:
-            file = next(filter(None, map(undecodable_file, spark_error_chain(error))), None)
-            if file is None:
-                raise
-            damaged = CorruptInputFileError(
-                f"{file} is not a readable Parquet file: its data cannot be decoded")
-            if not settings.skip_corrupt_files or file in unreadable:
-                raise damaged from None
-            # A footer that reads but data pages that do not: skipped like an unreadable
-            # footer, and the download made again without it.
-            log.warning("skipping %s", damaged)
-            unreadable += (file,)
+    # A footer that reads but data pages that do not: skipped like an unreadable footer, and
+    # the download made again without it.
+    without_damaged_files(lambda unreadable: _download_once(spark, settings, summary, unreadable),
+                          settings.skip_corrupt_files)
 
 
 def _download_once(spark: SparkSession, settings: DownloaderSettings, summary: DownloadSummary,

@@ -22,11 +22,11 @@ from typing import Any
 
 from dotenv import dotenv_values
 
-from batch.core import atomic_file
-from batch.core.errors import EXIT_DOCKER
+from batch.core import atomic_file, errors
+from batch.core.errors import EXIT_DOCKER, EXIT_MISSING_PREREQUISITE, first_line
 from batch.launcher import submit
 from batch.launcher.jobrun import STOP_SIGNALS
-from batch.launcher.launch import EXIT_MISSING_PREREQUISITE, JOBS, Launch, LauncherError, Request
+from batch.launcher.launch import JOBS, Launch, LauncherError, Request
 from batch.launcher.options import LAUNCHER_ONLY_VARIABLES, LauncherSettings
 
 JOBRUN = "jobrun.py"
@@ -42,16 +42,12 @@ def container_problem(docker: Sequence[str], container: str) -> str | None:
     except subprocess.TimeoutExpired:
         return f"no running container {container} ({shlex.join(docker)} inspect did not answer in 60 s)"
     if answer.returncode != 0:
+        # docker's messages may start with a blank line.
         said = first_line(answer.stdout + "\n" + answer.stderr)
         return f"no running container {container} ({shlex.join([*docker, 'inspect'])} said: {said})"
     if answer.stdout.strip() != "true":
         return f"the container {container} is not running"
     return None
-
-
-def first_line(text: str) -> str:
-    """The first non-empty line of `text` (docker's messages may start with a blank one)."""
-    return next((line.strip() for line in text.splitlines() if line.strip()), "(nothing)")
 
 
 def _docker(state: Launch, *args: str, capture: bool = False) -> subprocess.CompletedProcess[str]:
@@ -122,9 +118,9 @@ def run_in_container(state: Launch) -> int:
             shutil.copy(state.env_file, stage / "env" / "spark.env")
         else:
             (stage / "env" / "spark.env").touch()
-        # jobrun.py with the one module it imports (standard library only otherwise).
+        # jobrun.py with the two modules it imports (standard library only otherwise).
         for source in (state.project_root / job.script, state.project_root / "env" / "log4j2.properties",
-                       Path(__file__).with_name(JOBRUN), Path(atomic_file.__file__)):
+                       Path(__file__).with_name(JOBRUN), Path(atomic_file.__file__), Path(errors.__file__)):
             shutil.copy(source, stage)
         environment = _container_environment(state, stage)
         submit.build_py_files_zip(Path(__file__).resolve().parent.parent, stage / "batch.zip")

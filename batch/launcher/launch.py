@@ -9,9 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from batch.core import cli
-from batch.core.errors import EXIT_INPUT
-
-EXIT_MISSING_PREREQUISITE = EXIT_INPUT
 
 
 @dataclass(frozen=True)

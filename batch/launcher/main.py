@@ -18,11 +18,10 @@ from pathlib import Path
 
 from batch.core import cli
 from batch.core.config import CALLER_DIR_VARIABLE, find_env_file, resolve_options
-from batch.core.errors import EXIT_CONFIGURATION, BatchError, exit_codes_text
+from batch.core.errors import EXIT_CONFIGURATION, EXIT_MISSING_PREREQUISITE, BatchError, exit_codes_text
 from batch.env_variables import known_variables
 from batch.launcher import bootstrap, docker
 from batch.launcher.launch import (
-    EXIT_MISSING_PREREQUISITE,
     JOBS,
     Job,
     Launch,
