@@ -1,29 +1,16 @@
 """Indoor-air compliance while pupils are in the room (issue 13), the Spark side: which
-readings are occupied, and their per-device-and-local-day partials.
+readings are occupied, and their per-device-and-local-day partials. Which readings are
+occupied: docs/compliance.md.
 
-Only occupied readings count: a reading whose local time (BATCH_TIMEZONE) falls on an
-occupied day, inside an occupied range `[start, end)` of its institute's timetable, not on
-a closed date of its institute: a date of IAQ_CLOSURES_FILE or a public holiday of its
-calendar (IAQ_PUBLIC_HOLIDAYS; batch/analysis/timetable.py).
-
-The occupied counts and sums hang off the per-device-and-local-day aggregation of
-batch.analysis.partials.partial_statistics (`iaq_partial_aggregates` are extra expressions of
-the same groupBy over the same validated readings). The longest episode above the BB101 peak
-and the time a device's readings cover (a day is judged only when they cover
-IAQ_MIN_DAY_COVERAGE of its occupied time) need the readings in time order:
-`device_day_episodes` collects each device-day's occupied CO2 readings as a small array of
-(sendtime, co2, range end), sorted and folded once with Spark's higher-order functions (no
-Python UDF) into both numbers, in a narrow aggregation of its own. Memory bound:
-per device and local day, the occupied readings with a CO2 value only (about 70 at one
-reading every 5 minutes over a 6-hour school day, 24 bytes each); the array is reduced to
-two numbers per device-day. Everything after that is a small roll-up, in the driver
-(pandas, batch/analysis/iaq_rollup.py), of one row per device and day.
-
-Why apart: collect_list makes an aggregation an ObjectHashAggregate, which Spark does not
-compile to Java (whole-stage code generation). Inside the wide per-device-day aggregation it
-made that whole aggregation ~3x slower (1,000,000 readings of 1,000 devices, local[2]: 12.1
-s against 4.8 s); on its own, over three narrow columns of the occupied readings, it costs
-a second scan of those columns and a small aggregation (see docs/performance.md).
+The occupied counts and sums are extra expressions (`iaq_partial_aggregates`) of the same
+groupBy as batch.analysis.partials.partial_statistics. The longest episode above the BB101
+peak and the time a device's readings cover need the readings in time order:
+`device_day_episodes` collects each device-day's occupied CO2 readings (about 70 a school day,
+24 bytes each) and folds them, sorted, into those two numbers with Spark's higher-order
+functions (no Python UDF), in a narrow aggregation of its own. Why apart: collect_list makes
+an aggregation an ObjectHashAggregate, which Spark does not compile to Java; inside the wide
+aggregation it made that whole aggregation ~3x slower (docs/performance.md, "Episodes out of
+the main aggregation"). The small roll-up after that is batch/analysis/iaq_rollup.py's.
 """
 from __future__ import annotations
 

@@ -1,19 +1,10 @@
 """The PostgreSQL sink: DDL and schema evolution derived from the catalog, atomic publication.
 
 The connection is batch/core/postgres.py's, the run table's records batch/analysis/runs.py's.
-
-The job's own connection COPYs each table's rows (small: one row per group, rolled up in the
-driver) into an unlogged staging table; one PostgreSQL transaction then replaces the
-published rows by the staged ones (DELETE + INSERT, which is MVCC-safe: a reader sees the
-complete previous results or the complete new ones) and marks the run succeeded. Published tables are never dropped, so their indexes,
-grants and dependent views stay. A session-level advisory lock keeps two runs against the
-same schema from interleaving; it lives as long as the job's connection, so a run that loses
-that connection (a PostgreSQL restart) fails rather than publish without it, and its staging
-tables carry its run id so that nothing it still writes can reach another run's.
-
-A database published by an earlier release evolves in place: columns new in this release are
-added inside the publishing transaction, views are recreated; a column whose type changed or
-that disappeared stops the run before anything is written, with the SQL to run.
+The design (COPY into staging tables, one transaction replacing the published rows, the
+advisory lock that lives as long as the job's connection, evolution in place): docs/analysis.md
+("Publish", "Upgrading") and docs/reliability.md. Staging tables carry the run id, so that
+nothing a run still writes can reach another run's.
 """
 from __future__ import annotations
 

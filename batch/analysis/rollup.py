@@ -1,15 +1,10 @@
 """The roll-up of the collected partial statistics (batch/analysis/partials.py) to every
 published grouping, and the run's validation counts, in the driver (pandas).
 
-The partials are few (one row per device and local day: groups, not readings) and every
-published row is a sum, minimum or maximum over them: the roll-up runs in the driver on
-the partials collected once through Arrow, instead of as more distributed Spark stages
-and jobs whose fixed cost exceeded the work. Its memory is bounded by the number of
-partial rows - at most device-days of data x (1 + exclusion reasons), about 400,000 rows
-of ~70 columns (~300 MiB in pandas, the compliance sums included) for 1,000 devices over
-two school years - and does not grow with the number of readings.
-Variances are merged with Chan's parallel formula, which stays exact where a sum of squares
-would cancel.
+The partials are groups, not readings (one row per device and local day), so the roll-up runs
+in the driver instead of as more Spark stages whose fixed cost exceeded the work; its memory
+bound is in docs/analysis.md ("Aggregate"). Variances are merged with Chan's parallel formula,
+which stays exact where a sum of squares would cancel.
 """
 from __future__ import annotations
 

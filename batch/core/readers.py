@@ -1,17 +1,9 @@
 """Read the raw Parquet readings into the contract's canonical schema.
 
-Which files: exactly those Spark's own batch reader reads from the input path. Its file
-index knows a Structured Streaming file-sink folder by its `_spark_metadata/` log and then
-lists only the files of committed micro-batches (compacted log files included); part files
-of a micro-batch that died before its commit are not data (the restarted query wrote those
-readings again) and are reported as uncommitted. A plain folder is every data file under it,
-hidden names (`_`, `.`) excluded, partition folders (`key=value`) included.
-
-Files appended over months drift: a metric may be `int` in one file and `double` in
-another, a column may be missing from older files, extra columns may appear. Spark's own
-schema merge refuses differing numeric types, so the reader groups the files by the schema
-in their footers, reads each group with its own schema, casts every column to the
-contract's type (a column a group lacks becomes null: "not measured") and unions them.
+Which files: exactly those Spark's own batch reader reads (a streaming sink folder's committed
+files only); files whose schemas drift are read per footer schema, cast to the contract's types
+and unioned, since Spark's own schema merge refuses differing numeric types. The rules, step by
+step: docs/analysis.md, "Read".
 """
 from __future__ import annotations
 
