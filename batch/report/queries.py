@@ -21,6 +21,7 @@ from batch.analysis import iaq_tables
 from batch.analysis.catalog import RUNS, build_catalog, default_timezone
 from batch.analysis.iaq_settings import IaqSettings
 from batch.core.errors import ConfigurationError
+from batch.core.postgres import qualified
 from batch.core.thresholds import Thresholds
 
 # The catalog with the default settings: the names of tables and columns do not depend on them.
@@ -191,10 +192,6 @@ class InstituteWeek:
 
 
 
-def _ident(schema: str, name: str) -> sql.Composed:
-    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
-
-
 def relation_exists(conn: psycopg2.extensions.connection, schema: str, name: str) -> bool:
     """Whether table or view `schema.name` exists."""
     with conn.cursor() as cursor:
@@ -215,7 +212,7 @@ def latest_succeeded_run_id(conn: psycopg2.extensions.connection, schema: str) -
     """The run whose results the published tables hold."""
     with conn.cursor() as cursor:
         cursor.execute(sql.SQL("SELECT max(run_id) FROM {} WHERE status = 'succeeded'").format(
-            _ident(schema, RUNS.name)))
+            qualified(schema, RUNS.name)))
         return cursor.fetchone()[0]
 
 
@@ -228,7 +225,7 @@ def fetch_run(conn: psycopg2.extensions.connection, schema: str, run_id: int) ->
             columns=sql.SQL(", ").join(
                 sql.Identifier(column.name) if column.name in present else sql.SQL("NULL")
                 for column in RUNS.columns),
-            runs=_ident(schema, RUNS.name)), (run_id,))
+            runs=qualified(schema, RUNS.name)), (run_id,))
         row = cursor.fetchone()
     if row is None:
         raise ConfigurationError(f"run {run_id} is not recorded in {schema}.{RUNS.name}")
@@ -250,7 +247,7 @@ def classroom_week_co2(conn: psycopg2.extensions.connection, schema: str,
         cursor.execute(sql.SQL(
             "SELECT institute, classroom, week_start, iso_year, iso_week, {co2} FROM {table} "
             "ORDER BY institute, classroom, week_start").format(
-                co2=sql.Identifier(source.column), table=_ident(schema, source.table)))
+                co2=sql.Identifier(source.column), table=qualified(schema, source.table)))
         return [ClassroomWeekCo2(*row) for row in cursor.fetchall()]
 
 
@@ -261,7 +258,7 @@ def _ranking_weeks_query(schema: str) -> sql.Composed:
         "SELECT institute, week_start, dense_rank() OVER (PARTITION BY institute "
         "ORDER BY week_start DESC) AS recency FROM {table} WHERE week_complete "
         "GROUP BY institute, week_start HAVING sum({judged}) > 0").format(
-            table=_ident(schema, IAQ_WEEKLY_TABLE), judged=sql.Identifier(IAQ_JUDGED_DAYS))
+            table=qualified(schema, IAQ_WEEKLY_TABLE), judged=sql.Identifier(IAQ_JUDGED_DAYS))
 
 
 def ranking_weeks(conn: psycopg2.extensions.connection, schema: str,
@@ -293,8 +290,8 @@ def bb101_failures(conn: psycopg2.extensions.connection, schema: str,
             "GROUP BY t.institute, t.classroom HAVING sum({judged}) > 0 "
             "ORDER BY days_failed DESC, t.institute, t.classroom").format(
                 judged=sql.Identifier(IAQ_JUDGED_DAYS), days_met=sql.Identifier(IAQ_BB101_DAYS_MET),
-                table=_ident(schema, IAQ_WEEKLY_TABLE), weeks=_ranking_weeks_query(schema),
-                view=_ident(schema, IAQ_LATEST_WEEK_VIEW), behind=sql.Identifier(IAQ_WEEKS_BEHIND)),
+                table=qualified(schema, IAQ_WEEKLY_TABLE), weeks=_ranking_weeks_query(schema),
+                view=qualified(schema, IAQ_LATEST_WEEK_VIEW), behind=sql.Identifier(IAQ_WEEKS_BEHIND)),
             (weeks,))
         return [Bb101Failures(*row) for row in cursor.fetchall()]
 
@@ -306,7 +303,7 @@ def stale_classrooms(conn: psycopg2.extensions.connection, schema: str) -> list[
             "SELECT v.institute, v.classroom, (SELECT max(d.local_date) FROM {daily} d "
             "WHERE d.institute = v.institute AND d.classroom = v.classroom), v.{behind} "
             "FROM {view} v WHERE v.{behind} > 0 ORDER BY v.institute, v.classroom").format(
-                daily=_ident(schema, IAQ_DAILY_TABLE), view=_ident(schema, IAQ_LATEST_WEEK_VIEW),
+                daily=qualified(schema, IAQ_DAILY_TABLE), view=qualified(schema, IAQ_LATEST_WEEK_VIEW),
                 behind=sql.Identifier(IAQ_WEEKS_BEHIND)))
         return [StaleClassroom(*row) for row in cursor.fetchall()]
 
@@ -334,7 +331,7 @@ def peak_episodes(conn: psycopg2.extensions.connection, schema: str,
         "d.local_date DESC, d.classroom) AS position FROM {daily} d JOIN ({weeks}) w "
         "ON w.institute = d.institute AND w.week_start = d.week_start AND w.recency <= %s "
         "WHERE d.bb101_peak_met = false").format(
-            daily=_ident(schema, IAQ_DAILY_TABLE), weeks=_ranking_weeks_query(schema)), (weeks,))
+            daily=qualified(schema, IAQ_DAILY_TABLE), weeks=_ranking_weeks_query(schema)), (weeks,))
 
 
 def days_with_too_little_data(conn: psycopg2.extensions.connection, schema: str) -> list[ClassroomDay]:
@@ -343,14 +340,14 @@ def days_with_too_little_data(conn: psycopg2.extensions.connection, schema: str)
     return _classroom_days(conn, sql.SQL(
         "SELECT d.*, row_number() OVER (ORDER BY d.local_date DESC, d.classroom) AS position "
         "FROM {daily} d WHERE d.not_judged_reason IS NOT NULL AND d.co2_occupied_readings > 0").format(
-            daily=_ident(schema, IAQ_DAILY_TABLE)))
+            daily=qualified(schema, IAQ_DAILY_TABLE)))
 
 
 def institute_weeks(conn: psycopg2.extensions.connection, schema: str) -> list[InstituteWeek]:
     with conn.cursor() as cursor:
         cursor.execute(sql.SQL(
             "SELECT institute, week_start, iso_year, iso_week, co2_mean, temperature_mean "
-            "FROM {} ORDER BY institute, week_start").format(_ident(schema, INSTITUTE_WEEKLY_TABLE)))
+            "FROM {} ORDER BY institute, week_start").format(qualified(schema, INSTITUTE_WEEKLY_TABLE)))
         return [InstituteWeek(*row) for row in cursor.fetchall()]
 
 
