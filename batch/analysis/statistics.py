@@ -1,12 +1,10 @@
 """The statistics published per institute, classroom and time period, as data.
 
-The input is scanned once: validated readings are reduced to mergeable partial statistics
-(count, sum, M2, min, max per metric) at the finest grain every grouping and the indoor-air
-compliance tables share - one device, one local day (batch/analysis/partials.py, Spark) - and
-each published grouping is rolled up from those partials, in the driver
-(batch/analysis/rollup.py, pandas). The lists of key columns, statistics, shares and
-groupings here are data: the Spark expressions of the partials, the roll-up and the published
-columns of the catalog (batch/analysis/catalog.py) all derive from them.
+Partials per device and local day (batch/analysis/partials.py, Spark) are rolled up to each
+grouping in the driver (batch/analysis/rollup.py; docs/analysis.md, "Aggregate"). The lists of
+key columns, statistics, shares and groupings here are data: the Spark expressions of the
+partials, the roll-up and the published columns of the catalog (batch/analysis/catalog.py) all
+derive from them.
 """
 from __future__ import annotations
 

@@ -1,14 +1,9 @@
-"""The run report: one self-contained HTML file showing, per institute, where the air is bad.
-
-It reads only the published tables in PostgreSQL - never Spark, never the raw data - so the
-report of a run can be rebuilt at any time:
-
-    python -m batch.report --schema indoor_air --output-dir reports [--run-id N]
+"""The run report: one self-contained HTML file showing, per institute, where the air is bad
+(what it shows and how to rebuild it: docs/report.md).
 
 The data come from batch/report/queries.py, the charts from batch/report/charts.py (SVG); this
-module puts them into the page model, renders it with the Jinja2 template beside it (no
-JavaScript, no external resource: the file opens offline by double-click and looks the same
-tomorrow) and writes the file atomically.
+module puts them into the page model, renders it with the Jinja2 template beside it and
+writes the file atomically.
 """
 from __future__ import annotations
 
