@@ -21,7 +21,7 @@ from markupsafe import Markup
 from batch.core.postgres import PostgresTarget, connect
 from batch.core.atomic_file import write_atomically
 from batch.core.config import parse_identifier
-from batch.core.errors import BatchError, ConfigurationError
+from batch.core.errors import BatchError, ConfigurationError, first_line
 from batch.report import charts
 from batch.report.charts import RANKING_ROWS_CHARTED, short_name, week_label
 from batch.report.queries import (
@@ -191,9 +191,8 @@ def write_report(conn_or_target: psycopg2.extensions.connection | PostgresTarget
         with snapshot(conn):
             data = read_report_data(conn, schema, run_id)
     except psycopg2.Error as error:
-        message = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ReportError(f"reading the published tables of schema {schema} at {address} "
-                          f"failed: {message}") from None
+                          f"failed: {first_line(error)}") from None
     finally:
         if conn is not conn_or_target:
             conn.close()
