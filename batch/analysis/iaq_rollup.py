@@ -152,7 +152,6 @@ def _occupied_statistics(totals: pd.DataFrame) -> dict[str, pd.Series]:
 
 
 def classroom_daily_iaq(day_totals: pd.DataFrame) -> pd.DataFrame:
-    """The `classroom_daily_iaq` table from `classroom_day_totals`."""
     school_day = day_totals[_SCHOOL_DAY]
     return pd.DataFrame({
         INSTITUTE: day_totals[INSTITUTE], CLASSROOM: day_totals[CLASSROOM],

@@ -174,7 +174,6 @@ def share_columns(thresholds: Thresholds, shares: tuple[Share, ...] = SHARES) ->
 def output_columns(grouping: Grouping, thresholds: Thresholds,
                    metrics: tuple[Metric, ...] = METRICS,
                    shares: tuple[Share, ...] = SHARES) -> tuple[OutputColumn, ...]:
-    """Every column of `grouping`'s table, in order."""
     return (
         tuple(key.column for key in grouping.keys)
         + group_columns()

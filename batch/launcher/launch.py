@@ -13,8 +13,6 @@ from batch.core import cli
 
 @dataclass(frozen=True)
 class Job:
-    """A job as the launcher runs it."""
-
     name: str  # analysis: logs/analysis-*.log, run/analysis.pid
     script: str  # the entry point, in the project folder
     door: str  # the command the user typed, for messages

@@ -115,7 +115,6 @@ def main(argv: Sequence[str]) -> int:
 
 
 def launch(job: Job, argv: Sequence[str], project_root: Path) -> int:
-    """Run `job` as its door asks; returns the exit code."""
     try:
         request = parse_request(argv)
         if request.help:

@@ -193,7 +193,6 @@ class InstituteWeek:
 
 
 def relation_exists(conn: psycopg2.extensions.connection, schema: str, name: str) -> bool:
-    """Whether table or view `schema.name` exists."""
     with conn.cursor() as cursor:
         cursor.execute("SELECT EXISTS (SELECT 1 FROM information_schema.tables "
                        "WHERE table_schema = %s AND table_name = %s)", (schema, name))
