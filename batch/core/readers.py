@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import reduce
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
@@ -126,10 +127,7 @@ def read_raw_readings(
     group_dfs = [_read_group(spark, input_files.root, files) for files in input_files.groups]
     input_files = _require_columns(group_dfs, input_files)
     conformed = [_conform(df, columns, files) for df, files in zip(group_dfs, input_files.groups)]
-    readings_df = conformed[0]
-    for other_df in conformed[1:]:
-        readings_df = readings_df.unionByName(other_df)
-    return readings_df, input_files
+    return reduce(DataFrame.unionByName, conformed), input_files
 
 
 def discover_input_files(spark: SparkSession, path: str, skip_corrupt_files: bool,
