@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -35,8 +36,8 @@ FORMATS: tuple[str, ...] = (CSV, PARQUET)
 # Parquet timestamps as INT64 microseconds marked as UTC instants, which every reader maps to a
 # timestamp with time zone; Spark's default INT96 is deprecated and read back as naive nanoseconds.
 _PARQUET_WRITE_CONF = {"spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS"}
-# How long an interrupted download waits for its cancelled task to stop before it deletes the
-# parts folder anyway (a task ends at its next row once told to; this bounds the wait).
+# How long an interrupted download waits for its write to end and its tasks to stop before it
+# deletes the parts folder anyway (a task ends at its next row once told to; this bounds the wait).
 _CANCELLED_TASKS_WAIT_S = 30.0
 _KEPT = "; the previous file is left as it was"
 
@@ -69,9 +70,8 @@ def write_single_file(
     """Write `download_df`, in its order, as the single file `target`, replacing it atomically.
 
     `staging_root`: a folder (URI) every executor reaches; empty: beside the target. On any
-    failure or interruption the parts folders are removed and the previous target is left as
-    it was. `on_written(rows)` is called once Spark has written the part, before it replaces
-    the target: what it raises fails the download.
+    failure or interruption the previous target is left as it was. `on_written(rows)` is called
+    once Spark has written the file, before it replaces the target: what it raises fails it.
     """
     if file_format not in FORMATS:
         raise ConfigurationError(f"unknown download format {file_format!r}; expected one of {FORMATS}")
@@ -105,9 +105,6 @@ def write_single_file(
         except OSError as error:
             raise DownloadError(f"cannot move the finished download to {target}: "
                                 f"{error.strerror or error}{_KEPT}") from None
-    except KeyboardInterrupt:
-        _cancel_jobs(spark)  # so that no task writes the part again once it is deleted
-        raise
     finally:
         shutil.rmtree(local_parts, ignore_errors=True)
         _delete_staging(spark, staging)
@@ -116,26 +113,43 @@ def write_single_file(
 
 def _write_part(download_df: DataFrame, staging: str, file_format: str, compress: bool,
                 timezone_name: str) -> None:
+    """Spark's write, in a thread of its own: an interruption cancels its jobs until it has ended."""
+    failure: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            if file_format == CSV:
+                download_df.write.options(**csv_write_options(timezone_name, compress)).csv(staging)
+            else:
+                with session_conf(download_df.sparkSession, _PARQUET_WRITE_CONF):
+                    download_df.write.parquet(staging)
+        except BaseException as error:  # noqa: BLE001 - raised again in the calling thread
+            failure.append(error)
+
+    writer = threading.Thread(target=write, name="download-write", daemon=True)
+    writer.start()
     try:
-        if file_format == CSV:
-            download_df.write.options(**csv_write_options(timezone_name, compress)).csv(staging)
-        else:
-            with session_conf(download_df.sparkSession, _PARQUET_WRITE_CONF):
-                download_df.write.parquet(staging)
-    except (CapturedException, Py4JJavaError) as error:
-        if any(map(undecodable_file, spark_error_chain(error))):
-            raise  # a damaged input file, not a write failure: the job names or skips it
-        reason, local = root_cause_message(error), _local_path(staging)
-        if local is not None:
-            # Hadoop's local file system says "Mkdirs failed" without the reason: ask the OS.
-            try:
-                local.mkdir(parents=True, exist_ok=True)
-                with open(local / ".write-probe", "wb") as probe:
-                    probe.write(b"x")
-                    os.fsync(probe.fileno())
-            except OSError as problem:
-                reason = f"{problem.filename}: {problem.strerror}" if problem.filename else str(problem.strerror)
-        raise DownloadError(f"cannot write the download parts to {local or staging}: {reason}{_KEPT}") from None
+        writer.join()
+    except KeyboardInterrupt:
+        _cancel_write(download_df.sparkSession, writer)
+        raise
+    if not failure:
+        return
+    error = failure[0]
+    if not isinstance(error, (CapturedException, Py4JJavaError)) or any(
+            map(undecodable_file, spark_error_chain(error))):
+        raise error  # a damaged input file is not a write failure: the job names or skips it
+    reason, local = root_cause_message(error), _local_path(staging)
+    if local is not None:
+        # Hadoop's local file system says "Mkdirs failed" without the reason: ask the OS.
+        try:
+            local.mkdir(parents=True, exist_ok=True)
+            with open(local / ".write-probe", "wb") as probe:
+                probe.write(b"x")
+                os.fsync(probe.fileno())
+        except OSError as problem:
+            reason = f"{problem.filename}: {problem.strerror}" if problem.filename else str(problem.strerror)
+    raise DownloadError(f"cannot write the download parts to {local or staging}: {reason}{_KEPT}") from None
 
 
 def _part_beside_target(spark: SparkSession, staging: str, local_parts: Path) -> Path:
@@ -165,15 +179,15 @@ def _fsync(path: Path) -> None:
         os.close(descriptor)
 
 
-def _cancel_jobs(spark: SparkSession) -> None:
-    """Cancel the running jobs and wait, bounded, until their tasks have stopped: cancelling
-    only asks them to, and a task still running would create the parts folder again."""
+def _cancel_write(spark: SparkSession, writer: threading.Thread) -> None:
+    """Cancel Spark's jobs until the write has ended and its tasks have stopped (bounded): a job
+    it starts after a cancel, or a task still running, would create the parts folder again."""
+    deadline = time.monotonic() + _CANCELLED_TASKS_WAIT_S
     try:
-        spark.sparkContext.cancelAllJobs()
         tracker = spark.sparkContext._jsc.sc().statusTracker()
-        deadline = time.monotonic() + _CANCELLED_TASKS_WAIT_S
-        while (any(executor.numRunningTasks() for executor in tracker.getExecutorInfos())
-               and time.monotonic() < deadline):
+        while time.monotonic() < deadline and (writer.is_alive() or any(
+                executor.numRunningTasks() for executor in tracker.getExecutorInfos())):
+            spark.sparkContext.cancelAllJobs()
             time.sleep(0.05)
     except Py4JError as error:
         log.warning("cannot cancel the running Spark jobs: %s", error)
@@ -203,13 +217,9 @@ def _safe_name(target: Path) -> str:
 
 
 def sweep_leftovers(target: Path) -> tuple[str, ...]:
-    """Remove what killed earlier downloads of `target` left beside it; the names removed.
-
-    Only the writer's own names count: the parts folder `.NAME.parts-<pid>-<12 hex>` (and the
-    temporary file `.NAME.<pid>-<12 hex>.tmp` of earlier versions) of a process that no longer
-    runs (a download still running, or any process with that pid, keeps them). A SIGKILL
-    leaves them: no `finally` runs. Nothing else is ever deleted.
-    """
+    """Remove, and name, what downloads of `target` killed outright (no `finally` ran) left beside
+    it: only the folder `.NAME.parts-<pid>-<12 hex>` (and an earlier version's temporary file
+    `.NAME.<pid>-<12 hex>.tmp`) of a pid that no longer runs. Nothing else is ever deleted."""
     name = re.escape(_safe_name(target))
     patterns = ((re.compile(rf"\.{name}\.(\d+)-[0-9a-f]{{12}}\.tmp"), False),
                 (re.compile(rf"\.{name}\.parts-(\d+)-[0-9a-f]{{12}}"), True))

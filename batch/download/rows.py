@@ -49,12 +49,6 @@ class DownloadFilter:
     def has_value_filters(self) -> bool:
         return any(self.values_by_column.values())
 
-    @property
-    def columns(self) -> tuple[str, ...]:
-        """The input columns the filter reads (with a value filter all three: the check lists them)."""
-        used = VALUE_FILTER_COLUMNS if self.has_value_filters else ()
-        return (*used, SENDTIME) if self.since is not None or self.until is not None else used
-
 
 def filter_readings(readings_df: DataFrame, download_filter: DownloadFilter) -> DataFrame:
     """The readings `download_filter` selects; a time window excludes readings without `sendtime`."""
@@ -100,8 +94,11 @@ def check_filter_values(
 def columns_to_read(
     columns: Sequence[str], download_filter: DownloadFilter, clean: bool
 ) -> tuple[str, ...]:
-    """Every input column the download needs, in contract order: no other column is scanned."""
-    needed = set(columns) | set(ORDER_KEYS) | set(download_filter.columns)
+    """Every input column the download needs, in contract order: no other column is scanned
+    (with a value filter all three value columns: their check lists them all)."""
+    needed = set(columns) | set(ORDER_KEYS)  # the time window reads sendtime, an order key
+    if download_filter.has_value_filters:
+        needed |= set(VALUE_FILTER_COLUMNS)
     if clean:
         needed |= {SENDTIME, DEVICE, INSTITUTE, CLASSROOM}  # the exclusion rules read them
     return tuple(column.name for column in RAW_COLUMNS if column.name in needed)

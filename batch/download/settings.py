@@ -1,8 +1,5 @@
-"""The download's settings: the shared options, its own, the filters (flags only) and their checks.
-
-The filters are flags only, since they describe one particular download rather than the
-installation.
-"""
+"""The download's settings: the shared options, its own, the filters (flags only: they describe
+one download, not the installation) and their checks before Spark starts."""
 from __future__ import annotations
 
 import argparse
@@ -46,12 +43,8 @@ def parse_columns(text: str) -> tuple[str, ...]:
 
 
 def parse_local_instant(text: str, timezone_name: str) -> datetime:
-    """The UTC instant of an ISO date or date-time; without an offset it is local to `timezone_name`.
-
-    A date means its local midnight. A local time that does not exist (the hour skipped when
-    clocks go forward) or exists twice (clocks go back) is refused: the caller must say
-    which instant is meant by adding an offset.
-    """
+    """The UTC instant of an ISO date (its local midnight) or date-time, local to `timezone_name`
+    unless it has an offset; a local time skipped or repeated by a clock change is refused."""
     cleaned = text.strip()
     try:
         parsed = datetime.fromisoformat(cleaned[:-1] + "+00:00" if cleaned[-1:] in "Zz" else cleaned)
