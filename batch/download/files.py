@@ -181,12 +181,17 @@ def _fsync(path: Path) -> None:
 
 def _cancel_write(spark: SparkSession, writer: threading.Thread) -> None:
     """Cancel Spark's jobs until the write has ended and its tasks have stopped (bounded): a job
-    it starts after a cancel, or a task still running, would create the parts folder again."""
+    it starts after a cancel, or a task still running, would create the parts folder again.
+
+    The running tasks are the scheduler's, which counts a killed task until it has ended; the
+    status tracker's count drops to 0 as soon as its job is cancelled.
+    """
     deadline = time.monotonic() + _CANCELLED_TASKS_WAIT_S
     try:
-        tracker = spark.sparkContext._jsc.sc().statusTracker()
-        while time.monotonic() < deadline and (writer.is_alive() or any(
-                executor.numRunningTasks() for executor in tracker.getExecutorInfos())):
+        scheduler = spark.sparkContext._jsc.sc().taskScheduler()
+        as_java = spark.sparkContext._jvm.scala.collection.JavaConverters.mapAsJavaMap
+        while time.monotonic() < deadline and (
+                writer.is_alive() or sum(as_java(scheduler.runningTasksByExecutors()).values())):
             spark.sparkContext.cancelAllJobs()
             time.sleep(0.05)
     except Py4JError as error:
