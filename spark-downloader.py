@@ -15,12 +15,13 @@ from batch.core import cli
 from batch.download.job import DownloadSummary, run_download
 from batch.download.settings import DOWNLOADER_JOB
 from batch.core.session import build_spark_session
+from batch.env_variables import known_variables
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 
 
 def main() -> int:
-    settings = cli.load_settings(DOWNLOADER_JOB, sys.argv[1:], PROJECT_ROOT)
+    settings = cli.load_settings(DOWNLOADER_JOB, sys.argv[1:], PROJECT_ROOT, known_variables)
     summary = DownloadSummary.for_settings(settings)
     master = cli.spark_master_unless_submitted(settings.spark_master)
     spark = build_spark_session("indoor-air-download", master)

@@ -12,12 +12,13 @@ from pathlib import Path
 from batch.analysis import job as analysis
 from batch.core import cli
 from batch.core.session import build_spark_session
+from batch.env_variables import known_variables
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 
 
 def main() -> int:
-    settings = cli.load_settings(analysis.ANALYSIS_JOB, sys.argv[1:], PROJECT_ROOT)
+    settings = cli.load_settings(analysis.ANALYSIS_JOB, sys.argv[1:], PROJECT_ROOT, known_variables)
     summary = analysis.RunSummary(job="analysis", input_path=settings.raw_data_path)
     master = cli.spark_master_unless_submitted(settings.spark_master)
     # No JDBC driver: the job publishes over its own psycopg2 connection (COPY), not Spark's writer.

@@ -22,7 +22,16 @@ import tempfile
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-EXIT_MISSING_PREREQUISITE = 3  # batch.core.errors.EXIT_INPUT, not importable before the virtualenv
+if not __package__:
+    # Run as a file with the system's Python, before the virtualenv exists: the project's
+    # package is not importable yet, but its exit codes are (standard library only).
+    sys.path.insert(0, str(PROJECT_ROOT))
+from batch.core.errors import (  # noqa: E402
+    EXIT_CONFIGURATION,
+    EXIT_MISSING_PREREQUISITE,
+    EXIT_SIGINT,
+)
+
 # The benchmark's seed-style reference writes through Spark's JDBC writer (pinned driver).
 JDBC_DRIVER_PACKAGE = "org.postgresql:postgresql:42.7.4"
 # Where Maven caches it (~/.m2/repository/GROUP/ARTIFACT/VERSION/ARTIFACT-VERSION.jar).
@@ -47,7 +56,8 @@ def jdbc_driver_jar() -> str:
 
 
 def in_venv(command: str, args: list[str]) -> int:
-    from batch.launcher.main import LauncherError, check_java
+    from batch.launcher.launch import LauncherError
+    from batch.launcher.main import check_java
     from devtools import local_postgres
 
     try:
@@ -72,7 +82,7 @@ def in_venv(command: str, args: list[str]) -> int:
     try:
         return subprocess.run([sys.executable, "-m", "pytest", *args], env=environ).returncode
     except KeyboardInterrupt:
-        return 130
+        return EXIT_SIGINT
     finally:
         local_postgres.stop(Path(environ["TEST_POSTGRES_DIR"]))
         shutil.rmtree(environ["TEST_POSTGRES_DIR"], ignore_errors=True)
@@ -83,8 +93,7 @@ def main(argv: list[str]) -> int:
         return in_venv(argv[1], argv[2:])
     if not argv or argv[0] not in ("tests", "bench"):
         print("usage: dev_env.py tests|bench [ARGS...]", file=sys.stderr)
-        return 2
-    sys.path.insert(0, str(PROJECT_ROOT))
+        return EXIT_CONFIGURATION
     from batch.launcher.bootstrap import ensure_venv
 
     python = ensure_venv(PROJECT_ROOT, with_dev_extras=True)

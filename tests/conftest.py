@@ -12,7 +12,7 @@ from pyspark.sql import SparkSession
 
 from devtools import local_postgres
 from batch.core.config import Secret
-from batch.analysis.publish import PostgresTarget
+from batch.core.postgres import PostgresTarget
 from batch.core.session import BASE_CONF
 
 @pytest.fixture(scope="session")

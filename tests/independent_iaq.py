@@ -1,6 +1,6 @@
 """The indoor-air compliance tables (issue 13) computed another way: SQL in DuckDB.
 
-Written from the issue's definitions, not from batch/analysis/iaq.py: nothing is imported from the
+Written from the issue's definitions, not from batch/analysis/iaq_*.py: nothing is imported from the
 package. Local time is DuckDB's `timezone(zone, instant)`; the timetable and closures are
 plain tables given by the test; the public holidays are asked of the `holidays` library
 directly, for the years of the data; the time above the peak is a gaps-and-islands query with

@@ -4,27 +4,26 @@ from __future__ import annotations
 import datetime as dt
 import random
 import statistics
+from collections.abc import Sequence
+from typing import Any
 
+import pandas as pd
+import pyarrow as pa
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
-from pyspark.testing import assertDataFrameEqual
+from pyspark.sql.pandas.types import to_arrow_type
 
-from batch.analysis.statistics import (
-    GROUPINGS,
-    Thresholds,
-    output_columns,
-    partial_statistics,
-    rollup,
-    validation_counts,
-)
+from batch.analysis.catalog import ALL_STATISTICS, build_catalog
+from batch.analysis.partials import collect_partials, partial_statistics
+from batch.analysis.rollup import rollup_all, validation_counts
+from batch.analysis.statistics import GROUPINGS, group_keys, output_columns
 from batch.core.contract import ANALYSIS_COLUMNS, METRIC_NAMES, canonical_schema
 from batch.core.session import collect_to_pandas
+from batch.core.thresholds import Thresholds
 from batch.core.validation import validate_readings
 
 UTC = dt.timezone.utc
-TABLES = {grouping.table: grouping for grouping in GROUPINGS}
 COLUMNS = ("DevEui", "institute", "classroom", "sendtime", "temperature", "humidity", "co2")
 
 
@@ -40,19 +39,28 @@ def readings(spark: SparkSession, rows: list[tuple]) -> DataFrame:
                        for c in ANALYSIS_COLUMNS])
 
 
+def published(partials_df: DataFrame, table: str, thresholds: Thresholds = Thresholds()) -> pd.DataFrame:
+    """The rows the analysis publishes as `table` from these partials, as batch.analysis.job
+    builds them: collected, rolled up, then the catalog entry's build function."""
+    partials = collect_partials(partials_df, group_keys(GROUPINGS))
+    return build_catalog(thresholds, "UTC").table(table).build({ALL_STATISTICS: rollup_all(partials, GROUPINGS)})
+
+
 def stats(readings_df: DataFrame, table: str, timezone: str = "UTC",
-          thresholds: Thresholds = Thresholds(), drop_replays: bool = False) -> DataFrame:
-    partials = (readings_df.transform(validate_readings, METRIC_NAMES, drop_replays)
-                .transform(partial_statistics, timezone, thresholds))
-    return rollup(partials, TABLES[table], thresholds)
+          thresholds: Thresholds = Thresholds(), drop_replays: bool = False) -> pd.DataFrame:
+    partials_df = (readings_df.transform(validate_readings, METRIC_NAMES, drop_replays)
+                   .transform(partial_statistics, timezone, thresholds))
+    return published(partials_df, table, thresholds)
 
 
-def expected(spark: SparkSession, columns: list[tuple[str, T.DataType]], rows: list[tuple]) -> DataFrame:
-    schema = T.StructType([T.StructField(name, kind, True) for name, kind in columns])
-    return spark.createDataFrame(rows, schema)
+def records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """The rows as dicts of Python values, a missing value None."""
+    return df.astype(object).where(df.notna(), None).to_dict("records")
 
 
-WEEK = [("iso_year", T.IntegerType()), ("iso_week", T.IntegerType()), ("week_start", T.DateType())]
+def rows(df: pd.DataFrame, columns: Sequence[str]) -> list[tuple]:
+    """The rows' `columns` as tuples, in sorted order (a table's rows have no order)."""
+    return sorted(tuple(row[name] for name in columns) for row in records(df))
 
 
 def test_iso_weeks_are_right_at_year_boundaries(spark: SparkSession) -> None:
@@ -63,15 +71,14 @@ def test_iso_weeks_are_right_at_year_boundaries(spark: SparkSession) -> None:
         ("A", "i1", "3A", at(2021, 1, 3, 12), 19.0, None, None),    # Sunday: 2020-W53
         ("A", "i1", "3A", at(2021, 1, 4, 12), 18.0, None, None),    # Monday: 2021-W01
     ])
-    actual = stats(df, "weekly_stats").select("iso_year", "iso_week", "week_start", "readings",
-                                              "temperature_mean")
-    assertDataFrameEqual(actual, expected(spark, WEEK + [("readings", T.LongType()),
-                                                         ("temperature_mean", T.DoubleType())], [
+    actual = rows(stats(df, "weekly_stats"), ("iso_year", "iso_week", "week_start", "readings",
+                                              "temperature_mean"))
+    assert actual == [
         (2020, 53, dt.date(2020, 12, 28), 1, 19.0),
         (2021, 1, dt.date(2021, 1, 4), 1, 18.0),
         (2024, 52, dt.date(2024, 12, 23), 1, 20.0),
         (2025, 1, dt.date(2024, 12, 30), 2, 22.0),
-    ]))
+    ]
 
 
 def test_month_boundary_depends_on_the_time_zone(spark: SparkSession) -> None:
@@ -80,25 +87,20 @@ def test_month_boundary_depends_on_the_time_zone(spark: SparkSession) -> None:
         ("A", "i1", "3A", at(2025, 1, 31, 23, 30), 20.0, None, None),
         ("A", "i1", "3A", at(2025, 1, 31, 12, 0), 22.0, None, None),
     ])
-    month = [("year", T.IntegerType()), ("month", T.IntegerType()), ("month_start", T.DateType()),
-             ("readings", T.LongType()), ("temperature_mean", T.DoubleType())]
-    columns = [name for name, _ in month]
-    assertDataFrameEqual(
-        stats(df, "classroom_monthly_stats", "UTC").select(*columns),
-        expected(spark, month, [(2025, 1, dt.date(2025, 1, 1), 2, 21.0)]))
-    assertDataFrameEqual(
-        stats(df, "classroom_monthly_stats", "Europe/Rome").select(*columns),
-        expected(spark, month, [(2025, 1, dt.date(2025, 1, 1), 1, 22.0),
-                                (2025, 2, dt.date(2025, 2, 1), 1, 20.0)]))
+    columns = ("year", "month", "month_start", "readings", "temperature_mean")
+    assert rows(stats(df, "classroom_monthly_stats", "UTC"), columns) == [
+        (2025, 1, dt.date(2025, 1, 1), 2, 21.0)]
+    assert rows(stats(df, "classroom_monthly_stats", "Europe/Rome"), columns) == [
+        (2025, 1, dt.date(2025, 1, 1), 1, 22.0), (2025, 2, dt.date(2025, 2, 1), 1, 20.0)]
 
 
 def test_week_buckets_use_the_local_date(spark: SparkSession) -> None:
     # Sunday 23:30 UTC is already Monday in Rome: the next ISO week.
     df = readings(spark, [("A", "i1", "3A", at(2024, 12, 29, 23, 30), 20.0, None, None)])
-    utc = stats(df, "classroom_weekly_stats", "UTC").select("iso_year", "iso_week").collect()
-    rome = stats(df, "classroom_weekly_stats", "Europe/Rome").select("iso_year", "iso_week").collect()
-    assert [tuple(r) for r in utc] == [(2024, 52)]
-    assert [tuple(r) for r in rome] == [(2025, 1)]
+    utc = rows(stats(df, "classroom_weekly_stats", "UTC"), ("iso_year", "iso_week"))
+    rome = rows(stats(df, "classroom_weekly_stats", "Europe/Rome"), ("iso_year", "iso_week"))
+    assert utc == [(2024, 52)]
+    assert rome == [(2025, 1)]
 
 
 def test_same_classroom_name_in_two_institutes_are_two_groups(spark: SparkSession) -> None:
@@ -107,26 +109,21 @@ def test_same_classroom_name_in_two_institutes_are_two_groups(spark: SparkSessio
         ("B", "Istituto Sant'Anna", "3A", at(2025, 3, 3, 9), 24.0, None, 1200.0),
         ("B", "Istituto Sant'Anna", "3A", at(2025, 3, 3, 10), 26.0, None, 1400.0),
     ])
-    columns = [("institute", T.StringType()), ("classroom", T.StringType()),
-               ("readings", T.LongType()), ("devices", T.LongType()),
-               ("temperature_mean", T.DoubleType()), ("co2_max", T.DoubleType())]
-    assertDataFrameEqual(
-        stats(df, "classroom_stats").select(*[name for name, _ in columns]),
-        expected(spark, columns, [("Liceo Galilei", "3A", 1, 1, 20.0, 800.0),
-                                  ("Istituto Sant'Anna", "3A", 2, 1, 25.0, 1400.0)]))
+    columns = ("institute", "classroom", "readings", "devices", "temperature_mean", "co2_max")
+    assert rows(stats(df, "classroom_stats"), columns) == [
+        ("Istituto Sant'Anna", "3A", 2, 1, 25.0, 1400.0), ("Liceo Galilei", "3A", 1, 1, 20.0, 800.0)]
 
 
 def test_single_reading_has_null_stddev_and_unmeasured_metric_is_null(spark: SparkSession) -> None:
     df = readings(spark, [("A", "i1", "3A", at(2025, 3, 3, 9), 21.5, None, None)])
-    row = stats(df, "classroom_stats").collect()[0].asDict()
+    row = records(stats(df, "classroom_stats"))[0]
     assert (row["temperature_count"], row["temperature_mean"], row["temperature_min"],
             row["temperature_max"], row["temperature_stddev"]) == (1, 21.5, 21.5, 21.5, None)
     assert (row["humidity_count"], row["humidity_mean"], row["humidity_stddev"]) == (0, None, None)
     assert row["co2_share_above_high"] is None  # no CO2 measured: no share, not zero
     assert row["temperature_share_in_comfort"] == 1.0
     assert (row["readings"], row["devices"]) == (1, 1)
-    assert (row["first_reading_at"], row["last_reading_at"]) == (
-        dt.datetime(2025, 3, 3, 9), dt.datetime(2025, 3, 3, 9))
+    assert (row["first_reading_at"], row["last_reading_at"]) == (at(2025, 3, 3, 9), at(2025, 3, 3, 9))
 
 
 def test_stddev_and_mean_merge_across_devices_and_days(spark: SparkSession) -> None:
@@ -136,7 +133,7 @@ def test_stddev_and_mean_merge_across_devices_and_days(spark: SparkSession) -> N
         ("A", "i1", "3A", at(2025, 3, 3, 10), 22.0, None, None),
         ("B", "i1", "3A", at(2025, 3, 4, 9), 24.0, 50.0, None),
     ])
-    row = stats(df, "classroom_weekly_stats").collect()[0].asDict()
+    row = records(stats(df, "classroom_weekly_stats"))[0]
     assert row["temperature_mean"] == pytest.approx(22.0, rel=1e-12)
     assert row["temperature_stddev"] == pytest.approx(2.0, rel=1e-12)
     assert row["humidity_stddev"] == pytest.approx(7.0710678118654755, rel=1e-12)  # sd(40, 50)
@@ -152,11 +149,11 @@ def test_threshold_shares_and_configurable_thresholds(spark: SparkSession) -> No
         ("A", "i1", "3A", at(2025, 3, 3, 12), 26.1, None, 1600.0),
         ("A", "i1", "3A", at(2025, 3, 3, 13), None, None, None),
     ])
-    row = stats(df, "classroom_stats").collect()[0].asDict()
+    row = records(stats(df, "classroom_stats"))[0]
     assert (row["co2_share_above_high"], row["co2_share_above_very_high"],
             row["temperature_share_in_comfort"]) == (0.5, 0.25, 0.5)
     custom = Thresholds(co2_high_ppm=850, co2_very_high_ppm=1100, comfort_min_c=19, comfort_max_c=21)
-    row = stats(df, "classroom_stats", thresholds=custom).collect()[0].asDict()
+    row = records(stats(df, "classroom_stats", thresholds=custom))[0]
     assert (row["co2_share_above_high"], row["co2_share_above_very_high"],
             row["temperature_share_in_comfort"]) == (1.0, 0.5, 0.5)
 
@@ -167,7 +164,7 @@ def test_out_of_range_values_are_nulled_for_that_metric_only(spark: SparkSession
         ("A", "i1", "3A", at(2025, 3, 3, 10), float("nan"), 45.0, 600.0),  # NaN temperature
         ("A", "i1", "3A", at(2025, 3, 3, 11), 85.0, 100.0, 40000.0),    # range limits are valid
     ])
-    row = stats(df, "classroom_stats").collect()[0].asDict()
+    row = records(stats(df, "classroom_stats"))[0]
     assert (row["readings"], row["temperature_count"], row["temperature_mean"]) == (3, 2, 53.0)
     assert (row["humidity_count"], row["humidity_min"], row["humidity_max"]) == (2, 45.0, 100.0)
     assert (row["co2_count"], row["co2_min"], row["co2_max"]) == (2, 600.0, 40000.0)
@@ -194,17 +191,17 @@ def test_excluded_readings_are_counted_by_reason_not_aggregated(spark: SparkSess
                                    "unregistered_device", "replayed_reading")} == {
         "rows_read": 6, "rows_used": 1, "missing_sendtime": 2, "missing_device": 1,
         "unregistered_device": 2, "replayed_reading": 0}
-    row = rollup(partials, TABLES["classroom_stats"], Thresholds()).collect()
-    assert [(r["institute"], r["readings"], r["temperature_max"]) for r in row] == [("i1", 1, 21.0)]
+    assert rows(published(partials, "classroom_stats"), ("institute", "readings", "temperature_max")) == [
+        ("i1", 1, 21.0)]
 
 
 def test_replays_are_dropped_only_when_asked(spark: SparkSession) -> None:
     reading = ("A", "i1", "3A", at(2025, 3, 3, 9), 21.0, None, None)
     df = readings(spark, [reading, reading, reading, ("A", "i1", "3A", at(2025, 3, 3, 10), 23.0, None, None),
                           ("A", "i1", "3A", None, 30.0, None, None), ("A", "i1", "3A", None, 30.0, None, None)])
-    kept = stats(df, "classroom_stats").collect()[0]
+    kept = records(stats(df, "classroom_stats"))[0]
     assert (kept["readings"], kept["temperature_mean"]) == (4, 21.5)
-    deduplicated = stats(df, "classroom_stats", drop_replays=True).collect()[0]
+    deduplicated = records(stats(df, "classroom_stats", drop_replays=True))[0]
     assert (deduplicated["readings"], deduplicated["temperature_mean"]) == (2, 22.0)
     partials = df.transform(validate_readings, METRIC_NAMES, True).transform(
         partial_statistics, "UTC", Thresholds())
@@ -218,18 +215,20 @@ def test_rolled_up_stddev_is_exact_against_a_direct_computation(spark: SparkSess
     # Values with a large common offset, spread over many devices and days: a naive sum of
     # squares loses most digits here, Chan's merge must not.
     rng = random.Random(5)
-    rows = [(f"D{rng.randrange(7)}", "i1", "3A",
+    generated = [(f"D{rng.randrange(7)}", "i1", "3A",
              at(2025, 3, 1 + rng.randrange(20), rng.randrange(24)),
              None, None, 39_000.0 + rng.random() / 1000) for _ in range(400)]
-    row = stats(readings(spark, rows), "classroom_stats").collect()[0]
-    values = [r[6] for r in rows]
+    row = records(stats(readings(spark, generated), "classroom_stats"))[0]
+    values = [r[6] for r in generated]
     assert row["co2_mean"] == pytest.approx(statistics.fmean(values), rel=1e-12)
     assert row["co2_stddev"] == pytest.approx(statistics.stdev(values), rel=1e-9)
 
 
 def test_output_columns_match_the_published_dataframes(spark: SparkSession) -> None:
+    # The Arrow type of each published column is the one the sink's COPY declares for the
+    # catalog column (batch.analysis.publish: PySpark's Arrow type of its Spark type).
     df = readings(spark, [("A", "i1", "3A", at(2025, 3, 3, 9), 21.0, None, None)])
     for grouping in GROUPINGS:
-        published = stats(df, grouping.table)
-        assert [(f.name, f.dataType) for f in published.schema.fields] == [
-            (c.name, c.type.spark) for c in output_columns(grouping, Thresholds())]
+        table = stats(df, grouping.table)
+        assert [(f.name, f.type) for f in pa.Schema.from_pandas(table, preserve_index=False)] == [
+            (c.name, to_arrow_type(c.type.spark)) for c in output_columns(grouping, Thresholds())]

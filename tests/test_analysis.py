@@ -24,7 +24,7 @@ from batch.core.errors import (
     MissingColumnError,
     PublishError,
 )
-from batch.analysis.publish import PostgresTarget
+from batch.core.postgres import PostgresTarget
 from tests import independent
 from tests.rawdata import build_rows, write_dataset
 from tests.support.published import assert_published_equals_independent

@@ -2,12 +2,21 @@
 reference docs/tables.md derive."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from batch.analysis.statistics import GROUPINGS, Thresholds
-from batch.analysis.catalog import REFERENCE_COMMAND, build_catalog, default_reference, markdown
+from batch.analysis.statistics import GROUPINGS
+from batch.core.thresholds import Thresholds
+from batch.analysis.catalog import (
+    REFERENCE_COMMAND,
+    RUN_RECORD_COLUMNS,
+    build_catalog,
+    default_reference,
+    markdown,
+)
+from batch.analysis.job import RunSummary
 from batch.core.schema import TEXT, Column, Table
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -74,3 +83,21 @@ def test_a_table_or_view_declared_twice_is_refused() -> None:
         build_catalog(Thresholds(), "UTC", extra_tables=(clash,))
     with pytest.raises(ValueError, match="key columns"):
         Table("t", "d", ("missing",), (Column("institute", TEXT, "school"),))
+
+
+def test_the_run_record_is_every_column_of_batch_runs_the_sink_does_not_set_itself() -> None:
+    # The run's summary fills them, each from its field of the same name; the sink sets the
+    # key, the state, what the run started with and the rows it published.
+    assert RUN_RECORD_COLUMNS == (
+        "input_files", "skipped_files", "uncommitted_files", "files_lacking_required_columns",
+        "rows_read", "rows_used", "rows_excluded", "values_nulled", "phase_seconds",
+        "error_message", "warnings")
+    fields = {field.name for field in dataclasses.fields(RunSummary)}
+    assert [name for name in RUN_RECORD_COLUMNS if name not in fields] == []
+    summary = RunSummary(job="analysis", input_path="/raw", rows_read=7, error_message="why",
+                         rows_written={"classroom_weekly_stats": 3})
+    assert summary.run_record() == {
+        "input_files": None, "skipped_files": None, "uncommitted_files": None,
+        "files_lacking_required_columns": None, "rows_read": 7, "rows_used": None,
+        "rows_excluded": None, "values_nulled": None, "phase_seconds": {},
+        "error_message": "why", "warnings": []}

@@ -232,7 +232,8 @@ PROBE_LAUNCHER = f'''\
 import sys
 from pathlib import Path
 
-from batch.launcher.main import Job, launch
+from batch.launcher.launch import Job
+from batch.launcher.main import launch
 
 job = Job("probe", "probe.py", "probe-launcher.py", "Where do the executors import batch from?", False)
 sys.exit(launch(job, sys.argv[1:], Path(__file__).resolve().parent))

@@ -138,13 +138,27 @@ def test_a_named_env_file_that_is_missing_or_a_directory_is_called_so(
     assert str(raised.value) == f"{how}: env file {tmp_path / 'site.env'} {said}"
 
 
-@pytest.mark.parametrize("job", sorted(JOB_OPTIONS))
-def test_env_file_documents_every_option_with_its_default(job: str) -> None:
+def env_file_readers() -> dict[str, tuple[Option, ...]]:
+    """Everything that reads env/spark.env, with its options: the two jobs, the report (run by
+    the analysis, or on its own) and the launchers."""
+    from batch.launcher.options import LAUNCHER_OPTIONS
+    from batch.report.settings import REPORT_JOB
+
+    return {**JOB_OPTIONS, "python -m batch.report": REPORT_JOB.options, "the launchers": LAUNCHER_OPTIONS}
+
+
+@pytest.mark.parametrize("reader", sorted(env_file_readers()))
+def test_env_file_documents_every_option_with_its_default(reader: str) -> None:
     documented = dotenv_values(PROJECT_ROOT / "env" / "spark.env")
     text = (PROJECT_ROOT / "env" / "spark.env").read_text()
-    for option in JOB_OPTIONS[job]:
-        assert option.env in documented, f"{option.env} is not in env/spark.env"
-        assert (documented[option.env] or "") == option.default, option.env
+    options = env_file_readers()[reader]
+    missing = [option.env for option in options if option.env not in documented]
+    assert missing == [], f"not in env/spark.env: {', '.join(missing)} (options of {reader})"
+    # A secret is documented with no value (the default, empty): the shipped file holds none.
+    other_values = [f"{option.env}={documented[option.env]} (default: {option.default})"
+                    for option in options if (documented[option.env] or "") != option.default]
+    assert other_values == [], f"env/spark.env differs from the defaults of {reader}: {'; '.join(other_values)}"
+    for option in options:
         lines = text.splitlines()
         index = next(i for i, line in enumerate(lines) if line.startswith(option.env + "="))
         # A comment may explain a block of related variables: skip up over them.
@@ -154,10 +168,26 @@ def test_env_file_documents_every_option_with_its_default(job: str) -> None:
 
 
 def test_env_file_documents_only_settings_that_are_read() -> None:
-    from batch.launcher.main import LAUNCHER_OPTIONS
+    read = {option.env for options in env_file_readers().values() for option in options}
+    stray = sorted(set(dotenv_values(PROJECT_ROOT / "env" / "spark.env")) - read)
+    assert stray == [], f"env/spark.env sets what no option reads: {', '.join(stray)}"
 
-    read = {option.env for options in (*JOB_OPTIONS.values(), LAUNCHER_OPTIONS) for option in options}
-    assert set(dotenv_values(PROJECT_ROOT / "env" / "spark.env")) - read == set()
+
+@pytest.mark.parametrize("job", sorted(JOB_OPTIONS))
+def test_a_job_run_without_its_launcher_names_a_misspelt_variable_too(job: str, tmp_path: Path) -> None:
+    env_file = tmp_path / "site.env"
+    # LOG_DIR (the launchers') and DOWNLOAD_FORMAT (the downloader's) are settings too.
+    env_file.write_text("IAQ_CLOSURE_FILE=closures.csv\nLOG_DIR=logs\nDOWNLOAD_FORMAT=csv\n")
+    environment = {key: value for key, value in os.environ.items()
+                   if not key.startswith(("POSTGRES_", "IAQ_", "BATCH_", "DOWNLOAD_"))}
+    checked = subprocess.run([sys.executable, str(PROJECT_ROOT / job), "--check-config", "--env-file", str(env_file)],
+                             capture_output=True, text=True, env={**environment, "POSTGRES_PASSWORD": "x"},
+                             cwd=tmp_path)
+    assert checked.returncode == 0 and "configuration OK" in checked.stdout, checked.stderr
+    warned = [line for line in checked.stderr.splitlines() if "is not a setting" in line]
+    assert len(warned) == 1 and warned[0].endswith(
+        f"IAQ_CLOSURE_FILE in {env_file} is not a setting of these jobs or their launchers and is "
+        "ignored; did you mean IAQ_CLOSURES_FILE?"), checked.stderr
 
 
 def test_the_jdbc_driver_settings_of_older_env_files_are_ignored(tmp_path: Path) -> None:
@@ -358,7 +388,7 @@ def test_an_empty_password_file_is_refused_naming_the_file(tmp_path: Path) -> No
 
 def test_variables_of_an_env_file_that_no_option_reads_are_named_with_the_closest_one(tmp_path: Path) -> None:
     from batch.core.config import unknown_variables
-    from batch.launcher.main import LAUNCHER_OPTIONS
+    from batch.launcher.options import LAUNCHER_OPTIONS
 
     env_file = tmp_path / "site.env"
     env_file.write_text("BATCH_TIMEZON=Europe/Rome\nIAQ_CLOSURE_FILE=closures.csv\nLOG_DIR=logs\n"

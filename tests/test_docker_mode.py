@@ -32,6 +32,7 @@ import pyspark
 import pytest
 from pyspark.sql import SparkSession
 
+from batch.core.errors import EXIT_MISSING_PREREQUISITE
 from devtools.local_postgres import LocalPostgres
 from tests.rawdata import write_dataset
 from tests.support import fake_docker, local_results
@@ -227,7 +228,7 @@ def test_a_docker_daemon_that_is_down_is_quoted_by_its_first_non_empty_line(plat
                     "Is the docker daemon running?' >&2\nexit 1\n")
     down.chmod(0o755)
     refused = platform.launch("start-spark.sh", "--docker", "--foreground", DOCKER_CMD=str(down))
-    assert refused.returncode == 3
+    assert refused.returncode == EXIT_MISSING_PREREQUISITE
     assert (f"docker mode: no running container spark-master ({down} inspect said: Cannot connect to the Docker "
             "daemon at unix:///var/run/docker.sock. Is the docker daemon running?); start the platform's "
             "containers, or use --local") in refused.stderr
@@ -244,14 +245,15 @@ def test_conflicting_flags_and_help(platform: Platform) -> None:
         assert text in shown.stdout, text
 
 
-def test_docker_mode_without_a_running_container_exits_with_3(platform: Platform) -> None:
+def test_docker_mode_without_a_running_container_exits_as_a_missing_prerequisite(platform: Platform) -> None:
     platform.set_running(False)
     refused = platform.launch("start-spark.sh", "--docker", "--foreground")
-    assert refused.returncode == 3
+    assert refused.returncode == EXIT_MISSING_PREREQUISITE
     assert "docker mode: the container spark-master is not running; start the platform's containers, " \
            "or use --local" in refused.stderr
     absent = platform.launch("start-spark.sh", "--docker", DOCKER_CMD="/nonexistent/docker")
-    assert absent.returncode == 3 and "the docker command '/nonexistent/docker' is not installed" in absent.stderr
+    assert absent.returncode == EXIT_MISSING_PREREQUISITE
+    assert "the docker command '/nonexistent/docker' is not installed" in absent.stderr
     assert [call[0] for call in platform.calls()] == ["inspect"]
 
 

@@ -1,4 +1,4 @@
-"""batch/download/ (filters.py, rows.py, files.py): filters, order, the CSV dialect, the single-file writer, atomicity.
+"""batch/download/ (rows.py, files.py, settings.py): filters, order, the CSV dialect, the single-file writer, atomicity.
 
 The input files are written with pyarrow and the expected rows computed from them in plain
 Python (types from shared/DATA_CONTRACT.md, not from the package); the downloads are read back
@@ -30,24 +30,20 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from batch.download import files, parts
-from batch.download.files import DownloadedFile, write_single_file
-from batch.download.parts import part_sort_key
-from batch.download.filters import (
+from batch.download import files
+from batch.download.files import DownloadedFile, sweep_leftovers, write_single_file
+from batch.download.rows import (
     DownloadFilter,
     UnknownFilterValueError,
     check_filter_values,
-    filter_readings,
-    parse_local_instant,
-)
-from batch.download.rows import (
-    clean_counts,
+    clean_count_columns,
     columns_to_read,
+    filter_readings,
     order_for_download,
     range_checked_columns,
     usable_readings,
 )
-from batch.download.sweep import sweep_leftovers
+from batch.download.settings import parse_local_instant
 from batch.core.errors import ConfigurationError, DownloadError
 from batch.core.readers import read_raw_readings
 from batch.core.session import session_conf
@@ -596,53 +592,15 @@ def test_a_spark_write_failure_is_one_line_with_the_path_and_the_os_reason(
     assert target.read_text() == "previous download\n"
 
 
-def test_part_files_sort_by_partition_number_not_by_name() -> None:
-    names = ["part-100000-u-c000.csv", "part-00002-u-c001.csv", "part-99999-u-c000.csv",
-             "part-00002-u-c000.csv", "part-00010-u-c000.snappy.parquet"]
-    assert sorted(names, key=part_sort_key) == [
-        "part-00002-u-c000.csv", "part-00002-u-c001.csv", "part-00010-u-c000.snappy.parquet",
-        "part-99999-u-c000.csv", "part-100000-u-c000.csv"]
-    with pytest.raises(DownloadError, match="unexpected file name"):
-        part_sort_key("notes.txt")
-
-
-def test_many_parts_are_joined_in_order_behind_one_header(
+def test_many_shuffle_partitions_give_one_header_and_the_order(
         spark: SparkSession, dataset: DownloadDataset, tmp_path: Path) -> None:
     target = tmp_path / "download.csv"
     with session_conf(spark, {"spark.sql.adaptive.coalescePartitions.enabled": "false",
                               "spark.sql.shuffle.partitions": "7"}):
-        downloaded = run_download(spark, dataset.folder, target)
-    assert downloaded.parts > 3
+        run_download(spark, dataset.folder, target)
     data = exact_text(target)
     assert data.count("DevEui,deviceName") == 1
     assert_rows_equal(read_csv_rows(data, COLUMNS), expected_rows(dataset.rows), COLUMNS)
-
-
-def test_parts_are_joined_byte_for_byte_behind_the_header(tmp_path: Path) -> None:
-    # Parts as Spark leaves them, and two that only a byte copy keeps intact: an empty one and
-    # one larger than the copy buffer with no line end at the buffer's edge.
-    contents = [b"a,\xc3\xa9\r\n\"q\"\"\"\n", b"", bytes(range(256)) * 5000, b"last,line\n"]
-    part_files = []
-    for index, content in enumerate(contents):
-        part = tmp_path / "parts" / f"part-{index:05d}-u-c000.csv"
-        part.parent.mkdir(exist_ok=True)
-        part.write_bytes(content)
-        part_files.append(part)
-    header = "DevEui,sendtime\n".encode("utf-8")
-    temporary = tmp_path / "joined.tmp"
-    assert parts.concatenate(header, iter(part_files), temporary) == len(part_files)
-    assert temporary.read_bytes() == header + b"".join(contents)
-    assert os.listdir(tmp_path / "parts") == []  # each part deleted once joined
-
-
-def test_joining_into_an_existing_file_is_refused(tmp_path: Path) -> None:
-    part = tmp_path / "part-00000-u-c000.csv"
-    part.write_bytes(b"a\n")
-    temporary = tmp_path / "joined.tmp"
-    temporary.write_bytes(b"someone else's\n")
-    with pytest.raises(DownloadError, match="joined.tmp: File exists"):
-        parts.concatenate(b"h\n", iter([part]), temporary)
-    assert temporary.read_bytes() == b"someone else's\n"
 
 
 # --- other outputs --------------------------------------------------------------------------
@@ -653,8 +611,7 @@ def test_gzip_output_holds_the_same_bytes_as_the_plain_csv(
     with session_conf(spark, {"spark.sql.adaptive.coalescePartitions.enabled": "false",
                               "spark.sql.shuffle.partitions": "3"}):
         run_download(spark, dataset.folder, plain)
-        downloaded = run_download(spark, dataset.folder, packed, compress=True)
-    assert downloaded.parts > 1  # several gzip members, read as one stream
+        run_download(spark, dataset.folder, packed, compress=True)
     assert gzip.decompress(packed.read_bytes()) == plain.read_bytes()
     with gzip.open(packed, "rt", encoding="utf-8", newline="") as handle:
         assert_rows_equal(read_csv_rows(handle.read(), COLUMNS), expected_rows(dataset.rows), COLUMNS)
@@ -669,7 +626,7 @@ def test_parquet_output_is_one_file_equal_to_the_input(
     with session_conf(spark, {"spark.sql.adaptive.coalescePartitions.enabled": "false",
                               "spark.sql.shuffle.partitions": "3"}):
         downloaded = run_download(spark, dataset.folder, target, download_filter, file_format="parquet")
-    assert downloaded.parts > 1 and sorted(os.listdir(tmp_path)) == ["download.parquet"]
+    assert sorted(os.listdir(tmp_path)) == ["download.parquet"]
     table = pq.read_table(target)
     assert table.schema.field("sendtime").type == pa.timestamp("us", tz="UTC")
     assert table.schema.field("co2").type == pa.float64()
@@ -712,19 +669,17 @@ def test_a_failure_before_the_rename_leaves_the_previous_file(
     assert os.listdir(tmp_path) == ["download.csv"]
 
 
-@pytest.mark.parametrize("file_format, step", [("csv", "concatenate"), ("parquet", "merge_parquet")])
-def test_an_interruption_while_assembling_leaves_the_previous_file(
-        spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        file_format: str, step: str) -> None:
+@pytest.mark.parametrize("file_format", ["csv", "parquet"])
+def test_an_interruption_before_the_rename_leaves_the_previous_file(
+        spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, file_format: str) -> None:
     target = tmp_path / f"download.{file_format}"
     target.write_text("previous download\n")
-    assembled = getattr(parts, step)
 
-    def interrupted(*args: Any) -> Any:
-        assembled(*args)  # the temporary file is complete ...
+    def interrupted(source: Any, destination: Any) -> None:
+        assert Path(source).stat().st_size > 0  # the new file is complete ...
         raise KeyboardInterrupt  # ... when Ctrl-C arrives
 
-    monkeypatch.setattr(parts, step, interrupted)
+    monkeypatch.setattr(files.os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_single_file(_small_download_df(spark), target, file_format, False, "UTC")
     assert target.read_text() == "previous download\n"
@@ -766,7 +721,7 @@ def test_parts_in_a_staging_folder_elsewhere_give_the_same_bytes(
         # As on a cluster (DOWNLOAD_STAGING_DIR=file:///shared/...): parts under a URI.
         downloaded = write_single_file(download_df, elsewhere, "csv", compress, ROME,
                                        staging_root=f"file://{staging}")
-    assert downloaded.parts == 3
+    assert downloaded.rows == len(expected_rows(dataset.rows))
     assert elsewhere.read_bytes() == beside.read_bytes()
     text = gzip.decompress(beside.read_bytes()) if compress else beside.read_bytes()
     assert_rows_equal(read_csv_rows(text.decode("utf-8"), COLUMNS), expected_rows(dataset.rows), COLUMNS)
@@ -821,7 +776,7 @@ def test_clean_counts_and_usable_readings(spark: SparkSession) -> None:
     checked = range_checked_columns(columns)
     assert checked == ("co2", "pir")
     validated_df = df.transform(validate_readings, checked, True)
-    counts = clean_counts(validated_df, checked).first().asDict()
+    counts = validated_df.agg(*clean_count_columns(checked)).first().asDict()
     assert counts == {"rows_selected": 6, "rows_downloaded": 2, "replayed_reading": 1,
                       "missing_sendtime": 1, "missing_device": 1, "unregistered_device": 1,
                       "co2_out_of_range": 1, "pir_out_of_range": 1}

@@ -24,13 +24,13 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from batch.download.filters import parse_local_instant
 from batch.download.job import DownloadSummary, _check_staging, run_download
 from batch.download.settings import (
     DOWNLOADER_OPTIONS,
     DownloaderSettings,
     check_settings,
     load_download_settings,
+    parse_local_instant,
 )
 from batch.core.errors import ConfigurationError
 from tests.test_download_files import (

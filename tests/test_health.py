@@ -19,7 +19,7 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from batch.analysis.publish import PostgresTarget
+from batch.core.postgres import PostgresTarget
 from tests import independent
 from tests.test_analysis import analysis_settings, connect, last_run, run, write_rows
 
@@ -408,7 +408,8 @@ def test_the_health_aggregates_keep_the_aggregation_a_compiled_hash_aggregation(
     # A string or collecting aggregate would make Spark fall back to a sort-based or object hash
     # aggregation (batch/analysis/health_partials.py): the device profile is a group key instead.
     from batch.analysis.health_partials import health_partial_aggregates
-    from batch.analysis.statistics import Thresholds, partial_statistics
+    from batch.analysis.partials import partial_statistics
+    from batch.core.thresholds import Thresholds
     from batch.core.contract import METRIC_NAMES, RAW_COLUMNS_BY_NAME
     from batch.core.validation import validate_readings
 

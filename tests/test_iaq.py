@@ -1,4 +1,5 @@
-"""Indoor-air compliance (batch/analysis/iaq.py) against hand-worked values.
+"""Indoor-air compliance (batch/analysis/iaq_settings.py, iaq_partials.py, iaq_rollup.py,
+iaq_tables.py) against hand-worked values.
 
 Dates: 2025-03-03 is a Monday (heating season: band 20-24 °C). Unless a test says
 otherwise the timetable is the default, Monday to Friday 08:00-14:00, in UTC. The tests of
@@ -23,29 +24,23 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from batch.analysis import publish
-
-from batch.analysis.statistics import Thresholds, collect_partials, partial_statistics
 from batch.analysis.catalog import Catalog
+from batch.analysis.iaq_partials import (
+    IAQ_VALIDATED_METRICS,
+    collect_device_day_episodes,
+    iaq_partial_aggregates,
+    with_occupied_range,
+)
+from batch.analysis.iaq_rollup import IAQ_GROUP_KEYS, IaqTables, iaq_tables, occupied_us
+from batch.analysis.iaq_settings import IAQ_OPTIONS, IaqRules, IaqSettings
+from batch.analysis.iaq_tables import WEEKLY_TABLE, iaq_catalog_tables, latest_week_view
+from batch.analysis.partials import collect_partials, partial_statistics
+from batch.analysis.publish import PostgresTarget
+from batch.core.thresholds import Thresholds
+from batch.analysis.timetable import Occupancy, parse_timetable, public_holidays_applied
 from batch.core.config import resolve_options
 from batch.core.contract import ANALYSIS_COLUMNS, canonical_schema
 from batch.core.errors import ConfigurationError
-from batch.analysis.iaq import (
-    IAQ_GROUP_KEYS,
-    IAQ_OPTIONS,
-    IAQ_VALIDATED_METRICS,
-    IaqRules,
-    IaqSettings,
-    IaqTables,
-    iaq_catalog_tables,
-    iaq_partial_aggregates,
-    iaq_tables,
-    collect_device_day_episodes,
-    latest_week_view,
-    occupied_us,
-    with_occupied_range,
-)
-from batch.analysis.publish import PostgresTarget
-from batch.analysis.timetable import Occupancy, parse_timetable, public_holidays_applied
 from batch.core.validation import validate_readings
 from tests import independent_iaq
 
@@ -91,6 +86,27 @@ def records(df: pd.DataFrame, order: Sequence[str] = ()) -> list[dict[str, Any]]
     """The rows as dicts of Python values, a missing value None."""
     ordered = df.sort_values(list(order), kind="stable") if order else df
     return ordered.astype(object).where(ordered.notna(), None).to_dict("records")
+
+
+def latest_complete_weeks(target: PostgresTarget, weekly: pd.DataFrame, columns: str) -> list[tuple]:
+    """`columns` of the published view latest_complete_week_iaq_by_classroom, in its own order,
+    over `weekly` published as classroom_weekly_iaq in a real PostgreSQL (the catalog's DDL and
+    the sink's COPY), rolled back after."""
+    weekly_table = next(table for table in iaq_catalog_tables(IaqSettings(), "UTC")
+                        if table.name == WEEKLY_TABLE)
+    with contextlib.closing(publish.connect(target)) as conn:
+        with conn.cursor() as cursor:
+            cursor.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(target.schema)))
+            for statement in publish.catalog_ddl(target.schema, Catalog((weekly_table,), (latest_week_view(),))):
+                cursor.execute(statement)
+        publish.write_staging(conn, target, weekly_table, weekly_table.build({weekly_table.name: weekly}),
+                               weekly_table.name)
+        with conn.cursor() as cursor:
+            cursor.execute(sql.SQL("SELECT {} FROM {}.latest_complete_week_iaq_by_classroom")
+                           .format(sql.SQL(columns), sql.Identifier(target.schema)))
+            view = cursor.fetchall()
+        conn.rollback()
+    return view
 
 
 def by_classroom_day(df: pd.DataFrame) -> dict[tuple[str, dt.date], dict[str, Any]]:
@@ -290,7 +306,8 @@ def test_closed_dates_and_institute_timetables(spark: SparkSession, tmp_path: Pa
                    ("Scuola Serale", "2025-03-03", 1), ("Scuola Serale", "2025-03-05", 1)]
 
 
-def test_weekly_means_categories_and_latest_complete_week(spark: SparkSession) -> None:
+def test_weekly_means_categories_and_latest_complete_week(
+        spark: SparkSession, make_target: Callable[..., PostgresTarget]) -> None:
     next_monday = dt.date(2025, 3, 10)
     rows = (
         # 3A, week 10: Monday 700, 700, 700 (excess 300: I); Tuesday 1300 (excess 900: III).
@@ -327,6 +344,10 @@ def test_weekly_means_categories_and_latest_complete_week(spark: SparkSession) -
     # 3B whole period: 6 readings, 950 + 1200 + 1750 + 1751 + 1500 + 600 = 7751.
     assert (period["3B"]["school_days"], period["3B"]["co2_occupied_readings"]) == (3, 6)
     assert period["3B"]["co2_occupied_mean"] == pytest.approx(7751 / 6, rel=1e-12)
+    # Latest complete week of each classroom, worst first, as the published view lists them:
+    # 3B met BB101 on 1 of 2 days, 3A on 2 of 2.
+    assert latest_complete_weeks(make_target(), tables.weekly, "classroom, iso_week") == [
+        ("3B", 10), ("3A", 10)]
 
 
 # --- minimum coverage of a school day (IAQ_MIN_DAY_COVERAGE, default 0.5) -----------------
@@ -427,22 +448,8 @@ def test_the_view_ranks_current_classrooms_and_lists_stale_ones_after_them(
     assert complete == {("1A", 10): True, ("1A", 11): True, ("1A", 12): True, ("1A", 13): False,
                         ("2B", 10): True, ("3C", 10): True, ("3C", 11): False}
 
-    target = make_target()
-    weekly_table = next(table for table in iaq_catalog_tables(IaqSettings(), "UTC")
-                        if table.name == "classroom_weekly_iaq")
-    with contextlib.closing(publish.connect(target)) as conn:
-        with conn.cursor() as cursor:
-            cursor.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(target.schema)))
-            for statement in publish.catalog_ddl(target.schema, Catalog((weekly_table,), (latest_week_view(),))):
-                cursor.execute(statement)
-        publish.write_staging(conn, target, weekly_table, weekly_table.build({weekly_table.name: tables.weekly}),
-                               weekly_table.name)
-        with conn.cursor() as cursor:
-            cursor.execute(sql.SQL("SELECT institute, classroom, iso_week, judged_days, bb101_days_met, "
-                                   "weeks_behind_institute FROM {}.latest_complete_week_iaq_by_classroom")
-                           .format(sql.Identifier(target.schema)))
-            view = cursor.fetchall()
-        conn.rollback()
+    view = latest_complete_weeks(make_target(), tables.weekly, "institute, classroom, iso_week, judged_days, "
+                                 "bb101_days_met, weeks_behind_institute")
     # 1A (0 of 1 judged days met) before 3C (1 of 1); then stale 2B, not ranked among them.
     assert view == [("Liceo", "1A", 12, 1, 0, 0), ("Istituto", "3C", 10, 1, 1, 0),
                     ("Liceo", "2B", 10, 1, 0, 2)]
@@ -553,8 +560,8 @@ def generated_rows(seed: int) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("timezone", ["UTC", "Europe/Rome"])
-def test_tables_equal_an_independent_duckdb_computation(spark: SparkSession, tmp_path: Path,
-                                                       timezone: str) -> None:
+def test_tables_equal_an_independent_duckdb_computation(
+        spark: SparkSession, make_target: Callable[..., PostgresTarget], tmp_path: Path, timezone: str) -> None:
     (tmp_path / "timetables.csv").write_text(GENERATED_INSTITUTE_TIMETABLES, encoding="utf-8")
     (tmp_path / "closures.csv").write_text(GENERATED_CLOSURES, encoding="utf-8")
     rules = IaqSettings(iaq_timetable=GENERATED_DEFAULT_TIMETABLE,
@@ -580,6 +587,13 @@ def test_tables_equal_an_independent_duckdb_computation(spark: SparkSession, tmp
     sparse = [row["not_judged_reason"] is None for row in daily if row["classroom"] == "5C"]
     assert True in sparse and False in sparse
     assert "no occupied CO2 reading" in {row["not_judged_reason"] for row in daily}
+    # The published view over these weekly rows: the reference's latest complete weeks, in its
+    # order; one per classroom with occupied readings (3A, 4B, 5C, Palestra, 1A, 2B; not the
+    # door sensor's Ingresso).
+    latest = latest_complete_weeks(make_target(), tables.weekly, "institute, classroom, week_start")
+    assert latest == [(r["institute"], r["classroom"], r["week_start"])
+                      for r in independent_iaq.fetch(con, "latest", "position")]
+    assert len(latest) == 6
 
 
 # --- public holidays (IAQ_PUBLIC_HOLIDAYS, the holidays column of IAQ_TIMETABLE_FILE) ------

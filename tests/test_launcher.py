@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 
 from devtools.local_postgres import LocalPostgres
-from batch.analysis.publish import PostgresTarget
+from batch.core.postgres import PostgresTarget
 from tests.support.held_analysis import held_project
 from tests.support.jobs import (
     JobProcess,

@@ -22,7 +22,8 @@ from pyspark.sql import SparkSession
 
 from batch.analysis.statistics import GROUPINGS
 from batch.core.contract import METRICS, Metric
-from batch.analysis.publish import PostgresTarget, SchemaChangeError
+from batch.analysis.publish import SchemaChangeError
+from batch.core.postgres import PostgresTarget
 from tests import independent
 from tests.test_analysis import analysis_settings, connect, run
 

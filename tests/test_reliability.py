@@ -555,20 +555,32 @@ def test_the_downloader_on_a_full_disk_fails_clearly_and_keeps_the_previous_file
         assert os.listdir(disk) == ["export.csv"]  # no part or temporary file left
 
 
-def test_a_disk_that_fills_up_while_the_file_is_assembled_keeps_the_previous_file(
+def test_a_disk_that_fills_up_while_the_file_is_copied_back_keeps_the_previous_file(
         spark: SparkSession, tmp_path: Path) -> None:
     raw = export_input(tmp_path / "raw", 3000)
     export_df = spark.read.parquet(str(raw)).select("DevEui", "sendtime", "institute", "classroom", "co2")
-    size = write_single_file(export_df, tmp_path / "measure" / "export.csv", "csv", False, "UTC").size_bytes
-    # Room for the parts Spark writes (and their checksums), not for the assembled copy as well.
-    with small_filesystem(tmp_path / "disk", size * 3 // 2 + 64 * 1024) as disk:
+    measured = tmp_path / "measure" / "export.csv"
+    size = write_single_file(export_df, measured, "csv", False, "UTC").size_bytes
+    # Room for the file Spark writes (and its checksum), not for a copy as well: enough, since
+    # a file written beside the target is renamed over it, not copied.
+    with small_filesystem(tmp_path / "roomy", size * 3 // 2 + 64 * 1024) as disk:
+        target = disk / "export.csv"
+        target.write_text(PREVIOUS_EXPORT)
+        write_single_file(export_df, target, "csv", False, "UTC")
+        assert target.read_bytes() == measured.read_bytes()
+        assert os.listdir(disk) == ["export.csv"]
+    # Staged elsewhere (as on HDFS), the file is copied beside the target: no room for it.
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    with small_filesystem(tmp_path / "disk", size // 2) as disk:
         target = disk / "export.csv"
         target.write_text(PREVIOUS_EXPORT)
         with pytest.raises(DownloadError, match="No space left on device") as raised:
-            write_single_file(export_df, target, "csv", False, "UTC")
-        assert "assembling" in str(raised.value)
+            write_single_file(export_df, target, "csv", False, "UTC", staging_root=f"file://{staging}")
+        assert "cannot copy the download" in str(raised.value)
         assert target.read_text() == PREVIOUS_EXPORT
         assert os.listdir(disk) == ["export.csv"]
+        assert os.listdir(staging) == []
 
 
 def test_an_unwritable_output_is_a_clear_error_and_keeps_the_previous_file(

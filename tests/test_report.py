@@ -1,5 +1,6 @@
-"""The run report (batch/report/page.py): its queries against a real PostgreSQL holding known rows,
-the HTML file, and that file in a real headless Chromium with the network off."""
+"""The run report (batch/report/: queries, charts, page, and `python -m batch.report`): its
+queries against a real PostgreSQL holding known rows, the HTML file, and that file in a real
+headless Chromium with the network off."""
 from __future__ import annotations
 
 import contextlib
@@ -20,14 +21,15 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from batch.report import page as report
-from batch.analysis.statistics import Thresholds
-from batch.analysis.catalog import build_catalog
+from batch.analysis.catalog import RUNS, build_catalog
+from batch.core.thresholds import Thresholds
+from batch.report import page, queries
 from batch.core.errors import ConfigurationError
 from batch.analysis.publish import PostgresTarget, catalog_ddl, create_table_ddl
 from tests.support.browser import CHROMIUM, Chromium
 
 UTC = dt.timezone.utc
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 W10, W11, W12, W13, W14, W15 = (dt.date(2025, 3, 3) + dt.timedelta(weeks=k) for k in range(6))
 # The newest reading is on Wednesday of W15: W14 is the latest complete week.
 NEWEST_READING = dt.datetime(2025, 4, 9, 12, 0, tzinfo=UTC)
@@ -134,21 +136,21 @@ def create_iaq_table(conn: Any, schema: str, rows: Sequence[tuple[Any, ...]],
     """The compliance tables of issues 13 and 19 (the analysis' DDL) and their view, as far
     as the report reads them: weekly `rows`, daily rows of the (institute, classroom, date)
     `days`. A week is complete once the newest reading (NEWEST_READING) is past its Sunday."""
-    for name in (report.IAQ_WEEKLY_TABLE, report.IAQ_DAILY_TABLE):
+    for name in (queries.IAQ_WEEKLY_TABLE, queries.IAQ_DAILY_TABLE):
         execute(conn, create_table_ddl(schema, CATALOG.table(name)))
-    view = next(view for view in CATALOG.views if view.name == report.IAQ_LATEST_WEEK_VIEW)
+    view = next(view for view in CATALOG.views if view.name == queries.IAQ_LATEST_WEEK_VIEW)
     execute(conn, sql.SQL("CREATE VIEW {} AS {}").format(
         sql.Identifier(schema, view.name), view.query(lambda name: sql.Identifier(schema, name))))
-    insert(conn, schema, report.IAQ_WEEKLY_TABLE, [
-        statistics_row(report.IAQ_WEEKLY_TABLE, institute=institute, classroom=classroom,
+    insert(conn, schema, queries.IAQ_WEEKLY_TABLE, [
+        statistics_row(queries.IAQ_WEEKLY_TABLE, institute=institute, classroom=classroom,
                        **week_keys(monday),
                        week_complete=monday + dt.timedelta(days=7) <= NEWEST_READING.date(),
-                       school_days=judged, **{report.IAQ_JUDGED_DAYS: judged,
-                                              report.IAQ_BB101_DAYS_MET: days_met,
-                                              report.IAQ_CO2_MEAN: co2})
+                       school_days=judged, **{queries.IAQ_JUDGED_DAYS: judged,
+                                              queries.IAQ_BB101_DAYS_MET: days_met,
+                                              queries.IAQ_CO2_MEAN: co2})
         for institute, classroom, monday, judged, days_met, co2 in rows])
-    insert(conn, schema, report.IAQ_DAILY_TABLE, [
-        statistics_row(report.IAQ_DAILY_TABLE, institute=institute, classroom=classroom,
+    insert(conn, schema, queries.IAQ_DAILY_TABLE, [
+        statistics_row(queries.IAQ_DAILY_TABLE, institute=institute, classroom=classroom,
                        local_date=day, **week_keys(day - dt.timedelta(days=day.weekday())))
         for institute, classroom, day in days])
 
@@ -201,19 +203,19 @@ def published_with_iaq(conn: Any, published: str) -> str:
 # --- the queries ---------------------------------------------------------------------------
 
 def test_heatmap_falls_back_to_the_all_hours_mean_without_the_compliance_table(conn: Any, published: str) -> None:
-    source = report.co2_source(conn, published)
+    source = queries.co2_source(conn, published)
     assert (source.table, source.column) == ("classroom_weekly_stats", "co2_mean")
-    assert report.classroom_week_co2(conn, published, source) == sorted(
-        (report.ClassroomWeekCo2(institute, classroom, monday, *monday.isocalendar()[:2], co2)
+    assert queries.classroom_week_co2(conn, published, source) == sorted(
+        (queries.ClassroomWeekCo2(institute, classroom, monday, *monday.isocalendar()[:2], co2)
          for institute, classroom, monday, co2, _ in CLASSROOM_WEEKS),
         key=lambda cell: (cell.institute, cell.classroom, cell.week_start))
 
 
 def test_heatmap_shows_the_occupied_hours_mean_when_the_compliance_table_is_published(
         conn: Any, published_with_iaq: str) -> None:
-    source = report.co2_source(conn, published_with_iaq)
-    assert (source.table, source.column) == (report.IAQ_WEEKLY_TABLE, report.IAQ_CO2_MEAN)
-    cells = report.classroom_week_co2(conn, published_with_iaq, source)
+    source = queries.co2_source(conn, published_with_iaq)
+    assert (source.table, source.column) == (queries.IAQ_WEEKLY_TABLE, queries.IAQ_CO2_MEAN)
+    cells = queries.classroom_week_co2(conn, published_with_iaq, source)
     assert [(c.institute, c.classroom, c.week_start, c.co2_ppm) for c in cells] == sorted(
         [(institute, classroom, monday, co2) for institute, classroom, monday, _, _, co2 in IAQ_WEEKS],
         key=lambda row: row[:3])
@@ -221,15 +223,15 @@ def test_heatmap_shows_the_occupied_hours_mean_when_the_compliance_table_is_publ
 
 def test_bb101_ranking_counts_failed_judged_days_of_the_last_four_complete_weeks(
         conn: Any, published_with_iaq: str) -> None:
-    assert report.ranking_weeks(conn, published_with_iaq) == {LICEO: [W11, W12, W13, W14],
+    assert queries.ranking_weeks(conn, published_with_iaq) == {LICEO: [W11, W12, W13, W14],
                                                               ISTITUTO: [W12, W14]}
     # Worked by hand from IAQ_WEEKS: 1A fails 2+0+3+1 in W11-W14, 2B 1, 3C 5+1; ties by name.
-    assert report.bb101_failures(conn, published_with_iaq) == [
-        report.Bb101Failures(ISTITUTO, "3C", judged_days=7, days_failed=6),
-        report.Bb101Failures(LICEO, "1A", judged_days=19, days_failed=6),
-        report.Bb101Failures(LICEO, "2B", judged_days=20, days_failed=1),
+    assert queries.bb101_failures(conn, published_with_iaq) == [
+        queries.Bb101Failures(ISTITUTO, "3C", judged_days=7, days_failed=6),
+        queries.Bb101Failures(LICEO, "1A", judged_days=19, days_failed=6),
+        queries.Bb101Failures(LICEO, "2B", judged_days=20, days_failed=1),
     ]
-    assert report.stale_classrooms(conn, published_with_iaq) == []
+    assert queries.stale_classrooms(conn, published_with_iaq) == []
 
 
 SCUOLA = "Scuola C"
@@ -255,27 +257,27 @@ def test_the_ranking_skips_weeks_without_judged_days_and_lists_stale_classrooms(
                                                           (SCUOLA, "1A", W14)])
     # The last 4 complete weeks with a judged day: W12 (none judged), W13 (no school day)
     # and W15 (not complete) are skipped, so the window reaches back to W09.
-    assert report.ranking_weeks(conn, published) == {SCUOLA: [W09, W10, W11, W14]}
+    assert queries.ranking_weeks(conn, published) == {SCUOLA: [W09, W10, W11, W14]}
     # 1A: judged 5 + 5 + 4 + 5 = 19, failed 0 + 1 + 3 + 3 = 7. 2B failed all its days of
     # W09 but is stale (its latest complete week, W09, is 5 weeks behind 1A's W14): not ranked.
-    assert report.bb101_failures(conn, published) == [
-        report.Bb101Failures(SCUOLA, "1A", judged_days=19, days_failed=7)]
-    assert report.stale_classrooms(conn, published) == [
-        report.StaleClassroom(SCUOLA, "2B", last_data=W09 + dt.timedelta(days=4), weeks_behind=5)]
-    page = report.render_report(report.read_report_data(conn, published, None),
+    assert queries.bb101_failures(conn, published) == [
+        queries.Bb101Failures(SCUOLA, "1A", judged_days=19, days_failed=7)]
+    assert queries.stale_classrooms(conn, published) == [
+        queries.StaleClassroom(SCUOLA, "2B", last_data=W09 + dt.timedelta(days=4), weeks_behind=5)]
+    rendered = page.render_report(queries.read_report_data(conn, published, None),
                                 dt.datetime(2025, 4, 10, tzinfo=UTC))
-    assert "ISO weeks 2025-W09, 2025-W10, 2025-W11, 2025-W14" in page
-    assert re.search(r"2B</span>: no data since 2025-02-28 \(5 weeks behind the institute\)", page)
+    assert "ISO weeks 2025-W09, 2025-W10, 2025-W11, 2025-W14" in rendered
+    assert re.search(r"2B</span>: no data since 2025-02-28 \(5 weeks behind the institute\)", rendered)
 
 
 def daily_row(institute: str, classroom: str, day: dt.date, **values: Any) -> dict[str, Any]:
-    return statistics_row(report.IAQ_DAILY_TABLE, institute=institute, classroom=classroom, local_date=day,
+    return statistics_row(queries.IAQ_DAILY_TABLE, institute=institute, classroom=classroom, local_date=day,
                           **week_keys(day - dt.timedelta(days=day.weekday())), **values)
 
 
 def test_days_past_the_peak_and_days_with_too_little_data_are_listed(conn: Any, published_with_iaq: str) -> None:
     too_little = "too little data: 1.3 % of the occupied time covered (IAQ_MIN_DAY_COVERAGE 50 %)"
-    insert(conn, published_with_iaq, report.IAQ_DAILY_TABLE, [
+    insert(conn, published_with_iaq, queries.IAQ_DAILY_TABLE, [
         # Liceo's ranking weeks are W11-W14, Istituto's W12 and W14 (IAQ_WEEKS).
         daily_row(LICEO, "1A", W12 + dt.timedelta(days=1), longest_peak_episode_minutes=45.0,
                   bb101_peak_met=False, co2_occupied_max=2600.0, occupied_coverage=0.9),
@@ -295,125 +297,41 @@ def test_days_past_the_peak_and_days_with_too_little_data_are_listed(conn: Any, 
                   occupied_coverage=0.25, co2_occupied_readings=3),
         daily_row(LICEO, "2B", W11, not_judged_reason="no occupied CO2 reading", co2_occupied_readings=0),
     ])
-    day = report.ClassroomDay
+    day = queries.ClassroomDay
     # Longest first within each institute; W10's day and the met one are not listed.
-    assert report.peak_episodes(conn, published_with_iaq) == [
+    assert queries.peak_episodes(conn, published_with_iaq) == [
         day(ISTITUTO, "3C", W12 + dt.timedelta(days=3), 30.0, 2400.0, 0.75),
         day(LICEO, "1A", W12 + dt.timedelta(days=1), 45.0, 2600.0, 0.9),
         day(LICEO, "2B", W14 + dt.timedelta(days=2), 25.0, 2150.0, 1.0),
     ]
     # The latest first; the day without an occupied CO2 reading is not "too little data".
     assert [(row.classroom, row.local_date, row.occupied_coverage)
-            for row in report.days_with_too_little_data(conn, published_with_iaq)] == [
+            for row in queries.days_with_too_little_data(conn, published_with_iaq)] == [
         ("1A", W15 + dt.timedelta(days=1), 0.013), ("2B", W13 + dt.timedelta(days=4), 0.25)]
 
     applied = {"first_date": "2025-03-03", "last_date": "2025-04-30", "calendars": {"*": "IT"},
                "holidays": {"IT": {"2025-04-21": "Easter Monday", "2025-04-25": "Liberation Day"}}}
     execute(conn, sql.SQL("UPDATE {}.batch_runs SET settings = settings || %s::jsonb").format(
         sql.Identifier(published_with_iaq)), [json.dumps({"iaq_public_holidays_applied": applied})])
-    page = report.render_report(report.read_report_data(conn, published_with_iaq, None),
+    rendered = page.render_report(queries.read_report_data(conn, published_with_iaq, None),
                                 dt.datetime(2025, 4, 10, tzinfo=UTC))
-    assert "<dt>public holidays closed</dt><dd>IT: 2025-04-21 Easter Monday, 2025-04-25 Liberation Day</dd>" in page
-    assert "Longest episodes above 2,000 ppm, ISO weeks 2025-W11, 2025-W12, 2025-W13, 2025-W14" in page
-    assert re.search(r'1A</td><td>2025-03-18</td><td class="number">45</td><td class="number">2,600</td>', page)
-    assert re.search(r'1A</td><td>2025-04-08</td><td class="number">1.3%</td>', page)
-    assert "2025-03-04" not in page  # W10's day: outside the window
-
-
-def svg_numbers(svg: str) -> list[float]:
-    """Every coordinate of a chart's SVG (clip-path ids, hashes of unrounded boxes, left out)."""
-    return [float(number) for number in re.findall(r"-?\d+\.\d+", re.sub(r'url\(#\w+\)|id="\w+"', "", svg))]
-
-
-def test_a_chart_laid_out_like_an_earlier_one_is_placed_as_its_own_layout_would(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Charts of many institutes share a layout; each is placed where laying it out alone puts it."""
-    thresholds = Thresholds()
-    weeks = [W10 + dt.timedelta(weeks=k) for k in range(30)]
-    # Three institutes: the same tick labels (0 to 1,200 ppm); the third one's top tick at
-    # the very top of its axis, where a label may stick out beyond the axes: solved apart.
-    series = {"A": [1200.0] + [700.0 + 10 * (k % 7) for k in range(29)],
-              "B": [1217.0] + [900.0 - 10 * (k % 5) for k in range(29)],
-              "C": [1200.0 / 1.15] + [700.0] * 29}
-
-    def charts(names: Sequence[str]) -> list[str]:
-        return [report.co2_trend_chart(
-            [report.InstituteWeek(name, monday, *monday.isocalendar()[:2], co2, 21.0)
-             for monday, co2 in zip(weeks, series[name])], thresholds, f"{name}: weekly CO2",
-            f"c-{name}") for name in names]
-
-    monkeypatch.setattr(report, "_SOLVED_LAYOUTS", {})
-    shared = charts(list(series))
-    assert len(report._SOLVED_LAYOUTS) == 2  # A and B share one, C has its own
-    for name, together in zip(series, shared):
-        monkeypatch.setattr(report, "_SOLVED_LAYOUTS", {})
-        assert svg_numbers(together) == pytest.approx(svg_numbers(charts([name])[0]), abs=0.01)
-
-
-def many_institutes(data: report.ReportData, copies: int) -> report.ReportData:
-    """`data` with each institute's rows repeated under `copies` new names."""
-    def renamed(rows: Sequence[Any]) -> list[Any]:
-        return [dataclasses.replace(row, institute=f"{row.institute} {k:02d}")
-                for k in range(copies) for row in rows]
-    return dataclasses.replace(data, classroom_weeks=renamed(data.classroom_weeks),
-                               institute_weeks=renamed(data.institute_weeks),
-                               bb101=renamed(data.bb101 or []), stale=renamed(data.stale),
-                               ranking_weeks={f"{name} {k:02d}": weeks for k in range(copies)
-                                              for name, weeks in data.ranking_weeks.items()})
-
-
-def chart_numbers(section: report.InstituteSection) -> list[tuple[str, list[float]]]:
-    charts = [section.heatmap, section.bb101_chart, *section.trends]
-    return [(chart.title, svg_numbers(chart.svg)) for chart in charts if chart is not None]
-
-
-def test_many_institutes_are_drawn_in_processes_as_this_process_draws_them(
-        conn: Any, published_with_iaq: str, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
-    data = many_institutes(report.read_report_data(conn, published_with_iaq, None), 5)
-    assert len({week.institute for week in data.institute_weeks}) >= report.PARALLEL_FROM_INSTITUTES
-    monkeypatch.setattr(report, "_drawing_processes", lambda sections: 2)
-    started: list[int] = []
-
-    class CountedPool(report.ProcessPoolExecutor):
-        def __init__(self, processes: int, **kwargs: Any) -> None:
-            started.append(processes)
-            super().__init__(processes, **kwargs)
-
-    monkeypatch.setattr(report, "ProcessPoolExecutor", CountedPool)
-    in_processes = report.institute_sections(data)
-    assert started == [2]
-    monkeypatch.setattr(report, "_drawing_processes", lambda sections: 1)
-    here = report.institute_sections(data)
-    assert [(s.anchor, s.name, s.classrooms, s.bb101_rows) for s in in_processes] == [
-        (s.anchor, s.name, s.classrooms, s.bb101_rows) for s in here]
-    for drawn, expected in zip(in_processes, here):
-        assert [title for title, _ in chart_numbers(drawn)] == [title for title, _ in chart_numbers(expected)]
-        for (_, numbers), (_, expected_numbers) in zip(chart_numbers(drawn), chart_numbers(expected)):
-            assert numbers == pytest.approx(expected_numbers, abs=0.01)
-
-    class BrokenPool:
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            raise OSError("no more processes")
-
-    monkeypatch.setattr(report, "_drawing_processes", lambda sections: 2)
-    monkeypatch.setattr(report, "ProcessPoolExecutor", BrokenPool)
-    with caplog.at_level("WARNING", logger=report.log.name):
-        fallback = report.institute_sections(data)
-    assert [s.name for s in fallback] == [s.name for s in here]
-    assert "drawing the report's charts in 2 processes failed (no more processes)" in caplog.text
+    assert "<dt>public holidays closed</dt><dd>IT: 2025-04-21 Easter Monday, 2025-04-25 Liberation Day</dd>" in rendered
+    assert "Longest episodes above 2,000 ppm, ISO weeks 2025-W11, 2025-W12, 2025-W13, 2025-W14" in rendered
+    assert re.search(r'1A</td><td>2025-03-18</td><td class="number">45</td><td class="number">2,600</td>', rendered)
+    assert re.search(r'1A</td><td>2025-04-08</td><td class="number">1.3%</td>', rendered)
+    assert "2025-03-04" not in rendered  # W10's day: outside the window
 
 
 def test_institute_trend_is_the_published_weekly_means(conn: Any, published: str) -> None:
-    assert report.institute_weeks(conn, published) == sorted(
-        (report.InstituteWeek(institute, monday, *monday.isocalendar()[:2], co2, temperature)
+    assert queries.institute_weeks(conn, published) == sorted(
+        (queries.InstituteWeek(institute, monday, *monday.isocalendar()[:2], co2, temperature)
          for institute, monday, co2, temperature in INSTITUTE_WEEKS),
         key=lambda week: (week.institute, week.week_start))
 
 
 def test_data_quality_comes_from_the_runs_record(conn: Any, published: str) -> None:
-    assert report.latest_succeeded_run_id(conn, published) == 1
-    run = report.fetch_run(conn, published, 1)
+    assert queries.latest_succeeded_run_id(conn, published) == 1
+    run = queries.fetch_run(conn, published, 1)
     assert (run.run_id, run.status, run.started_at, run.finished_at, run.input_path, run.input_files,
             run.rows_read, run.rows_used, run.rows_excluded, run.values_nulled, run.skipped_files,
             run.rows_written, run.phase_seconds, run.settings) == (
@@ -421,51 +339,87 @@ def test_data_quality_comes_from_the_runs_record(conn: Any, published: str) -> N
         RUN["rows_excluded"], RUN["values_nulled"], ["part-9.parquet"], RUN["rows_written"],
         RUN["phase_seconds"], RUN["settings"])
     assert run.uncommitted_files is None  # NULL: that run did not record them
-    assert report.run_thresholds(run.settings) == Thresholds(co2_high_ppm=1100.0)
-    assert report.fetch_run(conn, published, 2).status == "failed"
+    assert (run.job, run.files_lacking_required_columns, run.error_message, run.warnings) == (
+        "analysis", None, None, None)
+    # Its own CO2_HIGH_PPM; the defaults (env/spark.env) for what it did not record.
+    assert queries.RunLimits.recorded(run.settings) == queries.RunLimits(
+        Thresholds(co2_high_ppm=1100.0, co2_very_high_ppm=1500.0, comfort_min_c=20.0, comfort_max_c=26.0),
+        iaq_bb101_peak_co2_ppm=2000.0, iaq_bb101_peak_minutes=20.0, iaq_outdoor_co2_ppm=400.0)
+    failed = queries.fetch_run(conn, published, 2)
+    assert (failed.status, failed.error_message) == ("failed", "input vanished")
+
+
+def test_the_run_record_has_every_column_of_the_catalogs_runs_table() -> None:
+    assert [item.name for item in dataclasses.fields(queries.RunRecord)] == [
+        column.name for column in RUNS.columns]
+
+
+def test_the_report_shows_the_limits_the_published_run_recorded(
+        conn: Any, published_with_iaq: str, tmp_path: Path) -> None:
+    recorded = {"iaq_bb101_peak_co2_ppm": 1800, "iaq_bb101_peak_minutes": 30,
+                "iaq_outdoor_co2_ppm": 420, "co2_very_high_ppm": 1600}
+    execute(conn, sql.SQL("UPDATE {}.batch_runs SET settings = settings || %s::jsonb WHERE run_id = 1").format(
+        sql.Identifier(published_with_iaq)), [json.dumps(recorded)])
+    # Run 2 (failed, not published) recorded other limits: its report shows run 1's results,
+    # judged by run 1's limits.
+    execute(conn, sql.SQL("UPDATE {}.batch_runs SET settings = settings || %s::jsonb WHERE run_id = 2").format(
+        sql.Identifier(published_with_iaq)), [json.dumps({"iaq_bb101_peak_co2_ppm": 2500})])
+    for run_id in (1, 2):
+        text = page.write_report(conn, published_with_iaq, tmp_path / str(run_id), run_id).read_text(encoding="utf-8")
+        assert "No judged school day of these weeks had CO2 above 1,800 ppm for more than 30 minutes" in text
+        footer = " ".join(text[text.index("<footer>"):].split())
+        assert ("CO2 bands: 1,100 ppm (CO2_HIGH_PPM), 1,600 ppm (CO2_VERY_HIGH_PPM), 1,800 ppm "
+                "(BB101 peak limit, IAQ_BB101_PEAK_CO2_PPM), from 420 ppm (outdoor air, "
+                "IAQ_OUTDOOR_CO2_PPM); the limits of run 1") in footer
+        heatmap = text[text.index('data-chart="heatmap-1"'):]
+        heatmap = heatmap[:heatmap.index("</svg>")]
+        # The colour bar's ticks: outdoor air, the three limits, and 500 ppm above the highest.
+        for tick in ("420", "1,100", "1,600", "1,800", "2,300"):
+            assert f">{tick}<" in heatmap
+        assert ">2,000<" not in heatmap and ">2,500<" not in heatmap
 
 
 @pytest.mark.parametrize("recorded, expected, shown", [
     ({"count": 2, "first": ["part-00007-orphan.parquet", "part-00009.parquet"]},
-     report.FileList(2, ["part-00007-orphan.parquet", "part-00009.parquet"]),
+     queries.FileList(2, ["part-00007-orphan.parquet", "part-00009.parquet"]),
      "2: part-00007-orphan.parquet, part-00009.parquet"),
     ({"count": 12, "first": ["part-00007-orphan.parquet"]},
-     report.FileList(12, ["part-00007-orphan.parquet"]), "12: part-00007-orphan.parquet, …"),
-    ({"count": 0, "first": []}, report.FileList(0, []), "0"),
+     queries.FileList(12, ["part-00007-orphan.parquet"]), "12: part-00007-orphan.parquet, …"),
+    ({"count": 0, "first": []}, queries.FileList(0, []), "0"),
 ])
 def test_uncommitted_files_are_shown_as_batch_runs_records_them(
-        conn: Any, published: str, tmp_path: Path, recorded: Any, expected: report.FileList,
+        conn: Any, published: str, tmp_path: Path, recorded: Any, expected: queries.FileList,
         shown: str) -> None:
     execute(conn, sql.SQL("UPDATE {}.batch_runs SET {} = %s WHERE run_id = 1").format(
-        sql.Identifier(published), sql.Identifier(report.UNCOMMITTED_FILES_COLUMN)),
+        sql.Identifier(published), sql.Identifier("uncommitted_files")),
         [json.dumps(recorded)])
-    assert report.fetch_run(conn, published, 1).uncommitted_files == expected
-    assert report.fetch_run(conn, published, 2).uncommitted_files is None  # not recorded
-    text = report.write_report(conn, published, tmp_path, 1).read_text(encoding="utf-8")
+    assert queries.fetch_run(conn, published, 1).uncommitted_files == expected
+    assert queries.fetch_run(conn, published, 2).uncommitted_files is None  # not recorded
+    text = page.write_report(conn, published, tmp_path, 1).read_text(encoding="utf-8")
     assert f"<dt>uncommitted files left out</dt><dd>{shown}</dd>" in text
 
 
 def test_a_runs_table_of_an_earlier_release_without_uncommitted_files_is_reported(
         conn: Any, published: str, tmp_path: Path) -> None:
     execute(conn, sql.SQL("ALTER TABLE {}.batch_runs DROP COLUMN {}").format(
-        sql.Identifier(published), sql.Identifier(report.UNCOMMITTED_FILES_COLUMN)))
-    assert report.fetch_run(conn, published, 1).uncommitted_files is None
-    text = report.write_report(conn, published, tmp_path, 1).read_text(encoding="utf-8")
+        sql.Identifier(published), sql.Identifier("uncommitted_files")))
+    assert queries.fetch_run(conn, published, 1).uncommitted_files is None
+    text = page.write_report(conn, published, tmp_path, 1).read_text(encoding="utf-8")
     assert "<dt>uncommitted files left out</dt><dd>not recorded by the release that ran it" in text
 
 
 def test_an_unknown_run_or_no_successful_run_is_a_clear_error(conn: Any, published: str) -> None:
     with pytest.raises(ConfigurationError, match=f"run 99 is not recorded in {published}.batch_runs"):
-        report.read_report_data(conn, published, 99)
+        queries.read_report_data(conn, published, 99)
     conn.rollback()
     execute(conn, sql.SQL("UPDATE {}.batch_runs SET status = 'failed'").format(sql.Identifier(published)))
     with pytest.raises(ConfigurationError, match="no successful run"):
-        report.read_report_data(conn, published, None)
+        queries.read_report_data(conn, published, None)
 
 
 # --- the file --------------------------------------------------------------------------------
 
-def chart_count(data: report.ReportData) -> int:
+def chart_count(data: queries.ReportData) -> int:
     """Phases, then per institute: a heatmap, two trends, and a ranking where a school day failed."""
     institutes = {cell.institute for cell in data.classroom_weeks}
     ranked = {row.institute for row in data.bb101 or [] if row.days_failed > 0}
@@ -474,7 +428,7 @@ def chart_count(data: report.ReportData) -> int:
 
 def test_write_report_names_the_file_after_the_run_and_leaves_no_temporary_file(
         target: PostgresTarget, published_with_iaq: str, tmp_path: Path) -> None:
-    path = report.write_report(target, published_with_iaq, tmp_path / "reports", None)
+    path = page.write_report(target, published_with_iaq, tmp_path / "reports", None)
     assert path == tmp_path / "reports" / "report-run-1-20250410T020005Z.html"
     assert [entry.name for entry in path.parent.iterdir()] == [path.name]
     text = path.read_text(encoding="utf-8")
@@ -489,7 +443,7 @@ def test_write_report_names_the_file_after_the_run_and_leaves_no_temporary_file(
 
 def test_write_report_through_the_callers_connection_leaves_it_open_and_idle(
         conn: Any, published: str, tmp_path: Path) -> None:
-    path = report.write_report(conn, published, tmp_path, 1)
+    path = page.write_report(conn, published, tmp_path, 1)
     assert path.name == "report-run-1-20250410T020005Z.html"
     assert not conn.closed
     assert conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE
@@ -501,50 +455,75 @@ def test_write_report_through_the_callers_connection_leaves_it_open_and_idle(
 
 def test_without_the_compliance_table_the_section_says_so(
         target: PostgresTarget, published: str, tmp_path: Path) -> None:
-    text = report.write_report(target, published, tmp_path, 1).read_text(encoding="utf-8")
-    assert text.count(f"The compliance tables ({report.IAQ_WEEKLY_TABLE}) are not published") == 2
+    text = page.write_report(target, published, tmp_path, 1).read_text(encoding="utf-8")
+    assert text.count(f"The compliance tables ({queries.IAQ_WEEKLY_TABLE}) are not published") == 2
     assert "CO2 mean over all hours" in text
 
 
 def test_an_older_run_is_reported_with_a_note_on_what_the_tables_hold(
         target: PostgresTarget, published: str, tmp_path: Path) -> None:
-    text = " ".join(report.write_report(target, published, tmp_path, 2).read_text(encoding="utf-8").split())
+    text = " ".join(page.write_report(target, published, tmp_path, 2).read_text(encoding="utf-8").split())
     assert ("The published tables hold the results of run 1: the charts below show those, "
             "the data-quality panel shows run 2.") in text
     assert "Data quality of run 2" in text
 
 
+def run_report_command(*arguments: str, environ: Mapping[str, str] | None = None,
+                       cwd: Path = PROJECT_ROOT) -> subprocess.CompletedProcess[str]:
+    """`python -m batch.report`, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "batch.report", *arguments],
+                          env={**os.environ, **(environ or {})}, cwd=cwd, capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
 def test_command_line_reads_the_password_from_its_file_and_prints_the_path(
-        target: PostgresTarget, published: str, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        target: PostgresTarget, published: str, tmp_path: Path) -> None:
     password_file = tmp_path / "password"
     password_file.write_text(target.password.reveal() + "\n")
-    for name, value in {"POSTGRES_HOST": target.host, "POSTGRES_PORT": str(target.port),
-                        "POSTGRES_DB": target.database, "POSTGRES_USER": target.user,
-                        "POSTGRES_PASSWORD": "", "POSTGRES_PASSWORD_FILE": str(password_file)}.items():
-        monkeypatch.setenv(name, value)
+    environ = {"POSTGRES_HOST": target.host, "POSTGRES_PORT": str(target.port),
+               "POSTGRES_DB": target.database, "POSTGRES_USER": target.user,
+               "POSTGRES_PASSWORD": "", "POSTGRES_PASSWORD_FILE": str(password_file)}
     env_file = tmp_path / "empty.env"  # not the project's env/spark.env
     env_file.write_text("")
-    assert report.main(["--schema", published, "--output-dir", str(tmp_path / "out"),
-                        "--env-file", str(env_file)]) == 0
-    out, err = capsys.readouterr()
-    path = Path(out.strip())
+    written = run_report_command("--schema", published, "--output-dir", str(tmp_path / "out"),
+                                 "--env-file", str(env_file), environ=environ)
+    assert written.returncode == 0, written.stderr
+    path = Path(written.stdout.strip())
     assert path.parent == tmp_path / "out" and path.is_file()
-    assert report.main(["--schema", published, "--output-dir", str(tmp_path / "out"),
-                        "--env-file", str(env_file), "--run-id", "42"]) == 2
-    out2, err2 = capsys.readouterr()
-    assert "run 42 is not recorded" in err2
-    for text in (out, err, out2, err2, path.read_text(encoding="utf-8")):
+    unknown = run_report_command("--schema", published, "--output-dir", str(tmp_path / "out"),
+                                 "--env-file", str(env_file), "--run-id", "42", environ=environ)
+    assert unknown.returncode == 2
+    assert "run 42 is not recorded" in unknown.stderr
+    for text in (written.stdout, written.stderr, unknown.stdout, unknown.stderr,
+                 path.read_text(encoding="utf-8")):
         assert target.password.reveal() not in text
-    with pytest.raises(SystemExit) as refused:  # a command line is visible to every user
-        report.main(["--postgres-password", "secret", "--schema", published])
-    assert refused.value.code == 2
+    # A command line is visible to every user.
+    refused = run_report_command("--postgres-password", "secret", "--schema", published)
+    assert refused.returncode == 2
+
+
+def test_the_command_line_needs_no_spark() -> None:
+    """`import batch.report` and `python -m batch.report --help` import neither pyspark nor
+    Py4J (nor the plotting code), in a fresh interpreter."""
+    finished = subprocess.run([sys.executable, "-c", (
+        "import sys, runpy\n"
+        "import batch.report\n"
+        "sys.argv = ['batch.report', '--help']\n"
+        "try:\n"
+        "    runpy.run_module('batch.report', run_name='__main__')\n"
+        "except SystemExit as stop:\n"
+        "    assert stop.code == 0, stop.code\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] in ('pyspark', 'py4j', 'matplotlib')))\n")],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    assert "--run-id" in finished.stdout and "--output-dir" in finished.stdout
+    assert finished.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_a_package_without_its_template_is_a_clear_error(
         target: PostgresTarget, published: str, tmp_path: Path) -> None:
     """The package zipped as its *.py files alone (a --py-files zip) cannot render: it says why."""
-    package = Path(report.__file__).parents[1]
+    package = Path(page.__file__).parents[1]
     archive_path = tmp_path / "batch.zip"
     with zipfile.ZipFile(archive_path, "w") as archive:
         for source in package.rglob("*.py"):
@@ -558,7 +537,7 @@ def test_a_package_without_its_template_is_a_clear_error(
          str(tmp_path / "out"), "--env-file", str(tmp_path / "empty.env")],
         cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=120)
     assert finished.returncode == 4, finished.stderr
-    assert f"the report's page template {report.TEMPLATE} is missing from the batch package at " \
+    assert f"the report's page template {page.TEMPLATE} is missing from the batch package at " \
            f"{archive_path}" in finished.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
@@ -581,9 +560,9 @@ CHARTS_RENDERED = """
 
 
 def assert_shows_cleanly(browser: Chromium, path: Path, expected_charts: int) -> None:
-    charts = browser.evaluate(CHARTS_RENDERED)
-    assert len(charts) == expected_charts
-    for chart in charts:
+    rendered_charts = browser.evaluate(CHARTS_RENDERED)
+    assert len(rendered_charts) == expected_charts
+    for chart in rendered_charts:
         assert chart is not None, "a chart has no SVG"
         assert chart["width"] > 100 and chart["height"] > 50 and chart["shapes"] > 3 and chart["texts"] > 3
     assert browser.problems() == []
@@ -596,8 +575,8 @@ def assert_shows_cleanly(browser: Chromium, path: Path, expected_charts: int) ->
 @needs_chromium
 def test_report_renders_in_headless_chromium_offline(
         target: PostgresTarget, conn: Any, published_with_iaq: str, tmp_path: Path) -> None:
-    path = report.write_report(target, published_with_iaq, tmp_path, None)
-    expected = chart_count(report.read_report_data(conn, published_with_iaq, None))
+    path = page.write_report(target, published_with_iaq, tmp_path, None)
+    expected = chart_count(queries.read_report_data(conn, published_with_iaq, None))
     with Chromium(tmp_path / "profile") as browser:
         for width, height in ((1366, 768), (390, 844)):
             browser.open(path, width, height)
@@ -625,7 +604,7 @@ def publish_hostile_names(conn: Any, schema: str) -> None:
 def test_hostile_names_are_escaped_in_the_html_and_in_the_charts(
         target: PostgresTarget, conn: Any, tmp_path: Path) -> None:
     publish_hostile_names(conn, target.schema)
-    text = report.write_report(target, target.schema, tmp_path, None).read_text(encoding="utf-8")
+    text = page.write_report(target, target.schema, tmp_path, None).read_text(encoding="utf-8")
     lowered = text.lower()
     assert "<script" not in lowered and "<img" not in lowered  # as elements; escaped they are text
     # Parsed back as a browser would, the heading is the name itself.
@@ -637,7 +616,7 @@ def test_hostile_names_are_escaped_in_the_html_and_in_the_charts(
 def test_hostile_names_show_as_text_in_the_browser(
         target: PostgresTarget, conn: Any, tmp_path: Path) -> None:
     publish_hostile_names(conn, target.schema)
-    path = report.write_report(target, target.schema, tmp_path, None)
+    path = page.write_report(target, target.schema, tmp_path, None)
     with Chromium(tmp_path / "profile") as browser:
         browser.open(path, 1366, 768)
         assert browser.evaluate("typeof window.pwned") == "undefined"

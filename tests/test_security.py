@@ -237,7 +237,7 @@ def test_no_sql_text_is_built_from_values_in_the_package() -> None:
     """Values go as parameters or sql.Literal, names as sql.Identifier: never pasted into SQL text."""
     offending = []
     checked = 0
-    for path in sorted((PROJECT_ROOT / "batch").glob("*.py")):
+    for path in sorted((PROJECT_ROOT / "batch").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if not isinstance(node, ast.Call) or not node.args:
                 continue

@@ -18,21 +18,16 @@ from functools import partial
 import pandas as pd
 from psycopg2 import sql
 
-from batch.analysis.statistics import (
-    GROUPINGS,
-    SHARES,
-    Grouping,
-    Share,
-    Thresholds,
-    grouping_table,
-    output_columns,
-)
-from batch.core.config import COMMON_OPTIONS
-from batch.core.contract import METRICS, Metric
-from batch.analysis.iaq import IaqSettings, iaq_catalog_tables
-from batch.analysis.iaq import latest_week_view as latest_iaq_week_view
+from batch.analysis.iaq_settings import IaqSettings
+from batch.analysis.iaq_tables import iaq_catalog_tables
+from batch.analysis.iaq_tables import latest_week_view as latest_iaq_week_view
 from batch.analysis.health_settings import HealthSettings
 from batch.analysis.health_tables import attention_view, health_catalog_tables
+from batch.analysis.rollup import grouping_table
+from batch.analysis.statistics import GROUPINGS, SHARES, Grouping, Share, output_columns
+from batch.core.thresholds import Thresholds
+from batch.core.config import COMMON_OPTIONS
+from batch.core.contract import METRICS, Metric
 from batch.core.schema import (
     BIGINT,
     BIGSERIAL,
@@ -96,6 +91,20 @@ RUNS = Table(
                "null for a run of an earlier release"),
     ),
 )
+
+# Who fills which column of batch_runs. The sink itself: the key and the run's state as it goes
+# (status, started_at, finished_at), what the run was started with (batch/analysis/runs.py
+# start_run) and the rows it published (rows_written, set by the swap that publishes them).
+# Every other column is the run's record: the field of the same name of the run's summary
+# (batch/analysis/job.py RunSummary), so that a new column of that kind is one Column above
+# and the summary's field that fills it.
+RUN_STATE_COLUMNS = ("run_id", "status", "started_at", "finished_at")
+RUN_START_COLUMNS = ("job", "input_path", "settings")
+RUN_PUBLISHED_COLUMNS = ("rows_written",)
+_SINK_COLUMNS = RUN_STATE_COLUMNS + RUN_START_COLUMNS + RUN_PUBLISHED_COLUMNS
+if not set(_SINK_COLUMNS) <= set(RUNS.column_names):
+    raise ValueError(f"{RUNS_TABLE} has no column {sorted(set(_SINK_COLUMNS) - set(RUNS.column_names))}")
+RUN_RECORD_COLUMNS = tuple(name for name in RUNS.column_names if name not in _SINK_COLUMNS)
 
 
 @dataclass(frozen=True)

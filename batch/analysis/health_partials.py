@@ -17,7 +17,7 @@ from __future__ import annotations
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-from batch.analysis.statistics import LOCAL_MICROS, MICROS_PER_DAY
+from batch.analysis.partials import LOCAL_MICROS, MICROS_PER_DAY
 from batch.core.contract import METRIC_NAMES
 from batch.core.validation import out_of_range_flag
 

@@ -7,23 +7,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-from py4j.protocol import Py4JJavaError
-from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import SparkSession
 
-from batch.analysis import publish
+from batch.analysis import publish, runs
 from batch.core import cli
-from batch.analysis.statistics import (
-    GROUPINGS,
-    Grouping,
-    Thresholds,
-    collect_partials,
-    group_keys,
-    partial_statistics,
-    rollup_all,
-    validation_counts,
-)
-from batch.analysis.catalog import ALL_STATISTICS, Catalog, build_catalog
+from batch.analysis.partials import collect_partials, partial_statistics
+from batch.analysis.rollup import rollup_all, validation_counts
+from batch.analysis.statistics import GROUPINGS, Grouping, group_keys
+from batch.analysis.catalog import ALL_STATISTICS, RUN_RECORD_COLUMNS, Catalog, build_catalog
 from batch.analysis.health import health_results
 from batch.analysis.health_settings import HEALTH_OPTIONS, HealthSettings
 from batch.analysis.health_partials import health_partial_aggregates
@@ -45,26 +36,21 @@ from batch.core.contract import ANALYSIS_COLUMNS, INSTITUTE, METRICS, PROFILE, R
 from batch.core.errors import (
     BatchError,
     ConfigurationError,
-    CorruptInputFileError,
     EmptyInputError,
     EmptyResultError,
 )
-from batch.analysis.iaq import (
-    IAQ_GROUP_KEYS,
-    IAQ_OPTIONS,
+from batch.analysis.iaq_partials import (
     IAQ_VALIDATED_METRICS,
-    IaqRules,
-    IaqSettings,
     collect_device_day_episodes,
     iaq_partial_aggregates,
-    iaq_results,
-    parse_ppm,
-    public_holidays_in_data,
     with_occupied_range,
 )
-from batch.core.readers import read_raw_readings, undecodable_file
+from batch.analysis.iaq_rollup import IAQ_GROUP_KEYS, iaq_results, public_holidays_in_data
+from batch.analysis.iaq_settings import IAQ_OPTIONS, IaqRules, IaqSettings, parse_ppm
+from batch.core.postgres import PostgresTarget, connect, database_errors
+from batch.core.readers import read_raw_readings, without_damaged_files
 from batch.core.summary import JobSummary
-from batch.core.spark_errors import spark_error_chain
+from batch.core.thresholds import Thresholds
 from batch.analysis.timetable import unknown_institutes
 from batch.core.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings
 
@@ -115,8 +101,8 @@ class AnalysisSettings(settings_type("AnalysisSettings", ANALYSIS_OPTIONS,  # ty
                           self.comfort_min_c, self.comfort_max_c)
 
     @property
-    def target(self) -> publish.PostgresTarget:
-        return publish.PostgresTarget(
+    def target(self) -> PostgresTarget:
+        return PostgresTarget(
             host=self.postgres_host, port=self.postgres_port, database=self.postgres_db,
             user=self.postgres_user,
             password=read_password(self.postgres_password, self.postgres_password_file),
@@ -136,16 +122,9 @@ class RunSummary(JobSummary):
     report_path: str | None = None
 
     def run_record(self) -> dict[str, Any]:
-        """The batch_runs columns this summary fills."""
-        return {
-            "input_files": self.input_files, "skipped_files": self.skipped_files,
-            "uncommitted_files": self.uncommitted_files,
-            "files_lacking_required_columns": self.files_lacking_required_columns,
-            "rows_read": self.rows_read, "rows_used": self.rows_used,
-            "rows_excluded": self.rows_excluded, "values_nulled": self.values_nulled,
-            "phase_seconds": self.phase_seconds, "error_message": self.error_message,
-            "warnings": self.warnings,
-        }
+        """The batch_runs columns this summary fills: its fields named as the catalog's run
+        record columns."""
+        return {name: getattr(self, name) for name in RUN_RECORD_COLUMNS}
 
 
 # The batch_runs.settings entry of the public holidays closed in the data's dates.
@@ -236,14 +215,14 @@ def _run_analysis(spark: SparkSession, settings: AnalysisSettings, summary: RunS
     catalog = build_catalog(settings.thresholds, settings.batch_timezone, groupings, metrics,
                             iaq=settings.iaq, health=settings.health)
     tables = [table.name for table in catalog.published_tables]
-    conn = publish.connect(target)
+    conn = connect(target)
     try:
-        with publish.database_errors(target), publish.publish_lock(conn, target):
+        with database_errors(target), publish.publish_lock(conn, target):
             evolution = publish.ensure_schema(conn, target, catalog)
-            summary.run_id = publish.start_run(conn, target, summary.job, settings.raw_data_path,
-                                                public_view(settings))
+            summary.run_id = runs.start_run(conn, target, summary.job, settings.raw_data_path,
+                                             public_view(settings))
             try:
-                with publish.database_errors(target):
+                with database_errors(target):
                     _compute_and_publish(spark, settings, summary, conn, target, groupings,
                                          metrics, catalog, evolution)
             except BaseException as error:
@@ -257,11 +236,11 @@ def _run_analysis(spark: SparkSession, settings: AnalysisSettings, summary: RunS
 
 
 def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summary: RunSummary,
-                         conn: Any, target: publish.PostgresTarget, groupings: tuple[Grouping, ...],
+                         conn: Any, target: PostgresTarget, groupings: tuple[Grouping, ...],
                          metrics: tuple[Metric, ...], catalog: Catalog,
                          evolution: publish.Evolution) -> None:
     iaq_rules = settings.iaq.rules()
-    # In the driver: groups, not readings (see batch.analysis.statistics for the bound), where
+    # In the driver: groups, not readings (see batch.analysis.rollup for the bound), where
     # every table is rolled up.
     partials, episodes = _first_pass(spark, settings, summary, groupings, metrics, iaq_rules)
     with summary.phase("aggregate"):
@@ -270,7 +249,7 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
             raise EmptyInputError(
                 f"no usable reading under {settings.raw_data_path}: {summary.rows_read} read, "
                 f"excluded per reason {summary.rows_excluded}; previous results kept")
-        publish.add_run_settings(conn, target, summary.run_id, {
+        runs.add_run_settings(conn, target, summary.run_id, {
             PUBLIC_HOLIDAYS_APPLIED: public_holidays_in_data(partials, iaq_rules)})
         for warning in unknown_institutes(iaq_rules.occupancy, set(partials[INSTITUTE].dropna())):
             summary.warn(warning)
@@ -300,7 +279,7 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
     publish.tidy_up(conn, target, [], summary.run_id, summary.phase_seconds)
 
 
-def _check_empty_tables(conn: Any, target: publish.PostgresTarget, rows: dict[str, pd.DataFrame],
+def _check_empty_tables(conn: Any, target: PostgresTarget, rows: dict[str, pd.DataFrame],
                         allowed: bool, summary: RunSummary) -> None:
     """Stop (EmptyResultError) before anything is staged when a table that holds rows would be
     published empty, unless `allowed`; warn of every table published empty.
@@ -326,7 +305,7 @@ def _check_empty_tables(conn: Any, target: publish.PostgresTarget, rows: dict[st
         summary.warn(f"{target.schema}.{name} is published with no row{replacing}")
 
 
-def _write_report(target: publish.PostgresTarget, report_dir: str, run_id: int) -> str | None:
+def _write_report(target: PostgresTarget, report_dir: str, run_id: int) -> str | None:
     """The run's HTML report, from the tables just published; None when it cannot be written.
 
     The results are published by then: a report that fails (a missing plotting library on a
@@ -345,18 +324,17 @@ def _first_pass(spark: SparkSession, settings: AnalysisSettings, summary: RunSum
                 groupings: tuple[Grouping, ...], metrics: tuple[Metric, ...],
                 iaq_rules: IaqRules) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read and validate the input into partial statistics, one row per device and day, and
-    the device-days' longest CO2 episodes and covered time (batch/analysis/iaq.py), both collected to
+    the device-days' longest CO2 episodes and covered time (batch/analysis/iaq_partials.py), both collected to
     the driver.
 
     The indoor-air compliance sums are computed in the statistics' aggregation, from the
-    same scan; the episodes in a narrow aggregation of their own (see batch/analysis/iaq.py for why).
+    same scan; the episodes in a narrow aggregation of their own (see iaq_partials.py for why).
     Each is one Spark job that ends in the driver: nothing is kept in the executors.
 
     With SKIP_CORRUPT_FILES, a file whose footer reads but whose data pages do not is skipped
     like an unreadable footer, and the input read again without it.
     """
-    unreadable: tuple[str, ...] = ()
-    while True:
+    def read_and_aggregate(unreadable: tuple[str, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
         with summary.phase("read"):
             readings_df, input_files = read_raw_readings(
                 spark, settings.raw_data_path, _columns_read(metrics), settings.skip_corrupt_files,
@@ -365,39 +343,19 @@ def _first_pass(spark: SparkSession, settings: AnalysisSettings, summary: RunSum
         with summary.phase("aggregate"):
             validated_df = readings_df.transform(validate_readings, _validated(metrics),
                                                  settings.drop_replays)
-            try:
-                partials = collect_partials(
-                    validated_df.transform(with_occupied_range, settings.batch_timezone, iaq_rules.occupancy)
-                    .transform(partial_statistics, settings.batch_timezone, settings.thresholds,
-                               metrics, extra_aggregates=iaq_partial_aggregates(iaq_rules)
-                               + health_partial_aggregates(settings.health_night_end_hour),
-                               # The device profile, constant per device, for the health tables.
-                               extra_keys=(PROFILE,)),
-                    group_keys(groupings) + IAQ_GROUP_KEYS)
-                episodes = collect_device_day_episodes(validated_df, settings.batch_timezone,
-                                                       iaq_rules, partials)
-                return partials, episodes
-            except (Py4JJavaError, CapturedException) as error:
-                damaged = _unreadable_file_error(error)
-                if damaged is None:
-                    raise
-                file, damaged_error = damaged
-                if not settings.skip_corrupt_files or file in unreadable:
-                    raise damaged_error from None
-                log.warning("skipping %s", damaged_error)
-                unreadable += (file,)
+            partials = collect_partials(
+                validated_df.transform(with_occupied_range, settings.batch_timezone, iaq_rules.occupancy)
+                .transform(partial_statistics, settings.batch_timezone, settings.thresholds,
+                           metrics, extra_aggregates=iaq_partial_aggregates(iaq_rules)
+                           + health_partial_aggregates(settings.health_night_end_hour),
+                           # The device profile, constant per device, for the health tables.
+                           extra_keys=(PROFILE,)),
+                group_keys(groupings) + IAQ_GROUP_KEYS)
+            episodes = collect_device_day_episodes(validated_df, settings.batch_timezone,
+                                                   iaq_rules, partials)
+            return partials, episodes
 
-
-def _unreadable_file_error(error: Py4JJavaError | CapturedException
-                           ) -> tuple[str, CorruptInputFileError] | None:
-    """The file the first pass over the input could not decode, if Spark named one, and the error."""
-    messages = spark_error_chain(error)
-    file = next(filter(None, map(undecodable_file, messages)), None)
-    if file is None:
-        return None
-    cause = f" ({messages[-1]})" if len(messages) > 1 else ""
-    return file, CorruptInputFileError(
-        f"{file} is not a readable Parquet file: its data cannot be decoded{cause}")
+    return without_damaged_files(read_and_aggregate, settings.skip_corrupt_files)
 
 
 def _names(metrics: tuple[Metric, ...]) -> tuple[str, ...]:

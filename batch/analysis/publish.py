@@ -1,22 +1,14 @@
-"""The PostgreSQL sink: DDL and schema evolution derived from the catalog, atomic publication, run records.
+"""The PostgreSQL sink: DDL and schema evolution derived from the catalog, atomic publication.
 
-The job's own connection COPYs each table's rows (small: one row per group, rolled up in the
-driver) into an unlogged staging table; one PostgreSQL transaction then replaces the
-published rows by the staged ones (DELETE + INSERT, which is MVCC-safe: a reader sees the
-complete previous results or the complete new ones) and marks the run succeeded. Published tables are never dropped, so their indexes,
-grants and dependent views stay. A session-level advisory lock keeps two runs against the
-same schema from interleaving; it lives as long as the job's connection, so a run that loses
-that connection (a PostgreSQL restart) fails rather than publish without it, and its staging
-tables carry its run id so that nothing it still writes can reach another run's.
-
-A database published by an earlier release evolves in place: columns new in this release are
-added inside the publishing transaction, views are recreated; a column whose type changed or
-that disappeared stops the run before anything is written, with the SQL to run.
+The connection is batch/core/postgres.py's, the run table's records batch/analysis/runs.py's.
+The design (COPY into staging tables, one transaction replacing the published rows, the
+advisory lock that lives as long as the job's connection, evolution in place): docs/analysis.md
+("Publish", "Upgrading") and docs/reliability.md. Staging tables carry the run id, so that
+nothing a run still writes can reach another run's.
 """
 from __future__ import annotations
 
 import io
-import json
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -32,70 +24,16 @@ from psycopg2 import sql
 from pyarrow import csv as pa_csv
 from pyspark.sql.pandas.types import to_arrow_type
 
-from batch.analysis.catalog import RUNS, Catalog
-from batch.core.config import Secret, parse_identifier
-from batch.core.errors import ConfigurationError, PublishError
+from batch.analysis import runs
+from batch.analysis.catalog import Catalog
+from batch.core.errors import PublishError, first_line
+from batch.core.postgres import PostgresTarget, connect, qualified
 from batch.core.schema import Column, Table, View
 
 log = logging.getLogger(__name__)
 
-RUNS_TABLE = RUNS.name
 STAGING_PREFIX = "_staging_"
 LOCK_WAIT_NOTE_S = 120.0
-
-@dataclass(frozen=True)
-class PostgresTarget:
-    """Where results are published. The password is only revealed to the drivers."""
-
-    host: str
-    port: int
-    database: str
-    user: str
-    password: Secret
-    schema: str
-    connect_attempts: int = 5
-    lock_timeout_s: float = 600.0
-
-    def __post_init__(self) -> None:
-        # Every statement quotes the schema, but a name that needs quoting is refused anyway:
-        # it is a configuration mistake (or an attack), better reported before anything runs.
-        try:
-            parse_identifier(self.schema)
-        except ValueError as error:
-            raise ConfigurationError(f"POSTGRES_SCHEMA: {error}") from None
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}/{self.database} as {self.user}"
-
-
-# --- connections ---------------------------------------------------------------------------
-
-def connect(target: PostgresTarget) -> psycopg2.extensions.connection:
-    """Connect with bounded retries and exponential backoff; errors name the host, never the password."""
-    delay = 0.5
-    for attempt in range(1, target.connect_attempts + 1):
-        try:
-            return psycopg2.connect(
-                host=target.host, port=target.port, dbname=target.database, user=target.user,
-                password=target.password.reveal(), connect_timeout=10,
-                application_name="indoor-air-batch")
-        except psycopg2.OperationalError as error:
-            reason = _first_line(error)
-            if attempt == target.connect_attempts or "password authentication failed" in reason:
-                raise PublishError(
-                    f"cannot connect to PostgreSQL at {target.address} after {attempt} "
-                    f"attempt(s): {reason}") from None
-            log.warning("PostgreSQL at %s:%s not reachable (attempt %d/%d): %s; retrying in %.1fs",
-                        target.host, target.port, attempt, target.connect_attempts, reason, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 8.0)
-    raise AssertionError("unreachable")
-
-
-def _first_line(error: object) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 @contextmanager
@@ -137,24 +75,10 @@ def publish_lock(conn: psycopg2.extensions.connection, target: PostgresTarget) -
         except psycopg2.Error as error:
             # The session is gone, and the lock with it; the error that ended the run matters more.
             log.warning("cannot release the publish lock (%s); it ended with the session",
-                        _first_line(error))
-
-
-@contextmanager
-def database_errors(target: PostgresTarget) -> Iterator[None]:
-    """Report any psycopg2 error in the block (a lost connection included) as a PublishError."""
-    try:
-        yield
-    except psycopg2.Error as error:
-        raise PublishError(f"PostgreSQL at {target.address} failed: {_first_line(error)}; "
-                           "previous results kept") from None
+                        first_line(error))
 
 
 # --- DDL and schema evolution ---------------------------------------------------------------
-
-def _ident(schema: str, name: str) -> sql.Composed:
-    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
-
 
 def _column_definition(column: Column, constraints: bool = True) -> sql.Composable:
     return sql.SQL("{} {}").format(
@@ -171,25 +95,25 @@ def create_table_ddl(schema: str, table: Table, name: str | None = None,
         definitions.append(sql.SQL("PRIMARY KEY ({})").format(
             sql.SQL(", ").join(map(sql.Identifier, table.key))))
     return sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
-        _ident(schema, name or table.name), sql.SQL(", ").join(definitions))
+        qualified(schema, name or table.name), sql.SQL(", ").join(definitions))
 
 
 def comments_ddl(schema: str, table: Table) -> list[sql.Composable]:
     statements: list[sql.Composable] = [sql.SQL("COMMENT ON TABLE {} IS {}").format(
-        _ident(schema, table.name), sql.Literal(table.description))]
+        qualified(schema, table.name), sql.Literal(table.description))]
     statements += [
         sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
-            _ident(schema, table.name), sql.Identifier(column.name), sql.Literal(column.comment))
+            qualified(schema, table.name), sql.Identifier(column.name), sql.Literal(column.comment))
         for column in table.columns
     ]
     return statements
 
 
 def _view_ddl(schema: str, view: View, replace: bool) -> list[sql.Composable]:
-    query = view.query(lambda name: _ident(schema, name))
+    query = view.query(lambda name: qualified(schema, name))
     create = "CREATE OR REPLACE VIEW {} AS {}" if replace else "CREATE VIEW {} AS {}"
-    return [sql.SQL(create).format(_ident(schema, view.name), query),
-            sql.SQL("COMMENT ON VIEW {} IS {}").format(_ident(schema, view.name),
+    return [sql.SQL(create).format(qualified(schema, view.name), query),
+            sql.SQL("COMMENT ON VIEW {} IS {}").format(qualified(schema, view.name),
                                                         sql.Literal(view.description))]
 
 
@@ -293,73 +217,10 @@ def _add_column(schema: str, table: str, column: Column) -> sql.Composable:
     # Without constraints: a NOT NULL column is added to an emptied table (see swap_in), and
     # a key is never new.
     return sql.SQL("ALTER TABLE {} ADD COLUMN {}").format(
-        _ident(schema, table), _column_definition(column, constraints=False))
+        qualified(schema, table), _column_definition(column, constraints=False))
 
 
-# --- runs ----------------------------------------------------------------------------------
-
-def start_run(conn: psycopg2.extensions.connection, target: PostgresTarget, job: str,
-              input_path: str, settings: Mapping[str, Any]) -> int:
-    """Record a running run; runs left 'running' by a dead process are marked abandoned."""
-    runs = _ident(target.schema, RUNS_TABLE)
-    with conn.cursor() as cursor:
-        # The caller holds the publish lock, so no other run of this schema is alive.
-        cursor.execute(sql.SQL(
-            "UPDATE {} SET status = 'abandoned', finished_at = now(), error_message = "
-            "'the process ended without recording a result' WHERE status = 'running'").format(runs))
-        cursor.execute(sql.SQL(
-            "INSERT INTO {} (job, status, started_at, input_path, settings) "
-            "VALUES (%s, 'running', now(), %s, %s) RETURNING run_id").format(runs),
-            (job, input_path, json.dumps(settings, sort_keys=True, default=str)))
-        run_id = cursor.fetchone()[0]
-    conn.commit()
-    return run_id
-
-
-def add_run_settings(conn: psycopg2.extensions.connection, target: PostgresTarget, run_id: int,
-                     settings: Mapping[str, Any]) -> None:
-    """Add entries to a run's recorded settings: what its settings meant for its data (the
-    public holidays of the data's dates), known once the data is read."""
-    with conn.cursor() as cursor:
-        cursor.execute(sql.SQL("UPDATE {} SET settings = settings || %s::jsonb WHERE run_id = %s").format(
-            _ident(target.schema, RUNS_TABLE)), (json.dumps(settings, sort_keys=True, default=str), run_id))
-    conn.commit()
-
-
-def _run_update(target: PostgresTarget, run_id: int, status: str,
-                record: Mapping[str, Any]) -> tuple[sql.Composable, tuple[Any, ...]]:
-    columns = [name for name in record]
-    statement = sql.SQL("UPDATE {} SET status = %s, finished_at = now(), {} WHERE run_id = %s").format(
-        _ident(target.schema, RUNS_TABLE),
-        sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(name)) for name in columns))
-    values = tuple(json.dumps(value, sort_keys=True) if isinstance(value, (dict, list))
-                   else _storable(value) if isinstance(value, str) else value
-                   for value in record.values())
-    return statement, (status, *values, run_id)
-
-
-def _storable(text: str) -> str:
-    # An error message can quote input data, and PostgreSQL text cannot hold a NUL character.
-    return text.replace("\x00", "\\x00")
-
-
-def record_phases(conn: psycopg2.extensions.connection, target: PostgresTarget, run_id: int,
-                  phase_seconds: Mapping[str, float]) -> None:
-    """Complete the timings of a finished run (the publish phase ends after its commit)."""
-    with conn.cursor() as cursor:
-        cursor.execute(sql.SQL("UPDATE {} SET phase_seconds = %s WHERE run_id = %s").format(
-            _ident(target.schema, RUNS_TABLE)), (json.dumps(phase_seconds, sort_keys=True), run_id))
-    conn.commit()
-
-
-def fail_run(conn: psycopg2.extensions.connection, target: PostgresTarget, run_id: int,
-             record: Mapping[str, Any]) -> None:
-    conn.rollback()
-    statement, values = _run_update(target, run_id, "failed", record)
-    with conn.cursor() as cursor:
-        cursor.execute(statement, values)
-    conn.commit()
-
+# --- a failed run --------------------------------------------------------------------------
 
 def record_failure(conn: psycopg2.extensions.connection, target: PostgresTarget,
                    tables: Sequence[str], run_id: int, record: Mapping[str, Any]) -> None:
@@ -370,11 +231,11 @@ def record_failure(conn: psycopg2.extensions.connection, target: PostgresTarget,
     """
     try:
         drop_staging(conn, target, tables, run_id)
-        fail_run(conn, target, run_id, record)
+        runs.fail_run(conn, target, run_id, record)
         return
     except psycopg2.Error as error:
         log.warning("lost the connection to PostgreSQL at %s (%s); reconnecting to record "
-                    "the failure of run %d", target.address, _first_line(error), run_id)
+                    "the failure of run %d", target.address, first_line(error), run_id)
     try:
         fresh = connect(target)
     except PublishError as error:
@@ -384,10 +245,10 @@ def record_failure(conn: psycopg2.extensions.connection, target: PostgresTarget,
     try:
         # The staging tables are this run's own (named by run id): no lock is needed to drop them.
         drop_staging(fresh, target, tables, run_id)
-        fail_run(fresh, target, run_id, record)
+        runs.fail_run(fresh, target, run_id, record)
     except psycopg2.Error as error:
         log.warning("cannot record the failure of run %d: %s; the next run marks it abandoned",
-                    run_id, _first_line(error))
+                    run_id, first_line(error))
     finally:
         fresh.close()
 
@@ -411,10 +272,10 @@ def prepare_staging(conn: psycopg2.extensions.connection, target: PostgresTarget
                        (target.schema, STAGING_PREFIX))
         for (leftover,) in cursor.fetchall():
             log.info("dropping %s.%s, left by a run that died", target.schema, leftover)
-            cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(target.schema, leftover)))
+            cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(qualified(target.schema, leftover)))
         for table in tables:
             cursor.execute(sql.SQL("CREATE UNLOGGED TABLE {} ({})").format(
-                _ident(target.schema, staging_table(table.name, run_id)),
+                qualified(target.schema, staging_table(table.name, run_id)),
                 sql.SQL(", ").join(_column_definition(column, constraints=False)
                                    for column in table.columns)))
     conn.commit()
@@ -426,7 +287,7 @@ def drop_staging(conn: psycopg2.extensions.connection, target: PostgresTarget,
     with conn.cursor() as cursor:
         for table in tables:
             cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(
-                _ident(target.schema, staging_table(table, run_id))))
+                qualified(target.schema, staging_table(table, run_id))))
     conn.commit()
 
 
@@ -439,10 +300,10 @@ def tidy_up(conn: psycopg2.extensions.connection, target: PostgresTarget, tables
     """
     try:
         drop_staging(conn, target, tables, run_id)
-        record_phases(conn, target, run_id, phase_seconds)
+        runs.record_phases(conn, target, run_id, phase_seconds)
     except psycopg2.Error as error:
         log.warning("run %d is published, but tidying up after it failed: %s", run_id,
-                    _first_line(error))
+                    first_line(error))
 
 
 def _copy_text(rows: pd.DataFrame, columns: tuple[Column, ...]) -> io.BytesIO:
@@ -470,7 +331,7 @@ def write_staging(conn: psycopg2.extensions.connection, target: PostgresTarget, 
     connection writes them, in one round trip per table.
     """
     statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
-        _ident(target.schema, staging), sql.SQL(", ").join(map(sql.Identifier, table.column_names)))
+        qualified(target.schema, staging), sql.SQL(", ").join(map(sql.Identifier, table.column_names)))
     with conn.cursor() as cursor:
         cursor.copy_expert(statement.as_string(conn), _copy_text(rows, table.columns))
     conn.commit()
@@ -482,7 +343,7 @@ def published_row_counts(conn: psycopg2.extensions.connection, target: PostgresT
     counts = {}
     with conn.cursor() as cursor:
         for table in tables:
-            cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(_ident(target.schema, table)))
+            cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(qualified(target.schema, table)))
             counts[table] = cursor.fetchone()[0]
     conn.commit()
     return counts
@@ -499,7 +360,7 @@ def swap_in(conn: psycopg2.extensions.connection, target: PostgresTarget, catalo
     try:
         with conn.cursor() as cursor:
             for table in catalog.published_tables:
-                published = _ident(target.schema, table.name)
+                published = qualified(target.schema, table.name)
                 columns = sql.SQL(", ").join(map(sql.Identifier, table.column_names))
                 cursor.execute(sql.SQL("DELETE FROM {}").format(published))
                 for column in evolution.new_columns.get(table.name, ()):
@@ -507,20 +368,20 @@ def swap_in(conn: psycopg2.extensions.connection, target: PostgresTarget, catalo
                     cursor.execute(_add_column(target.schema, table.name, column))
                 cursor.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
                     published, columns, columns,
-                    _ident(target.schema, staging_table(table.name, run_id))))
+                    qualified(target.schema, staging_table(table.name, run_id))))
                 rows_written[table.name] = cursor.rowcount
                 for statement in comments_ddl(target.schema, table):
                     cursor.execute(statement)
             for view in catalog.views:
                 _recreate_view(cursor, target.schema, view)
-            statement, values = _run_update(target, run_id, "succeeded",
-                                            {**record, "rows_written": rows_written})
+            statement, values = runs.end_run_statement(target, run_id, "succeeded",
+                                                        {**record, "rows_written": rows_written})
             cursor.execute(statement, values)
         conn.commit()
     except psycopg2.Error as error:
         conn.rollback()
         raise PublishError(f"publishing to {target.address} failed, previous results kept: "
-                           f"{_first_line(error)}") from None
+                           f"{first_line(error)}") from None
     return rows_written
 
 
@@ -534,7 +395,7 @@ def _recreate_view(cursor: Any, schema: str, view: View) -> None:
         # Its columns changed order (a table it selects * from gained columns): replace it
         # whole. A user's view on this view blocks the DROP, and the run says so.
         cursor.execute("ROLLBACK TO SAVEPOINT recreate_view")
-        cursor.execute(sql.SQL("DROP VIEW {}").format(_ident(schema, view.name)))
+        cursor.execute(sql.SQL("DROP VIEW {}").format(qualified(schema, view.name)))
         for statement in _view_ddl(schema, view, replace=False):
             cursor.execute(statement)
     cursor.execute("RELEASE SAVEPOINT recreate_view")

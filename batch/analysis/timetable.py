@@ -1,35 +1,8 @@
 """When pupils are in the room: school timetables, closures and the heating season, as data.
 
-Parsed on the driver from settings and small CSV files; batch/analysis/iaq.py turns them into Spark
-expressions. Every error names the setting or the file and line, and the value refused.
-
-Timetable (IAQ_TIMETABLE, and the `timetable` column of IAQ_TIMETABLE_FILE): groups of
-`DAYS RANGES` separated by `;`. DAYS is one weekday (`Mon`) or a span (`Mon-Fri`); RANGES
-are `HH:MM-HH:MM` local times separated by `,`, each `[start, end)`, `24:00` allowed as an
-end. `Mon-Fri 08:00-13:00,14:00-16:00; Sat 08:00-12:00`. `none` means never occupied; an
-empty text is refused (an empty variable is a mistake far more often than a wish, and would
-empty the compliance tables).
-
-IAQ_TIMETABLE_FILE: CSV with the header `institute,timetable,holidays` (or, without the
-public-holiday calendars, `institute,timetable`), one institute a line (named as in the
-sensor registry); institutes not listed follow IAQ_TIMETABLE and IAQ_PUBLIC_HOLIDAYS. An
-empty `holidays` cell means IAQ_PUBLIC_HOLIDAYS.
-
-Public holidays (IAQ_PUBLIC_HOLIDAYS, the `holidays` column): a calendar of the `holidays`
-library (PyPI), `CC` or `CC-SUBDIVISION` (`IT`, `IT-BZ`), or `none`. Its dates are closed
-dates, as those of IAQ_CLOSURES_FILE. School breaks are not public holidays: they belong in
-IAQ_CLOSURES_FILE.
-
-IAQ_CLOSURES_FILE: CSV with the header `institute,first_date,last_date,reason`; dates
-`YYYY-MM-DD`, inclusive; institute `*` closes every institute; `reason` is free text.
-
-Both files are UTF-8 (a byte-order mark, as Excel writes, is allowed). An institute they
-name must be one the input holds: `unknown_institutes` lists the lines that name none, once
-the run has read the input (a typo would otherwise turn holidays into school days).
-
-    institute,first_date,last_date,reason
-    *,2024-12-23,2025-01-06,Christmas holidays
-    Liceo Galilei,2025-02-14,2025-02-14,elections
+Parsed on the driver from settings and small CSV files; batch/analysis/iaq_partials.py turns them into Spark
+expressions. Every error names the setting or the file and line, and the value refused. The
+formats of the settings and files: docs/compliance.md, "The timetable and closures files".
 """
 from __future__ import annotations
 
@@ -48,7 +21,6 @@ from batch.core.errors import ConfigurationError
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # ISO order: Monday = 1
 ALL_INSTITUTES = "*"
-SECONDS_PER_DAY = 86_400
 
 NO_HOLIDAYS = "none"
 # The years whose public holidays are closed dates: the data's years are unknown before it

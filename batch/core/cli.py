@@ -10,17 +10,14 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pyspark import SparkConf
-
 from batch.core.atomic_file import write_atomically
 from batch.core.config import (
     DEFAULTED_OPTIONS_FIELD,
-    ENV_FILE_VARIABLE,
     SUMMARY_JSON_OPTION,
     Option,
     build_parser,
@@ -75,14 +72,21 @@ class LoadedSettings:
 
 
 def load(job: JobDefinition, argv: Sequence[str], project_root: Path,
-         environ: Mapping[str, str] | None = None) -> LoadedSettings:
-    """Parse `argv` (exit 2 on unknown options), resolve every setting and check them."""
+         environ: Mapping[str, str] | None = None,
+         known_variables: Callable[[], Collection[str] | None] | None = None) -> LoadedSettings:
+    """Parse `argv` (exit 2 on unknown options), resolve every setting and check them.
+
+    `known_variables`: gives every variable the jobs and their launchers read
+    (batch/env_variables.py); each other variable of the env file is warned about. Called only
+    once there is an env file to check: it imports the jobs, which --help need not. None, or
+    a None result: not checked.
+    """
     environ = os.environ if environ is None else environ
     args = job.parser().parse_args(argv)
     env_file = find_env_file(args.env_file, environ, project_root)
-    known = _known_variables()
-    if env_file is not None and known is not None:
-        for warning in unknown_variables(env_file, known):
+    known = known_variables() if env_file is not None and known_variables is not None else None
+    if known is not None:
+        for warning in unknown_variables(env_file, set(known)):
             log.warning("%s", warning)
     resolved = resolve_options_with_sources(job.options, vars(args), environ, env_file, project_root)
     option_fields = {option.field for option in job.options} | {"env_file", "check_config"}
@@ -98,25 +102,10 @@ def load(job: JobDefinition, argv: Sequence[str], project_root: Path,
     return LoadedSettings(settings, env_file, args.check_config)
 
 
-def _known_variables() -> set[str] | None:
-    """Every variable a job or a launcher reads: an env file is shared by all of them.
-
-    None where the launcher is not shipped (the job's copy that spark-submit runs): the
-    launcher checked the env file before starting it.
-    """
-    try:
-        from batch.launcher.main import LAUNCHER_OPTIONS
-    except ImportError:
-        return None
-    from batch.analysis.job import ANALYSIS_OPTIONS
-    from batch.download.settings import DOWNLOADER_OPTIONS
-    return ({option.env for option in (*ANALYSIS_OPTIONS, *DOWNLOADER_OPTIONS, *LAUNCHER_OPTIONS)}
-            | {ENV_FILE_VARIABLE})
-
-
-def load_settings(job: JobDefinition, argv: Sequence[str], project_root: Path) -> Any:
+def load_settings(job: JobDefinition, argv: Sequence[str], project_root: Path,
+                  known_variables: Callable[[], Collection[str] | None] | None = None) -> Any:
     """The job's settings; with --check-config, "configuration OK" and exit 0 once checked."""
-    loaded = load(job, argv, project_root)
+    loaded = load(job, argv, project_root, known_variables=known_variables)
     if loaded.check_config:
         print(f"{job.prog}: configuration OK")
         sys.exit(0)
@@ -174,6 +163,8 @@ def _raised_by_a_stop(error: BaseException | None) -> bool:
 
 def spark_master_unless_submitted(master: str) -> str | None:
     """The master to set ourselves: none when spark-submit already chose one."""
+    # Here, not at the top: the report's entry point shares this module and needs no Spark.
+    from pyspark import SparkConf
     return None if SparkConf().contains("spark.master") else master
 
 

@@ -157,24 +157,22 @@ def finite_number(text: str) -> float:
     return value
 
 
-def parse_port(text: str) -> int:
-    try:
-        port = whole_number(text)
-    except ValueError:
-        port = 0
-    if not 1 <= port <= 65535:
-        raise ValueError(f"expected a TCP port (1 to 65535), got {text!r}")
-    return port
-
-
-def parse_positive_int(text: str) -> int:
+def _whole_number_from_1(text: str, high: float, expected: str) -> int:
     try:
         value = whole_number(text)
     except ValueError:
         value = 0
-    if value <= 0:
-        raise ValueError(f"expected a positive whole number, got {text!r}")
+    if not 1 <= value <= high:
+        raise ValueError(f"expected {expected}, got {text!r}")
     return value
+
+
+def parse_port(text: str) -> int:
+    return _whole_number_from_1(text, 65535, "a TCP port (1 to 65535)")
+
+
+def parse_positive_int(text: str) -> int:
+    return _whole_number_from_1(text, math.inf, "a positive whole number")
 
 
 def number(low: float, high: float, *, above_low: bool = False) -> Callable[[str], float]:

@@ -85,7 +85,7 @@ METRICS: tuple[Metric, ...] = (
 METRIC_NAMES: tuple[str, ...] = tuple(metric.name for metric in METRICS)
 
 # The columns the analysis reads; nothing else is scanned. `pir` (motion) only feeds the
-# indoor-air compliance tables (batch/analysis/iaq.py): the share of occupied readings with motion.
+# indoor-air compliance tables (batch/analysis/iaq_rollup.py): the share of occupied readings with motion.
 ANALYSIS_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS + METRIC_NAMES + ("pir",)
 
 

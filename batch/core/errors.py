@@ -1,7 +1,10 @@
 """Exception classes a user can act on, and every exit code of the project (listed once here).
 
 The launchers (batch/launcher), the jobs and the development tools (devtools/) exit with
-these codes only; README.md and --help list them from here.
+these codes only; --help lists them from here, README.md by hand. Standard library only:
+batch/launcher/bootstrap.py and devtools/dev_env.py import it with the system's Python,
+before the virtualenv exists. The shell doors (start-spark.sh, spark-downloader.sh,
+tests/run.sh) cannot import it: tests/test_errors.py checks their literal codes against it.
 """
 from __future__ import annotations
 
@@ -10,12 +13,13 @@ import signal
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1  # a bug or an unforeseen failure: a traceback is logged
 EXIT_CONFIGURATION = 2  # a bad option, setting, path or password, found before Spark starts
-EXIT_INPUT = 3  # bad input; from a launcher: a missing prerequisite (Java, Python, container)
+EXIT_INPUT = 3  # bad or missing input data
 EXIT_PUBLISH = 4  # publishing to PostgreSQL failed; previous results kept
 EXIT_DOWNLOAD = 5  # writing the downloaded file failed; previous file kept
 EXIT_DOCKER = 6  # docker mode: copying into/out of the container or starting the job failed
 EXIT_DEMO_DATASET = 7  # the demo dataset cannot be written (devtools/demo.py)
 EXIT_ALREADY_RUNNING = 8  # a background run of the same job is still running
+EXIT_MISSING_PREREQUISITE = 9  # Python, Java, docker or its container, PostgreSQL for the demo
 EXIT_COMMAND_NOT_FOUND = 127  # the run wrapper cannot find spark-submit
 EXIT_SIGINT = 128 + signal.SIGINT  # 130: stopped by Ctrl-C
 EXIT_SIGTERM = 128 + signal.SIGTERM  # 143: stopped by kill / the printed stop command
@@ -24,12 +28,14 @@ EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
     EXIT_UNEXPECTED: "unexpected error (see the traceback in the log)",
     EXIT_CONFIGURATION: "bad option, setting, path or password (nothing started)",
-    EXIT_INPUT: "bad or missing input; from a launcher: a missing prerequisite (Java, Python, container)",
+    EXIT_INPUT: "bad or missing input (nothing published or written, previous results kept)",
     EXIT_PUBLISH: "publishing to PostgreSQL failed (previous results kept)",
     EXIT_DOWNLOAD: "writing the downloaded file failed (previous file kept)",
     EXIT_DOCKER: "docker mode: a copy into or out of the container, or the start, failed",
     EXIT_DEMO_DATASET: "--demo: the demo dataset cannot be written",
     EXIT_ALREADY_RUNNING: "a background run of the same job is still running",
+    EXIT_MISSING_PREREQUISITE: "a missing prerequisite: Python 3.10+, Java 17+, the virtualenv's "
+                               "install, docker or its running container, --demo's PostgreSQL",
     EXIT_COMMAND_NOT_FOUND: "spark-submit not found",
     EXIT_SIGINT: "stopped by SIGINT (Ctrl-C)",
     EXIT_SIGTERM: "stopped by SIGTERM (kill, the printed stop command)",
@@ -38,6 +44,19 @@ EXIT_CODES: dict[int, str] = {
 
 def exit_codes_text() -> str:
     return "\n".join(f"  {code:>3}  {meaning}" for code, meaning in EXIT_CODES.items())
+
+
+def first_line(what: object) -> str:
+    """The first non-empty line of `what` (an error, or a text such as a tool's output), stripped.
+
+    The one-line form of every message the project quotes from elsewhere (PostgreSQL, Java,
+    docker), whose later lines are detail or a stack trace. An error with no text is named
+    by its class; a text with no line at all is "(nothing)".
+    """
+    line = next((line.strip() for line in str(what).splitlines() if line.strip()), "")
+    if line:
+        return line
+    return type(what).__name__ if isinstance(what, BaseException) else "(nothing)"
 
 
 class BatchError(Exception):

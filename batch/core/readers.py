@@ -1,26 +1,20 @@
 """Read the raw Parquet readings into the contract's canonical schema.
 
-Which files: exactly those Spark's own batch reader reads from the input path. Its file
-index knows a Structured Streaming file-sink folder by its `_spark_metadata/` log and then
-lists only the files of committed micro-batches (compacted log files included); part files
-of a micro-batch that died before its commit are not data (the restarted query wrote those
-readings again) and are reported as uncommitted. A plain folder is every data file under it,
-hidden names (`_`, `.`) excluded, partition folders (`key=value`) included.
-
-Files appended over months drift: a metric may be `int` in one file and `double` in
-another, a column may be missing from older files, extra columns may appear. Spark's own
-schema merge refuses differing numeric types, so the reader groups the files by the schema
-in their footers, reads each group with its own schema, casts every column to the
-contract's type (a column a group lacks becomes null: "not measured") and unions them.
+Which files: exactly those Spark's own batch reader reads (a streaming sink folder's committed
+files only); files whose schemas drift are read per footer schema, cast to the contract's types
+and unioned, since Spark's own schema merge refuses differing numeric types. The rules, step by
+step: docs/analysis.md, "Read".
 """
 from __future__ import annotations
 
 import logging
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
+from functools import reduce
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from py4j.protocol import Py4JJavaError
@@ -37,8 +31,11 @@ from batch.core.errors import (
     InputNotFoundError,
     MissingColumnError,
 )
+from batch.core.spark_errors import spark_error_chain
 
 log = logging.getLogger(__name__)
+
+Result = TypeVar("Result")
 
 _NUMERIC_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType,
                   T.DoubleType, T.DecimalType)
@@ -87,6 +84,34 @@ def undecodable_file(spark_message: str) -> str | None:
     return found.group(1) if found else None
 
 
+def without_damaged_files(attempt: Callable[[tuple[str, ...]], Result],
+                          skip_corrupt_files: bool) -> Result:
+    """`attempt(unreadable)`, made again without each file a Spark job of it could not decode.
+
+    A page damaged behind an intact footer is found only when a job reads it; Spark then
+    names the file in one of the causes of its failure, at a depth that depends on the action.
+    With `skip_corrupt_files` the file is added to `unreadable` (left out, reported skipped,
+    like an unreadable footer) and the whole attempt made again, the input read anew;
+    otherwise, or when a file left out is named again, a CorruptInputFileError names it.
+    """
+    unreadable: tuple[str, ...] = ()
+    while True:
+        try:
+            return attempt(unreadable)
+        except (Py4JJavaError, CapturedException) as error:
+            causes = spark_error_chain(error)
+            file = next(filter(None, map(undecodable_file, causes)), None)
+            if file is None:
+                raise
+            reason = f" ({causes[-1]})" if len(causes) > 1 else ""
+            damaged = CorruptInputFileError(
+                f"{file} is not a readable Parquet file: its data cannot be decoded{reason}")
+            if not skip_corrupt_files or file in unreadable:
+                raise damaged from None
+            log.warning("skipping %s", damaged)
+            unreadable += (file,)
+
+
 def read_raw_readings(
     spark: SparkSession,
     path: str,
@@ -102,10 +127,7 @@ def read_raw_readings(
     group_dfs = [_read_group(spark, input_files.root, files) for files in input_files.groups]
     input_files = _require_columns(group_dfs, input_files)
     conformed = [_conform(df, columns, files) for df, files in zip(group_dfs, input_files.groups)]
-    readings_df = conformed[0]
-    for other_df in conformed[1:]:
-        readings_df = readings_df.unionByName(other_df)
-    return readings_df, input_files
+    return reduce(DataFrame.unionByName, conformed), input_files
 
 
 def discover_input_files(spark: SparkSession, path: str, skip_corrupt_files: bool,
@@ -149,7 +171,7 @@ def _list_input_files(spark: SparkSession, path: str) -> tuple[list[str], tuple[
         sink_log = jvm.org.apache.hadoop.fs.Path(hadoop_path, SINK_LOG_DIR)
         is_sink = fs.isDirectory(sink_log)
     except Py4JJavaError as error:
-        raise InputNotFoundError(f"cannot list input path {path}: {_java_message(error)}") from None
+        raise InputNotFoundError(f"cannot list input path {path}: {spark_error_chain(error)[0]}") from None
     files = _spark_input_files(spark, path)
     if not files:
         if is_sink:
@@ -176,9 +198,8 @@ def _spark_input_files(spark: SparkSession, path: str) -> list[str]:
         uris = (spark.read.schema(any_schema).option("recursiveFileLookup", "true")
                 .parquet(path).inputFiles())
     except (Py4JJavaError, CapturedException) as error:
-        message = _java_message(error) if isinstance(error, Py4JJavaError) else str(error)
         raise InputError(f"cannot list the Parquet files of {path}: "
-                         f"{message.strip().splitlines()[0]}") from None
+                         f"{spark_error_chain(error)[0]}") from None
     # The index gives URIs (a space is %20, file:///x); Hadoop paths (file:/x), as the file
     # system lists them and every other step takes them.
     return sorted(_EMPTY_AUTHORITY.sub(r"\1:/", unquote(uri)) for uri in uris)
@@ -205,7 +226,7 @@ def _list_data_files(spark: SparkSession, path: str) -> list[str]:
             if _is_data_file(uri[len(root):]):
                 files.append(uri)
     except Py4JJavaError as error:
-        raise InputNotFoundError(f"cannot list input path {path}: {_java_message(error)}") from None
+        raise InputNotFoundError(f"cannot list input path {path}: {spark_error_chain(error)[0]}") from None
     return sorted(files)
 
 
@@ -233,15 +254,11 @@ def _read_footer_schemas(spark: SparkSession, files: list[str]) -> list[str | Co
                 reader.close()
         except Py4JJavaError as error:
             return CorruptInputFileError(
-                f"{file} is not a readable Parquet file: {_java_message(error)}")
+                f"{file} is not a readable Parquet file: {spark_error_chain(error)[0]}")
 
     # Footers are read on the driver; threads overlap the round trips to the file system.
     with ThreadPoolExecutor(max_workers=_FOOTER_READ_THREADS) as pool:
         return list(pool.map(footer_schema, files))
-
-
-def _java_message(error: Py4JJavaError) -> str:
-    return str(error.java_exception.toString())
 
 
 def _read_group(spark: SparkSession, root: str, files: tuple[str, ...]) -> DataFrame:

@@ -59,8 +59,8 @@ class Column:
 
 
 # What a table's build function receives: what the analysis computed in the driver, by name
-# (the roll-up's statistics per table, batch.analysis.statistics.rollup_all; the indoor-air
-# compliance tables, batch.analysis.iaq.iaq_results). A build function returns the table's rows as a
+# (the roll-up's statistics per table, batch.analysis.rollup.rollup_all; the indoor-air
+# compliance tables, batch.analysis.iaq_rollup.iaq_results). A build function returns the table's rows as a
 # pandas DataFrame (published tables are small: one row per group).
 Results = Mapping[str, Any]
 

@@ -7,10 +7,7 @@ from typing import Any
 from py4j.protocol import Py4JJavaError
 from pyspark.errors.exceptions.captured import CapturedException
 
-
-def _first_line(error: object) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+from batch.core.errors import first_line
 
 
 def spark_error_chain(error: Py4JJavaError | CapturedException) -> list[str]:
@@ -20,9 +17,19 @@ def spark_error_chain(error: Py4JJavaError | CapturedException) -> list[str]:
     adds a layer), so a detail such as the file a task could not decode is looked for in
     every cause.
     """
-    if not isinstance(error, Py4JJavaError):
-        return [_first_line(error)]
-    return [_first_line(exception.toString()) for exception in java_causes(error.java_exception)]
+    java = java_exception(error)
+    if java is None:
+        return [first_line(error)]
+    return [first_line(exception.toString()) for exception in java_causes(java)]
+
+
+def java_exception(error: Py4JJavaError | CapturedException) -> Any:
+    """The JVM's exception behind `error` (through Py4J), or None when PySpark kept only its text.
+
+    PySpark turns some Java exceptions (AnalysisException, SparkRuntimeException, ...) into a
+    CapturedException, which keeps the Java one as `_origin`: its causes are the same chain.
+    """
+    return getattr(error, "_origin", None) or getattr(error, "java_exception", None)
 
 
 def java_causes(exception: Any) -> Iterator[Any]:
@@ -39,9 +46,9 @@ def root_cause_message(error: Py4JJavaError | CapturedException) -> str:
     It says what happened (an IOException names the path and the OS's reason); the outer
     causes only say which stage and task failed.
     """
-    java = getattr(error, "_origin", None) or getattr(error, "java_exception", None)
+    java = java_exception(error)
     if java is None:
         return spark_error_chain(error)[-1]
     *_, root = java_causes(java)
     message = root.getMessage()
-    return _first_line(message) if message else str(root.getClass().getSimpleName())
+    return first_line(message) if message else str(root.getClass().getSimpleName())

@@ -1,38 +1,21 @@
-"""One ordered file from Spark's parts: Spark sorts and writes the parts, the driver joins them.
+"""The download file: Spark writes the sorted rows as one part, which is renamed over the target.
 
-Spark writes the ordered parts into a staging folder; the driver joins them, in order, into a
-temporary file beside the target (CSV: the bytes of each part behind one header; Parquet:
-the row groups of each part, with pyarrow), and renames it over the target at the very end.
-Parts on another file system (HDFS) are first copied to this machine one at a time through
-the Hadoop FileSystem API; each part is deleted once joined, so the disk holds the file and
-at most the parts not yet joined. Nothing is collected on the driver.
-
-CSV dialect (RFC 4180, UTF-8, no byte-order mark):
-- one header line with the column names; records end with LF (Spark's CSV writer cannot
-  emit CRLF; every CSV reader accepts LF);
-- a field is quoted when it holds a comma, a quote, CR or LF (or starts with `#`), and a
-  quote inside a field is doubled - Spark's default escape is a backslash, which is not
-  RFC 4180, hence `escape='"'`; leading and trailing spaces are kept (Spark strips them
-  by default);
-- null is an empty field; an empty string is `""`;
-- timestamps are ISO-8601 with microseconds and the UTC offset of the instant in
-  BATCH_TIMEZONE (`2024-10-01T08:00:00.000000+02:00`; `Z` when the offset is zero);
-- floating-point values are written by Java's `Double.toString`, which always reads back
-  as the same double; a value stored as a 32-bit float is downloaded as the exact double of
-  that float (the reader widens it), e.g. a float 21.3 is `21.299999237060547`.
+The part is written into a staging folder: by default a hidden folder beside the target; on a
+cluster DOWNLOAD_STAGING_DIR (e.g. on HDFS), whence it is copied beside the target through the
+Hadoop FileSystem API. Made durable, it is renamed over the target: readers see the previous
+file or the complete new one. The CSV dialect is described in docs/downloader.md.
 """
 from __future__ import annotations
 
-import csv
-import gzip
-import io
+import itertools
 import logging
 import os
 import re
 import shutil
+import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,8 +24,6 @@ from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
-from batch.download import parts
-from batch.download.sweep import sweep_leftovers
 from batch.core.errors import ConfigurationError, DownloadError
 from batch.core.readers import undecodable_file
 from batch.core.session import session_conf
@@ -50,69 +31,53 @@ from batch.core.spark_errors import root_cause_message, spark_error_chain
 
 log = logging.getLogger(__name__)
 
-CSV = "csv"
-PARQUET = "parquet"
+CSV, PARQUET = "csv", "parquet"
 FORMATS: tuple[str, ...] = (CSV, PARQUET)
-TIMESTAMP_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"
 # Parquet timestamps as INT64 microseconds marked as UTC instants, which every reader maps to a
 # timestamp with time zone; Spark's default INT96 is deprecated and read back as naive nanoseconds.
-_PARQUET_WRITE_CONF: dict[str, str] = {"spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS"}
-# How long an interrupted download waits for its cancelled tasks to stop before it deletes
-# their parts anyway (a task ends at its next row once told to; this bounds the wait).
+_PARQUET_WRITE_CONF = {"spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS"}
+# How long an interrupted download waits for its write to end and its tasks to stop before it
+# deletes the parts folder anyway (a task ends at its next row once told to; this bounds the wait).
 _CANCELLED_TASKS_WAIT_S = 30.0
+_KEPT = "; the previous file is left as it was"
 
 
 @dataclass(frozen=True)
 class DownloadedFile:
-    """A published download file."""
-
     path: Path
     size_bytes: int
-    parts: int
-    rows: int  # counted by Spark while writing the parts
+    rows: int  # counted by Spark while writing
     leftovers_removed: tuple[str, ...] = ()  # of killed earlier downloads of the same target
 
 
 def csv_write_options(timezone_name: str, compress: bool) -> dict[str, str]:
-    """Spark CSV writer options giving the dialect described in the module docstring."""
+    """Spark CSV writer options giving the dialect of docs/downloader.md."""
     return {
-        "header": "false",  # the join writes one header, not one per part
-        "sep": ",", "quote": '"',
+        "header": "true", "sep": ",", "quote": '"', "escapeQuotes": "true", "quoteAll": "false",
         "escape": '"',  # RFC 4180 doubles a quote inside a field; Spark's default is a backslash
-        "escapeQuotes": "true", "quoteAll": "false", "nullValue": "", "emptyValue": '""',
+        "nullValue": "", "emptyValue": '""', "encoding": "UTF-8", "lineSep": "\n",
         # Spark strips leading and trailing spaces on write by default: names would change.
         "ignoreLeadingWhiteSpace": "false", "ignoreTrailingWhiteSpace": "false",
-        "encoding": "UTF-8", "lineSep": "\n",
-        "timestampFormat": TIMESTAMP_FORMAT, "timeZone": timezone_name,
-        # Gzip members can be concatenated (RFC 1952): each part compresses in parallel.
+        "timestampFormat": "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX", "timeZone": timezone_name,
         "compression": "gzip" if compress else "none",
     }
-
-
-def csv_header(columns: Sequence[str]) -> bytes:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(columns)
-    return buffer.getvalue().encode("utf-8")
 
 
 def write_single_file(
     download_df: DataFrame, target: Path, file_format: str, compress: bool, timezone_name: str,
     staging_root: str = "", on_written: Callable[[int], None] | None = None,
 ) -> DownloadedFile:
-    """Write `download_df` in its order as the single file `target`, replacing it atomically.
+    """Write `download_df`, in its order, as the single file `target`, replacing it atomically.
 
-    `staging_root`: a folder (URI) every executor reaches, where Spark writes the parts; empty:
-    beside the target. On any failure or interruption the temporary file and the parts are
-    removed and the previous target is left as it was. `on_written(rows)` is called once the
-    parts are written (rows counted by Spark as it wrote them), before anything is joined:
-    what it raises fails the download, the target untouched.
+    `staging_root`: a folder (URI) every executor reaches; empty: beside the target. On any
+    failure or interruption the previous target is left as it was. `on_written(rows)` is called
+    once Spark has written the file, before it replaces the target: what it raises fails it.
     """
     if file_format not in FORMATS:
         raise ConfigurationError(f"unknown download format {file_format!r}; expected one of {FORMATS}")
     if compress and file_format != CSV:
         raise ConfigurationError("gzip compression applies to CSV; Parquet is compressed inside")
-    spark = download_df.sparkSession
-    target = Path(target).absolute()
+    spark, target = download_df.sparkSession, Path(target).absolute()
     if target.is_dir():
         raise DownloadError(f"the download target {target} is a directory; give a file name")
     try:
@@ -120,82 +85,90 @@ def write_single_file(
     except OSError as error:
         raise DownloadError(f"cannot create the folder of {target}: {error.strerror}") from None
     swept = sweep_leftovers(target)
-    # The names sweep_leftovers recognises: a dot-file and a dot-folder beside the target.
-    token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-    safe_name = re.sub(r"[^A-Za-z0-9._-]", "_", target.name)
-    temporary = target.with_name(f".{safe_name}.{token}.tmp")
-    local_parts = target.with_name(f".{safe_name}.parts-{token}")
-    staging = (f"{staging_root.rstrip('/')}/{safe_name}.parts-{token}" if staging_root
-               else f"file://{local_parts}")
+    name = f"{_safe_name(target)}.parts-{os.getpid()}-{uuid.uuid4().hex[:12]}"  # as swept
+    local_parts = target.with_name(f".{name}")
+    staging = f"{staging_root.rstrip('/')}/{name}" if staging_root else f"file://{local_parts}"
+    written = Observation(f"download-{name}")
     try:
-        written = Observation(f"download-{token}")
-        _write_parts(download_df.observe(written, F.count(F.lit(1)).alias("rows")),
-                     staging, file_format, compress, timezone_name)
+        # One partition, one part; a sorted single partition keeps its order.
+        _write_part(download_df.coalesce(1).observe(written, F.count(F.lit(1)).alias("rows")),
+                    staging, file_format, compress, timezone_name)
         rows = int(written.get["rows"])
         if on_written is not None:
             on_written(rows)
-        in_order = parts.local_parts_in_order(spark, staging, local_parts)
-        if file_format == CSV:
-            header = csv_header(download_df.columns)
-            part_count = parts.concatenate(gzip.compress(header, mtime=0) if compress else header,
-                                           in_order, temporary)
-        else:
-            part_count = parts.merge_parquet(in_order, temporary, rows)
-        size = temporary.stat().st_size
-        _publish(temporary, target)
-    except KeyboardInterrupt:
-        _cancel_jobs(spark)  # so that no task keeps writing parts while they are deleted
-        raise
+        part = _part_beside_target(spark, staging, local_parts)
+        size = part.stat().st_size
+        try:
+            _fsync(part)
+            os.replace(part, target)
+            _fsync(target.parent)
+        except OSError as error:
+            raise DownloadError(f"cannot move the finished download to {target}: "
+                                f"{error.strerror or error}{_KEPT}") from None
     finally:
-        _remove_quietly(temporary)
         shutil.rmtree(local_parts, ignore_errors=True)
         _delete_staging(spark, staging)
-    return DownloadedFile(path=target, size_bytes=size, parts=part_count, rows=rows,
-                          leftovers_removed=swept)
+    return DownloadedFile(path=target, size_bytes=size, rows=rows, leftovers_removed=swept)
 
 
-def _write_parts(download_df: DataFrame, staging: str, file_format: str, compress: bool,
-                 timezone_name: str) -> None:
+def _write_part(download_df: DataFrame, staging: str, file_format: str, compress: bool,
+                timezone_name: str) -> None:
+    """Spark's write, in a thread of its own: an interruption cancels its jobs until it has ended."""
+    failure: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            if file_format == CSV:
+                download_df.write.options(**csv_write_options(timezone_name, compress)).csv(staging)
+            else:
+                with session_conf(download_df.sparkSession, _PARQUET_WRITE_CONF):
+                    download_df.write.parquet(staging)
+        except BaseException as error:  # noqa: BLE001 - raised again in the calling thread
+            failure.append(error)
+
+    writer = threading.Thread(target=write, name="download-write", daemon=True)
+    writer.start()
     try:
-        if file_format == CSV:
-            download_df.write.mode("errorifexists").options(
-                **csv_write_options(timezone_name, compress)).csv(staging)
-        else:
-            with session_conf(download_df.sparkSession, _PARQUET_WRITE_CONF):
-                download_df.write.mode("errorifexists").parquet(staging)
-    except (CapturedException, Py4JJavaError) as error:
-        if any(map(undecodable_file, spark_error_chain(error))):
-            raise  # a damaged input file, not a write failure: the job names or skips it
-        reason = root_cause_message(error)
-        local = parts.local_path(staging)
-        if local is not None:
-            # Hadoop's local file system says "Mkdirs failed" without the reason: ask the OS.
-            reason = _local_write_problem(local) or reason
-        raise DownloadError(f"cannot write the download parts to {local or staging}: {reason}; "
-                            "the previous file is left as it was") from None
+        writer.join()
+    except KeyboardInterrupt:
+        _cancel_write(download_df.sparkSession, writer)
+        raise
+    if not failure:
+        return
+    error = failure[0]
+    if not isinstance(error, (CapturedException, Py4JJavaError)) or any(
+            map(undecodable_file, spark_error_chain(error))):
+        raise error  # a damaged input file is not a write failure: the job names or skips it
+    reason, local = root_cause_message(error), _local_path(staging)
+    if local is not None:
+        # Hadoop's local file system says "Mkdirs failed" without the reason: ask the OS.
+        try:
+            local.mkdir(parents=True, exist_ok=True)
+            with open(local / ".write-probe", "wb") as probe:
+                probe.write(b"x")
+                os.fsync(probe.fileno())
+        except OSError as problem:
+            reason = f"{problem.filename}: {problem.strerror}" if problem.filename else str(problem.strerror)
+    raise DownloadError(f"cannot write the download parts to {local or staging}: {reason}{_KEPT}") from None
 
 
-def _local_write_problem(folder: Path) -> str | None:
-    """Why a file cannot be written into `folder` (the path and the OS's reason), or None."""
+def _part_beside_target(spark: SparkSession, staging: str, local_parts: Path) -> Path:
+    """The part Spark wrote, in `local_parts` beside the target: copied there when staged elsewhere."""
+    if staging == f"file://{local_parts}":
+        (part,) = local_parts.glob("part-*")
+        return part
+    hadoop_path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / ".write-probe", "wb") as probe:
-            probe.write(b"x")
-            os.fsync(probe.fileno())
-    except OSError as error:
-        return f"{error.filename}: {error.strerror}" if error.filename else str(error.strerror)
-    return None
-
-
-def _publish(temporary: Path, target: Path) -> None:
-    """Make the complete temporary file durable, then rename it over the target."""
-    try:
-        _fsync(temporary)
-        os.replace(temporary, target)
-        _fsync(target.parent)
-    except OSError as error:
-        raise DownloadError(f"cannot move the finished download to {target}: "
-                            f"{error.strerror or error}; the previous file is left as it was") from None
+        fs = hadoop_path(staging).getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+        (source,) = [status.getPath() for status in fs.listStatus(hadoop_path(staging))
+                     if status.getPath().getName().startswith("part-")]
+        local_parts.mkdir(exist_ok=True)
+        part = local_parts / source.getName()
+        fs.copyToLocalFile(False, source, hadoop_path(f"file://{part}"), True)
+    except Py4JJavaError as error:
+        raise DownloadError(f"cannot copy the download from {staging}: "
+                            f"{root_cause_message(error)}{_KEPT}") from None
+    return part
 
 
 def _fsync(path: Path) -> None:
@@ -206,35 +179,27 @@ def _fsync(path: Path) -> None:
         os.close(descriptor)
 
 
-def _remove_quietly(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    except OSError as error:
-        log.warning("cannot remove the temporary file %s: %s", path, error.strerror)
+def _cancel_write(spark: SparkSession, writer: threading.Thread) -> None:
+    """Cancel Spark's jobs until the write has ended and its tasks have stopped (bounded): a job
+    it starts after a cancel, or a task still running, would create the parts folder again.
 
-
-def _cancel_jobs(spark: SparkSession) -> None:
-    """Cancel the running jobs and wait until their tasks have stopped (bounded).
-
-    Cancelling only asks the tasks to stop: a task still running would create its attempt
-    folder again, and with it the parts folder, after the parts are deleted.
+    The running tasks are the scheduler's, which counts a killed task until it has ended; the
+    status tracker's count drops to 0 as soon as its job is cancelled.
     """
+    deadline = time.monotonic() + _CANCELLED_TASKS_WAIT_S
     try:
-        context = spark.sparkContext
-        context.cancelAllJobs()
-        tracker = context._jsc.sc().statusTracker()
-        deadline = time.monotonic() + _CANCELLED_TASKS_WAIT_S
-        while (any(executor.numRunningTasks() for executor in tracker.getExecutorInfos())
-               and time.monotonic() < deadline):
+        scheduler = spark.sparkContext._jsc.sc().taskScheduler()
+        as_java = spark.sparkContext._jvm.scala.collection.JavaConverters.mapAsJavaMap
+        while time.monotonic() < deadline and (
+                writer.is_alive() or sum(as_java(scheduler.runningTasksByExecutors()).values())):
+            spark.sparkContext.cancelAllJobs()
             time.sleep(0.05)
     except Py4JError as error:
         log.warning("cannot cancel the running Spark jobs: %s", error)
 
 
 def _delete_staging(spark: SparkSession, staging: str) -> None:
-    local = parts.local_path(staging)
+    local = _local_path(staging)
     if local is not None:
         # Without the JVM: after a kill of spark-submit the gateway is already gone.
         shutil.rmtree(local, ignore_errors=True)
@@ -244,3 +209,50 @@ def _delete_staging(spark: SparkSession, staging: str) -> None:
         path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(path, True)
     except (Py4JError, AttributeError) as error:
         log.warning("cannot remove the download parts in %s: %s", staging, error)
+
+
+def _local_path(uri: str) -> Path | None:
+    """The local path of a `file:` URI as Hadoop prints it; None for any other file system."""
+    match = re.match(r"^file:(?://)?(/.*)$", uri)
+    return Path(match.group(1)) if match else None
+
+
+def _safe_name(target: Path) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", target.name)
+
+
+def sweep_leftovers(target: Path) -> tuple[str, ...]:
+    """Remove, and name, what downloads of `target` killed outright (no `finally` ran) left beside
+    it: only the folder `.NAME.parts-<pid>-<12 hex>` (and an earlier version's temporary file
+    `.NAME.<pid>-<12 hex>.tmp`) of a pid that no longer runs. Nothing else is ever deleted."""
+    name = re.escape(_safe_name(target))
+    patterns = ((re.compile(rf"\.{name}\.(\d+)-[0-9a-f]{{12}}\.tmp"), False),
+                (re.compile(rf"\.{name}\.parts-(\d+)-[0-9a-f]{{12}}"), True))
+    removed = []
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return ()
+    for entry, (pattern, is_folder) in itertools.product(entries, patterns):
+        match = pattern.fullmatch(entry.name)
+        if (match is None or entry.is_dir(follow_symlinks=False) != is_folder
+                or entry.is_symlink() or _process_exists(int(match.group(1)))):
+            continue
+        try:
+            shutil.rmtree(entry.path) if is_folder else os.unlink(entry.path)
+        except OSError as error:
+            log.warning("cannot remove %s, left by a killed download: %s", entry.path, error.strerror)
+            continue
+        log.info("removed %s, left by a killed download (pid %s)", entry.path, match.group(1))
+        removed.append(entry.name)
+    return tuple(sorted(removed))
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:
+        pass  # it exists, owned by someone else
+    return True

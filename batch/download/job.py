@@ -1,36 +1,20 @@
-"""The download job: raw Parquet readings -> filters -> (validation) -> one ordered file.
-
-Launched by spark-downloader.sh (spark-submit), or directly with
-`python spark-downloader.py --help`; its settings are in batch/download/settings.py.
-"""
+"""The download job: raw Parquet readings -> filters -> (validation) -> one ordered file."""
 from __future__ import annotations
 
 import logging
-import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from py4j.protocol import Py4JJavaError
-from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import Observation, SparkSession
 
 from batch.core import cli
+from batch.download import rows
 from batch.download.files import write_single_file
-from batch.download.filters import check_filter_values, filter_readings, value_inventory
-from batch.download.rows import (
-    clean_count_columns,
-    columns_to_read,
-    order_for_download,
-    range_checked_columns,
-    sort_for_download,
-    usable_readings,
-)
 from batch.download.settings import DownloaderSettings, check_settings
-from batch.core.errors import ConfigurationError, CorruptInputFileError, DownloadError, EmptyInputError
-from batch.core.readers import read_raw_readings, undecodable_file
-from batch.core.spark_errors import spark_error_chain
+from batch.core.errors import ConfigurationError, EmptyInputError
+from batch.core.readers import read_raw_readings, without_damaged_files
 from batch.core.summary import JobSummary
+from batch.core.timing import timed_phase
 from batch.core.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings
 
 log = logging.getLogger(__name__)
@@ -38,10 +22,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(kw_only=True)
 class DownloadSummary(JobSummary):
-    """What a download did; printed at the end and optionally written as JSON.
-
-    rows_excluded and values_nulled are counted with --clean only.
-    """
+    """What a download did; printed at the end and optionally written as JSON (the counts of
+    excluded readings and nulled values with --clean only)."""
 
     output: str
     file_format: str
@@ -53,7 +35,6 @@ class DownloadSummary(JobSummary):
     rows_downloaded: int | None = None
     file_bytes: int | None = None
     file_size: str | None = None
-    parts: int | None = None
     leftovers_removed: list[str] = field(default_factory=list)  # of killed earlier downloads
     seconds: float | None = None
 
@@ -70,9 +51,10 @@ class DownloadSummary(JobSummary):
 def run_download(spark: SparkSession, settings: DownloaderSettings,
                  summary: DownloadSummary) -> DownloadSummary:
     """Run the whole download, filling `summary`; raises BatchError with the summary marked failed."""
-    started = time.monotonic()
+    whole: dict[str, float] = {}
     try:
-        _download(spark, settings, summary)
+        with timed_phase(whole, "download"):
+            _download(spark, settings, summary)
         summary.status = "succeeded"
     except BaseException as error:
         summary.status = "failed"
@@ -81,7 +63,7 @@ def run_download(spark: SparkSession, settings: DownloaderSettings,
             summary.error_message += "; the previous file is kept"
         raise
     finally:
-        summary.seconds = round(time.monotonic() - started, 3)
+        summary.seconds = whole.get("download")
     return summary
 
 
@@ -92,23 +74,10 @@ class NoMatchingReadingsError(EmptyInputError):
 def _download(spark: SparkSession, settings: DownloaderSettings, summary: DownloadSummary) -> None:
     check_settings(settings)
     _check_staging(spark, settings)
-    unreadable: tuple[str, ...] = ()
-    while True:
-        try:
-            _download_once(spark, settings, summary, unreadable)
-            return
-        except (Py4JJavaError, CapturedException) as error:
-            file = next(filter(None, map(undecodable_file, spark_error_chain(error))), None)
-            if file is None:
-                raise
-            damaged = CorruptInputFileError(
-                f"{file} is not a readable Parquet file: its data cannot be decoded")
-            if not settings.skip_corrupt_files or file in unreadable:
-                raise damaged from None
-            # A footer that reads but data pages that do not: skipped like an unreadable
-            # footer, and the download made again without it.
-            log.warning("skipping %s", damaged)
-            unreadable += (file,)
+    # A footer that reads but data pages that do not: skipped like an unreadable footer, and
+    # the download made again without it.
+    without_damaged_files(lambda unreadable: _download_once(spark, settings, summary, unreadable),
+                          settings.skip_corrupt_files)
 
 
 def _download_once(spark: SparkSession, settings: DownloaderSettings, summary: DownloadSummary,
@@ -118,33 +87,35 @@ def _download_once(spark: SparkSession, settings: DownloaderSettings, summary: D
     with summary.phase("read"):
         readings_df, input_files = read_raw_readings(
             spark, settings.raw_data_path,
-            columns_to_read(columns, download_filter, settings.download_clean),
+            rows.columns_to_read(columns, download_filter, settings.download_clean),
             settings.skip_corrupt_files, unreadable)
         summary.record_input(input_files)
     if download_filter.has_value_filters:
         # One aggregation over the three value columns, before anything is written: a
         # misspelt profile is told apart from an empty selection, with the values that exist.
         with summary.phase("check"):
-            inventory = [row.asDict() for row in value_inventory(readings_df).collect()]
-            check_filter_values(download_filter, inventory, settings.raw_data_path)
-    selected_df = readings_df.transform(filter_readings, download_filter)
-    checked = range_checked_columns(columns)
-    # The --clean counts are observed while the download is written, after the sort (whose
-    # sampling pass reads the rows before it: counts observed there would be off).
-    clean_observation = (Observation(f"clean-counts-{uuid.uuid4().hex}")
-                         if settings.download_clean else None)
-    if clean_observation is None:
-        download_df = selected_df.transform(order_for_download, columns)
-    else:
-        download_df = (selected_df.transform(validate_readings, checked, settings.download_drop_replays)
-                       .transform(sort_for_download, columns)
-                       .observe(clean_observation, *clean_count_columns(checked))
-                       .transform(usable_readings, columns))
+            inventory = [row.asDict() for row in rows.value_inventory(readings_df).collect()]
+            rows.check_filter_values(download_filter, inventory, settings.raw_data_path)
+    selected_df = readings_df.transform(rows.filter_readings, download_filter)
+    checked = rows.range_checked_columns(columns)
+    # The --clean counts are observed in the task that writes the file, as its row count is.
+    clean = Observation(f"clean-counts-{uuid.uuid4().hex}")
+    download_df = (selected_df.transform(rows.order_for_download, columns)
+                   if not settings.download_clean else
+                   selected_df.transform(validate_readings, checked, settings.download_drop_replays)
+                   .transform(rows.sort_for_download, columns)
+                   .observe(clean, *rows.clean_count_columns(checked))
+                   .transform(rows.usable_readings, columns))
 
-    def check_written(rows: int) -> None:
-        # Called once Spark has written the parts, before the file is assembled and published.
-        _record_counts(summary, settings, checked, clean_observation, rows)
-        if rows == 0:
+    def check_written(written: int) -> None:  # before the file replaces the previous one
+        summary.rows_downloaded = summary.rows_selected = written
+        if settings.download_clean:
+            counts = clean.get
+            summary.rows_selected = counts["rows_selected"]
+            reasons = EXCLUSION_REASONS + ((REPLAY_REASON,) if settings.download_drop_replays else ())
+            summary.rows_excluded = {reason: counts[reason] for reason in reasons}
+            summary.values_nulled = {column: counts[out_of_range_flag(column)] for column in checked}
+        if written == 0:
             raise NoMatchingReadingsError(_no_match_message(settings, summary))
 
     with summary.phase("write"):
@@ -153,34 +124,15 @@ def _download_once(spark: SparkSession, settings: DownloaderSettings, summary: D
             settings.batch_timezone, settings.download_staging_dir, on_written=check_written)
     summary.file_bytes = downloaded.size_bytes
     summary.file_size = _human_size(downloaded.size_bytes)
-    summary.parts = downloaded.parts
     summary.leftovers_removed = list(downloaded.leftovers_removed)
     log.info("downloaded %s rows to %s (%s)", f"{summary.rows_downloaded:,}", downloaded.path,
              summary.file_size)
 
 
-def _record_counts(summary: DownloadSummary, settings: DownloaderSettings,
-                   checked: Sequence[str], clean_observation: Observation | None,
-                   rows: int) -> None:
-    summary.rows_downloaded = rows
-    if clean_observation is None:
-        summary.rows_selected = rows
-        return
-    counts = clean_observation.get
-    if counts["rows_downloaded"] != rows:
-        raise DownloadError(f"--clean counted {counts['rows_downloaded']:,} usable readings but "
-                          f"{rows:,} were written; {settings.output_path} left as it was")
-    summary.rows_selected = counts["rows_selected"]
-    reasons = EXCLUSION_REASONS + ((REPLAY_REASON,) if settings.download_drop_replays else ())
-    summary.rows_excluded = {reason: counts[reason] for reason in reasons}
-    summary.values_nulled = {column: counts[out_of_range_flag(column)] for column in checked}
-
-
 def _check_staging(spark: SparkSession, settings: DownloaderSettings) -> None:
     master = spark.sparkContext.master
     if not settings.download_staging_dir and not master.startswith("local"):
-        # Executors on other machines would write their parts to their own disks, and the
-        # driver would assemble a download with rows missing.
+        # An executor on another machine would write the file to its own disk.
         raise ConfigurationError(
             f"Spark runs on {master}, whose executors cannot write to this machine's disk: set "
             "DOWNLOAD_STAGING_DIR (--staging-dir) to a folder on the cluster's file system, "
@@ -201,9 +153,7 @@ def _no_match_message(settings: DownloaderSettings, summary: DownloadSummary) ->
 
 
 def _human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
+    if size < 1024:
+        return f"{size:,} B"
+    exponent = min(3, (size.bit_length() - 1) // 10)
+    return f"{size / 1024 ** exponent:,.1f} {('KiB', 'MiB', 'GiB')[exponent - 1]}"

@@ -1,30 +1,20 @@
-"""The download's settings: its options, the filters (flags only) and the checks before Spark starts.
-
-Settings come from the shared options (RAW_DATA_PATH, BATCH_TIMEZONE, ...) plus the
-download's own; the filters are flags only, since they describe one particular download
-rather than the installation.
-"""
+"""The download's settings: the shared options, its own, the filters (flags only: they describe
+one download, not the installation) and their checks before Spark starts."""
 from __future__ import annotations
 
 import argparse
 import re
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from zoneinfo import ZoneInfo
 
 from batch.core import cli
-from batch.core.config import (
-    COMMON_OPTIONS,
-    SUMMARY_JSON_OPTION,
-    Option,
-    check_file_target,
-    parse_bool,
-    settings_type,
-)
+from batch.core.config import COMMON_OPTIONS, SUMMARY_JSON_OPTION, Option, check_file_target, parse_bool, settings_type
 from batch.core.contract import RAW_COLUMNS, RAW_COLUMNS_BY_NAME
-from batch.download.files import CSV, FORMATS, PARQUET
-from batch.download.filters import DownloadFilter, parse_local_instant
 from batch.core.errors import ConfigurationError
+from batch.download.files import CSV, FORMATS, PARQUET
+from batch.download.rows import DownloadFilter
 
 DEFAULT_OUTPUT = "data/raw/indoor_sensor_data.csv"
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -52,6 +42,30 @@ def parse_columns(text: str) -> tuple[str, ...]:
     return names
 
 
+def parse_local_instant(text: str, timezone_name: str) -> datetime:
+    """The UTC instant of an ISO date (its local midnight) or date-time, local to `timezone_name`
+    unless it has an offset; a local time skipped or repeated by a clock change is refused."""
+    cleaned = text.strip()
+    try:
+        parsed = datetime.fromisoformat(cleaned[:-1] + "+00:00" if cleaned[-1:] in "Zz" else cleaned)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not an ISO date or date-time (e.g. 2024-10-01, 2024-10-01T08:30, "
+            "2024-10-01T08:30:00+02:00)") from None
+    if parsed.tzinfo is not None:
+        return parsed.astimezone(timezone.utc)
+    zone = ZoneInfo(timezone_name)
+    earlier, later = parsed.replace(tzinfo=zone, fold=0), parsed.replace(tzinfo=zone, fold=1)
+    if earlier.utcoffset() != later.utcoffset():
+        offsets = sorted({earlier.isoformat()[-6:], later.isoformat()[-6:]})  # "+02:00"
+        round_trip = earlier.astimezone(timezone.utc).astimezone(zone).replace(tzinfo=None)
+        why = "does not exist in" if round_trip != parsed else "happens twice in"
+        raise ValueError(
+            f"{text!r} {why} {timezone_name} (a daylight-saving change): add the offset "
+            f"meant, e.g. {parsed.isoformat()}{offsets[0]} or {parsed.isoformat()}{offsets[-1]}")
+    return earlier.astimezone(timezone.utc)
+
+
 DOWNLOADER_OPTIONS: tuple[Option, ...] = COMMON_OPTIONS + (
     Option("DOWNLOAD_OUTPUT", DEFAULT_OUTPUT,
            "file to write, on the driver's disk; the default's suffix follows the format "
@@ -71,15 +85,14 @@ DOWNLOADER_OPTIONS: tuple[Option, ...] = COMMON_OPTIONS + (
            "comma-separated columns to download, in that order (empty: every contract column)",
            parse_columns, flag_name="--columns"),
     Option("DOWNLOAD_STAGING_DIR", "",
-           "folder (URI) Spark writes the parts to before they are joined into the output; "
-           "empty: beside the output, which only local Spark can reach - on a cluster give a "
-           "folder on the shared file system (hdfs://...)", flag_name="--staging-dir", path=True),
+           "folder (URI) Spark writes the file to before it is copied to the output; empty: "
+           "beside the output, which only local Spark can reach - on a cluster give a folder "
+           "on the shared file system (hdfs://...)", flag_name="--staging-dir", path=True),
     SUMMARY_JSON_OPTION,
 )
 
-_FILTERS: tuple[tuple[str, type, Any], ...] = (
-    ("profiles", tuple, ()), ("institutes", tuple, ()), ("classrooms", tuple, ()),
-    ("since", str, ""), ("until", str, ""))
+_FILTERS = (("profiles", tuple, ()), ("institutes", tuple, ()), ("classrooms", tuple, ()),
+            ("since", str, ""), ("until", str, ""))
 
 
 class DownloaderSettings(settings_type("DownloaderSettings", DOWNLOADER_OPTIONS, _FILTERS)):  # type: ignore[misc]
@@ -92,9 +105,9 @@ class DownloaderSettings(settings_type("DownloaderSettings", DOWNLOADER_OPTIONS,
     @property
     def output_path(self) -> Path:
         """The file to write; the default name takes the suffix of the format."""
-        suffix = _SUFFIXES.get((self.download_format, self.download_gzip), "")
         path = Path(self.download_output)
         if path.as_posix().endswith(DEFAULT_OUTPUT):
+            suffix = _SUFFIXES.get((self.download_format, self.download_gzip), "")
             return path.with_name(path.name[: -len(".csv")] + suffix)
         return path
 
@@ -109,16 +122,14 @@ class DownloaderSettings(settings_type("DownloaderSettings", DOWNLOADER_OPTIONS,
             except ValueError as error:
                 raise ConfigurationError(f"--{name}: {error}") from None
         return DownloadFilter(profiles=self.profiles, institutes=self.institutes,
-                            classrooms=self.classrooms, **instants)
+                              classrooms=self.classrooms, **instants)
 
     def filter_description(self) -> dict[str, str]:
         """The filters as given, for the summary (instants also shown in UTC)."""
         download_filter = self.download_filter
-        described: dict[str, str] = {}
-        for flag, values in (("profile", self.profiles), ("institute", self.institutes),
-                             ("classroom", self.classrooms)):
-            if values:
-                described[flag] = ", ".join(values)
+        described = {flag: ", ".join(values) for flag, values in (
+            ("profile", self.profiles), ("institute", self.institutes), ("classroom", self.classrooms))
+            if values}
         for flag, text, instant in (("since", self.since, download_filter.since),
                                     ("until", self.until, download_filter.until)):
             if instant is not None:
@@ -131,39 +142,18 @@ def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
     """The repeatable filters: flags only, since they describe one download, not the installation."""
     filters = parser.add_argument_group(
         "filters", "All optional; different filters combine with AND, repeated values with OR.")
-    filters.add_argument("--profile", dest="profiles", action="append", default=[], metavar="NAME",
-                         help="device profile to download, e.g. AM319 (repeatable)")
-    filters.add_argument("--institute", dest="institutes", action="append", default=[],
-                         metavar="NAME", help="institute to download (repeatable)")
-    filters.add_argument("--classroom", dest="classrooms", action="append", default=[],
-                         metavar="NAME",
-                         help="classroom to download (repeatable); classrooms are named per "
-                              "institute, so combine with --institute to pick one room")
+    for flag, what in (("profile", "device profile to download, e.g. AM319 (repeatable)"),
+                       ("institute", "institute to download (repeatable)"),
+                       ("classroom", "classroom to download (repeatable); classrooms are named per "
+                                     "institute, so combine with --institute to pick one room")):
+        filters.add_argument(f"--{flag}", dest=f"{flag}s", action="append", default=[],
+                             metavar="NAME", help=what)
     filters.add_argument("--since", default="", metavar="WHEN",
                          help="first instant, inclusive: ISO date or date-time, local to "
                               "BATCH_TIMEZONE unless it has an offset (2024-10-01, "
                               "2024-10-01T08:00, 2024-10-01T08:00+02:00)")
     filters.add_argument("--until", default="", metavar="WHEN",
                          help="end instant, exclusive; same forms as --since")
-
-
-def check_before_start(settings: DownloaderSettings) -> None:
-    """Everything that can be checked before Spark starts, the output's folder included."""
-    check_settings(settings)
-    check_file_target(settings.output_path, "--output")
-
-
-DOWNLOADER_JOB = cli.JobDefinition(
-    "spark-downloader.py",
-    "Download raw indoor-air readings, filtered by device profile, institute, classroom and time "
-    "window, as one ordered CSV (or Parquet) file, replaced atomically.",
-    DOWNLOADER_OPTIONS, DownloaderSettings, check_before_start, add_filter_arguments)
-
-
-def load_download_settings(argv: Sequence[str], project_root: Path,
-                           environ: Mapping[str, str] | None = None) -> DownloaderSettings:
-    """The checked settings of `argv` and `environ` (default: the process's), as the job loads them."""
-    return cli.load(DOWNLOADER_JOB, argv, project_root, environ).settings
 
 
 def check_settings(settings: DownloaderSettings) -> None:
@@ -188,5 +178,22 @@ def check_settings(settings: DownloaderSettings) -> None:
         raise ConfigurationError(
             f"--output {path} ends in {actual}, but the download is {what}: name it "
             f"{path.name[: -len(actual)]}{expected} so that readers know what it holds")
-    if path.is_dir():
-        raise ConfigurationError(f"--output {path} is a directory; give a file name")
+
+
+def check_before_start(settings: DownloaderSettings) -> None:
+    """Everything that can be checked before Spark starts, the output's folder included."""
+    check_settings(settings)
+    check_file_target(settings.output_path, "--output")
+
+
+DOWNLOADER_JOB = cli.JobDefinition(
+    "spark-downloader.py",
+    "Download raw indoor-air readings, filtered by device profile, institute, classroom and time "
+    "window, as one ordered CSV (or Parquet) file, replaced atomically.",
+    DOWNLOADER_OPTIONS, DownloaderSettings, check_before_start, add_filter_arguments)
+
+
+def load_download_settings(argv: Sequence[str], project_root: Path,
+                           environ: Mapping[str, str] | None = None) -> DownloaderSettings:
+    """The checked settings of `argv` and `environ` (default: the process's), as the job loads them."""
+    return cli.load(DOWNLOADER_JOB, argv, project_root, environ).settings

@@ -16,7 +16,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-EXIT_MISSING_PREREQUISITE = 3  # batch.core.errors.EXIT_INPUT, which cannot be imported yet
+if not __package__:
+    # Run as a file by the doors: the project's package is not importable yet, but the exit
+    # codes are (batch/core/errors.py uses the standard library only).
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from batch.core.errors import EXIT_CONFIGURATION, EXIT_MISSING_PREREQUISITE  # noqa: E402
 
 
 def venv_dir(project_root: Path) -> Path:
@@ -86,7 +90,7 @@ def _die(message: str) -> None:
 def main(argv: list[str]) -> None:
     if len(argv) < 3 or argv[0] != "--project-root":
         print("usage: bootstrap.py --project-root DIR JOB [ARGS...]", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_CONFIGURATION)
     project_root = Path(argv[1])
     python = ensure_venv(project_root)
     os.execv(str(python), [str(python), "-m", "batch.launcher", *argv])

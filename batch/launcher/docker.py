@@ -15,24 +15,39 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from batch.core import atomic_file
-from batch.core.errors import EXIT_DOCKER
+from dotenv import dotenv_values
+
+from batch.core import atomic_file, errors
+from batch.core.errors import EXIT_DOCKER, EXIT_MISSING_PREREQUISITE, first_line
 from batch.launcher import submit
 from batch.launcher.jobrun import STOP_SIGNALS
-from batch.launcher.main import (
-    EXIT_MISSING_PREREQUISITE,
-    LAUNCHER_ONLY_VARIABLES,
-    Launch,
-    LauncherError,
-    container_problem,
-    documented_variables,
-)
+from batch.launcher.launch import JOBS, Launch, LauncherError, Request
+from batch.launcher.options import LAUNCHER_ONLY_VARIABLES, LauncherSettings
 
 JOBRUN = "jobrun.py"
+
+
+def container_problem(docker: Sequence[str], container: str) -> str | None:
+    """None when the container is running; otherwise why not."""
+    try:
+        answer = subprocess.run([*docker, "inspect", "--format", "{{.State.Running}}", container],
+                                capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        return f"the docker command '{docker[0]}' is not installed (DOCKER_CMD={' '.join(docker)})"
+    except subprocess.TimeoutExpired:
+        return f"no running container {container} ({shlex.join(docker)} inspect did not answer in 60 s)"
+    if answer.returncode != 0:
+        # docker's messages may start with a blank line.
+        said = first_line(answer.stdout + "\n" + answer.stderr)
+        return f"no running container {container} ({shlex.join([*docker, 'inspect'])} said: {said})"
+    if answer.stdout.strip() != "true":
+        return f"the container {container} is not running"
+    return None
 
 
 def _docker(state: Launch, *args: str, capture: bool = False) -> subprocess.CompletedProcess[str]:
@@ -53,6 +68,14 @@ def _exec(state: Launch, command: list[str], *, workdir: str = "", environment: 
 
 def _jobrun(state: Launch, action: str) -> list[str]:
     return [state.settings.spark_container_python, JOBRUN, action]
+
+
+def documented_variables(*env_files: Path | None) -> set[str]:
+    names: set[str] = set()
+    for env_file in env_files:
+        if env_file is not None and env_file.is_file():
+            names |= set(dotenv_values(env_file))
+    return names
 
 
 def _container_environment(state: Launch, stage: Path) -> list[str]:
@@ -95,9 +118,9 @@ def run_in_container(state: Launch) -> int:
             shutil.copy(state.env_file, stage / "env" / "spark.env")
         else:
             (stage / "env" / "spark.env").touch()
-        # jobrun.py with the one module it imports (standard library only otherwise).
+        # jobrun.py with the two modules it imports (standard library only otherwise).
         for source in (state.project_root / job.script, state.project_root / "env" / "log4j2.properties",
-                       Path(__file__).with_name(JOBRUN), Path(atomic_file.__file__)):
+                       Path(__file__).with_name(JOBRUN), Path(atomic_file.__file__), Path(errors.__file__)):
             shutil.copy(source, stage)
         environment = _container_environment(state, stage)
         submit.build_py_files_zip(Path(__file__).resolve().parent.parent, stage / "batch.zip")
@@ -269,8 +292,6 @@ def _write_summary(state: Launch, target: Path, summary: dict[str, Any]) -> None
 
 def watch(project_root: Path, job_name: str, plan_text: str) -> int:
     """The background copy-out: waits for the job, then collects its results."""
-    from batch.launcher.main import JOBS, LauncherSettings, Request
-
     plan = json.loads(plan_text)
     job = JOBS[job_name]
     settings = LauncherSettings(**{

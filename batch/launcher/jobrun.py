@@ -32,11 +32,12 @@ from pathlib import Path
 
 try:
     from batch.core.atomic_file import write_atomically
-except ImportError:  # in the Spark container, where atomic_file.py is copied beside this file
+    from batch.core.errors import EXIT_COMMAND_NOT_FOUND
+except ImportError:  # in the Spark container, where atomic_file.py and errors.py are copied beside this file
     from atomic_file import write_atomically  # type: ignore[no-redef]
+    from errors import EXIT_COMMAND_NOT_FOUND  # type: ignore[no-redef]
 
 NAME = "jobrun.py"
-COMMAND_NOT_FOUND = 127  # batch.core.errors.EXIT_COMMAND_NOT_FOUND (not importable in the container)
 # The stops a supervisor passes on to the job's process group (batch.core.cli records them).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # The job's driver stops itself when this process ends without passing a stop on (a kill -9
@@ -208,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{NAME}: {command[0] if command else '(no command)'}: not found "
               f"(PATH={os.environ.get('PATH', '')}{f', SPARK_HOME={spark_home}' if spark_home else ''})",
               file=sys.stderr, flush=True)
-        return _finish(args, COMMAND_NOT_FOUND)
+        return _finish(args, EXIT_COMMAND_NOT_FOUND)
     child = supervisor.start([executable, *command[1:]], os.environ, new_group=False)
     write_atomically(folder / "job.pid", f"{child.pid}\n")
     return _finish(args, supervisor.wait(child))

@@ -3,7 +3,8 @@
 `python -m batch.launcher --project-root DIR JOB [ARGS...]`, exec'd by the doors
 start-spark.sh (JOB analysis) and spark-downloader.sh (JOB downloader) once the virtualenv
 exists. The job's options are read with the job's own parser and checks (batch.core.cli.load),
-before anything starts.
+before anything starts. One launch's state: launch.py; the launcher's settings: options.py;
+the modes: local.py and docker.py.
 """
 from __future__ import annotations
 
@@ -11,105 +12,26 @@ import os
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-from dotenv import dotenv_values
 
 from batch.core import cli
-from batch.core.config import (
-    CALLER_DIR_VARIABLE,
-    COMMON_OPTIONS,
-    ENV_FILE_VARIABLE,
-    Option,
-    find_env_file,
-    resolve_options,
-    settings_type,
+from batch.core.config import CALLER_DIR_VARIABLE, find_env_file, resolve_options
+from batch.core.errors import EXIT_CONFIGURATION, EXIT_MISSING_PREREQUISITE, BatchError, exit_codes_text
+from batch.env_variables import known_variables
+from batch.launcher import bootstrap, docker
+from batch.launcher.launch import (
+    JOBS,
+    Job,
+    Launch,
+    LauncherError,
+    Request,
 )
-from batch.core.errors import (
-    EXIT_ALREADY_RUNNING,
-    EXIT_CONFIGURATION,
-    EXIT_INPUT,
-    BatchError,
-    exit_codes_text,
-)
-from batch.core.atomic_file import write_atomically
-from batch.launcher import bootstrap, submit
-from batch.launcher.jobrun import Supervisor, job_alive, read_int
+from batch.launcher.local import run_background, run_child, run_foreground, status_text
+from batch.launcher.options import LAUNCHER_OPTIONS, LauncherSettings
 
-EXIT_MISSING_PREREQUISITE = EXIT_INPUT
 DEMO_TIMEZONE = "Europe/Rome"
-_SPARK_MASTER = next(option for option in COMMON_OPTIONS if option.env == "SPARK_MASTER")
-
-# Settings of the launcher itself, resolved as the jobs resolve theirs.
-LAUNCHER_OPTIONS: tuple[Option, ...] = (
-    _SPARK_MASTER,
-    Option("SPARK_DRIVER_MEMORY", "2g", "driver memory (spark-submit --driver-memory)"),
-    Option("SPARK_EXECUTOR_PYTHON", "", "the executors' Python (empty: the virtualenv's)"),
-    Option("LOG_DIR", "logs", "logs of background runs", path=True),
-    Option("RUN_DIR", "run", "pid files of background runs", path=True),
-    Option("SPARK_MASTER_CONTAINER", "spark-master", "container that runs spark-submit"),
-    Option("SPARK_MASTER_URL", "spark://spark-master:7077", "master, from that container"),
-    Option("DOCKER_CMD", "docker", "the docker command"),
-    Option("SPARK_CONTAINER_WORKDIR", "/tmp/indoor-air-batch", "run folders in the container"),
-    Option("SPARK_CONTAINER_SUBMIT", "spark-submit", "spark-submit in the container"),
-    Option("SPARK_CONTAINER_PYTHON", "python3", "Python in the container"),
-)
-LauncherSettings = settings_type("LauncherSettings", LAUNCHER_OPTIONS)
-
-# Settings of the launcher, not of the job: never passed into the container (the password
-# file is passed on its own terms, see _container_environment).
-LAUNCHER_ONLY_VARIABLES = frozenset(
-    {ENV_FILE_VARIABLE, "POSTGRES_PASSWORD_FILE"}
-    | {option.env for option in LAUNCHER_OPTIONS})
-
-
-@dataclass(frozen=True)
-class Job:
-    """A job as the launcher runs it."""
-
-    name: str  # analysis: logs/analysis-*.log, run/analysis.pid
-    script: str  # the entry point, in the project folder
-    door: str  # the command the user typed, for messages
-    title: str
-    uses_postgres: bool
-    # The job's command line (None: a job without one, its options passed through unchecked).
-    definition: Callable[[], cli.JobDefinition] | None = None
-    # The file the job writes on the driver's disk (docker mode copies it out), and its flag.
-    output_path: Callable[[Any], Path] | None = None
-    output_flag: str = ""
-
-
-def _analysis() -> cli.JobDefinition:
-    from batch.analysis.job import ANALYSIS_JOB
-    return ANALYSIS_JOB
-
-
-def _downloader() -> cli.JobDefinition:
-    from batch.download.settings import DOWNLOADER_JOB
-    return DOWNLOADER_JOB
-
-
-JOBS: dict[str, Job] = {
-    "analysis": Job("analysis", "start-spark.py", "start-spark.sh",
-                    "Aggregate raw indoor-air readings and publish the statistics to PostgreSQL.",
-                    True, _analysis),
-    "downloader": Job("downloader", "spark-downloader.py", "spark-downloader.sh",
-                      "Download raw indoor-air readings (filtered by profile, institute, classroom, "
-                      "time) as one ordered CSV or Parquet file.",
-                      False, _downloader, lambda settings: settings.output_path, "--output"),
-}
-
-
-class LauncherError(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def usage(job: Job) -> str:
@@ -152,19 +74,6 @@ Exit codes (of the launcher and the jobs, batch/core/errors.py):
 """
 
 
-@dataclass
-class Request:
-    """The launcher's own flags, and what goes to the job."""
-
-    mode: str = "background"
-    mode_given: bool = False
-    where: str = ""
-    demo: bool = False
-    status: bool = False
-    help: bool = False
-    job_args: list[str] = field(default_factory=list)
-
-
 def parse_request(argv: Sequence[str]) -> Request:
     request = Request()
     args = list(argv)
@@ -197,29 +106,6 @@ def parse_request(argv: Sequence[str]) -> Request:
     return request
 
 
-@dataclass
-class Launch:
-    """Everything one launch knows once the settings are read."""
-
-    job: Job
-    project_root: Path
-    request: Request
-    environ: dict[str, str]  # the job's environment
-    exported_at_start: frozenset[str]
-    settings: Any  # LauncherSettings
-    job_settings: Any = None
-    env_file: Path | None = None
-    env_file_given: bool = False
-    where: str = ""  # local or docker
-
-    @property
-    def docker(self) -> list[str]:
-        return self.settings.docker_cmd.split()
-
-    def note(self, message: str) -> None:
-        print(f"{self.job.door}: {message}", file=sys.stderr, flush=True)
-
-
 def main(argv: Sequence[str]) -> int:
     if len(argv) < 3 or argv[0] != "--project-root" or argv[2] not in JOBS:
         print(f"usage: python -m batch.launcher --project-root DIR {{{','.join(JOBS)}}} [ARGS...]",
@@ -229,7 +115,6 @@ def main(argv: Sequence[str]) -> int:
 
 
 def launch(job: Job, argv: Sequence[str], project_root: Path) -> int:
-    """Run `job` as its door asks; returns the exit code."""
     try:
         request = parse_request(argv)
         if request.help:
@@ -293,13 +178,12 @@ def _run(state: Launch) -> int:
     # with exit 2, not in the log of a background run.
     if state.job.definition is not None:
         loaded = cli.load(state.job.definition(), request.job_args, state.project_root,
-                          _check_environment(state))
+                          _check_environment(state), known_variables)
         state.job_settings = loaded.settings
         if loaded.check_config:
             print(f"{state.job.script}: configuration OK")
             return 0
     if state.where == "docker":
-        from batch.launcher import docker
         return docker.run_in_container(state)
     if request.mode == "foreground":
         started = time.time()
@@ -330,35 +214,13 @@ def _choose_mode(state: Launch) -> str:
     if state.request.demo:
         state.note("local mode (--demo runs on this machine)")
         return "local"
-    why = container_problem(state.docker, state.settings.spark_master_container)
+    why = docker.container_problem(state.docker, state.settings.spark_master_container)
     if why is None:
         state.note(f"docker mode: the container {state.settings.spark_master_container} is running "
                    "(neither --docker nor --local given)")
         return "docker"
     state.note(f"local mode: {why} (neither --docker nor --local given)")
     return "local"
-
-
-def container_problem(docker: Sequence[str], container: str) -> str | None:
-    """None when the container is running; otherwise why not."""
-    try:
-        answer = subprocess.run([*docker, "inspect", "--format", "{{.State.Running}}", container],
-                                capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-    except FileNotFoundError:
-        return f"the docker command '{docker[0]}' is not installed (DOCKER_CMD={' '.join(docker)})"
-    except subprocess.TimeoutExpired:
-        return f"no running container {container} ({shlex.join(docker)} inspect did not answer in 60 s)"
-    if answer.returncode != 0:
-        said = first_line(answer.stdout + "\n" + answer.stderr)
-        return f"no running container {container} ({shlex.join([*docker, 'inspect'])} said: {said})"
-    if answer.stdout.strip() != "true":
-        return f"the container {container} is not running"
-    return None
-
-
-def first_line(text: str) -> str:
-    """The first non-empty line of `text` (docker's messages may start with a blank one)."""
-    return next((line.strip() for line in text.splitlines() if line.strip()), "(nothing)")
 
 
 # --- prerequisites --------------------------------------------------------------------------------
@@ -427,124 +289,3 @@ Results are in PostgreSQL (schema {settings.postgres_schema}). Look at them with
   PGPASSWORD="$(cat {environ['POSTGRES_PASSWORD_FILE']})" psql -h {environ['POSTGRES_HOST']} -p {environ['POSTGRES_PORT']} -U {environ['POSTGRES_USER']} -d {environ['POSTGRES_DB']} -c 'SELECT institute, classroom, week_start, co2_mean, co2_share_above_high FROM {settings.postgres_schema}.latest_complete_week_by_classroom'
 Stop the demo database with (devtools/ is not installed: run it from the project folder):
   cd {shlex.quote(str(state.project_root))} && {shlex.quote(sys.executable)} -m devtools.local_postgres stop --dir .demo/postgres"""
-
-
-# --- local mode -----------------------------------------------------------------------------------
-
-def local_submit_argv(state: Launch, run_folder: Path, show_progress: bool) -> list[str]:
-    zip_path = submit.build_py_files_zip(Path(__file__).resolve().parent.parent, run_folder / "batch.zip")
-    return submit.spark_submit_argv(
-        submit=str(Path(sys.executable).parent / "spark-submit"), master=_master(state),
-        job_name=state.job.name, driver_memory=state.settings.spark_driver_memory,
-        show_progress=show_progress,
-        log4j_config=f"file:{state.project_root / 'env' / 'log4j2.properties'}", py_files=str(zip_path),
-        entry=str(state.project_root / state.job.script), job_args=state.request.job_args)
-
-
-def _master(state: Launch) -> str:
-    from_job = state.job_settings.spark_master if state.job_settings is not None else ""
-    return from_job or state.settings.spark_master
-
-
-def child_environment(state: Launch) -> dict[str, str]:
-    """The one environment of every process the launcher starts on this machine (the demo's
-    generator, its PostgreSQL, spark-submit): the job's variables with the Java the launcher
-    chose (JAVA_HOME, see _run), the virtualenv's pyspark, and its Python on the driver; the
-    executors run it too unless SPARK_EXECUTOR_PYTHON names another (a remote cluster's)."""
-    import pyspark
-
-    environ = dict(state.environ)
-    environ["SPARK_HOME"] = str(Path(pyspark.__file__).parent)
-    environ["PYSPARK_PYTHON"] = state.settings.spark_executor_python or sys.executable
-    environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
-    if _master(state).startswith("local"):
-        # A local run serves nobody else: Spark's driver and UI listen on loopback only.
-        environ["SPARK_LOCAL_IP"] = "127.0.0.1"
-    return environ
-
-
-def run_child(state: Launch, command: Sequence[str], **options: Any) -> subprocess.CompletedProcess[Any]:
-    """Run a helper to its end in the project folder, in the launcher's child environment."""
-    return subprocess.run(command, env=child_environment(state), cwd=state.project_root,
-                          stdin=subprocess.DEVNULL, **options)
-
-
-def run_foreground(state: Launch) -> int:
-    """Run the job here and return its exit code; a stop sent to the launcher (kill, timeout,
-    Ctrl-C, a closed terminal) goes to the job's whole process group, and the launcher waits
-    until the job has recorded it and ended: 128 + the signal."""
-    supervisor = Supervisor()
-    with tempfile.TemporaryDirectory(prefix=f"indoor-air-{state.job.name}.") as folder:
-        command = local_submit_argv(state, Path(folder), show_progress=True)
-        child = supervisor.start(command, child_environment(state), new_group=True,
-                                 cwd=state.project_root, stdin=subprocess.DEVNULL)
-        return supervisor.wait(child)
-
-
-def run_background(state: Launch) -> int:
-    job, settings = state.job, state.settings
-    log_dir, run_dir = Path(settings.log_dir), Path(settings.run_dir)
-    pid_file = run_dir / f"{job.name}.pid"
-    running = read_int(pid_file)
-    if job_alive(running):
-        raise LauncherError(EXIT_ALREADY_RUNNING,
-                            f"the {job.name} job is already running (pid {running}, pid file {pid_file})")
-    log_dir.mkdir(parents=True, exist_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    log_file = log_dir / f"{job.name}-{stamp}.log"
-    folder = Path(tempfile.mkdtemp(prefix=f"indoor-air-{job.name}."))
-    command = local_submit_argv(state, folder, show_progress=False)
-    wrapper = [sys.executable, str(Path(__file__).with_name("jobrun.py")), "run", "--folder", str(folder),
-               "--remove-folder", "--pid-file", str(pid_file), "--record", str(record_path(log_file)),
-               "--", *command]
-    # A session of its own: the job survives the launcher and the terminal that started it.
-    # jobrun.py leads the job's process group (its pid is the group's id, the pid printed):
-    # it passes a kill on to the group, and removes the run folder (the zip) and the pid file
-    # when the whole group has ended; a kill -9 of it makes the job's driver stop itself.
-    with log_file.open("wb") as log:
-        child = subprocess.Popen(wrapper, env=child_environment(state), cwd=state.project_root,
-                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
-    write_atomically(pid_file, f"{child.pid}\n")
-    write_atomically(run_dir / f"{job.name}.last", f"{log_file}\n")
-    print(f"""Started the {job.name} job in the background (pid {child.pid}).
-  log:    {log_file}
-  follow: tail -f '{log_file}'
-  stop:   kill {child.pid}
-  status: {job.door} --status
-  pid file: {pid_file}""")
-    return 0
-
-
-def record_path(log_file: Path) -> Path:
-    """Where a background run's exit code and end time are kept: next to its log."""
-    return log_file.with_suffix(".exit")
-
-
-def status_text(job: Job, settings: Any) -> str:
-    """The last background run of `job` on this machine."""
-    run_dir = Path(settings.run_dir)
-    pid = read_int(run_dir / f"{job.name}.pid")
-    try:
-        log_file = Path((run_dir / f"{job.name}.last").read_text().strip())
-    except OSError:
-        return f"no background run of the {job.name} job recorded in {run_dir}"
-    if job_alive(pid):
-        return f"the {job.name} job is running (process group {pid}); log: {log_file}"
-    record = dotenv_values(record_path(log_file)) if record_path(log_file).is_file() else {}
-    if "exit_code" in record:
-        return (f"the {job.name} job finished with code {record['exit_code']} at {record.get('ended')}; "
-                f"log: {log_file}")
-    # Only a kill -9 (or a machine's crash) ends the supervisor without its record; the
-    # driver then stops itself and ends its log with its summary.
-    return (f"the {job.name} job was killed (its supervisor, pid {pid}, ended without recording "
-            f"an exit code) and none of its processes runs; its summary, if any, ends the log: {log_file}")
-
-
-def documented_variables(*env_files: Path | None) -> set[str]:
-    names: set[str] = set()
-    for env_file in env_files:
-        if env_file is not None and env_file.is_file():
-            names |= set(dotenv_values(env_file))
-    return names

@@ -17,7 +17,6 @@ def spark_submit_argv(*, submit: str, master: str, job_name: str, driver_memory:
                       show_progress: bool, log4j_config: str, py_files: str, entry: str,
                       executor_python: str = "",
                       job_args: Sequence[str] = ()) -> list[str]:
-    """The whole spark-submit command line of a job."""
     python_args = ["--conf", f"spark.pyspark.python={executor_python}"] if executor_python else []
     return [submit, "--master", master, "--name", f"indoor-air-{job_name}",
             "--driver-memory", driver_memory,

@@ -20,7 +20,8 @@ TIMEZONE = "Europe/Rome"
 
 SETUP = """
 from pyspark.sql import SparkSession, functions as F
-from batch.analysis import iaq, job as analysis, statistics as aggregations
+from batch.analysis import iaq_partials, iaq_rollup, iaq_settings, job as analysis, partials as spark_partials
+from batch.analysis import rollup, statistics
 from batch.core.contract import METRICS
 from batch.core.readers import read_raw_readings
 from batch.core.session import BASE_CONF
@@ -31,7 +32,7 @@ for key, value in BASE_CONF.items():
     builder = builder.config(key, value)
 spark = builder.getOrCreate()
 spark.sparkContext.setLogLevel("WARN")
-rules = iaq.IaqSettings.from_values({}).rules()
+rules = iaq_settings.IaqSettings.from_values({}).rules()
 """
 
 STEPS: list[tuple[str, str]] = [
@@ -39,24 +40,24 @@ STEPS: list[tuple[str, str]] = [
      "readings_df, _ = read_raw_readings(spark, RAW_PATH, analysis._columns_read(METRICS))"),
     ("validate, occupied ranges (plan only)",
      "validated_df = readings_df.transform(validate_readings, analysis._validated(METRICS), False);"
-     " occupied_df = validated_df.transform(iaq.with_occupied_range, TIMEZONE, rules.occupancy)"),
+     " occupied_df = validated_df.transform(iaq_partials.with_occupied_range, TIMEZONE, rules.occupancy)"),
     ("partials: scan, validate, aggregate",
-     "partials_df = occupied_df.transform(aggregations.partial_statistics, TIMEZONE,"
-     " aggregations.Thresholds(), METRICS, extra_aggregates=iaq.iaq_partial_aggregates(rules))"
+     "partials_df = occupied_df.transform(spark_partials.partial_statistics, TIMEZONE,"
+     " statistics.Thresholds(), METRICS, extra_aggregates=iaq_partials.iaq_partial_aggregates(rules))"
      ".coalesce(spark.sparkContext.defaultParallelism).localCheckpoint()"),
     ("partials to the driver (Arrow)",
-     "partials = aggregations.collect_partials(partials_df,"
-     " aggregations.group_keys(aggregations.GROUPINGS) + iaq.IAQ_GROUP_KEYS);"
+     "partials = spark_partials.collect_partials(partials_df,"
+     " statistics.group_keys(statistics.GROUPINGS) + iaq_rollup.IAQ_GROUP_KEYS);"
      " print(f'    {len(partials):,} partial rows')"),
     ("episodes and coverage: scan, sort, fold, collect",
-     "episodes = iaq.collect_device_day_episodes(validated_df, TIMEZONE, rules, partials);"
+     "episodes = iaq_partials.collect_device_day_episodes(validated_df, TIMEZONE, rules, partials);"
      " print(f'    {len(episodes):,} device-days with an occupied CO2 reading')"),
-    ("validation counts", "aggregations.validation_counts(partials, METRICS)"),
-    ("roll-up of every grouping", "aggregations.rollup_all(partials, aggregations.GROUPINGS, METRICS)"),
-    ("IAQ tables", "iaq.iaq_results(partials, episodes, rules, TIMEZONE)"),
+    ("validation counts", "rollup.validation_counts(partials, METRICS)"),
+    ("roll-up of every grouping", "rollup.rollup_all(partials, statistics.GROUPINGS, METRICS)"),
+    ("IAQ tables", "iaq_rollup.iaq_results(partials, episodes, rules, TIMEZONE)"),
     # The partials' grain with no statistic at all: what the grouping alone costs.
     ("partials' keys only, no statistic (count)",
-     "occupied_df.transform(aggregations.with_reading_date, TIMEZONE)"
+     "occupied_df.transform(spark_partials.with_reading_date, TIMEZONE)"
      ".groupBy('exclusion_reason', 'institute', 'classroom', 'DevEui', 'reading_date').count().count()"),
     # The Spark floor's aggregation (tests/bench/spark_floor.py) on the same DataFrame.
     ("floor-shaped aggregation (count)",

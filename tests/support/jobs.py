@@ -27,7 +27,7 @@ import psycopg2
 from psycopg2 import sql
 
 from batch.analysis.job import ANALYSIS_OPTIONS
-from batch.analysis.publish import PostgresTarget
+from batch.core.postgres import PostgresTarget
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ANALYSIS_SCRIPT = PROJECT_ROOT / "start-spark.py"

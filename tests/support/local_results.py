@@ -20,7 +20,7 @@ from batch.core.config import Secret, resolve_options, settings_from
 from batch.download.job import DownloadSummary, run_download
 from batch.download.settings import load_download_settings
 from devtools.local_postgres import LocalPostgres
-from batch.analysis.publish import PostgresTarget
+from batch.core.postgres import PostgresTarget
 from tests import independent
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from psycopg2 import sql
 
-from batch.analysis.statistics import Thresholds
+from batch.core.thresholds import Thresholds
 from batch.analysis.catalog import build_catalog
-from batch.analysis.publish import PostgresTarget
+from batch.core.postgres import PostgresTarget
 from tests import independent
 from tests.rawdata import METRICS
 from tests.support.jobs import admin_connection, query

@@ -1,0 +1,253 @@
+"""The indoor-air compliance tables' rows, rolled up in the driver (pandas): per classroom and
+local day, ISO week and the whole period, from the per-device-day partials and episodes that
+batch/analysis/iaq_partials.py computes in Spark and collects.
+
+One row per device and local day, as the statistics' roll-up (batch/analysis/rollup.py): the
+same bound. The three tables are small sums over them; as Spark jobs they cost more in fixed
+overhead than in work.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+
+from batch.analysis.iaq_partials import (
+    CATEGORY_N,
+    CO2_MAX,
+    CO2_N,
+    CO2_SUM,
+    COVERED_US,
+    LONGEST_US,
+    PIR_MOTION,
+    PIR_N,
+    TEMPERATURE_IN_BAND,
+    TEMPERATURE_N,
+    TEMPERATURE_SUM,
+)
+from batch.analysis.iaq_settings import CATEGORIES, MICROS_PER_MINUTE, IaqRules
+from batch.analysis.iaq_tables import (
+    COVERAGE,
+    DAILY_TABLE,
+    LOCAL_DATE,
+    NOT_JUDGED_REASON,
+    PERIOD_TABLE,
+    WEEKLY_TABLE,
+)
+from batch.analysis.rollup import included_partials
+from batch.analysis.statistics import ISO_WEEK_KEY, ISO_YEAR_KEY, READING_DATE, WEEK_START_KEY
+from batch.analysis.timetable import Occupancy, Timetable, public_holidays_applied
+from batch.core.contract import CLASSROOM, INSTITUTE
+
+
+_SCHOOL_DAY, _JUDGED = "iaq_school_day", "iaq_judged"
+_OCCUPIED_US = "iaq_occupied_us"
+_BB101_MEAN_MET, _BB101_PEAK_MET = "bb101_mean_met", "bb101_peak_met"
+_SUMMED = (CO2_N, CO2_SUM, *CATEGORY_N, TEMPERATURE_N, TEMPERATURE_SUM, TEMPERATURE_IN_BAND,
+           PIR_N, PIR_MOTION)
+# The keys the collected partials must carry for these tables (batch.analysis.partials.collect_partials).
+IAQ_GROUP_KEYS = (ISO_YEAR_KEY, ISO_WEEK_KEY, WEEK_START_KEY)
+_WEEK_KEYS = tuple(key.column.name for key in IAQ_GROUP_KEYS)
+_CLASSROOM_KEYS = [INSTITUTE, CLASSROOM]
+
+
+def _ratio(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
+    # A share or mean over no reading is NULL, never 0 and never an error.
+    return (numerator / denominator.where(denominator > 0)).astype(float)
+
+
+def _nullable_flag(condition: pd.Series, applies: pd.Series) -> pd.Series:
+    """`condition` where `applies`, else null (a BOOLEAN column's NULL)."""
+    return condition.astype(object).where(applies, None)
+
+
+def _instant_us(day: dt.date, seconds: int, zone: ZoneInfo) -> int:
+    """The instant, µs since the epoch, of local time `seconds` after midnight of `day`,
+    resolved as with_occupied_range's Spark resolves it: a time the clocks skip is read
+    with the offset before the change, a repeated one as its first occurrence (fold 0)."""
+    local = dt.datetime.combine(day, dt.time()) + dt.timedelta(seconds=seconds)
+    return round(local.replace(tzinfo=zone).timestamp() * 1_000_000)
+
+
+def _timetable_of(occupancy: Occupancy, institute: str) -> Timetable:
+    return dict(occupancy.institute_timetables).get(institute, occupancy.default_timetable)
+
+
+def occupied_us(institute: str, day: dt.date, occupancy: Occupancy, timezone: str) -> int:
+    """The occupied time of an institute's day, µs: the lengths of its timetable ranges that
+    day as instants (on a clock-change day a range lasts what the wall clock says).
+
+    Only asked for days with an occupied reading, which are therefore not closed.
+    """
+    zone = ZoneInfo(timezone)
+    return sum(_instant_us(day, end, zone) - _instant_us(day, start, zone)
+               for start, end in _timetable_of(occupancy, institute).ranges[day.weekday()])
+
+
+def _not_judged_reason(coverage: float, school_day: bool, rules: IaqRules) -> str | None:
+    if not school_day:
+        return "no occupied CO2 reading"
+    if coverage >= rules.min_day_coverage:
+        return None
+    # Rounded down: a day just below the minimum never reads as reaching it.
+    covered = math.floor(coverage * 1000) / 10
+    return (f"too little data: {covered:g} % of the occupied time covered "
+            f"(IAQ_MIN_DAY_COVERAGE {rules.min_day_coverage * 100:g} %)")
+
+
+def classroom_day_totals(partials: pd.DataFrame, episodes: pd.DataFrame, rules: IaqRules,
+                         timezone: str) -> pd.DataFrame:
+    """One row per classroom and local date with an occupied CO2 or temperature value:
+    the occupied sums over its devices, the longest episode and the covered time of its
+    best-covered CO2 device (`device_day_episodes`), the day's coverage, BB101 flags on
+    the days covered enough to be judged.
+
+    `partials`: partial_statistics with `iaq_partial_aggregates` and the ISO week keys
+    (batch.analysis.partials.collect_partials); `episodes`: `collect_device_day_episodes`.
+    """
+    keys = [*_CLASSROOM_KEYS, READING_DATE]
+    included = included_partials(partials)
+    by_day = included.groupby(keys, sort=False)
+    days = by_day[list(_SUMMED)].sum()
+    days[CO2_MAX] = by_day[CO2_MAX].max()
+    days[list(_WEEK_KEYS)] = by_day[list(_WEEK_KEYS)].first()
+    days = days[(days[CO2_N] + days[TEMPERATURE_N]) > 0]
+    # The classroom's longest episode and covered time are those of its best device, not a
+    # sum: two sensors in one room measure the same air at the same time.
+    by_device_day = episodes.groupby(keys, sort=False)
+    days = days.join(by_device_day[[LONGEST_US, COVERED_US]].max(), how="left").reset_index()
+    school_day = days[CO2_N] > 0
+    days[[LONGEST_US, COVERED_US]] = days[[LONGEST_US, COVERED_US]].fillna(0).astype("int64")
+    occupied = {(institute, day): occupied_us(institute, day, rules.occupancy, timezone)
+                for institute, day in set(zip(days[INSTITUTE], days[READING_DATE]))}
+    days[_OCCUPIED_US] = [occupied[key] for key in zip(days[INSTITUTE], days[READING_DATE])]
+    days[COVERAGE] = _ratio(days[COVERED_US], days[_OCCUPIED_US])
+    judged = school_day & (days[COVERAGE] >= rules.min_day_coverage)
+    days[_SCHOOL_DAY] = school_day
+    days[_JUDGED] = judged
+    days[NOT_JUDGED_REASON] = [_not_judged_reason(coverage, school, rules)
+                                for coverage, school in zip(days[COVERAGE], school_day)]
+    days[_BB101_MEAN_MET] = _nullable_flag(
+        days[CO2_SUM] / days[CO2_N].where(school_day) < rules.bb101_mean_co2_ppm, judged)
+    days[_BB101_PEAK_MET] = _nullable_flag(days[LONGEST_US] <= rules.bb101_peak_us, judged)
+    return days
+
+
+def _occupied_statistics(totals: pd.DataFrame) -> dict[str, pd.Series]:
+    co2_n, temperature_n = totals[CO2_N], totals[TEMPERATURE_N]
+    return {
+        "co2_occupied_readings": co2_n.astype("int64"),
+        "co2_occupied_mean": _ratio(totals[CO2_SUM], co2_n),
+        "co2_occupied_max": totals[CO2_MAX].astype(float),
+        **{f"en16798_co2_share_{name}": _ratio(totals[n], co2_n)
+           for n, name in zip(CATEGORY_N, CATEGORIES)},
+        "temperature_occupied_readings": temperature_n.astype("int64"),
+        "temperature_occupied_mean": _ratio(totals[TEMPERATURE_SUM], temperature_n),
+        "temperature_share_in_band": _ratio(totals[TEMPERATURE_IN_BAND], temperature_n),
+    }
+
+
+def classroom_daily_iaq(day_totals: pd.DataFrame) -> pd.DataFrame:
+    school_day = day_totals[_SCHOOL_DAY]
+    return pd.DataFrame({
+        INSTITUTE: day_totals[INSTITUTE], CLASSROOM: day_totals[CLASSROOM],
+        LOCAL_DATE: day_totals[READING_DATE], **{key: day_totals[key] for key in _WEEK_KEYS},
+        **_occupied_statistics(day_totals),
+        "longest_peak_episode_minutes": (day_totals[LONGEST_US] / MICROS_PER_MINUTE).where(school_day),
+        COVERAGE: day_totals[COVERAGE], NOT_JUDGED_REASON: day_totals[NOT_JUDGED_REASON],
+        _BB101_MEAN_MET: day_totals[_BB101_MEAN_MET], _BB101_PEAK_MET: day_totals[_BB101_PEAK_MET],
+        "pir_share_motion": _ratio(day_totals[PIR_MOTION], day_totals[PIR_N]),
+    })
+
+
+def _category(totals: pd.DataFrame, rules: IaqRules) -> pd.Series:
+    """The EN 16798-1 category of a roll-up: the best category whose readings, with those of
+    better categories, make at least IAQ_COMPLIANCE_SHARE of its occupied CO2 readings."""
+    co2_n = totals[CO2_N]
+    required = co2_n * rules.compliance_share
+    covered = totals[list(CATEGORY_N[:3])].cumsum(axis=1)
+    category = pd.Series(4.0, index=totals.index)
+    for rank, name in reversed(list(enumerate(CATEGORY_N[:3], start=1))):
+        category = category.mask(covered[name] >= required, float(rank))
+    return category.where(co2_n > 0)
+
+
+def _rolled_up(day_totals: pd.DataFrame, keys: list[str], rules: IaqRules) -> pd.DataFrame:
+    """Day counts, occupied statistics and the EN 16798-1 category per group of `keys`."""
+    mean_met = day_totals[_BB101_MEAN_MET].eq(True)
+    peak_met = day_totals[_BB101_PEAK_MET].eq(True)
+    # The flags are null on the days not judged: the BB101 counts are over judged days.
+    counted = day_totals.assign(school_days=day_totals[_SCHOOL_DAY].astype("int64"),
+                                judged_days=day_totals[_JUDGED].astype("int64"),
+                                days_with_too_little_data=(day_totals[_SCHOOL_DAY]
+                                                           & ~day_totals[_JUDGED]).astype("int64"),
+                                bb101_mean_days_met=mean_met.astype("int64"),
+                                bb101_peak_days_met=peak_met.astype("int64"),
+                                bb101_days_met=(mean_met & peak_met).astype("int64"))
+    by_group = counted.groupby(keys, sort=False)
+    day_counts = ["school_days", "judged_days", "days_with_too_little_data", "bb101_mean_days_met",
+                  "bb101_peak_days_met", "bb101_days_met"]
+    totals = by_group[list(_SUMMED) + day_counts].sum()
+    totals[CO2_MAX] = by_group[CO2_MAX].max()
+    totals = totals.reset_index()
+    return pd.DataFrame({
+        **{key: totals[key] for key in keys}, **{name: totals[name] for name in day_counts},
+        **_occupied_statistics(totals),
+        "en16798_co2_category": _category(totals, rules),
+    })
+
+
+def classroom_weekly_iaq(day_totals: pd.DataFrame, data_through: Mapping[str, dt.date],
+                         rules: IaqRules) -> pd.DataFrame:
+    """The `classroom_weekly_iaq` table: per classroom and ISO week, over its occupied readings.
+
+    `week_complete`: data of the classroom's institute newer than the week's Sunday have
+    arrived (`data_through`: per institute, the local date of its newest reading): the
+    institute's own data, so that an institute whose uplink stopped does not see its last
+    week as complete because another institute's data moved on.
+    """
+    weekly = _rolled_up(day_totals, [*_CLASSROOM_KEYS, *_WEEK_KEYS], rules)
+    weekly["week_complete"] = [start + dt.timedelta(days=7) <= data_through[institute]
+                               for institute, start in zip(weekly[INSTITUTE], weekly["week_start"])]
+    return weekly
+
+
+def classroom_iaq(day_totals: pd.DataFrame, rules: IaqRules) -> pd.DataFrame:
+    """The `classroom_iaq` table: per classroom over the whole period of data."""
+    return _rolled_up(day_totals, _CLASSROOM_KEYS, rules)
+
+
+@dataclass(frozen=True)
+class IaqTables:
+    daily: pd.DataFrame
+    weekly: pd.DataFrame
+    period: pd.DataFrame
+
+
+def iaq_tables(partials: pd.DataFrame, episodes: pd.DataFrame, rules: IaqRules,
+               timezone: str) -> IaqTables:
+    """The three IAQ tables from the collected partials (with `iaq_partial_aggregates` and the
+    ISO week keys) and the collected `device_day_episodes`; `timezone`: BATCH_TIMEZONE."""
+    day_totals = classroom_day_totals(partials, episodes, rules, timezone)
+    data_through = included_partials(partials).groupby(INSTITUTE)[READING_DATE].max().to_dict()
+    return IaqTables(daily=classroom_daily_iaq(day_totals),
+                     weekly=classroom_weekly_iaq(day_totals, data_through, rules),
+                     period=classroom_iaq(day_totals, rules))
+
+
+def public_holidays_in_data(partials: pd.DataFrame, rules: IaqRules) -> dict[str, Any]:
+    """The public holidays of the data's local dates (`public_holidays_applied`), from the
+    collected partials (some included reading needed)."""
+    dates = included_partials(partials)[READING_DATE]
+    return public_holidays_applied(rules.occupancy, dates.min(), dates.max())
+
+
+def iaq_results(partials: pd.DataFrame, episodes: pd.DataFrame, rules: IaqRules,
+                timezone: str) -> dict[str, pd.DataFrame]:
+    """The IAQ tables' rows by table name, for the catalog's build functions."""
+    tables = iaq_tables(partials, episodes, rules, timezone)
+    return {DAILY_TABLE: tables.daily, WEEKLY_TABLE: tables.weekly, PERIOD_TABLE: tables.period}
