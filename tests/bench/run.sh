@@ -12,4 +12,4 @@ for candidate in "${PYTHON:-}" python3 python; do
     fi
 done
 echo "$(basename "$0"): Python 3.10 or newer is required (or set PYTHON)" >&2
-exit 3
+exit 9  # EXIT_MISSING_PREREQUISITE of batch/core/errors.py
