@@ -30,30 +30,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import unquote
 
 from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
 from batch.core.contract import SENDTIME
 from batch.core.errors import CorruptInputFileError, InputError, InputNotFoundError
-from batch.core.readers import (
-    _EMPTY_AUTHORITY,
-    SINK_LOG_DIR,
-    _is_data_file,
-    same_file,
-)
+from batch.core.readers import SINK_LOG_DIR, _is_data_file, hadoop_path, read_footers, same_file
 from batch.core.spark_errors import spark_error_chain
 
 # The sink log's format, FileStreamSinkLog.VERSION (Spark 2.0 to 3.5).
 SINK_LOG_VERSION = "v1"
 COMPACT_SUFFIX = ".compact"
 _ADD, _DELETE = "add", "delete"
-_FOOTER_READ_THREADS = 8
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # Microseconds per unit of a Parquet TIMESTAMP logical type.
 _MICROS_PER_UNIT = {"MILLIS": (1000, 1), "MICROS": (1, 1), "NANOS": (1, 1000)}
@@ -225,7 +217,7 @@ def _list_sink(jvm: Any, fs: Any, path: str, log_dir: Any, after_batch_id: int |
                 f"is {latest}): it was deleted or the log is damaged; Spark's own reader fails too")
         compacted = name.endswith(COMPACT_SUFFIX)
         for status in _read_log_file(jvm, fs, log_dir, name):
-            file = _hadoop_path(status["path"])
+            file = hadoop_path(status["path"])
             if status.get("action", _ADD) == _DELETE:
                 entries.pop(same_file(file), None)
             elif not status.get("isDir", False):
@@ -273,34 +265,11 @@ def _read_log_file(jvm: Any, fs: Any, log_dir: Any, name: str) -> list[dict[str,
         raise SinkLogError(f"{file} holds a line that is not JSON: {error}") from None
 
 
-def _hadoop_path(uri: str) -> str:
-    """The URL-encoded URI the sink logged, as a Hadoop path (the spelling its listing gives)."""
-    return _EMPTY_AUTHORITY.sub(r"\1:/", unquote(uri))
-
-
 def read_file_facts(spark: SparkSession,
                     files: Sequence[str]) -> list[FileFacts | CorruptInputFileError]:
     """Each file's rows and `sendtime` range from its footer, in the order of `files`; an
     unreadable file gives the error that names it."""
-    jvm = spark.sparkContext._jvm
-    conf = spark.sparkContext._jsc.hadoopConfiguration()
-
-    def facts(file: str) -> FileFacts | CorruptInputFileError:
-        try:
-            input_file = jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromPath(
-                jvm.org.apache.hadoop.fs.Path(file), conf)
-            reader = jvm.org.apache.parquet.hadoop.ParquetFileReader.open(input_file)
-            try:
-                return _footer_facts(reader.getFooter())
-            finally:
-                reader.close()
-        except Py4JJavaError as error:
-            return CorruptInputFileError(
-                f"{file} is not a readable Parquet file: {spark_error_chain(error)[0]}")
-
-    # Footers are read on the driver; threads overlap the round trips to the file system.
-    with ThreadPoolExecutor(max_workers=_FOOTER_READ_THREADS) as pool:
-        return list(pool.map(facts, files))
+    return read_footers(spark, files, _footer_facts)
 
 
 def _footer_facts(footer: Any) -> FileFacts:

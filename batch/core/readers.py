@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import reduce
@@ -200,9 +200,13 @@ def _spark_input_files(spark: SparkSession, path: str) -> list[str]:
     except (Py4JJavaError, CapturedException) as error:
         raise InputError(f"cannot list the Parquet files of {path}: "
                          f"{spark_error_chain(error)[0]}") from None
-    # The index gives URIs (a space is %20, file:///x); Hadoop paths (file:/x), as the file
-    # system lists them and every other step takes them.
-    return sorted(_EMPTY_AUTHORITY.sub(r"\1:/", unquote(uri)) for uri in uris)
+    return sorted(map(hadoop_path, uris))
+
+
+def hadoop_path(uri: str) -> str:
+    """A URI as Spark's file index or a sink log gives it (a space is %20, file:///x) as a
+    Hadoop path (file:/x), the spelling the file system lists and every other step takes."""
+    return _EMPTY_AUTHORITY.sub(r"\1:/", unquote(uri))
 
 
 def same_file(file: str) -> str:
@@ -240,16 +244,24 @@ def _is_data_file(relative_path: str) -> bool:
 
 
 def _read_footer_schemas(spark: SparkSession, files: list[str]) -> list[str | CorruptInputFileError]:
+    return read_footers(spark, files, lambda footer: footer.getFileMetaData().getSchema().toString())
+
+
+def read_footers(spark: SparkSession, files: Sequence[str],
+                 extract: Callable[[Any], Result]) -> list[Result | CorruptInputFileError]:
+    """`extract` of each file's Parquet footer (parquet-hadoop's ParquetMetadata, through the
+    JVM: any Hadoop file system), in the order of `files`; an unreadable file gives the error
+    that names it."""
     jvm = spark.sparkContext._jvm
     conf = spark.sparkContext._jsc.hadoopConfiguration()
 
-    def footer_schema(file: str) -> str | CorruptInputFileError:
+    def from_footer(file: str) -> Result | CorruptInputFileError:
         try:
             input_file = jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromPath(
                 jvm.org.apache.hadoop.fs.Path(file), conf)
             reader = jvm.org.apache.parquet.hadoop.ParquetFileReader.open(input_file)
             try:
-                return reader.getFooter().getFileMetaData().getSchema().toString()
+                return extract(reader.getFooter())
             finally:
                 reader.close()
         except Py4JJavaError as error:
@@ -258,7 +270,7 @@ def _read_footer_schemas(spark: SparkSession, files: list[str]) -> list[str | Co
 
     # Footers are read on the driver; threads overlap the round trips to the file system.
     with ThreadPoolExecutor(max_workers=_FOOTER_READ_THREADS) as pool:
-        return list(pool.map(footer_schema, files))
+        return list(pool.map(from_footer, files))
 
 
 def _read_group(spark: SparkSession, root: str, files: tuple[str, ...]) -> DataFrame:
