@@ -29,7 +29,6 @@ from batch.core.config import (
     parse_bool,
     parse_positive_int,
     public_view,
-    read_password,
     settings_type,
 )
 from batch.core.contract import ANALYSIS_COLUMNS, INSTITUTE, METRICS, PROFILE, RAW_COLUMNS_BY_NAME, Metric
@@ -102,12 +101,8 @@ class AnalysisSettings(settings_type("AnalysisSettings", ANALYSIS_OPTIONS,  # ty
 
     @property
     def target(self) -> PostgresTarget:
-        return PostgresTarget(
-            host=self.postgres_host, port=self.postgres_port, database=self.postgres_db,
-            user=self.postgres_user,
-            password=read_password(self.postgres_password, self.postgres_password_file),
-            schema=self.postgres_schema, connect_attempts=self.postgres_connect_attempts,
-            lock_timeout_s=self.publish_lock_timeout_s)
+        return PostgresTarget.of(self, connect_attempts=self.postgres_connect_attempts,
+                                 lock_timeout_s=self.publish_lock_timeout_s)
 
 
 @dataclass(kw_only=True)

@@ -7,11 +7,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg2
 from psycopg2 import sql
 
-from batch.core.config import Secret, parse_identifier
+from batch.core.config import Secret, parse_identifier, read_password
 from batch.core.errors import ConfigurationError, PublishError, first_line
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,15 @@ class PostgresTarget:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}/{self.database} as {self.user}"
+
+    @classmethod
+    def of(cls, settings: Any, **tuning: Any) -> PostgresTarget:
+        """The target named by settings with the fields of config.POSTGRES_OPTIONS (the password
+        read now, from its file if so); `tuning`: connect_attempts, lock_timeout_s."""
+        return cls(host=settings.postgres_host, port=settings.postgres_port,
+                   database=settings.postgres_db, user=settings.postgres_user,
+                   password=read_password(settings.postgres_password, settings.postgres_password_file),
+                   schema=settings.postgres_schema, **tuning)
 
 
 def connect(target: PostgresTarget) -> psycopg2.extensions.connection:

@@ -8,13 +8,10 @@ and catalog code, nor pyspark.
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
 
 from batch.core import cli
-from batch.core.config import POSTGRES_OPTIONS, REPORT_DIR_OPTION, Option, read_password, settings_type
-
-if TYPE_CHECKING:
-    from batch.analysis.publish import PostgresTarget
+from batch.core.config import POSTGRES_OPTIONS, REPORT_DIR_OPTION, Option, settings_type
+from batch.core.postgres import PostgresTarget
 
 REPORT_OPTIONS: tuple[Option, ...] = POSTGRES_OPTIONS + (REPORT_DIR_OPTION,)
 
@@ -25,13 +22,7 @@ class ReportSettings(settings_type(  # type: ignore[misc]
 
     @property
     def target(self) -> PostgresTarget:
-        # Here, not at the top: the sink's module imports pyspark (its Arrow types).
-        from batch.analysis.publish import PostgresTarget
-        return PostgresTarget(
-            host=self.postgres_host, port=self.postgres_port, database=self.postgres_db,
-            user=self.postgres_user,
-            password=read_password(self.postgres_password, self.postgres_password_file),
-            schema=self.postgres_schema)
+        return PostgresTarget.of(self)
 
 
 def _report_arguments(parser: argparse.ArgumentParser) -> None:
