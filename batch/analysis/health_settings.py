@@ -19,6 +19,9 @@ def parse_night_end_hour(text: str) -> int:
     return hour
 
 
+# The options' field names are the rules' with this prefix.
+_PREFIX = "health_"
+
 HEALTH_OPTIONS: tuple[Option, ...] = (
     Option("HEALTH_NIGHT_END_HOUR", "5",
            "the night runs from 00:00 to this local hour (1-12): a classroom is empty then, and "
@@ -57,21 +60,23 @@ HEALTH_OPTIONS: tuple[Option, ...] = (
 
 @dataclass(frozen=True)
 class HealthRules:
-    """Everything the derivation needs, explicit (built by HealthSettings.rules)."""
+    """Everything the derivation needs, explicit (built by HealthSettings.rules): each field is
+    the HEALTH_ option of its name (`night_end_hour`: HEALTH_NIGHT_END_HOUR), the defaults are
+    the options'; `outdoor_co2_ppm` is IAQ_OUTDOOR_CO2_PPM."""
 
-    night_end_hour: int = 5
-    stuck_min_readings: int = 12
-    sparse_share: float = 0.5
-    usual_days: int = 28
-    battery_fit_days: int = 30
-    battery_min_days: int = 7
-    battery_empty_pct: float = 10.0
-    battery_attention_days: int = 30
-    co2_baseline_nights: int = 7
-    outdoor_co2_ppm: float = 400.0
-    co2_drift_above_ppm: float = 150.0
-    co2_drift_below_ppm: float = 50.0
-    co2_drift_nights: int = 7
+    night_end_hour: int
+    stuck_min_readings: int
+    sparse_share: float
+    usual_days: int
+    battery_fit_days: int
+    battery_min_days: int
+    battery_empty_pct: float
+    battery_attention_days: int
+    co2_baseline_nights: int
+    outdoor_co2_ppm: float
+    co2_drift_above_ppm: float
+    co2_drift_below_ppm: float
+    co2_drift_nights: int
 
 
 class HealthSettings(settings_type("HealthSettings", HEALTH_OPTIONS, with_defaults=True)):  # type: ignore[misc]
@@ -85,15 +90,5 @@ class HealthSettings(settings_type("HealthSettings", HEALTH_OPTIONS, with_defaul
 
     def rules(self, outdoor_co2_ppm: float) -> HealthRules:
         """`outdoor_co2_ppm`: IAQ_OUTDOOR_CO2_PPM, the drift's reference."""
-        return HealthRules(
-            night_end_hour=self.health_night_end_hour,
-            stuck_min_readings=self.health_stuck_min_readings,
-            sparse_share=self.health_sparse_share, usual_days=self.health_usual_days,
-            battery_fit_days=self.health_battery_fit_days,
-            battery_min_days=self.health_battery_min_days,
-            battery_empty_pct=self.health_battery_empty_pct,
-            battery_attention_days=self.health_battery_attention_days,
-            co2_baseline_nights=self.health_co2_baseline_nights, outdoor_co2_ppm=outdoor_co2_ppm,
-            co2_drift_above_ppm=self.health_co2_drift_above_ppm,
-            co2_drift_below_ppm=self.health_co2_drift_below_ppm,
-            co2_drift_nights=self.health_co2_drift_nights)
+        return HealthRules(outdoor_co2_ppm=outdoor_co2_ppm, **{
+            option.field.removeprefix(_PREFIX): getattr(self, option.field) for option in HEALTH_OPTIONS})
