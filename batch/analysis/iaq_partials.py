@@ -171,7 +171,7 @@ def iaq_partial_aggregates(rules: IaqRules) -> list[Column]:
     co2 = F.when(occupied, F.col("co2"))
     temperature = F.when(occupied, F.col("temperature"))
     pir = F.when(occupied, F.col("pir"))
-    category = _co2_category(co2 - F.lit(rules.outdoor_co2_ppm), rules.co2_excess_limits)
+    category = _co2_category(co2 - F.lit(rules.outdoor_co2_ppm), rules.en16798_co2_excess_ppm)
     heating = _in_heating_season(F.col(READING_DATE), rules.heating_season)
     (heating_low, heating_high), (other_low, other_high) = (rules.temperature_heating_c,
                                                             rules.temperature_non_heating_c)

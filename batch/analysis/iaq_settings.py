@@ -16,7 +16,7 @@ from batch.analysis.timetable import (
     parse_holiday_calendar,
     parse_month_day,
 )
-from batch.core.config import Option, finite_number, number, settings_type
+from batch.core.config import Option, finite_number, number, settings_from, settings_type
 from batch.core.contract import RAW_COLUMNS_BY_NAME
 from batch.core.errors import ConfigurationError
 
@@ -102,14 +102,19 @@ IAQ_OPTIONS: tuple[Option, ...] = (
 )
 
 
+# The options read into IaqRules.occupancy and .heating_season; every other option is the
+# rule of its name without the `iaq_` prefix.
+_OCCUPANCY_OPTIONS = ("iaq_timetable", "iaq_timetable_file", "iaq_closures_file", "iaq_public_holidays",
+                      "iaq_heating_season_start", "iaq_heating_season_end")
+
+
 class IaqSettings(settings_type("IaqSettings", IAQ_OPTIONS, with_defaults=True)):  # type: ignore[misc]
     """The IAQ options, parsed (field names are the options' lower-case names; defaults theirs)."""
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> IaqSettings:
         """From resolved option values (batch.core.config.resolve_options); others are ignored."""
-        return cls(**{option.field: values[option.field] for option in IAQ_OPTIONS
-                      if option.field in values})
+        return settings_from(cls, values)
 
     def check(self) -> None:
         """Rules across options (each option checked its own value when parsed)."""
@@ -130,17 +135,8 @@ class IaqSettings(settings_type("IaqSettings", IAQ_OPTIONS, with_defaults=True))
                                      self.iaq_closures_file, self.iaq_public_holidays),
             heating_season=(parse_month_day(self.iaq_heating_season_start),
                             parse_month_day(self.iaq_heating_season_end)),
-            outdoor_co2_ppm=self.iaq_outdoor_co2_ppm,
-            bb101_mean_co2_ppm=self.iaq_bb101_mean_co2_ppm,
-            bb101_peak_co2_ppm=self.iaq_bb101_peak_co2_ppm,
-            bb101_peak_minutes=self.iaq_bb101_peak_minutes,
-            reading_max_minutes=self.iaq_reading_max_minutes,
-            co2_excess_limits=self.iaq_en16798_co2_excess_ppm,
-            temperature_heating_c=self.iaq_temperature_heating_c,
-            temperature_non_heating_c=self.iaq_temperature_non_heating_c,
-            compliance_share=self.iaq_compliance_share,
-            min_day_coverage=self.iaq_min_day_coverage,
-        )
+            **{option.field.removeprefix("iaq_"): getattr(self, option.field)
+               for option in IAQ_OPTIONS if option.field not in _OCCUPANCY_OPTIONS})
 
 
 @dataclass(frozen=True)
@@ -154,7 +150,7 @@ class IaqRules:
     bb101_peak_co2_ppm: float
     bb101_peak_minutes: float
     reading_max_minutes: float
-    co2_excess_limits: tuple[float, float, float]
+    en16798_co2_excess_ppm: tuple[float, float, float]
     temperature_heating_c: tuple[float, float]
     temperature_non_heating_c: tuple[float, float]
     compliance_share: float
