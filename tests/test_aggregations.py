@@ -14,7 +14,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_type
 
-from batch.analysis.catalog import ALL_STATISTICS, build_catalog
+from batch.analysis.catalog import build_catalog
 from batch.analysis.partials import collect_partials, partial_statistics
 from batch.analysis.rollup import rollup_all, validation_counts
 from batch.analysis.statistics import GROUPINGS, group_keys, output_columns
@@ -43,7 +43,7 @@ def published(partials_df: DataFrame, table: str, thresholds: Thresholds = Thres
     """The rows the analysis publishes as `table` from these partials, as batch.analysis.job
     builds them: collected, rolled up, then the catalog entry's build function."""
     partials = collect_partials(partials_df, group_keys(GROUPINGS))
-    return build_catalog(thresholds, "UTC").table(table).build({ALL_STATISTICS: rollup_all(partials, GROUPINGS)})
+    return build_catalog(thresholds, "UTC").table(table).build(rollup_all(partials, GROUPINGS))
 
 
 def stats(readings_df: DataFrame, table: str, timezone: str = "UTC",

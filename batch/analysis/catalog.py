@@ -18,32 +18,18 @@ from functools import partial
 import pandas as pd
 from psycopg2 import sql
 
+from batch.analysis.health_settings import HealthSettings
+from batch.analysis.health_tables import attention_view, health_catalog_tables
 from batch.analysis.iaq_settings import IaqSettings
 from batch.analysis.iaq_tables import iaq_catalog_tables
 from batch.analysis.iaq_tables import latest_week_view as latest_iaq_week_view
-from batch.analysis.health_settings import HealthSettings
-from batch.analysis.health_tables import attention_view, health_catalog_tables
-from batch.analysis.rollup import grouping_table
-from batch.analysis.statistics import GROUPINGS, SHARES, Grouping, Share, output_columns
-from batch.core.thresholds import Thresholds
+from batch.analysis.statistics import GROUPINGS, Grouping, output_columns
 from batch.core.config import COMMON_OPTIONS
 from batch.core.contract import METRICS, Metric
-from batch.core.schema import (
-    BIGINT,
-    BIGSERIAL,
-    INTEGER,
-    JSONB,
-    TEXT,
-    TIMESTAMPTZ,
-    Column,
-    Results,
-    Table,
-    View,
-)
+from batch.core.schema import BIGINT, BIGSERIAL, INTEGER, JSONB, TEXT, TIMESTAMPTZ, Column, Results, Table, View
+from batch.core.thresholds import Thresholds
 
 RUNS_TABLE = "batch_runs"
-# The name under which the analysis hands every grouping's statistics to the build functions.
-ALL_STATISTICS = "all_statistics"
 LATEST_WEEK_VIEW = "latest_complete_week_by_classroom"
 
 RUNS = Table(
@@ -98,10 +84,8 @@ RUNS = Table(
 # Every other column is the run's record: the field of the same name of the run's summary
 # (batch/analysis/job.py RunSummary), so that a new column of that kind is one Column above
 # and the summary's field that fills it.
-RUN_STATE_COLUMNS = ("run_id", "status", "started_at", "finished_at")
-RUN_START_COLUMNS = ("job", "input_path", "settings")
-RUN_PUBLISHED_COLUMNS = ("rows_written",)
-_SINK_COLUMNS = RUN_STATE_COLUMNS + RUN_START_COLUMNS + RUN_PUBLISHED_COLUMNS
+_SINK_COLUMNS = ("run_id", "status", "started_at", "finished_at", "job", "input_path", "settings",
+                 "rows_written")
 if not set(_SINK_COLUMNS) <= set(RUNS.column_names):
     raise ValueError(f"{RUNS_TABLE} has no column {sorted(set(_SINK_COLUMNS) - set(RUNS.column_names))}")
 RUN_RECORD_COLUMNS = tuple(name for name in RUNS.column_names if name not in _SINK_COLUMNS)
@@ -127,7 +111,8 @@ class Catalog:
 
 
 def _grouping_rows(grouping: Grouping, columns: tuple[Column, ...], results: Results) -> pd.DataFrame:
-    return grouping_table(results[ALL_STATISTICS], grouping, columns)
+    """The published columns of `grouping`'s table, in order, from batch.analysis.rollup.rollup_all's."""
+    return results[grouping.table][[column.name for column in columns]]
 
 
 def _local_dates_note(grouping: Grouping, timezone: str) -> str:
@@ -137,24 +122,16 @@ def _local_dates_note(grouping: Grouping, timezone: str) -> str:
     return f"; days, weeks and months ({', '.join(local)}) are local to {timezone} (BATCH_TIMEZONE)"
 
 
-def grouping_tables(thresholds: Thresholds, timezone: str,
-                    groupings: tuple[Grouping, ...] = GROUPINGS,
-                    metrics: tuple[Metric, ...] = METRICS,
-                    shares: tuple[Share, ...] = SHARES) -> tuple[Table, ...]:
-    tables = []
-    for grouping in groupings:
-        columns = output_columns(grouping, thresholds, metrics, shares)
-        tables.append(Table(
-            grouping.table,
-            f"{grouping.description}{_local_dates_note(grouping, timezone)}; published by the "
-            "nightly batch analysis, replaced as a whole by each successful run (see batch_runs)",
-            key=grouping.key_names,
-            columns=columns,
-            build=partial(_grouping_rows, grouping, columns)))
-    return tuple(tables)
+def _grouping_table(grouping: Grouping, thresholds: Thresholds, timezone: str,
+                    metrics: tuple[Metric, ...]) -> Table:
+    columns = output_columns(grouping, thresholds, metrics)
+    return Table(grouping.table,
+                 f"{grouping.description}{_local_dates_note(grouping, timezone)}; published by the "
+                 "nightly batch analysis, replaced as a whole by each successful run (see batch_runs)",
+                 key=grouping.key_names, columns=columns, build=partial(_grouping_rows, grouping, columns))
 
 
-def _latest_week_query(timezone: str) -> Callable[[Callable[[str], sql.Composable]], sql.Composable]:
+def latest_week_view(timezone: str) -> View:
     def query(table: Callable[[str], sql.Composable]) -> sql.Composable:
         # A week is complete once data newer than its Sunday has arrived: judged against the
         # newest reading overall, so a classroom whose sensors went silent keeps its last full
@@ -171,10 +148,6 @@ def _latest_week_query(timezone: str) -> Callable[[Callable[[str], sql.Composabl
             "AS weeks_behind_institute "
             "FROM latest"
         ).format(weekly=table("classroom_weekly_stats"), tz=sql.Literal(timezone))
-    return query
-
-
-def latest_week_view(timezone: str) -> View:
     return View(
         LATEST_WEEK_VIEW,
         "For each classroom, the statistics of its latest complete ISO week (a week whose "
@@ -182,26 +155,18 @@ def latest_week_view(timezone: str) -> View:
         "classroom_weekly_stats, then weeks_behind_institute: how many weeks that week is older "
         "than the newest complete week of any classroom of the same institute (0: up to date; "
         "more: the classroom's sensors stopped sending, it is not a quiet classroom)",
-        _latest_week_query(timezone),
-        reads=("classroom_weekly_stats",),
+        query, reads=("classroom_weekly_stats",),
         one_row_per="classroom: its latest complete ISO week")
 
 
-def build_catalog(thresholds: Thresholds, timezone: str,
-                  groupings: tuple[Grouping, ...] = GROUPINGS,
-                  metrics: tuple[Metric, ...] = METRICS,
-                  shares: tuple[Share, ...] = SHARES,
-                  extra_tables: tuple[Table, ...] = (),
-                  extra_views: tuple[View, ...] = (),
-                  iaq: IaqSettings = IaqSettings(),
+def build_catalog(thresholds: Thresholds, timezone: str, metrics: tuple[Metric, ...] = METRICS,
+                  extra_tables: tuple[Table, ...] = (), iaq: IaqSettings = IaqSettings(),
                   health: HealthSettings = HealthSettings()) -> Catalog:
-    """Everything the analysis publishes with these settings (`iaq`: the indoor-air
-    compliance settings, which appear in the IAQ tables' comments; `health`: the sensor
-    health's, in its tables' comments)."""
-    tables = (grouping_tables(thresholds, timezone, groupings, metrics, shares)
+    """Everything the analysis publishes with these settings, which appear in the comments."""
+    tables = (tuple(_grouping_table(grouping, thresholds, timezone, metrics) for grouping in GROUPINGS)
               + iaq_catalog_tables(iaq, timezone)
               + health_catalog_tables(health, iaq.iaq_outdoor_co2_ppm, timezone) + extra_tables)
-    views = (latest_week_view(timezone), latest_iaq_week_view(), attention_view(health)) + extra_views
+    views = (latest_week_view(timezone), latest_iaq_week_view(), attention_view(health))
     names = [table.name for table in tables] + [view.name for view in views] + [RUNS_TABLE]
     if len(set(names)) != len(names):
         raise ValueError(f"the catalog names a table or view twice: {names}")

@@ -10,47 +10,28 @@ import pandas as pd
 from pyspark.sql import SparkSession
 
 from batch.analysis import publish, runs
-from batch.core import cli
-from batch.analysis.partials import collect_partials, partial_statistics
-from batch.analysis.rollup import rollup_all, validation_counts
-from batch.analysis.statistics import GROUPINGS, Grouping, group_keys
-from batch.analysis.catalog import ALL_STATISTICS, RUN_RECORD_COLUMNS, Catalog, build_catalog
+from batch.analysis.catalog import RUN_RECORD_COLUMNS, Catalog, build_catalog
 from batch.analysis.health import health_results
-from batch.analysis.health_settings import HEALTH_OPTIONS, HealthSettings
 from batch.analysis.health_partials import health_partial_aggregates
-from batch.core.config import (
-    COMMON_OPTIONS,
-    DEFAULTED_OPTIONS_EXTRA,
-    POSTGRES_OPTIONS,
-    REPORT_DIR_OPTION,
-    SUMMARY_JSON_OPTION,
-    Option,
-    number,
-    parse_bool,
-    parse_positive_int,
-    public_view,
-    settings_type,
-)
-from batch.core.contract import ANALYSIS_COLUMNS, INSTITUTE, METRICS, PROFILE, RAW_COLUMNS_BY_NAME, Metric
-from batch.core.errors import (
-    BatchError,
-    ConfigurationError,
-    EmptyInputError,
-    EmptyResultError,
-)
-from batch.analysis.iaq_partials import (
-    IAQ_VALIDATED_METRICS,
-    collect_device_day_episodes,
-    iaq_partial_aggregates,
-    with_occupied_range,
-)
+from batch.analysis.health_settings import HEALTH_OPTIONS, HealthSettings
+from batch.analysis.iaq_partials import (IAQ_VALIDATED_METRICS, collect_device_day_episodes,
+                                         iaq_partial_aggregates, with_occupied_range)
 from batch.analysis.iaq_rollup import IAQ_GROUP_KEYS, iaq_results, public_holidays_in_data
 from batch.analysis.iaq_settings import IAQ_OPTIONS, IaqRules, IaqSettings, parse_ppm
+from batch.analysis.partials import collect_partials, partial_statistics
+from batch.analysis.rollup import rollup_all, validation_counts
+from batch.analysis.statistics import GROUPINGS, group_keys
+from batch.analysis.timetable import unknown_institutes
+from batch.core import cli
+from batch.core.config import (COMMON_OPTIONS, DEFAULTED_OPTIONS_EXTRA, POSTGRES_OPTIONS, REPORT_DIR_OPTION,
+                               SUMMARY_JSON_OPTION, Option, number, parse_bool, parse_positive_int,
+                               public_view, settings_type)
+from batch.core.contract import ANALYSIS_COLUMNS, INSTITUTE, METRICS, PROFILE, RAW_COLUMNS_BY_NAME, Metric
+from batch.core.errors import BatchError, ConfigurationError, EmptyInputError, EmptyResultError
 from batch.core.postgres import PostgresTarget, connect, database_errors
 from batch.core.readers import read_raw_readings, without_damaged_files
 from batch.core.summary import JobSummary
 from batch.core.thresholds import Thresholds
-from batch.analysis.timetable import unknown_institutes
 from batch.core.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings
 
 log = logging.getLogger(__name__)
@@ -83,15 +64,13 @@ class AnalysisSettings(settings_type("AnalysisSettings", ANALYSIS_OPTIONS,  # ty
     flag, environment variable or env file set (batch.core.cli.load fills it; empty when code
     builds the settings)."""
 
+    # The IAQ_ and HEALTH_ options are fields too: batch_runs.settings records them with the rest.
     @property
     def iaq(self) -> IaqSettings:
-        """The indoor-air compliance settings (IAQ_OPTIONS); being settings, they are
-        recorded in batch_runs.settings with the rest."""
         return IaqSettings.from_values(public_view(self))
 
     @property
     def health(self) -> HealthSettings:
-        """The sensor health settings (HEALTH_OPTIONS), recorded in batch_runs.settings too."""
         return HealthSettings.from_values(public_view(self))
 
     @property
@@ -133,29 +112,25 @@ UTC_ZONES = frozenset(name.lower() for name in (
     "Greenwich", "Etc/Greenwich"))
 
 
-def timezone_warning(timezone: str, defaulted: bool) -> str | None:
-    """Why the occupied hours may be wrong: evaluated in UTC, or in a zone nobody chose.
+def settings_warnings(settings: AnalysisSettings) -> list[str]:
+    """The warnings the settings alone give, before any data is read: the occupied hours are
+    evaluated in UTC, or in a zone nobody chose.
 
     School timetables are local wall-clock times: in UTC an 08:00-14:00 day of an Italian
     school is read as 09:00-15:00 in winter and 10:00-16:00 in summer.
     """
+    timezone = settings.batch_timezone
+    defaulted = "batch_timezone" in settings.options_defaulted
     default = " (the built-in default: BATCH_TIMEZONE is not set)" if defaulted else ""
     if timezone.lower() in UTC_ZONES:
-        return (f"occupied hours are evaluated in UTC (BATCH_TIMEZONE={timezone}{default}): the "
+        return [f"occupied hours are evaluated in UTC (BATCH_TIMEZONE={timezone}{default}): the "
                 "school timetables, local days and weeks are shifted by the schools' UTC offset; "
-                "set BATCH_TIMEZONE to the schools' time zone, e.g. Europe/Rome")
+                "set BATCH_TIMEZONE to the schools' time zone, e.g. Europe/Rome"]
     if defaulted:
-        return (f"occupied hours are evaluated in {timezone}, the built-in default: BATCH_TIMEZONE "
+        return [f"occupied hours are evaluated in {timezone}, the built-in default: BATCH_TIMEZONE "
                 "is set by no flag, environment variable or env file; set it to the schools' time "
-                "zone to confirm it")
-    return None
-
-
-def settings_warnings(settings: AnalysisSettings) -> list[str]:
-    """The warnings the settings alone give, before any data is read."""
-    warning = timezone_warning(settings.batch_timezone,
-                               "batch_timezone" in settings.options_defaulted)
-    return [warning] if warning else []
+                "zone to confirm it"]
+    return []
 
 
 def check_settings(settings: AnalysisSettings) -> None:
@@ -185,59 +160,54 @@ ANALYSIS_JOB = cli.JobDefinition(
 
 
 def run_analysis(spark: SparkSession, settings: AnalysisSettings, summary: RunSummary,
-                 groupings: Sequence[Grouping] = GROUPINGS,
                  metrics: Sequence[Metric] = METRICS) -> RunSummary:
     """Run the whole analysis, filling `summary`; raises BatchError with the run marked failed.
 
-    `groupings` and `metrics` are the published tables and the metrics summarised in them
-    (batch/analysis/statistics.py GROUPINGS, batch/core/contract.py METRICS unless a test says otherwise).
+    `metrics`: those summarised in the statistics tables (batch/core/contract.py METRICS unless
+    a test says otherwise).
     """
+    metrics = tuple(metrics)
+    conn = None
     try:
-        return _run_analysis(spark, settings, summary, tuple(groupings), tuple(metrics))
-    except BaseException as error:
-        # Failures before the run is recorded (database unreachable, lock not granted) too.
-        summary.status = "failed"
-        summary.error_message = summary.error_message or cli.describe_failure(error)
-        raise
-
-
-def _run_analysis(spark: SparkSession, settings: AnalysisSettings, summary: RunSummary,
-                  groupings: tuple[Grouping, ...], metrics: tuple[Metric, ...]) -> RunSummary:
-    check_settings(settings)
-    for warning in settings_warnings(settings):
-        summary.warn(warning)
-    target = settings.target
-    catalog = build_catalog(settings.thresholds, settings.batch_timezone, groupings, metrics,
-                            iaq=settings.iaq, health=settings.health)
-    tables = [table.name for table in catalog.published_tables]
-    conn = connect(target)
-    try:
+        check_settings(settings)
+        for warning in settings_warnings(settings):
+            summary.warn(warning)
+        target = settings.target
+        catalog = build_catalog(settings.thresholds, settings.batch_timezone, metrics,
+                                iaq=settings.iaq, health=settings.health)
+        conn = connect(target)
         with database_errors(target), publish.publish_lock(conn, target):
             evolution = publish.ensure_schema(conn, target, catalog)
             summary.run_id = runs.start_run(conn, target, summary.job, settings.raw_data_path,
                                              public_view(settings))
             try:
                 with database_errors(target):
-                    _compute_and_publish(spark, settings, summary, conn, target, groupings,
-                                         metrics, catalog, evolution)
+                    _compute_and_publish(spark, settings, summary, conn, target, metrics, catalog,
+                                         evolution)
             except BaseException as error:
                 summary.status = "failed"
                 summary.error_message = cli.describe_failure(error)
-                publish.record_failure(conn, target, tables, summary.run_id, summary.run_record())
+                publish.record_failure(conn, target, [table.name for table in catalog.published_tables],
+                                       summary.run_id, summary.run_record())
                 raise
+        return summary
+    except BaseException as error:
+        # Failures before the run is recorded (database unreachable, lock not granted) too.
+        summary.status = "failed"
+        summary.error_message = summary.error_message or cli.describe_failure(error)
+        raise
     finally:
-        conn.close()
-    return summary
+        if conn is not None:
+            conn.close()
 
 
 def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summary: RunSummary,
-                         conn: Any, target: PostgresTarget, groupings: tuple[Grouping, ...],
-                         metrics: tuple[Metric, ...], catalog: Catalog,
+                         conn: Any, target: PostgresTarget, metrics: tuple[Metric, ...], catalog: Catalog,
                          evolution: publish.Evolution) -> None:
     iaq_rules = settings.iaq.rules()
     # In the driver: groups, not readings (see batch.analysis.rollup for the bound), where
     # every table is rolled up.
-    partials, episodes = _first_pass(spark, settings, summary, groupings, metrics, iaq_rules)
+    partials, episodes = _first_pass(spark, settings, summary, metrics, iaq_rules)
     with summary.phase("aggregate"):
         _record_counts(summary, validation_counts(partials, metrics), metrics, settings.drop_replays)
         if not summary.rows_used:
@@ -248,7 +218,7 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
             PUBLIC_HOLIDAYS_APPLIED: public_holidays_in_data(partials, iaq_rules)})
         for warning in unknown_institutes(iaq_rules.occupancy, set(partials[INSTITUTE].dropna())):
             summary.warn(warning)
-        results: dict[str, Any] = {ALL_STATISTICS: rollup_all(partials, groupings, metrics),
+        results: dict[str, Any] = {**rollup_all(partials, GROUPINGS, metrics),
                                    **iaq_results(partials, episodes, iaq_rules,
                                                settings.batch_timezone),
                                    **health_results(partials, settings.health.rules(
@@ -316,8 +286,7 @@ def _write_report(target: PostgresTarget, report_dir: str, run_id: int) -> str |
 
 
 def _first_pass(spark: SparkSession, settings: AnalysisSettings, summary: RunSummary,
-                groupings: tuple[Grouping, ...], metrics: tuple[Metric, ...],
-                iaq_rules: IaqRules) -> tuple[pd.DataFrame, pd.DataFrame]:
+                metrics: tuple[Metric, ...], iaq_rules: IaqRules) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read and validate the input into partial statistics, one row per device and day, and
     the device-days' longest CO2 episodes and covered time (batch/analysis/iaq_partials.py), both collected to
     the driver.
@@ -329,15 +298,18 @@ def _first_pass(spark: SparkSession, settings: AnalysisSettings, summary: RunSum
     With SKIP_CORRUPT_FILES, a file whose footer reads but whose data pages do not is skipped
     like an unreadable footer, and the input read again without it.
     """
+    names = tuple(metric.name for metric in metrics)
+    columns_read = ANALYSIS_COLUMNS + (PROFILE,) + tuple(name for name in names if name not in ANALYSIS_COLUMNS)
+    # The metrics whose impossible values are nulled: the summarised ones and the IAQ tables'.
+    validated = names + tuple(name for name in IAQ_VALIDATED_METRICS if name not in names)
+
     def read_and_aggregate(unreadable: tuple[str, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
         with summary.phase("read"):
             readings_df, input_files = read_raw_readings(
-                spark, settings.raw_data_path, _columns_read(metrics), settings.skip_corrupt_files,
-                unreadable)
+                spark, settings.raw_data_path, columns_read, settings.skip_corrupt_files, unreadable)
             summary.record_input(input_files)
         with summary.phase("aggregate"):
-            validated_df = readings_df.transform(validate_readings, _validated(metrics),
-                                                 settings.drop_replays)
+            validated_df = readings_df.transform(validate_readings, validated, settings.drop_replays)
             partials = collect_partials(
                 validated_df.transform(with_occupied_range, settings.batch_timezone, iaq_rules.occupancy)
                 .transform(partial_statistics, settings.batch_timezone, settings.thresholds,
@@ -345,26 +317,12 @@ def _first_pass(spark: SparkSession, settings: AnalysisSettings, summary: RunSum
                            + health_partial_aggregates(settings.health_night_end_hour),
                            # The device profile, constant per device, for the health tables.
                            extra_keys=(PROFILE,)),
-                group_keys(groupings) + IAQ_GROUP_KEYS)
+                group_keys(GROUPINGS) + IAQ_GROUP_KEYS)
             episodes = collect_device_day_episodes(validated_df, settings.batch_timezone,
                                                    iaq_rules, partials)
             return partials, episodes
 
     return without_damaged_files(read_and_aggregate, settings.skip_corrupt_files)
-
-
-def _names(metrics: tuple[Metric, ...]) -> tuple[str, ...]:
-    return tuple(metric.name for metric in metrics)
-
-
-def _validated(metrics: tuple[Metric, ...]) -> tuple[str, ...]:
-    """The metrics whose impossible values are nulled: the summarised ones and the IAQ tables'."""
-    return _names(metrics) + tuple(name for name in IAQ_VALIDATED_METRICS if name not in _names(metrics))
-
-
-def _columns_read(metrics: tuple[Metric, ...]) -> tuple[str, ...]:
-    return ANALYSIS_COLUMNS + (PROFILE,) + tuple(
-        name for name in _names(metrics) if name not in ANALYSIS_COLUMNS)
 
 
 def _record_counts(summary: RunSummary, counts: dict[str, int], metrics: tuple[Metric, ...],
@@ -374,4 +332,4 @@ def _record_counts(summary: RunSummary, counts: dict[str, int], metrics: tuple[M
     summary.rows_excluded = {reason: counts[reason] for reason in EXCLUSION_REASONS}
     # Replays are only looked for when they are dropped: 0 must mean "checked, none".
     summary.rows_excluded[REPLAY_REASON] = counts[REPLAY_REASON] if drop_replays else None
-    summary.values_nulled = {metric: counts[out_of_range_flag(metric)] for metric in _names(metrics)}
+    summary.values_nulled = {metric.name: counts[out_of_range_flag(metric.name)] for metric in metrics}

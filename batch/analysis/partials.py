@@ -9,20 +9,8 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from batch.analysis.statistics import (
-    COUNT_PART,
-    HITS_PART,
-    M2_PART,
-    MAX_PART,
-    MIN_PART,
-    READING_DATE,
-    SHARES,
-    SUM_PART,
-    GroupKey,
-    Share,
-    Thresholds,
-    partial_column,
-)
+from batch.analysis.statistics import (COUNT_PART, HITS_PART, M2_PART, MAX_PART, MIN_PART, READING_DATE,
+                                       SHARES, SUM_PART, GroupKey, Thresholds, partial_column)
 from batch.core.contract import CLASSROOM, DEVICE, INSTITUTE, METRICS, SENDTIME, Metric
 from batch.core.session import collect_to_pandas
 from batch.core.validation import EXCLUSION_REASON, REPLAYS, out_of_range_flag
@@ -63,7 +51,7 @@ def with_reading_date(readings_df: DataFrame, timezone: str) -> DataFrame:
 
 def partial_statistics(
     validated_df: DataFrame, timezone: str, thresholds: Thresholds,
-    metrics: tuple[Metric, ...] = METRICS, shares: tuple[Share, ...] = SHARES,
+    metrics: tuple[Metric, ...] = METRICS,
     extra_aggregates: Sequence[Column] = (), extra_keys: Sequence[str] = (),
 ) -> DataFrame:
     """Reduce validated readings to one row per reason, institute, classroom, device and local day.
@@ -97,7 +85,7 @@ def partial_statistics(
     aggregates += [
         F.count(F.when(share.condition(F.col(share.metric), thresholds), 1))
         .alias(partial_column(share.name, HITS_PART))
-        for share in shares
+        for share in SHARES
     ]
     aggregates += extra_aggregates
     return (
@@ -107,15 +95,9 @@ def partial_statistics(
     )
 
 
-def with_group_keys(partials_df: DataFrame, keys: tuple[GroupKey, ...]) -> DataFrame:
-    """Add every one of `keys` derived from the local date (ISO week, month...).
-
-    Derived in Spark, where the key definitions live, before the partials leave it.
-    """
-    derived = {key.column.name: key for key in keys if key.derive is not None}
-    return partials_df.select("*", *[key.derive().alias(name) for name, key in derived.items()])
-
-
 def collect_partials(partials_df: DataFrame, keys: tuple[GroupKey, ...]) -> pd.DataFrame:
-    """The partials with the group `keys` derived from their date, in the driver (Arrow)."""
-    return collect_to_pandas(partials_df.transform(with_group_keys, keys))
+    """The partials in the driver (Arrow), with every one of `keys` derived from the local date
+    (ISO week, month...): derived in Spark, where the key definitions live."""
+    derived = {key.column.name: key for key in keys if key.derive is not None}
+    return collect_to_pandas(partials_df.select("*", *[key.derive().alias(name)
+                                                      for name, key in derived.items()]))

@@ -8,32 +8,13 @@ which stays exact where a sum of squares would cancel.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 import pandas as pd
 
-from batch.analysis.statistics import (
-    COUNT_PART,
-    HITS_PART,
-    M2_PART,
-    MAX_PART,
-    MIN_PART,
-    SHARES,
-    SUM_PART,
-    Grouping,
-    Share,
-    partial_column,
-)
+from batch.analysis.statistics import (COUNT_PART, HITS_PART, M2_PART, MAX_PART, MIN_PART, SHARES, SUM_PART,
+                                       Grouping, partial_column)
 from batch.core.contract import DEVICE, METRICS, Metric
-from batch.core.schema import Column as OutputColumn
-from batch.core.validation import (
-    EXCLUSION_REASON,
-    EXCLUSION_REASONS,
-    REPLAY_REASON,
-    REPLAYS,
-    out_of_range_flag,
-)
+from batch.core.validation import EXCLUSION_REASON, EXCLUSION_REASONS, REPLAY_REASON, REPLAYS, out_of_range_flag
 
 
 def _values(partials: pd.DataFrame, name: str) -> np.ndarray:
@@ -41,8 +22,7 @@ def _values(partials: pd.DataFrame, name: str) -> np.ndarray:
     return partials[name].to_numpy(dtype=float, na_value=0.0)
 
 
-def _rollup_grouping(included: pd.DataFrame, grouping: Grouping, metrics: tuple[Metric, ...],
-                     shares: tuple[Share, ...]) -> pd.DataFrame:
+def _rollup_grouping(included: pd.DataFrame, grouping: Grouping, metrics: tuple[Metric, ...]) -> pd.DataFrame:
     """One grouping's statistics from the included partials: one row per group."""
     keys = list(grouping.key_names)
     codes = included.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
@@ -56,7 +36,7 @@ def _rollup_grouping(included: pd.DataFrame, grouping: Grouping, metrics: tuple[
     lowest = by_group[[partial_column(metric.name, MIN_PART) for metric in metrics]].min()
     highest = by_group[[partial_column(metric.name, MAX_PART) for metric in metrics]].max()
     totals = {name: np.bincount(codes, weights=_values(included, name), minlength=groups)
-              for name in [partial_column(share.name, HITS_PART) for share in shares]}
+              for name in [partial_column(share.name, HITS_PART) for share in SHARES]}
     for metric in metrics:
         n_i = _values(included, partial_column(metric.name, COUNT_PART))
         sum_i = _values(included, partial_column(metric.name, SUM_PART))
@@ -74,7 +54,7 @@ def _rollup_grouping(included: pd.DataFrame, grouping: Grouping, metrics: tuple[
         result[f"{metric.name}_max"] = highest[partial_column(metric.name, MAX_PART)]
         result[f"{metric.name}_stddev"] = stddev
         totals[partial_column(metric.name, COUNT_PART)] = n
-    for share in shares:
+    for share in SHARES:
         n = totals[partial_column(share.metric, COUNT_PART)]
         with np.errstate(invalid="ignore", divide="ignore"):
             result[share.name] = np.where(n > 0, totals[partial_column(share.name, HITS_PART)] / n, np.nan)
@@ -87,18 +67,10 @@ def included_partials(partials: pd.DataFrame) -> pd.DataFrame:
 
 
 def rollup_all(partials: pd.DataFrame, groupings: tuple[Grouping, ...],
-               metrics: tuple[Metric, ...] = METRICS,
-               shares: tuple[Share, ...] = SHARES) -> dict[str, pd.DataFrame]:
+               metrics: tuple[Metric, ...] = METRICS) -> dict[str, pd.DataFrame]:
     """The statistics of every grouping, by table name, from `collect_partials`' frame."""
     included = included_partials(partials)
-    return {grouping.table: _rollup_grouping(included, grouping, metrics, shares)
-            for grouping in groupings}
-
-
-def grouping_table(all_stats: Mapping[str, pd.DataFrame], grouping: Grouping,
-                   columns: tuple[OutputColumn, ...]) -> pd.DataFrame:
-    """The published table of `grouping` (its catalog `columns`, in order), from `rollup_all`."""
-    return all_stats[grouping.table][[column.name for column in columns]]
+    return {grouping.table: _rollup_grouping(included, grouping, metrics) for grouping in groupings}
 
 
 def validation_counts(partials: pd.DataFrame, metrics: tuple[Metric, ...] = METRICS) -> dict[str, int]:

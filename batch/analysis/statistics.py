@@ -146,39 +146,25 @@ SHARES: tuple[Share, ...] = (
 )
 
 
-def metric_columns(metric: Metric) -> tuple[OutputColumn, ...]:
-    return tuple(
-        OutputColumn(f"{metric.name}_{stat.suffix}", stat.column_type,
-                     stat.comment.format(description=metric.description, unit=metric.unit),
-                     unit=metric.unit if stat.in_unit else "", nullable=stat.nullable)
-        for stat in METRIC_STATISTICS)
-
-
-def group_columns() -> tuple[OutputColumn, ...]:
-    return (
-        OutputColumn("readings", BIGINT,
-                     "number of readings used (excluded readings are counted in batch_runs)",
-                     nullable=False),
-        OutputColumn("devices", BIGINT, "number of distinct devices (DevEui) that sent them",
-                     nullable=False),
-        OutputColumn("first_reading_at", TIMESTAMPTZ, "time of the first reading", nullable=False),
-        OutputColumn("last_reading_at", TIMESTAMPTZ, "time of the last reading", nullable=False),
-    )
-
-
-def share_columns(thresholds: Thresholds, shares: tuple[Share, ...] = SHARES) -> tuple[OutputColumn, ...]:
-    return tuple(OutputColumn(share.name, DOUBLE, share.describe(thresholds), unit="share 0-1")
-                 for share in shares)
+GROUP_COLUMNS = (
+    OutputColumn("readings", BIGINT, "number of readings used (excluded readings are counted in "
+                 "batch_runs)", nullable=False),
+    OutputColumn("devices", BIGINT, "number of distinct devices (DevEui) that sent them", nullable=False),
+    OutputColumn("first_reading_at", TIMESTAMPTZ, "time of the first reading", nullable=False),
+    OutputColumn("last_reading_at", TIMESTAMPTZ, "time of the last reading", nullable=False),
+)
 
 
 def output_columns(grouping: Grouping, thresholds: Thresholds,
-                   metrics: tuple[Metric, ...] = METRICS,
-                   shares: tuple[Share, ...] = SHARES) -> tuple[OutputColumn, ...]:
+                   metrics: tuple[Metric, ...] = METRICS) -> tuple[OutputColumn, ...]:
     return (
-        tuple(key.column for key in grouping.keys)
-        + group_columns()
-        + tuple(column for metric in metrics for column in metric_columns(metric))
-        + share_columns(thresholds, shares)
+        tuple(key.column for key in grouping.keys) + GROUP_COLUMNS
+        + tuple(OutputColumn(f"{metric.name}_{stat.suffix}", stat.column_type,
+                             stat.comment.format(description=metric.description, unit=metric.unit),
+                             unit=metric.unit if stat.in_unit else "", nullable=stat.nullable)
+                for metric in metrics for stat in METRIC_STATISTICS)
+        + tuple(OutputColumn(share.name, DOUBLE, share.describe(thresholds), unit="share 0-1")
+                for share in SHARES)
     )
 
 
