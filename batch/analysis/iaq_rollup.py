@@ -11,36 +11,19 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
 
-from batch.analysis.iaq_partials import (
-    CATEGORY_N,
-    CO2_MAX,
-    CO2_N,
-    CO2_SUM,
-    COVERED_US,
-    LONGEST_US,
-    PIR_MOTION,
-    PIR_N,
-    TEMPERATURE_IN_BAND,
-    TEMPERATURE_N,
-    TEMPERATURE_SUM,
-)
+from batch.analysis.iaq_partials import (CATEGORY_N, CO2_MAX, CO2_N, CO2_SUM, COVERED_US, LONGEST_US,
+                                         PIR_MOTION, PIR_N, TEMPERATURE_IN_BAND, TEMPERATURE_N,
+                                         TEMPERATURE_SUM)
 from batch.analysis.iaq_settings import CATEGORIES, MICROS_PER_MINUTE, IaqRules
-from batch.analysis.iaq_tables import (
-    COVERAGE,
-    DAILY_TABLE,
-    LOCAL_DATE,
-    NOT_JUDGED_REASON,
-    PERIOD_TABLE,
-    WEEKLY_TABLE,
-)
+from batch.analysis.iaq_tables import COVERAGE, DAILY_TABLE, LOCAL_DATE, NOT_JUDGED_REASON, PERIOD_TABLE, WEEKLY_TABLE
 from batch.analysis.rollup import included_partials
 from batch.analysis.statistics import ISO_WEEK_KEY, ISO_YEAR_KEY, READING_DATE, WEEK_START_KEY
-from batch.analysis.timetable import Occupancy, Timetable, public_holidays_applied
+from batch.analysis.timetable import Occupancy, public_holidays_applied
 from batch.core.contract import CLASSROOM, INSTITUTE
 
 
@@ -73,10 +56,6 @@ def _instant_us(day: dt.date, seconds: int, zone: ZoneInfo) -> int:
     return round(local.replace(tzinfo=zone).timestamp() * 1_000_000)
 
 
-def _timetable_of(occupancy: Occupancy, institute: str) -> Timetable:
-    return dict(occupancy.institute_timetables).get(institute, occupancy.default_timetable)
-
-
 def occupied_us(institute: str, day: dt.date, occupancy: Occupancy, timezone: str) -> int:
     """The occupied time of an institute's day, µs: the lengths of its timetable ranges that
     day as instants (on a clock-change day a range lasts what the wall clock says).
@@ -84,8 +63,9 @@ def occupied_us(institute: str, day: dt.date, occupancy: Occupancy, timezone: st
     Only asked for days with an occupied reading, which are therefore not closed.
     """
     zone = ZoneInfo(timezone)
+    timetable = dict(occupancy.institute_timetables).get(institute, occupancy.default_timetable)
     return sum(_instant_us(day, end, zone) - _instant_us(day, start, zone)
-               for start, end in _timetable_of(occupancy, institute).ranges[day.weekday()])
+               for start, end in timetable.ranges[day.weekday()])
 
 
 def _not_judged_reason(coverage: float, school_day: bool, rules: IaqRules) -> str | None:
@@ -178,19 +158,15 @@ def _category(totals: pd.DataFrame, rules: IaqRules) -> pd.Series:
 
 def _rolled_up(day_totals: pd.DataFrame, keys: list[str], rules: IaqRules) -> pd.DataFrame:
     """Day counts, occupied statistics and the EN 16798-1 category per group of `keys`."""
-    mean_met = day_totals[_BB101_MEAN_MET].eq(True)
-    peak_met = day_totals[_BB101_PEAK_MET].eq(True)
+    school_day, judged = day_totals[_SCHOOL_DAY], day_totals[_JUDGED]
     # The flags are null on the days not judged: the BB101 counts are over judged days.
-    counted = day_totals.assign(school_days=day_totals[_SCHOOL_DAY].astype("int64"),
-                                judged_days=day_totals[_JUDGED].astype("int64"),
-                                days_with_too_little_data=(day_totals[_SCHOOL_DAY]
-                                                           & ~day_totals[_JUDGED]).astype("int64"),
-                                bb101_mean_days_met=mean_met.astype("int64"),
-                                bb101_peak_days_met=peak_met.astype("int64"),
-                                bb101_days_met=(mean_met & peak_met).astype("int64"))
-    by_group = counted.groupby(keys, sort=False)
-    day_counts = ["school_days", "judged_days", "days_with_too_little_data", "bb101_mean_days_met",
-                  "bb101_peak_days_met", "bb101_days_met"]
+    mean_met, peak_met = day_totals[_BB101_MEAN_MET].eq(True), day_totals[_BB101_PEAK_MET].eq(True)
+    days = {"school_days": school_day, "judged_days": judged, "days_with_too_little_data": school_day & ~judged,
+            "bb101_mean_days_met": mean_met, "bb101_peak_days_met": peak_met,
+            "bb101_days_met": mean_met & peak_met}
+    by_group = day_totals.assign(**{name: flag.astype("int64") for name, flag in days.items()}) \
+        .groupby(keys, sort=False)
+    day_counts = list(days)
     totals = by_group[list(_SUMMED) + day_counts].sum()
     totals[CO2_MAX] = by_group[CO2_MAX].max()
     totals = totals.reset_index()
@@ -199,26 +175,6 @@ def _rolled_up(day_totals: pd.DataFrame, keys: list[str], rules: IaqRules) -> pd
         **_occupied_statistics(totals),
         "en16798_co2_category": _category(totals, rules),
     })
-
-
-def classroom_weekly_iaq(day_totals: pd.DataFrame, data_through: Mapping[str, dt.date],
-                         rules: IaqRules) -> pd.DataFrame:
-    """The `classroom_weekly_iaq` table: per classroom and ISO week, over its occupied readings.
-
-    `week_complete`: data of the classroom's institute newer than the week's Sunday have
-    arrived (`data_through`: per institute, the local date of its newest reading): the
-    institute's own data, so that an institute whose uplink stopped does not see its last
-    week as complete because another institute's data moved on.
-    """
-    weekly = _rolled_up(day_totals, [*_CLASSROOM_KEYS, *_WEEK_KEYS], rules)
-    weekly["week_complete"] = [start + dt.timedelta(days=7) <= data_through[institute]
-                               for institute, start in zip(weekly[INSTITUTE], weekly["week_start"])]
-    return weekly
-
-
-def classroom_iaq(day_totals: pd.DataFrame, rules: IaqRules) -> pd.DataFrame:
-    """The `classroom_iaq` table: per classroom over the whole period of data."""
-    return _rolled_up(day_totals, _CLASSROOM_KEYS, rules)
 
 
 @dataclass(frozen=True)
@@ -233,10 +189,15 @@ def iaq_tables(partials: pd.DataFrame, episodes: pd.DataFrame, rules: IaqRules,
     """The three IAQ tables from the collected partials (with `iaq_partial_aggregates` and the
     ISO week keys) and the collected `device_day_episodes`; `timezone`: BATCH_TIMEZONE."""
     day_totals = classroom_day_totals(partials, episodes, rules, timezone)
+    weekly = _rolled_up(day_totals, [*_CLASSROOM_KEYS, *_WEEK_KEYS], rules)
+    # Complete once data of the classroom's institute newer than the week's Sunday have
+    # arrived: the institute's own data, so that an institute whose uplink stopped does not see
+    # its last week as complete because another institute's data moved on.
     data_through = included_partials(partials).groupby(INSTITUTE)[READING_DATE].max().to_dict()
-    return IaqTables(daily=classroom_daily_iaq(day_totals),
-                     weekly=classroom_weekly_iaq(day_totals, data_through, rules),
-                     period=classroom_iaq(day_totals, rules))
+    weekly["week_complete"] = [start + dt.timedelta(days=7) <= data_through[institute]
+                               for institute, start in zip(weekly[INSTITUTE], weekly["week_start"])]
+    return IaqTables(daily=classroom_daily_iaq(day_totals), weekly=weekly,
+                     period=_rolled_up(day_totals, _CLASSROOM_KEYS, rules))
 
 
 def public_holidays_in_data(partials: pd.DataFrame, rules: IaqRules) -> dict[str, Any]:
