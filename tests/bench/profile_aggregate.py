@@ -20,9 +20,9 @@ TIMEZONE = "Europe/Rome"
 
 SETUP = """
 from pyspark.sql import SparkSession, functions as F
-from batch.analysis import iaq_partials, iaq_rollup, iaq_settings, job as analysis, partials as spark_partials
+from batch.analysis import iaq_partials, iaq_rollup, iaq_settings, partials as spark_partials
 from batch.analysis import rollup, statistics
-from batch.core.contract import METRICS
+from batch.core.contract import ANALYSIS_COLUMNS, METRICS, PROFILE
 from batch.core.readers import read_raw_readings
 from batch.core.session import BASE_CONF
 from batch.core.validation import validate_readings
@@ -37,9 +37,9 @@ rules = iaq_settings.IaqSettings.from_values({}).rules()
 
 STEPS: list[tuple[str, str]] = [
     ("read (list files, footers, schema)",
-     "readings_df, _ = read_raw_readings(spark, RAW_PATH, analysis._columns_read(METRICS))"),
+     "readings_df, _ = read_raw_readings(spark, RAW_PATH, ANALYSIS_COLUMNS + (PROFILE,))"),
     ("validate, occupied ranges (plan only)",
-     "validated_df = readings_df.transform(validate_readings, analysis._validated(METRICS), False);"
+     "validated_df = readings_df.transform(validate_readings, iaq_partials.IAQ_VALIDATED_METRICS, False);"
      " occupied_df = validated_df.transform(iaq_partials.with_occupied_range, TIMEZONE, rules.occupancy)"),
     ("partials: scan, validate, aggregate",
      "partials_df = occupied_df.transform(spark_partials.partial_statistics, TIMEZONE,"
