@@ -92,10 +92,10 @@ def _seconds(text: str) -> int:
 
 
 def _weekday(text: str) -> int:
-    for index, name in enumerate(WEEKDAYS):
-        if text.strip().lower() == name.lower():
-            return index
-    raise ValueError(f"{text.strip()!r} is not a weekday ({', '.join(WEEKDAYS)})")
+    index = {name.lower(): index for index, name in enumerate(WEEKDAYS)}.get(text.strip().lower())
+    if index is None:
+        raise ValueError(f"{text.strip()!r} is not a weekday ({', '.join(WEEKDAYS)})")
+    return index
 
 
 def _days(text: str) -> list[int]:
@@ -262,20 +262,11 @@ def public_holidays_applied(occupancy: Occupancy, first: dt.date, last: dt.date)
     }
 
 
-@dataclass(frozen=True)
-class InstituteSettings:
-    """IAQ_TIMETABLE_FILE: the institutes' own timetables and public-holiday calendars."""
-
-    timetables: tuple[tuple[str, Timetable], ...] = ()
-    public_holidays: tuple[tuple[str, str], ...] = ()
-    named_at: NamedAt = ()
-
-
-def load_institute_settings(path: str) -> InstituteSettings:
-    """The per-institute timetables and holiday calendars of IAQ_TIMETABLE_FILE (none when
-    `path` is empty)."""
+def _load_institute_settings(path: str) -> tuple[dict[str, Timetable], dict[str, str], NamedAt]:
+    """The institutes' own timetables and public-holiday calendars of IAQ_TIMETABLE_FILE (none
+    when `path` is empty), and where each institute is named."""
     if not path:
-        return InstituteSettings()
+        return {}, {}, ()
     timetables: dict[str, Timetable] = {}
     calendars: dict[str, str] = {}
     named_at: list[tuple[str, str]] = []
@@ -297,8 +288,7 @@ def load_institute_settings(path: str) -> InstituteSettings:
             except ValueError as error:
                 raise ConfigurationError(f"{where}: holidays: {error}") from None
         named_at.append((institute, where))
-    return InstituteSettings(tuple(sorted(timetables.items())), tuple(sorted(calendars.items())),
-                             tuple(named_at))
+    return timetables, calendars, tuple(named_at)
 
 
 def load_closures(path: str) -> tuple[tuple[Closure, ...], NamedAt]:
@@ -333,10 +323,10 @@ def load_occupancy(timetable: str, timetable_file: str, closures_file: str,
         default = parse_timetable(timetable)
     except ValueError as error:
         raise ConfigurationError(f"IAQ_TIMETABLE: {error}") from None
-    institutes = load_institute_settings(timetable_file)
+    timetables, calendars, named_at = _load_institute_settings(timetable_file)
     closures, closures_named_at = load_closures(closures_file)
-    return Occupancy(default, institutes.timetables, closures, public_holidays,
-                     institutes.public_holidays, institutes.named_at + closures_named_at)
+    return Occupancy(default, tuple(sorted(timetables.items())), closures, public_holidays,
+                     tuple(sorted(calendars.items())), named_at + closures_named_at)
 
 
 def unknown_institutes(occupancy: Occupancy, seen: set[str]) -> list[str]:
