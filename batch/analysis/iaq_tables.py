@@ -13,7 +13,7 @@ import pandas as pd
 from psycopg2 import sql
 
 from batch.analysis.iaq_settings import CATEGORIES, IaqSettings
-from batch.analysis.statistics import CLASSROOM_KEY, INSTITUTE_KEY, ISO_WEEK_KEY, ISO_YEAR_KEY, WEEK_START_KEY
+from batch.analysis.statistics import CLASSROOM_KEYS, WEEK_KEYS
 from batch.analysis.timetable import NO_HOLIDAYS
 from batch.core.contract import CLASSROOM, INSTITUTE
 from batch.core.schema import BIGINT, BOOLEAN, DATE, DOUBLE, INTEGER, TEXT, Results, Table, View
@@ -25,6 +25,8 @@ PERIOD_TABLE = "classroom_iaq"
 LATEST_WEEK_VIEW = "latest_complete_week_iaq_by_classroom"
 LOCAL_DATE = "local_date"
 COVERAGE, NOT_JUDGED_REASON = "occupied_coverage", "not_judged_reason"
+_CLASSROOM_COLUMNS = tuple(key.column for key in CLASSROOM_KEYS)
+_WEEK_COLUMNS = tuple(key.column for key in WEEK_KEYS)
 
 
 def _occupied_note(settings: IaqSettings, timezone: str) -> str:
@@ -81,12 +83,9 @@ def _statistic_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:
     )
 
 
-def _coverage_rule(settings: IaqSettings) -> str:
-    return (f"judged: its occupied CO2 readings cover at least {settings.iaq_min_day_coverage:.0%} "
-            "(IAQ_MIN_DAY_COVERAGE) of its occupied time (occupied_coverage of classroom_daily_iaq)")
-
-
-def _day_count_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:
+def _rolled_up_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:
+    """The weekly and period tables' columns after their keys: day counts, occupied statistics
+    and the EN 16798-1 category."""
     mean, peak = settings.iaq_bb101_mean_co2_ppm, settings.iaq_bb101_peak_co2_ppm
     minutes = settings.iaq_bb101_peak_minutes
     return (
@@ -94,7 +93,9 @@ def _day_count_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:
                         "school days: local dates with at least one occupied CO2 reading",
                         unit="days", nullable=False),
         PublishedColumn("judged_days", BIGINT,
-                        f"school days judged against BB101, {_coverage_rule(settings)}",
+                        "school days judged against BB101, judged: its occupied CO2 readings cover at "
+                        f"least {settings.iaq_min_day_coverage:.0%} (IAQ_MIN_DAY_COVERAGE) of its "
+                        "occupied time (occupied_coverage of classroom_daily_iaq)",
                         unit="days", nullable=False),
         PublishedColumn("days_with_too_little_data", BIGINT,
                         "school days not judged against BB101: their occupied CO2 readings cover "
@@ -110,24 +111,21 @@ def _day_count_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:
                         "(IAQ_BB101_PEAK_MINUTES)", unit="days", nullable=False),
         PublishedColumn("bb101_days_met", BIGINT, "judged days meeting both the BB101 mean and peak",
                         unit="days", nullable=False),
+        *_statistic_columns(settings),
+        PublishedColumn(
+            "en16798_co2_category", INTEGER,
+            "EN 16798-1:2019 CO2 category met: the best category (1 = I ... 4 = IV) whose occupied "
+            "CO2 readings, with those of the better categories, make at least "
+            f"{settings.iaq_compliance_share:.0%} (IAQ_COMPLIANCE_SHARE) of the occupied CO2 "
+            "readings; null without CO2", unit="category 1-4"),
     )
-
-
-def _category_column(settings: IaqSettings) -> PublishedColumn:
-    return PublishedColumn(
-        "en16798_co2_category", INTEGER,
-        "EN 16798-1:2019 CO2 category met: the best category (1 = I ... 4 = IV) whose occupied "
-        "CO2 readings, with those of the better categories, make at least "
-        f"{settings.iaq_compliance_share:.0%} (IAQ_COMPLIANCE_SHARE) of the occupied CO2 "
-        "readings; null without CO2", unit="category 1-4")
 
 
 def _daily_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:
     mean, peak = settings.iaq_bb101_mean_co2_ppm, settings.iaq_bb101_peak_co2_ppm
     return (
-        INSTITUTE_KEY.column, CLASSROOM_KEY.column,
-        PublishedColumn(LOCAL_DATE, DATE, "local date (BATCH_TIMEZONE)", nullable=False),
-        ISO_YEAR_KEY.column, ISO_WEEK_KEY.column, WEEK_START_KEY.column,
+        *_CLASSROOM_COLUMNS, PublishedColumn(LOCAL_DATE, DATE, "local date (BATCH_TIMEZONE)", nullable=False),
+        *_WEEK_COLUMNS,
         *_statistic_columns(settings),
         PublishedColumn(
             "longest_peak_episode_minutes", DOUBLE,
@@ -165,22 +163,6 @@ def _daily_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:
     )
 
 
-def _weekly_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:
-    return (
-        INSTITUTE_KEY.column, CLASSROOM_KEY.column,
-        ISO_YEAR_KEY.column, ISO_WEEK_KEY.column, WEEK_START_KEY.column,
-        *_day_count_columns(settings), *_statistic_columns(settings), _category_column(settings),
-        PublishedColumn("week_complete", BOOLEAN,
-                        "data of the classroom's institute newer than the week's Sunday have "
-                        "arrived: the week can no longer change", nullable=False),
-    )
-
-
-def _period_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:
-    return (INSTITUTE_KEY.column, CLASSROOM_KEY.column, *_day_count_columns(settings),
-            *_statistic_columns(settings), _category_column(settings))
-
-
 def _published(name: str, columns: tuple[PublishedColumn, ...]) -> Callable[[Results], pd.DataFrame]:
     return lambda results: results[name][[column.name for column in columns]]
 
@@ -188,16 +170,20 @@ def _published(name: str, columns: tuple[PublishedColumn, ...]) -> Callable[[Res
 def iaq_catalog_tables(settings: IaqSettings, timezone: str) -> tuple[Table, ...]:
     """The three IAQ tables as catalog entries; their rows are results[name] (`iaq_results`)."""
     note = _occupied_note(settings, timezone)
+    week_complete = PublishedColumn("week_complete", BOOLEAN,
+                                    "data of the classroom's institute newer than the week's Sunday "
+                                    "have arrived: the week can no longer change", nullable=False)
     specs = (
         (DAILY_TABLE, "Indoor-air compliance per classroom and local date with an occupied CO2 "
                       "or temperature reading (UK BB101 2018, EN 16798-1:2019)",
          (INSTITUTE, CLASSROOM, LOCAL_DATE), _daily_columns(settings)),
         (WEEKLY_TABLE, "Indoor-air compliance per classroom and ISO week (UK BB101 2018, "
                        "EN 16798-1:2019)",
-         (INSTITUTE, CLASSROOM, "iso_year", "iso_week", "week_start"), _weekly_columns(settings)),
+         (INSTITUTE, CLASSROOM, "iso_year", "iso_week", "week_start"),
+         (*_CLASSROOM_COLUMNS, *_WEEK_COLUMNS, *_rolled_up_columns(settings), week_complete)),
         (PERIOD_TABLE, "Indoor-air compliance per classroom over the whole period of data "
                        "(UK BB101 2018, EN 16798-1:2019)",
-         (INSTITUTE, CLASSROOM), _period_columns(settings)),
+         (INSTITUTE, CLASSROOM), (*_CLASSROOM_COLUMNS, *_rolled_up_columns(settings))),
     )
     return tuple(
         Table(name, f"{description}; {note}; published by the nightly batch analysis, replaced "
