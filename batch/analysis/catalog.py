@@ -115,18 +115,13 @@ def _grouping_rows(grouping: Grouping, columns: tuple[Column, ...], results: Res
     return results[grouping.table][[column.name for column in columns]]
 
 
-def _local_dates_note(grouping: Grouping, timezone: str) -> str:
-    local = [key.column.name for key in grouping.keys if key.derive is not None]
-    if not local:
-        return ""
-    return f"; days, weeks and months ({', '.join(local)}) are local to {timezone} (BATCH_TIMEZONE)"
-
-
 def _grouping_table(grouping: Grouping, thresholds: Thresholds, timezone: str,
                     metrics: tuple[Metric, ...]) -> Table:
     columns = output_columns(grouping, thresholds, metrics)
+    local = ", ".join(key.column.name for key in grouping.keys if key.derive is not None)
+    note = f"; days, weeks and months ({local}) are local to {timezone} (BATCH_TIMEZONE)" if local else ""
     return Table(grouping.table,
-                 f"{grouping.description}{_local_dates_note(grouping, timezone)}; published by the "
+                 f"{grouping.description}{note}; published by the "
                  "nightly batch analysis, replaced as a whole by each successful run (see batch_runs)",
                  key=grouping.key_names, columns=columns, build=partial(_grouping_rows, grouping, columns))
 
@@ -193,9 +188,21 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def column_reference(catalog: Catalog) -> str:
-    """Every table and view in the README list's order: description, key, columns (type, unit,
-    comment); a view declares no columns of its own, its description names them."""
+# How docs/tables.md is written; tests/test_catalog.py checks that it is current.
+REFERENCE_COMMAND = "python -m batch.analysis.catalog --reference > docs/tables.md"
+
+
+def default_timezone() -> str:
+    return next(option.default for option in COMMON_OPTIONS if option.env == "BATCH_TIMEZONE")
+
+
+def default_reference() -> str:
+    """docs/tables.md as the defaults of env/spark.env make it: the list of what is published,
+    then every table and view in that order: description, key, columns (type, unit, comment);
+    a view declares no columns of its own, its description names them."""
+    timezone = default_timezone()
+    catalog = build_catalog(Thresholds(), timezone)
+
     def table_section(table: Table) -> list[str]:
         return [f"## `{table.name}`", "", table.description, "",
                 f"One row per {', '.join(table.key)}.", "",
@@ -208,17 +215,6 @@ def column_reference(catalog: Catalog) -> str:
         return [f"## `{view.name}` (view)", "", view.description, "",
                 f"One row per {view.one_row_per}. Reads {reads}.", ""]
 
-    lines = [line for table in catalog.published_tables for line in table_section(table)]
-    lines += [line for view in catalog.views for line in view_section(view)]
-    return "\n".join(lines + table_section(catalog.runs))
-
-
-# How docs/tables.md is written; tests/test_catalog.py checks that it is current.
-REFERENCE_COMMAND = "python -m batch.analysis.catalog --reference > docs/tables.md"
-
-
-def reference(catalog: Catalog, timezone: str) -> str:
-    """docs/tables.md: the list of what is published, then every table and view in full."""
     contents = [(f"`{table.name}`", table.name) for table in catalog.published_tables]
     contents += [(f"`{view.name}` (view)", f"{view.name}-view") for view in catalog.views]
     contents.append((f"`{catalog.runs.name}`", catalog.runs.name))
@@ -235,18 +231,10 @@ def reference(catalog: Catalog, timezone: str) -> str:
         "",
         markdown(catalog),
         "",
-        column_reference(catalog),
+        *[line for table in catalog.published_tables for line in table_section(table)],
+        *[line for view in catalog.views for line in view_section(view)],
+        *table_section(catalog.runs),
     ])
-
-
-def default_timezone() -> str:
-    return next(option.default for option in COMMON_OPTIONS if option.env == "BATCH_TIMEZONE")
-
-
-def default_reference() -> str:
-    """docs/tables.md as the defaults of env/spark.env make it."""
-    timezone = default_timezone()
-    return reference(build_catalog(Thresholds(), timezone), timezone)
 
 
 if __name__ == "__main__":
