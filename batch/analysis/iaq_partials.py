@@ -21,13 +21,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from batch.analysis.iaq_settings import CATEGORIES, IaqRules
-from batch.analysis.partials import (
-    LOCAL_MICROS,
-    MICROS_PER_DAY,
-    local_days,
-    with_local_time,
-    with_reading_date,
-)
+from batch.analysis.partials import LOCAL_MICROS, MICROS_PER_DAY, local_days, with_local_time, with_reading_date
 from batch.analysis.rollup import included_partials
 from batch.analysis.statistics import READING_DATE
 from batch.analysis.timetable import ALL_INSTITUTES, Occupancy, Timetable, public_holiday_dates

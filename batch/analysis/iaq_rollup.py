@@ -22,10 +22,9 @@ from batch.analysis.iaq_partials import (CATEGORY_N, CO2_MAX, CO2_N, CO2_SUM, CO
 from batch.analysis.iaq_settings import CATEGORIES, MICROS_PER_MINUTE, IaqRules
 from batch.analysis.iaq_tables import COVERAGE, DAILY_TABLE, LOCAL_DATE, NOT_JUDGED_REASON, PERIOD_TABLE, WEEKLY_TABLE
 from batch.analysis.rollup import included_partials
-from batch.analysis.statistics import ISO_WEEK_KEY, ISO_YEAR_KEY, READING_DATE, WEEK_START_KEY
+from batch.analysis.statistics import READING_DATE, WEEK_KEYS
 from batch.analysis.timetable import Occupancy, public_holidays_applied
 from batch.core.contract import CLASSROOM, INSTITUTE
-
 
 _SCHOOL_DAY, _JUDGED = "iaq_school_day", "iaq_judged"
 _OCCUPIED_US = "iaq_occupied_us"
@@ -33,7 +32,7 @@ _BB101_MEAN_MET, _BB101_PEAK_MET = "bb101_mean_met", "bb101_peak_met"
 _SUMMED = (CO2_N, CO2_SUM, *CATEGORY_N, TEMPERATURE_N, TEMPERATURE_SUM, TEMPERATURE_IN_BAND,
            PIR_N, PIR_MOTION)
 # The keys the collected partials must carry for these tables (batch.analysis.partials.collect_partials).
-IAQ_GROUP_KEYS = (ISO_YEAR_KEY, ISO_WEEK_KEY, WEEK_START_KEY)
+IAQ_GROUP_KEYS = WEEK_KEYS
 _WEEK_KEYS = tuple(key.column.name for key in IAQ_GROUP_KEYS)
 _CLASSROOM_KEYS = [INSTITUTE, CLASSROOM]
 

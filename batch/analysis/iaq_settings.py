@@ -7,15 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from batch.analysis.timetable import (
-    Occupancy,
-    checked_month_day,
-    checked_optional_file,
-    checked_timetable,
-    load_occupancy,
-    parse_holiday_calendar,
-    parse_month_day,
-)
+from batch.analysis.timetable import (Occupancy, checked_month_day, checked_optional_file, checked_timetable,
+                                      load_occupancy, parse_holiday_calendar, parse_month_day)
 from batch.core.config import Option, finite_number, number, settings_from, settings_type
 from batch.core.contract import RAW_COLUMNS_BY_NAME
 from batch.core.errors import ConfigurationError

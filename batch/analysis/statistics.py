@@ -15,8 +15,8 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from batch.core.contract import CLASSROOM, INSTITUTE, METRICS, Metric
-from batch.core.schema import BIGINT, DATE, DOUBLE, INTEGER, TEXT, TIMESTAMPTZ, Column as OutputColumn
-from batch.core.schema import ColumnType
+from batch.core.schema import BIGINT, DATE, DOUBLE, INTEGER, TEXT, TIMESTAMPTZ, ColumnType
+from batch.core.schema import Column as OutputColumn
 from batch.core.thresholds import Thresholds
 
 READING_DATE = "reading_date"
