@@ -1,12 +1,10 @@
 """The catalog: every table and view the analysis publishes, and the run table, in one place.
 
 Each entry names its key, its columns (type, unit, comment) and what builds its rows; the
-sink (batch/analysis/publish.py) derives from it the DDL, the comments, the staging tables, the
-swap, the schema evolution of an existing database and the row counts, the README's
-table list (`python -m batch.analysis.catalog`) and the reference docs/tables.md
-(`python -m batch.analysis.catalog --reference`). Adding a metric (batch/core/contract.py
-METRICS), a statistic or share (batch/analysis/statistics.py) or a grouping (GROUPINGS) changes the
-catalog through the specs it is built from; a table of another kind is one more entry here.
+sink (batch/analysis/publish.py) derives from it DDL, comments, staging, swap, schema evolution
+and row counts; this module the README's table list (`python -m batch.analysis.catalog`) and
+docs/tables.md (`--reference`). A metric, statistic, share or grouping changes the catalog
+through the specs it is built from; a table of another kind is one more entry here.
 """
 from __future__ import annotations
 

@@ -20,7 +20,8 @@ from batch.analysis.iaq_partials import (CATEGORY_N, CO2_MAX, CO2_N, CO2_SUM, CO
                                          PIR_MOTION, PIR_N, TEMPERATURE_IN_BAND, TEMPERATURE_N,
                                          TEMPERATURE_SUM)
 from batch.analysis.iaq_settings import CATEGORIES, MICROS_PER_MINUTE, IaqRules
-from batch.analysis.iaq_tables import COVERAGE, DAILY_TABLE, LOCAL_DATE, NOT_JUDGED_REASON, PERIOD_TABLE, WEEKLY_TABLE
+from batch.analysis.iaq_tables import (COVERAGE, DAILY_TABLE, LOCAL_DATE, NOT_JUDGED_REASON, PERIOD_TABLE,
+                                       WEEKLY_TABLE)
 from batch.analysis.rollup import included_partials
 from batch.analysis.statistics import READING_DATE, WEEK_KEYS
 from batch.analysis.timetable import Occupancy, public_holidays_applied

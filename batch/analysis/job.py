@@ -101,10 +101,6 @@ class RunSummary(JobSummary):
         return {name: getattr(self, name) for name in RUN_RECORD_COLUMNS}
 
 
-# The batch_runs.settings entry of the public holidays closed in the data's dates.
-PUBLIC_HOLIDAYS_APPLIED = "iaq_public_holidays_applied"
-
-
 # The tz database's names of UTC itself (Etc/UTC and GMT and their aliases in its `backward` file).
 UTC_ZONES = frozenset(name.lower() for name in (
     "UTC", "Etc/UTC", "UCT", "Etc/UCT", "Universal", "Etc/Universal", "Zulu", "Etc/Zulu",
@@ -209,13 +205,19 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
     # every table is rolled up.
     partials, episodes = _first_pass(spark, settings, summary, metrics, iaq_rules)
     with summary.phase("aggregate"):
-        _record_counts(summary, validation_counts(partials, metrics), metrics, settings.drop_replays)
+        counts = validation_counts(partials, metrics)
+        summary.rows_read, summary.rows_used = counts["rows_read"], counts["rows_used"]
+        summary.rows_excluded = {reason: counts[reason] for reason in EXCLUSION_REASONS}
+        # Replays are only looked for when they are dropped: 0 must mean "checked, none".
+        summary.rows_excluded[REPLAY_REASON] = counts[REPLAY_REASON] if settings.drop_replays else None
+        summary.values_nulled = {metric.name: counts[out_of_range_flag(metric.name)] for metric in metrics}
         if not summary.rows_used:
             raise EmptyInputError(
                 f"no usable reading under {settings.raw_data_path}: {summary.rows_read} read, "
                 f"excluded per reason {summary.rows_excluded}; previous results kept")
+        # The public holidays closed in the data's dates, with the settings that named them.
         runs.add_run_settings(conn, target, summary.run_id, {
-            PUBLIC_HOLIDAYS_APPLIED: public_holidays_in_data(partials, iaq_rules)})
+            "iaq_public_holidays_applied": public_holidays_in_data(partials, iaq_rules)})
         for warning in unknown_institutes(iaq_rules.occupancy, set(partials[INSTITUTE].dropna())):
             summary.warn(warning)
         results: dict[str, Any] = {**rollup_all(partials, GROUPINGS, metrics),
@@ -287,17 +289,11 @@ def _write_report(target: PostgresTarget, report_dir: str, run_id: int) -> str |
 
 def _first_pass(spark: SparkSession, settings: AnalysisSettings, summary: RunSummary,
                 metrics: tuple[Metric, ...], iaq_rules: IaqRules) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read and validate the input into partial statistics, one row per device and day, and
-    the device-days' longest CO2 episodes and covered time (batch/analysis/iaq_partials.py), both collected to
-    the driver.
-
-    The indoor-air compliance sums are computed in the statistics' aggregation, from the
-    same scan; the episodes in a narrow aggregation of their own (see iaq_partials.py for why).
-    Each is one Spark job that ends in the driver: nothing is kept in the executors.
-
-    With SKIP_CORRUPT_FILES, a file whose footer reads but whose data pages do not is skipped
-    like an unreadable footer, and the input read again without it.
-    """
+    """The partial statistics, one row per device and day, with the indoor-air compliance and
+    health sums from the same scan, and the device-days' CO2 episodes and covered time (a narrow
+    aggregation of their own: batch/analysis/iaq_partials.py says why), both in the driver: each
+    is one Spark job, nothing is kept in the executors. A file whose data pages cannot be
+    decoded stops the run or, with SKIP_CORRUPT_FILES, is skipped and the input read again."""
     names = tuple(metric.name for metric in metrics)
     columns_read = ANALYSIS_COLUMNS + (PROFILE,) + tuple(name for name in names if name not in ANALYSIS_COLUMNS)
     # The metrics whose impossible values are nulled: the summarised ones and the IAQ tables'.
@@ -323,13 +319,3 @@ def _first_pass(spark: SparkSession, settings: AnalysisSettings, summary: RunSum
             return partials, episodes
 
     return without_damaged_files(read_and_aggregate, settings.skip_corrupt_files)
-
-
-def _record_counts(summary: RunSummary, counts: dict[str, int], metrics: tuple[Metric, ...],
-                   drop_replays: bool) -> None:
-    summary.rows_read = counts["rows_read"]
-    summary.rows_used = counts["rows_used"]
-    summary.rows_excluded = {reason: counts[reason] for reason in EXCLUSION_REASONS}
-    # Replays are only looked for when they are dropped: 0 must mean "checked, none".
-    summary.rows_excluded[REPLAY_REASON] = counts[REPLAY_REASON] if drop_replays else None
-    summary.values_nulled = {metric.name: counts[out_of_range_flag(metric.name)] for metric in metrics}

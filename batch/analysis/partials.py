@@ -49,11 +49,9 @@ def with_reading_date(readings_df: DataFrame, timezone: str) -> DataFrame:
         READING_DATE, F.date_from_unix_date(local_days(F.col(LOCAL_MICROS)).cast("int")))
 
 
-def partial_statistics(
-    validated_df: DataFrame, timezone: str, thresholds: Thresholds,
-    metrics: tuple[Metric, ...] = METRICS,
-    extra_aggregates: Sequence[Column] = (), extra_keys: Sequence[str] = (),
-) -> DataFrame:
+def partial_statistics(validated_df: DataFrame, timezone: str, thresholds: Thresholds,
+                       metrics: tuple[Metric, ...] = METRICS, extra_aggregates: Sequence[Column] = (),
+                       extra_keys: Sequence[str] = ()) -> DataFrame:
     """Reduce validated readings to one row per reason, institute, classroom, device and local day.
 
     `extra_aggregates` are computed in the same aggregation (the indoor-air compliance

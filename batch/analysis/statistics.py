@@ -1,11 +1,7 @@
-"""The statistics published per institute, classroom and time period, as data.
-
-Partials per device and local day (batch/analysis/partials.py, Spark) are rolled up to each
-grouping in the driver (batch/analysis/rollup.py; docs/analysis.md, "Aggregate"). The lists of
-key columns, statistics, shares and groupings here are data: the Spark expressions of the
-partials, the roll-up and the published columns of the catalog (batch/analysis/catalog.py) all
-derive from them.
-"""
+"""The statistics published per institute, classroom and time period, as data: group keys,
+statistics, shares and groupings, from which the partials (batch/analysis/partials.py, Spark),
+their roll-up in the driver (batch/analysis/rollup.py; docs/analysis.md, "Aggregate") and the
+catalog's published columns all derive."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -169,12 +165,8 @@ def output_columns(grouping: Grouping, thresholds: Thresholds,
 
 
 def group_keys(groupings: tuple[Grouping, ...]) -> tuple[GroupKey, ...]:
-    """Every key of `groupings`, once each."""
-    keys: dict[str, GroupKey] = {}
-    for grouping in groupings:
-        for key in grouping.keys:
-            keys.setdefault(key.column.name, key)
-    return tuple(keys.values())
+    """Every key of `groupings`, once each (the groupings share the key objects)."""
+    return tuple({key.column.name: key for grouping in groupings for key in grouping.keys}.values())
 
 
 # --- the columns of the partial statistics ------------------------------------------------

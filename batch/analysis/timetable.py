@@ -54,8 +54,7 @@ class Closure:
     last_date: dt.date
 
 
-# (institute, "IAQ_CLOSURES_FILE path line n") of each institute a file names, for
-# unknown_institutes.
+# (institute, "IAQ_CLOSURES_FILE path line n") of each institute a file names (unknown_institutes).
 NamedAt = tuple[tuple[str, str], ...]
 
 
@@ -179,9 +178,10 @@ def checked_optional_file(text: str) -> str:
 
 
 def _csv_rows(path: str, header: tuple[str, ...], setting: str,
-              optional: tuple[str, ...] = ()) -> list[tuple[int, list[str]]]:
-    """The non-blank lines after the header, cells stripped. The header is `header`, or
-    `header` then the `optional` columns; rows of a file without them get empty cells."""
+              optional: tuple[str, ...] = ()) -> list[tuple[str, list[str]]]:
+    """The non-blank lines after the header, cells stripped, each with where it is ("SETTING
+    path line n"). The header is `header`, or `header` then the `optional` columns; rows of a
+    file without them get empty cells."""
     try:
         # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the header.
         with open(path, newline="", encoding="utf-8-sig") as handle:
@@ -198,13 +198,13 @@ def _csv_rows(path: str, header: tuple[str, ...], setting: str,
             f"{setting} {path}: the first line must be the header {','.join(full)}{shorter}")
     rows = []
     for number, cells in enumerate(lines[1:], start=2):
+        where = f"{setting} {path} line {number}"
         if not any(cell.strip() for cell in cells):
             continue
         if len(cells) != len(found):
-            raise ConfigurationError(
-                f"{setting} {path} line {number}: expected {len(found)} fields "
-                f"({','.join(found)}), got {len(cells)}")
-        rows.append((number, [cell.strip() for cell in cells] + [""] * (len(full) - len(found))))
+            raise ConfigurationError(f"{where}: expected {len(found)} fields ({','.join(found)}), "
+                                     f"got {len(cells)}")
+        rows.append((where, [cell.strip() for cell in cells] + [""] * (len(full) - len(found))))
     return rows
 
 
@@ -270,9 +270,8 @@ def _load_institute_settings(path: str) -> tuple[dict[str, Timetable], dict[str,
     timetables: dict[str, Timetable] = {}
     calendars: dict[str, str] = {}
     named_at: list[tuple[str, str]] = []
-    for number, (institute, text, calendar) in _csv_rows(
+    for where, (institute, text, calendar) in _csv_rows(
             path, ("institute", "timetable"), "IAQ_TIMETABLE_FILE", optional=("holidays",)):
-        where = f"IAQ_TIMETABLE_FILE {path} line {number}"
         if not institute or institute == ALL_INSTITUTES:
             raise ConfigurationError(f"{where}: an institute name is required "
                                      "(IAQ_TIMETABLE is the timetable of every other one)")
@@ -299,8 +298,7 @@ def load_closures(path: str) -> tuple[tuple[Closure, ...], NamedAt]:
     closures = []
     named_at: list[tuple[str, str]] = []
     header = ("institute", "first_date", "last_date", "reason")
-    for number, (institute, first, last, _) in _csv_rows(path, header, "IAQ_CLOSURES_FILE"):
-        where = f"IAQ_CLOSURES_FILE {path} line {number}"
+    for where, (institute, first, last, _) in _csv_rows(path, header, "IAQ_CLOSURES_FILE"):
         if not institute:
             raise ConfigurationError(f"{where}: institute is empty (write * for every institute)")
         try:
