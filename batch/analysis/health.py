@@ -76,12 +76,12 @@ def _runs_and_hours(masks: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray,
     run = np.zeros(len(masks))
     longest = np.zeros(len(masks))
     hours = np.zeros(len(masks), dtype=np.int64)
-    for hour in range(24):
-        weight = weights[:, hour]
-        has_reading = ((masks >> hour) & 1) == 1
-        run = np.where(weight == 0, run, np.where(has_reading, 0.0, run + weight))
-        longest = np.maximum(longest, run)
-        hours += (has_reading & (weight > 0)).astype(np.int64)
+    for hour, weight in enumerate(np.ascontiguousarray(weights.T)):
+        counted = (((masks >> hour) & 1) == 1) & (weight > 0)
+        run += weight  # an hour of weight 0 adds nothing: the run goes on through it
+        run *= ~counted
+        np.maximum(longest, run, out=longest)
+        hours += counted
     return hours, longest
 
 
@@ -89,137 +89,162 @@ def _runs_and_hours(masks: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray,
 
 _SUMMED = ("readings", *(stuck_n(m) for m in STUCK_METRICS), *(out_of_range(m) for m in CHECKED_METRICS))
 _LOWEST = (BATTERY_MIN, CO2_NIGHT_MIN, *(stuck_min(m) for m in STUCK_METRICS))
-_HIGHEST = ("last_reading_at", *(stuck_max(m) for m in STUCK_METRICS))
+_HIGHEST = tuple(stuck_max(m) for m in STUCK_METRICS)
 _PLACE = (INSTITUTE, CLASSROOM, PROFILE)
 USUAL = "usual_readings"
+DEVICE_CODE = "_device_code"
+DAY_NUMBER = "_day_number"
+# The device-days' columns are numpy arrays in a dict, not a DataFrame: the derivation runs on
+# ~10^6 device-days in the driver, where pandas' block copies and Timestamp objects cost more
+# than the arithmetic.
+Columns = dict[str, np.ndarray]
 
 
-def used_partials(partials: pd.DataFrame) -> pd.DataFrame:
-    """The columns of `collect_partials`' frame the health tables read, of the rows the
-    statistics use: one narrow copy, not one of the whole frame per use."""
-    used = partials[EXCLUSION_REASON].isna().to_numpy()
-    columns = [DEVICE, READING_DATE, INSTITUTE, CLASSROOM, "readings", "first_reading_at",
-               "last_reading_at", HOUR_MASK, *_SUMMED[1:], *_LOWEST, *_HIGHEST[1:]]
-    narrow = partials.loc[used, columns]
-    # Without the profile key (code that calls partial_statistics without it), no profile.
-    return narrow.assign(**{PROFILE: partials.loc[used, PROFILE] if PROFILE in partials else None})
+def _microseconds(instants: pd.Series) -> np.ndarray:
+    """UTC instants (tz-aware, as collected) as int64 microseconds: no Timestamp objects."""
+    return instants.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[us]").astype(np.int64)
 
 
-def device_days(included: pd.DataFrame) -> pd.DataFrame:
-    """One row per device and local date with a reading, from `used_partials`: its partial rows
-    merged (a device that moved classroom that day has one per classroom); the place is that of
-    its newest reading."""
-    ordered = included.sort_values([DEVICE, READING_DATE, "last_reading_at"], kind="stable")
-    by_day = ordered.groupby([DEVICE, READING_DATE], sort=False)
-    days = by_day[list(_SUMMED)].sum()
-    days[list(_LOWEST)] = by_day[list(_LOWEST)].min()
-    days[list(_HIGHEST)] = by_day[list(_HIGHEST)].max()
-    days[list(_PLACE)] = by_day[list(_PLACE)].nth(-1).set_index(days.index)
-    starts = np.flatnonzero(~ordered.duplicated([DEVICE, READING_DATE]).to_numpy())
-    days[HOUR_MASK] = np.bitwise_or.reduceat(ordered[HOUR_MASK].to_numpy(dtype=np.int64), starts) \
-        if len(starts) else np.zeros(0, dtype=np.int64)
-    return days.reset_index()
+def _instant(microseconds: int) -> dt.datetime:
+    return pd.Timestamp(int(microseconds), unit="us", tz="UTC").to_pydatetime()
 
 
-def _day_numbers(dates: pd.Series) -> np.ndarray:
+def _day_numbers(dates: np.ndarray) -> np.ndarray:
     """datetime.date values as days since 1970-01-01 (converted once per distinct date)."""
     codes, distinct = pd.factorize(dates)
     return np.array(list(distinct), dtype="datetime64[D]").astype(np.int64)[codes]
 
 
-DAY_NUMBER = "_day_number"
+@dataclass(frozen=True)
+class DeviceDays:
+    """One row per device and local date with a used reading (sorted by device and date); the
+    devices by code (sorted), each one's newest reading (µs), and the input's span."""
+
+    columns: Columns
+    devices: np.ndarray
+    last_reading_us: np.ndarray
+    span: InputSpan
 
 
-def _calendar(days: pd.DataFrame, as_of: dt.date) -> pd.DataFrame:
-    """Every device's dates from its first reading through `as_of` (sorted by device and date,
-    with their `_day_number`), its days placed at their dates: positions computed, not joined."""
-    day_numbers = _day_numbers(days[READING_DATE])
-    device_codes, devices = pd.factorize(days[DEVICE], sort=True)
-    devices = np.asarray(devices, dtype=object)
-    first = np.full(len(devices), np.iinfo(np.int64).max)
-    np.minimum.at(first, device_codes, day_numbers)
-    lengths = np.datetime64(as_of, "D").astype(np.int64) - first + 1
+def device_days(partials: pd.DataFrame, zone: ZoneInfo) -> DeviceDays:
+    """The rows of `collect_partials`' frame the statistics use, merged per device and local date
+    (a device that moved classroom that day has one per classroom); the place is that of its
+    newest reading."""
+    used = partials[EXCLUSION_REASON].isna().to_numpy()
+
+    def column(name: str) -> np.ndarray:
+        return partials[name].to_numpy()[used]
+
+    codes, devices = pd.factorize(column(DEVICE), sort=True)
+    day_numbers = _day_numbers(column(READING_DATE))
+    first_us = _microseconds(partials["first_reading_at"][used])
+    last_us = _microseconds(partials["last_reading_at"][used])
+    order = np.lexsort((last_us, day_numbers, codes))
+    codes, day_numbers = codes[order], day_numbers[order]
+    starts = np.flatnonzero(np.concatenate(
+        [[True], (codes[1:] != codes[:-1]) | (day_numbers[1:] != day_numbers[:-1])]))
+    ends = np.append(starts[1:], len(order)) - 1
+    days: Columns = {DEVICE_CODE: codes[starts], DAY_NUMBER: day_numbers[starts]}
+    merges = ((_SUMMED, np.add), (_LOWEST, np.fmin), (_HIGHEST, np.fmax), ((HOUR_MASK,), np.bitwise_or))
+    for names, merge in merges:
+        for name in names:
+            days[name] = merge.reduceat(column(name)[order], starts)
+    # Without the profile key (code that calls partial_statistics without it), no profile.
+    for name in _PLACE:
+        days[name] = column(name)[order][ends] if name in partials else np.full(len(starts), None)
+    newest = np.full(len(devices), np.iinfo(np.int64).min)
+    np.maximum.at(newest, codes, last_us[order])
+    span = InputSpan(_instant(first_us.min()), _instant(last_us.max()))
+    return DeviceDays(days, np.asarray(devices, dtype=object), newest, span.in_zone(zone))
+
+
+def _calendar(days: Columns, last_date: int) -> tuple[Columns, np.ndarray]:
+    """Every device's dates from its first reading through `last_date` (a day number), sorted by
+    device and date, its days placed at their dates (positions computed, not joined), and
+    whether each date has a reading."""
+    codes, day_numbers = days[DEVICE_CODE], days[DAY_NUMBER]
+    device_count = int(codes.max()) + 1
+    first = np.full(device_count, np.iinfo(np.int64).max)
+    np.minimum.at(first, codes, day_numbers)
+    lengths = last_date - first + 1
     starts = np.cumsum(lengths) - lengths
     total = int(lengths.sum())
-    positions = starts[device_codes] + day_numbers - first[device_codes]
-    calendar_codes = np.repeat(np.arange(len(devices)), lengths)
-    calendar_numbers = first[calendar_codes] + np.arange(total) - starts[calendar_codes]
-    distinct, inverse = np.unique(calendar_numbers, return_inverse=True)
-    dates = np.array([day.item() for day in distinct.astype("datetime64[D]")], dtype=object)
-    columns: dict[str, Any] = {DEVICE: devices[calendar_codes], READING_DATE: dates[inverse.reshape(-1)],
-                               DAY_NUMBER: calendar_numbers}
-    counts = {"readings", HOUR_MASK, *(stuck_n(m) for m in STUCK_METRICS),
-              *(out_of_range(m) for m in CHECKED_METRICS)}
-    for name in days.columns.drop([DEVICE, READING_DATE]):
-        values = days[name].to_numpy()
-        if name in counts:
+    positions = starts[codes] + day_numbers - first[codes]
+    calendar_codes = np.repeat(np.arange(device_count), lengths)
+    calendar: Columns = {DEVICE_CODE: calendar_codes,
+                         DAY_NUMBER: first[calendar_codes] + np.arange(total) - starts[calendar_codes]}
+    for name, values in days.items():
+        if name in calendar:
+            continue
+        if values.dtype.kind in "iu":
             column = np.zeros(total, dtype=np.int64)
         elif values.dtype.kind == "f":
             column = np.full(total, np.nan)
         else:
             column = np.full(total, None, dtype=object)
         column[positions] = values
-        columns[name] = column
+        calendar[name] = column
     # A day without a reading keeps the place of the device's last one: every device's first
     # date has a reading, so carrying the last row with one forward never crosses devices.
     with_reading = np.zeros(total, dtype=bool)
     with_reading[positions] = True
     last_with_reading = np.maximum.accumulate(np.where(with_reading, np.arange(total), 0))
     for name in _PLACE:
-        columns[name] = columns[name][last_with_reading]
-    return pd.DataFrame(columns)
+        calendar[name] = calendar[name][last_with_reading]
+    return calendar, with_reading
 
 
-def _usual_readings(merged: pd.DataFrame, usual_days: int) -> pd.Series:
+def _follows_same_device(codes: np.ndarray) -> np.ndarray:
+    """Per row of rows sorted by device and date: whether the row before is the same device's."""
+    return np.concatenate([[False], codes[1:] == codes[:-1]])
+
+
+def _usual_readings(readings: np.ndarray, codes: np.ndarray, usual_days: int) -> np.ndarray:
     """Per row (sorted by device and date): the median readings of the device's last
     `usual_days` days with readings before that date (NaN before its first)."""
-    with_readings = merged.loc[merged["readings"] > 0, [DEVICE, "readings"]]
-    # One rolling median over all devices' days in a row, then the first days of each device,
-    # whose window would reach into the device before, again within the device alone.
-    through = with_readings["readings"].astype(float).rolling(usual_days, min_periods=1).median()
-    rank = with_readings.groupby(DEVICE, sort=False).cumcount().to_numpy()
-    first_days = with_readings[rank < usual_days - 1]
-    through[first_days.index] = first_days.groupby(DEVICE, sort=False)["readings"] \
-        .expanding().median().droplevel(0)
+    with_readings = readings > 0
+    counts, device_of = readings[with_readings].astype(float), codes[with_readings]
+    # One rolling median over every device's days with readings, each device's preceded by
+    # usual_days - 1 NaNs, which the median skips: no window reaches into the device before.
+    device_starts = np.flatnonzero(~_follows_same_device(device_of))
+    shifted = np.arange(len(counts)) + (usual_days - 1) * np.searchsorted(
+        device_starts, np.arange(len(counts)), side="right")
+    padded = np.full(len(counts) + (usual_days - 1) * len(device_starts), np.nan)
+    padded[shifted] = counts
+    through = np.full(len(readings), np.nan)
+    through[with_readings] = pd.Series(padded).rolling(usual_days, min_periods=1).median() \
+        .to_numpy()[shifted]
     # Each date takes the median through the latest day with readings before it.
-    follows = _follows_same_device(merged)
-    previous = np.where(follows, merged.assign(_through=through)["_through"].shift(1).to_numpy(), np.nan)
-    rows = np.arange(len(merged))
+    follows = _follows_same_device(codes)
+    previous = np.where(follows, np.concatenate([[np.nan], through[:-1]]), np.nan)
+    rows = np.arange(len(readings))
     device_start = np.maximum.accumulate(np.where(follows, 0, rows))
     latest = np.maximum.accumulate(np.where(np.isnan(previous), -1, rows))
-    return pd.Series(np.where(latest >= device_start, previous[np.maximum(latest, 0)], np.nan),
-                     index=merged.index)
+    return np.where(latest >= device_start, previous[np.maximum(latest, 0)], np.nan)
 
 
 _UNITS = {metric.name: metric.unit for metric in METRICS}
 
 
-def _follows_same_device(merged: pd.DataFrame) -> np.ndarray:
-    """Per row of rows sorted by device and date: whether the row before is the same device's."""
-    devices = merged[DEVICE].to_numpy()
-    return np.concatenate([[False], devices[1:] == devices[:-1]])
-
-
-def _stuck_metrics(merged: pd.DataFrame, min_readings: int, last_day: np.ndarray) -> pd.Series:
+def _stuck_metrics(days: Columns, min_readings: int, last_day: np.ndarray) -> np.ndarray:
     """Per row (sorted by device and date), the metrics stuck on one value all day with that
     value ('temperature 21 °C'), or None.
 
     On the input's last date, observed for a few hours only, a metric also stays stuck when its
     every value equals the one it was stuck on the day before.
     """
-    same_device = _follows_same_device(merged)
+    same_device = _follows_same_device(days[DEVICE_CODE])
     stuck = {}
     for metric in STUCK_METRICS:
-        n, low, high = (merged[name(metric)].to_numpy() for name in (stuck_n, stuck_min, stuck_max))
+        n, low, high = (days[name(metric)] for name in (stuck_n, stuck_min, stuck_max))
         full_day = (n >= min_readings) & (low == high)
         before = np.concatenate([[False], full_day[:-1]]) & same_device
         low_before = np.concatenate([[np.nan], low[:-1]])
         stuck[metric] = full_day | (last_day & before & (n > 0) & (low == high) & (low == low_before))
-    any_stuck = np.logical_or.reduce(list(stuck.values()))
-    texts = pd.Series(None, index=merged.index, dtype=object)
-    for position in np.flatnonzero(any_stuck):
-        texts.iat[position] = ", ".join(
-            f"{metric} {merged[stuck_min(metric)].iat[position]:g} {_UNITS[metric]}"
+    texts = np.full(len(same_device), None, dtype=object)
+    for position in np.flatnonzero(np.logical_or.reduce(list(stuck.values()))):
+        texts[position] = ", ".join(
+            f"{metric} {days[stuck_min(metric)][position]:g} {_UNITS[metric]}"
             for metric in STUCK_METRICS if stuck[metric][position])
     return texts
 
@@ -230,15 +255,12 @@ class InputSpan:
 
     first_at: dt.datetime
     last_at: dt.datetime
-    first_date: dt.date
-    last_date: dt.date
+    first_date: dt.date | None = None
+    last_date: dt.date | None = None
 
-
-def input_span(included: pd.DataFrame, zone: ZoneInfo) -> InputSpan:
-    first_at = pd.Timestamp(included["first_reading_at"].min()).to_pydatetime()
-    last_at = pd.Timestamp(included["last_reading_at"].max()).to_pydatetime()
-    return InputSpan(first_at, last_at, first_at.astimezone(zone).date(),
-                     last_at.astimezone(zone).date())
+    def in_zone(self, zone: ZoneInfo) -> InputSpan:
+        return InputSpan(self.first_at, self.last_at, self.first_at.astimezone(zone).date(),
+                         self.last_at.astimezone(zone).date())
 
 
 def _day_weights(day_numbers: np.ndarray, span: InputSpan, zone: ZoneInfo) -> tuple[np.ndarray, float]:
@@ -260,49 +282,41 @@ def _day_weights(day_numbers: np.ndarray, span: InputSpan, zone: ZoneInfo) -> tu
     return table[inverse.reshape(-1)], last_share
 
 
-def daily_health(included: pd.DataFrame, rules: HealthRules, timezone: str) -> pd.DataFrame:
-    """The `device_daily_health` rows (published names) from `used_partials`, which hold a used
+def daily_health(device_days_: DeviceDays, rules: HealthRules, zone: ZoneInfo) -> pd.DataFrame:
+    """The `device_daily_health` rows (published names) from `device_days`, which hold a used
     reading (the job stops before this without one)."""
-    zone = ZoneInfo(timezone)
-    days = device_days(included)
-    span = input_span(included, zone)
-    merged = _calendar(days, span.last_date)
-    weights, last_share = _day_weights(merged[DAY_NUMBER].to_numpy(), span, zone)
-    merged["hours_with_readings"], merged["longest_gap_hours"] = _runs_and_hours(
-        merged[HOUR_MASK].to_numpy(), weights)
-    merged[USUAL] = _usual_readings(merged, rules.usual_days)
-    last_day = (merged[READING_DATE] == span.last_date).to_numpy()
-    due = merged[USUAL].to_numpy() * np.where(last_day, last_share, 1.0)
-    readings = merged["readings"].to_numpy()
-    merged["stuck_metrics"] = _stuck_metrics(merged, rules.stuck_min_readings, last_day)
+    span = device_days_.span
+    last_date = int(np.datetime64(span.last_date, "D").astype(np.int64))
+    days, _ = _calendar(device_days_.columns, last_date)
+    codes, readings = days[DEVICE_CODE], days["readings"]
+    weights, last_share = _day_weights(days[DAY_NUMBER], span, zone)
+    hours, longest_gap = _runs_and_hours(days[HOUR_MASK], weights)
+    usual = _usual_readings(readings, codes, rules.usual_days)
+    last_day = days[DAY_NUMBER] == last_date
+    due = usual * np.where(last_day, last_share, 1.0)
+    stuck_metrics = _stuck_metrics(days, rules.stuck_min_readings, last_day)
     status = np.where(readings == 0, OFFLINE,
-                      np.where(merged["stuck_metrics"].notna(), STUCK,
+                      np.where(pd.notna(stuck_metrics), STUCK,
                                np.where(readings < rules.sparse_share * due, SPARSE, OK)))
     # The last date is observed until the newest reading only: no reading yet is offline when
     # one was due by then, or when the device was offline the day before.
-    offline_before = np.concatenate([[False], status[:-1] == OFFLINE]) & _follows_same_device(merged)
+    offline_before = np.concatenate([[False], status[:-1] == OFFLINE]) & _follows_same_device(codes)
     not_yet = last_day & (readings == 0) & ~(due >= 1) & ~offline_before
-    merged["status"] = np.where(not_yet, OK, status)
-    return _daily_frame(merged)
-
-
-def _daily_frame(merged: pd.DataFrame) -> pd.DataFrame:
-    out_of_range_columns = {f"{metric}_out_of_range": merged[out_of_range(metric)].astype("int64")
+    distinct_days, day_index = np.unique(days[DAY_NUMBER], return_inverse=True)
+    dates = np.array([day.item() for day in distinct_days.astype("datetime64[D]")], dtype=object)
+    out_of_range_columns = {f"{metric}_out_of_range": days[out_of_range(metric)]
                             for metric in CHECKED_METRICS}
     return pd.DataFrame({
-        INSTITUTE: merged[INSTITUTE], CLASSROOM: merged[CLASSROOM], "dev_eui": merged[DEVICE],
-        PROFILE: merged[PROFILE], "local_date": merged[READING_DATE],
-        "readings": merged["readings"].astype("int64"),
-        "hours_with_readings": merged["hours_with_readings"].astype("int64"),
-        "longest_gap_hours": merged["longest_gap_hours"].astype(float),
-        "values_out_of_range": sum(out_of_range_columns.values(), pd.Series(0, index=merged.index)),
+        INSTITUTE: days[INSTITUTE], CLASSROOM: days[CLASSROOM],
+        "dev_eui": device_days_.devices[codes], PROFILE: days[PROFILE],
+        "local_date": dates[day_index.reshape(-1)], "readings": readings,
+        "hours_with_readings": hours, "longest_gap_hours": longest_gap,
+        "values_out_of_range": np.sum(list(out_of_range_columns.values()), axis=0),
         **out_of_range_columns,
-        "battery_min": merged[BATTERY_MIN].astype(float),
-        "co2_night_min": merged[CO2_NIGHT_MIN].astype(float),
-        "stuck_metrics": merged["stuck_metrics"],
-        USUAL: merged[USUAL].astype(float),
-        "status": merged["status"],
-    }).reset_index(drop=True)
+        "battery_min": days[BATTERY_MIN], "co2_night_min": days[CO2_NIGHT_MIN],
+        "stuck_metrics": stuck_metrics, USUAL: usual,
+        "status": np.where(not_yet, OK, status),
+    })
 
 
 # --- one row per device, as of the input's last local date ---------------------------------
@@ -412,8 +426,10 @@ DEVICE_HEALTH_COLUMNS = (INSTITUTE, CLASSROOM, "dev_eui", PROFILE, "as_of_date",
 
 def health_results(partials: pd.DataFrame, rules: HealthRules, timezone: str) -> dict[str, pd.DataFrame]:
     """The two health tables' rows by table name, for the catalog's build functions."""
-    included = used_partials(partials)
-    daily = daily_health(included, rules, timezone)
-    last_reading_at = included.groupby(DEVICE)["last_reading_at"].max()
+    zone = ZoneInfo(timezone)
+    days = device_days(partials, zone)
+    daily = daily_health(days, rules, zone)
+    last_reading_at = pd.Series(days.last_reading_us.astype("datetime64[us]"),
+                                index=days.devices).dt.tz_localize("UTC")
     return {DAILY_HEALTH_TABLE: daily,
             DEVICE_HEALTH_TABLE: device_health(daily, last_reading_at, rules, timezone)}
