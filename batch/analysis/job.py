@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -220,20 +220,11 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
             "iaq_public_holidays_applied": public_holidays_in_data(partials, iaq_rules)})
         for warning in unknown_institutes(iaq_rules.occupancy, set(partials[INSTITUTE].dropna())):
             summary.warn(warning)
-        results: dict[str, Any] = {**rollup_all(partials, GROUPINGS, metrics),
-                                   **iaq_results(partials, episodes, iaq_rules,
-                                               settings.batch_timezone),
-                                   **health_results(partials, settings.health.rules(
-                                       settings.iaq_outdoor_co2_ppm), settings.batch_timezone)}
-        del partials, episodes  # the driver holds the partials or the results, not both, while publishing
-        rows = {table.name: table.build(results) for table in catalog.published_tables}
-        del results
+        empty = _stage(publish.StagingWriter(conn, target, catalog.published_tables, summary.run_id),
+                       catalog, _results(partials, episodes, settings, metrics, iaq_rules))
+        del partials, episodes
     with summary.phase("publish"):
-        _check_empty_tables(conn, target, rows, settings.allow_empty_tables, summary)
-        publish.prepare_staging(conn, target, catalog.published_tables, summary.run_id)
-        for table in catalog.published_tables:
-            publish.write_staging(conn, target, table, rows.pop(table.name),
-                                   publish.staging_table(table.name, summary.run_id))
+        _check_empty_tables(conn, target, empty, settings.allow_empty_tables, summary)
         summary.status = "succeeded"
         summary.rows_written = publish.swap_in(conn, target, catalog, evolution, summary.run_id,
                                                 summary.run_record())
@@ -246,17 +237,44 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
     publish.tidy_up(conn, target, [], summary.run_id, summary.phase_seconds)
 
 
-def _check_empty_tables(conn: Any, target: PostgresTarget, rows: dict[str, pd.DataFrame],
-                        allowed: bool, summary: RunSummary) -> None:
-    """Stop (EmptyResultError) before anything is staged when a table that holds rows would be
-    published empty, unless `allowed`; warn of every table published empty.
+def _results(partials: pd.DataFrame, episodes: pd.DataFrame, settings: AnalysisSettings,
+             metrics: tuple[Metric, ...], iaq_rules: IaqRules) -> Iterator[dict[str, pd.DataFrame]]:
+    """Every published table's rows by name, a few tables at a time. The health tables first:
+    the largest (a row per device and date), staged while the others are rolled up."""
+    yield health_results(partials, settings.health.rules(settings.iaq_outdoor_co2_ppm),
+                         settings.batch_timezone)
+    yield rollup_all(partials, GROUPINGS, metrics)
+    yield iaq_results(partials, episodes, iaq_rules, settings.batch_timezone)
+
+
+def _stage(writer: publish.StagingWriter, catalog: Catalog,
+           results: Iterator[dict[str, pd.DataFrame]]) -> list[str]:
+    """Stage every published table as soon as its rows are computed; the names of those empty."""
+    tables = {table.name: table for table in catalog.published_tables}
+    empty: set[str] = set()
+    with writer:
+        for computed in results:
+            for name in [name for name in computed if name in tables]:
+                table = tables.pop(name)
+                rows = table.build({name: computed[name]})
+                if rows.empty:
+                    empty.add(name)
+                writer.write(table, rows)
+        if tables:
+            raise RuntimeError(f"no rows computed for the published tables {sorted(tables)}")
+    return [table.name for table in catalog.published_tables if table.name in empty]
+
+
+def _check_empty_tables(conn: Any, target: PostgresTarget, empty: list[str], allowed: bool,
+                        summary: RunSummary) -> None:
+    """Stop (EmptyResultError) before the swap when a table that holds rows would be published
+    empty (one of `empty`), unless `allowed`; warn of every table published empty.
 
     An empty table is almost always a setting that leaves nothing to count (a timetable of
     `none`, closures over every day), not a fact a dashboard should show in place of the
     previous results. The caller holds the publish lock: the published counts cannot change
     before the swap.
     """
-    empty = [name for name, table_rows in rows.items() if table_rows.empty]
     if not empty:
         return
     held = {name: count for name, count in publish.published_row_counts(conn, target, empty).items()

@@ -12,6 +12,7 @@ import io
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -335,6 +336,39 @@ def write_staging(conn: psycopg2.extensions.connection, target: PostgresTarget, 
     with conn.cursor() as cursor:
         cursor.copy_expert(statement.as_string(conn), _copy_text(rows, table.columns))
     conn.commit()
+
+
+class StagingWriter:
+    """Fills the run's staging tables on one thread of its own while the driver computes the next
+    tables: Arrow's CSV writer and PostgreSQL's COPY release the GIL, so the writes run beside
+    pandas' roll-ups on the other core. The connection is the writer's alone until it closes.
+
+    Used as a context manager: leaving it waits for the write in flight, then raises the first
+    failed write's error; leaving it by an exception drops the writes still queued.
+    """
+
+    def __init__(self, conn: psycopg2.extensions.connection, target: PostgresTarget,
+                 tables: Sequence[Table], run_id: int) -> None:
+        prepare_staging(conn, target, tables, run_id)
+        self._conn, self._target, self._run_id = conn, target, run_id
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="staging")
+        self._writes: list[Future[None]] = []
+
+    def write(self, table: Table, rows: pd.DataFrame) -> None:
+        self._writes.append(self._thread.submit(
+            write_staging, self._conn, self._target, table, rows, staging_table(table.name, self._run_id)))
+
+    def __enter__(self) -> StagingWriter:
+        return self
+
+    def __exit__(self, error_type: type[BaseException] | None, *_: object) -> None:
+        if error_type is not None:
+            for write in self._writes:
+                write.cancel()
+        self._thread.shutdown(wait=True)
+        if error_type is None:
+            for write in self._writes:
+                write.result()
 
 
 def published_row_counts(conn: psycopg2.extensions.connection, target: PostgresTarget,
