@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import jinja2
 import psycopg2
@@ -85,64 +86,61 @@ def _mondays(cells: Sequence[ClassroomWeekCo2]) -> list[date]:
     return [first + timedelta(weeks=k) for k in range((last - first).days // 7 + 1)]
 
 
+def _by_institute(rows: Sequence[Any]) -> defaultdict[str, list[Any]]:
+    grouped: defaultdict[str, list[Any]] = defaultdict(list)
+    for row in rows:
+        grouped[row.institute].append(row)
+    return grouped
+
+
 def institute_sections(data: ReportData) -> list[InstituteSection]:
     weeks = _mondays(data.classroom_weeks)  # one axis for all institutes: heatmaps line up
-    cells: dict[str, list[ClassroomWeekCo2]] = defaultdict(list)
-    trends: dict[str, list[InstituteWeek]] = defaultdict(list)
-    ranked: dict[str, list[Bb101Failures]] = defaultdict(list)
-    stale: dict[str, list[StaleClassroom]] = defaultdict(list)
-    peak_days: dict[str, list[ClassroomDay]] = defaultdict(list)
-    sparse_days: dict[str, list[ClassroomDay]] = defaultdict(list)
-    for rows, by_institute in ((data.classroom_weeks, cells), (data.institute_weeks, trends),
-                               (data.bb101 or [], ranked), (data.stale, stale),
-                               (data.peak_days, peak_days), (data.sparse_days, sparse_days)):
-        for row in rows:
-            by_institute[row.institute].append(row)
-    return [institute_section(data, weeks, number, name, cells[name], trends[name], ranked[name],
-                              data.ranking_weeks.get(name, []), stale[name], peak_days[name],
-                              sparse_days[name])
+    cells, trends = _by_institute(data.classroom_weeks), _by_institute(data.institute_weeks)
+    ranked, stale = _by_institute(data.bb101 or []), _by_institute(data.stale)
+    peak_days, sparse_days = _by_institute(data.peak_days), _by_institute(data.sparse_days)
+    return [InstituteSection(
+                anchor=f"institute-{number}", name=name,
+                classrooms=len({cell.classroom for cell in cells[name]}),
+                heatmap=_heatmap(data, weeks, number, name, cells[name]),
+                bb101_chart=_bb101_chart(number, name, ranked[name], data.ranking_weeks.get(name, [])),
+                bb101_rows=ranked[name], ranking_weeks=data.ranking_weeks.get(name, []),
+                stale=stale[name], trends=_trend_charts(data, number, name, trends[name]),
+                peak_days=peak_days[name], sparse_days=sparse_days[name])
             for number, name in enumerate(sorted(cells.keys() | trends.keys()), start=1)]
 
 
-def institute_section(data: ReportData, weeks: Sequence[date], number: int, name: str,
-                      cells: Sequence[ClassroomWeekCo2], trend: Sequence[InstituteWeek],
-                      ranked: list[Bb101Failures], mondays: list[date],
-                      stale: list[StaleClassroom], peak_days: list[ClassroomDay],
-                      sparse_days: list[ClassroomDay]) -> InstituteSection:
-    """The charts of institute `name`, the `number`th: `cells`, `trend`, `ranked`, its
-    ranking weeks' `mondays`, `stale`, `peak_days` and `sparse_days` are its rows."""
-    short = short_name(name)
-    heatmap = ranking = None
-    if cells:
-        title = f"{short}: weekly CO2 per classroom"
-        heatmap = Chart(title, f"Weekly {data.co2_source.label} of each classroom, coloured "
-                        "on a scale that turns yellow, orange and red at the limits "
-                        "marked on its bar; grey: no data that week.",
-                        charts.co2_heatmap(cells, weeks, data.limits, title, f"heatmap-{number}"),
-                        wide=True)
-    if mondays and any(row.days_failed for row in ranked):
-        title = f"{short}: school days failing BB101"
-        ranking = Chart(title, "Judged school days (grey) and those failing BB101 (red) of the "
-                        f"{min(RANKING_ROWS_CHARTED, len(ranked))} worst current classrooms over "
-                        f"the last {RANKING_WEEKS} complete weeks with school days "
-                        f"({iso_weeks(mondays)}).",
-                        charts.bb101_chart(ranked, title, f"bb101-{number}"))
-    trend_charts = []
-    if trend:
-        thresholds = data.limits.thresholds
-        title = f"{short}: weekly CO2"
-        trend_charts.append(Chart(title, "Weekly CO2 mean over all the institute's classrooms "
-                                  "and all hours.", charts.co2_trend_chart(
-                                      trend, thresholds, title, f"co2-trend-{number}")))
-        title = f"{short}: weekly temperature"
-        trend_charts.append(Chart(title, "Weekly air temperature mean over all the institute's "
-                                  "classrooms and all hours.", charts.temperature_trend_chart(
-                                      trend, thresholds, title, f"temperature-trend-{number}")))
-    return InstituteSection(
-        anchor=f"institute-{number}", name=name,
-        classrooms=len({cell.classroom for cell in cells}), heatmap=heatmap,
-        bb101_chart=ranking, bb101_rows=ranked, ranking_weeks=mondays, stale=stale,
-        trends=trend_charts, peak_days=peak_days, sparse_days=sparse_days)
+def _heatmap(data: ReportData, weeks: Sequence[date], number: int, name: str,
+             cells: Sequence[ClassroomWeekCo2]) -> Chart | None:
+    if not cells:
+        return None
+    title = f"{short_name(name)}: weekly CO2 per classroom"
+    return Chart(title, f"Weekly {data.co2_source.label} of each classroom, coloured on a scale "
+                 "that turns yellow, orange and red at the limits marked on its bar; grey: no "
+                 "data that week.", charts.co2_heatmap(cells, weeks, data.limits, title,
+                                                      f"heatmap-{number}"), wide=True)
+
+
+def _bb101_chart(number: int, name: str, ranked: list[Bb101Failures],
+                 mondays: list[date]) -> Chart | None:
+    if not mondays or not any(row.days_failed for row in ranked):
+        return None
+    title = f"{short_name(name)}: school days failing BB101"
+    return Chart(title, "Judged school days (grey) and those failing BB101 (red) of the "
+                 f"{min(RANKING_ROWS_CHARTED, len(ranked))} worst current classrooms over the "
+                 f"last {RANKING_WEEKS} complete weeks with school days ({iso_weeks(mondays)}).",
+                 charts.bb101_chart(ranked, title, f"bb101-{number}"))
+
+
+def _trend_charts(data: ReportData, number: int, name: str,
+                  trend: Sequence[InstituteWeek]) -> list[Chart]:
+    if not trend:
+        return []
+    co2, temperature = f"{short_name(name)}: weekly CO2", f"{short_name(name)}: weekly temperature"
+    return [Chart(co2, "Weekly CO2 mean over all the institute's classrooms and all hours.",
+                  charts.co2_trend_chart(trend, data.limits.thresholds, co2, f"co2-trend-{number}")),
+            Chart(temperature, "Weekly air temperature mean over all the institute's classrooms "
+                  "and all hours.", charts.temperature_trend_chart(
+                      trend, data.limits.thresholds, temperature, f"temperature-trend-{number}"))]
 
 
 def render_report(data: ReportData, generated_at: datetime) -> str:
