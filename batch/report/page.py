@@ -1,10 +1,5 @@
-"""The run report: one self-contained HTML file showing, per institute, where the air is bad
-(what it shows and how to rebuild it: docs/report.md).
-
-The data come from batch/report/queries.py, the charts from batch/report/charts.py (SVG); this
-module puts them into the page model, renders it with the Jinja2 template beside it and
-writes the file atomically.
-"""
+"""The run report (docs/report.md): the data of queries.py and the charts of charts.py put
+into the page model, rendered with the Jinja2 template beside this module, written atomically."""
 from __future__ import annotations
 
 import logging
@@ -22,7 +17,7 @@ from markupsafe import Markup
 from batch.core.postgres import PostgresTarget, connect
 from batch.core.atomic_file import write_atomically
 from batch.core.config import parse_identifier
-from batch.core.errors import BatchError, ConfigurationError, first_line
+from batch.core.errors import EXIT_PUBLISH, BatchError, ConfigurationError, first_line
 from batch.report import charts
 from batch.report.charts import RANKING_ROWS_CHARTED, short_name, week_label
 from batch.report.queries import (
@@ -34,7 +29,6 @@ from batch.report.queries import (
     ClassroomWeekCo2,
     InstituteWeek,
     ReportData,
-    RunRecord,
     StaleClassroom,
     read_report_data,
     snapshot,
@@ -49,7 +43,7 @@ TEMPLATE = "page.html.j2"
 class ReportError(BatchError):
     """The published tables cannot be read, or the report cannot be written."""
 
-    exit_code = 4
+    exit_code = EXIT_PUBLISH
 
 
 # --- the page --------------------------------------------------------------------------------
@@ -164,11 +158,6 @@ def iso_weeks(mondays: Sequence[date]) -> str:
     return "ISO week" + ("s " if len(mondays) > 1 else " ") + ", ".join(map(week_label, mondays))
 
 
-def report_file_name(run: RunRecord) -> str:
-    started = run.started_at.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return f"report-run-{run.run_id}-{started}.html"
-
-
 def write_report(conn_or_target: psycopg2.extensions.connection | PostgresTarget, schema: str,
                  report_dir: Path | str, run_id: int | None = None) -> Path:
     """Write the report of run `run_id` (default: the latest successful one); return its path.
@@ -194,7 +183,8 @@ def write_report(conn_or_target: psycopg2.extensions.connection | PostgresTarget
     finally:
         if conn is not conn_or_target:
             conn.close()
-    path = Path(report_dir) / report_file_name(data.run)
+    started = data.run.started_at.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = Path(report_dir) / f"report-run-{data.run.run_id}-{started}.html"
     try:
         write_atomically(path, render_report(data, datetime.now(timezone.utc)))
     except jinja2.TemplateNotFound:

@@ -1,10 +1,6 @@
-"""The report's data: the SQL reading the published tables and the run record, in one snapshot.
-
-Plain query functions over a psycopg2 connection (tested against a real PostgreSQL), each
-returning the rows the page shows as small frozen records. The relations and the batch_runs
-columns are the catalog's (batch/analysis/catalog.py); the limits the page draws and names are
-those the run recorded in batch_runs.settings.
-"""
+"""The report's data, read in one snapshot: query functions over a psycopg2 connection, each
+returning the rows the page shows as small frozen records. The names of relations and columns
+are the catalog's (batch/analysis/catalog.py); the limits those the run recorded."""
 from __future__ import annotations
 
 from collections import defaultdict
