@@ -3,12 +3,10 @@ into the page model, rendered with the Jinja2 template beside this module, writt
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import jinja2
 import psycopg2
@@ -30,6 +28,7 @@ from batch.report.queries import (
     InstituteWeek,
     ReportData,
     StaleClassroom,
+    by_institute,
     read_report_data,
     snapshot,
 )
@@ -80,18 +79,11 @@ def _mondays(cells: Sequence[ClassroomWeekCo2]) -> list[date]:
     return [first + timedelta(weeks=k) for k in range((last - first).days // 7 + 1)]
 
 
-def _by_institute(rows: Sequence[Any]) -> defaultdict[str, list[Any]]:
-    grouped: defaultdict[str, list[Any]] = defaultdict(list)
-    for row in rows:
-        grouped[row.institute].append(row)
-    return grouped
-
-
 def institute_sections(data: ReportData) -> list[InstituteSection]:
     weeks = _mondays(data.classroom_weeks)  # one axis for all institutes: heatmaps line up
-    cells, trends = _by_institute(data.classroom_weeks), _by_institute(data.institute_weeks)
-    ranked, stale = _by_institute(data.bb101 or []), _by_institute(data.stale)
-    peak_days, sparse_days = _by_institute(data.peak_days), _by_institute(data.sparse_days)
+    cells, trends = by_institute(data.classroom_weeks), by_institute(data.institute_weeks)
+    ranked, stale = by_institute(data.bb101 or []), by_institute(data.stale)
+    peak_days, sparse_days = by_institute(data.peak_days), by_institute(data.sparse_days)
     return [InstituteSection(
                 anchor=f"institute-{number}", name=name,
                 classrooms=len({cell.classroom for cell in cells[name]}),

@@ -4,10 +4,10 @@ are the catalog's (batch/analysis/catalog.py); the limits those the run recorded
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, make_dataclass
-from datetime import date, datetime
+from datetime import date
 from typing import Any, TypeVar
 
 import psycopg2
@@ -191,12 +191,22 @@ class InstituteWeek:
     iso_week: int
     co2_mean: float | None
     temperature_mean: float | None
+
+
 def _records(conn: psycopg2.extensions.connection, record: type[Row], query: sql.Composable,
              arguments: tuple[Any, ...] = ()) -> list[Row]:
     """The rows of `query`, each as a `record` (its fields in the query's column order)."""
     with conn.cursor() as cursor:
         cursor.execute(query, arguments)
         return [record(*row) for row in cursor.fetchall()]
+
+
+def by_institute(rows: Iterable[Any]) -> defaultdict[str, list[Any]]:
+    """`rows` (records with an `institute`) per institute, in their order."""
+    grouped: defaultdict[str, list[Any]] = defaultdict(list)
+    for row in rows:
+        grouped[row.institute].append(row)
+    return grouped
 
 
 def table_columns(conn: psycopg2.extensions.connection, schema: str, table: str) -> set[str]:
@@ -350,11 +360,9 @@ def read_sensor_health(conn: psycopg2.extensions.connection, schema: str) -> Sen
             "SELECT {drift}, count(*) FROM {health} WHERE co2_drift_suspected").format(
                 health=sql.Identifier(schema, DEVICE_HEALTH_TABLE), drift=sql.Literal(DRIFT)))
         counts = dict(cursor.fetchall())
-    attention: dict[str, list[SensorAttention]] = defaultdict(list)
-    for sensor in _records(conn, SensorAttention, sql.SQL(
-            "SELECT institute, classroom, dev_eui, status, reasons FROM {}").format(
-                sql.Identifier(schema, ATTENTION_VIEW))):
-        attention[sensor.institute].append(sensor)
+    attention = by_institute(_records(conn, SensorAttention, sql.SQL(
+        "SELECT institute, classroom, dev_eui, status, reasons FROM {}").format(
+            sql.Identifier(schema, ATTENTION_VIEW))))
     return SensorHealth({name: counts.get(name, 0) for name in FLEET_ORDER}, dict(attention))
 
 
