@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -67,8 +67,8 @@ class InstituteSection:
     ranking_weeks: list[date]
     stale: list[StaleClassroom]
     trends: list[Chart]
-    peak_days: list[ClassroomDay] = field(default_factory=list)
-    sparse_days: list[ClassroomDay] = field(default_factory=list)
+    peak_days: list[ClassroomDay]
+    sparse_days: list[ClassroomDay]
 
 
 def _mondays(cells: Sequence[ClassroomWeekCo2]) -> list[date]:

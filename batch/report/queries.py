@@ -381,12 +381,12 @@ class ReportData:
     stale: list[StaleClassroom]
     institute_weeks: list[InstituteWeek]
     # The limits of the run whose results the tables hold (they judged its rows).
-    limits: RunLimits = field(default_factory=RunLimits)
+    limits: RunLimits
     # The days past the BB101 peak in the ranking weeks, and those with too little data.
-    peak_days: list[ClassroomDay] = field(default_factory=list)
-    sparse_days: list[ClassroomDay] = field(default_factory=list)
+    peak_days: list[ClassroomDay]
+    sparse_days: list[ClassroomDay]
     # None: the sensor health is not published (an earlier release published the tables).
-    sensor_health: SensorHealth | None = None
+    sensor_health: SensorHealth | None
 
 
 def read_report_data(conn: psycopg2.extensions.connection, schema: str,
