@@ -3,7 +3,6 @@ the target, or DOWNLOAD_STAGING_DIR whence it is copied beside it), which is the
 the target: readers see the previous file or the complete new one (docs/downloader.md)."""
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import re
@@ -221,17 +220,17 @@ def sweep_leftovers(target: Path) -> tuple[str, ...]:
     beside it: their parts folder (an earlier version's temporary file) of a pid that no longer
     runs. Nothing else is ever deleted."""
     name = re.escape(_safe_name(target))
-    patterns = ((re.compile(rf"\.{name}\.(\d+)-[0-9a-f]{{12}}\.tmp"), False),
-                (re.compile(rf"\.{name}\.parts-(\d+)-[0-9a-f]{{12}}"), True))
+    parts_folder = re.compile(rf"\.{name}\.parts-(\d+)-[0-9a-f]{{12}}")
+    temporary_file = re.compile(rf"\.{name}\.(\d+)-[0-9a-f]{{12}}\.tmp")  # an earlier version's
     removed = []
     try:
         entries = list(os.scandir(target.parent))
     except OSError:
         return ()
-    for entry, (pattern, is_folder) in itertools.product(entries, patterns):
-        match = pattern.fullmatch(entry.name)
-        if (match is None or entry.is_dir(follow_symlinks=False) != is_folder
-                or entry.is_symlink() or _process_exists(int(match.group(1)))):
+    for entry in entries:
+        is_folder = entry.is_dir(follow_symlinks=False)
+        match = (parts_folder if is_folder else temporary_file).fullmatch(entry.name)
+        if match is None or entry.is_symlink() or _process_exists(int(match.group(1))):
             continue
         try:
             shutil.rmtree(entry.path) if is_folder else os.unlink(entry.path)
