@@ -142,7 +142,7 @@ def env_file_readers() -> dict[str, tuple[Option, ...]]:
     """Everything that reads env/spark.env, with its options: the two jobs, the report (run by
     the analysis, or on its own) and the launchers."""
     from batch.launcher.options import LAUNCHER_OPTIONS
-    from batch.report.settings import REPORT_JOB
+    from batch.report.__main__ import REPORT_JOB
 
     return {**JOB_OPTIONS, "python -m batch.report": REPORT_JOB.options, "the launchers": LAUNCHER_OPTIONS}
 

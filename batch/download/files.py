@@ -1,13 +1,8 @@
-"""The download file: Spark writes the sorted rows as one part, which is renamed over the target.
-
-The part is written into a staging folder: by default a hidden folder beside the target; on a
-cluster DOWNLOAD_STAGING_DIR (e.g. on HDFS), whence it is copied beside the target through the
-Hadoop FileSystem API. Made durable, it is renamed over the target: readers see the previous
-file or the complete new one. The CSV dialect is described in docs/downloader.md.
-"""
+"""The download file: Spark writes the sorted rows as one part into a staging folder (beside
+the target, or DOWNLOAD_STAGING_DIR whence it is copied beside it), which is then renamed over
+the target: readers see the previous file or the complete new one (docs/downloader.md)."""
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import re
@@ -69,9 +64,8 @@ def write_single_file(
 ) -> DownloadedFile:
     """Write `download_df`, in its order, as the single file `target`, replacing it atomically.
 
-    `staging_root`: a folder (URI) every executor reaches; empty: beside the target. On any
-    failure or interruption the previous target is left as it was. `on_written(rows)` is called
-    once Spark has written the file, before it replaces the target: what it raises fails it.
+    `staging_root`: a folder (URI) every executor reaches; empty: beside the target.
+    `on_written(rows)` is called before the file replaces the target: what it raises fails it.
     """
     if file_format not in FORMATS:
         raise ConfigurationError(f"unknown download format {file_format!r}; expected one of {FORMATS}")
@@ -222,21 +216,21 @@ def _safe_name(target: Path) -> str:
 
 
 def sweep_leftovers(target: Path) -> tuple[str, ...]:
-    """Remove, and name, what downloads of `target` killed outright (no `finally` ran) left beside
-    it: only the folder `.NAME.parts-<pid>-<12 hex>` (and an earlier version's temporary file
-    `.NAME.<pid>-<12 hex>.tmp`) of a pid that no longer runs. Nothing else is ever deleted."""
+    """Remove, and name, what downloads of `target` killed outright (no `finally` ran) left
+    beside it: their parts folder (an earlier version's temporary file) of a pid that no longer
+    runs. Nothing else is ever deleted."""
     name = re.escape(_safe_name(target))
-    patterns = ((re.compile(rf"\.{name}\.(\d+)-[0-9a-f]{{12}}\.tmp"), False),
-                (re.compile(rf"\.{name}\.parts-(\d+)-[0-9a-f]{{12}}"), True))
+    parts_folder = re.compile(rf"\.{name}\.parts-(\d+)-[0-9a-f]{{12}}")
+    temporary_file = re.compile(rf"\.{name}\.(\d+)-[0-9a-f]{{12}}\.tmp")  # an earlier version's
     removed = []
     try:
         entries = list(os.scandir(target.parent))
     except OSError:
         return ()
-    for entry, (pattern, is_folder) in itertools.product(entries, patterns):
-        match = pattern.fullmatch(entry.name)
-        if (match is None or entry.is_dir(follow_symlinks=False) != is_folder
-                or entry.is_symlink() or _process_exists(int(match.group(1)))):
+    for entry in entries:
+        is_folder = entry.is_dir(follow_symlinks=False)
+        match = (parts_folder if is_folder else temporary_file).fullmatch(entry.name)
+        if match is None or entry.is_symlink() or _process_exists(int(match.group(1))):
             continue
         try:
             shutil.rmtree(entry.path) if is_folder else os.unlink(entry.path)

@@ -54,7 +54,12 @@ def run_download(spark: SparkSession, settings: DownloaderSettings,
     whole: dict[str, float] = {}
     try:
         with timed_phase(whole, "download"):
-            _download(spark, settings, summary)
+            check_settings(settings)
+            _check_staging(spark, settings)
+            # A footer that reads but data pages that do not: skipped like an unreadable footer,
+            # and the download made again without it.
+            without_damaged_files(lambda unreadable: _download_once(spark, settings, summary, unreadable),
+                                  settings.skip_corrupt_files)
         summary.status = "succeeded"
     except BaseException as error:
         summary.status = "failed"
@@ -69,15 +74,6 @@ def run_download(spark: SparkSession, settings: DownloaderSettings,
 
 class NoMatchingReadingsError(EmptyInputError):
     """The filters select no reading: nothing is written and the previous file is kept."""
-
-
-def _download(spark: SparkSession, settings: DownloaderSettings, summary: DownloadSummary) -> None:
-    check_settings(settings)
-    _check_staging(spark, settings)
-    # A footer that reads but data pages that do not: skipped like an unreadable footer, and
-    # the download made again without it.
-    without_damaged_files(lambda unreadable: _download_once(spark, settings, summary, unreadable),
-                          settings.skip_corrupt_files)
 
 
 def _download_once(spark: SparkSession, settings: DownloaderSettings, summary: DownloadSummary,

@@ -127,9 +127,9 @@ class DownloaderSettings(settings_type("DownloaderSettings", DOWNLOADER_OPTIONS,
     def filter_description(self) -> dict[str, str]:
         """The filters as given, for the summary (instants also shown in UTC)."""
         download_filter = self.download_filter
-        described = {flag: ", ".join(values) for flag, values in (
-            ("profile", self.profiles), ("institute", self.institutes), ("classroom", self.classrooms))
-            if values}
+        # The value filters' flags are their columns' names.
+        described = {flag: ", ".join(values) for flag, values in download_filter.values_by_column.items()
+                     if values}
         for flag, text, instant in (("since", self.since, download_filter.since),
                                     ("until", self.until, download_filter.until)):
             if instant is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import re
 import textwrap
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, timedelta
 from typing import Any
 
@@ -64,7 +64,10 @@ def _svg(figure: Figure, chart_id: str, scrolls: bool = False) -> Markup:
     buffer = io.StringIO()
     # The salt makes clip-path ids unique per chart: several SVGs share one HTML document.
     with matplotlib.rc_context({**_RC, "svg.hashsalt": chart_id}):
-        _lay_out_once(figure)
+        # Place the axes by the constrained layout once, then keep them there: with a layout
+        # engine set, savefig would draw the whole figure twice and lay it out at each draw.
+        figure.get_layout_engine().execute(figure)
+        figure.set_layout_engine(None)
         figure.savefig(buffer, format="svg", metadata={"Date": None})
     text = _SVG_HEADER.sub("", buffer.getvalue(), count=1)
     opening, rest = text.split(">", 1)
@@ -80,15 +83,6 @@ def _figure(width: float, height: float) -> Figure:
     # 72 dpi, the SVG backend's: the layout is measured at the resolution it is written at.
     with matplotlib.rc_context(_RC):
         return Figure(figsize=(width, height), dpi=72, layout="constrained")
-
-
-def _lay_out_once(figure: Figure) -> None:
-    """Place the axes by the constrained layout once, then keep them there: with a layout
-    engine set, savefig would draw the whole figure twice and lay it out at each draw."""
-    engine = figure.get_layout_engine()
-    if engine is not None:
-        engine.execute(figure)
-        figure.set_layout_engine(None)
 
 
 def _label_inches(names: Iterable[str]) -> float:
@@ -184,11 +178,9 @@ def co2_heatmap(cells: Sequence[ClassroomWeekCo2], weeks: Sequence[date], limits
 def _cell_borders(columns: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
     """x and y of the lines between the cells of a `rows` x `columns` grid, as one polyline
     broken by NaN (one path to draw, where a line per border would be one each)."""
-    vertical = [((k, k, np.nan), (0, rows, np.nan)) for k in range(1, columns)]
-    horizontal = [((0, columns, np.nan), (k, k, np.nan)) for k in range(1, rows)]
-    lines = vertical + horizontal
-    return (np.array([x for xs, _ in lines for x in xs], dtype=float),
-            np.array([y for _, ys in lines for y in ys], dtype=float))
+    xs = [(k, k, np.nan) for k in range(1, columns)] + [(0, columns, np.nan)] * (rows - 1)
+    ys = [(0, rows, np.nan)] * (columns - 1) + [(k, k, np.nan) for k in range(1, rows)]
+    return np.array(xs, dtype=float).ravel(), np.array(ys, dtype=float).ravel()
 
 
 def _category_labels(axes: Any, axis: str, positions: Sequence[float], labels: Sequence[str],
@@ -243,56 +235,59 @@ def bb101_chart(failures: Sequence[Bb101Failures], title: str, chart_id: str) ->
 
 
 def _weekly_line(weeks: Sequence[InstituteWeek], values: Sequence[float | None], colour: str,
-                 label: str, unit_label: str, title: str) -> tuple[Figure, Any]:
-    figure = _figure(NARROW_INCHES, 3.4)
-    axes = figure.add_subplot()
-    axes.plot([week.week_start for week in weeks], [np.nan if v is None else v for v in values],
-              marker="o", markersize=3, color=colour, label=label)
-    first, last = weeks[0].week_start, weeks[-1].week_start
-    span_weeks = (last - first).days // 7
-    axes.set_xlim(first - timedelta(days=4), last + timedelta(days=4))
-    if span_weeks < 12:
-        # Too short a span for AutoDateLocator (it would tick hours): tick a few Mondays.
-        axes.xaxis.set_major_locator(
-            matplotlib.dates.WeekdayLocator(matplotlib.dates.MO, interval=span_weeks // 5 + 1))
-        axes.xaxis.set_major_formatter(matplotlib.dates.DateFormatter("%d %b"))
-    else:
-        locator = matplotlib.dates.AutoDateLocator(maxticks=7)
-        axes.xaxis.set_major_locator(locator)
-        axes.xaxis.set_major_formatter(matplotlib.dates.ConciseDateFormatter(locator))
-    # The dates' locators walk calendar rules at every call, and the layout and the drawing
-    # call them a dozen times: the ticks, which depend on the span only, are placed once.
-    axes.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(axes.xaxis.get_major_locator()()))
-    axes.set_xlabel("week (Monday it starts on)")
-    axes.set_ylabel(unit_label)
-    _set_title(figure, title)
-    axes.grid(axis="y", color="#e2e8f0", linewidth=0.8)
-    return figure, axes
+                 label: str, unit_label: str, title: str, chart_id: str,
+                 draw_limits: Callable[[Any], None]) -> Markup:
+    """A weekly mean over the institute's weeks, and the run's limits drawn by `draw_limits(axes)`."""
+    with matplotlib.rc_context(_RC):
+        figure = _figure(NARROW_INCHES, 3.4)
+        axes = figure.add_subplot()
+        axes.plot([week.week_start for week in weeks], [np.nan if v is None else v for v in values],
+                  marker="o", markersize=3, color=colour, label=label)
+        first, last = weeks[0].week_start, weeks[-1].week_start
+        span_weeks = (last - first).days // 7
+        axes.set_xlim(first - timedelta(days=4), last + timedelta(days=4))
+        if span_weeks < 12:
+            # Too short a span for AutoDateLocator (it would tick hours): tick a few Mondays.
+            axes.xaxis.set_major_locator(
+                matplotlib.dates.WeekdayLocator(matplotlib.dates.MO, interval=span_weeks // 5 + 1))
+            axes.xaxis.set_major_formatter(matplotlib.dates.DateFormatter("%d %b"))
+        else:
+            locator = matplotlib.dates.AutoDateLocator(maxticks=7)
+            axes.xaxis.set_major_locator(locator)
+            axes.xaxis.set_major_formatter(matplotlib.dates.ConciseDateFormatter(locator))
+        # The dates' locators walk calendar rules at every call, and the layout and the drawing
+        # call them a dozen times: the ticks, which depend on the span only, are placed once.
+        axes.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(axes.xaxis.get_major_locator()()))
+        axes.set_xlabel("week (Monday it starts on)")
+        axes.set_ylabel(unit_label)
+        _set_title(figure, title)
+        axes.grid(axis="y", color="#e2e8f0", linewidth=0.8)
+        draw_limits(axes)
+        figure.legend(loc="outside lower center", frameon=False, fontsize=10, ncols=2)
+    return _svg(figure, chart_id)
 
 
 def co2_trend_chart(weeks: Sequence[InstituteWeek], thresholds: Thresholds, title: str,
                     chart_id: str) -> Markup:
     values = [week.co2_mean for week in weeks]
-    with matplotlib.rc_context(_RC):
-        figure, axes = _weekly_line(weeks, values, "#2b6cb0", "weekly CO2 mean", "CO2, ppm", title)
+
+    def draw_limits(axes: Any) -> None:
         axes.axhline(thresholds.co2_high_ppm, color="#d73027", linestyle="--", linewidth=1,
                      label=f"{thresholds.co2_high_ppm:,.0f} ppm")
         highest = max([v for v in values if v is not None], default=0.0)
         axes.set_ylim(0, max(thresholds.co2_high_ppm, highest) * 1.15)
-        figure.legend(loc="outside lower center", frameon=False, fontsize=10, ncols=2)
-    return _svg(figure, chart_id)
+
+    return _weekly_line(weeks, values, "#2b6cb0", "weekly CO2 mean", "CO2, ppm", title, chart_id,
+                        draw_limits)
 
 
 def temperature_trend_chart(weeks: Sequence[InstituteWeek], thresholds: Thresholds, title: str,
                             chart_id: str) -> Markup:
-    with matplotlib.rc_context(_RC):
-        figure, axes = _weekly_line(weeks, [week.temperature_mean for week in weeks], "#c05621",
-                                    "weekly temperature mean", "temperature, °C", title)
-        axes.axhspan(thresholds.comfort_min_c, thresholds.comfort_max_c, color="#c6f6d5",
-                     alpha=0.7, zorder=0,
-                     label=f"comfort {thresholds.comfort_min_c:g}–{thresholds.comfort_max_c:g} °C")
-        figure.legend(loc="outside lower center", frameon=False, fontsize=10, ncols=2)
-    return _svg(figure, chart_id)
+    return _weekly_line(
+        weeks, [week.temperature_mean for week in weeks], "#c05621", "weekly temperature mean",
+        "temperature, °C", title, chart_id, lambda axes: axes.axhspan(
+            thresholds.comfort_min_c, thresholds.comfort_max_c, color="#c6f6d5", alpha=0.7, zorder=0,
+            label=f"comfort {thresholds.comfort_min_c:g}–{thresholds.comfort_max_c:g} °C"))
 
 
 # The phases in the order they run (batch_runs.phase_seconds is a JSON object: PostgreSQL

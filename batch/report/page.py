@@ -1,16 +1,10 @@
-"""The run report: one self-contained HTML file showing, per institute, where the air is bad
-(what it shows and how to rebuild it: docs/report.md).
-
-The data come from batch/report/queries.py, the charts from batch/report/charts.py (SVG); this
-module puts them into the page model, renders it with the Jinja2 template beside it and
-writes the file atomically.
-"""
+"""The run report (docs/report.md): the data of queries.py and the charts of charts.py put
+into the page model, rendered with the Jinja2 template beside this module, written atomically."""
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -21,7 +15,7 @@ from markupsafe import Markup
 from batch.core.postgres import PostgresTarget, connect
 from batch.core.atomic_file import write_atomically
 from batch.core.config import parse_identifier
-from batch.core.errors import BatchError, ConfigurationError, first_line
+from batch.core.errors import EXIT_PUBLISH, BatchError, ConfigurationError, first_line
 from batch.report import charts
 from batch.report.charts import RANKING_ROWS_CHARTED, short_name, week_label
 from batch.report.queries import (
@@ -33,8 +27,8 @@ from batch.report.queries import (
     ClassroomWeekCo2,
     InstituteWeek,
     ReportData,
-    RunRecord,
     StaleClassroom,
+    by_institute,
     read_report_data,
     snapshot,
 )
@@ -48,7 +42,7 @@ TEMPLATE = "page.html.j2"
 class ReportError(BatchError):
     """The published tables cannot be read, or the report cannot be written."""
 
-    exit_code = 4
+    exit_code = EXIT_PUBLISH
 
 
 # --- the page --------------------------------------------------------------------------------
@@ -73,8 +67,8 @@ class InstituteSection:
     ranking_weeks: list[date]
     stale: list[StaleClassroom]
     trends: list[Chart]
-    peak_days: list[ClassroomDay] = field(default_factory=list)
-    sparse_days: list[ClassroomDay] = field(default_factory=list)
+    peak_days: list[ClassroomDay]
+    sparse_days: list[ClassroomDay]
 
 
 def _mondays(cells: Sequence[ClassroomWeekCo2]) -> list[date]:
@@ -87,62 +81,52 @@ def _mondays(cells: Sequence[ClassroomWeekCo2]) -> list[date]:
 
 def institute_sections(data: ReportData) -> list[InstituteSection]:
     weeks = _mondays(data.classroom_weeks)  # one axis for all institutes: heatmaps line up
-    cells: dict[str, list[ClassroomWeekCo2]] = defaultdict(list)
-    trends: dict[str, list[InstituteWeek]] = defaultdict(list)
-    ranked: dict[str, list[Bb101Failures]] = defaultdict(list)
-    stale: dict[str, list[StaleClassroom]] = defaultdict(list)
-    peak_days: dict[str, list[ClassroomDay]] = defaultdict(list)
-    sparse_days: dict[str, list[ClassroomDay]] = defaultdict(list)
-    for rows, by_institute in ((data.classroom_weeks, cells), (data.institute_weeks, trends),
-                               (data.bb101 or [], ranked), (data.stale, stale),
-                               (data.peak_days, peak_days), (data.sparse_days, sparse_days)):
-        for row in rows:
-            by_institute[row.institute].append(row)
-    return [institute_section(data, weeks, number, name, cells[name], trends[name], ranked[name],
-                              data.ranking_weeks.get(name, []), stale[name], peak_days[name],
-                              sparse_days[name])
+    cells, trends = by_institute(data.classroom_weeks), by_institute(data.institute_weeks)
+    ranked, stale = by_institute(data.bb101 or []), by_institute(data.stale)
+    peak_days, sparse_days = by_institute(data.peak_days), by_institute(data.sparse_days)
+    return [InstituteSection(
+                anchor=f"institute-{number}", name=name,
+                classrooms=len({cell.classroom for cell in cells[name]}),
+                heatmap=_heatmap(data, weeks, number, name, cells[name]),
+                bb101_chart=_bb101_chart(number, name, ranked[name], data.ranking_weeks.get(name, [])),
+                bb101_rows=ranked[name], ranking_weeks=data.ranking_weeks.get(name, []),
+                stale=stale[name], trends=_trend_charts(data, number, name, trends[name]),
+                peak_days=peak_days[name], sparse_days=sparse_days[name])
             for number, name in enumerate(sorted(cells.keys() | trends.keys()), start=1)]
 
 
-def institute_section(data: ReportData, weeks: Sequence[date], number: int, name: str,
-                      cells: Sequence[ClassroomWeekCo2], trend: Sequence[InstituteWeek],
-                      ranked: list[Bb101Failures], mondays: list[date],
-                      stale: list[StaleClassroom], peak_days: list[ClassroomDay],
-                      sparse_days: list[ClassroomDay]) -> InstituteSection:
-    """The charts of institute `name`, the `number`th: `cells`, `trend`, `ranked`, its
-    ranking weeks' `mondays`, `stale`, `peak_days` and `sparse_days` are its rows."""
-    short = short_name(name)
-    heatmap = ranking = None
-    if cells:
-        title = f"{short}: weekly CO2 per classroom"
-        heatmap = Chart(title, f"Weekly {data.co2_source.label} of each classroom, coloured "
-                        "on a scale that turns yellow, orange and red at the limits "
-                        "marked on its bar; grey: no data that week.",
-                        charts.co2_heatmap(cells, weeks, data.limits, title, f"heatmap-{number}"),
-                        wide=True)
-    if mondays and any(row.days_failed for row in ranked):
-        title = f"{short}: school days failing BB101"
-        ranking = Chart(title, "Judged school days (grey) and those failing BB101 (red) of the "
-                        f"{min(RANKING_ROWS_CHARTED, len(ranked))} worst current classrooms over "
-                        f"the last {RANKING_WEEKS} complete weeks with school days "
-                        f"({iso_weeks(mondays)}).",
-                        charts.bb101_chart(ranked, title, f"bb101-{number}"))
-    trend_charts = []
-    if trend:
-        thresholds = data.limits.thresholds
-        title = f"{short}: weekly CO2"
-        trend_charts.append(Chart(title, "Weekly CO2 mean over all the institute's classrooms "
-                                  "and all hours.", charts.co2_trend_chart(
-                                      trend, thresholds, title, f"co2-trend-{number}")))
-        title = f"{short}: weekly temperature"
-        trend_charts.append(Chart(title, "Weekly air temperature mean over all the institute's "
-                                  "classrooms and all hours.", charts.temperature_trend_chart(
-                                      trend, thresholds, title, f"temperature-trend-{number}")))
-    return InstituteSection(
-        anchor=f"institute-{number}", name=name,
-        classrooms=len({cell.classroom for cell in cells}), heatmap=heatmap,
-        bb101_chart=ranking, bb101_rows=ranked, ranking_weeks=mondays, stale=stale,
-        trends=trend_charts, peak_days=peak_days, sparse_days=sparse_days)
+def _heatmap(data: ReportData, weeks: Sequence[date], number: int, name: str,
+             cells: Sequence[ClassroomWeekCo2]) -> Chart | None:
+    if not cells:
+        return None
+    title = f"{short_name(name)}: weekly CO2 per classroom"
+    return Chart(title, f"Weekly {data.co2_source.label} of each classroom, coloured on a scale "
+                 "that turns yellow, orange and red at the limits marked on its bar; grey: no "
+                 "data that week.", charts.co2_heatmap(cells, weeks, data.limits, title,
+                                                      f"heatmap-{number}"), wide=True)
+
+
+def _bb101_chart(number: int, name: str, ranked: list[Bb101Failures],
+                 mondays: list[date]) -> Chart | None:
+    if not mondays or not any(row.days_failed for row in ranked):
+        return None
+    title = f"{short_name(name)}: school days failing BB101"
+    return Chart(title, "Judged school days (grey) and those failing BB101 (red) of the "
+                 f"{min(RANKING_ROWS_CHARTED, len(ranked))} worst current classrooms over the "
+                 f"last {RANKING_WEEKS} complete weeks with school days ({iso_weeks(mondays)}).",
+                 charts.bb101_chart(ranked, title, f"bb101-{number}"))
+
+
+def _trend_charts(data: ReportData, number: int, name: str,
+                  trend: Sequence[InstituteWeek]) -> list[Chart]:
+    if not trend:
+        return []
+    co2, temperature = f"{short_name(name)}: weekly CO2", f"{short_name(name)}: weekly temperature"
+    return [Chart(co2, "Weekly CO2 mean over all the institute's classrooms and all hours.",
+                  charts.co2_trend_chart(trend, data.limits.thresholds, co2, f"co2-trend-{number}")),
+            Chart(temperature, "Weekly air temperature mean over all the institute's classrooms "
+                  "and all hours.", charts.temperature_trend_chart(
+                      trend, data.limits.thresholds, temperature, f"temperature-trend-{number}"))]
 
 
 def render_report(data: ReportData, generated_at: datetime) -> str:
@@ -164,11 +148,6 @@ def render_report(data: ReportData, generated_at: datetime) -> str:
 def iso_weeks(mondays: Sequence[date]) -> str:
     """`ISO weeks 2025-W10, 2025-W12` (the weeks ranked need not be consecutive)."""
     return "ISO week" + ("s " if len(mondays) > 1 else " ") + ", ".join(map(week_label, mondays))
-
-
-def report_file_name(run: RunRecord) -> str:
-    started = run.started_at.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return f"report-run-{run.run_id}-{started}.html"
 
 
 def write_report(conn_or_target: psycopg2.extensions.connection | PostgresTarget, schema: str,
@@ -196,7 +175,8 @@ def write_report(conn_or_target: psycopg2.extensions.connection | PostgresTarget
     finally:
         if conn is not conn_or_target:
             conn.close()
-    path = Path(report_dir) / report_file_name(data.run)
+    started = data.run.started_at.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = Path(report_dir) / f"report-run-{data.run.run_id}-{started}.html"
     try:
         write_atomically(path, render_report(data, datetime.now(timezone.utc)))
     except jinja2.TemplateNotFound:

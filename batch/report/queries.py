@@ -1,32 +1,30 @@
-"""The report's data: the SQL reading the published tables and the run record, in one snapshot.
-
-Plain query functions over a psycopg2 connection (tested against a real PostgreSQL), each
-returning the rows the page shows as small frozen records. The relations and the batch_runs
-columns are the catalog's (batch/analysis/catalog.py); the limits the page draws and names are
-those the run recorded in batch_runs.settings.
-"""
+"""The report's data, read in one snapshot: query functions over a psycopg2 connection, each
+returning the rows the page shows as small frozen records. The names of relations and columns
+are the catalog's (batch/analysis/catalog.py); the limits those the run recorded."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
-from datetime import date, datetime
-from typing import Any
+from dataclasses import dataclass, field, fields, make_dataclass
+from datetime import date
+from typing import Any, TypeVar
 
 import psycopg2
 from psycopg2 import sql
 
 from batch.analysis import iaq_tables
 from batch.analysis.catalog import RUNS, build_catalog, default_timezone
+from batch.analysis.health import DEVICE_HEALTH_TABLE, OFFLINE, OK, SPARSE, STUCK
+from batch.analysis.health_tables import ATTENTION_VIEW
 from batch.analysis.iaq_settings import IaqSettings
 from batch.core.errors import ConfigurationError
 from batch.core.postgres import qualified
 from batch.core.thresholds import Thresholds
-from batch.report.health import SensorHealth, read_sensor_health
 
 # The catalog with the default settings: the names of tables and columns do not depend on them.
 _CATALOG = build_catalog(Thresholds(), default_timezone())
+Row = TypeVar("Row")
 
 
 def _published(table: str, *columns: str) -> str:
@@ -56,6 +54,9 @@ IAQ_LATEST_WEEK_VIEW = iaq_tables.LATEST_WEEK_VIEW
 RANKING_WEEKS = 4
 # Per institute, the longest episodes and the days with too little data the report lists.
 LISTED_DAYS = 10
+# The sensor health's fleet line, in its order: the statuses, then the devices suspected of CO2 drift.
+DRIFT = "drift"
+FLEET_ORDER = (OK, SPARSE, OFFLINE, STUCK, DRIFT)
 
 
 @dataclass(frozen=True)
@@ -66,30 +67,9 @@ class FileList:
     names: list[str]
 
 
-@dataclass(frozen=True)
-class RunRecord:
-    """One row of batch_runs: a field per column of the catalog's RUNS, in its order. A column
-    that a table of an earlier release lacks reads as NULL: None, "not recorded"."""
-
-    run_id: int
-    job: str
-    status: str
-    started_at: datetime
-    finished_at: datetime | None
-    input_path: str
-    input_files: int | None
-    skipped_files: list[str]
-    uncommitted_files: FileList | None
-    files_lacking_required_columns: FileList | None
-    rows_read: int | None
-    rows_used: int | None
-    rows_excluded: dict[str, int | None]  # None: not checked by that run (replays)
-    values_nulled: dict[str, int]
-    rows_written: dict[str, int]
-    phase_seconds: dict[str, float]
-    settings: dict[str, Any]
-    error_message: str | None
-    warnings: list[str] | None
+# One row of batch_runs: a field per column of the catalog's RUNS, in its order. A column that
+# a table of an earlier release lacks reads as NULL: None, "not recorded".
+RunRecord = make_dataclass("RunRecord", [(column.name, Any) for column in RUNS.columns], frozen=True)
 
 
 def _file_list(value: Any) -> FileList | None:
@@ -182,6 +162,28 @@ class ClassroomDay:
 
 
 @dataclass(frozen=True)
+class SensorAttention:
+    """One row of sensors_needing_attention (issue 23)."""
+
+    institute: str
+    classroom: str
+    dev_eui: str
+    status: str
+    reasons: str | None
+
+
+@dataclass(frozen=True)
+class SensorHealth:
+    # Devices per status of device_health, and those suspected of CO2 drift (FLEET_ORDER).
+    fleet: dict[str, int]
+    # The sensors needing attention of each institute, worst first (the view's order).
+    attention: dict[str, list[SensorAttention]] = field(default_factory=dict)
+
+    def of(self, institute: str) -> list[SensorAttention]:
+        return self.attention.get(institute, [])
+
+
+@dataclass(frozen=True)
 class InstituteWeek:
     institute: str
     week_start: date
@@ -191,13 +193,20 @@ class InstituteWeek:
     temperature_mean: float | None
 
 
-
-
-def relation_exists(conn: psycopg2.extensions.connection, schema: str, name: str) -> bool:
+def _records(conn: psycopg2.extensions.connection, record: type[Row], query: sql.Composable,
+             arguments: tuple[Any, ...] = ()) -> list[Row]:
+    """The rows of `query`, each as a `record` (its fields in the query's column order)."""
     with conn.cursor() as cursor:
-        cursor.execute("SELECT EXISTS (SELECT 1 FROM information_schema.tables "
-                       "WHERE table_schema = %s AND table_name = %s)", (schema, name))
-        return bool(cursor.fetchone()[0])
+        cursor.execute(query, arguments)
+        return [record(*row) for row in cursor.fetchall()]
+
+
+def by_institute(rows: Iterable[Any]) -> defaultdict[str, list[Any]]:
+    """`rows` (records with an `institute`) per institute, in their order."""
+    grouped: defaultdict[str, list[Any]] = defaultdict(list)
+    for row in rows:
+        grouped[row.institute].append(row)
+    return grouped
 
 
 def table_columns(conn: psycopg2.extensions.connection, schema: str, table: str) -> set[str]:
@@ -235,7 +244,7 @@ def fetch_run(conn: psycopg2.extensions.connection, schema: str, run_id: int) ->
 
 def co2_source(conn: psycopg2.extensions.connection, schema: str) -> Co2Source:
     """The occupied-hours CO2 mean when the compliance table is published, else the all-hours mean."""
-    if relation_exists(conn, schema, IAQ_WEEKLY_TABLE):
+    if table_columns(conn, schema, IAQ_WEEKLY_TABLE):
         return Co2Source(IAQ_WEEKLY_TABLE, IAQ_CO2_MEAN, "CO2 mean over occupied hours")
     return Co2Source(CLASSROOM_WEEKLY_TABLE, "co2_mean",
                      "CO2 mean over all hours (nights and weekends included)")
@@ -243,12 +252,10 @@ def co2_source(conn: psycopg2.extensions.connection, schema: str) -> Co2Source:
 
 def classroom_week_co2(conn: psycopg2.extensions.connection, schema: str,
                        source: Co2Source) -> list[ClassroomWeekCo2]:
-    with conn.cursor() as cursor:
-        cursor.execute(sql.SQL(
-            "SELECT institute, classroom, week_start, iso_year, iso_week, {co2} FROM {table} "
-            "ORDER BY institute, classroom, week_start").format(
-                co2=sql.Identifier(source.column), table=qualified(schema, source.table)))
-        return [ClassroomWeekCo2(*row) for row in cursor.fetchall()]
+    return _records(conn, ClassroomWeekCo2, sql.SQL(
+        "SELECT institute, classroom, week_start, iso_year, iso_week, {co2} FROM {table} "
+        "ORDER BY institute, classroom, week_start").format(
+            co2=sql.Identifier(source.column), table=qualified(schema, source.table)))
 
 
 def _ranking_weeks_query(schema: str) -> sql.Composed:
@@ -279,47 +286,40 @@ def bb101_failures(conn: psycopg2.extensions.connection, schema: str,
                    weeks: int = RANKING_WEEKS) -> list[Bb101Failures]:
     """Current classrooms by judged school days failing BB101 over their institute's
     `ranking_weeks`, worst first; stale classrooms (weeks_behind_institute > 0) are left out."""
-    with conn.cursor() as cursor:
-        cursor.execute(sql.SQL(
-            "SELECT t.institute, t.classroom, sum({judged})::int AS judged, "
-            "sum({judged} - {days_met})::int AS days_failed "
-            "FROM {table} t JOIN ({weeks}) w ON w.institute = t.institute "
-            "AND w.week_start = t.week_start AND w.recency <= %s "
-            "WHERE NOT EXISTS (SELECT 1 FROM {view} v WHERE v.institute = t.institute "
-            "AND v.classroom = t.classroom AND v.{behind} > 0) "
-            "GROUP BY t.institute, t.classroom HAVING sum({judged}) > 0 "
-            "ORDER BY days_failed DESC, t.institute, t.classroom").format(
-                judged=sql.Identifier(IAQ_JUDGED_DAYS), days_met=sql.Identifier(IAQ_BB101_DAYS_MET),
-                table=qualified(schema, IAQ_WEEKLY_TABLE), weeks=_ranking_weeks_query(schema),
-                view=qualified(schema, IAQ_LATEST_WEEK_VIEW), behind=sql.Identifier(IAQ_WEEKS_BEHIND)),
-            (weeks,))
-        return [Bb101Failures(*row) for row in cursor.fetchall()]
+    return _records(conn, Bb101Failures, sql.SQL(
+        "SELECT t.institute, t.classroom, sum({judged})::int AS judged, "
+        "sum({judged} - {days_met})::int AS days_failed "
+        "FROM {table} t JOIN ({weeks}) w ON w.institute = t.institute "
+        "AND w.week_start = t.week_start AND w.recency <= %s "
+        "WHERE NOT EXISTS (SELECT 1 FROM {view} v WHERE v.institute = t.institute "
+        "AND v.classroom = t.classroom AND v.{behind} > 0) "
+        "GROUP BY t.institute, t.classroom HAVING sum({judged}) > 0 "
+        "ORDER BY days_failed DESC, t.institute, t.classroom").format(
+            judged=sql.Identifier(IAQ_JUDGED_DAYS), days_met=sql.Identifier(IAQ_BB101_DAYS_MET),
+            table=qualified(schema, IAQ_WEEKLY_TABLE), weeks=_ranking_weeks_query(schema),
+            view=qualified(schema, IAQ_LATEST_WEEK_VIEW), behind=sql.Identifier(IAQ_WEEKS_BEHIND)),
+        (weeks,))
 
 
 def stale_classrooms(conn: psycopg2.extensions.connection, schema: str) -> list[StaleClassroom]:
     """The classrooms the compliance view lists as behind their institute, by name."""
-    with conn.cursor() as cursor:
-        cursor.execute(sql.SQL(
-            "SELECT v.institute, v.classroom, (SELECT max(d.local_date) FROM {daily} d "
-            "WHERE d.institute = v.institute AND d.classroom = v.classroom), v.{behind} "
-            "FROM {view} v WHERE v.{behind} > 0 ORDER BY v.institute, v.classroom").format(
-                daily=qualified(schema, IAQ_DAILY_TABLE), view=qualified(schema, IAQ_LATEST_WEEK_VIEW),
-                behind=sql.Identifier(IAQ_WEEKS_BEHIND)))
-        return [StaleClassroom(*row) for row in cursor.fetchall()]
-
+    return _records(conn, StaleClassroom, sql.SQL(
+        "SELECT v.institute, v.classroom, (SELECT max(d.local_date) FROM {daily} d "
+        "WHERE d.institute = v.institute AND d.classroom = v.classroom), v.{behind} "
+        "FROM {view} v WHERE v.{behind} > 0 ORDER BY v.institute, v.classroom").format(
+            daily=qualified(schema, IAQ_DAILY_TABLE), view=qualified(schema, IAQ_LATEST_WEEK_VIEW),
+            behind=sql.Identifier(IAQ_WEEKS_BEHIND)))
 
 
 def _classroom_days(conn: psycopg2.extensions.connection, query: sql.Composable,
                     arguments: tuple[Any, ...] = ()) -> list[ClassroomDay]:
     """The first LISTED_DAYS rows of each institute of `query` (ordered within institutes)."""
-    with conn.cursor() as cursor:
-        cursor.execute(sql.SQL(
-            "SELECT {columns} FROM (SELECT q.*, row_number() OVER (PARTITION BY q.institute "
-            "ORDER BY q.position) AS listed FROM ({query}) q) l WHERE listed <= %s "
-            "ORDER BY institute, listed").format(
-                columns=sql.SQL(", ").join(map(sql.Identifier, _DAY_COLUMNS)), query=query),
-            (*arguments, LISTED_DAYS))
-        return [ClassroomDay(*row) for row in cursor.fetchall()]
+    return _records(conn, ClassroomDay, sql.SQL(
+        "SELECT {columns} FROM (SELECT q.*, row_number() OVER (PARTITION BY q.institute "
+        "ORDER BY q.position) AS listed FROM ({query}) q) l WHERE listed <= %s "
+        "ORDER BY institute, listed").format(
+            columns=sql.SQL(", ").join(map(sql.Identifier, _DAY_COLUMNS)), query=query),
+        (*arguments, LISTED_DAYS))
 
 
 def peak_episodes(conn: psycopg2.extensions.connection, schema: str,
@@ -344,11 +344,26 @@ def days_with_too_little_data(conn: psycopg2.extensions.connection, schema: str)
 
 
 def institute_weeks(conn: psycopg2.extensions.connection, schema: str) -> list[InstituteWeek]:
+    return _records(conn, InstituteWeek, sql.SQL(
+        "SELECT institute, week_start, iso_year, iso_week, co2_mean, temperature_mean "
+        "FROM {} ORDER BY institute, week_start").format(qualified(schema, INSTITUTE_WEEKLY_TABLE)))
+
+
+def read_sensor_health(conn: psycopg2.extensions.connection, schema: str) -> SensorHealth | None:
+    """The published device_health and sensors_needing_attention (batch/analysis/health_tables.py);
+    None when an earlier release published the tables."""
+    if not (table_columns(conn, schema, DEVICE_HEALTH_TABLE) and table_columns(conn, schema, ATTENTION_VIEW)):
+        return None
     with conn.cursor() as cursor:
         cursor.execute(sql.SQL(
-            "SELECT institute, week_start, iso_year, iso_week, co2_mean, temperature_mean "
-            "FROM {} ORDER BY institute, week_start").format(qualified(schema, INSTITUTE_WEEKLY_TABLE)))
-        return [InstituteWeek(*row) for row in cursor.fetchall()]
+            "SELECT status, count(*) FROM {health} GROUP BY status UNION ALL "
+            "SELECT {drift}, count(*) FROM {health} WHERE co2_drift_suspected").format(
+                health=sql.Identifier(schema, DEVICE_HEALTH_TABLE), drift=sql.Literal(DRIFT)))
+        counts = dict(cursor.fetchall())
+    attention = by_institute(_records(conn, SensorAttention, sql.SQL(
+        "SELECT institute, classroom, dev_eui, status, reasons FROM {}").format(
+            sql.Identifier(schema, ATTENTION_VIEW))))
+    return SensorHealth({name: counts.get(name, 0) for name in FLEET_ORDER}, dict(attention))
 
 
 @dataclass(frozen=True)
@@ -366,12 +381,12 @@ class ReportData:
     stale: list[StaleClassroom]
     institute_weeks: list[InstituteWeek]
     # The limits of the run whose results the tables hold (they judged its rows).
-    limits: RunLimits = field(default_factory=RunLimits)
+    limits: RunLimits
     # The days past the BB101 peak in the ranking weeks, and those with too little data.
-    peak_days: list[ClassroomDay] = field(default_factory=list)
-    sparse_days: list[ClassroomDay] = field(default_factory=list)
+    peak_days: list[ClassroomDay]
+    sparse_days: list[ClassroomDay]
     # None: the sensor health is not published (an earlier release published the tables).
-    sensor_health: SensorHealth | None = None
+    sensor_health: SensorHealth | None
 
 
 def read_report_data(conn: psycopg2.extensions.connection, schema: str,
