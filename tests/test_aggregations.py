@@ -43,7 +43,7 @@ def published(partials_df: DataFrame, table: str, thresholds: Thresholds = Thres
     """The rows the analysis publishes as `table` from these partials, as batch.analysis.job
     builds them: collected, rolled up, then the catalog entry's build function."""
     partials = collect_partials(partials_df, group_keys(GROUPINGS))
-    return build_catalog(thresholds, "UTC").table(table).build(rollup_all(partials, GROUPINGS))
+    return build_catalog(thresholds, "UTC").table(table).rows(rollup_all(partials, GROUPINGS)[table])
 
 
 def stats(readings_df: DataFrame, table: str, timezone: str = "UTC",

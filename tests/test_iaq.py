@@ -99,7 +99,7 @@ def latest_complete_weeks(target: PostgresTarget, weekly: pd.DataFrame, columns:
             cursor.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(target.schema)))
             for statement in publish.catalog_ddl(target.schema, Catalog((weekly_table,), (latest_week_view(),))):
                 cursor.execute(statement)
-        publish.write_staging(conn, target, weekly_table, weekly_table.build({weekly_table.name: weekly}),
+        publish.write_staging(conn, target, weekly_table, weekly_table.rows(weekly),
                                weekly_table.name)
         with conn.cursor() as cursor:
             cursor.execute(sql.SQL("SELECT {} FROM {}.latest_complete_week_iaq_by_classroom")

@@ -11,9 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
-import pandas as pd
 from psycopg2 import sql
 
 from batch.analysis.health_settings import HealthSettings
@@ -24,7 +22,7 @@ from batch.analysis.iaq_tables import latest_week_view as latest_iaq_week_view
 from batch.analysis.statistics import GROUPINGS, Grouping, output_columns
 from batch.core.config import COMMON_OPTIONS
 from batch.core.contract import METRICS, Metric
-from batch.core.schema import BIGINT, BIGSERIAL, INTEGER, JSONB, TEXT, TIMESTAMPTZ, Column, Results, Table, View
+from batch.core.schema import BIGINT, BIGSERIAL, INTEGER, JSONB, TEXT, TIMESTAMPTZ, Column, Table, View
 from batch.core.thresholds import Thresholds
 
 RUNS_TABLE = "batch_runs"
@@ -74,6 +72,7 @@ RUNS = Table(
                "JSON array (e.g. occupied hours evaluated in UTC or in a time zone nobody set); "
                "null for a run of an earlier release"),
     ),
+    published=False,
 )
 
 # Who fills which column of batch_runs. The sink itself: the key and the run's state as it goes
@@ -108,11 +107,6 @@ class Catalog:
         raise KeyError(name)
 
 
-def _grouping_rows(grouping: Grouping, columns: tuple[Column, ...], results: Results) -> pd.DataFrame:
-    """The published columns of `grouping`'s table, in order, from batch.analysis.rollup.rollup_all's."""
-    return results[grouping.table][[column.name for column in columns]]
-
-
 def _grouping_table(grouping: Grouping, thresholds: Thresholds, timezone: str,
                     metrics: tuple[Metric, ...]) -> Table:
     columns = output_columns(grouping, thresholds, metrics)
@@ -121,7 +115,7 @@ def _grouping_table(grouping: Grouping, thresholds: Thresholds, timezone: str,
     return Table(grouping.table,
                  f"{grouping.description}{note}; published by the "
                  "nightly batch analysis, replaced as a whole by each successful run (see batch_runs)",
-                 key=grouping.key_names, columns=columns, build=partial(_grouping_rows, grouping, columns))
+                 key=grouping.key_names, columns=columns)
 
 
 def latest_week_view(timezone: str) -> View:

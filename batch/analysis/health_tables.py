@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import pandas as pd
 from psycopg2 import sql
 
 from batch.analysis.health import (
@@ -21,7 +20,7 @@ from batch.analysis.health import (
 from batch.analysis.health_settings import HealthSettings
 from batch.analysis.health_partials import CHECKED_METRICS, STUCK_METRICS
 from batch.core.contract import CLASSROOM, INSTITUTE, PROFILE, RAW_COLUMNS_BY_NAME
-from batch.core.schema import BIGINT, BOOLEAN, DATE, DOUBLE, TEXT, TIMESTAMPTZ, Column, Results, Table, View
+from batch.core.schema import BIGINT, BOOLEAN, DATE, DOUBLE, TEXT, TIMESTAMPTZ, Column, Table, View
 
 ATTENTION_VIEW = "sensors_needing_attention"
 
@@ -146,10 +145,6 @@ def _device_columns(settings: HealthSettings, outdoor_ppm: float) -> tuple[Colum
     return tuple(places.get(name) or columns[name] for name in DEVICE_HEALTH_COLUMNS)
 
 
-def _published(name: str, columns: tuple[Column, ...]) -> Callable[[Results], pd.DataFrame]:
-    return lambda results: results[name][[column.name for column in columns]]
-
-
 def health_catalog_tables(settings: HealthSettings, outdoor_ppm: float, timezone: str) -> tuple[Table, ...]:
     """The two health tables; their rows are results[name] (batch.analysis.health.health_results)."""
     daily, device = _daily_columns(settings, timezone), _device_columns(settings, outdoor_ppm)
@@ -160,12 +155,11 @@ def health_catalog_tables(settings: HealthSettings, outdoor_ppm: float, timezone
         Table(DAILY_HEALTH_TABLE,
               "Sensor health per device and local date, from the device's first reading to the "
               f"input's last local date ({timezone}, BATCH_TIMEZONE), days without a reading "
-              f"included; {note}", key=("dev_eui", "local_date"), columns=daily,
-              build=_published(DAILY_HEALTH_TABLE, daily)),
+              f"included; {note}", key=("dev_eui", "local_date"), columns=daily),
         Table(DEVICE_HEALTH_TABLE,
               "Sensor health per device as of the input's last local date: last reading, status "
               f"and reasons, battery days left, CO2 baseline and drift; {note}", key=("dev_eui",),
-              columns=device, build=_published(DEVICE_HEALTH_TABLE, device)),
+              columns=device),
     )
 
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from typing import Callable
 
-import pandas as pd
 from psycopg2 import sql
 
 from batch.analysis.iaq_settings import CATEGORIES, IaqSettings
 from batch.analysis.statistics import CLASSROOM_KEYS, WEEK_KEYS
 from batch.analysis.timetable import NO_HOLIDAYS
 from batch.core.contract import CLASSROOM, INSTITUTE
-from batch.core.schema import BIGINT, BOOLEAN, DATE, DOUBLE, INTEGER, TEXT, Results, Table, View
+from batch.core.schema import BIGINT, BOOLEAN, DATE, DOUBLE, INTEGER, TEXT, Table, View
 from batch.core.schema import Column as PublishedColumn
 
 DAILY_TABLE = "classroom_daily_iaq"
@@ -163,10 +162,6 @@ def _daily_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:
     )
 
 
-def _published(name: str, columns: tuple[PublishedColumn, ...]) -> Callable[[Results], pd.DataFrame]:
-    return lambda results: results[name][[column.name for column in columns]]
-
-
 def iaq_catalog_tables(settings: IaqSettings, timezone: str) -> tuple[Table, ...]:
     """The three IAQ tables as catalog entries; their rows are results[name] (`iaq_results`)."""
     note = _occupied_note(settings, timezone)
@@ -188,7 +183,7 @@ def iaq_catalog_tables(settings: IaqSettings, timezone: str) -> tuple[Table, ...
     return tuple(
         Table(name, f"{description}; {note}; published by the nightly batch analysis, replaced "
               "as a whole by each successful run (see batch_runs.settings for the settings used)",
-              key=key, columns=columns, build=_published(name, columns))
+              key=key, columns=columns)
         for name, description, key, columns in specs)
 
 

@@ -256,7 +256,7 @@ def _stage(writer: publish.StagingWriter, catalog: Catalog,
         for computed in results:
             for name in [name for name in computed if name in tables]:
                 table = tables.pop(name)
-                rows = table.build({name: computed[name]})
+                rows = table.rows(computed[name])
                 if rows.empty:
                     empty.add(name)
                 writer.write(table, rows)

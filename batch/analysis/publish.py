@@ -326,7 +326,7 @@ def _copy_text(rows: pd.DataFrame, columns: tuple[Column, ...]) -> io.BytesIO:
 
 def write_staging(conn: psycopg2.extensions.connection, target: PostgresTarget, table: Table,
                   rows: pd.DataFrame, staging: str) -> None:
-    """Write `rows` (`table`'s, see `Table.build`) into the staging table `staging` with one COPY.
+    """Write `rows` (`Table.rows`) into the staging table `staging` with one COPY.
 
     Published tables are small (one row per group, rolled up in the driver): the job's own
     connection writes them, in one round trip per table.

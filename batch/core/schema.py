@@ -6,9 +6,8 @@ evolution, row counts and the README table are all derived from that description
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import pandas as pd
 from psycopg2 import sql
@@ -58,13 +57,6 @@ class Column:
             f" {self.constraint}" if self.constraint else "")
 
 
-# What a table's build function receives: what the analysis computed in the driver, by name
-# (the roll-up's statistics per table, batch.analysis.rollup.rollup_all; the indoor-air
-# compliance tables, batch.analysis.iaq_rollup.iaq_results). A build function returns the table's rows as a
-# pandas DataFrame (published tables are small: one row per group).
-Results = Mapping[str, Any]
-
-
 @dataclass(frozen=True)
 class Table:
     """A published table: replaced as a whole by each successful run (see batch/analysis/publish.py)."""
@@ -73,9 +65,8 @@ class Table:
     description: str
     key: tuple[str, ...]
     columns: tuple[Column, ...]
-    # Its rows, from the analysis results; None for a table the jobs write row by row
-    # (batch_runs), which is never staged nor swapped.
-    build: Callable[[Results], pd.DataFrame] | None = None
+    # False for a table the jobs write row by row (batch_runs), never staged nor swapped.
+    published: bool = True
 
     def __post_init__(self) -> None:
         names = [column.name for column in self.columns]
@@ -89,9 +80,9 @@ class Table:
     def column_names(self) -> tuple[str, ...]:
         return tuple(column.name for column in self.columns)
 
-    @property
-    def published(self) -> bool:
-        return self.build is not None
+    def rows(self, computed: pd.DataFrame) -> pd.DataFrame:
+        """Its published columns, in order, of the rows the analysis computed for it."""
+        return computed[list(self.column_names)]
 
 
 # A view's query, given a function naming a catalog table in the schema being published.
