@@ -8,6 +8,7 @@ nothing a run still writes can reach another run's.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import time
@@ -224,34 +225,28 @@ def _add_column(schema: str, table: str, column: Column) -> sql.Composable:
 # --- a failed run --------------------------------------------------------------------------
 
 def record_failure(conn: psycopg2.extensions.connection, target: PostgresTarget,
-                   tables: Sequence[str], run_id: int, record: Mapping[str, Any]) -> None:
+                   tables: Sequence[str], run_id: int, failed: Mapping[str, Any]) -> None:
     """Drop the run's staging tables and mark it failed, over a new connection if `conn` was lost.
 
     Best effort: when PostgreSQL stays unreachable the run is left 'running', and the next
-    run marks it abandoned.
+    run marks it abandoned. The staging tables are this run's own (named by run id): no lock
+    is needed to drop them.
     """
+    def record(session: psycopg2.extensions.connection) -> None:
+        drop_staging(session, target, tables, run_id)
+        runs.fail_run(session, target, run_id, failed)
+
     try:
-        drop_staging(conn, target, tables, run_id)
-        runs.fail_run(conn, target, run_id, record)
-        return
+        return record(conn)
     except psycopg2.Error as error:
         log.warning("lost the connection to PostgreSQL at %s (%s); reconnecting to record "
                     "the failure of run %d", target.address, first_line(error), run_id)
     try:
-        fresh = connect(target)
-    except PublishError as error:
-        log.warning("cannot record the failure of run %d: %s; the next run marks it abandoned",
-                    run_id, error)
-        return
-    try:
-        # The staging tables are this run's own (named by run id): no lock is needed to drop them.
-        drop_staging(fresh, target, tables, run_id)
-        runs.fail_run(fresh, target, run_id, record)
-    except psycopg2.Error as error:
+        with contextlib.closing(connect(target)) as fresh:
+            record(fresh)
+    except (psycopg2.Error, PublishError) as error:
         log.warning("cannot record the failure of run %d: %s; the next run marks it abandoned",
                     run_id, first_line(error))
-    finally:
-        fresh.close()
 
 
 # --- publication -----------------------------------------------------------------------------
