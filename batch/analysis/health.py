@@ -1,19 +1,11 @@
-"""Per-device sensor health (issue 23): its settings and the two tables, derived in the driver.
+"""Per-device sensor health (issue 23): `device_daily_health` and `device_health`, in the driver.
 
 From the partials collected once (one row per device and local day, with the health aggregates
-of batch.analysis.health_partials), pandas derives `device_daily_health`, one row per device and
-local date from its first reading to the input's last local date (days without a reading
-included), and `device_health`, one row per device as of that date. Both are small (device-days,
-not readings), like the statistics' roll-up (batch.analysis.statistics).
-
-A day's `status`: `offline` (no reading), `stuck` (a metric whose lowest and highest value are
-equal over at least HEALTH_STUCK_MIN_READINGS readings, or on the input's last date equal to the
-value it was stuck on the day before), `sparse` (fewer readings than
-HEALTH_SPARSE_SHARE of the device's usual: the median of its last HEALTH_USUAL_DAYS days with
-readings before that day), else `ok`, in that order of precedence. The input's last local date
-is only observed until the input's newest reading: the readings usual by then are the usual ones
-times the elapsed share of the day, and a device without a reading yet is offline only when one
-was due by then or it was offline the day before.
+of batch.analysis.health_partials), numpy derives one row per device and local date from its
+first reading to the input's last local date (days without a reading included), then one row
+per device as of that date. Both follow device-days, not readings, like the statistics' roll-up.
+The rules (status and its precedence, the input's partial last date, battery, CO2 drift):
+docs/health.md.
 """
 from __future__ import annotations
 
@@ -37,10 +29,10 @@ from batch.analysis.health_partials import (
     stuck_min,
     stuck_n,
 )
-from batch.analysis.statistics import READING_DATE
-from batch.core.validation import EXCLUSION_REASON
 from batch.analysis.health_settings import HealthRules
+from batch.analysis.statistics import READING_DATE
 from batch.core.contract import CLASSROOM, DEVICE, INSTITUTE, METRICS, PROFILE
+from batch.core.validation import EXCLUSION_REASON
 
 DAILY_HEALTH_TABLE = "device_daily_health"
 DEVICE_HEALTH_TABLE = "device_health"
