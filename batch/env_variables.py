@@ -13,7 +13,7 @@ def known_variables() -> set[str] | None:
     """None where the launcher is not shipped (the job's copy that spark-submit runs in the
     Spark container): the launcher checked the env file before starting it."""
     try:
-        from batch.launcher.options import LAUNCHER_OPTIONS
+        from batch.launcher.launch import LAUNCHER_OPTIONS
     except ImportError:
         return None
     from batch.analysis.job import ANALYSIS_OPTIONS
