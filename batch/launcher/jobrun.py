@@ -2,20 +2,16 @@
 whether it runs on this machine or in the Spark container (standard library only: it is
 copied into the container's run folder and run with its Python).
 
-    python3 jobrun.py run [OPTIONS] -- COMMAND [ARG...]
-        run COMMAND in this wrapper's process group (the wrapper's pid is the group's id)
-        and wait until every process of the group has ended; pid in job.pid, exit code in
-        job.exit; TERM, INT and HUP are passed on to the group, and the exit code is then
-        128 + that signal
-    python3 jobrun.py start [OPTIONS] -- COMMAND [ARG...]   the same, output in job.log
-    python3 jobrun.py status    starting, running, exited CODE, or lost
-    python3 jobrun.py wait      wait for the end of the job; exit with its exit code
-    python3 jobrun.py stop      TERM the job's process group
+    jobrun.py run [OPTIONS] -- COMMAND [ARG...]   run COMMAND in this wrapper's process
+        group (its pid is the group's id) until every process of the group has ended; pid
+        in job.pid, exit code in job.exit (128 + the signal of a stop passed on)
+    jobrun.py start [OPTIONS] -- COMMAND [ARG...]   the same, output in job.log
+    jobrun.py status | wait | stop   starting, running, exited CODE or lost | wait for the
+        end of the job, exit with its exit code | TERM the job's process group
 
 Options: --folder DIR (the state files; default: this file's folder), --remove-folder
 (delete it when the job ends), --pid-file FILE (removed when the job ends), --record FILE
-(the exit code and end time, kept next to a background run's log). When the job ends its
-secrets/ folder is deleted.
+(the exit code and end time). When the job ends its secrets/ folder is deleted.
 """
 from __future__ import annotations
 

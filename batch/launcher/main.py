@@ -120,8 +120,7 @@ def launch(job: Job, argv: Sequence[str], project_root: Path) -> int:
 
 
 def _prepare(job: Job, request: Request, project_root: Path) -> Launch:
-    environ = dict(os.environ)
-    environ[CALLER_DIR_VARIABLE] = os.getcwd()
+    environ = {**os.environ, CALLER_DIR_VARIABLE: os.getcwd()}
     definition = job.definition()
     env_file_flag = None if definition is None else definition.parser().parse_known_args(
         [arg for arg in request.job_args if arg not in ("-h", "--help")])[0].env_file
