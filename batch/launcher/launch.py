@@ -1,7 +1,8 @@
-"""One launch: the jobs the launcher runs, what the user asked for, and what the launch knows
-once its settings are read (shared by local and docker mode)."""
+"""One launch: the jobs the launcher runs, its own settings, what the user asked for, and what
+the launch knows once its settings are read (shared by local and docker mode)."""
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -9,6 +10,29 @@ from pathlib import Path
 from typing import Any
 
 from batch.core import cli
+from batch.core.config import COMMON_OPTIONS, ENV_FILE_VARIABLE, Option, settings_type
+from batch.core.errors import BatchError
+
+# Settings of the launcher itself, resolved from env/spark.env and the environment as the jobs' are.
+LAUNCHER_OPTIONS: tuple[Option, ...] = (
+    next(option for option in COMMON_OPTIONS if option.env == "SPARK_MASTER"),
+    Option("SPARK_DRIVER_MEMORY", "2g", "driver memory (spark-submit --driver-memory)"),
+    Option("SPARK_EXECUTOR_PYTHON", "", "the executors' Python (empty: the virtualenv's)"),
+    Option("LOG_DIR", "logs", "logs of background runs", path=True),
+    Option("RUN_DIR", "run", "pid files of background runs", path=True),
+    Option("SPARK_MASTER_CONTAINER", "spark-master", "container that runs spark-submit"),
+    Option("SPARK_MASTER_URL", "spark://spark-master:7077", "master, from that container"),
+    Option("DOCKER_CMD", "docker", "the docker command"),
+    Option("SPARK_CONTAINER_WORKDIR", "/tmp/indoor-air-batch", "run folders in the container"),
+    Option("SPARK_CONTAINER_SUBMIT", "spark-submit", "spark-submit in the container"),
+    Option("SPARK_CONTAINER_PYTHON", "python3", "Python in the container"),
+)
+LauncherSettings = settings_type("LauncherSettings", LAUNCHER_OPTIONS)
+
+# Settings of the launcher, not of the job: never passed into the container (the password
+# file is passed on its own terms, see batch/launcher/docker.py _container_environment).
+LAUNCHER_ONLY_VARIABLES = frozenset(
+    {ENV_FILE_VARIABLE, "POSTGRES_PASSWORD_FILE"} | {option.env for option in LAUNCHER_OPTIONS})
 
 
 @dataclass(frozen=True)
@@ -18,47 +42,44 @@ class Job:
     door: str  # the command the user typed, for messages
     title: str
     uses_postgres: bool
-    # The job's command line (None: a job without one, its options passed through unchecked).
-    definition: Callable[[], cli.JobDefinition] | None = None
+    # "module:NAME" of the job's command line, imported when needed ("": a job without one, its
+    # options passed through unchecked).
+    command_line: str = ""
     # The file the job writes on the driver's disk (docker mode copies it out), and its flag.
     output_path: Callable[[Any], Path] | None = None
     output_flag: str = ""
 
-
-def _analysis() -> cli.JobDefinition:
-    from batch.analysis.job import ANALYSIS_JOB
-    return ANALYSIS_JOB
-
-
-def _downloader() -> cli.JobDefinition:
-    from batch.download.settings import DOWNLOADER_JOB
-    return DOWNLOADER_JOB
+    def definition(self) -> cli.JobDefinition | None:
+        if not self.command_line:
+            return None
+        module, name = self.command_line.split(":")
+        return getattr(importlib.import_module(module), name)
 
 
 JOBS: dict[str, Job] = {
     "analysis": Job("analysis", "start-spark.py", "start-spark.sh",
                     "Aggregate raw indoor-air readings and publish the statistics to PostgreSQL.",
-                    True, _analysis),
+                    True, "batch.analysis.job:ANALYSIS_JOB"),
     "downloader": Job("downloader", "spark-downloader.py", "spark-downloader.sh",
                       "Download raw indoor-air readings (filtered by profile, institute, classroom, "
                       "time) as one ordered CSV or Parquet file.",
-                      False, _downloader, lambda settings: settings.output_path, "--output"),
+                      False, "batch.download.settings:DOWNLOADER_JOB", lambda settings: settings.output_path,
+                      "--output"),
 }
 
 
-class LauncherError(Exception):
-    def __init__(self, code: int, message: str) -> None:
+class LauncherError(BatchError):
+    def __init__(self, exit_code: int, message: str) -> None:
         super().__init__(message)
-        self.code = code
+        self.exit_code = exit_code
 
 
 @dataclass
 class Request:
     """The launcher's own flags, and what goes to the job."""
 
-    mode: str = "background"
-    mode_given: bool = False
-    where: str = ""
+    mode: str = ""  # background or foreground
+    where: str = ""  # local or docker; "": the running container decides
     demo: bool = False
     status: bool = False
     help: bool = False
@@ -74,10 +95,10 @@ class Launch:
     request: Request
     environ: dict[str, str]  # the job's environment
     exported_at_start: frozenset[str]
-    settings: Any  # batch.launcher.options.LauncherSettings
+    settings: Any  # LauncherSettings
+    env_file: Path | None
+    env_file_given: bool
     job_settings: Any = None
-    env_file: Path | None = None
-    env_file_given: bool = False
     where: str = ""  # local or docker
 
     @property

@@ -19,26 +19,24 @@ from batch.launcher.jobrun import Supervisor, job_alive, read_int
 from batch.launcher.launch import Job, Launch, LauncherError
 
 
-def local_submit_argv(state: Launch, run_folder: Path, show_progress: bool) -> list[str]:
-    zip_path = submit.build_py_files_zip(Path(__file__).resolve().parent.parent, run_folder / "batch.zip")
+def _submit_argv(state: Launch, run_folder: Path, show_progress: bool) -> list[str]:
     return submit.spark_submit_argv(
         submit=str(Path(sys.executable).parent / "spark-submit"), master=_master(state),
         job_name=state.job.name, driver_memory=state.settings.spark_driver_memory,
-        show_progress=show_progress,
-        log4j_config=f"file:{state.project_root / 'env' / 'log4j2.properties'}", py_files=str(zip_path),
+        show_progress=show_progress, log4j_config=f"file:{state.project_root / 'env' / 'log4j2.properties'}",
+        py_files=str(submit.build_py_files_zip(Path(__file__).resolve().parents[1], run_folder / "batch.zip")),
         entry=str(state.project_root / state.job.script), job_args=state.request.job_args)
 
 
 def _master(state: Launch) -> str:
-    from_job = state.job_settings.spark_master if state.job_settings is not None else ""
-    return from_job or state.settings.spark_master
+    return (state.job_settings.spark_master if state.job_settings is not None else "") or state.settings.spark_master
 
 
 def child_environment(state: Launch) -> dict[str, str]:
     """The one environment of every process the launcher starts on this machine (the demo's
     generator, its PostgreSQL, spark-submit): the job's variables with the Java the launcher
-    chose (JAVA_HOME, see _run), the virtualenv's pyspark, and its Python on the driver; the
-    executors run it too unless SPARK_EXECUTOR_PYTHON names another (a remote cluster's)."""
+    chose, the virtualenv's pyspark, and its Python on the driver; the executors run it too
+    unless SPARK_EXECUTOR_PYTHON names another (a remote cluster's)."""
     import pyspark
 
     environ = dict(state.environ)
@@ -63,9 +61,8 @@ def run_foreground(state: Launch) -> int:
     until the job has recorded it and ended: 128 + the signal."""
     supervisor = Supervisor()
     with tempfile.TemporaryDirectory(prefix=f"indoor-air-{state.job.name}.") as folder:
-        command = local_submit_argv(state, Path(folder), show_progress=True)
-        child = supervisor.start(command, child_environment(state), new_group=True,
-                                 cwd=state.project_root, stdin=subprocess.DEVNULL)
+        child = supervisor.start(_submit_argv(state, Path(folder), show_progress=True), child_environment(state),
+                                 new_group=True, cwd=state.project_root, stdin=subprocess.DEVNULL)
         return supervisor.wait(child)
 
 
@@ -79,13 +76,12 @@ def run_background(state: Launch) -> int:
                             f"the {job.name} job is already running (pid {running}, pid file {pid_file})")
     log_dir.mkdir(parents=True, exist_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    log_file = log_dir / f"{job.name}-{stamp}.log"
+    log_file = log_dir / f"{job.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.log"
     folder = Path(tempfile.mkdtemp(prefix=f"indoor-air-{job.name}."))
-    command = local_submit_argv(state, folder, show_progress=False)
+    # The run's exit code and end time are kept next to its log (LOG.exit).
     wrapper = [sys.executable, str(Path(__file__).with_name("jobrun.py")), "run", "--folder", str(folder),
-               "--remove-folder", "--pid-file", str(pid_file), "--record", str(record_path(log_file)),
-               "--", *command]
+               "--remove-folder", "--pid-file", str(pid_file), "--record", str(log_file.with_suffix(".exit")),
+               "--", *_submit_argv(state, folder, show_progress=False)]
     # A session of its own: the job survives the launcher and the terminal that started it.
     # jobrun.py leads the job's process group (its pid is the group's id, the pid printed):
     # it passes a kill on to the group, and removes the run folder (the zip) and the pid file
@@ -105,11 +101,6 @@ def run_background(state: Launch) -> int:
     return 0
 
 
-def record_path(log_file: Path) -> Path:
-    """Where a background run's exit code and end time are kept: next to its log."""
-    return log_file.with_suffix(".exit")
-
-
 def status_text(job: Job, settings: Any) -> str:
     """The last background run of `job` on this machine."""
     run_dir = Path(settings.run_dir)
@@ -120,12 +111,12 @@ def status_text(job: Job, settings: Any) -> str:
         return f"no background run of the {job.name} job recorded in {run_dir}"
     if job_alive(pid):
         return f"the {job.name} job is running (process group {pid}); log: {log_file}"
-    record = dotenv_values(record_path(log_file)) if record_path(log_file).is_file() else {}
-    if "exit_code" in record:
-        return (f"the {job.name} job finished with code {record['exit_code']} at {record.get('ended')}; "
+    record = log_file.with_suffix(".exit")
+    finished = dotenv_values(record) if record.is_file() else {}
+    if "exit_code" in finished:
+        return (f"the {job.name} job finished with code {finished['exit_code']} at {finished.get('ended')}; "
                 f"log: {log_file}")
     # Only a kill -9 (or a machine's crash) ends the supervisor without its record; the
     # driver then stops itself and ends its log with its summary.
     return (f"the {job.name} job was killed (its supervisor, pid {pid}, ended without recording "
             f"an exit code) and none of its processes runs; its summary, if any, ends the log: {log_file}")
-

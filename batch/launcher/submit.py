@@ -9,14 +9,10 @@ import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-# Not job code: never shipped to the executors.
-LAUNCHER_PACKAGE = "launcher"
-
 
 def spark_submit_argv(*, submit: str, master: str, job_name: str, driver_memory: str,
                       show_progress: bool, log4j_config: str, py_files: str, entry: str,
-                      executor_python: str = "",
-                      job_args: Sequence[str] = ()) -> list[str]:
+                      executor_python: str = "", job_args: Sequence[str] = ()) -> list[str]:
     python_args = ["--conf", f"spark.pyspark.python={executor_python}"] if executor_python else []
     return [submit, "--master", master, "--name", f"indoor-air-{job_name}",
             "--driver-memory", driver_memory,
@@ -40,29 +36,25 @@ def docker_exec_argv(docker: Sequence[str], container: str, command: Sequence[st
     return [*docker, "exec", *options, container, *command]
 
 
-def without_option(args: Sequence[str], option: str) -> list[str]:
-    """`args` without `option` and its value (both `--x v` and `--x=v` forms)."""
-    kept: list[str] = []
-    skip = False
-    for arg in args:
-        if skip:
-            skip = False
-        elif arg == option:
-            skip = True
-        elif not arg.startswith(option + "="):
-            kept.append(arg)
-    return kept
-
-
 def container_job_args(job_args: Sequence[str], *, env_file_given: bool,
                        output_flag: str = "", output_name: str = "") -> list[str]:
     """The job's arguments in the container's run folder: the summary, env file and output
     there (the launcher copies the summary and output out to the paths asked for)."""
-    args = without_option(job_args, "--summary-json") + ["--summary-json", "summary.json"]
-    if env_file_given:
-        args = without_option(args, "--env-file") + ["--env-file", "env/spark.env"]
-    if output_flag:
-        args = without_option(args, output_flag) + [output_flag, f"output/{output_name}"]
+    moved = {"--summary-json": "summary.json", "--env-file": "env/spark.env" if env_file_given else None,
+             output_flag: f"output/{output_name}" if output_flag else None}
+    args: list[str] = []
+    skip = False
+    for arg in job_args:
+        option = arg.split("=", 1)[0]
+        if skip:
+            skip = False
+        elif moved.get(option) is None:
+            args.append(arg)
+        else:
+            skip = arg == option  # `--x v`: v is dropped too; `--x=v` alone
+    for option, value in moved.items():
+        if value is not None:
+            args += [option, value]
     return args
 
 
@@ -81,6 +73,7 @@ def build_py_files_zip(package: Path, target: Path) -> Path:
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
         for source in sorted([*package.rglob("*.py"), *package.rglob("*.j2")]):
             relative = source.relative_to(package)
-            if "__pycache__" not in relative.parts and relative.parts[0] != LAUNCHER_PACKAGE:
+            # The launcher is not job code: never shipped to the executors.
+            if "__pycache__" not in relative.parts and relative.parts[0] != "launcher":
                 archive.write(source, Path(package.name, relative).as_posix())
     return target
