@@ -83,8 +83,7 @@ def load(job: JobDefinition, argv: Sequence[str], project_root: Path,
     environ = os.environ if environ is None else environ
     args = job.parser().parse_args(argv)
     env_file = find_env_file(args.env_file, environ, project_root)
-    known = known_variables() if env_file is not None and known_variables is not None else None
-    if known is not None:
+    if env_file is not None and known_variables is not None and (known := known_variables()) is not None:
         for warning in unknown_variables(env_file, set(known)):
             log.warning("%s", warning)
     defaulted: set[str] = set()
@@ -174,16 +173,14 @@ def format_summary(title: str, summary: Mapping[str, Any]) -> str:
     lines = [f"==== {title} ===="]
     # A top-level None: not measured by this run (it failed before): left out, never "none".
     for key, value in summary.items():
-        if isinstance(value, Mapping) and not value:
-            lines.append(f"{key}: none")
-        elif isinstance(value, Mapping):
-            lines.append(f"{key}:")
+        if isinstance(value, (Mapping, list)):
+            lines.append(f"{key}:" if value else f"{key}: none")
+        if isinstance(value, Mapping):
             # None inside a mapping: not measured by this run (e.g. replays when not dropped).
             lines += [f"    {name:<28} {'not checked' if item is None else item}"
                       for name, item in value.items()]
         elif isinstance(value, list):
             # One line per item: items can be sentences (warnings) or paths with commas.
-            lines.append(f"{key}: none" if not value else f"{key}:")
             lines += [f"    {item}" for item in value]
         elif value is not None:
             lines.append(f"{key}: {value}")
