@@ -154,22 +154,21 @@ def finite_number(text: str) -> float:
     return value
 
 
-def _whole_number_from_1(text: str, high: float, expected: str) -> int:
-    try:
-        value = whole_number(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= high:
-        raise ValueError(f"expected {expected}, got {text!r}")
-    return value
+def _whole_number_from_1(high: float, expected: str) -> Callable[[str], int]:
+    def parse_whole_number(text: str) -> int:
+        try:
+            value = whole_number(text)
+        except ValueError:
+            value = 0
+        if not 1 <= value <= high:
+            raise ValueError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse_whole_number
 
 
-def parse_port(text: str) -> int:
-    return _whole_number_from_1(text, 65535, "a TCP port (1 to 65535)")
-
-
-def parse_positive_int(text: str) -> int:
-    return _whole_number_from_1(text, math.inf, "a positive whole number")
+parse_port = _whole_number_from_1(65535, "a TCP port (1 to 65535)")
+parse_positive_int = _whole_number_from_1(math.inf, "a positive whole number")
 
 
 def number(low: float, high: float, *, above_low: bool = False) -> Callable[[str], float]:
