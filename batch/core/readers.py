@@ -67,10 +67,6 @@ class InputFiles:
     # Files lacking a required column that other files have: read, their rows excluded.
     lacking_required: tuple[str, ...] = ()
 
-    @property
-    def file_count(self) -> int:
-        return sum(len(files) for files in self.groups)
-
 
 def first_names(files: tuple[str, ...]) -> str:
     """The first few of `files`, for a message."""
