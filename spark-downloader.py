@@ -23,8 +23,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent
 def main() -> int:
     settings = cli.load_settings(DOWNLOADER_JOB, sys.argv[1:], PROJECT_ROOT, known_variables)
     summary = DownloadSummary.for_settings(settings)
-    master = cli.spark_master_unless_submitted(settings.spark_master)
-    spark = build_spark_session("indoor-air-download", master)
+    spark = build_spark_session("indoor-air-download", settings.spark_master)
     return cli.run_and_report(spark, "indoor-air download",
                               lambda: run_download(spark, settings, summary),
                               summary.as_dict, settings.summary_json)

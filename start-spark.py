@@ -20,9 +20,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent
 def main() -> int:
     settings = cli.load_settings(analysis.ANALYSIS_JOB, sys.argv[1:], PROJECT_ROOT, known_variables)
     summary = analysis.RunSummary(job="analysis", input_path=settings.raw_data_path)
-    master = cli.spark_master_unless_submitted(settings.spark_master)
     # No JDBC driver: the job publishes over its own psycopg2 connection (COPY), not Spark's writer.
-    spark = build_spark_session("indoor-air-analysis", master)
+    spark = build_spark_session("indoor-air-analysis", settings.spark_master)
     return cli.run_and_report(spark, "indoor-air analysis",
                               lambda: analysis.run_analysis(spark, settings, summary),
                               summary.as_dict, settings.summary_json)

@@ -23,7 +23,7 @@ from batch.core.config import (
     build_parser,
     check_file_target,
     find_env_file,
-    resolve_options_with_sources,
+    resolve_options,
     settings_from,
     unknown_variables,
 )
@@ -67,7 +67,6 @@ class JobDefinition:
 @dataclass(frozen=True)
 class LoadedSettings:
     settings: Any
-    env_file: Path | None
     check_config: bool
 
 
@@ -84,22 +83,22 @@ def load(job: JobDefinition, argv: Sequence[str], project_root: Path,
     environ = os.environ if environ is None else environ
     args = job.parser().parse_args(argv)
     env_file = find_env_file(args.env_file, environ, project_root)
-    known = known_variables() if env_file is not None and known_variables is not None else None
-    if known is not None:
+    if env_file is not None and known_variables is not None and (known := known_variables()) is not None:
         for warning in unknown_variables(env_file, set(known)):
             log.warning("%s", warning)
-    resolved = resolve_options_with_sources(job.options, vars(args), environ, env_file, project_root)
+    defaulted: set[str] = set()
+    values = resolve_options(job.options, vars(args), environ, env_file, project_root, defaulted)
     option_fields = {option.field for option in job.options} | {"env_file", "check_config"}
     extra = {name: tuple(value) if isinstance(value, list) else value
              for name, value in vars(args).items() if name not in option_fields}
     # Sorted names: a settings type that declares the field records them as a JSON list.
     settings = settings_from(job.settings_class, {
-        **resolved.values, **extra, DEFAULTED_OPTIONS_FIELD: tuple(sorted(resolved.defaulted))})
+        **values, **extra, DEFAULTED_OPTIONS_FIELD: tuple(sorted(defaulted))})
     job.check(settings)
     if SUMMARY_JSON_OPTION in job.options and (summary_json := getattr(settings, SUMMARY_JSON_OPTION.field)):
         # Found now, not by a traceback once the run has published.
         check_file_target(Path(summary_json), "--summary-json")
-    return LoadedSettings(settings, env_file, args.check_config)
+    return LoadedSettings(settings, args.check_config)
 
 
 def load_settings(job: JobDefinition, argv: Sequence[str], project_root: Path,
@@ -128,14 +127,21 @@ def stop_received() -> StoppedBySignal | None:
     return _Stop.received
 
 
+def _stop_of(error: BaseException) -> StoppedBySignal | None:
+    """The stop that ended the run, if one did: a stop decides, whatever error it surfaced as."""
+    if _Stop.received is not None:
+        return _Stop.received
+    if isinstance(error, StoppedBySignal):
+        return error
+    # Ctrl-C before the stop handlers were installed (or with Python's own handler back).
+    return StoppedBySignal(signal.SIGINT) if isinstance(error, KeyboardInterrupt) else None
+
+
 def describe_failure(error: BaseException) -> str:
     """The one-line error message of a failed run, for its summary and run record."""
-    if _Stop.received is not None:
-        return str(_Stop.received)
-    if isinstance(error, StoppedBySignal):
-        return str(error)
-    if isinstance(error, KeyboardInterrupt):
-        return "stopped by SIGINT"
+    stop = _stop_of(error)
+    if stop is not None:
+        return str(stop)
     return str(error) if isinstance(error, BatchError) else f"{type(error).__name__}: {error}"
 
 
@@ -161,44 +167,20 @@ def _raised_by_a_stop(error: BaseException | None) -> bool:
     return False
 
 
-def spark_master_unless_submitted(master: str) -> str | None:
-    """The master to set ourselves: none when spark-submit already chose one."""
-    # Here, not at the top: the report's entry point shares this module and needs no Spark.
-    from pyspark import SparkConf
-    return None if SparkConf().contains("spark.master") else master
-
-
-def write_summary_json(path: Path, data: Mapping[str, Any]) -> bool:
-    """Write the run summary as JSON; False, with a warning, when it cannot be written.
-
-    The run's outcome is settled by then (published, or failed and recorded): a summary file
-    that cannot be written (checked before Spark starts; a disk that filled up or a folder
-    made read-only since) must not turn it into a failure.
-    """
-    try:
-        write_atomically(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    except OSError as error:
-        log.warning("the run summary was not written to %s: %s", path, error.strerror or error)
-        return False
-    return True
-
-
 def format_summary(title: str, summary: Mapping[str, Any]) -> str:
     """A human-readable block: one line per scalar, one indented line per entry of each
     mapping and per item of each list."""
     lines = [f"==== {title} ===="]
     # A top-level None: not measured by this run (it failed before): left out, never "none".
     for key, value in summary.items():
-        if isinstance(value, Mapping) and not value:
-            lines.append(f"{key}: none")
-        elif isinstance(value, Mapping):
-            lines.append(f"{key}:")
+        if isinstance(value, (Mapping, list)):
+            lines.append(f"{key}:" if value else f"{key}: none")
+        if isinstance(value, Mapping):
             # None inside a mapping: not measured by this run (e.g. replays when not dropped).
             lines += [f"    {name:<28} {'not checked' if item is None else item}"
                       for name, item in value.items()]
         elif isinstance(value, list):
             # One line per item: items can be sentences (warnings) or paths with commas.
-            lines.append(f"{key}: none" if not value else f"{key}:")
             lines += [f"    {item}" for item in value]
         elif value is not None:
             lines.append(f"{key}: {value}")
@@ -223,9 +205,25 @@ def run_and_report(spark: Any, title: str, run: Callable[[], object],
         data = report()
         print(format_summary(title, data), flush=True)
         if summary_json:
-            write_summary_json(Path(summary_json), data)
-        _stop_spark(spark)
+            _write_summary_json(Path(summary_json), data)
+        try:
+            spark.stop()
+        except Exception:
+            # After a stop, the JVM may have ended already (it got the same signal).
+            if _Stop.received is None:
+                raise
+            log.info("Spark had already ended with the stop")
     return 0
+
+
+def _write_summary_json(path: Path, data: Mapping[str, Any]) -> None:
+    """The run's outcome is settled by then (published, or failed and recorded): a summary file
+    that cannot be written (checked before Spark starts; a disk that filled up or a folder made
+    read-only since) must not turn it into a failure, only into a warning."""
+    try:
+        write_atomically(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    except OSError as error:
+        log.warning("the run summary was not written to %s: %s", path, error.strerror or error)
 
 
 # The stops batch/launcher/jobrun.py passes on to the job's process group.
@@ -235,21 +233,17 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 def install_stop_handlers(spark: Any = None) -> None:
     """A stop signal raises StoppedBySignal, once, and cancels `spark`'s jobs. Installed
     explicitly: the JVM that starts the driver under spark-submit hands these signals down
-    ignored."""
-    _Stop.spark = spark
-    for number in STOP_SIGNALS:
-        signal.signal(number, _raise_stopped)
-    _relay_stops_to_the_main_thread()
-
-
-def _relay_stops_to_the_main_thread() -> None:
-    """Make sure a stop interrupts the main thread, where Python runs signal handlers.
+    ignored.
 
     A signal sent to the process may be delivered to any of its threads (Py4J's, Arrow's):
     Python notes it, but the main thread, blocked in a socket read of a Spark job's result,
     would not run the handler before the job's end. Python writes every signal it notes to
-    the wakeup fd; a thread reading it sends each stop signal once more, to the main thread.
+    the wakeup fd; a thread reading it (started once) sends each stop signal once more, to
+    the main thread.
     """
+    _Stop.spark = spark
+    for number in STOP_SIGNALS:
+        signal.signal(number, _raise_stopped)
     if _Stop.relay_started:
         return
     read_end, write_end = os.pipe()
@@ -303,7 +297,6 @@ def _watch_supervisor(supervisor: str) -> None:
     if not supervisor.isdigit():
         return
     pid = int(supervisor)
-
     main = threading.main_thread().ident
     assert main is not None
 
@@ -320,34 +313,17 @@ def _wait_for_exit(pid: int) -> None:
         handle = os.pidfd_open(pid)  # Linux 5.3+: readable once the process has ended
     except ProcessLookupError:
         return
-    except (AttributeError, OSError):
-        while _process_exists(pid):
+    except (AttributeError, OSError):  # no pidfd (not Linux, or an older kernel): poll
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            except PermissionError:  # the pid is another user's process: still running
+                pass
             time.sleep(1)
-        return
-    try:
-        select.select([handle], [], [])
-    finally:
-        os.close(handle)
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _stop_spark(spark: Any) -> None:
-    """Stop Spark; after a stop, the JVM may have ended already (it got the same signal)."""
-    try:
-        spark.stop()
-    except Exception:
-        if _Stop.received is None:
-            raise
-        log.info("Spark had already ended with the stop")
+    select.select([handle], [], [])
+    os.close(handle)
 
 
 def run_main(main: Callable[[], int]) -> None:
@@ -359,17 +335,16 @@ def run_main(main: Callable[[], int]) -> None:
         _watch_supervisor(os.environ.get(SUPERVISOR_VARIABLE, ""))
         code = main()
     except BaseException as error:
-        # A stop decides, whatever error it surfaced as.
-        stop = _Stop.received or (error if isinstance(error, StoppedBySignal) else None)
+        stop = _stop_of(error)
         if stop is None and isinstance(error, BatchError):
             log.error("%s", error)
             sys.exit(error.exit_code)
-        if stop is None and not isinstance(error, KeyboardInterrupt):
+        if stop is None:
             raise
-        log.error("%s", describe_failure(error))
+        log.error("%s", stop)
         sys.stdout.flush()
         sys.stderr.flush()
         # Not sys.exit: under a stopped job, Py4J's threads would print their stack traces
         # while the interpreter shuts down.
-        os._exit(stop.exit_code if stop is not None else 128 + signal.SIGINT)
+        os._exit(stop.exit_code)
     sys.exit(code)

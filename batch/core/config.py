@@ -93,7 +93,9 @@ def parse_timezone(text: str) -> str:
     try:
         ZoneInfo(text)
     except (ZoneInfoNotFoundError, ValueError):
-        suggestion = closest_name(text, _canonical_zones())
+        canonical = {zone for zone in available_timezones()
+                     if zone not in _JAVA_UNKNOWN_ZONES and not zone.startswith(_JAVA_UNKNOWN_PREFIXES)}
+        suggestion = closest_name(text, canonical)
         hint = f"; did you mean {suggestion}?" if suggestion else " (e.g. UTC, Europe/Rome)"
         raise ValueError(f"{text!r} is not a known IANA time zone{hint}") from None
     prefix = next((prefix for prefix in _JAVA_UNKNOWN_PREFIXES if text.startswith(prefix)), None)
@@ -103,11 +105,6 @@ def parse_timezone(text: str) -> str:
     if text in _JAVA_UNKNOWN_ZONES:
         raise ValueError(f"{text!r} is not a time zone Java (Spark) knows: {_JAVA_UNKNOWN_ZONES[text]}")
     return text
-
-
-def _canonical_zones() -> set[str]:
-    return {zone for zone in available_timezones()
-            if zone not in _JAVA_UNKNOWN_ZONES and not zone.startswith(_JAVA_UNKNOWN_PREFIXES)}
 
 
 def closest_name(text: str, known: set[str], cutoff: float = 0.75) -> str | None:
@@ -157,22 +154,21 @@ def finite_number(text: str) -> float:
     return value
 
 
-def _whole_number_from_1(text: str, high: float, expected: str) -> int:
-    try:
-        value = whole_number(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= high:
-        raise ValueError(f"expected {expected}, got {text!r}")
-    return value
+def _whole_number_from_1(high: float, expected: str) -> Callable[[str], int]:
+    def parse_whole_number(text: str) -> int:
+        try:
+            value = whole_number(text)
+        except ValueError:
+            value = 0
+        if not 1 <= value <= high:
+            raise ValueError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse_whole_number
 
 
-def parse_port(text: str) -> int:
-    return _whole_number_from_1(text, 65535, "a TCP port (1 to 65535)")
-
-
-def parse_positive_int(text: str) -> int:
-    return _whole_number_from_1(text, math.inf, "a positive whole number")
+parse_port = _whole_number_from_1(65535, "a TCP port (1 to 65535)")
+parse_positive_int = _whole_number_from_1(math.inf, "a positive whole number")
 
 
 def number(low: float, high: float, *, above_low: bool = False) -> Callable[[str], float]:
@@ -213,9 +209,6 @@ class Option:
     @property
     def flag(self) -> str:
         return self.flag_name or "--" + self.env.lower().replace("_", "-")
-
-    def argument_help(self) -> str:
-        return f"{self.help} [{self.env}, default: {self.default or 'empty'}]"
 
 
 # Options both jobs share.
@@ -315,25 +308,11 @@ def build_parser(prog: str, description: str, options: Sequence[Option]) -> argp
     parser.add_argument("--env-file", help="env file to load (default env/spark.env)")
     parser.add_argument("--check-config", action="store_true",
                         help="validate the options and settings, then exit without running")
-    for option in options:
-        if option.secret:
-            continue
-        if option.parse is parse_bool:
-            parser.add_argument(option.flag, dest=option.field, default=None,
-                                action=argparse.BooleanOptionalAction, help=option.argument_help())
-        else:
-            parser.add_argument(option.flag, dest=option.field, default=None,
-                                metavar=option.env, help=option.argument_help())
+    for option in (option for option in options if not option.secret):
+        kind = {"action": argparse.BooleanOptionalAction} if option.parse is parse_bool else {"metavar": option.env}
+        parser.add_argument(option.flag, dest=option.field, default=None, **kind,
+                            help=f"{option.help} [{option.env}, default: {option.default or 'empty'}]")
     return parser
-
-
-@dataclass(frozen=True)
-class ResolvedOptions:
-    """The options' values, and which of them nobody set (the built-in default was used)."""
-
-    values: dict[str, Any]
-    # Fields set by no flag, environment variable or env file line.
-    defaulted: frozenset[str]
 
 
 def resolve_options(
@@ -342,28 +321,18 @@ def resolve_options(
     environ: Mapping[str, str],
     env_file: Path | None,
     project_root: Path | None = None,
+    defaulted: set[str] | None = None,
 ) -> dict[str, Any]:
     """Each option's value: a flag, else the environment, else the env file, else the default.
 
-    With `project_root`, relative paths become absolute (see `Option.path`).
+    With `project_root`, relative paths become absolute (see `Option.path`). `defaulted`, if
+    given, receives the fields nobody set (the built-in default was used).
     """
-    return resolve_options_with_sources(options, flags, environ, env_file, project_root).values
-
-
-def resolve_options_with_sources(
-    options: Sequence[Option],
-    flags: Mapping[str, Any],
-    environ: Mapping[str, str],
-    env_file: Path | None,
-    project_root: Path | None = None,
-) -> ResolvedOptions:
-    """`resolve_options`, also saying which options were left on their built-in default."""
     file_values: Mapping[str, str | None] = {}
     if env_file is not None:
         check_readable_file(env_file, "env file")
         file_values = dotenv_values(env_file)
     values: dict[str, Any] = {}
-    defaulted: set[str] = set()
     for option in options:
         flag_value = flags.get(option.field)
         base = caller_dir(environ)
@@ -378,11 +347,12 @@ def resolve_options_with_sources(
             raw, source, base = str(file_values[option.env]), f"{option.env} in {env_file}", project_root
         else:
             raw, source, base = option.default, f"default of {option.env}", project_root
-            defaulted.add(option.field)
+            if defaulted is not None:
+                defaulted.add(option.field)
         if option.path and project_root is not None and base is not None:
             raw = absolute_path(raw, base)
         values[option.field] = _parse(option, raw, source)
-    return ResolvedOptions(values, frozenset(defaulted))
+    return values
 
 
 # The settings field, for settings types that declare it (`settings_type` extra), naming the

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import reduce
@@ -37,9 +37,13 @@ log = logging.getLogger(__name__)
 
 Result = TypeVar("Result")
 
-_NUMERIC_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType,
-                  T.DoubleType, T.DecimalType)
-_TIMESTAMP_TYPES = (T.TimestampType, T.TimestampNTZType)
+# The stored types each contract type is cast from, and how a message names them.
+_CASTABLE: dict[type, tuple[tuple[type, ...], str]] = {
+    T.StringType: ((T.StringType,), "a string"),
+    T.TimestampType: ((T.TimestampType, T.TimestampNTZType), "a timestamp"),
+}
+_NUMBERS = ((T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType,
+             T.DecimalType), "a numeric type (int, bigint, float, double or decimal)")
 _FOOTER_READ_THREADS = 8
 # The folder of a Structured Streaming file sink's log (FileStreamSink.metadataDir).
 SINK_LOG_DIR = "_spark_metadata"
@@ -62,10 +66,6 @@ class InputFiles:
     uncommitted: tuple[str, ...] = ()
     # Files lacking a required column that other files have: read, their rows excluded.
     lacking_required: tuple[str, ...] = ()
-
-    @property
-    def file_count(self) -> int:
-        return sum(len(files) for files in self.groups)
 
 
 def first_names(files: tuple[str, ...]) -> str:
@@ -124,7 +124,9 @@ def read_raw_readings(
     `unreadable` names files already found damaged (SKIP_CORRUPT_FILES): left out, reported skipped.
     """
     input_files = discover_input_files(spark, path, skip_corrupt_files, unreadable)
-    group_dfs = [_read_group(spark, input_files.root, files) for files in input_files.groups]
+    # basePath keeps partition columns (key=value folders) when files are listed one by one.
+    group_dfs = [spark.read.option("basePath", input_files.root).parquet(*files)
+                 for files in input_files.groups]
     input_files = _require_columns(group_dfs, input_files)
     conformed = [_conform(df, columns, files) for df, files in zip(group_dfs, input_files.groups)]
     return reduce(DataFrame.unionByName, conformed), input_files
@@ -163,27 +165,25 @@ def discover_input_files(spark: SparkSession, path: str, skip_corrupt_files: boo
 def _list_input_files(spark: SparkSession, path: str) -> tuple[list[str], tuple[str, ...]]:
     """(the files Spark's reader reads, the uncommitted part files of a sink folder)."""
     jvm = spark.sparkContext._jvm
-    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+    folder = jvm.org.apache.hadoop.fs.Path(path)
     try:
-        fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-        if not fs.exists(hadoop_path):
+        fs = folder.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+        if not fs.exists(folder):
             raise InputNotFoundError(f"input path {path} does not exist")
-        sink_log = jvm.org.apache.hadoop.fs.Path(hadoop_path, SINK_LOG_DIR)
-        is_sink = fs.isDirectory(sink_log)
+        is_sink = fs.isDirectory(jvm.org.apache.hadoop.fs.Path(folder, SINK_LOG_DIR))
+        files = _spark_input_files(spark, path)
+        if not files:
+            if is_sink:
+                raise InputNotFoundError(
+                    f"input path {path} is a streaming sink whose log ({SINK_LOG_DIR}/) names no "
+                    "committed file yet")
+            raise InputNotFoundError(f"input path {path} holds no Parquet file")
+        uncommitted: tuple[str, ...] = ()
+        if is_sink:
+            committed = {same_file(file) for file in files}
+            uncommitted = tuple(file for file in _data_files(fs, folder) if same_file(file) not in committed)
     except Py4JJavaError as error:
         raise InputNotFoundError(f"cannot list input path {path}: {spark_error_chain(error)[0]}") from None
-    files = _spark_input_files(spark, path)
-    if not files:
-        if is_sink:
-            raise InputNotFoundError(
-                f"input path {path} is a streaming sink whose log ({SINK_LOG_DIR}/) names no "
-                "committed file yet")
-        raise InputNotFoundError(f"input path {path} holds no Parquet file")
-    uncommitted: tuple[str, ...] = ()
-    if is_sink:
-        committed = {same_file(file) for file in files}
-        uncommitted = tuple(file for file in _list_data_files(spark, path)
-                            if same_file(file) not in committed)
     return files, uncommitted
 
 
@@ -216,21 +216,16 @@ def same_file(file: str) -> str:
     return _SCHEME_AND_AUTHORITY.sub("", file)
 
 
-def _list_data_files(spark: SparkSession, path: str) -> list[str]:
-    """Every data file under `path`, committed or not, by the hidden-name rule of Spark's index."""
-    jvm = spark.sparkContext._jvm
-    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
-    try:
-        fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-        root = fs.makeQualified(hadoop_path).toString().rstrip("/")
-        iterator = fs.listFiles(hadoop_path, True)
-        files = []
-        while iterator.hasNext():
-            uri = iterator.next().getPath().toString()
-            if _is_data_file(uri[len(root):]):
-                files.append(uri)
-    except Py4JJavaError as error:
-        raise InputNotFoundError(f"cannot list input path {path}: {spark_error_chain(error)[0]}") from None
+def _data_files(fs: Any, folder: Any) -> list[str]:
+    """Every data file under `folder` (Hadoop's FileSystem and Path), committed or not, by the
+    hidden-name rule of Spark's index."""
+    root = fs.makeQualified(folder).toString().rstrip("/")
+    iterator = fs.listFiles(folder, True)
+    files = []
+    while iterator.hasNext():
+        uri = iterator.next().getPath().toString()
+        if _is_data_file(uri[len(root):]):
+            files.append(uri)
     return sorted(files)
 
 
@@ -244,24 +239,18 @@ def _is_data_file(relative_path: str) -> bool:
 
 
 def _read_footer_schemas(spark: SparkSession, files: list[str]) -> list[str | CorruptInputFileError]:
-    return read_footers(spark, files, lambda footer: footer.getFileMetaData().getSchema().toString())
-
-
-def read_footers(spark: SparkSession, files: Sequence[str],
-                 extract: Callable[[Any], Result]) -> list[Result | CorruptInputFileError]:
-    """`extract` of each file's Parquet footer (parquet-hadoop's ParquetMetadata, through the
-    JVM: any Hadoop file system), in the order of `files`; an unreadable file gives the error
-    that names it."""
+    """The schema in each file's Parquet footer (parquet-hadoop, through the JVM: any Hadoop
+    file system), in the order of `files`; an unreadable file gives the error that names it."""
     jvm = spark.sparkContext._jvm
     conf = spark.sparkContext._jsc.hadoopConfiguration()
 
-    def from_footer(file: str) -> Result | CorruptInputFileError:
+    def schema(file: str) -> str | CorruptInputFileError:
         try:
             input_file = jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromPath(
                 jvm.org.apache.hadoop.fs.Path(file), conf)
             reader = jvm.org.apache.parquet.hadoop.ParquetFileReader.open(input_file)
             try:
-                return extract(reader.getFooter())
+                return reader.getFooter().getFileMetaData().getSchema().toString()
             finally:
                 reader.close()
         except Py4JJavaError as error:
@@ -270,12 +259,7 @@ def read_footers(spark: SparkSession, files: Sequence[str],
 
     # Footers are read on the driver; threads overlap the round trips to the file system.
     with ThreadPoolExecutor(max_workers=_FOOTER_READ_THREADS) as pool:
-        return list(pool.map(from_footer, files))
-
-
-def _read_group(spark: SparkSession, root: str, files: tuple[str, ...]) -> DataFrame:
-    # basePath keeps partition columns (key=value directories) when files are listed one by one.
-    return spark.read.option("basePath", root).parquet(*files)
+        return list(pool.map(schema, files))
 
 
 def _require_columns(group_dfs: list[DataFrame], input_files: InputFiles) -> InputFiles:
@@ -310,25 +294,9 @@ def _conformed_column(name: str, stored_type: T.DataType | None, files: tuple[st
     target = RAW_COLUMNS_BY_NAME[name].spark_type
     if stored_type is None:
         return F.lit(None).cast(target).alias(name)
-    if not _convertible(stored_type, target):
+    castable, expected = _CASTABLE.get(type(target), _NUMBERS)
+    if not isinstance(stored_type, castable):
         where = files[0] if len(files) == 1 else f"{files[0]} (and {len(files) - 1} more files)"
         raise IncompatibleColumnTypeError(
-            f"column `{name}` is stored as {stored_type.simpleString()} in {where}; "
-            f"expected {_expected_kind(target)}")
+            f"column `{name}` is stored as {stored_type.simpleString()} in {where}; expected {expected}")
     return F.col(name).cast(target).alias(name)
-
-
-def _convertible(stored: T.DataType, target: T.DataType) -> bool:
-    if isinstance(target, T.StringType):
-        return isinstance(stored, T.StringType)
-    if isinstance(target, T.TimestampType):
-        return isinstance(stored, _TIMESTAMP_TYPES)
-    return isinstance(stored, _NUMERIC_TYPES)
-
-
-def _expected_kind(target: T.DataType) -> str:
-    if isinstance(target, T.StringType):
-        return "a string"
-    if isinstance(target, T.TimestampType):
-        return "a timestamp"
-    return "a numeric type (int, bigint, float, double or decimal)"

@@ -6,6 +6,7 @@ from contextlib import contextmanager
 
 import pandas as pd
 import pyarrow as pa
+from pyspark import SparkConf
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.pandas.types import to_arrow_schema
 
@@ -25,14 +26,16 @@ def build_spark_session(
     app_name: str, master: str | None = None, conf: Mapping[str, str] | None = None
 ) -> SparkSession:
     """Create (or reuse) the session; `master` only applies when not launched by spark-submit."""
+    conf = {**BASE_CONF, **(conf or {})}
     builder = SparkSession.builder.appName(app_name)
-    if master:
+    # The builder's master would override the one spark-submit was given.
+    if master and not SparkConf().contains("spark.master"):
         builder = builder.master(master)
-    for key, value in {**BASE_CONF, **(conf or {})}.items():
+    for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
-    if "spark.sql.shuffle.partitions" not in {**(conf or {})} and not spark.sparkContext.getConf().contains(
+    if "spark.sql.shuffle.partitions" not in conf and not spark.sparkContext.getConf().contains(
             "spark.sql.shuffle.partitions"):
         # After the first aggregation the data is one row per device and day: Spark's
         # default of 200 shuffle partitions only multiplies tiny tasks (AQE does not

@@ -43,7 +43,7 @@ class JobSummary:
 
     def record_input(self, input_files: InputFiles) -> None:
         """What the reader found under the input path."""
-        self.input_files = input_files.file_count
+        self.input_files = sum(map(len, input_files.groups))
         self.skipped_files = list(input_files.skipped)
         self.uncommitted_files = file_listing(input_files.uncommitted)
         self.files_lacking_required_columns = file_listing(input_files.lacking_required)

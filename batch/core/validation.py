@@ -36,10 +36,8 @@ def out_of_range_flag(metric: str) -> str:
 
 def flag_exclusions(readings_df: DataFrame) -> DataFrame:
     """Add `exclusion_reason`: null for a reading the statistics use, else why it is excluded."""
-    reason = F.lit(None).cast("string")
-    for name, condition in reversed(EXCLUSION_RULES):
-        reason = F.when(condition(), F.lit(name)).otherwise(reason)
-    return readings_df.withColumn(EXCLUSION_REASON, reason)
+    reasons = [F.when(condition(), F.lit(name)) for name, condition in EXCLUSION_RULES]
+    return readings_df.withColumn(EXCLUSION_REASON, F.coalesce(*reasons))
 
 
 def drop_replays(readings_df: DataFrame) -> DataFrame:
