@@ -1,12 +1,12 @@
 """The SparkSession the jobs run in."""
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import pandas as pd
 import pyarrow as pa
-from pyspark import SparkConf
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.pandas.types import to_arrow_schema
 
@@ -28,8 +28,10 @@ def build_spark_session(
     """Create (or reuse) the session; `master` only applies when not launched by spark-submit."""
     conf = {**BASE_CONF, **(conf or {})}
     builder = SparkSession.builder.appName(app_name)
-    # The builder's master would override the one spark-submit was given.
-    if master and not SparkConf().contains("spark.master"):
+    # The builder's master would override the one spark-submit was given. Under spark-submit
+    # its gateway is running (PYSPARK_GATEWAY_PORT): SparkConf() cannot tell before a
+    # SparkContext exists, it holds no JVM setting yet.
+    if master and "PYSPARK_GATEWAY_PORT" not in os.environ:
         builder = builder.master(master)
     for key, value in conf.items():
         builder = builder.config(key, value)
