@@ -38,7 +38,7 @@ from batch.analysis.partials import collect_partials, partial_statistics
 from batch.analysis.publish import PostgresTarget
 from batch.core.thresholds import Thresholds
 from batch.analysis.timetable import Occupancy, parse_timetable, public_holidays_applied
-from batch.core.config import resolve_options
+from batch.core.config import resolve_options, settings_from
 from batch.core.contract import ANALYSIS_COLUMNS, canonical_schema
 from batch.core.errors import ConfigurationError
 from batch.core.validation import validate_readings
@@ -474,7 +474,7 @@ def test_each_option_is_validated_with_its_name(variable: str, value: str, messa
 
 
 def test_defaults_and_cross_option_rules(tmp_path: Path) -> None:
-    settings = IaqSettings.from_values(resolve_options(IAQ_OPTIONS, {}, {}, None))
+    settings = settings_from(IaqSettings, resolve_options(IAQ_OPTIONS, {}, {}, None))
     assert settings == IaqSettings()
     rules = settings.rules()
     assert rules.occupancy.default_timetable.text == "Mon 08:00-14:00; Tue 08:00-14:00; " \

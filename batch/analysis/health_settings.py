@@ -4,7 +4,6 @@ with the other settings of the run."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
 
 from batch.core.config import Option, number, parse_positive_int, settings_type, whole_number
 
@@ -81,12 +80,6 @@ class HealthRules:
 
 class HealthSettings(settings_type("HealthSettings", HEALTH_OPTIONS, with_defaults=True)):  # type: ignore[misc]
     """The HEALTH_ options, parsed (field names are the options' lower-case names)."""
-
-    @classmethod
-    def from_values(cls, values: Mapping[str, Any]) -> HealthSettings:
-        """From resolved option values (batch.core.config.resolve_options); others are ignored."""
-        return cls(**{option.field: values[option.field] for option in HEALTH_OPTIONS
-                      if option.field in values})
 
     def rules(self, outdoor_co2_ppm: float) -> HealthRules:
         """`outdoor_co2_ppm`: IAQ_OUTDOOR_CO2_PPM, the drift's reference."""

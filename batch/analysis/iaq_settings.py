@@ -5,11 +5,10 @@ the timetable and closure files read). Pure Python: no Spark, no pandas.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
 
 from batch.analysis.timetable import (Occupancy, checked_month_day, checked_optional_file, checked_timetable,
                                       load_occupancy, parse_holiday_calendar, parse_month_day)
-from batch.core.config import Option, finite_number, number, settings_from, settings_type
+from batch.core.config import Option, finite_number, number, settings_type
 from batch.core.contract import RAW_COLUMNS_BY_NAME
 from batch.core.errors import ConfigurationError
 
@@ -103,11 +102,6 @@ _OCCUPANCY_OPTIONS = ("iaq_timetable", "iaq_timetable_file", "iaq_closures_file"
 
 class IaqSettings(settings_type("IaqSettings", IAQ_OPTIONS, with_defaults=True)):  # type: ignore[misc]
     """The IAQ options, parsed (field names are the options' lower-case names; defaults theirs)."""
-
-    @classmethod
-    def from_values(cls, values: Mapping[str, Any]) -> IaqSettings:
-        """From resolved option values (batch.core.config.resolve_options); others are ignored."""
-        return settings_from(cls, values)
 
     def check(self) -> None:
         """Rules across options (each option checked its own value when parsed)."""

@@ -25,7 +25,7 @@ from batch.analysis.timetable import unknown_institutes
 from batch.core import cli
 from batch.core.config import (COMMON_OPTIONS, DEFAULTED_OPTIONS_EXTRA, POSTGRES_OPTIONS, REPORT_DIR_OPTION,
                                SUMMARY_JSON_OPTION, Option, number, parse_bool, parse_positive_int,
-                               public_view, settings_type)
+                               public_view, settings_from, settings_type)
 from batch.core.contract import ANALYSIS_COLUMNS, INSTITUTE, METRICS, PROFILE, RAW_COLUMNS_BY_NAME, Metric
 from batch.core.errors import BatchError, ConfigurationError, EmptyInputError, EmptyResultError
 from batch.core.postgres import PostgresTarget, connect, database_errors
@@ -67,11 +67,11 @@ class AnalysisSettings(settings_type("AnalysisSettings", ANALYSIS_OPTIONS,  # ty
     # The IAQ_ and HEALTH_ options are fields too: batch_runs.settings records them with the rest.
     @property
     def iaq(self) -> IaqSettings:
-        return IaqSettings.from_values(public_view(self))
+        return settings_from(IaqSettings, public_view(self))
 
     @property
     def health(self) -> HealthSettings:
-        return HealthSettings.from_values(public_view(self))
+        return settings_from(HealthSettings, public_view(self))
 
     @property
     def thresholds(self) -> Thresholds:

@@ -32,7 +32,7 @@ for key, value in BASE_CONF.items():
     builder = builder.config(key, value)
 spark = builder.getOrCreate()
 spark.sparkContext.setLogLevel("WARN")
-rules = iaq_settings.IaqSettings.from_values({}).rules()
+rules = iaq_settings.IaqSettings().rules()
 """
 
 STEPS: list[tuple[str, str]] = [
