@@ -137,10 +137,13 @@ def device_days(partials: pd.DataFrame, zone: ZoneInfo) -> DeviceDays:
         [[True], (codes[1:] != codes[:-1]) | (day_numbers[1:] != day_numbers[:-1])]))
     ends = np.append(starts[1:], len(order)) - 1
     days: Columns = {DEVICE_CODE: codes[starts], DAY_NUMBER: day_numbers[starts]}
-    merges = ((_SUMMED, np.add), (_LOWEST, np.fmin), (_HIGHEST, np.fmax), ((HOUR_MASK,), np.bitwise_or))
-    for names, merge in merges:
+    # Counts and masks are whole numbers on the used rows; the frame holds them as floats when
+    # an excluded row's are null.
+    merges = ((_SUMMED, np.add, np.int64), (_LOWEST, np.fmin, float), (_HIGHEST, np.fmax, float),
+              ((HOUR_MASK,), np.bitwise_or, np.int64))
+    for names, merge, dtype in merges:
         for name in names:
-            days[name] = merge.reduceat(column(name)[order], starts)
+            days[name] = merge.reduceat(column(name)[order].astype(dtype), starts)
     # Without the profile key (code that calls partial_statistics without it), no profile.
     for name in _PLACE:
         days[name] = column(name)[order][ends] if name in partials else np.full(len(starts), None)
