@@ -149,14 +149,13 @@ def device_days(partials: pd.DataFrame, zone: ZoneInfo) -> DeviceDays:
         days[name] = column(name)[order][ends] if name in partials else np.full(len(starts), None)
     newest = np.full(len(devices), np.iinfo(np.int64).min)
     np.maximum.at(newest, codes, last_us[order])
-    span = InputSpan(_instant(first_us.min()), _instant(last_us.max()))
-    return DeviceDays(days, np.asarray(devices, dtype=object), newest, span.in_zone(zone))
+    span = InputSpan.between(_instant(first_us.min()), _instant(last_us.max()), zone)
+    return DeviceDays(days, np.asarray(devices, dtype=object), newest, span)
 
 
-def _calendar(days: Columns, last_date: int) -> tuple[Columns, np.ndarray]:
+def _calendar(days: Columns, last_date: int) -> Columns:
     """Every device's dates from its first reading through `last_date` (a day number), sorted by
-    device and date, its days placed at their dates (positions computed, not joined), and
-    whether each date has a reading."""
+    device and date, its days placed at their dates (positions computed, not joined)."""
     codes, day_numbers = days[DEVICE_CODE], days[DAY_NUMBER]
     device_count = int(codes.max()) + 1
     first = np.full(device_count, np.iinfo(np.int64).max)
@@ -186,7 +185,7 @@ def _calendar(days: Columns, last_date: int) -> tuple[Columns, np.ndarray]:
     last_with_reading = np.maximum.accumulate(np.where(with_reading, np.arange(total), 0))
     for name in _PLACE:
         calendar[name] = calendar[name][last_with_reading]
-    return calendar, with_reading
+    return calendar
 
 
 def _follows_same_device(codes: np.ndarray) -> np.ndarray:
@@ -250,23 +249,20 @@ class InputSpan:
 
     first_at: dt.datetime
     last_at: dt.datetime
-    first_date: dt.date | None = None
-    last_date: dt.date | None = None
+    first_date: dt.date
+    last_date: dt.date
 
-    def in_zone(self, zone: ZoneInfo) -> InputSpan:
-        return InputSpan(self.first_at, self.last_at, self.first_at.astimezone(zone).date(),
-                         self.last_at.astimezone(zone).date())
+    @classmethod
+    def between(cls, first_at: dt.datetime, last_at: dt.datetime, zone: ZoneInfo) -> InputSpan:
+        return cls(first_at, last_at, first_at.astimezone(zone).date(), last_at.astimezone(zone).date())
 
 
-def _day_weights(day_numbers: np.ndarray, span: InputSpan, zone: ZoneInfo) -> tuple[np.ndarray, float]:
-    """The hour weights of each row's date (days since 1970-01-01; hours outside the input on its
-    first and last dates weigh 0), and the elapsed share of the input's last date by its newest
-    reading."""
-    unique, inverse = np.unique(day_numbers.astype("datetime64[D]"), return_inverse=True)
-    table = np.zeros((len(unique), 24))
+def _day_weights(dates: np.ndarray, span: InputSpan, zone: ZoneInfo) -> tuple[np.ndarray, float]:
+    """The hour weights of each of the distinct `dates` (hours outside the input on its first and
+    last dates weigh 0), and the elapsed share of the input's last date by its newest reading."""
+    table = np.zeros((len(dates), 24))
     last_share = 1.0
-    for row, day64 in enumerate(unique):
-        day = day64.item()
+    for row, day in enumerate(dates):
         weights, midnight = hour_weights(day, zone)
         if day == span.last_date:
             last_share = (span.last_at - midnight).total_seconds() / 3600 / weights.sum()
@@ -274,18 +270,22 @@ def _day_weights(day_numbers: np.ndarray, span: InputSpan, zone: ZoneInfo) -> tu
         if day == span.first_date:
             weights[:span.first_at.astimezone(zone).hour] = 0
         table[row] = weights
-    return table[inverse.reshape(-1)], last_share
+    return table, last_share
 
 
-def daily_health(device_days_: DeviceDays, rules: HealthRules, zone: ZoneInfo) -> pd.DataFrame:
+def daily_health(merged: DeviceDays, rules: HealthRules, zone: ZoneInfo) -> pd.DataFrame:
     """The `device_daily_health` rows (published names) from `device_days`, which hold a used
     reading (the job stops before this without one)."""
-    span = device_days_.span
+    span = merged.span
     last_date = int(np.datetime64(span.last_date, "D").astype(np.int64))
-    days, _ = _calendar(device_days_.columns, last_date)
+    days = _calendar(merged.columns, last_date)
     codes, readings = days[DEVICE_CODE], days["readings"]
-    weights, last_share = _day_weights(days[DAY_NUMBER], span, zone)
-    hours, longest_gap = _runs_and_hours(days[HOUR_MASK], weights)
+    # Each row's date as an index into the distinct dates, each converted once.
+    distinct_days, day_index = np.unique(days[DAY_NUMBER], return_inverse=True)
+    day_index = day_index.reshape(-1)
+    dates = np.array([day.item() for day in distinct_days.astype("datetime64[D]")], dtype=object)
+    weights_of_dates, last_share = _day_weights(dates, span, zone)
+    hours, longest_gap = _runs_and_hours(days[HOUR_MASK], weights_of_dates[day_index])
     usual = _usual_readings(readings, codes, rules.usual_days)
     last_day = days[DAY_NUMBER] == last_date
     due = usual * np.where(last_day, last_share, 1.0)
@@ -297,14 +297,12 @@ def daily_health(device_days_: DeviceDays, rules: HealthRules, zone: ZoneInfo) -
     # one was due by then, or when the device was offline the day before.
     offline_before = np.concatenate([[False], status[:-1] == OFFLINE]) & _follows_same_device(codes)
     not_yet = last_day & (readings == 0) & ~(due >= 1) & ~offline_before
-    distinct_days, day_index = np.unique(days[DAY_NUMBER], return_inverse=True)
-    dates = np.array([day.item() for day in distinct_days.astype("datetime64[D]")], dtype=object)
     out_of_range_columns = {f"{metric}_out_of_range": days[out_of_range(metric)]
                             for metric in CHECKED_METRICS}
     return pd.DataFrame({
         INSTITUTE: days[INSTITUTE], CLASSROOM: days[CLASSROOM],
-        "dev_eui": device_days_.devices[codes], PROFILE: days[PROFILE],
-        "local_date": dates[day_index.reshape(-1)], "readings": readings,
+        "dev_eui": merged.devices[codes], PROFILE: days[PROFILE],
+        "local_date": dates[day_index], "readings": readings,
         "hours_with_readings": hours, "longest_gap_hours": longest_gap,
         "values_out_of_range": np.sum(list(out_of_range_columns.values()), axis=0),
         **out_of_range_columns,
