@@ -424,8 +424,8 @@ def test_the_health_aggregates_keep_the_aggregation_a_compiled_hash_aggregation(
             readings_df = readings_df.withColumn(
                 name, F.lit(None).cast(RAW_COLUMNS_BY_NAME[name].spark_type))
     partials_df = readings_df.transform(validate_readings, METRIC_NAMES, False).transform(
-        partial_statistics, "Europe/Rome", Thresholds(),
-        extra_aggregates=health_partial_aggregates(5), extra_keys=("profile",))
+        partial_statistics, "Europe/Rome", Thresholds(), metrics=(),
+        extra_aggregates=health_partial_aggregates(5, summarised=()), extra_keys=("profile",))
     plan = partials_df._jdf.queryExecution().executedPlan().toString()
     assert "HashAggregate" in plan
     assert "SortAggregate" not in plan and "ObjectHashAggregate" not in plan

@@ -24,7 +24,6 @@ from batch.analysis.health_partials import (
     CO2_NIGHT_MIN,
     HOUR_MASK,
     STUCK_METRICS,
-    out_of_range,
     stuck_max,
     stuck_min,
     stuck_n,
@@ -32,7 +31,7 @@ from batch.analysis.health_partials import (
 from batch.analysis.health_settings import HealthRules
 from batch.analysis.statistics import READING_DATE
 from batch.core.contract import CLASSROOM, DEVICE, INSTITUTE, METRICS, PROFILE
-from batch.core.validation import EXCLUSION_REASON
+from batch.core.validation import EXCLUSION_REASON, out_of_range_flag
 
 DAILY_HEALTH_TABLE = "device_daily_health"
 DEVICE_HEALTH_TABLE = "device_health"
@@ -79,7 +78,7 @@ def _runs_and_hours(masks: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray,
 
 # --- device-days ---------------------------------------------------------------------------
 
-_SUMMED = ("readings", *(stuck_n(m) for m in STUCK_METRICS), *(out_of_range(m) for m in CHECKED_METRICS))
+_SUMMED = ("readings", *(stuck_n(m) for m in STUCK_METRICS), *(out_of_range_flag(m) for m in CHECKED_METRICS))
 _LOWEST = (BATTERY_MIN, CO2_NIGHT_MIN, *(stuck_min(m) for m in STUCK_METRICS))
 _HIGHEST = tuple(stuck_max(m) for m in STUCK_METRICS)
 _PLACE = (INSTITUTE, CLASSROOM, PROFILE)
@@ -297,7 +296,7 @@ def daily_health(merged: DeviceDays, rules: HealthRules, zone: ZoneInfo) -> pd.D
     # one was due by then, or when the device was offline the day before.
     offline_before = np.concatenate([[False], status[:-1] == OFFLINE]) & _follows_same_device(codes)
     not_yet = last_day & (readings == 0) & ~(due >= 1) & ~offline_before
-    out_of_range_columns = {f"{metric}_out_of_range": days[out_of_range(metric)]
+    out_of_range_columns = {f"{metric}_out_of_range": days[out_of_range_flag(metric)]
                             for metric in CHECKED_METRICS}
     return pd.DataFrame({
         INSTITUTE: days[INSTITUTE], CLASSROOM: days[CLASSROOM],

@@ -9,15 +9,19 @@ No sort and no array: the hours of the day with a reading are a bit mask (`bit_o
 of the local wall-clock hour), and a metric stuck on one value is a day whose minimum equals its
 maximum. Every expression is one Spark compiles into the aggregation (fixed-width buffers: no
 string, no collect_list), which keeps it a hash aggregation with whole-stage code generation.
-Aggregates equal to the statistics' own (the count, minimum and maximum of a metric, the sum of
-an out-of-range flag) are computed once: Spark merges semantically equal aggregate expressions.
+The count, minimum and maximum of a metric and its out-of-range sum are the statistics' own
+columns (same names): only those of a metric the statistics do not summarise are added here, so
+that the partials collected to the driver carry each once.
 """
 from __future__ import annotations
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
+from collections.abc import Collection
+
 from batch.analysis.partials import LOCAL_MICROS, MICROS_PER_DAY
+from batch.analysis.statistics import COUNT_PART, MAX_PART, MIN_PART, partial_column
 from batch.core.contract import METRIC_NAMES
 from batch.core.validation import out_of_range_flag
 
@@ -36,19 +40,15 @@ CO2_NIGHT_MIN = "health_co2_night_min"
 
 
 def stuck_n(metric: str) -> str:
-    return f"health_{metric}_n"
+    return partial_column(metric, COUNT_PART)
 
 
 def stuck_min(metric: str) -> str:
-    return f"health_{metric}_min"
+    return partial_column(metric, MIN_PART)
 
 
 def stuck_max(metric: str) -> str:
-    return f"health_{metric}_max"
-
-
-def out_of_range(metric: str) -> str:
-    return f"health_{metric}_out_of_range"
+    return partial_column(metric, MAX_PART)
 
 
 def local_hour(local_micros: Column) -> Column:
@@ -56,9 +56,10 @@ def local_hour(local_micros: Column) -> Column:
     return F.floor(F.pmod(local_micros, F.lit(MICROS_PER_DAY)) / F.lit(MICROS_PER_HOUR)).cast("int")
 
 
-def health_partial_aggregates(night_end_hour: int) -> list[Column]:
+def health_partial_aggregates(night_end_hour: int, summarised: Collection[str]) -> list[Column]:
     """Aggregate expressions over validated readings carrying `local_micros` (partial_statistics'
-    groupBy of one device and local day).
+    groupBy of one device and local day), but those of the `summarised` metrics, whose columns
+    partial_statistics computes.
 
     `night_end_hour`: the night, when a classroom is empty, is 00:00 to this local hour
     (HEALTH_NIGHT_END_HOUR); the day's lowest CO2 in it is the night minimum.
@@ -71,10 +72,10 @@ def health_partial_aggregates(night_end_hour: int) -> list[Column]:
         F.min(F.col("battery")).alias(BATTERY_MIN),
         F.min(F.when(hour < F.lit(night_end_hour), F.col("co2"))).alias(CO2_NIGHT_MIN),
     ]
-    for metric in STUCK_METRICS:
+    for metric in (metric for metric in STUCK_METRICS if metric not in summarised):
         value = F.col(metric)
         aggregates += [F.count(value).alias(stuck_n(metric)), F.min(value).alias(stuck_min(metric)),
                        F.max(value).alias(stuck_max(metric))]
-    aggregates += [F.sum(out_of_range_flag(metric)).alias(out_of_range(metric))
-                   for metric in CHECKED_METRICS]
+    aggregates += [F.sum(out_of_range_flag(metric)).cast("long").alias(out_of_range_flag(metric))
+                   for metric in CHECKED_METRICS if metric not in summarised]
     return aggregates

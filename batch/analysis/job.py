@@ -328,7 +328,7 @@ def _first_pass(spark: SparkSession, settings: AnalysisSettings, summary: RunSum
                 validated_df.transform(with_occupied_range, settings.batch_timezone, iaq_rules.occupancy)
                 .transform(partial_statistics, settings.batch_timezone, settings.thresholds,
                            metrics, extra_aggregates=iaq_partial_aggregates(iaq_rules)
-                           + health_partial_aggregates(settings.health_night_end_hour),
+                           + health_partial_aggregates(settings.health_night_end_hour, names),
                            # The device profile, constant per device, for the health tables.
                            extra_keys=(PROFILE,)),
                 group_keys(GROUPINGS) + IAQ_GROUP_KEYS)
