@@ -187,3 +187,42 @@ def test_the_latest_week_view_flags_a_classroom_behind_its_institute(
         ("Liceo", "3B", dt.date(2025, 3, 3), 2),
         ("Scuola", "1C", dt.date(2025, 3, 3), 0),
     ]
+
+
+def test_the_swap_rewrites_the_changed_rows_only_and_leaves_exactly_the_staged_rows(
+        make_target: Any) -> None:
+    from batch.analysis.publish import create_table_ddl, replace_changed_rows
+    from batch.core.postgres import qualified
+    from batch.core.schema import BIGINT, DOUBLE, TEXT, Column, Table
+
+    table = Table("device_days", "test", key=("dev_eui", "day"), columns=(
+        Column("dev_eui", TEXT, "", nullable=False), Column("day", BIGINT, "", nullable=False),
+        Column("readings", BIGINT, ""), Column("battery", DOUBLE, ""), Column("note", TEXT, "")))
+    published_rows = [("a", 1, 10, 80.5, None),   # unchanged, with a null
+                      ("a", 2, 10, 80.0, None),   # its battery changes
+                      ("b", 1, 5, None, "x"),     # its note becomes null
+                      ("c", 1, 7, 1.0, "gone")]   # no longer staged
+    staged_rows = [("a", 1, 10, 80.5, None), ("a", 2, 10, 79.5, None), ("b", 1, 5, None, None),
+                   ("d", 3, 1, 2.0, "new")]
+    target = make_target()
+    published, staged = qualified(target.schema, table.name), qualified(target.schema, "staged")
+    with connect(target) as conn, conn.cursor() as cursor:
+        cursor.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(target.schema)))
+        cursor.execute(create_table_ddl(target.schema, table))
+        cursor.execute(create_table_ddl(target.schema, table, name="staged", constraints=False))
+        for name, rows in ((published, published_rows), (staged, staged_rows)):
+            cursor.executemany(sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s)").format(name), rows)
+        conn.commit()
+        cursor.execute(sql.SQL("SELECT dev_eui, day, ctid FROM {}").format(published))
+        locations = {(dev_eui, day): ctid for dev_eui, day, ctid in cursor.fetchall()}
+
+        replace_changed_rows(cursor, table, published, staged)
+        conn.commit()
+
+        cursor.execute(sql.SQL("SELECT dev_eui, day, readings, battery, note, ctid FROM {} "
+                               "ORDER BY dev_eui, day").format(published))
+        after = cursor.fetchall()
+    assert [row[:5] for row in after] == staged_rows
+    # The unchanged row is the same tuple (not deleted and inserted again); the changed ones are new.
+    rewritten = {(dev_eui, day) for dev_eui, day, *_, ctid in after if locations.get((dev_eui, day)) != ctid}
+    assert rewritten == {("a", 2), ("b", 1), ("d", 3)}
