@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -157,8 +158,11 @@ def variants(raw: Path, server: local_postgres.LocalPostgres, work: Path,
     """Each variant's command, environment and summary file (this package's job only)."""
     env = _spark_env()
     summary = work / "analysis-summary.json"
+    # A schema per input: each run replaces the results of the same input, as a nightly run
+    # replaces the previous night's, not those of the other shape.
+    schema = "bench_" + re.sub(r"[^a-z0-9]", "_", raw.name.lower())
     analysis_env = {**env, "RAW_DATA_PATH": str(raw), "SPARK_MASTER": MASTER,
-                    **server.environment(), "POSTGRES_PASSWORD": "", "POSTGRES_SCHEMA": "bench",
+                    **server.environment(), "POSTGRES_PASSWORD": "", "POSTGRES_SCHEMA": schema,
                     "SUMMARY_JSON": str(summary), "LOG_DIR": str(work / "logs"),
                     "RUN_DIR": str(work / "run"), "REPORT_DIR": str(work / "reports"),
                     "BATCH_TIMEZONE": "Europe/Rome"}
@@ -180,7 +184,7 @@ def variants(raw: Path, server: local_postgres.LocalPostgres, work: Path,
         # Run from its own folder: an earlier launcher may resolve its settings from there.
         plan["before"] = (["bash", "-c", 'cd "$1" && exec ./start-spark.sh --foreground', "before",
                            str(before)],
-                          {**own, **_before_env(before), "POSTGRES_SCHEMA": "bench_before"},
+                          {**own, **_before_env(before), "POSTGRES_SCHEMA": schema.replace("bench_", "bench_before_", 1)},
                           summary)
     return plan
 
