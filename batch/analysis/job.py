@@ -220,15 +220,14 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
             "iaq_public_holidays_applied": public_holidays_in_data(partials, iaq_rules)})
         for warning in unknown_institutes(iaq_rules.occupancy, set(partials[INSTITUTE].dropna())):
             summary.warn(warning)
-        staged = _stage(publish.StagingWriter(conn, target, catalog.published_tables, summary.run_id),
-                        catalog, _results(partials, episodes, settings, metrics, iaq_rules))
+        empty = _stage(publish.StagingWriter(conn, target, catalog.published_tables, summary.run_id),
+                       catalog, _results(partials, episodes, settings, metrics, iaq_rules))
         del partials, episodes
     with summary.phase("publish"):
-        _check_empty_tables(conn, target, [name for name, rows in staged.items() if not rows],
-                            settings.allow_empty_tables, summary)
+        _check_empty_tables(conn, target, empty, settings.allow_empty_tables, summary)
         summary.status = "succeeded"
         summary.rows_written = publish.swap_in(conn, target, catalog, evolution, summary.run_id,
-                                                summary.run_record(), staged)
+                                                summary.run_record())
     # The timings through the publish phase are recorded before the report reads them (its
     # phase chart); the report's own time after it is written.
     publish.tidy_up(conn, target, [table.name for table in catalog.published_tables],
@@ -249,18 +248,21 @@ def _results(partials: pd.DataFrame, episodes: pd.DataFrame, settings: AnalysisS
 
 
 def _stage(writer: publish.StagingWriter, catalog: Catalog,
-           results: Iterator[dict[str, pd.DataFrame]]) -> dict[str, int]:
-    """Stage every published table as soon as its rows are computed; the rows staged per table,
-    in catalog order."""
+           results: Iterator[dict[str, pd.DataFrame]]) -> list[str]:
+    """Stage every published table as soon as its rows are computed; the names of those empty."""
     tables = {table.name: table for table in catalog.published_tables}
+    empty: set[str] = set()
     with writer:
         for computed in results:
             for name in [name for name in computed if name in tables]:
                 table = tables.pop(name)
-                writer.write(table, table.rows(computed[name]))
+                rows = table.rows(computed[name])
+                if rows.empty:
+                    empty.add(name)
+                writer.write(table, rows)
         if tables:
             raise RuntimeError(f"no rows computed for the published tables {sorted(tables)}")
-    return {table.name: writer.rows_staged[table.name] for table in catalog.published_tables}
+    return [table.name for table in catalog.published_tables if table.name in empty]
 
 
 def _check_empty_tables(conn: Any, target: PostgresTarget, empty: list[str], allowed: bool,

@@ -330,8 +330,6 @@ def write_staging(conn: psycopg2.extensions.connection, target: PostgresTarget, 
         qualified(target.schema, staging), sql.SQL(", ").join(map(sql.Identifier, table.column_names)))
     with conn.cursor() as cursor:
         cursor.copy_expert(statement.as_string(conn), _copy_text(rows, table.columns))
-        # The swap joins it with the published table: planned from its real size, not a guess.
-        cursor.execute(sql.SQL("ANALYZE {}").format(qualified(target.schema, staging)))
     conn.commit()
 
 
@@ -350,11 +348,8 @@ class StagingWriter:
         self._conn, self._target, self._run_id = conn, target, run_id
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="staging")
         self._writes: list[Future[None]] = []
-        # Rows per table name, as staged: what the swap publishes.
-        self.rows_staged: dict[str, int] = {}
 
     def write(self, table: Table, rows: pd.DataFrame) -> None:
-        self.rows_staged[table.name] = len(rows)
         self._writes.append(self._thread.submit(
             write_staging, self._conn, self._target, table, rows, staging_table(table.name, self._run_id)))
 
@@ -384,33 +379,26 @@ def published_row_counts(conn: psycopg2.extensions.connection, target: PostgresT
 
 
 def swap_in(conn: psycopg2.extensions.connection, target: PostgresTarget, catalog: Catalog,
-            evolution: Evolution, run_id: int, record: Mapping[str, Any],
-            rows_staged: Mapping[str, int]) -> dict[str, int]:
-    """Make every published table equal its staging table and record the run, in one transaction;
-    the rows published per table (`rows_staged`, as StagingWriter counted them).
+            evolution: Evolution, run_id: int, record: Mapping[str, Any]) -> dict[str, int]:
+    """Replace every published table by its staging table and record the run, in one transaction.
 
-    Only the rows that changed are rewritten (`replace_changed_rows`), but in a table that
-    gains columns in this release: emptied, its new columns added, then filled, so that
-    readers never see them empty. Columns are copied by name, whatever their order in the
-    published table.
+    Columns new in this release are added here, to the emptied table, so that readers never
+    see them empty; columns are copied by name, whatever their order in the published table.
     """
-    rows_written = {table.name: rows_staged[table.name] for table in catalog.published_tables}
+    rows_written: dict[str, int] = {}
     try:
         with conn.cursor() as cursor:
             for table in catalog.published_tables:
                 published = qualified(target.schema, table.name)
-                staged = qualified(target.schema, staging_table(table.name, run_id))
-                new_columns = evolution.new_columns.get(table.name, ())
-                if new_columns:
-                    cursor.execute(sql.SQL("DELETE FROM {}").format(published))
-                    for column in new_columns:
-                        log.info("adding column %s to %s.%s", column.name, target.schema, table.name)
-                        cursor.execute(_add_column(target.schema, table.name, column))
-                    columns = sql.SQL(", ").join(map(sql.Identifier, table.column_names))
-                    cursor.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
-                        published, columns, columns, staged))
-                else:
-                    replace_changed_rows(cursor, table, published, staged)
+                columns = sql.SQL(", ").join(map(sql.Identifier, table.column_names))
+                cursor.execute(sql.SQL("DELETE FROM {}").format(published))
+                for column in evolution.new_columns.get(table.name, ()):
+                    log.info("adding column %s to %s.%s", column.name, target.schema, table.name)
+                    cursor.execute(_add_column(target.schema, table.name, column))
+                cursor.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
+                    published, columns, columns,
+                    qualified(target.schema, staging_table(table.name, run_id))))
+                rows_written[table.name] = cursor.rowcount
                 for statement in comments_ddl(target.schema, table):
                     cursor.execute(statement)
             for view in catalog.views:
@@ -424,33 +412,6 @@ def swap_in(conn: psycopg2.extensions.connection, target: PostgresTarget, catalo
         raise PublishError(f"publishing to {target.address} failed, previous results kept: "
                            f"{first_line(error)}") from None
     return rows_written
-
-
-def replace_changed_rows(cursor: Any, table: Table, published: sql.Composable,
-                          staged: sql.Composable) -> None:
-    """Delete the published rows that are not in the staging table, identical in every column,
-    then insert the staged rows whose key is no longer published.
-
-    The result is the staging table's rows, as a DELETE of all and an INSERT of all would
-    leave it; but a nightly run changes few of a large table's rows (a row per device and
-    day), and an unchanged row is neither deleted, inserted nor indexed again. Equal means
-    IS NOT DISTINCT FROM: nulls match, and so do 0.0 and -0.0.
-    """
-    def compared(columns: Sequence[str], operator: str) -> list[sql.Composable]:
-        return [sql.SQL("p.{0} " + operator + " s.{0}").format(sql.Identifier(name)) for name in columns]
-
-    # The keys (never null) compared with `=`, which PostgreSQL can hash-join on.
-    key_matches = sql.SQL(" AND ").join(compared(table.key, "="))
-    everything_matches = sql.SQL(" AND ").join(
-        compared(table.key, "=")
-        + compared([name for name in table.column_names if name not in table.key], "IS NOT DISTINCT FROM"))
-    columns = sql.SQL(", ").join(map(sql.Identifier, table.column_names))
-    cursor.execute(sql.SQL("DELETE FROM {published} p WHERE NOT EXISTS "
-                           "(SELECT FROM {staged} s WHERE {matches})").format(
-        published=published, staged=staged, matches=everything_matches))
-    cursor.execute(sql.SQL("INSERT INTO {published} ({columns}) SELECT {columns} FROM {staged} s "
-                           "WHERE NOT EXISTS (SELECT FROM {published} p WHERE {key_matches})").format(
-        published=published, staged=staged, columns=columns, key_matches=key_matches))
 
 
 def _recreate_view(cursor: Any, schema: str, view: View) -> None:
