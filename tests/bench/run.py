@@ -41,6 +41,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg2
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -189,6 +190,20 @@ def variants(raw: Path, server: local_postgres.LocalPostgres, work: Path,
     return plan
 
 
+def vacuum(server: local_postgres.LocalPostgres) -> None:
+    """VACUUM the benchmark's database before a run, outside its timing: a nightly run starts on
+    tables that autovacuum cleaned in the day since the last one, not on the dead rows of a run
+    a minute earlier, whose autovacuum would otherwise fall on whichever run comes next."""
+    conn = psycopg2.connect(host=server.host, port=server.port, dbname=server.database,
+                            user=server.user, password=server.password())
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute("VACUUM")
+    finally:
+        conn.close()
+
+
 def measure(variant: str, shape: str, rows: int, plan: Plan, log_dir: Path) -> Measurement:
     command, env, summary_json = plan[variant]
     log_path = log_dir / f"{variant}-{shape}-{rows}-{time.strftime('%H%M%S')}.log"
@@ -332,6 +347,7 @@ def main(argv: list[str]) -> int:
             # Alternating shapes, sizes and variants: the machine's drift spreads over all.
             for (shape, rows), plan in plans.items():
                 for variant in alternate(chosen, repeat):
+                    vacuum(server)
                     results.append(measure(variant, shape, rows, plan, log_dir))
         for shape, rows in inputs:
             report(results, shape, rows)
@@ -351,6 +367,7 @@ def main(argv: list[str]) -> int:
             for repeat in range(args.repeats):
                 for (shape, rows), plan in scaled.items():
                     for variant in alternate(jobs, repeat):
+                        vacuum(server)
                         scaling.append(measure(variant, shape, rows, plan, log_dir))
             # The main runs at the --scaling sizes count too.
             report_scaling(scaling + [m for m in results
