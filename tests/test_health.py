@@ -417,7 +417,9 @@ def test_the_health_aggregates_keep_the_aggregation_a_compiled_hash_aggregation(
     from batch.core.contract import METRIC_NAMES, RAW_COLUMNS_BY_NAME
     from batch.core.validation import validate_readings
 
-    raw = write_readings(tmp_path / "raw", [reading("ok", "1A", dt.datetime(2025, 3, 3, 9, tzinfo=UTC))])
+    raw = write_readings(tmp_path / "raw", [reading("ok", "1A", dt.datetime(2025, 3, 3, 9, tzinfo=UTC)),
+                                            reading("ok", "1A", dt.datetime(2025, 3, 3, 9, 30, tzinfo=UTC),
+                                                    co2=-5.0)])
     readings_df = spark.read.parquet(str(raw))
     for name in METRIC_NAMES + ("pir",):
         if name not in readings_df.columns:
@@ -432,3 +434,8 @@ def test_the_health_aggregates_keep_the_aggregation_a_compiled_hash_aggregation(
     row = partials_df.collect()[0]
     assert (row["profile"], row["health_hour_mask"], row["health_co2_night_min"]) == (
         "AM319", 1 << 10, None)  # 09:00 UTC is 10:00 in Rome: no night reading
+    # With no metric summarised (metrics=()), the health aggregates add the counts, extremes and
+    # out-of-range sums the statistics would otherwise compute: both readings at 10:xx in Rome
+    # (20.0 °C), the second one's CO2 (-5 ppm) nulled as out of range.
+    assert (row["temperature__n"], row["temperature__min"], row["temperature__max"], row["co2__n"],
+            row["co2__min"], row["co2_out_of_range"]) == (2, 20.0, 20.0, 1, 700.0, 1)
