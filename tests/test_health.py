@@ -426,16 +426,15 @@ def test_the_health_aggregates_keep_the_aggregation_a_compiled_hash_aggregation(
             readings_df = readings_df.withColumn(
                 name, F.lit(None).cast(RAW_COLUMNS_BY_NAME[name].spark_type))
     partials_df = readings_df.transform(validate_readings, METRIC_NAMES, False).transform(
-        partial_statistics, "Europe/Rome", Thresholds(), metrics=(),
-        extra_aggregates=health_partial_aggregates(5, summarised=()), extra_keys=("profile",))
+        partial_statistics, "Europe/Rome", Thresholds(),
+        extra_aggregates=health_partial_aggregates(5), extra_keys=("profile",))
     plan = partials_df._jdf.queryExecution().executedPlan().toString()
     assert "HashAggregate" in plan
     assert "SortAggregate" not in plan and "ObjectHashAggregate" not in plan
     row = partials_df.collect()[0]
     assert (row["profile"], row["health_hour_mask"], row["health_co2_night_min"]) == (
         "AM319", 1 << 10, None)  # 09:00 UTC is 10:00 in Rome: no night reading
-    # With no metric summarised (metrics=()), the health aggregates add the counts, extremes and
-    # out-of-range sums the statistics would otherwise compute: both readings at 10:xx in Rome
-    # (20.0 °C), the second one's CO2 (-5 ppm) nulled as out of range.
+    # The counts, extremes and out-of-range sums the health reads, from the statistics' partials:
+    # both readings at 10:xx in Rome (20.0 °C), the second one's CO2 (-5 ppm) nulled as out of range.
     assert (row["temperature__n"], row["temperature__min"], row["temperature__max"], row["co2__n"],
             row["co2__min"], row["co2_out_of_range"]) == (2, 20.0, 20.0, 1, 700.0, 1)

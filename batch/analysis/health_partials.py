@@ -10,20 +10,17 @@ of the local wall-clock hour), and a metric stuck on one value is a day whose mi
 maximum. Every expression is one Spark compiles into the aggregation (fixed-width buffers: no
 string, no collect_list), which keeps it a hash aggregation with whole-stage code generation.
 The count, minimum and maximum of a metric and its out-of-range sum are the statistics' own
-columns (same names): only those of a metric the statistics do not summarise are added here, so
-that the partials collected to the driver carry each once.
+partial columns (the job computes partials for every metric of the contract), read under their
+names: the partials collected to the driver carry each once.
 """
 from __future__ import annotations
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-from collections.abc import Collection
-
 from batch.analysis.partials import LOCAL_MICROS, MICROS_PER_DAY
 from batch.analysis.statistics import COUNT_PART, MAX_PART, MIN_PART, partial_column
 from batch.core.contract import METRIC_NAMES
-from batch.core.validation import out_of_range_flag
 
 MICROS_PER_HOUR = 3_600_000_000
 
@@ -56,26 +53,18 @@ def local_hour(local_micros: Column) -> Column:
     return F.floor(F.pmod(local_micros, F.lit(MICROS_PER_DAY)) / F.lit(MICROS_PER_HOUR)).cast("int")
 
 
-def health_partial_aggregates(night_end_hour: int, summarised: Collection[str]) -> list[Column]:
+def health_partial_aggregates(night_end_hour: int) -> list[Column]:
     """Aggregate expressions over validated readings carrying `local_micros` (partial_statistics'
-    groupBy of one device and local day), but those of the `summarised` metrics, whose columns
-    partial_statistics computes.
+    groupBy of one device and local day), beside the partials of every metric of the contract.
 
     `night_end_hour`: the night, when a classroom is empty, is 00:00 to this local hour
     (HEALTH_NIGHT_END_HOUR); the day's lowest CO2 in it is the night minimum.
     """
     hour = local_hour(F.col(LOCAL_MICROS))
-    aggregates = [
+    return [
         # A long, though 24 bits would do: the mask is OR-ed on the driver with numpy int64.
         # PySpark's shiftleft takes a constant shift only; the SQL function takes a column.
         F.bit_or(F.call_function("shiftleft", F.lit(1).cast("long"), hour)).alias(HOUR_MASK),
         F.min(F.col("battery")).alias(BATTERY_MIN),
         F.min(F.when(hour < F.lit(night_end_hour), F.col("co2"))).alias(CO2_NIGHT_MIN),
     ]
-    for metric in (metric for metric in STUCK_METRICS if metric not in summarised):
-        value = F.col(metric)
-        aggregates += [F.count(value).alias(stuck_n(metric)), F.min(value).alias(stuck_min(metric)),
-                       F.max(value).alias(stuck_max(metric))]
-    aggregates += [F.sum(out_of_range_flag(metric)).cast("long").alias(out_of_range_flag(metric))
-                   for metric in CHECKED_METRICS if metric not in summarised]
-    return aggregates

@@ -312,9 +312,12 @@ def _first_pass(spark: SparkSession, settings: AnalysisSettings, summary: RunSum
     aggregation of their own: batch/analysis/iaq_partials.py says why), both in the driver: each
     is one Spark job, nothing is kept in the executors. A file whose data pages cannot be
     decoded stops the run or, with SKIP_CORRUPT_FILES, is skipped and the input read again."""
-    names = tuple(metric.name for metric in metrics)
+    # Partials of the summarised metrics and of every metric of the contract, whose counts,
+    # extremes and values out of range the sensor health reads.
+    partial_metrics = metrics + tuple(metric for metric in METRICS if metric not in metrics)
+    names = tuple(metric.name for metric in partial_metrics)
     columns_read = ANALYSIS_COLUMNS + (PROFILE,) + tuple(name for name in names if name not in ANALYSIS_COLUMNS)
-    # The metrics whose impossible values are nulled: the summarised ones and the IAQ tables'.
+    # The metrics whose impossible values are nulled: those with partials and the IAQ tables'.
     validated = names + tuple(name for name in IAQ_VALIDATED_METRICS if name not in names)
 
     def read_and_aggregate(unreadable: tuple[str, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -327,8 +330,8 @@ def _first_pass(spark: SparkSession, settings: AnalysisSettings, summary: RunSum
             partials = collect_partials(
                 validated_df.transform(with_occupied_range, settings.batch_timezone, iaq_rules.occupancy)
                 .transform(partial_statistics, settings.batch_timezone, settings.thresholds,
-                           metrics, extra_aggregates=iaq_partial_aggregates(iaq_rules)
-                           + health_partial_aggregates(settings.health_night_end_hour, names),
+                           partial_metrics, extra_aggregates=iaq_partial_aggregates(iaq_rules)
+                           + health_partial_aggregates(settings.health_night_end_hour),
                            # The device profile, constant per device, for the health tables.
                            extra_keys=(PROFILE,)),
                 group_keys(GROUPINGS) + IAQ_GROUP_KEYS)
