@@ -161,9 +161,10 @@ def variants(raw: Path, server: local_postgres.LocalPostgres, work: Path,
     summary = work / "analysis-summary.json"
     # A schema per input: each run replaces the results of the same input, as a nightly run
     # replaces the previous night's, not those of the other shape.
-    schema = "bench_" + re.sub(r"[^a-z0-9]", "_", raw.name.lower())
+    input_name = re.sub(r"[^a-z0-9]", "_", raw.name.lower())
     analysis_env = {**env, "RAW_DATA_PATH": str(raw), "SPARK_MASTER": MASTER,
-                    **server.environment(), "POSTGRES_PASSWORD": "", "POSTGRES_SCHEMA": schema,
+                    **server.environment(), "POSTGRES_PASSWORD": "",
+                    "POSTGRES_SCHEMA": f"bench_{input_name}",
                     "SUMMARY_JSON": str(summary), "LOG_DIR": str(work / "logs"),
                     "RUN_DIR": str(work / "run"), "REPORT_DIR": str(work / "reports"),
                     "BATCH_TIMEZONE": "Europe/Rome"}
@@ -185,7 +186,8 @@ def variants(raw: Path, server: local_postgres.LocalPostgres, work: Path,
         # Run from its own folder: an earlier launcher may resolve its settings from there.
         plan["before"] = (["bash", "-c", 'cd "$1" && exec ./start-spark.sh --foreground', "before",
                            str(before)],
-                          {**own, **_before_env(before), "POSTGRES_SCHEMA": schema.replace("bench_", "bench_before_", 1)},
+                          {**own, **_before_env(before),
+                           "POSTGRES_SCHEMA": f"bench_before_{input_name}"},
                           summary)
     return plan
 
