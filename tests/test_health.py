@@ -7,6 +7,7 @@ from batch.analysis.health.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -177,7 +178,7 @@ def spring(spark: SparkSession, postgres_server: Any, tmp_path_factory: pytest.T
             conn, 'SELECT * FROM "t_health_spring".device_health ORDER BY dev_eui')
         attention = independent.fetch_dicts(
             conn, 'SELECT * FROM "t_health_spring".sensors_needing_attention')
-    return {"rows": rows, "daily": daily, "devices": {row["dev_eui"]: row for row in devices},
+    return {"rows": rows, "raw": raw, "daily": daily, "devices": {row["dev_eui"]: row for row in devices},
             "attention": attention, "target": target,
             "report": Path(summary.report_path).read_text(encoding="utf-8")}
 
@@ -405,6 +406,24 @@ def test_the_report_lists_each_institutes_sensors_needing_attention(spring: dict
         ['      <tr><td class="name">3A', "drift", "ok"],
         ['      <tr><td class="name">3B', "battery", "ok"]]
     assert "All sensors reported normally." not in page
+
+
+def test_summarising_fewer_metrics_leaves_the_health_tables_as_they_are(
+        spark: SparkSession, spring: dict[str, Any]) -> None:
+    # The health reads every metric's partials (stuck humidity and pressure, the out-of-range
+    # counts) whatever the statistics summarise: with CO2 and temperature alone (those the
+    # shares need), the same rows.
+    from batch.core.contract import METRICS
+    target = dataclasses.replace(spring["target"], schema="t_health_co2_only")
+    run(spark, analysis_settings(target, spring["raw"], BATCH_TIMEZONE="Europe/Rome"),
+        metrics=tuple(metric for metric in METRICS if metric.name in ("co2", "temperature")))
+    with connect(target) as conn:
+        daily = independent.fetch_dicts(
+            conn, 'SELECT * FROM "t_health_co2_only".device_daily_health ORDER BY dev_eui, local_date')
+        devices = independent.fetch_dicts(
+            conn, 'SELECT * FROM "t_health_co2_only".device_health ORDER BY dev_eui')
+    assert daily == spring["daily"]
+    assert {row["dev_eui"]: row for row in devices} == spring["devices"]
 
 
 def test_the_health_aggregates_keep_the_aggregation_a_compiled_hash_aggregation(
