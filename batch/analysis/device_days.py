@@ -124,8 +124,7 @@ def _incremental(spark: SparkSession, settings: Any, summary: Any, metrics: tupl
                 skipped = new_files.skipped
             with summary.phase("aggregate"):
                 new_df = new_df.transform(incremental.with_source_file)
-                facts = incremental.file_facts(new_df)
-                pairs = incremental.touched_pairs(new_df, timezone)
+                facts, pairs = incremental.new_files_facts(new_df, timezone)
         touched = Touched(pairs, frozenset(gone_dates), frozenset(gone | set(facts)))
         older = incremental.overlapping(kept, set(pairs[READING_DATE].to_pylist()) | gone_dates, timezone)
         skipped_keys = {same_file(file) for file in skipped}
