@@ -120,12 +120,14 @@ def _aborted_batch_leftovers(spark: SparkSession, local: Path, sink: str,
 class MicroBatchSink:
     """A streaming query from a folder of Parquet files (of `schema`) into a parquet file sink,
     run one micro-batch at a time with the SQL settings `conf` (compaction interval, log
-    cleanup, timestamp type), recording which part files each batch added to the folder."""
+    cleanup, timestamp type), partitioned by the columns `partition_by` (none: every part file
+    in the folder itself), recording which part files each batch added to the folder."""
 
     spark: SparkSession
     work: Path
     schema: T.StructType = CONTRACT_SCHEMA
     conf: Mapping[str, str] = field(default_factory=dict)
+    partition_by: tuple[str, ...] = ()
     files_by_batch: dict[int, list[str]] = field(default_factory=dict)
 
     @property
@@ -143,7 +145,7 @@ class MicroBatchSink:
         before = set(self.part_files())
         with session_conf(self.spark, self.conf):
             query = (self.spark.readStream.schema(self.schema).option("maxFilesPerTrigger", 1)
-                     .parquet(str(source)).writeStream.format("parquet")
+                     .parquet(str(source)).writeStream.format("parquet").partitionBy(*self.partition_by)
                      .option("checkpointLocation", str(self.work / "checkpoint"))
                      .trigger(availableNow=True).start(str(self.folder)))
             query.awaitTermination()
@@ -157,7 +159,7 @@ class MicroBatchSink:
         return self.append_batch(lambda path: write_rows(path.parent, rows, path.name))
 
     def part_files(self) -> list[str]:
-        return [str(path) for path in self.folder.glob("part-*.parquet")]
+        return [str(path) for path in self.folder.rglob("part-*.parquet")]
 
     def log_names(self) -> set[str]:
         return {path.name for path in (self.folder / "_spark_metadata").iterdir()
