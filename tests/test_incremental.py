@@ -175,19 +175,27 @@ class RawFolder:
         return FileChanges(new=1)
 
     def add_drifted_file(self, rows: list[dict[str, Any]], rng: random.Random) -> FileChanges:
-        """A file of the contract's drift: a metric column missing, CO2 stored as integers,
-        temperature as float32 (the readings keep what the file holds, for exact replays)."""
+        """A file of the contract's drift: sendtime as INT96, as milliseconds in Rome's zone or
+        without a zone; a metric column missing, CO2 stored as integers, temperature as float32.
+        The readings keep what the file holds, so that replays of them are exact."""
+        sendtime_kind = rng.choice(("int96", "millis", "naive"))
         missing = rng.choice(("tvoc", "pressure", "light_level"))
         temperatures = pa.array([row["temperature"] for row in rows], pa.float32()).cast(pa.float64())
         for row, temperature in zip(rows, temperatures.to_pylist()):
             row.update({missing: None, "temperature": temperature})
+            if sendtime_kind == "millis" and row["sendtime"] is not None:
+                row["sendtime"] = row["sendtime"].replace(microsecond=row["sendtime"].microsecond // 1000 * 1000)
+                self.readings.keys.add((row["DevEui"], row["sendtime"]))
         path = self.path / f"part-{self.written:05d}.parquet"
         self.add_file(rows)
         table = pq.read_table(path).drop_columns([missing])
-        table = table.set_column(table.schema.get_field_index("co2"), "co2", table["co2"].cast(pa.int64()))
-        table = table.set_column(table.schema.get_field_index("temperature"), "temperature",
-                                 table["temperature"].cast(pa.float32()))
-        pq.write_table(table, path)
+        stored_types = {"co2": pa.int64(), "temperature": pa.float32(),
+                        "sendtime": {"int96": pa.timestamp("us", tz="UTC"), "naive": pa.timestamp("us"),
+                                     "millis": pa.timestamp("ms", tz="Europe/Rome")}[sendtime_kind]}
+        for column, stored_type in stored_types.items():
+            table = table.set_column(table.schema.get_field_index(column), column, table[column].cast(stored_type))
+        pq.write_table(table, path, use_deprecated_int96_timestamps=sendtime_kind == "int96")
+        note(f"{path.name}: sendtime {sendtime_kind}, no {missing}")
         return FileChanges(new=1)
 
     def rename_file(self, rng: random.Random) -> FileChanges:
