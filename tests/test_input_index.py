@@ -11,7 +11,6 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -30,7 +29,6 @@ from batch.core.input_index import (
     list_input,
     orphan_part_files,
 )
-from batch.core.session import session_conf
 from tests.rawdata import build_rows
 from tests.support.hdfs import (
     MiniDfs,
@@ -38,7 +36,7 @@ from tests.support.hdfs import (
     copy_local_dir_to_hdfs,
     minidfs_unavailable_reason,
 )
-from tests.support.sink import HOSTILE_CLASSROOM, write_streaming_sink
+from tests.support.sink import HOSTILE_CLASSROOM, MicroBatchSink, write_streaming_sink
 
 UTC = dt.timezone.utc
 COMPACT_INTERVAL = 3
@@ -57,48 +55,17 @@ SOURCE_SCHEMA = T.StructType([T.StructField("DevEui", T.StringType()),
 START = dt.datetime(2024, 3, 4, 7, 0, tzinfo=UTC)
 
 
-@dataclass
-class Sink:
-    """A streaming query from a folder of Parquet files into a parquet file sink, run one
-    micro-batch at a time, recording which part files each batch added to the folder."""
-
-    spark: SparkSession
-    work: Path
-    files_by_batch: dict[int, list[str]] = field(default_factory=dict)
-
-    @property
-    def folder(self) -> Path:
-        # A space in the name: the log holds URL-encoded URIs.
-        return self.work / "sink out"
+class Sink(MicroBatchSink):
+    """One device's readings a day per micro-batch, one a minute from START + batch days."""
 
     def run_batch(self, readings: int) -> int:
         batch = len(self.files_by_batch)
-        source = self.work / "source"
-        source.mkdir(exist_ok=True)
         sendtimes = [START + dt.timedelta(days=batch, minutes=minute) for minute in range(readings)]
-        pq.write_table(pa.table({
+        return self.append_batch(lambda path: pq.write_table(pa.table({
             "DevEui": [f"A84041000000{batch:04X}"] * readings,
             "sendtime": pa.array(sendtimes, pa.timestamp("us", tz="UTC")),
             "co2": [400.0 + minute for minute in range(readings)],
-        }), source / f"batch-{batch:05d}.parquet")
-        before = set(self.part_files())
-        with session_conf(self.spark, SINK_CONF):
-            query = (self.spark.readStream.schema(SOURCE_SCHEMA).option("maxFilesPerTrigger", 1)
-                     .parquet(str(source)).writeStream.format("parquet")
-                     .option("checkpointLocation", str(self.work / "checkpoint"))
-                     .trigger(availableNow=True).start(str(self.folder)))
-            query.awaitTermination()
-        assert query.lastProgress["batchId"] == batch
-        self.files_by_batch[batch] = sorted(set(self.part_files()) - before)
-        assert self.files_by_batch[batch], "every micro-batch writes a part file"
-        return batch
-
-    def part_files(self) -> list[str]:
-        return [str(path) for path in self.folder.glob("part-*.parquet")]
-
-    def log_names(self) -> set[str]:
-        return {path.name for path in (self.folder / "_spark_metadata").iterdir()
-                if not path.name.startswith(".")}
+        }), path))
 
 
 def stat_entry(path: str, sink_batch_id: int | None = None) -> InputEntry:
@@ -120,7 +87,7 @@ def last_compaction(batch: int) -> int:
 
 @pytest.fixture
 def sink(spark: SparkSession, tmp_path: Path) -> Iterator[Sink]:
-    yield Sink(spark, tmp_path)
+    yield Sink(spark, tmp_path, SOURCE_SCHEMA, SINK_CONF)
 
 
 def test_a_sink_is_listed_from_its_log_and_a_state_reads_only_the_batches_after_it(

@@ -25,6 +25,10 @@ VIEW = "latest_complete_week_by_classroom"
 CATALOG = build_catalog(Thresholds(), "UTC")
 STAGED = tuple(table.name for table in CATALOG.published_tables)
 VIEWS = tuple(view.name for view in CATALOG.views)
+# The key of each published table, and of each view the key of the table it reads (one row per
+# classroom or device of that table: every view has those columns, and they identify its rows).
+PUBLISHED_KEYS = {table.name: table.key for table in CATALOG.published_tables}
+PUBLISHED_KEYS.update({view.name: PUBLISHED_KEYS[view.reads[0]] for view in CATALOG.views})
 
 
 def write_rows(folder: Path, rows: Sequence[dict[str, Any]], name: str = "part-0.parquet") -> Path:
@@ -54,6 +58,15 @@ def published(conn: Any, schema: str, with_view: bool = True) -> dict[str, list[
             conn, sql.SQL("SELECT * FROM {}.{} ORDER BY institute, classroom").format(
                 sql.Identifier(schema), sql.Identifier(VIEW)).as_string(conn))
     return tables
+
+
+def published_catalog(conn: Any, schema: str) -> dict[str, list[dict[str, Any]]]:
+    """Every published table and view of the catalog (not batch_runs, nor the job's internal
+    tables), rows in the order of PUBLISHED_KEYS."""
+    return {name: independent.fetch_dicts(conn, sql.SQL("SELECT * FROM {}.{} ORDER BY {}").format(
+                sql.Identifier(schema), sql.Identifier(name),
+                sql.SQL(", ").join(map(sql.Identifier, key))).as_string(conn))
+            for name, key in PUBLISHED_KEYS.items()}
 
 
 def assert_published_equals_independent(target: PostgresTarget, rows: Sequence[dict[str, Any]],
