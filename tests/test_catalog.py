@@ -89,6 +89,8 @@ def test_the_run_record_is_every_column_of_batch_runs_the_sink_does_not_set_itse
     # key, the state, what the run started with and the rows it published.
     assert RUN_RECORD_COLUMNS == (
         "input_files", "skipped_files", "uncommitted_files", "files_lacking_required_columns",
+        "mode", "mode_reason", "input_files_new", "input_files_changed", "input_files_removed",
+        "readings_read_this_run", "device_days_recomputed",
         "rows_read", "rows_used", "rows_excluded", "values_nulled", "phase_seconds",
         "error_message", "warnings")
     fields = {field.name for field in dataclasses.fields(RunSummary)}
@@ -97,6 +99,8 @@ def test_the_run_record_is_every_column_of_batch_runs_the_sink_does_not_set_itse
                          rows_written={"classroom_weekly_stats": 3})
     assert summary.run_record() == {
         "input_files": None, "skipped_files": None, "uncommitted_files": None,
-        "files_lacking_required_columns": None, "rows_read": 7, "rows_used": None,
+        "files_lacking_required_columns": None, "mode": None, "mode_reason": None,
+        "input_files_new": None, "input_files_changed": None, "input_files_removed": None,
+        "readings_read_this_run": None, "device_days_recomputed": None, "rows_read": 7, "rows_used": None,
         "rows_excluded": None, "values_nulled": None, "phase_seconds": {},
         "error_message": "why", "warnings": []}

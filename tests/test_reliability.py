@@ -178,7 +178,7 @@ def test_sigkill_at_any_point_keeps_the_previous_results_and_the_next_run_recove
     target = make_target()
     run(spark, analysis_settings(target, datasets.first.folder))
     admin = admin_connection(target)
-    previous = published(admin, target.schema)
+    previous, previous_state = published(admin, target.schema), state_snapshot(admin, target.schema)
     key = secrets.randbits(62)
     environment = job_environment(target, datasets.second.folder, tmp_path)
     with contextlib.ExitStack() as stack:
@@ -235,8 +235,55 @@ def test_sigkill_at_any_point_keeps_the_previous_results_and_the_next_run_recove
         wait_until_gone(conn, backends)
         remove_commit_hold(conn, target.schema)
         assert published(conn, target.schema) == previous
+        assert state_snapshot(conn, target.schema) == previous_state
         assert runs(conn, target.schema)[-1]["status"] == "running"  # nobody could record the death
     assert_next_run_succeeds_and_abandons(spark, target, datasets.second, killed["run_id"])
+
+
+def state_snapshot(conn: Any, schema: str) -> dict[str, list[tuple[Any, ...]]]:
+    """The incremental state's tables (batch/analysis/state.py), the blobs by their MD5."""
+    statements = {
+        "state_meta": "SELECT format_version, fingerprint::text, last_sink_batch_id, run_id FROM {}.state_meta",
+        "state_input_files": "SELECT * FROM {}.state_input_files ORDER BY path",
+        "state_device_days": "SELECT kind, month, rows, md5(data) FROM {}.state_device_days ORDER BY kind, month",
+    }
+    return {name: query(conn, sql.SQL(statement).format(sql.Identifier(schema)))
+            for name, statement in statements.items()}
+
+
+def test_sigkill_before_an_incremental_runs_commit_keeps_the_previous_tables_and_state(
+        spark: SparkSession, make_target: Callable[..., PostgresTarget], datasets: Datasets,
+        tmp_path: Path) -> None:
+    """Killed inside its swap, with the new state written but not committed: the tables and
+    the state stay the previous run's together, and the next run is incremental and right."""
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    shutil.copy(next(datasets.first.folder.glob("*.parquet")), folder / "part-0.parquet")
+    target = make_target()
+    run(spark, analysis_settings(target, folder))
+    admin = admin_connection(target)
+    previous, previous_state = published(admin, target.schema), state_snapshot(admin, target.schema)
+    shutil.copy(next(datasets.second.folder.glob("*.parquet")), folder / "part-1.parquet")
+    key = secrets.randbits(62)
+    with contextlib.ExitStack() as stack:
+        stack.callback(admin.close)
+        install_commit_hold(admin, target.schema, key)
+        stack.enter_context(advisory_hold(target, key))
+        job = stack.enter_context(JobProcess.analysis(job_environment(target, folder, tmp_path),
+                                                      tmp_path / "job"))
+        wait_for(lambda: waiting_backend(admin, JOB_APPLICATION, "advisory", "UPDATE"),
+                 "the swap to wait just before its commit, the state written", job=job)
+        assert running_run(admin, target.schema)["mode"] is None  # recorded at the end only
+        backends = set(job_backends(admin))
+        job.kill_tree()
+    with contextlib.closing(admin_connection(target)) as conn:
+        wait_until_gone(conn, backends)
+        remove_commit_hold(conn, target.schema)
+        assert published(conn, target.schema) == previous
+        assert state_snapshot(conn, target.schema) == previous_state
+    summary = run(spark, analysis_settings(target, folder))
+    assert (summary.mode, summary.input_files_new, summary.input_files_removed) == ("incremental", 1, 0)
+    assert_published_equals_independent(target, datasets.first.rows + datasets.second.rows)
 
 
 # --- PostgreSQL unreachable or restarted --------------------------------------------------------

@@ -19,6 +19,7 @@ from batch.analysis.health_tables import attention_view, health_catalog_tables
 from batch.analysis.iaq_settings import IaqSettings
 from batch.analysis.iaq_tables import iaq_catalog_tables
 from batch.analysis.iaq_tables import latest_week_view as latest_iaq_week_view
+from batch.analysis.state import STATE_TABLES
 from batch.analysis.statistics import GROUPINGS, Grouping, output_columns
 from batch.core.config import COMMON_OPTIONS
 from batch.core.contract import METRICS, Metric
@@ -53,7 +54,17 @@ RUNS = Table(
                "input files lacking a required column (sendtime, DevEui, institute, classroom) that "
                "other files have: their readings are excluded (a pipeline problem): "
                '{"count": number of files, "first": the first few paths}'),
-        Column("rows_read", BIGINT, "readings read from the input", unit="readings"),
+        Column("mode", TEXT, "full (every reading read again) or incremental (only the device-days "
+               "the input's changes touch recomputed; the published tables equal a full run's)"),
+        Column("mode_reason", TEXT, "why the run was full or incremental (e.g. IAQ_TIMETABLE changed)"),
+        Column("input_files_new", INTEGER, "input files not in the previous run's index"),
+        Column("input_files_changed", INTEGER, "input files whose size or modification time changed"),
+        Column("input_files_removed", INTEGER, "input files of the previous run's index gone"),
+        Column("readings_read_this_run", BIGINT,
+               "readings in the files this run read (a full run: every file)", unit="readings"),
+        Column("device_days_recomputed", BIGINT,
+               "devices x local dates whose partials this run computed", unit="device-days"),
+        Column("rows_read", BIGINT, "readings of the whole input (all runs' state)", unit="readings"),
         Column("rows_used", BIGINT, "readings that entered the statistics", unit="readings"),
         Column("rows_excluded", JSONB,
                "readings excluded from the statistics, per reason (JSON object; null for "
@@ -95,13 +106,15 @@ class Catalog:
     tables: tuple[Table, ...]
     views: tuple[View, ...]
     runs: Table = RUNS
+    # The incremental run's internal tables (batch/analysis/state.py), written with the swap.
+    state_tables: tuple[Table, ...] = STATE_TABLES
 
     @property
     def published_tables(self) -> tuple[Table, ...]:
         return tuple(table for table in self.tables if table.published)
 
     def table(self, name: str) -> Table:
-        for table in (*self.tables, self.runs):
+        for table in (*self.tables, self.runs, *self.state_tables):
             if table.name == name:
                 return table
         raise KeyError(name)
@@ -210,6 +223,7 @@ def default_reference() -> str:
     contents = [(f"`{table.name}`", table.name) for table in catalog.published_tables]
     contents += [(f"`{view.name}` (view)", f"{view.name}-view") for view in catalog.views]
     contents.append((f"`{catalog.runs.name}`", catalog.runs.name))
+    contents += [(f"`{table.name}` (internal)", table.name) for table in catalog.state_tables]
     return "\n".join([
         "# The published tables",
         "",
@@ -226,6 +240,12 @@ def default_reference() -> str:
         *[line for table in catalog.published_tables for line in table_section(table)],
         *[line for view in catalog.views for line in view_section(view)],
         *table_section(catalog.runs),
+        "# Internal tables",
+        "",
+        "The incremental run's state (`batch/analysis/state.py`), written by the transaction that "
+        "publishes the tables above: not for dashboards; dropping them makes the next run a full one.",
+        "",
+        *[line for table in catalog.state_tables for line in table_section(table)],
     ])
 
 

@@ -17,8 +17,10 @@ from __future__ import annotations
 from functools import reduce
 
 import pandas as pd
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import to_arrow_schema
 
 from batch.analysis.iaq_settings import CATEGORIES, IaqRules
 from batch.analysis.partials import LOCAL_MICROS, MICROS_PER_DAY, local_days, with_local_time, with_reading_date
@@ -26,7 +28,7 @@ from batch.analysis.rollup import included_partials
 from batch.analysis.statistics import READING_DATE
 from batch.analysis.timetable import ALL_INSTITUTES, Occupancy, Timetable, public_holiday_dates
 from batch.core.contract import CLASSROOM, DEVICE, INSTITUTE, METRIC_NAMES, SENDTIME
-from batch.core.session import collect_to_pandas
+from batch.core.session import arrow_to_pandas, collect_to_arrow
 from batch.core.validation import EXCLUSION_REASON
 
 # The metrics validate_readings must check for the IAQ tables (pir on top of the statistics').
@@ -217,12 +219,19 @@ def device_day_episodes(validated_df: DataFrame, timezone: str, rules: IaqRules)
                     F.col(f"{folded}.covered").alias(COVERED_US)))
 
 
+def device_day_episodes_table(validated_df: DataFrame, timezone: str, rules: IaqRules,
+                              any_occupied_co2: bool) -> pa.Table:
+    """`device_day_episodes` in the driver (a row per device-day at most, the partials'
+    bound); no Spark job when the partials say no reading is an occupied CO2 one."""
+    episodes_df = validated_df.transform(device_day_episodes, timezone, rules)
+    if not any_occupied_co2:
+        return to_arrow_schema(episodes_df.schema).empty_table()
+    return collect_to_arrow(episodes_df)
+
+
 def collect_device_day_episodes(validated_df: DataFrame, timezone: str, rules: IaqRules,
                                 partials: pd.DataFrame) -> pd.DataFrame:
-    """`device_day_episodes` in the driver (a row per device-day at most, the partials'
-    bound); no Spark job when the partials have no occupied CO2 reading."""
+    """`device_day_episodes_table` as pandas, judged on `collect_partials`' frame."""
     included = included_partials(partials)
-    if not (included[CO2_N] > 0).any():
-        return included.loc[[], list(_EPISODE_KEYS)].assign(
-            **{LONGEST_US: pd.Series(dtype="int64"), COVERED_US: pd.Series(dtype="int64")})
-    return collect_to_pandas(validated_df.transform(device_day_episodes, timezone, rules))
+    return arrow_to_pandas(device_day_episodes_table(validated_df, timezone, rules,
+                                                     bool((included[CO2_N] > 0).any())))

@@ -12,27 +12,25 @@ from pyspark.sql import SparkSession
 from batch.analysis import publish, runs
 from batch.analysis.catalog import RUN_RECORD_COLUMNS, Catalog, build_catalog
 from batch.analysis.health import health_results
-from batch.analysis.health_partials import health_partial_aggregates
 from batch.analysis.health_settings import HEALTH_OPTIONS, HealthSettings
-from batch.analysis.iaq_partials import (IAQ_VALIDATED_METRICS, collect_device_day_episodes,
-                                         iaq_partial_aggregates, with_occupied_range)
-from batch.analysis.iaq_rollup import IAQ_GROUP_KEYS, iaq_results, public_holidays_in_data
+from batch.analysis.device_days import compute_device_days
+from batch.analysis.iaq_rollup import iaq_results, public_holidays_in_data
 from batch.analysis.iaq_settings import IAQ_OPTIONS, IaqRules, IaqSettings, parse_ppm
-from batch.analysis.partials import collect_partials, partial_statistics
 from batch.analysis.rollup import rollup_all, validation_counts
-from batch.analysis.statistics import GROUPINGS, group_keys
+from batch.analysis.state import write_state
+from batch.analysis.statistics import GROUPINGS
 from batch.analysis.timetable import unknown_institutes
 from batch.core import cli
 from batch.core.config import (COMMON_OPTIONS, DEFAULTED_OPTIONS_EXTRA, POSTGRES_OPTIONS, REPORT_DIR_OPTION,
                                SUMMARY_JSON_OPTION, Option, number, parse_bool, parse_positive_int,
                                public_view, settings_from, settings_type)
-from batch.core.contract import ANALYSIS_COLUMNS, INSTITUTE, METRICS, PROFILE, RAW_COLUMNS_BY_NAME, Metric
+from batch.core.contract import INSTITUTE, METRICS, RAW_COLUMNS_BY_NAME, Metric
 from batch.core.errors import BatchError, ConfigurationError, EmptyInputError, EmptyResultError
 from batch.core.postgres import PostgresTarget, connect, database_errors
-from batch.core.readers import read_raw_readings, without_damaged_files
+from batch.core.session import arrow_to_pandas
 from batch.core.summary import JobSummary
 from batch.core.thresholds import Thresholds
-from batch.core.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag, validate_readings
+from batch.core.validation import EXCLUSION_REASONS, REPLAY_REASON, out_of_range_flag
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +51,10 @@ ANALYSIS_OPTIONS: tuple[Option, ...] = COMMON_OPTIONS + POSTGRES_OPTIONS + (
     Option("ALLOW_EMPTY_TABLES", "false",
            "publish a table with no row in place of one that has rows (otherwise the run stops, "
            "exit 3, previous results kept)", parse_bool),
+    Option("FULL_REBUILD", "false",
+           "read every reading again instead of only the device-days the input's changes touch "
+           "(a run is full anyway without a stored state or when a setting it depends on changed)",
+           parse_bool, flag_name="--full"),
     SUMMARY_JSON_OPTION,
     REPORT_DIR_OPTION,
 ) + IAQ_OPTIONS + HEALTH_OPTIONS
@@ -89,6 +91,15 @@ class RunSummary(JobSummary):
     """What an analysis run did; printed at the end, written as JSON, and stored in batch_runs."""
 
     run_id: int | None = None
+    # Full or incremental, and why (batch/analysis/incremental.py choose_mode).
+    mode: str | None = None
+    mode_reason: str | None = None
+    input_files_new: int | None = None
+    input_files_changed: int | None = None
+    input_files_removed: int | None = None
+    readings_read_this_run: int | None = None
+    device_days_recomputed: int | None = None
+    # Totals over the whole input (every run's state), whatever this run read.
     rows_read: int | None = None
     rows_used: int | None = None
     rows_written: dict[str, int] = field(default_factory=dict)
@@ -203,8 +214,14 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
     iaq_rules = settings.iaq.rules()
     # In the driver: groups, not readings (see batch.analysis.rollup for the bound), where
     # every table is rolled up.
-    partials, episodes = _first_pass(spark, settings, summary, metrics, iaq_rules)
+    device_days = compute_device_days(spark, settings, summary, metrics, iaq_rules, conn, target)
+    summary.input_files_new = device_days.files_new
+    summary.input_files_changed = device_days.files_changed
+    summary.input_files_removed = device_days.files_removed
+    summary.readings_read_this_run = device_days.readings_read
+    summary.device_days_recomputed = device_days.device_days_recomputed
     with summary.phase("aggregate"):
+        partials, episodes = arrow_to_pandas(device_days.partials), arrow_to_pandas(device_days.episodes)
         counts = validation_counts(partials, metrics)
         summary.rows_read, summary.rows_used = counts["rows_read"], counts["rows_used"]
         summary.rows_excluded = {reason: counts[reason] for reason in EXCLUSION_REASONS}
@@ -226,8 +243,9 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
     with summary.phase("publish"):
         _check_empty_tables(conn, target, empty, settings.allow_empty_tables, summary)
         summary.status = "succeeded"
-        summary.rows_written = publish.swap_in(conn, target, catalog, evolution, summary.run_id,
-                                                summary.run_record())
+        summary.rows_written = publish.swap_in(
+            conn, target, catalog, evolution, summary.run_id, summary.run_record(),
+            also=lambda cursor: write_state(cursor, target.schema, summary.run_id, device_days.update))
     # The timings through the publish phase are recorded before the report reads them (its
     # phase chart); the report's own time after it is written.
     publish.tidy_up(conn, target, [table.name for table in catalog.published_tables],
@@ -303,40 +321,3 @@ def _write_report(target: PostgresTarget, report_dir: str, run_id: int) -> str |
     except (BatchError, ImportError, OSError) as error:
         log.warning("run %d is published, but its report was not written: %s", run_id, error)
         return None
-
-
-def _first_pass(spark: SparkSession, settings: AnalysisSettings, summary: RunSummary,
-                metrics: tuple[Metric, ...], iaq_rules: IaqRules) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The partial statistics, one row per device and day, with the indoor-air compliance and
-    health sums from the same scan, and the device-days' CO2 episodes and covered time (a narrow
-    aggregation of their own: batch/analysis/iaq_partials.py says why), both in the driver: each
-    is one Spark job, nothing is kept in the executors. A file whose data pages cannot be
-    decoded stops the run or, with SKIP_CORRUPT_FILES, is skipped and the input read again."""
-    # Partials of the summarised metrics and of every metric of the contract, whose counts,
-    # extremes and values out of range the sensor health reads.
-    partial_metrics = metrics + tuple(metric for metric in METRICS if metric not in metrics)
-    names = tuple(metric.name for metric in partial_metrics)
-    columns_read = ANALYSIS_COLUMNS + (PROFILE,) + tuple(name for name in names if name not in ANALYSIS_COLUMNS)
-    # The metrics whose impossible values are nulled: those with partials and the IAQ tables'.
-    validated = names + tuple(name for name in IAQ_VALIDATED_METRICS if name not in names)
-
-    def read_and_aggregate(unreadable: tuple[str, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
-        with summary.phase("read"):
-            readings_df, input_files = read_raw_readings(
-                spark, settings.raw_data_path, columns_read, settings.skip_corrupt_files, unreadable)
-            summary.record_input(input_files)
-        with summary.phase("aggregate"):
-            validated_df = readings_df.transform(validate_readings, validated, settings.drop_replays)
-            partials = collect_partials(
-                validated_df.transform(with_occupied_range, settings.batch_timezone, iaq_rules.occupancy)
-                .transform(partial_statistics, settings.batch_timezone, settings.thresholds,
-                           partial_metrics, extra_aggregates=iaq_partial_aggregates(iaq_rules)
-                           + health_partial_aggregates(settings.health_night_end_hour),
-                           # The device profile, constant per device, for the health tables.
-                           extra_keys=(PROFILE,)),
-                group_keys(GROUPINGS) + IAQ_GROUP_KEYS)
-            episodes = collect_device_day_episodes(validated_df, settings.batch_timezone,
-                                                   iaq_rules, partials)
-            return partials, episodes
-
-    return without_damaged_files(read_and_aggregate, settings.skip_corrupt_files)

@@ -93,9 +93,13 @@ def partial_statistics(validated_df: DataFrame, timezone: str, thresholds: Thres
     )
 
 
-def collect_partials(partials_df: DataFrame, keys: tuple[GroupKey, ...]) -> pd.DataFrame:
-    """The partials in the driver (Arrow), with every one of `keys` derived from the local date
-    (ISO week, month...): derived in Spark, where the key definitions live."""
+def with_group_keys(partials_df: DataFrame, keys: tuple[GroupKey, ...]) -> DataFrame:
+    """The partials with every one of `keys` derived from the local date (ISO week, month...):
+    derived in Spark, where the key definitions live."""
     derived = {key.column.name: key for key in keys if key.derive is not None}
-    return collect_to_pandas(partials_df.select("*", *[key.derive().alias(name)
-                                                      for name, key in derived.items()]))
+    return partials_df.select("*", *[key.derive().alias(name) for name, key in derived.items()])
+
+
+def collect_partials(partials_df: DataFrame, keys: tuple[GroupKey, ...]) -> pd.DataFrame:
+    """`with_group_keys`' partials in the driver (Arrow)."""
+    return collect_to_pandas(with_group_keys(partials_df, keys))

@@ -12,7 +12,7 @@ import contextlib
 import io
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -122,7 +122,7 @@ def _view_ddl(schema: str, view: View, replace: bool) -> list[sql.Composable]:
 def catalog_ddl(schema: str, catalog: Catalog) -> list[sql.Composable]:
     """Every table and view of `catalog`, created from nothing (the schema must exist)."""
     statements: list[sql.Composable] = []
-    for table in (catalog.runs, *catalog.published_tables):
+    for table in (catalog.runs, *catalog.state_tables, *catalog.published_tables):
         statements += [create_table_ddl(schema, table), *comments_ddl(schema, table)]
     for view in catalog.views:
         statements += _view_ddl(schema, view, replace=True)
@@ -191,7 +191,7 @@ def ensure_schema(conn: psycopg2.extensions.connection, target: PostgresTarget,
         cursor.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (target.schema,))
         if cursor.fetchone() is None:
             cursor.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(target.schema)))
-        for table in (catalog.runs, *catalog.published_tables):
+        for table in (catalog.runs, *catalog.state_tables, *catalog.published_tables):
             existing = _existing_columns(cursor, target.schema, table.name)
             if existing is None:
                 cursor.execute(create_table_ddl(target.schema, table))
@@ -379,8 +379,10 @@ def published_row_counts(conn: psycopg2.extensions.connection, target: PostgresT
 
 
 def swap_in(conn: psycopg2.extensions.connection, target: PostgresTarget, catalog: Catalog,
-            evolution: Evolution, run_id: int, record: Mapping[str, Any]) -> dict[str, int]:
-    """Replace every published table by its staging table and record the run, in one transaction.
+            evolution: Evolution, run_id: int, record: Mapping[str, Any],
+            also: Callable[[Any], None] | None = None) -> dict[str, int]:
+    """Replace every published table by its staging table and record the run, in one transaction;
+    `also(cursor)` writes in the same transaction (the incremental state: batch/analysis/state.py).
 
     Columns new in this release are added here, to the emptied table, so that readers never
     see them empty; columns are copied by name, whatever their order in the published table.
@@ -403,6 +405,8 @@ def swap_in(conn: psycopg2.extensions.connection, target: PostgresTarget, catalo
                     cursor.execute(statement)
             for view in catalog.views:
                 _recreate_view(cursor, target.schema, view)
+            if also is not None:
+                also(cursor)
             statement, values = runs.end_run_statement(target, run_id, "succeeded",
                                                         {**record, "rows_written": rows_written})
             cursor.execute(statement, values)

@@ -118,12 +118,14 @@ def read_raw_readings(
     columns: tuple[str, ...],
     skip_corrupt_files: bool = False,
     unreadable: tuple[str, ...] = (),
+    files: tuple[str, ...] | None = None,
 ) -> tuple[DataFrame, InputFiles]:
     """Readings under `path` (any URI Spark reads) with exactly `columns`, typed as the contract says.
 
     `unreadable` names files already found damaged (SKIP_CORRUPT_FILES): left out, reported skipped.
+    `files`: only these files under `path` (an incremental run's), instead of every input file.
     """
-    input_files = discover_input_files(spark, path, skip_corrupt_files, unreadable)
+    input_files = discover_input_files(spark, path, skip_corrupt_files, unreadable, files)
     # basePath keeps partition columns (key=value folders) when files are listed one by one.
     group_dfs = [spark.read.option("basePath", input_files.root).parquet(*files)
                  for files in input_files.groups]
@@ -133,9 +135,10 @@ def read_raw_readings(
 
 
 def discover_input_files(spark: SparkSession, path: str, skip_corrupt_files: bool,
-                         unreadable: tuple[str, ...] = ()) -> InputFiles:
-    """The files Spark's reader reads under `path`, grouped by footer schema."""
-    files, uncommitted = _list_input_files(spark, path)
+                         unreadable: tuple[str, ...] = (),
+                         only: tuple[str, ...] | None = None) -> InputFiles:
+    """The files Spark's reader reads under `path` (or `only` these), grouped by footer schema."""
+    files, uncommitted = _list_input_files(spark, path) if only is None else (list(only), ())
     if uncommitted:
         log.warning(
             "%d part file(s) under %s are not in its streaming sink log (%s/): written by "

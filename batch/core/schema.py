@@ -36,6 +36,7 @@ BOOLEAN = ColumnType("boolean", T.BooleanType())
 DATE = ColumnType("date", T.DateType())
 TIMESTAMPTZ = ColumnType("timestamp with time zone", T.TimestampType())
 JSONB = ColumnType("jsonb")
+BYTEA = ColumnType("bytea")  # never written by Spark (the incremental state's blobs)
 BIGSERIAL = ColumnType("bigint", ddl="bigserial")
 
 

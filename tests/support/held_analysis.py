@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import batch.analysis.job
+import batch.analysis.device_days
 import batch.core.readers
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -51,7 +51,7 @@ def hold_in_driver_after_footers(hold_dir: str) -> None:
 
 
 def hold_in_tasks_of_first_pass(hold_dir: str) -> None:
-    validate = batch.analysis.job.validate_readings
+    validate = batch.analysis.device_days.validate_readings
 
     def pass_through(batches: Iterator[Any]) -> Iterator[Any]:
         hold(hold_dir, "aggregate")
@@ -60,7 +60,7 @@ def hold_in_tasks_of_first_pass(hold_dir: str) -> None:
     def held(readings_df: Any, *args: Any) -> Any:
         return validate(readings_df.mapInArrow(pass_through, readings_df.schema), *args)
 
-    batch.analysis.job.validate_readings = held
+    batch.analysis.device_days.validate_readings = held
 
 
 def held_project(folder: Path, point: str, hold_dir: Path) -> Path:

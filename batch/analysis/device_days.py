@@ -1,0 +1,238 @@
+"""A run's per-device-day partials and episodes, everything the published tables are rolled up
+from: computed from every reading (a full run), or from the readings of the device-days the
+input's changes touch, merged into the state the previous run stored (an incremental run;
+which readings and why: batch/analysis/incremental.py).
+
+Both come to the driver as Arrow tables (one row per device-day, see batch/analysis/rollup.py
+for the bound); the state is kept as the same tables (batch/analysis/state.py).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql import DataFrame, SparkSession
+
+from batch.analysis import incremental
+from batch.analysis.health_partials import health_partial_aggregates
+from batch.analysis.iaq_partials import (CO2_N, IAQ_VALIDATED_METRICS, device_day_episodes_table,
+                                         iaq_partial_aggregates, with_occupied_range)
+from batch.analysis.iaq_rollup import IAQ_GROUP_KEYS
+from batch.analysis.iaq_settings import IaqRules
+from batch.analysis.incremental import FULL, SOURCE_FILE, FileFacts, Touched
+from batch.analysis.partials import partial_statistics, with_group_keys
+from batch.analysis.state import (EPISODES, PARTIALS, IndexedFile, StateUpdate, month_keys, nullable, read_device_days,
+                                  read_files, read_meta, split_by_month)
+from batch.analysis.statistics import GROUPINGS, READING_DATE, group_keys
+from batch.core.config import public_view
+from batch.core.contract import ANALYSIS_COLUMNS, DEVICE, METRICS, PROFILE, Metric
+from batch.core.input_index import InputListing, compare_input, list_input
+from batch.core.postgres import PostgresTarget
+from batch.core.readers import InputFiles, read_raw_readings, same_file, without_damaged_files
+from batch.core.session import collect_to_arrow
+from batch.core.validation import EXCLUSION_REASON, validate_readings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeviceDays:
+    """The whole input's device-days after this run, and the state update that stores them."""
+
+    partials: pa.Table
+    episodes: pa.Table
+    update: StateUpdate
+    files_new: int
+    files_changed: int
+    files_removed: int
+    readings_read: int
+    device_days_recomputed: int
+
+
+def compute_device_days(spark: SparkSession, settings: Any, summary: Any, metrics: tuple[Metric, ...],
+                        iaq_rules: IaqRules, conn: Any, target: PostgresTarget) -> DeviceDays:
+    """`settings`: the run's AnalysisSettings; `summary`: its RunSummary (mode, phases, input)."""
+    current = incremental.fingerprint(public_view(settings), metrics)
+    with conn.cursor() as cursor:
+        meta = read_meta(cursor, target.schema)
+    conn.commit()
+    summary.mode, summary.mode_reason = incremental.choose_mode(meta, current, settings.full_rebuild)
+    log.info("%s run: %s", summary.mode, summary.mode_reason)
+    with summary.phase("read"):
+        listing = list_input(spark, settings.raw_data_path,
+                             None if summary.mode == FULL or meta is None else meta.last_sink_batch_id)
+    if summary.mode == FULL:
+        return _full(spark, settings, summary, metrics, iaq_rules, listing, current)
+    return _incremental(spark, settings, summary, metrics, iaq_rules, listing, current, conn, target)
+
+
+def _full(spark: SparkSession, settings: Any, summary: Any, metrics: tuple[Metric, ...],
+          iaq_rules: IaqRules, listing: InputListing, current: dict[str, Any]) -> DeviceDays:
+    def attempt(unreadable: tuple[str, ...]) -> tuple[pa.Table, pa.Table, dict[str, FileFacts], InputFiles]:
+        with summary.phase("read"):
+            readings_df, input_files = read_raw_readings(
+                spark, settings.raw_data_path, _columns_read(metrics), settings.skip_corrupt_files, unreadable)
+            summary.record_input(input_files)
+        with summary.phase("aggregate"):
+            readings_df = readings_df.transform(incremental.with_source_file)
+            facts = incremental.file_facts(readings_df)
+            return (*_aggregate(readings_df, settings, metrics, iaq_rules), facts, input_files)
+
+    partials, episodes, facts, input_files = without_damaged_files(attempt, settings.skip_corrupt_files)
+    files = _indexed(listing.entries, input_files.skipped, facts)
+    return DeviceDays(
+        partials, episodes,
+        StateUpdate(full=True, months={PARTIALS: split_by_month(partials), EPISODES: split_by_month(episodes)},
+                    files=tuple(files), fingerprint=current, last_sink_batch_id=listing.latest_batch_id),
+        files_new=len(files), files_changed=0, files_removed=0,
+        readings_read=sum(file.readings for file in files),
+        device_days_recomputed=_device_days(partials))
+
+
+def _incremental(spark: SparkSession, settings: Any, summary: Any, metrics: tuple[Metric, ...],
+                 iaq_rules: IaqRules, listing: InputListing, current: dict[str, Any], conn: Any,
+                 target: PostgresTarget) -> DeviceDays:
+    timezone = settings.batch_timezone
+    with conn.cursor() as cursor:
+        stored_files = read_files(cursor, target.schema)
+    conn.commit()
+    changes = compare_input([file.entry for file in stored_files], listing)
+    arriving = changes.new + changes.changed
+    gone = {same_file(entry.path) for entry in changes.removed + changes.changed}
+    kept = [file for file in stored_files if same_file(file.entry.path) not in gone]
+    gone_dates: set = set()
+    for file in stored_files:
+        if same_file(file.entry.path) in gone and file.min_sendtime is not None:
+            gone_dates |= incremental.local_dates_spanned(file.min_sendtime, file.max_sendtime, timezone)
+    log.info("input changes: %d new, %d changed, %d removed files", len(changes.new),
+             len(changes.changed), len(changes.removed))
+
+    def attempt(unreadable: tuple[str, ...]) -> tuple[pa.Table | None, pa.Table | None, dict[str, FileFacts],
+                                                      list[IndexedFile], Touched, tuple[str, ...]]:
+        facts: dict[str, FileFacts] = {}
+        pairs = pa.table({DEVICE: pa.array([], pa.string()), READING_DATE: pa.array([], pa.date32())})
+        skipped: tuple[str, ...] = ()
+        if arriving:
+            with summary.phase("read"):
+                new_df, new_files = read_raw_readings(
+                    spark, settings.raw_data_path, _columns_read(metrics), settings.skip_corrupt_files,
+                    unreadable, files=tuple(entry.path for entry in arriving))
+                skipped = new_files.skipped
+            with summary.phase("aggregate"):
+                new_df = new_df.transform(incremental.with_source_file)
+                facts = incremental.file_facts(new_df)
+                pairs = incremental.touched_pairs(new_df, timezone)
+        touched = Touched(pairs, frozenset(gone_dates), frozenset(gone | set(facts)))
+        older = incremental.overlapping(kept, set(pairs[READING_DATE].to_pylist()) | gone_dates, timezone)
+        skipped_keys = {same_file(file) for file in skipped}
+        to_read = [entry.path for entry in arriving if same_file(entry.path) not in skipped_keys]
+        to_read += [file.entry.path for file in older]
+        if not to_read:
+            _record_input(summary, InputFiles(root=settings.raw_data_path, groups=()))
+            return None, None, facts, older, touched, skipped
+        with summary.phase("read"):
+            readings_df, input_files = read_raw_readings(
+                spark, settings.raw_data_path, _columns_read(metrics), settings.skip_corrupt_files,
+                unreadable, files=tuple(to_read))
+            _record_input(summary, input_files)
+        with summary.phase("aggregate"):
+            recompute_df = incremental.readings_to_recompute(
+                readings_df.transform(incremental.with_source_file), touched,
+                [fact.spark_name for fact in facts.values()], timezone, spark)
+            return (*_aggregate(recompute_df, settings, metrics, iaq_rules), facts, older, touched, skipped)
+
+    new_partials, new_episodes, facts, older, touched, skipped = without_damaged_files(
+        attempt, settings.skip_corrupt_files)
+    with summary.phase("aggregate"), conn.cursor() as cursor:
+        partials, partial_months, recomputed = _merge(
+            read_device_days(cursor, target.schema, PARTIALS), new_partials, touched)
+        episodes, episode_months, _ = _merge(
+            read_device_days(cursor, target.schema, EPISODES), new_episodes, touched)
+    conn.commit()
+    files = kept + _indexed(arriving, skipped, facts)
+    return DeviceDays(
+        partials, episodes,
+        StateUpdate(full=False, months={PARTIALS: split_by_month(partials, partial_months),
+                                        EPISODES: split_by_month(episodes, episode_months)},
+                    files=tuple(files), fingerprint=current,
+                    last_sink_batch_id=listing.latest_batch_id),
+        files_new=len(changes.new), files_changed=len(changes.changed),
+        files_removed=len(changes.removed),
+        readings_read=sum(fact.readings for fact in facts.values()) + sum(file.readings for file in older),
+        device_days_recomputed=recomputed)
+
+
+def _record_input(summary: Any, input_files: InputFiles) -> None:
+    """What an incremental run read; it did not look for a sink's uncommitted files (the log
+    after its last batch names the new files without listing the folder): not checked."""
+    summary.record_input(input_files)
+    summary.uncommitted_files = None
+
+
+def _merge(stored: pa.Table, recomputed: pa.Table | None, touched: Touched) -> tuple[pa.Table, set[int], int]:
+    """The stored rows the recomputation does not replace, then the recomputed ones; the months
+    that changed, and how many device-days were recomputed (replaced or new)."""
+    if recomputed is None and not touched.changes_anything:
+        return stored, set(), 0
+    schema = nullable((recomputed if recomputed is not None else stored).schema)
+    stored = stored.cast(schema)
+    recomputed = schema.empty_table() if recomputed is None else recomputed.cast(schema)
+    replaced = incremental.replaced_mask(stored, touched)
+    removed = stored.filter(replaced)
+    merged = pa.concat_tables([stored.filter(pc.invert(replaced)), recomputed])
+    changed = pa.concat_tables([removed, recomputed])
+    return merged, set(pc.unique(month_keys(changed)).to_pylist()), _device_days(changed)
+
+
+def _device_days(table: pa.Table) -> int:
+    keys = table.select([DEVICE, READING_DATE])
+    keyed = keys.filter(pc.and_(pc.is_valid(keys[DEVICE]), pc.is_valid(keys[READING_DATE])))
+    return keyed.group_by([DEVICE, READING_DATE]).aggregate([]).num_rows
+
+
+def _indexed(entries: Any, skipped: Iterable[str], facts: dict[str, FileFacts]) -> list[IndexedFile]:
+    """The index rows of the listed files read (a file skipped as damaged is not indexed: the
+    next run tries it again)."""
+    left_out = {same_file(file) for file in skipped}
+    return incremental.indexed([entry for entry in entries if same_file(entry.path) not in left_out], facts)
+
+
+def _columns_read(metrics: tuple[Metric, ...]) -> tuple[str, ...]:
+    names = tuple(metric.name for metric in _partial_metrics(metrics))
+    return ANALYSIS_COLUMNS + (PROFILE,) + tuple(name for name in names if name not in ANALYSIS_COLUMNS)
+
+
+def _partial_metrics(metrics: tuple[Metric, ...]) -> tuple[Metric, ...]:
+    # Partials of the summarised metrics and of every metric of the contract, whose counts,
+    # extremes and values out of range the sensor health reads.
+    return metrics + tuple(metric for metric in METRICS if metric not in metrics)
+
+
+def _aggregate(readings_df: DataFrame, settings: Any, metrics: tuple[Metric, ...],
+               iaq_rules: IaqRules) -> tuple[pa.Table, pa.Table]:
+    """The partial statistics, one row per device and day, with the indoor-air compliance and
+    health sums from the same scan, and the device-days' CO2 episodes and covered time (a
+    narrow aggregation of their own: batch/analysis/iaq_partials.py says why), both in the
+    driver: each is one Spark job, nothing is kept in the executors."""
+    partial_metrics = _partial_metrics(metrics)
+    names = tuple(metric.name for metric in partial_metrics)
+    # The metrics whose impossible values are nulled: those with partials and the IAQ tables'.
+    validated = names + tuple(name for name in IAQ_VALIDATED_METRICS if name not in names)
+    validated_df = readings_df.transform(validate_readings, validated, settings.drop_replays)
+    partials = collect_to_arrow(with_group_keys(
+        validated_df.transform(with_occupied_range, settings.batch_timezone, iaq_rules.occupancy)
+        .transform(partial_statistics, settings.batch_timezone, settings.thresholds, partial_metrics,
+                   extra_aggregates=iaq_partial_aggregates(iaq_rules)
+                   + health_partial_aggregates(settings.health_night_end_hour),
+                   # The device profile, constant per device, for the health tables; the file
+                   # of a reading without a device-day, for an incremental run.
+                   extra_keys=(PROFILE, SOURCE_FILE)),
+        group_keys(GROUPINGS) + IAQ_GROUP_KEYS))
+    included = partials.filter(pc.is_null(partials[EXCLUSION_REASON]))
+    any_co2 = bool(pc.any(pc.greater(pc.fill_null(included[CO2_N], 0), 0)).as_py()) if included.num_rows else False
+    episodes = device_day_episodes_table(validated_df, settings.batch_timezone, iaq_rules, any_co2)
+    return partials, episodes
