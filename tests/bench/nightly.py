@@ -248,7 +248,9 @@ def main(argv: list[str]) -> int:
                                     full_option)
                 incremental_db, full_db = databases(rows)
                 recreate_database(server, incremental_db)
-                measure("build", SHAPE, rows, plan, log_dir)
+                build = measure("build", SHAPE, rows, plan, log_dir)
+                if full_option:
+                    check_mode(build, "full")  # no state yet
                 day = append_day(spark, sink)
                 print(f"  appended {day.day}: {day.readings:,} readings ({day.late_readings:,} late) "
                       f"in micro-batches {day.micro_batches[0]}-{day.micro_batches[-1]}", flush=True)
