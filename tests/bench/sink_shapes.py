@@ -16,6 +16,8 @@ sink writes them by default (no usable statistics).
 holding about 1/730 of the history's readings, LATE_SHARE of them late readings of older days
 (arrived today, sent on a random earlier school day), in arrival order.
 
+`plain_copy`: the same readings as a few files of a plain folder (the small-file cost).
+
 A sink's log names its files by absolute path, so a sink cannot be moved or copied as a folder:
 `copy_sink` copies the files and writes the log again for the copy (a benchmark repetition
 starts from a fresh copy of the cached history).
@@ -134,6 +136,34 @@ def append_day(spark: SparkSession, sink: Path) -> DayAppended:
     _write_manifest(sink, manifest)
     return DayAppended(day, tuple(range(first_batch, first_batch + len(new_batches))), count,
                        int(late.sum()))
+
+
+def plain_copy(sink: Path, destination: Path, files: int) -> Path:
+    """The sink's committed readings, in its order, as `files` Parquet files of a plain folder
+    (no log, one file written at once as a batch job writes it): the same readings in few
+    files, to measure what the sink's small files cost."""
+    manifest = _read_manifest(sink)
+    parts = [sink / name for batch in manifest["batches"] for name in batch]
+    total = sum(pq.ParquetFile(part).metadata.num_rows for part in parts)
+    bounds = np.linspace(0, total, files + 1).round().astype(int)[1:]
+    staging = destination.with_name(destination.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    pending, written, index = [], 0, 0
+    for part in parts:
+        table = pq.read_table(part, coerce_int96_timestamp_unit="us").cast(_SCHEMA)
+        while table.num_rows:
+            size = min(table.num_rows, int(bounds[index]) - written)
+            pending.append(table.slice(0, size))
+            table, written = table.slice(size), written + size
+            if written == bounds[index]:
+                pq.write_table(pa.concat_tables(pending), staging / f"part-{index:05d}.snappy.parquet",
+                               compression="snappy", use_deprecated_int96_timestamps=manifest["int96"])
+                pending, index = [], index + 1
+    assert written == total and index == files, (written, total, index)
+    shutil.rmtree(destination, ignore_errors=True)
+    staging.rename(destination)
+    return destination
 
 
 def _write_history(monthly: Path, folder: Path, readings: int, int96: bool) -> list[list[str]]:
