@@ -8,8 +8,10 @@ class, so that a label laid out by it never overlaps in DejaVu Sans or a narrowe
 """
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from markupsafe import Markup, escape
 
@@ -20,6 +22,12 @@ TITLE_SIZE = 13.0
 # ascent above the baseline is 0.76 em; digits and capitals are 0.73 em high).
 _MIDDLE_EM, _HANG_EM = 0.36, 0.76
 LINE_EM = 1.2
+# Spacing (points): the chart's edge, text to what it names, a tick's length, a 12 pt line.
+PAD, GAP, TICK, LINE = 4.0, 4.0, 3.5, FONT_SIZE * LINE_EM
+LEGEND_SIZE = 10.0
+
+DASHED = 'stroke-dasharray="3.7 1.6"'  # Matplotlib's "--" at 1 pt
+DOT_RADIUS = 2.0
 
 # DejaVu Sans advance widths (em), each character class rounded up to its widest member
 # (measured from the font Matplotlib ships): narrow, medium, the rest of ASCII (lowercase,
@@ -138,3 +146,79 @@ def chart_svg(width: float, height: float, chart_id: str, title: str, body: Iter
                f'style="{style}" font-family="{FONT_FAMILY}" font-size="{number(FONT_SIZE)}">')
     # Every text and attribute value above and in `body` went through escape().
     return Markup(opening + f"<title>{escape(title)}</title>" + "".join(body) + "</svg>")
+
+
+def nice_ticks(low: float, high: float, most: int = 6, integer: bool = False) -> tuple[list[float], int]:
+    """At most `most` round values in [low, high] (steps of 1, 2, 2.5 or 5 times a power of
+    ten; whole ones if `integer`), and the decimals their labels need."""
+    raw = max(high - low, 1e-9) / most
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(magnitude * factor for factor in (1, 2, 2.5, 5, 10) if magnitude * factor >= raw)
+    if integer:
+        step = max(1, math.ceil(step))
+    ticks = [k * step for k in range(math.ceil(low / step - 1e-9), math.floor(high / step + 1e-9) + 1)]
+    decimals = next(d for d in range(12) if abs(step * 10 ** d - round(step * 10 ** d)) < 1e-6)
+    return ticks, decimals
+
+
+def axes(left: float, top: float, right: float, bottom: float, x_ticks: Sequence[tuple[float, str]],
+         y_ticks: Sequence[tuple[float, str]], x_title: str, y_title: str) -> list[str]:
+    """The left and bottom axes of a plot area, their ticks at (position, label), and their
+    titles: the y title turned along the left edge, the x title under the tick labels."""
+    return [
+        path(f"M{number(left)} {number(top)}V{number(bottom)}H{number(right)}", stroke="black", width=0.8),
+        path(segments([(left - TICK, y, left, y) for y, _ in y_ticks]
+                      + [(x, bottom, x, bottom + TICK) for x, _ in x_ticks]), stroke="black", width=0.8),
+        *(text(left - TICK - GAP, y, label, anchor="end", align="middle") for y, label in y_ticks),
+        *(text(x, bottom + TICK + GAP, label, anchor="middle", align="top") for x, label in x_ticks),
+        text(PAD, (top + bottom) / 2, y_title, anchor="middle", align="top", upright=False),
+        text((left + right) / 2, bottom + TICK + GAP + LINE, x_title, anchor="middle", align="top"),
+    ]
+
+
+def axes_left(y_labels: Iterable[str]) -> float:
+    """Where a plot area starts for `axes`: right of the y title and the longest y tick label."""
+    return PAD + LINE + GAP + max(map(text_width, y_labels), default=0.0) + GAP + TICK
+
+
+def axes_below() -> float:
+    """How far below a plot area `axes` draws: a tick, its label, the x title."""
+    return TICK + GAP + LINE + LINE
+
+
+@dataclass(frozen=True)
+class LegendEntry:
+    """A legend's entry: a sample of `kind` ("series": a line with a dot, "dashed": a dashed
+    line, "patch": a filled box) in `colour`, and its text."""
+
+    kind: str
+    text: str
+    colour: str
+    opacity: float = 1.0
+
+
+def legend(entries: Sequence[LegendEntry], width: float) -> tuple[str, float]:
+    """The legend of a chart `width` wide, its 10 pt entries centred from y = 0 down: on one row
+    if they fit, else one entry a row. Its markup and its height."""
+    sample, space = 20.0, 3 * GAP
+    widths = [sample + GAP + text_width(entry.text, LEGEND_SIZE) for entry in entries]
+    pairs = list(zip(entries, widths))
+    rows = [pairs] if sum(widths) + space * (len(pairs) - 1) <= width - 2 * PAD else [[pair] for pair in pairs]
+    row_height = LEGEND_SIZE * LINE_EM
+    parts = []
+    for number_, row in enumerate(rows):
+        x = (width - sum(entry_width for _, entry_width in row) - space * (len(row) - 1)) / 2
+        y = (number_ + 0.5) * row_height
+        for entry, entry_width in row:
+            opacity = f'fill-opacity="{number(entry.opacity)}"' if entry.opacity < 1 else ""
+            if entry.kind == "patch":
+                parts.append(path(rectangle(x, y - 3.5, sample, 7), fill=entry.colour, extra=opacity))
+            else:
+                parts.append(path(segments([(x, y, x + sample, y)]), stroke=entry.colour,
+                                  width=1.5 if entry.kind == "series" else 1.0,
+                                  extra=DASHED if entry.kind == "dashed" else ""))
+            if entry.kind == "series":
+                parts.append(path(dots([(x + sample / 2, y)], DOT_RADIUS), fill=entry.colour))
+            parts.append(text(x + sample + GAP, y, entry.text, LEGEND_SIZE, align="middle"))
+            x += entry_width + space
+    return "".join(parts), row_height * len(rows)
