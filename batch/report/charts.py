@@ -79,6 +79,11 @@ def co2_colour(ppm: float, stops: Sequence[tuple[float, str]]) -> str:
     return stops[-1][1]
 
 
+def _known(value: float | None) -> bool:
+    """A value to draw: not NULL, nor NaN (a double precision column may hold one)."""
+    return value is not None and value == value
+
+
 def _rgb(colour: str) -> tuple[int, int, int]:
     return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
 
@@ -118,7 +123,7 @@ def co2_heatmap(cells: Sequence[ClassroomWeekCo2], weeks: Sequence[date], limits
     colour_of = {(row, column): NO_DATA_COLOUR
                  for row in range(len(classrooms)) for column in range(len(weeks))}
     for cell in cells:
-        if cell.co2_ppm is not None:
+        if _known(cell.co2_ppm):
             colour_of[row_of[cell.classroom], column_of[cell.week_start]] = co2_colour(cell.co2_ppm, stops)
     shapes: dict[str, list[str]] = {}
     for (row, column), colour in colour_of.items():
@@ -269,7 +274,7 @@ def _date_ticks(first: date, last: date) -> list[tuple[date, str]]:
 
 def co2_trend_chart(weeks: Sequence[InstituteWeek], thresholds: Thresholds, title: str,
                     chart_id: str) -> Markup:
-    values = [week.co2_mean for week in weeks]
+    values = [week.co2_mean if _known(week.co2_mean) else None for week in weeks]
     highest = max([v for v in values if v is not None], default=0.0)
     return _weekly_line(weeks, values, "#2b6cb0", "weekly CO2 mean", "CO2, ppm", title, chart_id,
                         (0.0, max(thresholds.co2_high_ppm, highest) * 1.15),
@@ -279,7 +284,7 @@ def co2_trend_chart(weeks: Sequence[InstituteWeek], thresholds: Thresholds, titl
 
 def temperature_trend_chart(weeks: Sequence[InstituteWeek], thresholds: Thresholds, title: str,
                             chart_id: str) -> Markup:
-    values = [week.temperature_mean for week in weeks]
+    values = [week.temperature_mean if _known(week.temperature_mean) else None for week in weeks]
     shown = [v for v in values if v is not None] + [thresholds.comfort_min_c, thresholds.comfort_max_c]
     margin = max(0.05 * (max(shown) - min(shown)), 0.5)
     return _weekly_line(weeks, values, "#c05621", "weekly temperature mean", "temperature, °C",
