@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from markupsafe import Markup, escape
 
-FONT_FAMILY = "DejaVu Sans, Verdana, sans-serif"
+FONT_FAMILY = "DejaVu Sans, sans-serif"
 FONT_SIZE = 12.0
 TITLE_SIZE = 13.0
 # Baseline offsets (em) that centre a line of text on y, or hang it below y (DejaVu Sans'
@@ -31,8 +31,8 @@ DOT_RADIUS = 2.0
 
 # DejaVu Sans advance widths (em), each character class rounded up to its widest member
 # (measured from the font Matplotlib ships): narrow, medium, the rest of ASCII (lowercase,
-# digits, most capitals), wide capitals and symbols, the widest. Bold is about 1.12 times as
-# wide. A character outside ASCII counts as the widest (a fallback font may draw it).
+# digits, most capitals), wide capitals and symbols, the widest. A character outside ASCII
+# counts as the widest (a fallback font may draw it). Titles are wrapped by their length.
 _CHARACTER_EMS = {
     **dict.fromkeys("'ijlIJ,. /:;\\|", 0.34),
     **dict.fromkeys("f-()[]t!r\"", 0.46),
@@ -41,14 +41,12 @@ _CHARACTER_EMS = {
 }
 _ASCII_EM = 0.64
 _OTHER_EM = 1.0
-_BOLD_FACTOR = 1.12
 
 
-def text_width(text: str, size: float = FONT_SIZE, bold: bool = False) -> float:
+def text_width(text: str, size: float = FONT_SIZE) -> float:
     """About how wide `text` is, in points, at `size` points in DejaVu Sans (never narrower)."""
-    ems = sum(_CHARACTER_EMS.get(character, _ASCII_EM if character.isascii() else _OTHER_EM)
-              for character in text)
-    return ems * size * (_BOLD_FACTOR if bold else 1.0)
+    return size * sum(_CHARACTER_EMS.get(character, _ASCII_EM if character.isascii() else _OTHER_EM)
+                      for character in text)
 
 
 def number(value: float) -> str:
@@ -58,8 +56,7 @@ def number(value: float) -> str:
 
 
 def text(x: float, y: float, content: str, size: float = FONT_SIZE, anchor: str = "start",
-         align: str = "baseline", upright: bool = True, bold: bool = False,
-         fill: str | None = None) -> str:
+         align: str = "baseline", upright: bool = True, bold: bool = False) -> str:
     """A line of text at (x, y): `anchor` start/middle/end along it; `align` says where y is
     (baseline, middle, or top: the text hangs below y); not `upright`: read bottom to top."""
     shift = {"baseline": 0.0, "middle": _MIDDLE_EM, "top": _HANG_EM}[align] * size
@@ -76,14 +73,13 @@ def text(x: float, y: float, content: str, size: float = FONT_SIZE, anchor: str 
         attributes.append(f'text-anchor="{anchor}"')
     if bold:
         attributes.append('font-weight="bold"')
-    if fill:
-        attributes.append(f'fill="{escape(fill)}"')
     return f"<text {' '.join(attributes)}>{escape(content)}</text>"
 
 
 def path(d: str, stroke: str | None = None, width: float = 1.0, fill: str = "none",
          css_class: str | None = None, extra: str = "") -> str:
-    """One <path>: a shape (fill) or lines (stroke), `d` in the element's coordinates."""
+    """One <path>: a shape (fill) or lines (stroke), `d` in the element's coordinates (numbers
+    only, built here); `css_class` and `extra` are the charts' own constants."""
     attributes = [f'd="{d}"', f'fill="{escape(fill)}"']
     if stroke:
         attributes.append(f'stroke="{escape(stroke)}" stroke-width="{number(width)}"')
@@ -206,9 +202,9 @@ def legend(entries: Sequence[LegendEntry], width: float) -> tuple[str, float]:
     rows = [pairs] if sum(widths) + space * (len(pairs) - 1) <= width - 2 * PAD else [[pair] for pair in pairs]
     row_height = LEGEND_SIZE * LINE_EM
     parts = []
-    for number_, row in enumerate(rows):
+    for row_number, row in enumerate(rows):
         x = (width - sum(entry_width for _, entry_width in row) - space * (len(row) - 1)) / 2
-        y = (number_ + 0.5) * row_height
+        y = (row_number + 0.5) * row_height
         for entry, entry_width in row:
             opacity = f'fill-opacity="{number(entry.opacity)}"' if entry.opacity < 1 else ""
             if entry.kind == "patch":
