@@ -338,11 +338,11 @@ def _check_empty_tables(conn: Any, target: PostgresTarget, empty: list[str], all
 def _write_report(target: PostgresTarget, report_dir: str, run_id: int) -> str | None:
     """The run's HTML report, from the tables just published; None when it cannot be written.
 
-    The results are published by then: a report that fails (a missing plotting library on a
-    cluster node, a full disk) is a warning, never a failed run.
+    The results are published by then: a report that fails (its template missing from a
+    cluster node's package, a full disk) is a warning, never a failed run.
     """
     try:
-        # Imported here: matplotlib is needed on the driver only, and only now.
+        # Imported here: the report's template and charts are needed on the driver only, and only now.
         from batch.report.page import write_report
         return str(write_report(target, target.schema, report_dir, run_id))
     except (BatchError, ImportError, OSError) as error:
