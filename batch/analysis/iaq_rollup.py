@@ -9,11 +9,11 @@ overhead than in work.
 from __future__ import annotations
 
 import datetime as dt
-import math
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pandas as pd
 
 from batch.analysis.iaq_partials import (CATEGORY_N, CO2_MAX, CO2_N, CO2_SUM, COVERED_US, LONGEST_US,
@@ -68,15 +68,18 @@ def occupied_us(institute: str, day: dt.date, occupancy: Occupancy, timezone: st
                for start, end in timetable.ranges[day.weekday()])
 
 
-def _not_judged_reason(coverage: float, school_day: bool, rules: IaqRules) -> str | None:
-    if not school_day:
-        return "no occupied CO2 reading"
-    if coverage >= rules.min_day_coverage:
-        return None
+def _not_judged_reasons(coverage: pd.Series, school_day: pd.Series, rules: IaqRules) -> pd.Series:
+    """Why each day is not judged (None: judged). One message per distinct coverage, not per
+    day: a fleet has hundreds of thousands of classroom-days and ~1,000 coverages to word."""
+    reasons = pd.Series(None, index=coverage.index, dtype=object)
+    reasons[~school_day] = "no occupied CO2 reading"
+    short = school_day & ~(coverage >= rules.min_day_coverage)
     # Rounded down: a day just below the minimum never reads as reaching it.
-    covered = math.floor(coverage * 1000) / 10
-    return (f"too little data: {covered:g} % of the occupied time covered "
-            f"(IAQ_MIN_DAY_COVERAGE {rules.min_day_coverage * 100:g} %)")
+    covered = np.floor(coverage[short].to_numpy(dtype=float) * 1000) / 10
+    words = {value: (f"too little data: {value:g} % of the occupied time covered "
+                     f"(IAQ_MIN_DAY_COVERAGE {rules.min_day_coverage * 100:g} %)") for value in set(covered)}
+    reasons[short] = [words[value] for value in covered]
+    return reasons
 
 
 def classroom_day_totals(partials: pd.DataFrame, episodes: pd.DataFrame, rules: IaqRules,
@@ -109,8 +112,7 @@ def classroom_day_totals(partials: pd.DataFrame, episodes: pd.DataFrame, rules: 
     judged = school_day & (days[COVERAGE] >= rules.min_day_coverage)
     days[_SCHOOL_DAY] = school_day
     days[_JUDGED] = judged
-    days[NOT_JUDGED_REASON] = [_not_judged_reason(coverage, school, rules)
-                                for coverage, school in zip(days[COVERAGE], school_day)]
+    days[NOT_JUDGED_REASON] = _not_judged_reasons(days[COVERAGE], school_day, rules)
     days[_BB101_MEAN_MET] = _nullable_flag(
         days[CO2_SUM] / days[CO2_N].where(school_day) < rules.bb101_mean_co2_ppm, judged)
     days[_BB101_PEAK_MET] = _nullable_flag(days[LONGEST_US] <= rules.bb101_peak_us, judged)
