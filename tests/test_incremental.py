@@ -14,6 +14,7 @@ import csv
 import datetime as dt
 import os
 import random
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -227,6 +228,23 @@ class RawFolder:
         self.readings.files[name] = rows
         return FileChanges(changed=1)
 
+    def damage_file(self, rng: random.Random) -> FileChanges:
+        """A file read before, damaged in place: skipped by both runs (SKIP_CORRUPT_FILES), its
+        readings lost."""
+        name = rng.choice(sorted(self.readings.files))
+        path = self.path / name
+        before_ns = path.stat().st_mtime_ns
+        path.write_bytes(b"PAR1 damaged")
+        os.utime(path, ns=(path.stat().st_atime_ns, max(path.stat().st_mtime_ns, before_ns + 2_000_000_000)))
+        del self.readings.files[name]
+        return FileChanges(changed=1)
+
+    def add_junk_file(self, rng: random.Random) -> FileChanges:
+        """A new file that is no Parquet at all (an upload cut short): skipped by both runs."""
+        (self.path / f"part-{self.written:05d}.parquet").write_bytes(b"PAR1 this is not a parquet file")
+        self.written += 1
+        return FileChanges(new=1)
+
     def hidden_files(self, rng: random.Random) -> FileChanges:
         """Files no reader of the folder may read: a copy in progress, a leftover checksum of a
         file no longer there, a job's _SUCCESS marker, a batch write's _temporary folder; the
@@ -252,11 +270,13 @@ STEPS: dict[str, Callable[[RawFolder, random.Random], FileChanges]] = {
     "remove a file": RawFolder.remove_file,
     "rewrite a file": RawFolder.rewrite_file,
     "hidden files": RawFolder.hidden_files,
+    "damage a file": RawFolder.damage_file,
+    "junk file": RawFolder.add_junk_file,
 }
 
 
 def apply_step(folder: RawFolder, kind: str, seed: int) -> FileChanges:
-    if kind == "remove a file" and len([rows for rows in folder.readings.files.values() if rows]) < 2:
+    if kind in ("remove a file", "damage a file") and len([rows for rows in folder.readings.files.values() if rows]) < 2:
         kind = "new days"  # the input never becomes empty: that is another test's error
     changes = STEPS[kind](folder, random.Random(seed))
     files = folder.readings.files
@@ -302,7 +322,7 @@ def assert_same_published(incremental: PostgresTarget, full: PostgresTarget) -> 
 
 def assert_same_totals(incremental: dict[str, Any], full: dict[str, Any]) -> None:
     """The validation totals are over the whole history in both runs."""
-    for column in ("rows_read", "rows_used", "rows_excluded"):
+    for column in ("rows_read", "rows_used", "rows_excluded", "values_nulled"):
         assert incremental[column] == full[column], (
             f"{column}: incremental {incremental[column]}, full {full[column]}")
 
@@ -346,7 +366,7 @@ def assert_file_counts(record: dict[str, Any], changes: FileChanges) -> None:
 
 # --- 1. random sequences of changes to a plain folder ------------------------------------------------
 
-SETTINGS = dict(BATCH_TIMEZONE=TIMEZONE,
+SETTINGS = dict(BATCH_TIMEZONE=TIMEZONE, SKIP_CORRUPT_FILES="true",
                 # A rewrite or removal may leave a compliance table without rows; both runs allow it.
                 ALLOW_EMPTY_TABLES="true")
 step = st.tuples(st.sampled_from(tuple(STEPS)), st.integers(0, 2**32 - 1))
@@ -360,8 +380,10 @@ step = st.tuples(st.sampled_from(tuple(STEPS)), st.integers(0, 2**32 - 1))
        steps=st.lists(step, min_size=1, max_size=3))
 # Every kind of change at least once, whatever the examples drawn (the CI draws few).
 @example(drop_replays=True, first_seed=1, steps=[("late readings", 2), ("replays", 3), ("rewrite a file", 4)])
-@example(drop_replays=False, first_seed=5, steps=[("replays", 6), ("remove a file", 7), ("hidden files", 8)])
-@example(drop_replays=True, first_seed=9, steps=[("drifted file", 10), ("empty file", 11), ("rename a file", 12)])
+@example(drop_replays=False, first_seed=5, steps=[("junk file", 0), ("replays", 6), ("remove a file", 7),
+                                                  ("hidden files", 8)])
+@example(drop_replays=True, first_seed=9, steps=[("drifted file", 10), ("empty file", 11), ("rename a file", 12),
+                                                 ("damage a file", 13)])
 def test_after_any_sequence_of_input_changes_the_incremental_run_publishes_what_a_full_one_does(
         spark: SparkSession, make_target: Callable[..., PostgresTarget], tmp_path: Path,
         drop_replays: bool, first_seed: int, steps: list[tuple[str, int]]) -> None:
@@ -434,6 +456,31 @@ def test_micro_batches_of_a_streaming_sink_between_runs_give_what_a_full_run_giv
         record = run_incremental_and_full(spark, make_target, incremental, sink.folder, **variables)
         assert_mode(record, "incremental")
         assert_file_counts(record, changes)
+
+
+def test_a_sink_recreated_under_the_same_path_and_grown_past_the_state_is_read_whole(
+        spark: SparkSession, make_target: Callable[..., PostgresTarget], tmp_path: Path) -> None:
+    """The streaming job started again from scratch (its output folder and checkpoint deleted),
+    whose new log has passed the batch id of the state before the next analysis: the old
+    files are all gone and the new log's batches up to that id are new."""
+    readings = Readings()
+    rng = random.Random(7)
+    variables = dict(SETTINGS, DROP_REPLAYS="true", REPORT_DIR=str(tmp_path / "reports"))
+    old_sink = MicroBatchSink(spark, tmp_path / "stream", conf=STREAMING_CONF, partition_by=("classroom",))
+    for _ in range(2):
+        old_sink.append_rows(readings.new_days(rng, 1))
+    old_files = sum(map(len, old_sink.files_by_batch.values()))
+    with fresh_target(make_target) as incremental:
+        run_incremental_and_full(spark, make_target, incremental, old_sink.folder, **variables)
+        shutil.rmtree(tmp_path / "stream")
+        sink = MicroBatchSink(spark, tmp_path / "stream", conf=STREAMING_CONF, partition_by=("classroom",))
+        for _ in range(3):
+            sink.append_rows(readings.new_days(rng, 1))
+        assert sink.folder == old_sink.folder and sink.log_names() == {"1.compact", "2"}
+        record = run_incremental_and_full(spark, make_target, incremental, sink.folder, **variables)
+        if record.get("mode") == "incremental":  # a full rebuild is as right here
+            assert_file_counts(record, FileChanges(new=sum(map(len, sink.files_by_batch.values())),
+                                                   removed=old_files))
 
 
 # --- 3. a settings change the state depends on -------------------------------------------------------
