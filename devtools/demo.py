@@ -387,6 +387,33 @@ def ensure_demo_dataset(
     return generate_demo_dataset(output_dir, readings, seed, start, days, force=True)
 
 
+APPENDED_PREFIX = "part-appended-"
+
+
+def append_demo_day(output_dir: Path) -> tuple[date, int]:
+    """Append the day after the demo dataset (and after the days appended before) to its sink,
+    as the streaming job would deliver it: one more part file and one more committed batch in
+    the sink's log. Returns the day and its readings. For trying an incremental run."""
+    output_dir = Path(output_dir)
+    info = read_demo_dataset_info(output_dir)
+    if info is None:
+        raise DemoDatasetError(f"{output_dir} holds no demo dataset: run ./start-spark.sh --demo first")
+    appended = sorted(output_dir.glob(f"{APPENDED_PREFIX}*.parquet"))
+    day = info.start + timedelta(days=info.days + len(appended))
+    staging_dir = _new_sibling(output_dir, "appending")
+    try:
+        # The fleet and its story over that one day, from the demo's seed.
+        generated = generate_demo_dataset(staging_dir / "day", None, info.seed, day, 1)
+        name = f"{APPENDED_PREFIX}{day.isoformat()}.parquet"
+        shutil.move(staging_dir / "day" / generated.files[0], output_dir / name)
+    finally:
+        shutil.rmtree(staging_dir, ignore_errors=True)
+    batches = [int(entry.name.split(".")[0]) for entry in (output_dir / SINK_LOG_DIR).iterdir()
+               if entry.name.split(".")[0].isdigit()]
+    _write_sink_log(output_dir, output_dir.resolve(), [name], first_batch_id=max(batches) + 1)
+    return day, generated.rows
+
+
 def read_demo_dataset_info(output_dir: Path) -> DemoDatasetInfo | None:
     """The marker of a complete demo dataset in `output_dir`, or None if there is none."""
     marker = Path(output_dir) / MARKER_FILE
@@ -703,8 +730,9 @@ def _write_aborted_attempt(folder: Path, committed: str) -> str:
     return orphan
 
 
-def _write_sink_log(folder: Path, final_dir: Path, files: Sequence[str]) -> None:
-    """The `_spark_metadata/` log of a file sink that committed `files`, one micro-batch each.
+def _write_sink_log(folder: Path, final_dir: Path, files: Sequence[str], first_batch_id: int = 0) -> None:
+    """The `_spark_metadata/` log of a file sink that committed `files`, one micro-batch each
+    from `first_batch_id` on (after the batches the log holds).
 
     Written by Spark's own FileStreamSinkLog, so that its format (and compaction) is exactly
     what a streaming query writes. The paths are those the files will have in `final_dir`.
@@ -721,7 +749,7 @@ def _write_sink_log(folder: Path, final_dir: Path, files: Sequence[str]) -> None
         sink_log = streaming.FileStreamSinkLog(
             streaming.FileStreamSinkLog.VERSION(), spark._jsparkSession,
             str(folder / SINK_LOG_DIR), jvm.scala.Option.empty())
-        for batch_id, name in enumerate(files):
+        for batch_id, name in enumerate(files, start=first_batch_id):
             stat = (folder / name).stat()
             uri = jvm.org.apache.hadoop.fs.Path(f"file:{final_dir / name}").toUri().toString()
             statuses = spark.sparkContext._gateway.new_array(streaming.SinkFileStatus, 1)
@@ -1217,6 +1245,10 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--timetable-file", type=Path, default=None, metavar="FILE",
                         help="also write the demo institutes' timetables there, as an "
                              "IAQ_TIMETABLE_FILE")
+    parser.add_argument("--append-day", action="store_true",
+                        help="append one more day to the existing demo dataset's sink (a new "
+                             "part file and sink batch), then stop: the next analysis run is "
+                             "incremental")
     parser.add_argument("--force", action="store_true",
                         help="regenerate even if the folder already holds this demo dataset "
                              "(without it, an existing identical dataset is kept)")
@@ -1226,6 +1258,10 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     try:
+        if arguments.append_day:
+            day, rows = append_demo_day(arguments.output)
+            print(f"appended {day.isoformat()} ({rows} readings) to the demo dataset in {arguments.output}")
+            return 0
         if arguments.force:
             info = generate_demo_dataset(arguments.output, arguments.readings, arguments.seed,
                                          arguments.start, arguments.days, force=True)

@@ -159,11 +159,12 @@ def test_a_failure_while_publishing_keeps_the_previous_results_and_reruns_are_id
     real_write = publish.write_staging
     written: list[str] = []
 
-    def failing_write(conn: Any, target_: PostgresTarget, table: Any, rows: Any, staging: str) -> None:
+    def failing_write(conn: Any, target_: PostgresTarget, table: Any, rows: Any, staging: str,
+                      *deleted_keys: Any) -> None:
         if len(written) == 3:
             raise InjectedFailure("executor lost")
         written.append(staging)
-        real_write(conn, target_, table, rows, staging)
+        real_write(conn, target_, table, rows, staging, *deleted_keys)
 
     monkeypatch.setattr(publish, "write_staging", failing_write)
     with pytest.raises(InjectedFailure):

@@ -231,13 +231,21 @@ def test_sigkill_at_any_point_keeps_the_previous_results_and_the_next_run_recove
         job.kill_tree()
         # Leaving the block releases the test's locks: blocked sessions of the dead job go on,
         # find their client gone and end, rolling back.
+    records = assert_previous_results_kept(target, backends, previous, previous_state)
+    assert records[-1]["status"] == "running"  # nobody could record the death
+    assert_next_run_succeeds_and_abandons(spark, target, datasets.second, killed["run_id"])
+
+
+def assert_previous_results_kept(target: PostgresTarget, backends: set[int], previous: dict[str, Any],
+                                 previous_state: dict[str, Any]) -> list[dict[str, Any]]:
+    """Once the killed job's sessions are gone: the published tables and the incremental state
+    are the previous run's. Returns the run records."""
     with contextlib.closing(admin_connection(target)) as conn:
         wait_until_gone(conn, backends)
         remove_commit_hold(conn, target.schema)
         assert published(conn, target.schema) == previous
         assert state_snapshot(conn, target.schema) == previous_state
-        assert runs(conn, target.schema)[-1]["status"] == "running"  # nobody could record the death
-    assert_next_run_succeeds_and_abandons(spark, target, datasets.second, killed["run_id"])
+        return runs(conn, target.schema)
 
 
 def state_snapshot(conn: Any, schema: str) -> dict[str, list[tuple[Any, ...]]]:
@@ -276,11 +284,7 @@ def test_sigkill_before_an_incremental_runs_commit_keeps_the_previous_tables_and
         assert running_run(admin, target.schema)["mode"] is None  # recorded at the end only
         backends = set(job_backends(admin))
         job.kill_tree()
-    with contextlib.closing(admin_connection(target)) as conn:
-        wait_until_gone(conn, backends)
-        remove_commit_hold(conn, target.schema)
-        assert published(conn, target.schema) == previous
-        assert state_snapshot(conn, target.schema) == previous_state
+    assert_previous_results_kept(target, backends, previous, previous_state)
     summary = run(spark, analysis_settings(target, folder))
     assert (summary.mode, summary.input_files_new, summary.input_files_removed) == ("incremental", 1, 0)
     assert_published_equals_independent(target, datasets.first.rows + datasets.second.rows)

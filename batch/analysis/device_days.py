@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
@@ -26,7 +27,7 @@ from batch.analysis.iaq_settings import IaqRules
 from batch.analysis.incremental import FULL, SOURCE_FILE, FileFacts, Touched
 from batch.analysis.partials import partial_statistics, with_group_keys
 from batch.analysis.state import (EPISODES, PARTIALS, IndexedFile, StateUpdate, month_keys, nullable, read_device_days,
-                                  read_files, read_meta, split_by_month)
+                                  read_files, read_meta, read_row_digests, split_by_month)
 from batch.analysis.statistics import GROUPINGS, READING_DATE, group_keys
 from batch.core.config import public_view
 from batch.core.contract import ANALYSIS_COLUMNS, DEVICE, METRICS, PROFILE, Metric
@@ -51,6 +52,8 @@ class DeviceDays:
     files_removed: int
     readings_read: int
     device_days_recomputed: int
+    # The previous run's digests of the published rows (batch/analysis/delta.py); none on a full run.
+    stored_row_digests: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def compute_device_days(spark: SparkSession, settings: Any, summary: Any, metrics: tuple[Metric, ...],
@@ -124,8 +127,7 @@ def _incremental(spark: SparkSession, settings: Any, summary: Any, metrics: tupl
                 skipped = new_files.skipped
             with summary.phase("aggregate"):
                 new_df = new_df.transform(incremental.with_source_file)
-                facts = incremental.file_facts(new_df)
-                pairs = incremental.touched_pairs(new_df, timezone)
+                facts, pairs = incremental.new_files_facts(new_df, timezone)
         touched = Touched(pairs, frozenset(gone_dates), frozenset(gone | set(facts)))
         older = incremental.overlapping(kept, set(pairs[READING_DATE].to_pylist()) | gone_dates, timezone)
         skipped_keys = {same_file(file) for file in skipped}
@@ -152,6 +154,7 @@ def _incremental(spark: SparkSession, settings: Any, summary: Any, metrics: tupl
             read_device_days(cursor, target.schema, PARTIALS), new_partials, touched)
         episodes, episode_months, _ = _merge(
             read_device_days(cursor, target.schema, EPISODES), new_episodes, touched)
+        stored_row_digests = read_row_digests(cursor, target.schema)
     conn.commit()
     files = kept + _indexed(arriving, skipped, facts)
     return DeviceDays(
@@ -163,7 +166,7 @@ def _incremental(spark: SparkSession, settings: Any, summary: Any, metrics: tupl
         files_new=len(changes.new), files_changed=len(changes.changed),
         files_removed=len(changes.removed),
         readings_read=sum(fact.readings for fact in facts.values()) + sum(file.readings for file in older),
-        device_days_recomputed=recomputed)
+        device_days_recomputed=recomputed, stored_row_digests=stored_row_digests)
 
 
 def _record_input(summary: Any, input_files: InputFiles) -> None:

@@ -102,9 +102,29 @@ def file_facts(readings_df: DataFrame) -> dict[str, FileFacts]:
     """Per file read (by `same_file` key): its readings and sendtime range; one Spark job."""
     facts = collect_to_arrow(readings_df.groupBy(F.input_file_name().alias("file")).agg(
         F.count(F.lit(1)).alias("readings"), F.min(SENDTIME).alias("low"),
-        F.max(SENDTIME).alias("high"))).to_pylist()
+        F.max(SENDTIME).alias("high")))
+    return _facts_by_file(facts)
+
+
+def _facts_by_file(facts: pa.Table) -> dict[str, FileFacts]:
     return {same_file(hadoop_path(row["file"])): FileFacts(row["file"], row["readings"], row["low"], row["high"])
-            for row in facts}
+            for row in facts.to_pylist()}
+
+
+def new_files_facts(readings_df: DataFrame, timezone_name: str) -> tuple[dict[str, FileFacts], pa.Table]:
+    """`file_facts` of the new files, and the distinct (device, local date) of their readings
+    that have both, from one Spark job (the new files are small)."""
+    per_day = collect_to_arrow(
+        readings_df.transform(with_reading_date, timezone_name)
+        .groupBy(F.input_file_name().alias("file"), DEVICE, READING_DATE)
+        .agg(F.count(F.lit(1)).alias("readings"), F.min(SENDTIME).alias("low"),
+             F.max(SENDTIME).alias("high")))
+    facts = per_day.group_by("file").aggregate([("readings", "sum"), ("low", "min"), ("high", "max")])
+    facts = facts.rename_columns([{"readings_sum": "readings", "low_min": "low", "high_max": "high"}.get(name, name)
+                                  for name in facts.column_names])
+    keyed = per_day.filter(pc.and_(pc.is_valid(per_day[DEVICE]), pc.is_valid(per_day[READING_DATE])))
+    pairs = keyed.select([DEVICE, READING_DATE]).group_by([DEVICE, READING_DATE]).aggregate([])
+    return _facts_by_file(facts), pairs
 
 
 def indexed(entries: Iterable[InputEntry], facts: Mapping[str, FileFacts]) -> list[IndexedFile]:
@@ -166,13 +186,6 @@ def overlapping(files: Iterable[IndexedFile], days: Iterable[date], zone: str) -
         if any(start <= file.max_sendtime and file.min_sendtime <= end for start, end in spans):
             chosen.append(file)
     return chosen
-
-
-def touched_pairs(readings_df: DataFrame, timezone_name: str) -> pa.Table:
-    """The distinct (device, local date) of the readings that have both; one Spark job."""
-    return collect_to_arrow(
-        readings_df.filter(F.col(DEVICE).isNotNull() & F.col(SENDTIME).isNotNull())
-        .transform(with_reading_date, timezone_name).select(DEVICE, READING_DATE).distinct())
 
 
 def readings_to_recompute(readings_df: DataFrame, touched: Touched, spark_names: Iterable[str],

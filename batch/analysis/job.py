@@ -13,6 +13,8 @@ from batch.analysis import publish, runs
 from batch.analysis.catalog import RUN_RECORD_COLUMNS, Catalog, build_catalog
 from batch.analysis.health import health_results
 from batch.analysis.health_settings import HEALTH_OPTIONS, HealthSettings
+from batch.analysis.delta import changes as row_changes
+from batch.analysis.delta import row_digests
 from batch.analysis.device_days import compute_device_days
 from batch.analysis.iaq_rollup import iaq_results, public_holidays_in_data
 from batch.analysis.iaq_settings import IAQ_OPTIONS, IaqRules, IaqSettings, parse_ppm
@@ -237,15 +239,18 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
             "iaq_public_holidays_applied": public_holidays_in_data(partials, iaq_rules)})
         for warning in unknown_institutes(iaq_rules.occupancy, set(partials[INSTITUTE].dropna())):
             summary.warn(warning)
-        empty = _stage(publish.StagingWriter(conn, target, catalog.published_tables, summary.run_id),
-                       catalog, _results(partials, episodes, settings, metrics, iaq_rules))
+        staged = _stage(publish.StagingWriter(conn, target, catalog.published_tables, summary.run_id),
+                        catalog, _results(partials, episodes, settings, metrics, iaq_rules),
+                        device_days.stored_row_digests, evolution)
         del partials, episodes
     with summary.phase("publish"):
-        _check_empty_tables(conn, target, empty, settings.allow_empty_tables, summary)
+        _check_empty_tables(conn, target, staged.empty, settings.allow_empty_tables, summary)
         summary.status = "succeeded"
         summary.rows_written = publish.swap_in(
             conn, target, catalog, evolution, summary.run_id, summary.run_record(),
-            also=lambda cursor: write_state(cursor, target.schema, summary.run_id, device_days.update))
+            also=lambda cursor: write_state(cursor, target.schema, summary.run_id, device_days.update,
+                                            staged.row_digests),
+            changed_only=staged.changed_only)
     # The timings through the publish phase are recorded before the report reads them (its
     # phase chart); the report's own time after it is written.
     publish.tidy_up(conn, target, [table.name for table in catalog.published_tables],
@@ -265,11 +270,25 @@ def _results(partials: pd.DataFrame, episodes: pd.DataFrame, settings: AnalysisS
     yield iaq_results(partials, episodes, iaq_rules, settings.batch_timezone)
 
 
-def _stage(writer: publish.StagingWriter, catalog: Catalog,
-           results: Iterator[dict[str, pd.DataFrame]]) -> list[str]:
-    """Stage every published table as soon as its rows are computed; the names of those empty."""
+@dataclass(frozen=True)
+class Staged:
+    """What `_stage` staged: the tables published empty, every table's row digests (kept with
+    the state), and the tables staged as their changed rows only, with their row counts."""
+
+    empty: list[str]
+    row_digests: dict[str, pd.DataFrame]
+    changed_only: dict[str, int]
+
+
+def _stage(writer: publish.StagingWriter, catalog: Catalog, results: Iterator[dict[str, pd.DataFrame]],
+           stored_row_digests: dict[str, pd.DataFrame], evolution: publish.Evolution) -> Staged:
+    """Stage every published table as soon as its rows are computed: whole, or, where the
+    previous run's row digests are stored and the table gains no column, only the rows that
+    changed and the keys to delete (batch/analysis/delta.py)."""
     tables = {table.name: table for table in catalog.published_tables}
     empty: set[str] = set()
+    digests: dict[str, pd.DataFrame] = {}
+    changed_only: dict[str, int] = {}
     with writer:
         for computed in results:
             for name in [name for name in computed if name in tables]:
@@ -277,10 +296,18 @@ def _stage(writer: publish.StagingWriter, catalog: Catalog,
                 rows = table.rows(computed[name])
                 if rows.empty:
                     empty.add(name)
-                writer.write(table, rows)
+                digests[name] = row_digests(rows, table.key)
+                previous = stored_row_digests.get(name)
+                if previous is None or evolution.new_columns.get(name):
+                    writer.write(table, rows)
+                    continue
+                inserted, deleted = row_changes(rows, digests[name], previous, table.key)
+                writer.write(table, inserted, deleted)
+                changed_only[name] = len(rows)
         if tables:
             raise RuntimeError(f"no rows computed for the published tables {sorted(tables)}")
-    return [table.name for table in catalog.published_tables if table.name in empty]
+    return Staged([table.name for table in catalog.published_tables if table.name in empty], digests,
+                  changed_only)
 
 
 def _check_empty_tables(conn: Any, target: PostgresTarget, empty: list[str], allowed: bool,
@@ -311,11 +338,11 @@ def _check_empty_tables(conn: Any, target: PostgresTarget, empty: list[str], all
 def _write_report(target: PostgresTarget, report_dir: str, run_id: int) -> str | None:
     """The run's HTML report, from the tables just published; None when it cannot be written.
 
-    The results are published by then: a report that fails (a missing plotting library on a
-    cluster node, a full disk) is a warning, never a failed run.
+    The results are published by then: a report that fails (its template missing from a
+    cluster node's package, a full disk) is a warning, never a failed run.
     """
     try:
-        # Imported here: matplotlib is needed on the driver only, and only now.
+        # Imported here: the report's template and charts are needed on the driver only, and only now.
         from batch.report.page import write_report
         return str(write_report(target, target.schema, report_dir, run_id))
     except (BatchError, ImportError, OSError) as error:

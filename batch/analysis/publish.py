@@ -255,6 +255,14 @@ def staging_table(table: str, run_id: int) -> str:
     return f"{STAGING_PREFIX}{run_id}_{table}"
 
 
+_DELETED_SUFFIX = "_deleted"
+
+
+def deleted_keys_table(table: str, run_id: int) -> str:
+    """The staging table of the keys an incremental run deletes from `table` (batch/analysis/delta.py)."""
+    return f"{staging_table(table, run_id)}{_DELETED_SUFFIX}"
+
+
 def prepare_staging(conn: psycopg2.extensions.connection, target: PostgresTarget,
                     tables: Sequence[Table], run_id: int) -> None:
     """Fresh, empty staging tables shaped as this release publishes `tables` (without their keys).
@@ -282,8 +290,8 @@ def drop_staging(conn: psycopg2.extensions.connection, target: PostgresTarget,
     conn.rollback()
     with conn.cursor() as cursor:
         for table in tables:
-            cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(
-                qualified(target.schema, staging_table(table, run_id))))
+            for name in (staging_table(table, run_id), deleted_keys_table(table, run_id)):
+                cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(qualified(target.schema, name)))
     conn.commit()
 
 
@@ -320,17 +328,31 @@ def _copy_text(rows: pd.DataFrame, columns: tuple[Column, ...]) -> io.BytesIO:
 
 
 def write_staging(conn: psycopg2.extensions.connection, target: PostgresTarget, table: Table,
-                  rows: pd.DataFrame, staging: str) -> None:
-    """Write `rows` (`Table.rows`) into the staging table `staging` with one COPY.
+                  rows: pd.DataFrame, staging: str, deleted_keys: pd.DataFrame | None = None) -> None:
+    """Write `rows` (`Table.rows`) into the staging table `staging` with one COPY; with
+    `deleted_keys` (an incremental run's changed rows only), those keys into `staging`_deleted.
 
     Published tables are small (one row per group, rolled up in the driver): the job's own
     connection writes them, in one round trip per table.
     """
-    statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
-        qualified(target.schema, staging), sql.SQL(", ").join(map(sql.Identifier, table.column_names)))
-    with conn.cursor() as cursor:
-        cursor.copy_expert(statement.as_string(conn), _copy_text(rows, table.columns))
+    _copy(conn, target, staging, rows, table.columns)
+    if deleted_keys is not None:
+        key_columns = tuple(column for column in table.columns if column.name in table.key)
+        keys_table = f"{staging}{_DELETED_SUFFIX}"
+        with conn.cursor() as cursor:
+            cursor.execute(sql.SQL("CREATE UNLOGGED TABLE {} ({})").format(
+                qualified(target.schema, keys_table),
+                sql.SQL(", ").join(_column_definition(column, constraints=False) for column in key_columns)))
+        _copy(conn, target, keys_table, deleted_keys, key_columns)
     conn.commit()
+
+
+def _copy(conn: psycopg2.extensions.connection, target: PostgresTarget, name: str,
+          rows: pd.DataFrame, columns: tuple[Column, ...]) -> None:
+    statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
+        qualified(target.schema, name), sql.SQL(", ").join(sql.Identifier(column.name) for column in columns))
+    with conn.cursor() as cursor:
+        cursor.copy_expert(statement.as_string(conn), _copy_text(rows, columns))
 
 
 class StagingWriter:
@@ -349,9 +371,10 @@ class StagingWriter:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="staging")
         self._writes: list[Future[None]] = []
 
-    def write(self, table: Table, rows: pd.DataFrame) -> None:
+    def write(self, table: Table, rows: pd.DataFrame, deleted_keys: pd.DataFrame | None = None) -> None:
         self._writes.append(self._thread.submit(
-            write_staging, self._conn, self._target, table, rows, staging_table(table.name, self._run_id)))
+            write_staging, self._conn, self._target, table, rows, staging_table(table.name, self._run_id),
+            deleted_keys))
 
     def __enter__(self) -> StagingWriter:
         return self
@@ -380,9 +403,12 @@ def published_row_counts(conn: psycopg2.extensions.connection, target: PostgresT
 
 def swap_in(conn: psycopg2.extensions.connection, target: PostgresTarget, catalog: Catalog,
             evolution: Evolution, run_id: int, record: Mapping[str, Any],
-            also: Callable[[Any], None] | None = None) -> dict[str, int]:
+            also: Callable[[Any], None] | None = None,
+            changed_only: Mapping[str, int] | None = None) -> dict[str, int]:
     """Replace every published table by its staging table and record the run, in one transaction;
     `also(cursor)` writes in the same transaction (the incremental state: batch/analysis/state.py).
+    `changed_only`: the tables whose staging table holds only their changed rows, with the keys
+    to delete beside it (batch/analysis/delta.py), and how many rows each holds once swapped.
 
     Columns new in this release are added here, to the emptied table, so that readers never
     see them empty; columns are copied by name, whatever their order in the published table.
@@ -390,17 +416,25 @@ def swap_in(conn: psycopg2.extensions.connection, target: PostgresTarget, catalo
     rows_written: dict[str, int] = {}
     try:
         with conn.cursor() as cursor:
+            changed_only = changed_only or {}
             for table in catalog.published_tables:
                 published = qualified(target.schema, table.name)
                 columns = sql.SQL(", ").join(map(sql.Identifier, table.column_names))
-                cursor.execute(sql.SQL("DELETE FROM {}").format(published))
-                for column in evolution.new_columns.get(table.name, ()):
-                    log.info("adding column %s to %s.%s", column.name, target.schema, table.name)
-                    cursor.execute(_add_column(target.schema, table.name, column))
+                if table.name in changed_only:
+                    # Never with new columns: the job stages such a table whole.
+                    cursor.execute(sql.SQL("DELETE FROM {} p USING {} k WHERE {}").format(
+                        published, qualified(target.schema, deleted_keys_table(table.name, run_id)),
+                        sql.SQL(" AND ").join(sql.SQL("p.{name} = k.{name}").format(name=sql.Identifier(name))
+                                              for name in table.key)))
+                else:
+                    cursor.execute(sql.SQL("DELETE FROM {}").format(published))
+                    for column in evolution.new_columns.get(table.name, ()):
+                        log.info("adding column %s to %s.%s", column.name, target.schema, table.name)
+                        cursor.execute(_add_column(target.schema, table.name, column))
                 cursor.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
                     published, columns, columns,
                     qualified(target.schema, staging_table(table.name, run_id))))
-                rows_written[table.name] = cursor.rowcount
+                rows_written[table.name] = changed_only.get(table.name, cursor.rowcount)
                 for statement in comments_ddl(target.schema, table):
                     cursor.execute(statement)
             for view in catalog.views:

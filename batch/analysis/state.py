@@ -5,7 +5,7 @@ the input files they were computed from, and the settings they depend on.
 Internal tables, not for dashboards (docs/tables.md lists them apart):
 - `state_device_days`: the partials and the episodes, one Parquet blob per kind and local
   month of the device-day (`month` 0: the readings without a date or a device, kept per input
-  file). A blob, not a column per partial: the partials are ~80 columns and a run rewrites
+  file); and the digests of every published table's rows (batch/analysis/delta.py). A blob, not a column per partial: the partials are ~80 columns and a run rewrites
   only the months it recomputed; PostgreSQL's COPY of 666,000 device-days x 80 columns took
   longer than the whole roll-up, Arrow writes and reads the same rows in a fraction of it.
 - `state_input_files`: one row per input file read: its size and modification time (how a
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -34,11 +35,14 @@ from psycopg2.extras import execute_values
 from batch.analysis.statistics import READING_DATE
 from batch.core.input_index import InputEntry
 from batch.core.postgres import qualified
+from batch.core.session import arrow_to_pandas
 from batch.core.schema import BIGINT, BYTEA, INTEGER, JSONB, TEXT, TIMESTAMPTZ, Column, Table
 
 # Bumped whenever what a partial column means changes: a state of another version is rebuilt.
 STATE_FORMAT_VERSION = 1
 PARTIALS, EPISODES = "partials", "episodes"
+# The digests of a published table's rows (batch/analysis/delta.py), kind "rows:<table>".
+ROW_DIGESTS = "rows:"
 UNDATED_MONTH = 0
 
 STATE_META = Table(
@@ -79,7 +83,9 @@ STATE_DEVICE_DAYS = Table(
     "partials and episodes every published table is rolled up from, as Parquet, per local month",
     key=("kind", "month"),
     columns=(
-        Column("kind", TEXT, "partials or episodes", nullable=False),
+        Column("kind", TEXT, "partials, episodes, or rows:<table>: the digests of a published "
+               "table's rows (key, two 64-bit hashes), by which a run swaps only its changed rows",
+               nullable=False),
         Column("month", INTEGER, "local month of the device-days, YYYYMM (0: readings without a "
                "date or device, kept per input file)", nullable=False),
         Column("rows", BIGINT, "rows in the blob", nullable=False),
@@ -172,12 +178,24 @@ def read_device_days(cursor: Any, schema: str, kind: str) -> pa.Table:
     return pa.concat_tables(parts)
 
 
-def write_state(cursor: Any, schema: str, run_id: int, update: StateUpdate) -> None:
-    """Replace the state by `update`'s, inside the caller's transaction (the swap's)."""
+def read_row_digests(cursor: Any, schema: str) -> dict[str, pd.DataFrame]:
+    """The stored digests of every published table's rows, by table name."""
+    cursor.execute(sql.SQL("SELECT kind, data FROM {} WHERE starts_with(kind, %s)").format(
+        qualified(schema, STATE_DEVICE_DAYS.name)), (ROW_DIGESTS,))
+    return {kind[len(ROW_DIGESTS):]: arrow_to_pandas(pq.read_table(io.BytesIO(bytes(data))))
+            for kind, data in cursor.fetchall()}
+
+
+def write_state(cursor: Any, schema: str, run_id: int, update: StateUpdate,
+                row_digests: Mapping[str, pd.DataFrame]) -> None:
+    """Replace the state by `update`'s and the published rows' digests, inside the caller's
+    transaction (the swap's)."""
     device_days = qualified(schema, STATE_DEVICE_DAYS.name)
     if update.full:
         cursor.execute(sql.SQL("DELETE FROM {}").format(device_days))
-    for kind, months in update.months.items():
+    blobs = {**update.months, **{ROW_DIGESTS + table: {UNDATED_MONTH: pa.Table.from_pandas(digests, preserve_index=False)}
+                                 for table, digests in row_digests.items()}}
+    for kind, months in blobs.items():
         for month, rows in months.items():
             cursor.execute(sql.SQL("DELETE FROM {} WHERE kind = %s AND month = %s").format(device_days),
                            (kind, month))

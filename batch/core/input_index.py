@@ -37,7 +37,7 @@ from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
 from batch.core.errors import InputError, InputNotFoundError
-from batch.core.readers import SINK_LOG_DIR, _is_data_file, hadoop_path, same_file
+from batch.core.readers import SINK_LOG_DIR, _is_data_file, existing_folder, hadoop_path, same_file
 from batch.core.spark_errors import spark_error_chain
 
 # The sink log's format, FileStreamSinkLog.VERSION (Spark 2.0 to 3.5).
@@ -104,11 +104,8 @@ def list_input(spark: SparkSession, path: str, after_batch_id: int | None = None
     when the log allows it (see the module's docstring).
     """
     jvm = spark.sparkContext._jvm
-    root = jvm.org.apache.hadoop.fs.Path(path)
     try:
-        fs = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-        if not fs.exists(root):
-            raise InputNotFoundError(f"input path {path} does not exist")
+        fs, root = existing_folder(spark, path)
         log_dir = jvm.org.apache.hadoop.fs.Path(root, SINK_LOG_DIR)
         if not fs.isDirectory(log_dir):
             return InputListing(root=path, is_sink=False, entries=_list_folder(fs, root),

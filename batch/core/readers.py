@@ -168,11 +168,8 @@ def discover_input_files(spark: SparkSession, path: str, skip_corrupt_files: boo
 def _list_input_files(spark: SparkSession, path: str) -> tuple[list[str], tuple[str, ...]]:
     """(the files Spark's reader reads, the uncommitted part files of a sink folder)."""
     jvm = spark.sparkContext._jvm
-    folder = jvm.org.apache.hadoop.fs.Path(path)
     try:
-        fs = folder.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-        if not fs.exists(folder):
-            raise InputNotFoundError(f"input path {path} does not exist")
+        fs, folder = existing_folder(spark, path)
         is_sink = fs.isDirectory(jvm.org.apache.hadoop.fs.Path(folder, SINK_LOG_DIR))
         files = _spark_input_files(spark, path)
         if not files:
@@ -188,6 +185,16 @@ def _list_input_files(spark: SparkSession, path: str) -> tuple[list[str], tuple[
     except Py4JJavaError as error:
         raise InputNotFoundError(f"cannot list input path {path}: {spark_error_chain(error)[0]}") from None
     return files, uncommitted
+
+
+def existing_folder(spark: SparkSession, path: str) -> tuple[Any, Any]:
+    """(the Hadoop FileSystem of `path`, its Path); InputNotFoundError if nothing is there.
+    Java errors are the caller's to word."""
+    folder = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(path)
+    fs = folder.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if not fs.exists(folder):
+        raise InputNotFoundError(f"input path {path} does not exist")
+    return fs, folder
 
 
 def _spark_input_files(spark: SparkSession, path: str) -> list[str]:

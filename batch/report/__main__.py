@@ -2,7 +2,7 @@
 from the published tables (batch/report/page.py).
 
 Declared as the jobs' are (batch.core.config Options, a batch.core.cli JobDefinition), and
-light: `--help` and a mistyped option are answered without importing the page's plotting
+light: `--help` and a mistyped option are answered without importing the page's charts
 and catalog code, nor pyspark. Exit codes: batch/core/errors.py.
 """
 from __future__ import annotations

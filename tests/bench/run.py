@@ -27,6 +27,8 @@ publish share of the analysis' wall time from the job's SUMMARY_JSON phase_secon
 table of the targets; then the analysis alone at each --scaling size not already measured,
 alternating: time per million readings and peak memory (the process tree, and the PySpark
 driver alone) from each smaller size to the largest.
+
+`tests/bench/run.sh --nightly ...` runs issue 22's nightly scenario instead (tests/bench/nightly.py).
 """
 from __future__ import annotations
 
@@ -38,7 +40,8 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 import psycopg2
@@ -73,6 +76,8 @@ class Measurement:
     driver_peak_mib: float
     load: str
     phases: dict[str, float]
+    # The job's whole SUMMARY_JSON (issue 22's nightly scenario reads its mode and counts).
+    summary: dict[str, Any] = field(default_factory=dict)
 
 
 def load_average() -> str:
@@ -154,56 +159,84 @@ def _submit(script: Path, *args: str, jars: bool = False) -> list[str]:
     return command + [str(script), *args]
 
 
+def summary_path(work: Path) -> Path:
+    """Where the job under measure writes its SUMMARY_JSON (read by `measure`)."""
+    return work / "analysis-summary.json"
+
+
+def analysis_environment(raw: Path, server: local_postgres.LocalPostgres, work: Path,
+                         schema: str) -> dict[str, str]:
+    """The environment of this package's job on `raw`, publishing to `schema` on `server`."""
+    return {**_spark_env(), "RAW_DATA_PATH": str(raw), "SPARK_MASTER": MASTER,
+            **server.environment(), "POSTGRES_PASSWORD": "", "POSTGRES_SCHEMA": schema,
+            "SUMMARY_JSON": str(summary_path(work)), "LOG_DIR": str(work / "logs"),
+            "RUN_DIR": str(work / "run"), "REPORT_DIR": str(work / "reports"),
+            "BATCH_TIMEZONE": "Europe/Rome"}
+
+
+def analysis_command(*job_options: str) -> list[str]:
+    """This package's job as a user runs it."""
+    return [str(PROJECT_ROOT / "start-spark.sh"), "--foreground", *job_options]
+
+
+def seed_variant(raw: Path, server: local_postgres.LocalPostgres) -> tuple[list[str], dict[str, str]]:
+    """The seed-style reference's command and environment, writing to the server's `public`."""
+    url = f"jdbc:postgresql://{server.host}:{server.port}/{server.database}"
+    return (_submit(BENCH / "seed_reference.py", str(raw), url, server.user, "public", jars=True),
+            {**_spark_env(), "BENCH_POSTGRES_PASSWORD": server.password()})
+
+
+def before_variant(before: Path, analysis_env: dict[str, str],
+                   schema: str) -> tuple[list[str], dict[str, str]]:
+    """The job of the --before tree with this tree's job environment, publishing to `schema`."""
+    # Its launcher finds its own Spark and Python: none of this tree's.
+    own = {name: value for name, value in analysis_env.items()
+           if name not in ("SPARK_HOME", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")}
+    # Run from its own folder: an earlier launcher may resolve its settings from there.
+    return (["bash", "-c", 'cd "$1" && exec ./start-spark.sh --foreground', "before", str(before)],
+            {**own, **_before_env(before), "POSTGRES_SCHEMA": schema})
+
+
 def variants(raw: Path, server: local_postgres.LocalPostgres, work: Path,
              before: Path | None) -> Plan:
     """Each variant's command, environment and summary file (this package's job only)."""
     env = _spark_env()
-    summary = work / "analysis-summary.json"
+    summary = summary_path(work)
     # A schema per input: each run replaces the results of the same input, as a nightly run
     # replaces the previous night's, not those of the other shape.
     input_name = re.sub(r"[^a-z0-9]", "_", raw.name.lower())
-    analysis_env = {**env, "RAW_DATA_PATH": str(raw), "SPARK_MASTER": MASTER,
-                    **server.environment(), "POSTGRES_PASSWORD": "",
-                    "POSTGRES_SCHEMA": f"bench_{input_name}",
-                    "SUMMARY_JSON": str(summary), "LOG_DIR": str(work / "logs"),
-                    "RUN_DIR": str(work / "run"), "REPORT_DIR": str(work / "reports"),
-                    "BATCH_TIMEZONE": "Europe/Rome"}
-    seed_env = {**env, "BENCH_POSTGRES_PASSWORD": server.password()}
-    url = f"jdbc:postgresql://{server.host}:{server.port}/{server.database}"
+    analysis_env = analysis_environment(raw, server, work, f"bench_{input_name}")
     plan: Plan = {
-        "analysis": ([str(PROJECT_ROOT / "start-spark.sh"), "--foreground"], analysis_env, summary),
-        "seed": (_submit(BENCH / "seed_reference.py", str(raw), url, server.user, "public", jars=True),
-                 seed_env, None),
+        "analysis": (analysis_command(), analysis_env, summary),
+        "seed": (*seed_variant(raw, server), None),
         "floor": (_submit(BENCH / "spark_floor.py", str(raw)), env, None),
         "duckdb": ([sys.executable, str(BENCH / "duckdb_reference.py"), str(raw), "Europe/Rome"],
                    env, None),
     }
     if before is not None:
         # Its own schema: its tables may be shaped differently.
-        # Its launcher finds its own Spark and Python: none of this tree's.
-        own = {name: value for name, value in analysis_env.items()
-               if name not in ("SPARK_HOME", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")}
-        # Run from its own folder: an earlier launcher may resolve its settings from there.
-        plan["before"] = (["bash", "-c", 'cd "$1" && exec ./start-spark.sh --foreground', "before",
-                           str(before)],
-                          {**own, **_before_env(before),
-                           "POSTGRES_SCHEMA": f"bench_before_{input_name}"},
-                          summary)
+        plan["before"] = (*before_variant(before, analysis_env, f"bench_before_{input_name}"), summary)
     return plan
 
 
-def vacuum(server: local_postgres.LocalPostgres) -> None:
+def vacuum(server: local_postgres.LocalPostgres, database: str | None = None) -> None:
     """VACUUM the benchmark's database before a run, outside its timing: a nightly run starts on
     tables that autovacuum cleaned in the day since the last one, not on the dead rows of a run
     a minute earlier, whose autovacuum would otherwise fall on whichever run comes next."""
-    conn = psycopg2.connect(host=server.host, port=server.port, dbname=server.database,
-                            user=server.user, password=server.password())
+    conn = connect(server, database)
     try:
-        conn.autocommit = True
         with conn.cursor() as cursor:
             cursor.execute("VACUUM")
     finally:
         conn.close()
+
+
+def connect(server: local_postgres.LocalPostgres, database: str | None = None):
+    """An autocommit connection to `database` (default: the server's own) as its superuser."""
+    conn = psycopg2.connect(host=server.host, port=server.port, dbname=database or server.database,
+                            user=server.user, password=server.password())
+    conn.autocommit = True
+    return conn
 
 
 def measure(variant: str, shape: str, rows: int, plan: Plan, log_dir: Path) -> Measurement:
@@ -213,12 +246,13 @@ def measure(variant: str, shape: str, rows: int, plan: Plan, log_dir: Path) -> M
         summary_json.unlink(missing_ok=True)  # never the previous run's phases
     load = load_average()
     seconds, cpu_seconds, sampler = run_sampled(variant, command, env, log_path)
-    phases: dict[str, float] = {}
+    summary: dict[str, Any] = {}
     if summary_json is not None and summary_json.exists():
-        phases = json.loads(summary_json.read_text()).get("phase_seconds") or {}
+        summary = json.loads(summary_json.read_text())
+    phases = summary.get("phase_seconds") or {}
     result = Measurement(variant, shape, rows, round(seconds, 2), round(cpu_seconds, 1),
                          round(sampler.peak_tree_kib / 1024, 1),
-                         round(sampler.peak_driver_kib / 1024, 1), load, phases)
+                         round(sampler.peak_driver_kib / 1024, 1), load, phases, summary)
     print(f"  {variant:<9} {shape:<9} {rows:>11,} rows {result.seconds:8.2f} s (CPU "
           f"{result.cpu_seconds:6.1f} s)  peak {result.peak_mib:7.1f} MiB (driver "
           f"{result.driver_peak_mib:6.1f})  load {load} -> {load_average()}"
@@ -312,6 +346,11 @@ def alternate(variants_: list[str], repeat: int) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    if "--nightly" in argv:
+        # Issue 22's scenario has its own sizes, variants and report (tests/bench/nightly.py).
+        from tests.bench.nightly import main as nightly_main
+
+        return nightly_main([arg for arg in argv if arg != "--nightly"])
     parser = argparse.ArgumentParser(prog="tests/bench/run.sh", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000, 5_000_000],
                         help="input sizes, readings (default: 100000 1000000 5000000)")

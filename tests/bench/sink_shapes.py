@@ -13,8 +13,10 @@ Timestamps are TIMESTAMP_MICROS (footer statistics usable), or INT96 with --int9
 sink writes them by default (no usable statistics).
 
 `append_day`: one more school day as a streaming job delivers it, DAY_MICRO_BATCHES micro-batches
-holding about 1/730 of the history's readings, LATE_SHARE of them late readings of older days
+holding about 1/730 of the history's readings, LATE_SHARE of them late readings of the last LATE_DAYS days
 (arrived today, sent on a random earlier school day), in arrival order.
+
+`plain_copy`: the same readings as a few files of a plain folder (the small-file cost).
 
 A sink's log names its files by absolute path, so a sink cannot be moved or copied as a folder:
 `copy_sink` copies the files and writes the log again for the copy (a benchmark repetition
@@ -42,13 +44,18 @@ from pyspark.sql import SparkSession
 from batch.core.readers import SINK_LOG_DIR
 from batch.core.session import session_conf
 from devtools.demo import CONTRACT_ARROW_TYPES
-from tests.bench.shapes import SCHOOL_MONTHS, SEED, _column, ensure_many_days, school_days
+from tests.bench.shapes import SEED, _column, ensure_many_days, school_days
 
 MIN_MICRO_BATCHES = 400
 MICRO_BATCH_READINGS = 12_500
 DAY_MICRO_BATCHES = 4
 HISTORY_DAYS = 730  # two years: one more day is about 1/730 of the history
 LATE_SHARE = 0.01
+# Late readings were sent on one of the history's last LATE_DAYS days: uplinks a gateway
+# buffered while offline, delivered when it reconnects (LoRaWAN network servers keep them for
+# days, not years). Spread over the whole history, 1 % of a day's readings would touch a
+# fifth of all days at 20M and make every night re-read half of the history.
+LATE_DAYS = 10
 # What the sink's files and log describe (hidden from Spark's reader and the package's).
 MANIFEST = "_bench_sink.json"
 # A long-running sink's log: Spark's default compaction (10) and retention (100 batches), the
@@ -112,7 +119,7 @@ def append_day(spark: SparkSession, sink: Path) -> DayAppended:
     late = np.zeros(count, dtype=bool)
     late[rng.choice(count, round(count * LATE_SHARE), replace=False)] = True
     history = np.array([np.datetime64(d, "D") for d in school_days()] +
-                       [np.datetime64(d, "D") for d in days_so_far[1:]])
+                       [np.datetime64(d, "D") for d in days_so_far[1:]])[-LATE_DAYS:]
     sent_day = np.where(late, history[rng.integers(0, len(history), count)], np.datetime64(day, "D"))
     seconds = rng.integers(7 * 3600, 17 * 3600, count)
     sendtime = sent_day.astype("datetime64[us]").astype(np.int64) + seconds * 1_000_000
@@ -134,6 +141,34 @@ def append_day(spark: SparkSession, sink: Path) -> DayAppended:
     _write_manifest(sink, manifest)
     return DayAppended(day, tuple(range(first_batch, first_batch + len(new_batches))), count,
                        int(late.sum()))
+
+
+def plain_copy(sink: Path, destination: Path, files: int) -> Path:
+    """The sink's committed readings, in its order, as `files` Parquet files of a plain folder
+    (no log, one file written at once as a batch job writes it): the same readings in few
+    files, to measure what the sink's small files cost."""
+    manifest = _read_manifest(sink)
+    parts = [sink / name for batch in manifest["batches"] for name in batch]
+    total = sum(pq.ParquetFile(part).metadata.num_rows for part in parts)
+    bounds = np.linspace(0, total, files + 1).round().astype(int)[1:]
+    staging = destination.with_name(destination.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    pending, written, index = [], 0, 0
+    for part in parts:
+        table = pq.read_table(part, coerce_int96_timestamp_unit="us").cast(_SCHEMA)
+        while table.num_rows:
+            size = min(table.num_rows, int(bounds[index]) - written)
+            pending.append(table.slice(0, size))
+            table, written = table.slice(size), written + size
+            if written == bounds[index]:
+                pq.write_table(pa.concat_tables(pending), staging / f"part-{index:05d}.snappy.parquet",
+                               compression="snappy", use_deprecated_int96_timestamps=manifest["int96"])
+                pending, index = [], index + 1
+    assert written == total and index == files, (written, total, index)
+    shutil.rmtree(destination, ignore_errors=True)
+    staging.rename(destination)
+    return destination
 
 
 def _write_history(monthly: Path, folder: Path, readings: int, int96: bool) -> list[list[str]]:
@@ -179,8 +214,10 @@ def _devices(monthly: Path) -> pa.Table:
 
 
 def _next_school_day(day: date) -> date:
+    """The next weekday: the history ends on 30 June, and the night after it comes on 1 July,
+    not after the summer (whose 60 days would add 60 offline health rows per device)."""
     day += timedelta(days=1)
-    while day.weekday() >= 5 or day.month not in SCHOOL_MONTHS:
+    while day.weekday() >= 5:
         day += timedelta(days=1)
     return day
 
