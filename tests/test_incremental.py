@@ -35,6 +35,8 @@ from tests.test_analysis import analysis_settings, run
 from tests.test_properties import PROFILE
 
 TIMEZONE = "Europe/Rome"
+
+
 def apply_step(folder: RawFolder, kind: str, seed: int) -> FileChanges:
     if kind in ("remove a file", "damage a file") and len([rows for rows in folder.readings.files.values() if rows]) < 2:
         kind = "new days"  # the input never becomes empty: that is another test's error
@@ -139,6 +141,7 @@ step = st.tuples(st.sampled_from(tuple(STEPS)), st.integers(0, 2**32 - 1))
                                                   ("hidden files", 8)])
 @example(drop_replays=True, first_seed=9, steps=[("drifted file", 10), ("empty file", 11), ("rename a file", 12),
                                                  ("damage a file", 13)])
+@example(drop_replays=False, first_seed=14, steps=[("file lacking institute", 15)])
 def test_after_any_sequence_of_input_changes_the_incremental_run_publishes_what_a_full_one_does(
         spark: SparkSession, make_target: Callable[..., PostgresTarget], tmp_path: Path,
         drop_replays: bool, first_seed: int, steps: list[tuple[str, int]]) -> None:

@@ -178,6 +178,16 @@ class RawFolder:
         pq.write_table(table, path, use_deprecated_int96_timestamps=sendtime_kind == "int96")
         return FileChanges(new=1, detail=f"{path.name}: sendtime {sendtime_kind}, no {missing}")
 
+    def add_file_lacking_institute(self, rows: list[dict[str, Any]]) -> FileChanges:
+        """A file without the `institute` column other files have (a fault of the writing
+        pipeline): its readings cannot be attributed and are excluded."""
+        for row in rows:
+            row["institute"] = None
+        path = self.path / f"part-{self.written:05d}.parquet"
+        self.add_file(rows)
+        pq.write_table(pq.read_table(path).drop_columns(["institute"]), path)
+        return FileChanges(new=1)
+
     def rename_file(self, rng: random.Random) -> FileChanges:
         """A file moved to another name: to a listing, one file removed and one new."""
         name = rng.choice(sorted(self.readings.files))
@@ -245,6 +255,7 @@ STEPS: dict[str, Callable[[RawFolder, random.Random], FileChanges]] = {
     "drifted file": lambda folder, rng: folder.add_drifted_file(
         folder.readings.late(rng) + folder.readings.new_days(rng, 1), rng),
     "empty file": lambda folder, rng: folder.add_file([]),
+    "file lacking institute": lambda folder, rng: folder.add_file_lacking_institute(folder.readings.late(rng)),
     "rename a file": RawFolder.rename_file,
     "remove a file": RawFolder.remove_file,
     "rewrite a file": RawFolder.rewrite_file,
