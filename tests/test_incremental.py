@@ -100,7 +100,13 @@ def run_incremental_and_full(spark: SparkSession, make_target: Callable[..., Pos
     with fresh_target(make_target) as full:
         run(spark, analysis_settings(full, raw, FULL_REBUILD="true", **variables))
         full_record = last_record(full)
-        assert_same_published(incremental, full)
+        try:
+            assert_same_published(incremental, full)
+        except AssertionError as error:  # with what the run said it did
+            said = ", ".join(f"{column} {record[column]}" for column in (
+                "mode", "mode_reason", "input_files_new", "input_files_changed", "input_files_removed",
+                "readings_read_this_run", "device_days_recomputed"))
+            raise AssertionError(f"{error}\nthe incremental run's record: {said}") from None
     assert_same_totals(record, full_record)
     assert (summary.mode, summary.mode_reason) == (record["mode"], record["mode_reason"])
     assert full_record["mode"] == "full"
