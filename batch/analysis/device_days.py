@@ -9,7 +9,6 @@ for the bound); the state is kept as the same tables (batch/analysis/state.py).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,8 +65,11 @@ def compute_device_days(spark: SparkSession, settings: Any, summary: Any, metric
     summary.mode, summary.mode_reason = incremental.choose_mode(meta, current, settings.full_rebuild)
     log.info("%s run: %s", summary.mode, summary.mode_reason)
     with summary.phase("read"):
+        # An incremental run lists a sink's log from the batch after the state's last one.
+        after = meta if summary.mode != FULL and meta is not None else None
         listing = list_input(spark, settings.raw_data_path,
-                             None if summary.mode == FULL or meta is None else meta.last_sink_batch_id)
+                             after.last_sink_batch_id if after else None,
+                             after.last_sink_batch_marker if after else None)
     if summary.mode == FULL:
         return _full(spark, settings, summary, metrics, iaq_rules, listing, current)
     return _incremental(spark, settings, summary, metrics, iaq_rules, listing, current, conn, target)
@@ -86,11 +88,13 @@ def _full(spark: SparkSession, settings: Any, summary: Any, metrics: tuple[Metri
             return (*_aggregate(readings_df, settings, metrics, iaq_rules), facts, input_files)
 
     partials, episodes, facts, input_files = without_damaged_files(attempt, settings.skip_corrupt_files)
-    files = _indexed(listing.entries, input_files.skipped, facts)
+    # A file skipped as damaged is indexed with no reading: read again once it changes, or by --full.
+    files = incremental.indexed(listing.entries, facts)
     return DeviceDays(
         partials, episodes,
         StateUpdate(full=True, months={PARTIALS: split_by_month(partials), EPISODES: split_by_month(episodes)},
-                    files=tuple(files), fingerprint=current, last_sink_batch_id=listing.latest_batch_id),
+                    files=tuple(files), fingerprint=current, last_sink_batch_id=listing.latest_batch_id,
+                    last_sink_batch_marker=listing.latest_batch_marker),
         files_new=len(files), files_changed=0, files_removed=0,
         readings_read=sum(file.readings for file in files),
         device_days_recomputed=_device_days(partials))
@@ -115,7 +119,7 @@ def _incremental(spark: SparkSession, settings: Any, summary: Any, metrics: tupl
              len(changes.changed), len(changes.removed))
 
     def attempt(unreadable: tuple[str, ...]) -> tuple[pa.Table | None, pa.Table | None, dict[str, FileFacts],
-                                                      list[IndexedFile], Touched, tuple[str, ...]]:
+                                                      list[IndexedFile], Touched]:
         facts: dict[str, FileFacts] = {}
         pairs = pa.table({DEVICE: pa.array([], pa.string()), READING_DATE: pa.array([], pa.date32())})
         skipped: tuple[str, ...] = ()
@@ -125,9 +129,10 @@ def _incremental(spark: SparkSession, settings: Any, summary: Any, metrics: tupl
                     spark, settings.raw_data_path, _columns_read(metrics), settings.skip_corrupt_files,
                     unreadable, files=tuple(entry.path for entry in arriving))
                 skipped = new_files.skipped
-            with summary.phase("aggregate"):
-                new_df = new_df.transform(incremental.with_source_file)
-                facts, pairs = incremental.new_files_facts(new_df, timezone)
+            if new_df is not None:  # None: every new file skipped as damaged
+                with summary.phase("aggregate"):
+                    new_df = new_df.transform(incremental.with_source_file)
+                    facts, pairs = incremental.new_files_facts(new_df, timezone)
         touched = Touched(pairs, frozenset(gone_dates), frozenset(gone | set(facts)))
         older = incremental.overlapping(kept, set(pairs[READING_DATE].to_pylist()) | gone_dates, timezone)
         skipped_keys = {same_file(file) for file in skipped}
@@ -135,19 +140,21 @@ def _incremental(spark: SparkSession, settings: Any, summary: Any, metrics: tupl
         to_read += [file.entry.path for file in older]
         if not to_read:
             _record_input(summary, InputFiles(root=settings.raw_data_path, groups=()))
-            return None, None, facts, older, touched, skipped
+            return None, None, facts, older, touched
         with summary.phase("read"):
             readings_df, input_files = read_raw_readings(
                 spark, settings.raw_data_path, _columns_read(metrics), settings.skip_corrupt_files,
                 unreadable, files=tuple(to_read))
             _record_input(summary, input_files)
+        if readings_df is None:  # every file to read again skipped as damaged
+            return None, None, facts, older, touched
         with summary.phase("aggregate"):
             recompute_df = incremental.readings_to_recompute(
                 readings_df.transform(incremental.with_source_file), touched,
                 [fact.spark_name for fact in facts.values()], timezone, spark)
-            return (*_aggregate(recompute_df, settings, metrics, iaq_rules), facts, older, touched, skipped)
+            return (*_aggregate(recompute_df, settings, metrics, iaq_rules), facts, older, touched)
 
-    new_partials, new_episodes, facts, older, touched, skipped = without_damaged_files(
+    new_partials, new_episodes, facts, older, touched = without_damaged_files(
         attempt, settings.skip_corrupt_files)
     with summary.phase("aggregate"), conn.cursor() as cursor:
         partials, partial_months, recomputed = _merge(
@@ -156,13 +163,14 @@ def _incremental(spark: SparkSession, settings: Any, summary: Any, metrics: tupl
             read_device_days(cursor, target.schema, EPISODES), new_episodes, touched)
         stored_row_digests = read_row_digests(cursor, target.schema)
     conn.commit()
-    files = kept + _indexed(arriving, skipped, facts)
+    files = kept + incremental.indexed(arriving, facts)
     return DeviceDays(
         partials, episodes,
         StateUpdate(full=False, months={PARTIALS: split_by_month(partials, partial_months),
                                         EPISODES: split_by_month(episodes, episode_months)},
                     files=tuple(files), fingerprint=current,
-                    last_sink_batch_id=listing.latest_batch_id),
+                    last_sink_batch_id=listing.latest_batch_id,
+                    last_sink_batch_marker=listing.latest_batch_marker),
         files_new=len(changes.new), files_changed=len(changes.changed),
         files_removed=len(changes.removed),
         readings_read=sum(fact.readings for fact in facts.values()) + sum(file.readings for file in older),
@@ -195,13 +203,6 @@ def _device_days(table: pa.Table) -> int:
     keys = table.select([DEVICE, READING_DATE])
     keyed = keys.filter(pc.and_(pc.is_valid(keys[DEVICE]), pc.is_valid(keys[READING_DATE])))
     return keyed.group_by([DEVICE, READING_DATE]).aggregate([]).num_rows
-
-
-def _indexed(entries: Any, skipped: Iterable[str], facts: dict[str, FileFacts]) -> list[IndexedFile]:
-    """The index rows of the listed files read (a file skipped as damaged is not indexed: the
-    next run tries it again)."""
-    left_out = {same_file(file) for file in skipped}
-    return incremental.indexed([entry for entry in entries if same_file(entry.path) not in left_out], facts)
 
 
 def _columns_read(metrics: tuple[Metric, ...]) -> tuple[str, ...]:

@@ -207,8 +207,10 @@ def ensure_schema(conn: psycopg2.extensions.connection, target: PostgresTarget,
                 f"the published tables of schema {target.schema} at {target.address} differ from "
                 "what this release publishes; nothing was written. Review and run:\n  "
                 + "\n  ".join(to_run))
-        for column in new_columns.pop(catalog.runs.name, ()):
-            cursor.execute(_add_column(target.schema, catalog.runs.name, column))
+        # Tables written row by row get their new columns at once.
+        for table in (catalog.runs, *catalog.state_tables):
+            for column in new_columns.pop(table.name, ()):
+                cursor.execute(_add_column(target.schema, table.name, column))
         for statement in comments_ddl(target.schema, catalog.runs):
             cursor.execute(statement)
     conn.commit()

@@ -55,6 +55,8 @@ STATE_META = Table(
         Column("fingerprint", JSONB, "settings the partials depend on (files by their contents' hash)",
                nullable=False),
         Column("last_sink_batch_id", BIGINT, "last streaming sink batch read (null: a plain folder)"),
+        Column("last_sink_batch_marker", TEXT, "that batch's log file: name, size, modification "
+               "time (another file there: the sink was recreated, every file is listed)"),
         Column("run_id", BIGINT, "run that wrote the state (batch_runs)", nullable=False),
         Column("written_at", TIMESTAMPTZ, "when the state was written", nullable=False),
     ),
@@ -111,6 +113,7 @@ class StoredMeta:
     format_version: int
     fingerprint: dict[str, Any]
     last_sink_batch_id: int | None
+    last_sink_batch_marker: str | None
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,7 @@ class StateUpdate:
     files: tuple[IndexedFile, ...]
     fingerprint: Mapping[str, Any]
     last_sink_batch_id: int | None
+    last_sink_batch_marker: str | None
 
 
 def nullable(schema: pa.Schema) -> pa.Schema:
@@ -153,10 +157,10 @@ def _parquet(table: pa.Table) -> bytes:
 
 
 def read_meta(cursor: Any, schema: str) -> StoredMeta | None:
-    cursor.execute(sql.SQL("SELECT format_version, fingerprint, last_sink_batch_id FROM {}").format(
-        qualified(schema, STATE_META.name)))
+    cursor.execute(sql.SQL("SELECT format_version, fingerprint, last_sink_batch_id, last_sink_batch_marker "
+                           "FROM {}").format(qualified(schema, STATE_META.name)))
     row = cursor.fetchone()
-    return None if row is None else StoredMeta(row[0], row[1], row[2])
+    return None if row is None else StoredMeta(*row)
 
 
 def read_files(cursor: Any, schema: str) -> tuple[IndexedFile, ...]:
@@ -213,7 +217,7 @@ def write_state(cursor: Any, schema: str, run_id: int, update: StateUpdate,
     meta = qualified(schema, STATE_META.name)
     cursor.execute(sql.SQL("DELETE FROM {}").format(meta))
     cursor.execute(sql.SQL(
-        "INSERT INTO {} (format_version, fingerprint, last_sink_batch_id, run_id, written_at) "
-        "VALUES (%s, %s, %s, %s, %s)").format(meta),
+        "INSERT INTO {} (format_version, fingerprint, last_sink_batch_id, last_sink_batch_marker, run_id, "
+        "written_at) VALUES (%s, %s, %s, %s, %s, %s)").format(meta),
         (STATE_FORMAT_VERSION, json.dumps(dict(update.fingerprint), sort_keys=True),
-         update.last_sink_batch_id, run_id, datetime.now(timezone.utc)))
+         update.last_sink_batch_id, update.last_sink_batch_marker, run_id, datetime.now(timezone.utc)))

@@ -80,6 +80,9 @@ class InputListing:
     complete: bool
     latest_batch_id: int | None = None
     after_batch_id: int | None = None
+    # The latest batch's log file as `log_file_marker` gives it: a later listing that finds
+    # another file under that batch id knows the sink was recreated.
+    latest_batch_marker: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,11 +100,14 @@ class InputChanges:
         return not (self.new or self.changed or self.removed)
 
 
-def list_input(spark: SparkSession, path: str, after_batch_id: int | None = None) -> InputListing:
+def list_input(spark: SparkSession, path: str, after_batch_id: int | None = None,
+               after_batch_marker: str | None = None) -> InputListing:
     """The input files under `path`: a sink folder's committed files, or a plain folder's files.
 
     `after_batch_id`: the last sink batch the caller has read; only later batches are listed
-    when the log allows it (see the module's docstring).
+    when the log allows it (see the module's docstring) and, given `after_batch_marker`, when
+    that batch's log file is still the one the caller read (a sink deleted and started again
+    may have grown past it: then every committed file is listed).
     """
     jvm = spark.sparkContext._jvm
     try:
@@ -110,7 +116,7 @@ def list_input(spark: SparkSession, path: str, after_batch_id: int | None = None
         if not fs.isDirectory(log_dir):
             return InputListing(root=path, is_sink=False, entries=_list_folder(fs, root),
                                 complete=True)
-        return _list_sink(jvm, fs, path, log_dir, after_batch_id)
+        return _list_sink(jvm, fs, path, log_dir, after_batch_id, after_batch_marker)
     except Py4JJavaError as error:
         raise InputNotFoundError(f"cannot list input path {path}: {spark_error_chain(error)[0]}") from None
 
@@ -169,21 +175,25 @@ def _list_folder(fs: Any, root: Any) -> tuple[InputEntry, ...]:
     return tuple(sorted(entries, key=lambda entry: entry.path))
 
 
-def _list_sink(jvm: Any, fs: Any, path: str, log_dir: Any, after_batch_id: int | None) -> InputListing:
-    log_files = _log_files(fs, log_dir)
+def _list_sink(jvm: Any, fs: Any, path: str, log_dir: Any, after_batch_id: int | None,
+               after_batch_marker: str | None) -> InputListing:
+    statuses = _log_files(fs, log_dir)
+    log_files = {batch_id: status.getPath().getName() for batch_id, status in statuses.items()}
     if not log_files:
         return InputListing(root=path, is_sink=True, entries=(), complete=True)
     latest = max(log_files)
     compactions = [batch_id for batch_id, name in log_files.items() if name.endswith(COMPACT_SUFFIX)]
     last_compaction = max(compactions, default=-1)
-    if after_batch_id is not None and last_compaction <= after_batch_id <= latest:
+    same_log = after_batch_marker is None or (
+        after_batch_id in statuses and log_file_marker(statuses[after_batch_id]) == after_batch_marker)
+    if after_batch_id is not None and last_compaction <= after_batch_id <= latest and same_log:
         # Every batch after the caller's last one is still a delta file of its own.
         batch_ids = range(after_batch_id + 1, latest + 1)
         complete = False
     else:
         # No state, a compaction since (it merges batches without their ids), or a log that
-        # starts again below the caller's last batch (the sink was recreated): what Spark's
-        # index reads, the latest compaction and the delta files after it.
+        # starts again below the caller's last batch or holds another file under it (the sink
+        # was recreated): what Spark's index reads, the latest compaction and the deltas after it.
         batch_ids = range(max(last_compaction, 0), latest + 1)
         complete = True
     entries: dict[str, InputEntry] = {}
@@ -205,17 +215,24 @@ def _list_sink(jvm: Any, fs: Any, path: str, log_dir: Any, after_batch_id: int |
     return InputListing(root=path, is_sink=True,
                         entries=tuple(sorted(entries.values(), key=lambda entry: entry.path)),
                         complete=complete, latest_batch_id=latest,
-                        after_batch_id=None if complete else after_batch_id)
+                        after_batch_id=None if complete else after_batch_id,
+                        latest_batch_marker=log_file_marker(statuses[latest]))
 
 
-def _log_files(fs: Any, log_dir: Any) -> dict[int, str]:
-    """{batch id: file name} of the sink log; other names (.crc, temporary files) are not batches."""
+def log_file_marker(status: Any) -> str:
+    """A sink log file (Hadoop FileStatus) as name, size and modification time: a log file is
+    written once, under a temporary name, then renamed."""
+    return f"{status.getPath().getName()}:{status.getLen()}:{status.getModificationTime()}"
+
+
+def _log_files(fs: Any, log_dir: Any) -> dict[int, Any]:
+    """{batch id: FileStatus} of the sink log; other names (.crc, temporary files) are not batches."""
     files = {}
     for status in fs.listStatus(log_dir):
         name = status.getPath().getName()
         stem = name[:-len(COMPACT_SUFFIX)] if name.endswith(COMPACT_SUFFIX) else name
         if stem.isdigit():
-            files[int(stem)] = name
+            files[int(stem)] = status
     return files
 
 

@@ -119,17 +119,21 @@ def read_raw_readings(
     skip_corrupt_files: bool = False,
     unreadable: tuple[str, ...] = (),
     files: tuple[str, ...] | None = None,
-) -> tuple[DataFrame, InputFiles]:
+) -> tuple[DataFrame | None, InputFiles]:
     """Readings under `path` (any URI Spark reads) with exactly `columns`, typed as the contract says.
 
     `unreadable` names files already found damaged (SKIP_CORRUPT_FILES): left out, reported skipped.
-    `files`: only these files under `path` (an incremental run's), instead of every input file.
+    `files`: only these files under `path` (an incremental run's), instead of every input file:
+    none of them readable gives no DataFrame, and a required column they all lack makes them
+    files lacking it (the input's other files have it: the run that stored them read it).
     """
     input_files = discover_input_files(spark, path, skip_corrupt_files, unreadable, files)
+    if not input_files.groups:
+        return None, input_files
     # basePath keeps partition columns (key=value folders) when files are listed one by one.
     group_dfs = [spark.read.option("basePath", input_files.root).parquet(*files)
                  for files in input_files.groups]
-    input_files = _require_columns(group_dfs, input_files)
+    input_files = _require_columns(group_dfs, input_files, some_of_the_input=files is not None)
     conformed = [_conform(df, columns, files) for df, files in zip(group_dfs, input_files.groups)]
     return reduce(DataFrame.unionByName, conformed), input_files
 
@@ -159,7 +163,7 @@ def discover_input_files(spark: SparkSession, path: str, skip_corrupt_files: boo
             skipped.append(file)
             continue
         groups[schema_or_error].append(file)
-    if not groups:
+    if not groups and only is None:
         raise InputNotFoundError(f"no readable Parquet file under {path}")
     return InputFiles(root=path, groups=tuple(tuple(g) for g in groups.values()),
                       skipped=tuple(skipped), uncommitted=uncommitted)
@@ -272,12 +276,14 @@ def _read_footer_schemas(spark: SparkSession, files: list[str]) -> list[str | Co
         return list(pool.map(schema, files))
 
 
-def _require_columns(group_dfs: list[DataFrame], input_files: InputFiles) -> InputFiles:
-    """Refuse a required column missing everywhere; name the files lacking one other files have."""
+def _require_columns(group_dfs: list[DataFrame], input_files: InputFiles,
+                     some_of_the_input: bool = False) -> InputFiles:
+    """Refuse a required column missing everywhere (unless these files are `some_of_the_input`);
+    name the files lacking one other files have."""
     schemas = [{field.name for field in df.schema.fields} for df in group_dfs]
     present = set().union(*schemas)
     for column in REQUIRED_COLUMNS:
-        if column not in present:
+        if column not in present and not some_of_the_input:
             raise MissingColumnError(
                 f"required column `{column}` is missing from every Parquet file under "
                 f"{input_files.root}; columns found: {', '.join(sorted(present))}")
