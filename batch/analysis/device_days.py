@@ -46,18 +46,14 @@ class DeviceDays:
     partials: pa.Table
     episodes: pa.Table
     update: StateUpdate
-    files_new: int
-    files_changed: int
-    files_removed: int
-    readings_read: int
-    device_days_recomputed: int
     # The previous run's digests of the published rows (batch/analysis/delta.py); none on a full run.
     stored_row_digests: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def compute_device_days(spark: SparkSession, settings: Any, summary: Any, metrics: tuple[Metric, ...],
                         iaq_rules: IaqRules, conn: Any, target: PostgresTarget) -> DeviceDays:
-    """`settings`: the run's AnalysisSettings; `summary`: its RunSummary (mode, phases, input)."""
+    """`settings`: the run's AnalysisSettings; `summary`: its RunSummary, whose mode, input,
+    input changes, readings read and device-days recomputed this fills."""
     current = incremental.fingerprint(public_view(settings), metrics)
     with conn.cursor() as cursor:
         meta = read_meta(cursor, target.schema)
@@ -90,14 +86,12 @@ def _full(spark: SparkSession, settings: Any, summary: Any, metrics: tuple[Metri
     partials, episodes, facts, input_files = without_damaged_files(attempt, settings.skip_corrupt_files)
     # A file skipped as damaged is indexed with no reading: read again once it changes, or by --full.
     files = incremental.indexed(listing.entries, facts)
+    _record_work(summary, len(files), 0, 0, sum(file.readings for file in files), _device_days(partials))
     return DeviceDays(
         partials, episodes,
         StateUpdate(full=True, months={PARTIALS: split_by_month(partials), EPISODES: split_by_month(episodes)},
                     files=tuple(files), fingerprint=current, last_sink_batch_id=listing.latest_batch_id,
-                    last_sink_batch_marker=listing.latest_batch_marker),
-        files_new=len(files), files_changed=0, files_removed=0,
-        readings_read=sum(file.readings for file in files),
-        device_days_recomputed=_device_days(partials))
+                    last_sink_batch_marker=listing.latest_batch_marker))
 
 
 def _incremental(spark: SparkSession, settings: Any, summary: Any, metrics: tuple[Metric, ...],
@@ -164,6 +158,9 @@ def _incremental(spark: SparkSession, settings: Any, summary: Any, metrics: tupl
         stored_row_digests = read_row_digests(cursor, target.schema)
     conn.commit()
     files = kept + incremental.indexed(arriving, facts)
+    _record_work(summary, len(changes.new), len(changes.changed), len(changes.removed),
+                 sum(fact.readings for fact in facts.values()) + sum(file.readings for file in older),
+                 recomputed)
     return DeviceDays(
         partials, episodes,
         StateUpdate(full=False, months={PARTIALS: split_by_month(partials, partial_months),
@@ -171,10 +168,15 @@ def _incremental(spark: SparkSession, settings: Any, summary: Any, metrics: tupl
                     files=tuple(files), fingerprint=current,
                     last_sink_batch_id=listing.latest_batch_id,
                     last_sink_batch_marker=listing.latest_batch_marker),
-        files_new=len(changes.new), files_changed=len(changes.changed),
-        files_removed=len(changes.removed),
-        readings_read=sum(fact.readings for fact in facts.values()) + sum(file.readings for file in older),
-        device_days_recomputed=recomputed, stored_row_digests=stored_row_digests)
+        stored_row_digests=stored_row_digests)
+
+
+def _record_work(summary: Any, new: int, changed: int, removed: int, readings_read: int,
+                 device_days_recomputed: int) -> None:
+    """What the run did, in the summary (a full run counts every file it read as new)."""
+    summary.input_files_new, summary.input_files_changed, summary.input_files_removed = new, changed, removed
+    summary.readings_read_this_run = readings_read
+    summary.device_days_recomputed = device_days_recomputed
 
 
 def _record_input(summary: Any, input_files: InputFiles) -> None:
@@ -200,9 +202,7 @@ def _merge(stored: pa.Table, recomputed: pa.Table | None, touched: Touched) -> t
 
 
 def _device_days(table: pa.Table) -> int:
-    keys = table.select([DEVICE, READING_DATE])
-    keyed = keys.filter(pc.and_(pc.is_valid(keys[DEVICE]), pc.is_valid(keys[READING_DATE])))
-    return keyed.group_by([DEVICE, READING_DATE]).aggregate([]).num_rows
+    return incremental.keyed_device_days(table).num_rows
 
 
 def _columns_read(metrics: tuple[Metric, ...]) -> tuple[str, ...]:

@@ -35,7 +35,7 @@ from batch.analysis.partials import with_reading_date
 from batch.analysis.state import STATE_FORMAT_VERSION, IndexedFile, StoredMeta
 from batch.analysis.statistics import READING_DATE
 from batch.core.contract import DEVICE, SENDTIME, Metric
-from batch.core.input_index import InputChanges, InputEntry
+from batch.core.input_index import InputEntry
 from batch.core.readers import hadoop_path, same_file
 from batch.core.session import collect_to_arrow
 
@@ -122,9 +122,14 @@ def new_files_facts(readings_df: DataFrame, timezone_name: str) -> tuple[dict[st
     facts = per_day.group_by("file").aggregate([("readings", "sum"), ("low", "min"), ("high", "max")])
     facts = facts.rename_columns([{"readings_sum": "readings", "low_min": "low", "high_max": "high"}.get(name, name)
                                   for name in facts.column_names])
-    keyed = per_day.filter(pc.and_(pc.is_valid(per_day[DEVICE]), pc.is_valid(per_day[READING_DATE])))
-    pairs = keyed.select([DEVICE, READING_DATE]).group_by([DEVICE, READING_DATE]).aggregate([])
-    return _facts_by_file(facts), pairs
+    return _facts_by_file(facts), keyed_device_days(per_day)
+
+
+def keyed_device_days(table: pa.Table) -> pa.Table:
+    """The distinct (device, local date) of `table`'s rows that have both."""
+    keys = table.select([DEVICE, READING_DATE])
+    keyed = keys.filter(pc.and_(pc.is_valid(keys[DEVICE]), pc.is_valid(keys[READING_DATE])))
+    return keyed.group_by([DEVICE, READING_DATE]).aggregate([])
 
 
 def indexed(entries: Iterable[InputEntry], facts: Mapping[str, FileFacts]) -> list[IndexedFile]:
@@ -225,7 +230,3 @@ def replaced_mask(stored: pa.Table, touched: Touched) -> pa.ChunkedArray:
     in_gone = pc.fill_null(pc.is_in(sources, value_set=pa.array(gone, pa.string())), False)
     unkeyed_replaced = pc.and_(pc.invert(keyed), in_gone)
     return pc.or_(keyed_replaced, unkeyed_replaced)
-
-
-def changed_files(changes: InputChanges) -> tuple[InputEntry, ...]:
-    return changes.new + changes.changed

@@ -19,7 +19,7 @@ from batch.analysis.device_days import compute_device_days
 from batch.analysis.iaq_rollup import iaq_results, public_holidays_in_data
 from batch.analysis.iaq_settings import IAQ_OPTIONS, IaqRules, IaqSettings, parse_ppm
 from batch.analysis.rollup import rollup_all, validation_counts
-from batch.analysis.state import write_state
+from batch.analysis.state import state_blobs, write_state
 from batch.analysis.statistics import GROUPINGS
 from batch.analysis.timetable import unknown_institutes
 from batch.core import cli
@@ -217,11 +217,6 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
     # In the driver: groups, not readings (see batch.analysis.rollup for the bound), where
     # every table is rolled up.
     device_days = compute_device_days(spark, settings, summary, metrics, iaq_rules, conn, target)
-    summary.input_files_new = device_days.files_new
-    summary.input_files_changed = device_days.files_changed
-    summary.input_files_removed = device_days.files_removed
-    summary.readings_read_this_run = device_days.readings_read
-    summary.device_days_recomputed = device_days.device_days_recomputed
     with summary.phase("aggregate"):
         partials, episodes = arrow_to_pandas(device_days.partials), arrow_to_pandas(device_days.episodes)
         counts = validation_counts(partials, metrics)
@@ -243,13 +238,13 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
                         catalog, _results(partials, episodes, settings, metrics, iaq_rules),
                         device_days.stored_row_digests, evolution)
         del partials, episodes
+        blobs = state_blobs(device_days.update, staged.row_digests)
     with summary.phase("publish"):
         _check_empty_tables(conn, target, staged.empty, settings.allow_empty_tables, summary)
         summary.status = "succeeded"
         summary.rows_written = publish.swap_in(
             conn, target, catalog, evolution, summary.run_id, summary.run_record(),
-            also=lambda cursor: write_state(cursor, target.schema, summary.run_id, device_days.update,
-                                            staged.row_digests),
+            also=lambda cursor: write_state(cursor, target.schema, summary.run_id, device_days.update, blobs),
             changed_only=staged.changed_only)
     # The timings through the publish phase are recorded before the report reads them (its
     # phase chart); the report's own time after it is written.

@@ -190,22 +190,31 @@ def read_row_digests(cursor: Any, schema: str) -> dict[str, pd.DataFrame]:
             for kind, data in cursor.fetchall()}
 
 
-def write_state(cursor: Any, schema: str, run_id: int, update: StateUpdate,
-                row_digests: Mapping[str, pd.DataFrame]) -> None:
-    """Replace the state by `update`'s and the published rows' digests, inside the caller's
-    transaction (the swap's)."""
+# (kind, month) -> (rows, Parquet bytes), or None for a month left with no row (deleted).
+StateBlobs = dict[tuple[str, int], "tuple[int, bytes] | None"]
+
+
+def state_blobs(update: StateUpdate, row_digests: Mapping[str, pd.DataFrame]) -> StateBlobs:
+    """The rows of `state_device_days` a run writes: the months of `update` and every published
+    table's row digests, serialised before the swap, which then only inserts them."""
+    tables = {**update.months, **{ROW_DIGESTS + table: {UNDATED_MONTH: pa.Table.from_pandas(digests, preserve_index=False)}
+                                  for table, digests in row_digests.items()}}
+    return {(kind, month): (rows.num_rows, _parquet(rows)) if rows.num_rows or month == UNDATED_MONTH else None
+            for kind, months in tables.items() for month, rows in months.items()}
+
+
+def write_state(cursor: Any, schema: str, run_id: int, update: StateUpdate, blobs: StateBlobs) -> None:
+    """Replace the state by `update`'s, with its `state_blobs`, inside the caller's transaction
+    (the swap's)."""
     device_days = qualified(schema, STATE_DEVICE_DAYS.name)
     if update.full:
         cursor.execute(sql.SQL("DELETE FROM {}").format(device_days))
-    blobs = {**update.months, **{ROW_DIGESTS + table: {UNDATED_MONTH: pa.Table.from_pandas(digests, preserve_index=False)}
-                                 for table, digests in row_digests.items()}}
-    for kind, months in blobs.items():
-        for month, rows in months.items():
-            cursor.execute(sql.SQL("DELETE FROM {} WHERE kind = %s AND month = %s").format(device_days),
-                           (kind, month))
-            if rows.num_rows or month == UNDATED_MONTH:
-                cursor.execute(sql.SQL("INSERT INTO {} (kind, month, rows, data) VALUES (%s, %s, %s, %s)")
-                               .format(device_days), (kind, month, rows.num_rows, _parquet(rows)))
+    for (kind, month), blob in blobs.items():
+        cursor.execute(sql.SQL("DELETE FROM {} WHERE kind = %s AND month = %s").format(device_days),
+                       (kind, month))
+        if blob is not None:
+            cursor.execute(sql.SQL("INSERT INTO {} (kind, month, rows, data) VALUES (%s, %s, %s, %s)")
+                           .format(device_days), (kind, month, *blob))
     files = qualified(schema, STATE_INPUT_FILES.name)
     cursor.execute(sql.SQL("DELETE FROM {}").format(files))
     execute_values(cursor, sql.SQL(
