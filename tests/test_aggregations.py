@@ -15,8 +15,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_type
 
 from batch.analysis.catalog import build_catalog
-from batch.analysis.partials import collect_partials, partial_statistics
-from batch.analysis.rollup import rollup_all, validation_counts
+from batch.analysis.partials import collect_partials, partial_statistics, with_group_keys
+from batch.analysis.rollup import rollup_all, rollup_in_spark, validation_counts
 from batch.analysis.statistics import GROUPINGS, group_keys, output_columns
 from batch.core.contract import ANALYSIS_COLUMNS, METRIC_NAMES, canonical_schema
 from batch.core.session import collect_to_pandas
@@ -232,3 +232,40 @@ def test_output_columns_match_the_published_dataframes(spark: SparkSession) -> N
         table = stats(df, grouping.table)
         assert [(f.name, f.type) for f in pa.Schema.from_pandas(table, preserve_index=False)] == [
             (c.name, to_arrow_type(c.type.spark)) for c in output_columns(grouping, Thresholds())]
+
+
+def test_spark_rollup_equals_the_driver_rollup(spark: SparkSession) -> None:
+    # The scale path (batch.analysis.rollup.rollup_in_spark: the parts merged by Spark over
+    # partials that never reach the driver) against the driver's roll-up of the same partials,
+    # every grouping: ISO weeks across a year end, months, values missing, readings excluded.
+    rng = random.Random(22)
+    rows = []
+    for _ in range(600):
+        institute = rng.choice(["i1", "i2"])
+        classroom = rng.choice(["1A", "2B", None])  # None: excluded (no classroom)
+        sent = at(2024, 12, 20, 7) + dt.timedelta(minutes=rng.randrange(60 * 24 * 60))
+        rows.append((f"{institute}-{classroom}-{rng.randrange(2)}", institute, classroom, sent,
+                     rng.choice([None, rng.uniform(15, 28)]), rng.uniform(20, 70),
+                     rng.choice([None, rng.uniform(400, 3000), 50_000.0])))  # 50,000: out of range
+    partials_df = with_group_keys(
+        readings(spark, rows).transform(validate_readings, METRIC_NAMES, False)
+        .transform(partial_statistics, "Europe/Rome", Thresholds()), group_keys(GROUPINGS)).cache()
+    driver = rollup_all(collect_to_pandas(partials_df), GROUPINGS)
+    for grouping in GROUPINGS:
+        keys = list(grouping.key_names)
+        expected = driver[grouping.table].sort_values(keys).reset_index(drop=True)
+        actual = rollup_in_spark(partials_df, grouping).sort_values(keys).reset_index(drop=True)
+        assert list(actual.columns) == list(expected.columns) == [
+            column.name for column in output_columns(grouping, Thresholds())]
+        assert len(expected) > 1
+        for name in expected.columns:
+            left, right = expected[name], actual[name]
+            if pd.api.types.is_datetime64_any_dtype(left):
+                assert (pd.to_datetime(left, utc=True) == pd.to_datetime(right, utc=True)).all(), name
+            elif pd.api.types.is_float_dtype(left):
+                assert left.isna().equals(right.isna()), name
+                assert right[left.notna()].to_numpy() == pytest.approx(left[left.notna()].to_numpy(),
+                                                                      rel=1e-9), name
+            else:
+                assert left.astype(object).tolist() == right.astype(object).tolist(), name
+    partials_df.unpersist()

@@ -360,3 +360,29 @@ def test_a_run_table_of_an_earlier_version_gets_the_new_columns(
     run(spark, analysis_settings(target, raw, FULL_REBUILD="true"))
     record = last_run(target)
     assert (record["status"], record["uncommitted_files"]) == ("succeeded", {"count": 0, "first": []})
+
+
+def test_every_published_table_is_built_with_exactly_its_catalog_columns(
+        spark: SparkSession, tmp_path: Path, make_target: Callable[..., PostgresTarget]) -> None:
+    # Table.rows selects the catalog's columns from what the roll-ups computed: a column computed
+    # under another name than the catalog's, or computed and never published, is caught here.
+    from batch.analysis.catalog import build_catalog
+    from batch.analysis.device_days import _aggregate, _columns_read
+    from batch.analysis.incremental import with_source_file
+    from batch.analysis.job import _results
+    from batch.core.contract import METRICS
+    from batch.core.readers import read_raw_readings
+    from batch.core.session import arrow_to_pandas
+
+    settings = analysis_settings(make_target(), write_dataset(tmp_path / "raw").folder,
+                                 BATCH_TIMEZONE="Europe/Rome")
+    rules = settings.iaq.rules()
+    readings_df, _ = read_raw_readings(spark, settings.raw_data_path, _columns_read(METRICS), False, ())
+    partials, episodes = _aggregate(readings_df.transform(with_source_file), settings, METRICS, rules)
+    catalog = build_catalog(settings.thresholds, settings.batch_timezone, METRICS, iaq=settings.iaq,
+                            health=settings.health)
+    built = {name: list(frame.columns)
+             for computed in _results(arrow_to_pandas(partials), arrow_to_pandas(episodes), settings, METRICS, rules)
+             for name, frame in computed.items()}
+    assert {name: sorted(columns) for name, columns in built.items()} == {
+        table.name: sorted(table.column_names) for table in catalog.published_tables}

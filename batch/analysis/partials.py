@@ -9,11 +9,10 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from batch.analysis.statistics import (COUNT_PART, HITS_PART, M2_PART, MAX_PART, MIN_PART, READING_DATE,
-                                       SHARES, SUM_PART, GroupKey, Thresholds, partial_column)
+from batch.analysis.statistics import READING_DATE, GroupKey, Thresholds, partial_parts
 from batch.core.contract import CLASSROOM, DEVICE, INSTITUTE, METRICS, SENDTIME, Metric
 from batch.core.session import collect_to_pandas
-from batch.core.validation import EXCLUSION_REASON, REPLAYS, out_of_range_flag
+from batch.core.validation import EXCLUSION_REASON
 
 LOCAL_MICROS = "local_micros"
 MICROS_PER_DAY = 86_400_000_000
@@ -61,30 +60,7 @@ def partial_statistics(validated_df: DataFrame, timezone: str, thresholds: Thres
     (the device `profile`: a string aggregate would turn the hash aggregation into a sort-based
     one).
     """
-    aggregates = [
-        F.count(F.lit(1)).alias("readings"),
-        F.sum(REPLAYS).cast("long").alias(REPLAYS),
-        F.min(SENDTIME).alias("first_reading_at"),
-        F.max(SENDTIME).alias("last_reading_at"),
-    ]
-    for metric in metrics:
-        value = F.col(metric.name)
-        n = F.count(value)
-        aggregates += [
-            n.alias(partial_column(metric.name, COUNT_PART)),
-            # The mean is sum / n, as Spark's avg computes it, without avg's own buffers.
-            F.sum(value).alias(partial_column(metric.name, SUM_PART)),
-            # var_pop is Spark's stable central-moment aggregate; times n it is M2.
-            (F.var_pop(value) * n).alias(partial_column(metric.name, M2_PART)),
-            F.min(value).alias(partial_column(metric.name, MIN_PART)),
-            F.max(value).alias(partial_column(metric.name, MAX_PART)),
-            F.sum(out_of_range_flag(metric.name)).cast("long").alias(out_of_range_flag(metric.name)),
-        ]
-    aggregates += [
-        F.count(F.when(share.condition(F.col(share.metric), thresholds), 1))
-        .alias(partial_column(share.name, HITS_PART))
-        for share in SHARES
-    ]
+    aggregates = [part.aggregate(thresholds).alias(part.name) for part in partial_parts(metrics)]
     aggregates += extra_aggregates
     return (
         validated_df.transform(with_reading_date, timezone)

@@ -1,5 +1,6 @@
-"""The roll-up of the collected partial statistics (batch/analysis/partials.py) to every
-published grouping, and the run's validation counts, in the driver (pandas).
+"""The roll-up of the partial statistics (batch/analysis/partials.py) to every published
+grouping, driven by the measures of batch/analysis/statistics.py: in the driver (pandas) from
+the collected partials, or in Spark (`rollup_in_spark`); and the run's validation counts.
 
 The partials are groups, not readings (one row per device and local day), so the roll-up runs
 in the driver instead of as more Spark stages whose fixed cost exceeded the work; its memory
@@ -11,10 +12,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from batch.analysis.statistics import (COUNT_PART, HITS_PART, M2_PART, MAX_PART, MIN_PART, SHARES, SUM_PART,
-                                       Grouping, partial_column)
-from batch.core.contract import DEVICE, METRICS, Metric
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from batch.analysis.statistics import (DISTINCT, MAX, MIN, SUM, Grouping, Measure, Merged, Part, Variance,
+                                       measures)
+from batch.core.contract import METRICS, Metric
 from batch.core.validation import EXCLUSION_REASON, EXCLUSION_REASONS, REPLAY_REASON, REPLAYS, out_of_range_flag
+
+
+def _parts(used: tuple[Measure, ...]) -> list[Part]:
+    """The parts `used` need, once each, the variances last (they merge with the group's mean)."""
+    parts = list({part.name: part for measure in used for part in measure.parts}.values())
+    return sorted(parts, key=lambda part: isinstance(part.merge, Variance))
 
 
 def _values(partials: pd.DataFrame, name: str) -> np.ndarray:
@@ -22,43 +32,63 @@ def _values(partials: pd.DataFrame, name: str) -> np.ndarray:
     return partials[name].to_numpy(dtype=float, na_value=0.0)
 
 
-def _rollup_grouping(included: pd.DataFrame, grouping: Grouping, metrics: tuple[Metric, ...]) -> pd.DataFrame:
-    """One grouping's statistics from the included partials: one row per group."""
+def _finished(keys: pd.DataFrame, merged: Merged, used: tuple[Measure, ...]) -> pd.DataFrame:
+    result = keys.copy()
+    for measure in used:
+        result[measure.name] = measure.finish(merged)
+    return result.reset_index(drop=True)
+
+
+def _rollup_grouping(included: pd.DataFrame, grouping: Grouping, used: tuple[Measure, ...]) -> pd.DataFrame:
+    """One grouping's statistics from the included partials, one row per group, merged in the driver."""
     keys = list(grouping.key_names)
     codes = included.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
     groups = int(codes.max()) + 1 if len(codes) else 0
     by_group = included.groupby(codes, sort=True)
-    result = by_group[keys].first()
-    result["readings"] = by_group["readings"].sum()
-    result["devices"] = by_group[DEVICE].nunique()
-    result["first_reading_at"] = by_group["first_reading_at"].min()
-    result["last_reading_at"] = by_group["last_reading_at"].max()
-    lowest = by_group[[partial_column(metric.name, MIN_PART) for metric in metrics]].min()
-    highest = by_group[[partial_column(metric.name, MAX_PART) for metric in metrics]].max()
-    totals = {name: np.bincount(codes, weights=_values(included, name), minlength=groups)
-              for name in [partial_column(share.name, HITS_PART) for share in SHARES]}
-    for metric in metrics:
-        n_i = _values(included, partial_column(metric.name, COUNT_PART))
-        sum_i = _values(included, partial_column(metric.name, SUM_PART))
-        n = np.bincount(codes, weights=n_i, minlength=groups)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(n > 0, np.bincount(codes, weights=sum_i, minlength=groups) / n, np.nan)
-            # Chan et al.: M2 of a union = sum of the parts' M2 + n_i * (mean_i - mean)^2.
-            spread = np.where(n_i > 0, _values(included, partial_column(metric.name, M2_PART))
-                              + n_i * (sum_i / n_i - mean[codes]) ** 2, 0.0)
-            m2 = np.bincount(codes, weights=spread, minlength=groups)
-            stddev = np.where(n > 1, np.sqrt(np.maximum(m2, 0.0) / (n - 1)), np.nan)
-        result[f"{metric.name}_count"] = n.astype(np.int64)
-        result[f"{metric.name}_mean"] = mean
-        result[f"{metric.name}_min"] = lowest[partial_column(metric.name, MIN_PART)]
-        result[f"{metric.name}_max"] = highest[partial_column(metric.name, MAX_PART)]
-        result[f"{metric.name}_stddev"] = stddev
-        totals[partial_column(metric.name, COUNT_PART)] = n
-    for share in SHARES:
-        n = totals[partial_column(share.metric, COUNT_PART)]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            result[share.name] = np.where(n > 0, totals[partial_column(share.name, HITS_PART)] / n, np.nan)
-    return result.reset_index(drop=True)
+    merged: dict[str, object] = {}
+    for part in _parts(used):
+        if part.merge == SUM:
+            merged[part.name] = np.bincount(codes, weights=_values(included, part.name), minlength=groups)
+        elif part.merge in (MIN, MAX):
+            merged[part.name] = getattr(by_group[part.name], part.merge)()
+        elif part.merge == DISTINCT:
+            merged[part.name] = by_group[part.name].nunique()
+        else:  # a Variance, once its count and sum are merged
+            n_i, sum_i = _values(included, part.merge.count), _values(included, part.merge.total)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean = merged[part.merge.total] / merged[part.merge.count]
+                spread = np.where(n_i > 0, _values(included, part.name) + n_i * (sum_i / n_i - mean[codes]) ** 2,
+                                  0.0)
+            merged[part.name] = np.bincount(codes, weights=spread, minlength=groups)
+    return _finished(by_group[keys].first(), merged, used)
+
+
+def rollup_in_spark(partials_df: DataFrame, grouping: Grouping,
+                    metrics: tuple[Metric, ...] = METRICS) -> pd.DataFrame:
+    """One grouping's statistics from partials kept in Spark (the state, however large): the
+    parts merged by Spark, the same measures finished in the driver on one row per group.
+    The path past the driver's memory (docs/incremental.md, "Scale")."""
+    used = measures(metrics)
+    keys = list(grouping.key_names)
+    included = partials_df.where(F.col(EXCLUSION_REASON).isNull())
+    by_group = Window.partitionBy(*keys)
+    merges = []
+    for part in _parts(used):
+        column = F.col(part.name)
+        if part.merge == SUM:
+            merges.append(F.coalesce(F.sum(column).cast("double"), F.lit(0.0)).alias(part.name))
+        elif part.merge in (MIN, MAX):
+            merges.append(getattr(F, part.merge)(column).alias(part.name))
+        elif part.merge == DISTINCT:
+            merges.append(F.countDistinct(column).alias(part.name))
+        else:
+            n_i, sum_i = F.col(part.merge.count), F.col(part.merge.total)
+            mean = F.sum(sum_i).over(by_group) / F.sum(n_i).over(by_group)
+            spread = F.when(n_i > 0, column + n_i * (sum_i / n_i - mean) ** 2).otherwise(F.lit(0.0))
+            included = included.withColumn(f"_{part.name}_spread", spread)
+            merges.append(F.coalesce(F.sum(f"_{part.name}_spread"), F.lit(0.0)).alias(part.name))
+    merged = included.groupBy(*keys).agg(*merges).toPandas()
+    return _finished(merged[keys], {name: merged[name] for name in merged.columns}, used)
 
 
 def included_partials(partials: pd.DataFrame) -> pd.DataFrame:
@@ -70,7 +100,8 @@ def rollup_all(partials: pd.DataFrame, groupings: tuple[Grouping, ...],
                metrics: tuple[Metric, ...] = METRICS) -> dict[str, pd.DataFrame]:
     """The statistics of every grouping, by table name, from `collect_partials`' frame."""
     included = included_partials(partials)
-    return {grouping.table: _rollup_grouping(included, grouping, metrics) for grouping in groupings}
+    used = measures(metrics)
+    return {grouping.table: _rollup_grouping(included, grouping, used) for grouping in groupings}
 
 
 def validation_counts(partials: pd.DataFrame, metrics: tuple[Metric, ...] = METRICS) -> dict[str, int]:

@@ -1,19 +1,23 @@
 """The statistics published per institute, classroom and time period, as data: group keys,
-statistics, shares and groupings, from which the partials (batch/analysis/partials.py, Spark),
-their roll-up in the driver (batch/analysis/rollup.py; docs/analysis.md, "Aggregate") and the
-catalog's published columns all derive."""
+groupings and one Measure per published column, from which the partials (batch/analysis/
+partials.py, Spark), their roll-up (batch/analysis/rollup.py; docs/analysis.md, "Aggregate")
+and the catalog's published columns all derive."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-from batch.core.contract import CLASSROOM, INSTITUTE, METRICS, Metric
+from batch.core.contract import CLASSROOM, DEVICE, INSTITUTE, METRICS, SENDTIME, Metric
 from batch.core.schema import BIGINT, DATE, DOUBLE, INTEGER, TEXT, TIMESTAMPTZ, ColumnType
 from batch.core.schema import Column as OutputColumn
 from batch.core.thresholds import Thresholds
+from batch.core.validation import REPLAYS, out_of_range_flag
 
 READING_DATE = "reading_date"
 
@@ -94,90 +98,208 @@ GROUPINGS: tuple[Grouping, ...] = (
 )
 
 
-# --- statistics -------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class MetricStatistic:
-    suffix: str
-    column_type: ColumnType
-    nullable: bool
-    comment: str  # formatted with the metric's description and unit
-    in_unit: bool = True  # False: a count, not a value in the metric's unit
-
-
-METRIC_STATISTICS: tuple[MetricStatistic, ...] = (
-    MetricStatistic("count", BIGINT, False,
-                    "number of valid values of {description} (nulls and impossible values "
-                    "excluded)", in_unit=False),
-    MetricStatistic("mean", DOUBLE, True, "mean {description}, {unit}"),
-    MetricStatistic("min", DOUBLE, True, "lowest {description}, {unit}"),
-    MetricStatistic("max", DOUBLE, True, "highest {description}, {unit}"),
-    MetricStatistic("stddev", DOUBLE, True,
-                    "sample standard deviation of {description}, {unit} (null with fewer than 2 values)"),
-)
-
-
-@dataclass(frozen=True)
-class Share:
-    """The share (0-1) of a metric's valid values meeting a condition on the thresholds."""
-
-    name: str
-    metric: str
-    condition: Callable[[Column, Thresholds], Column]
-    describe: Callable[[Thresholds], str]
-
-
-SHARES: tuple[Share, ...] = (
-    Share("co2_share_above_high", "co2", lambda value, t: value > t.co2_high_ppm,
-          lambda t: f"share (0-1) of CO2 values above {t.co2_high_ppm:g} ppm (CO2_HIGH_PPM); "
-                    "null without CO2 values"),
-    Share("co2_share_above_very_high", "co2", lambda value, t: value > t.co2_very_high_ppm,
-          lambda t: f"share (0-1) of CO2 values above {t.co2_very_high_ppm:g} ppm "
-                    "(CO2_VERY_HIGH_PPM); null without CO2 values"),
-    Share("temperature_share_in_comfort", "temperature",
-          lambda value, t: value.between(t.comfort_min_c, t.comfort_max_c),
-          lambda t: f"share (0-1) of temperature values within {t.comfort_min_c:g}-"
-                    f"{t.comfort_max_c:g} °C, bounds included (COMFORT_MIN_C, COMFORT_MAX_C); "
-                    "null without temperature values"),
-)
-
-
-GROUP_COLUMNS = (
-    OutputColumn("readings", BIGINT, "number of readings used (excluded readings are counted in "
-                 "batch_runs)", nullable=False),
-    OutputColumn("devices", BIGINT, "number of distinct devices (DevEui) that sent them", nullable=False),
-    OutputColumn("first_reading_at", TIMESTAMPTZ, "time of the first reading", nullable=False),
-    OutputColumn("last_reading_at", TIMESTAMPTZ, "time of the last reading", nullable=False),
-)
-
-
-def output_columns(grouping: Grouping, thresholds: Thresholds,
-                   metrics: tuple[Metric, ...] = METRICS) -> tuple[OutputColumn, ...]:
-    return (
-        tuple(key.column for key in grouping.keys) + GROUP_COLUMNS
-        + tuple(OutputColumn(f"{metric.name}_{stat.suffix}", stat.column_type,
-                             stat.comment.format(description=metric.description, unit=metric.unit),
-                             unit=metric.unit if stat.in_unit else "", nullable=stat.nullable)
-                for metric in metrics for stat in METRIC_STATISTICS)
-        + tuple(OutputColumn(share.name, DOUBLE, share.describe(thresholds), unit="share 0-1")
-                for share in SHARES)
-    )
-
-
-def group_keys(groupings: tuple[Grouping, ...]) -> tuple[GroupKey, ...]:
-    """Every key of `groupings`, once each (the groupings share the key objects)."""
-    return tuple({key.column.name: key for grouping in groupings for key in grouping.keys}.values())
-
-
-# --- the columns of the partial statistics ------------------------------------------------
+# --- statistics: one Measure per published column ---------------------------------------
 #
-# One column per part of a statistic at the finest grain: batch/analysis/partials.py computes
-# them, batch/analysis/rollup.py merges them.
+# A Measure names the partial columns it is computed from (Parts: a Spark aggregate over the
+# validated readings of a device-day, and a rule merging them across device-days) and how its
+# value follows from their merged values (`finish`). partial_statistics (batch/analysis/
+# partials.py) computes the parts, batch/analysis/rollup.py merges and finishes them (in the
+# driver, or in Spark over the state), the catalog takes the published columns from here.
 
+SUM, MIN, MAX, DISTINCT = "sum", "min", "max", "distinct"
 COUNT_PART, SUM_PART, M2_PART, MIN_PART, MAX_PART = "n", "sum", "m2", "min", "max"
 HITS_PART = "hits"  # a share's values meeting its condition
+
+
+@dataclass(frozen=True)
+class Variance:
+    """The merge rule of a metric's M2 part: Chan et al.'s, M2 of a union = the parts' M2 +
+    n_i * (mean_i - mean)^2, which needs the metric's count and sum parts and stays exact where
+    a sum of squares would cancel."""
+
+    count: str
+    total: str
+
+
+@dataclass(frozen=True)
+class Part:
+    """A column of the device-day partials. `aggregate`: its Spark aggregate over a device-day's
+    validated readings (None: a group key of the partials); `merge`: SUM, MIN, MAX, DISTINCT (the
+    number of distinct values of a key) or a Variance."""
+
+    name: str
+    aggregate: Callable[[Thresholds], Column] | None
+    merge: str | Variance
+
+
+# Merged part values by part name, one per group (numpy arrays or pandas Series).
+Merged = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One published column of the statistics tables."""
+
+    name: str
+    column_type: ColumnType
+    describe: Callable[[Thresholds], str]
+    parts: tuple[Part, ...]
+    finish: Callable[[Merged], Any]
+    unit: str = ""
+    nullable: bool = True
+
+    def column(self, thresholds: Thresholds) -> OutputColumn:
+        return OutputColumn(self.name, self.column_type, self.describe(thresholds), unit=self.unit,
+                            nullable=self.nullable)
 
 
 def partial_column(statistic: str, part: str) -> str:
     """The partials' column holding `part` of a metric's or a share's statistic."""
     return f"{statistic}__{part}"
+
+
+def _ratio(numerator: Any, denominator: Any) -> np.ndarray:
+    """numerator / denominator where the denominator is positive, else NaN."""
+    denominator = np.asarray(denominator, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, np.asarray(numerator, dtype=float) / denominator, np.nan)
+
+
+def _stddev(n: np.ndarray, m2: np.ndarray) -> np.ndarray:
+    n = np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 1, np.sqrt(np.maximum(np.asarray(m2, dtype=float), 0.0) / (n - 1)), np.nan)
+
+
+def _fixed(text: str) -> Callable[[Thresholds], str]:
+    return lambda _thresholds: text
+
+
+def _counted(part: Part) -> Callable[[Merged], Any]:
+    return lambda merged: np.asarray(merged[part.name]).astype(np.int64)
+
+
+def _as_is(part: Part) -> Callable[[Merged], Any]:
+    return lambda merged: merged[part.name]
+
+
+READINGS_PART = Part("readings", lambda _t: F.count(F.lit(1)), SUM)
+DEVICES_PART = Part(DEVICE, None, DISTINCT)
+FIRST_PART = Part("first_reading_at", lambda _t: F.min(SENDTIME), MIN)
+LAST_PART = Part("last_reading_at", lambda _t: F.max(SENDTIME), MAX)
+REPLAYS_PART = Part(REPLAYS, lambda _t: F.sum(REPLAYS).cast("long"), SUM)
+
+GROUP_MEASURES = (
+    Measure("readings", BIGINT, _fixed("number of readings used (excluded readings are counted in "
+                                       "batch_runs)"), (READINGS_PART,), _counted(READINGS_PART), nullable=False),
+    Measure("devices", BIGINT, _fixed("number of distinct devices (DevEui) that sent them"), (DEVICES_PART,),
+            _counted(DEVICES_PART), nullable=False),
+    Measure("first_reading_at", TIMESTAMPTZ, _fixed("time of the first reading"), (FIRST_PART,),
+            _as_is(FIRST_PART), nullable=False),
+    Measure("last_reading_at", TIMESTAMPTZ, _fixed("time of the last reading"), (LAST_PART,),
+            _as_is(LAST_PART), nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class MetricParts:
+    """A metric's parts: count, sum, M2, extremes, and its values nulled as out of range."""
+
+    count: Part
+    total: Part
+    m2: Part
+    low: Part
+    high: Part
+    out_of_range: Part
+
+    @classmethod
+    def of(cls, name: str) -> MetricParts:
+        def column(part: str) -> str:
+            return partial_column(name, part)
+
+        count = Part(column(COUNT_PART), lambda _t: F.count(F.col(name)), SUM)
+        # The mean is sum / n, as Spark's avg computes it, without avg's own buffers.
+        total = Part(column(SUM_PART), lambda _t: F.sum(F.col(name)), SUM)
+        # var_pop is Spark's stable central-moment aggregate; times n it is M2.
+        m2 = Part(column(M2_PART), lambda _t: F.var_pop(F.col(name)) * F.count(F.col(name)),
+                  Variance(count.name, total.name))
+        flag = out_of_range_flag(name)
+        return cls(count, total, m2, Part(column(MIN_PART), lambda _t: F.min(F.col(name)), MIN),
+                   Part(column(MAX_PART), lambda _t: F.max(F.col(name)), MAX),
+                   Part(flag, lambda _t: F.sum(flag).cast("long"), SUM))
+
+    @property
+    def all(self) -> tuple[Part, ...]:
+        return (self.count, self.total, self.m2, self.low, self.high, self.out_of_range)
+
+
+def metric_measures(metric: Metric) -> tuple[Measure, ...]:
+    parts = MetricParts.of(metric.name)
+    text = metric.description
+
+    def in_unit(suffix: str, comment: str, used: tuple[Part, ...], finish: Callable[[Merged], Any]) -> Measure:
+        return Measure(f"{metric.name}_{suffix}", DOUBLE, _fixed(comment), used, finish, unit=metric.unit)
+
+    n, total = parts.count, parts.total
+    return (
+        Measure(f"{metric.name}_count", BIGINT,
+                _fixed(f"number of valid values of {text} (nulls and impossible values excluded)"),
+                (n,), _counted(n), nullable=False),
+        in_unit("mean", f"mean {text}, {metric.unit}", (n, total),
+                lambda merged: _ratio(merged[total.name], merged[n.name])),
+        in_unit("min", f"lowest {text}, {metric.unit}", (parts.low,), _as_is(parts.low)),
+        in_unit("max", f"highest {text}, {metric.unit}", (parts.high,), _as_is(parts.high)),
+        in_unit("stddev", f"sample standard deviation of {text}, {metric.unit} (null with fewer than 2 "
+                "values)", (n, total, parts.m2), lambda merged: _stddev(merged[n.name], merged[parts.m2.name])),
+    )
+
+
+def _share(name: str, metric: str, condition: Callable[[Column, Thresholds], Column],
+           describe: Callable[[Thresholds], str]) -> Measure:
+    """The share (0-1) of a metric's valid values meeting a condition on the thresholds."""
+    hits = Part(partial_column(name, HITS_PART),
+                lambda thresholds: F.count(F.when(condition(F.col(metric), thresholds), 1)), SUM)
+    n = MetricParts.of(metric).count
+    return Measure(name, DOUBLE, describe, (hits, n), lambda merged: _ratio(merged[hits.name], merged[n.name]),
+                   unit="share 0-1")
+
+
+SHARE_MEASURES: tuple[Measure, ...] = (
+    _share("co2_share_above_high", "co2", lambda value, t: value > t.co2_high_ppm,
+           lambda t: f"share (0-1) of CO2 values above {t.co2_high_ppm:g} ppm (CO2_HIGH_PPM); "
+                     "null without CO2 values"),
+    _share("co2_share_above_very_high", "co2", lambda value, t: value > t.co2_very_high_ppm,
+           lambda t: f"share (0-1) of CO2 values above {t.co2_very_high_ppm:g} ppm "
+                     "(CO2_VERY_HIGH_PPM); null without CO2 values"),
+    _share("temperature_share_in_comfort", "temperature",
+           lambda value, t: value.between(t.comfort_min_c, t.comfort_max_c),
+           lambda t: f"share (0-1) of temperature values within {t.comfort_min_c:g}-"
+                     f"{t.comfort_max_c:g} °C, bounds included (COMFORT_MIN_C, COMFORT_MAX_C); "
+                     "null without temperature values"),
+)
+
+
+def measures(metrics: tuple[Metric, ...] = METRICS) -> tuple[Measure, ...]:
+    """The statistics tables' columns after their keys, in order."""
+    return GROUP_MEASURES + tuple(m for metric in metrics for m in metric_measures(metric)) + SHARE_MEASURES
+
+
+def partial_parts(metrics: tuple[Metric, ...]) -> tuple[Part, ...]:
+    """Every column partial_statistics aggregates, in the partials' order (the state keeps
+    them: batch/analysis/state.py): the measures' parts of `metrics`, the replays and the values
+    nulled per metric (the validation counts), the shares' hits."""
+    group = (READINGS_PART, REPLAYS_PART, FIRST_PART, LAST_PART)
+    per_metric = tuple(part for metric in metrics for part in MetricParts.of(metric.name).all)
+    hits = tuple(measure.parts[0] for measure in SHARE_MEASURES)
+    return tuple(part for part in group + per_metric + hits if part.aggregate is not None)
+
+
+def output_columns(grouping: Grouping, thresholds: Thresholds,
+                   metrics: tuple[Metric, ...] = METRICS) -> tuple[OutputColumn, ...]:
+    return tuple(key.column for key in grouping.keys) + tuple(
+        measure.column(thresholds) for measure in measures(metrics))
+
+
+def group_keys(groupings: tuple[Grouping, ...]) -> tuple[GroupKey, ...]:
+    """Every key of `groupings`, once each (the groupings share the key objects)."""
+    return tuple({key.column.name: key for grouping in groupings for key in grouping.keys}.values())
