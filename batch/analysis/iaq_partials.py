@@ -239,6 +239,6 @@ def device_day_episodes_table(validated_df: DataFrame, timezone: str, rules: Iaq
 def collect_device_day_episodes(validated_df: DataFrame, timezone: str, rules: IaqRules,
                                 partials: pd.DataFrame) -> pd.DataFrame:
     """`device_day_episodes_table` as pandas, judged on `collect_partials`' frame."""
-    included = included_partials(partials)
+    included = included_partials(partials, [CO2_N])
     return arrow_to_pandas(device_day_episodes_table(validated_df, timezone, rules,
                                                      bool((included[CO2_N] > 0).any())))

@@ -93,7 +93,7 @@ def classroom_day_totals(partials: pd.DataFrame, episodes: pd.DataFrame, rules: 
     (batch.analysis.partials.collect_partials); `episodes`: `collect_device_day_episodes`.
     """
     keys = [*_CLASSROOM_KEYS, READING_DATE]
-    included = included_partials(partials)
+    included = included_partials(partials, keys + list(_SUMMED) + [CO2_MAX, *_WEEK_KEYS])
     by_day = included.groupby(keys, sort=False)
     days = by_day[list(_SUMMED)].sum()
     days[CO2_MAX] = by_day[CO2_MAX].max()
@@ -195,7 +195,7 @@ def iaq_tables(partials: pd.DataFrame, episodes: pd.DataFrame, rules: IaqRules,
     # Complete once data of the classroom's institute newer than the week's Sunday have
     # arrived: the institute's own data, so that an institute whose uplink stopped does not see
     # its last week as complete because another institute's data moved on.
-    data_through = included_partials(partials).groupby(INSTITUTE)[READING_DATE].max().to_dict()
+    data_through = included_partials(partials, [INSTITUTE, READING_DATE]).groupby(INSTITUTE)[READING_DATE].max().to_dict()
     weekly["week_complete"] = [start + dt.timedelta(days=7) <= data_through[institute]
                                for institute, start in zip(weekly[INSTITUTE], weekly["week_start"])]
     return IaqTables(daily=classroom_daily_iaq(day_totals), weekly=weekly,
@@ -205,8 +205,8 @@ def iaq_tables(partials: pd.DataFrame, episodes: pd.DataFrame, rules: IaqRules,
 def public_holidays_in_data(partials: pd.DataFrame, rules: IaqRules) -> dict[str, Any]:
     """The public holidays of the data's local dates (`public_holidays_applied`), from the
     collected partials (some included reading needed)."""
-    dates = included_partials(partials)[READING_DATE]
-    return public_holidays_applied(rules.occupancy, dates.min(), dates.max())
+    dates = pd.unique(included_partials(partials, [READING_DATE])[READING_DATE])
+    return public_holidays_applied(rules.occupancy, min(dates), max(dates))
 
 
 def iaq_results(partials: pd.DataFrame, episodes: pd.DataFrame, rules: IaqRules,
