@@ -165,6 +165,39 @@ def test_after_any_sequence_of_input_changes_the_incremental_run_publishes_what_
             assert_file_counts(record, changes)
 
 
+def test_a_week_completed_or_reopened_by_a_moved_last_date_is_republished(
+        spark: SparkSession, make_target: Callable[..., PostgresTarget], tmp_path: Path) -> None:
+    # An incremental run recomputes the weeks and dates of the device-days it changed; a
+    # compliance week is complete once its institute's data reach past its Sunday, so a new
+    # Monday completes the week before without changing any of its days (the evening readings
+    # in UTC are the next day's in Rome: Saturday's reach Sunday, Monday's Tuesday), and
+    # removing that Monday reopens it.
+    folder = RawFolder(tmp_path / "raw")
+    variables = dict(SETTINGS, DROP_REPLAYS="false", REPORT_DIR=str(tmp_path / "reports"))
+    rng = random.Random(31)
+
+    def completeness(target: PostgresTarget) -> set[bool]:
+        with contextlib.closing(admin_connection(target)) as conn:
+            return {complete for (complete,) in query(conn, sql.SQL(
+                "SELECT week_complete FROM {}.classroom_weekly_iaq WHERE week_start = DATE '2025-03-24'")
+                .format(sql.Identifier(target.schema)))}
+
+    with fresh_target(make_target) as incremental:
+        folder.add_file(folder.readings.new_days(rng, 2))  # Friday 28 to Sunday 30 March 2025
+        run_incremental_and_full(spark, make_target, incremental, folder.path, **variables)
+        assert completeness(incremental) == {False}
+        folder.readings.days += 1  # no Sunday file
+        monday = folder.add_file(folder.readings.new_days(rng, 1))  # Monday 31
+        record = run_incremental_and_full(spark, make_target, incremental, folder.path, **variables)
+        assert_mode(record, "incremental")
+        assert_file_counts(record, monday)
+        assert True in completeness(incremental)
+        os.remove(folder.path / "part-00001.parquet")
+        record = run_incremental_and_full(spark, make_target, incremental, folder.path, **variables)
+        assert_file_counts(record, FileChanges(removed=1))
+        assert completeness(incremental) == {False}
+
+
 # --- 2. micro-batches of a real streaming query ------------------------------------------------------
 
 # Compaction every 2 batches, and the deltas before a compaction deleted as soon as one batch

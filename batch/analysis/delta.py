@@ -10,14 +10,75 @@ as before, so they are bit-identical and their digests equal.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
 
+from batch.analysis.iaq_tables import DAILY_TABLE, LOCAL_DATE, WEEKLY_TABLE
+from batch.analysis.incremental import Changed
+from batch.analysis.statistics import GROUPINGS, MONTH_START_KEY, WEEK_START_KEY
+
 DIGEST_COLUMNS = ("row_digest_a", "row_digest_b")
 # pandas' hash keys are 16 bytes; two keys give two independent hashes.
 _HASH_KEYS = ("indoor-air-rowsA", "indoor-air-rowsB")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The rows of a published table an incremental run recomputes: those whose `column` (a
+    local date, a week's or a month's first day) holds one of `values`. Every other row is rolled
+    up from device-days the run did not change: the previous run's row stays, with its digest."""
+
+    column: str
+    values: frozenset
+
+    def holds(self, rows: pd.DataFrame, column: str | None = None) -> np.ndarray:
+        """Which of `rows` are in the scope, by `column` (the scope's own by default)."""
+        return rows[column or self.column].isin(self.values).to_numpy()
+
+
+WEEK_START, MONTH_START = WEEK_START_KEY.column.name, MONTH_START_KEY.column.name
+
+
+def _monday(day: date) -> date:
+    return day - timedelta(days=day.weekday())
+
+
+def _weeks_completed_between(changed: Changed) -> set[date]:
+    """The weeks whose completeness (classroom_weekly_iaq.week_complete: its institute's data
+    reach past its Sunday, start + 7 <= last date) a moved last date flips: start + 7 between
+    the two dates."""
+    weeks = set()
+    for institute in changed.data_through_before.keys() & changed.data_through_after.keys():
+        low, high = sorted((changed.data_through_before[institute], changed.data_through_after[institute]))
+        first = low - timedelta(days=6)  # the first Monday with start + 7 > low ...
+        week = _monday(first) + (timedelta(days=7) if first.weekday() else timedelta(0))
+        while week + timedelta(days=7) <= high:  # ... up to the last with start + 7 <= high
+            weeks.add(week)
+            week += timedelta(days=7)
+    return weeks
+
+
+def recomputed_scopes(changed: Changed | None, stored: Mapping[str, pd.DataFrame],
+                      new_columns: Mapping[str, object]) -> dict[str, Scope]:
+    """The published tables an incremental run recomputes in part, and which part: the weeks,
+    months and dates of the device-days it changed. The other tables (whole-period ones, the
+    sensor health, whose rows look back over earlier days) are recomputed whole, and so is a
+    table without the previous run's digests or gaining a column."""
+    if changed is None:
+        return {}
+    weeks = frozenset(_monday(day) for day in changed.dates)
+    scopes = {DAILY_TABLE: Scope(LOCAL_DATE, frozenset(changed.dates)),
+              WEEKLY_TABLE: Scope(WEEK_START, weeks | _weeks_completed_between(changed))}
+    for grouping in GROUPINGS:
+        if WEEK_START in grouping.key_names:
+            scopes[grouping.table] = Scope(WEEK_START, weeks)
+        elif MONTH_START in grouping.key_names:
+            scopes[grouping.table] = Scope(MONTH_START, frozenset(day.replace(day=1) for day in changed.dates))
+    return {name: scope for name, scope in scopes.items() if name in stored and not new_columns.get(name)}
 
 
 def row_digests(rows: pd.DataFrame, key: Sequence[str]) -> pd.DataFrame:

@@ -48,6 +48,8 @@ class DeviceDays:
     update: StateUpdate
     # The previous run's digests of the published rows (batch/analysis/delta.py); none on a full run.
     stored_row_digests: dict[str, pd.DataFrame] = field(default_factory=dict)
+    # What an incremental run changed in the state; None on a full run (everything).
+    changed: incremental.Changed | None = None
 
 
 def compute_device_days(spark: SparkSession, settings: Any, summary: Any, metrics: tuple[Metric, ...],
@@ -151,11 +153,13 @@ def _incremental(spark: SparkSession, settings: Any, summary: Any, metrics: tupl
     new_partials, new_episodes, facts, older, touched = without_damaged_files(
         attempt, settings.skip_corrupt_files)
     with summary.phase("aggregate"), conn.cursor() as cursor:
-        partials, partial_months, recomputed = _merge(
-            read_device_days(cursor, target.schema, PARTIALS), new_partials, touched)
-        episodes, episode_months, _ = _merge(
+        stored_partials = read_device_days(cursor, target.schema, PARTIALS)
+        partials, partial_months, partial_dates, recomputed = _merge(stored_partials, new_partials, touched)
+        episodes, episode_months, episode_dates, _ = _merge(
             read_device_days(cursor, target.schema, EPISODES), new_episodes, touched)
         stored_row_digests = read_row_digests(cursor, target.schema)
+        changed = incremental.Changed(partial_dates | episode_dates, incremental.data_through(stored_partials),
+                                      incremental.data_through(partials))
     conn.commit()
     files = kept + incremental.indexed(arriving, facts)
     _record_work(summary, len(changes.new), len(changes.changed), len(changes.removed),
@@ -168,7 +172,7 @@ def _incremental(spark: SparkSession, settings: Any, summary: Any, metrics: tupl
                     files=tuple(files), fingerprint=current,
                     last_sink_batch_id=listing.latest_batch_id,
                     last_sink_batch_marker=listing.latest_batch_marker),
-        stored_row_digests=stored_row_digests)
+        stored_row_digests=stored_row_digests, changed=changed)
 
 
 def _record_work(summary: Any, new: int, changed: int, removed: int, readings_read: int,
@@ -186,11 +190,12 @@ def _record_input(summary: Any, input_files: InputFiles) -> None:
     summary.uncommitted_files = None
 
 
-def _merge(stored: pa.Table, recomputed: pa.Table | None, touched: Touched) -> tuple[pa.Table, set[int], int]:
+def _merge(stored: pa.Table, recomputed: pa.Table | None,
+           touched: Touched) -> tuple[pa.Table, set[int], frozenset, int]:
     """The stored rows the recomputation does not replace, then the recomputed ones; the months
-    that changed, and how many device-days were recomputed (replaced or new)."""
+    and the local dates that changed, and how many device-days were recomputed (replaced or new)."""
     if recomputed is None and not touched.changes_anything:
-        return stored, set(), 0
+        return stored, set(), frozenset(), 0
     schema = nullable((recomputed if recomputed is not None else stored).schema)
     stored = stored.cast(schema)
     recomputed = schema.empty_table() if recomputed is None else recomputed.cast(schema)
@@ -198,7 +203,8 @@ def _merge(stored: pa.Table, recomputed: pa.Table | None, touched: Touched) -> t
     removed = stored.filter(replaced)
     merged = pa.concat_tables([stored.filter(pc.invert(replaced)), recomputed])
     changed = pa.concat_tables([removed, recomputed])
-    return merged, set(pc.unique(month_keys(changed)).to_pylist()), _device_days(changed)
+    dates = frozenset(pc.unique(changed[READING_DATE].drop_null()).to_pylist())
+    return merged, set(pc.unique(month_keys(changed)).to_pylist()), dates, _device_days(changed)
 
 
 def _device_days(table: pa.Table) -> int:

@@ -9,6 +9,7 @@ overhead than in work.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -16,6 +17,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
+from batch.analysis.delta import Scope
 from batch.analysis.iaq_partials import (CATEGORY_N, CO2_MAX, CO2_N, CO2_SUM, COVERED_US, LONGEST_US,
                                          PIR_MOTION, PIR_N, TEMPERATURE_IN_BAND, TEMPERATURE_N,
                                          TEMPERATURE_SUM)
@@ -187,18 +189,25 @@ class IaqTables:
 
 
 def iaq_tables(partials: pd.DataFrame, episodes: pd.DataFrame, rules: IaqRules,
-               timezone: str) -> IaqTables:
+               timezone: str, scopes: Mapping[str, Scope] | None = None) -> IaqTables:
     """The three IAQ tables from the collected partials (with `iaq_partial_aggregates` and the
-    ISO week keys) and the collected `device_day_episodes`; `timezone`: BATCH_TIMEZONE."""
+    ISO week keys) and the collected `device_day_episodes`; `timezone`: BATCH_TIMEZONE. The
+    daily and weekly tables only in their scope where `scopes` gives one (batch/analysis/delta.py)."""
     day_totals = classroom_day_totals(partials, episodes, rules, timezone)
-    weekly = _rolled_up(day_totals, [*_CLASSROOM_KEYS, *_WEEK_KEYS], rules)
+    scopes = scopes or {}
+    daily_totals, weekly_totals = day_totals, day_totals
+    if DAILY_TABLE in scopes:
+        daily_totals = day_totals[scopes[DAILY_TABLE].holds(day_totals, READING_DATE)]
+    if WEEKLY_TABLE in scopes:
+        weekly_totals = day_totals[scopes[WEEKLY_TABLE].holds(day_totals)]
+    weekly = _rolled_up(weekly_totals, [*_CLASSROOM_KEYS, *_WEEK_KEYS], rules)
     # Complete once data of the classroom's institute newer than the week's Sunday have
     # arrived: the institute's own data, so that an institute whose uplink stopped does not see
     # its last week as complete because another institute's data moved on.
     data_through = included_partials(partials, [INSTITUTE, READING_DATE]).groupby(INSTITUTE)[READING_DATE].max().to_dict()
     weekly["week_complete"] = [start + dt.timedelta(days=7) <= data_through[institute]
                                for institute, start in zip(weekly[INSTITUTE], weekly["week_start"])]
-    return IaqTables(daily=classroom_daily_iaq(day_totals), weekly=weekly,
+    return IaqTables(daily=classroom_daily_iaq(daily_totals), weekly=weekly,
                      period=_rolled_up(day_totals, _CLASSROOM_KEYS, rules))
 
 
@@ -209,8 +218,8 @@ def public_holidays_in_data(partials: pd.DataFrame, rules: IaqRules) -> dict[str
     return public_holidays_applied(rules.occupancy, min(dates), max(dates))
 
 
-def iaq_results(partials: pd.DataFrame, episodes: pd.DataFrame, rules: IaqRules,
-                timezone: str) -> dict[str, pd.DataFrame]:
+def iaq_results(partials: pd.DataFrame, episodes: pd.DataFrame, rules: IaqRules, timezone: str,
+                scopes: Mapping[str, Scope] | None = None) -> dict[str, pd.DataFrame]:
     """The IAQ tables' rows by table name, for the catalog's build functions."""
-    tables = iaq_tables(partials, episodes, rules, timezone)
+    tables = iaq_tables(partials, episodes, rules, timezone, scopes)
     return {DAILY_TABLE: tables.daily, WEEKLY_TABLE: tables.weekly, PERIOD_TABLE: tables.period}

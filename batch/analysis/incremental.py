@@ -34,10 +34,11 @@ from pyspark.sql import types as T
 from batch.analysis.partials import with_reading_date
 from batch.analysis.state import STATE_FORMAT_VERSION, IndexedFile, StoredMeta
 from batch.analysis.statistics import READING_DATE
-from batch.core.contract import DEVICE, SENDTIME, Metric
+from batch.core.contract import DEVICE, INSTITUTE, SENDTIME, Metric
 from batch.core.input_index import InputEntry
 from batch.core.readers import hadoop_path, same_file
 from batch.core.session import collect_to_arrow
+from batch.core.validation import EXCLUSION_REASON
 
 SOURCE_FILE = "source_file"
 FULL, INCREMENTAL = "full", "incremental"
@@ -162,6 +163,25 @@ class Touched:
         schema = T.StructType([T.StructField(DEVICE, T.StringType()),
                                T.StructField(READING_DATE, T.DateType())])
         return spark.createDataFrame(rows, schema)
+
+
+@dataclass(frozen=True)
+class Changed:
+    """What an incremental run changed in the state: the local dates of the device-days it
+    replaced, added or removed, and each institute's last date with an included reading
+    before and after (the compliance weeks' completeness follows it). Published rows of other
+    dates come from unchanged device-days: batch/analysis/job.py keeps them as they are."""
+
+    dates: frozenset[date]
+    data_through_before: Mapping[str, date]
+    data_through_after: Mapping[str, date]
+
+
+def data_through(partials: pa.Table) -> dict[str, date]:
+    """Each institute's last local date with an included reading."""
+    included = partials.filter(pc.is_null(partials[EXCLUSION_REASON]))
+    last = included.group_by(INSTITUTE).aggregate([(READING_DATE, "max")])
+    return dict(zip(last[INSTITUTE].to_pylist(), last[f"{READING_DATE}_max"].to_pylist()))
 
 
 def local_dates_spanned(low: datetime, high: datetime, zone: str) -> set[date]:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,8 +13,8 @@ from batch.analysis import publish, runs
 from batch.analysis.catalog import RUN_RECORD_COLUMNS, Catalog, build_catalog
 from batch.analysis.health import health_results
 from batch.analysis.health_settings import HEALTH_OPTIONS, HealthSettings
+from batch.analysis.delta import Scope, recomputed_scopes, row_digests
 from batch.analysis.delta import changes as row_changes
-from batch.analysis.delta import row_digests
 from batch.analysis.device_days import compute_device_days
 from batch.analysis.iaq_rollup import iaq_results, public_holidays_in_data
 from batch.analysis.iaq_settings import IAQ_OPTIONS, IaqRules, IaqSettings, parse_ppm
@@ -234,9 +234,10 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
             "iaq_public_holidays_applied": public_holidays_in_data(partials, iaq_rules)})
         for warning in unknown_institutes(iaq_rules.occupancy, set(partials[INSTITUTE].dropna())):
             summary.warn(warning)
+        scopes = recomputed_scopes(device_days.changed, device_days.stored_row_digests, evolution.new_columns)
         staged = _stage(publish.StagingWriter(conn, target, catalog.published_tables, summary.run_id),
-                        catalog, _results(partials, episodes, settings, metrics, iaq_rules),
-                        device_days.stored_row_digests, evolution)
+                        catalog, _results(partials, episodes, settings, metrics, iaq_rules, scopes),
+                        device_days.stored_row_digests, evolution, scopes)
         del partials, episodes
         blobs = state_blobs(device_days.update, staged.row_digests)
     with summary.phase("publish"):
@@ -256,13 +257,15 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
 
 
 def _results(partials: pd.DataFrame, episodes: pd.DataFrame, settings: AnalysisSettings,
-             metrics: tuple[Metric, ...], iaq_rules: IaqRules) -> Iterator[dict[str, pd.DataFrame]]:
-    """Every published table's rows by name, a few tables at a time. The health tables first:
-    the largest (a row per device and date), staged while the others are rolled up."""
+             metrics: tuple[Metric, ...], iaq_rules: IaqRules,
+             scopes: Mapping[str, Scope] | None = None) -> Iterator[dict[str, pd.DataFrame]]:
+    """Every published table's rows by name (those in its scope where `scopes` gives one), a
+    few tables at a time. The health tables first: the largest (a row per device and date),
+    staged while the others are rolled up."""
     yield health_results(partials, settings.health.rules(settings.iaq_outdoor_co2_ppm),
                          settings.batch_timezone)
-    yield rollup_all(partials, GROUPINGS, metrics)
-    yield iaq_results(partials, episodes, iaq_rules, settings.batch_timezone)
+    yield rollup_all(partials, GROUPINGS, metrics, scopes)
+    yield iaq_results(partials, episodes, iaq_rules, settings.batch_timezone, scopes)
 
 
 @dataclass(frozen=True)
@@ -276,10 +279,12 @@ class Staged:
 
 
 def _stage(writer: publish.StagingWriter, catalog: Catalog, results: Iterator[dict[str, pd.DataFrame]],
-           stored_row_digests: dict[str, pd.DataFrame], evolution: publish.Evolution) -> Staged:
+           stored_row_digests: dict[str, pd.DataFrame], evolution: publish.Evolution,
+           scopes: Mapping[str, Scope]) -> Staged:
     """Stage every published table as soon as its rows are computed: whole, or, where the
     previous run's row digests are stored and the table gains no column, only the rows that
-    changed and the keys to delete (batch/analysis/delta.py)."""
+    changed and the keys to delete (batch/analysis/delta.py). A table with a scope was computed
+    for its scope only: its rows outside it stay as they are, with their digests."""
     tables = {table.name: table for table in catalog.published_tables}
     empty: set[str] = set()
     digests: dict[str, pd.DataFrame] = {}
@@ -289,16 +294,20 @@ def _stage(writer: publish.StagingWriter, catalog: Catalog, results: Iterator[di
             for name in [name for name in computed if name in tables]:
                 table = tables.pop(name)
                 rows = table.rows(computed[name])
-                if rows.empty:
-                    empty.add(name)
-                digests[name] = row_digests(rows, table.key)
+                digests[name] = computed_digests = row_digests(rows, table.key)
                 previous = stored_row_digests.get(name)
                 if previous is None or evolution.new_columns.get(name):
                     writer.write(table, rows)
-                    continue
-                inserted, deleted = row_changes(rows, digests[name], previous, table.key)
-                writer.write(table, inserted, deleted)
-                changed_only[name] = len(rows)
+                else:
+                    if name in scopes:
+                        recomputed = scopes[name].holds(previous)
+                        digests[name] = pd.concat([previous[~recomputed], computed_digests], ignore_index=True)
+                        previous = previous[recomputed].reset_index(drop=True)
+                    inserted, deleted = row_changes(rows, computed_digests, previous, table.key)
+                    writer.write(table, inserted, deleted)
+                    changed_only[name] = len(digests[name])
+                if digests[name].empty:
+                    empty.add(name)
         if tables:
             raise RuntimeError(f"no rows computed for the published tables {sorted(tables)}")
     return Staged([table.name for table in catalog.published_tables if table.name in empty], digests,

@@ -9,12 +9,15 @@ which stays exact where a sum of squares would cancel.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from batch.analysis.delta import Scope
 from batch.analysis.statistics import (DISTINCT, MAX, MIN, SUM, Grouping, Measure, Merged, Part, Variance,
                                        measures)
 from batch.core.contract import METRICS, Metric
@@ -98,13 +101,19 @@ def included_partials(partials: pd.DataFrame, columns: list[str] | None = None) 
     return partials.loc[included, columns] if columns is not None else partials[included]
 
 
-def rollup_all(partials: pd.DataFrame, groupings: tuple[Grouping, ...],
-               metrics: tuple[Metric, ...] = METRICS) -> dict[str, pd.DataFrame]:
-    """The statistics of every grouping, by table name, from `collect_partials`' frame."""
+def rollup_all(partials: pd.DataFrame, groupings: tuple[Grouping, ...], metrics: tuple[Metric, ...] = METRICS,
+               scopes: Mapping[str, Scope] | None = None) -> dict[str, pd.DataFrame]:
+    """The statistics of every grouping, by table name, from `collect_partials`' frame: of
+    the groups in the table's scope only where `scopes` gives one (batch/analysis/delta.py)."""
     used = measures(metrics)
     columns = {name: None for grouping in groupings for name in grouping.key_names}
     included = included_partials(partials, [*columns, *(part.name for part in _parts(used))])
-    return {grouping.table: _rollup_grouping(included, grouping, used) for grouping in groupings}
+    scopes = scopes or {}
+
+    def rows(table: str) -> pd.DataFrame:
+        return included[scopes[table].holds(included)] if table in scopes else included
+
+    return {grouping.table: _rollup_grouping(rows(grouping.table), grouping, used) for grouping in groupings}
 
 
 def validation_counts(partials: pd.DataFrame, metrics: tuple[Metric, ...] = METRICS) -> dict[str, int]:
