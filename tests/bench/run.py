@@ -205,7 +205,9 @@ def variants(raw: Path, server: local_postgres.LocalPostgres, work: Path,
     # A schema per input: each run replaces the results of the same input, as a nightly run
     # replaces the previous night's, not those of the other shape.
     input_name = re.sub(r"[^a-z0-9]", "_", raw.name.lower())
-    analysis_env = analysis_environment(raw, server, work, f"bench_{input_name}")
+    # Full runs (FULL_REBUILD; an older tree without the option ignores it): once a run has
+    # stored its state, the next would be incremental, with nothing new to read.
+    analysis_env = {**analysis_environment(raw, server, work, f"bench_{input_name}"), "FULL_REBUILD": "true"}
     plan: Plan = {
         "analysis": (analysis_command(), analysis_env, summary),
         "seed": (*seed_variant(raw, server), None),
