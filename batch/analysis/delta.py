@@ -6,7 +6,9 @@ see the old tables or the new ones, never a mix: the swap is still one transacti
 A row's digest is two independent 64-bit hashes of its published values (pandas' SipHash of
 each column, combined), 128 bits: two different rows share one with a probability of about
 2^-128. The rows of untouched groups are computed from the same partials in the same order
-as before, so they are bit-identical and their digests equal.
+as before, so they are bit-identical and their digests equal; where a table's rows depend only
+on the device-days of their own week, month or date, only those an incremental run changed are
+computed at all (`recomputed_scopes`).
 """
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ the main aggregation"). The small roll-up after that is batch/analysis/iaq_rollu
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from functools import reduce
 
 import pandas as pd
@@ -25,8 +26,7 @@ from pyspark.sql.pandas.types import to_arrow_schema
 
 from batch.analysis.iaq_settings import CATEGORIES, IaqRules
 from batch.analysis.partials import LOCAL_MICROS, MICROS_PER_DAY, local_days, with_local_time, with_reading_date
-from batch.analysis.rollup import included_partials
-from batch.analysis.statistics import READING_DATE
+from batch.analysis.statistics import MAX, READING_DATE, SUM, Part
 from batch.analysis.timetable import ALL_INSTITUTES, Occupancy, Timetable, public_holiday_dates
 from batch.core.contract import CLASSROOM, DEVICE, INSTITUTE, METRIC_NAMES, SENDTIME
 from batch.core.session import arrow_to_pandas, collect_to_arrow
@@ -166,32 +166,50 @@ def _longest_episode_and_covered_us(readings: Column, peak_ppm: float, max_us: i
                                               state["covered"].alias("covered")))
 
 
-def iaq_partial_aggregates(rules: IaqRules) -> list[Column]:
-    """Aggregate expressions over readings carrying `occupied_range_end_us` and `reading_date`
-    (partial_statistics' groupBy of one device and local day): occupied counts and sums,
-    category counts; compiled by Spark, as the statistics' own aggregates."""
-    occupied = F.col(OCCUPIED_RANGE_END).isNotNull()
-    co2 = F.when(occupied, F.col("co2"))
-    temperature = F.when(occupied, F.col("temperature"))
-    pir = F.when(occupied, F.col("pir"))
-    category = _co2_category(co2 - F.lit(rules.outdoor_co2_ppm), rules.en16798_co2_excess_ppm)
-    heating = _in_heating_season(F.col(READING_DATE), rules.heating_season)
+def _occupied(metric: str) -> Column:
+    """The metric's value of an occupied reading, null otherwise."""
+    return F.when(F.col(OCCUPIED_RANGE_END).isNotNull(), F.col(metric))
+
+
+def _in_category(number: int) -> Callable[[IaqRules], Column]:
+    def aggregate(rules: IaqRules) -> Column:
+        co2 = _occupied("co2")
+        category = _co2_category(co2 - F.lit(rules.outdoor_co2_ppm), rules.en16798_co2_excess_ppm)
+        return F.count(F.when(co2.isNotNull() & (category == number), 1))
+    return aggregate
+
+
+def _in_band(rules: IaqRules) -> Column:
+    temperature = _occupied("temperature")
     (heating_low, heating_high), (other_low, other_high) = (rules.temperature_heating_c,
                                                             rules.temperature_non_heating_c)
-    in_band = F.when(heating, temperature.between(heating_low, heating_high)) \
+    in_band = F.when(_in_heating_season(F.col(READING_DATE), rules.heating_season),
+                     temperature.between(heating_low, heating_high)) \
         .otherwise(temperature.between(other_low, other_high))
-    return [
-        F.count(co2).alias(CO2_N),
-        F.sum(co2).alias(CO2_SUM),
-        F.max(co2).alias(CO2_MAX),
-        *[F.count(F.when(co2.isNotNull() & (category == number), 1)).alias(name)
-          for number, name in enumerate(CATEGORY_N, start=1)],
-        F.count(temperature).alias(TEMPERATURE_N),
-        F.sum(temperature).alias(TEMPERATURE_SUM),
-        F.count(F.when(in_band, 1)).alias(TEMPERATURE_IN_BAND),
-        F.count(pir).alias(PIR_N),
-        F.count(F.when(pir == 1, 1)).alias(PIR_MOTION),
-    ]
+    return F.count(F.when(in_band, 1))
+
+
+# The compliance partials, as the statistics' (batch/analysis/statistics.py Part): each an
+# aggregate over a device-day's readings carrying `occupied_range_end_us` and `reading_date`
+# (given the IaqRules), merged over a classroom's devices and days by its rule.
+IAQ_PARTS: tuple[Part, ...] = (
+    Part(CO2_N, lambda _rules: F.count(_occupied("co2")), SUM),
+    Part(CO2_SUM, lambda _rules: F.sum(_occupied("co2")), SUM),
+    Part(CO2_MAX, lambda _rules: F.max(_occupied("co2")), MAX),
+    *[Part(name, _in_category(number), SUM) for number, name in enumerate(CATEGORY_N, start=1)],
+    Part(TEMPERATURE_N, lambda _rules: F.count(_occupied("temperature")), SUM),
+    Part(TEMPERATURE_SUM, lambda _rules: F.sum(_occupied("temperature")), SUM),
+    Part(TEMPERATURE_IN_BAND, _in_band, SUM),
+    Part(PIR_N, lambda _rules: F.count(_occupied("pir")), SUM),
+    Part(PIR_MOTION, lambda _rules: F.count(F.when(_occupied("pir") == 1, 1)), SUM),
+)
+IAQ_PART_BY_NAME = {part.name: part for part in IAQ_PARTS}
+
+
+def iaq_partial_aggregates(rules: IaqRules) -> list[Column]:
+    """IAQ_PARTS' aggregate expressions, for partial_statistics' groupBy of one device and local
+    day: compiled by Spark, as the statistics' own aggregates."""
+    return [part.aggregate(rules).alias(part.name) for part in IAQ_PARTS]
 
 
 _EPISODE_KEYS = (INSTITUTE, CLASSROOM, DEVICE, READING_DATE)
@@ -239,6 +257,5 @@ def device_day_episodes_table(validated_df: DataFrame, timezone: str, rules: Iaq
 def collect_device_day_episodes(validated_df: DataFrame, timezone: str, rules: IaqRules,
                                 partials: pd.DataFrame) -> pd.DataFrame:
     """`device_day_episodes_table` as pandas, judged on `collect_partials`' frame."""
-    included = included_partials(partials, [CO2_N])
-    return arrow_to_pandas(device_day_episodes_table(validated_df, timezone, rules,
-                                                     bool((included[CO2_N] > 0).any())))
+    co2_n = partials.loc[partials[EXCLUSION_REASON].isna(), CO2_N]
+    return arrow_to_pandas(device_day_episodes_table(validated_df, timezone, rules, bool((co2_n > 0).any())))

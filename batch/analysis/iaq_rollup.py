@@ -18,22 +18,19 @@ import numpy as np
 import pandas as pd
 
 from batch.analysis.delta import Scope
-from batch.analysis.iaq_partials import (CATEGORY_N, CO2_MAX, CO2_N, CO2_SUM, COVERED_US, LONGEST_US,
-                                         PIR_MOTION, PIR_N, TEMPERATURE_IN_BAND, TEMPERATURE_N,
-                                         TEMPERATURE_SUM)
-from batch.analysis.iaq_settings import CATEGORIES, MICROS_PER_MINUTE, IaqRules
-from batch.analysis.iaq_tables import (COVERAGE, DAILY_TABLE, LOCAL_DATE, NOT_JUDGED_REASON, PERIOD_TABLE,
-                                       WEEKLY_TABLE)
-from batch.analysis.rollup import included_partials
-from batch.analysis.statistics import READING_DATE, WEEK_KEYS
+from batch.analysis.iaq_partials import (CATEGORY_N, CO2_N, CO2_SUM, COVERED_US, IAQ_PARTS, LONGEST_US, PIR_MOTION,
+                                         PIR_N, TEMPERATURE_N)
+from batch.analysis.iaq_settings import MICROS_PER_MINUTE, IaqRules
+from batch.analysis.iaq_tables import (COVERAGE, DAILY_TABLE, LOCAL_DATE, NOT_JUDGED_REASON, OCCUPIED_MEASURES,
+                                       PERIOD_TABLE, WEEKLY_TABLE)
+from batch.analysis.rollup import included_partials, merge_parts
+from batch.analysis.statistics import READING_DATE, SUM, WEEK_KEYS, Part
 from batch.analysis.timetable import Occupancy, public_holidays_applied
 from batch.core.contract import CLASSROOM, INSTITUTE
 
 _SCHOOL_DAY, _JUDGED = "iaq_school_day", "iaq_judged"
 _OCCUPIED_US = "iaq_occupied_us"
 _BB101_MEAN_MET, _BB101_PEAK_MET = "bb101_mean_met", "bb101_peak_met"
-_SUMMED = (CO2_N, CO2_SUM, *CATEGORY_N, TEMPERATURE_N, TEMPERATURE_SUM, TEMPERATURE_IN_BAND,
-           PIR_N, PIR_MOTION)
 # The keys the collected partials must carry for these tables (batch.analysis.partials.collect_partials).
 IAQ_GROUP_KEYS = WEEK_KEYS
 _WEEK_KEYS = tuple(key.column.name for key in IAQ_GROUP_KEYS)
@@ -95,16 +92,14 @@ def classroom_day_totals(partials: pd.DataFrame, episodes: pd.DataFrame, rules: 
     (batch.analysis.partials.collect_partials); `episodes`: `collect_device_day_episodes`.
     """
     keys = [*_CLASSROOM_KEYS, READING_DATE]
-    included = included_partials(partials, keys + list(_SUMMED) + [CO2_MAX, *_WEEK_KEYS])
-    by_day = included.groupby(keys, sort=False)
-    days = by_day[list(_SUMMED)].sum()
-    days[CO2_MAX] = by_day[CO2_MAX].max()
-    days[list(_WEEK_KEYS)] = by_day[list(_WEEK_KEYS)].first()
+    # The week keys follow from the date: grouped by, not merged.
+    included = included_partials(partials, keys + list(_WEEK_KEYS) + [part.name for part in IAQ_PARTS])
+    days = merge_parts(included, keys + list(_WEEK_KEYS), IAQ_PARTS)
     days = days[(days[CO2_N] + days[TEMPERATURE_N]) > 0]
     # The classroom's longest episode and covered time are those of its best device, not a
     # sum: two sensors in one room measure the same air at the same time.
-    by_device_day = episodes.groupby(keys, sort=False)
-    days = days.join(by_device_day[[LONGEST_US, COVERED_US]].max(), how="left").reset_index()
+    best = episodes.groupby(keys, sort=False)[[LONGEST_US, COVERED_US]].max().reset_index()
+    days = days.merge(best, on=keys, how="left")
     school_day = days[CO2_N] > 0
     days[[LONGEST_US, COVERED_US]] = days[[LONGEST_US, COVERED_US]].fillna(0).astype("int64")
     occupied = {(institute, day): occupied_us(institute, day, rules.occupancy, timezone)
@@ -121,18 +116,8 @@ def classroom_day_totals(partials: pd.DataFrame, episodes: pd.DataFrame, rules: 
     return days
 
 
-def _occupied_statistics(totals: pd.DataFrame) -> dict[str, pd.Series]:
-    co2_n, temperature_n = totals[CO2_N], totals[TEMPERATURE_N]
-    return {
-        "co2_occupied_readings": co2_n.astype("int64"),
-        "co2_occupied_mean": _ratio(totals[CO2_SUM], co2_n),
-        "co2_occupied_max": totals[CO2_MAX].astype(float),
-        **{f"en16798_co2_share_{name}": _ratio(totals[n], co2_n)
-           for n, name in zip(CATEGORY_N, CATEGORIES)},
-        "temperature_occupied_readings": temperature_n.astype("int64"),
-        "temperature_occupied_mean": _ratio(totals[TEMPERATURE_SUM], temperature_n),
-        "temperature_share_in_band": _ratio(totals[TEMPERATURE_IN_BAND], temperature_n),
-    }
+def _occupied_statistics(totals: pd.DataFrame) -> dict[str, Any]:
+    return {measure.name: measure.finish(totals) for measure in OCCUPIED_MEASURES}
 
 
 def classroom_daily_iaq(day_totals: pd.DataFrame) -> pd.DataFrame:
@@ -168,14 +153,10 @@ def _rolled_up(day_totals: pd.DataFrame, keys: list[str], rules: IaqRules) -> pd
     days = {"school_days": school_day, "judged_days": judged, "days_with_too_little_data": school_day & ~judged,
             "bb101_mean_days_met": mean_met, "bb101_peak_days_met": peak_met,
             "bb101_days_met": mean_met & peak_met}
-    by_group = day_totals.assign(**{name: flag.astype("int64") for name, flag in days.items()}) \
-        .groupby(keys, sort=False)
-    day_counts = list(days)
-    totals = by_group[list(_SUMMED) + day_counts].sum()
-    totals[CO2_MAX] = by_group[CO2_MAX].max()
-    totals = totals.reset_index()
+    totals = merge_parts(day_totals.assign(**{name: flag.astype("int64") for name, flag in days.items()}),
+                         keys, IAQ_PARTS + tuple(Part(name, None, SUM) for name in days))
     return pd.DataFrame({
-        **{key: totals[key] for key in keys}, **{name: totals[name] for name in day_counts},
+        **{key: totals[key] for key in keys}, **{name: totals[name].astype("int64") for name in days},
         **_occupied_statistics(totals),
         "en16798_co2_category": _category(totals, rules),
     })

@@ -11,8 +11,12 @@ from typing import Callable
 
 from psycopg2 import sql
 
+import numpy as np
+
+from batch.analysis.iaq_partials import (CATEGORY_N, CO2_MAX, CO2_N, CO2_SUM, IAQ_PART_BY_NAME, TEMPERATURE_IN_BAND,
+                                         TEMPERATURE_N, TEMPERATURE_SUM)
 from batch.analysis.iaq_settings import CATEGORIES, IaqSettings
-from batch.analysis.statistics import CLASSROOM_KEYS, WEEK_KEYS
+from batch.analysis.statistics import CLASSROOM_KEYS, WEEK_KEYS, Measure, counted, fixed, ratio
 from batch.analysis.timetable import NO_HOLIDAYS
 from batch.core.contract import CLASSROOM, INSTITUTE
 from batch.core.schema import BIGINT, BOOLEAN, DATE, DOUBLE, INTEGER, TEXT, Table, View
@@ -45,41 +49,69 @@ def _occupied_note(settings: IaqSettings, timezone: str) -> str:
             f"not on a closed date of the institute, {holidays}")
 
 
-def _statistic_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:
-    outdoor = settings.iaq_outdoor_co2_ppm
+def _excess_bounds(settings: IaqSettings) -> tuple[str, ...]:
+    """The CO2 excess of each EN 16798-1 category, in words."""
     limits = settings.iaq_en16798_co2_excess_ppm
-    bounds = (f"at most {limits[0]:g}", f"above {limits[0]:g} and at most {limits[1]:g}",
-              f"above {limits[1]:g} and at most {limits[2]:g}", f"above {limits[2]:g}")
+    return (f"at most {limits[0]:g}", f"above {limits[0]:g} and at most {limits[1]:g}",
+            f"above {limits[1]:g} and at most {limits[2]:g}", f"above {limits[2]:g}")
+
+
+def _in_band(settings: IaqSettings) -> str:
     season = f"{settings.iaq_heating_season_start}..{settings.iaq_heating_season_end}"
     heating, other = settings.iaq_temperature_heating_c, settings.iaq_temperature_non_heating_c
-    return (
-        PublishedColumn("co2_occupied_readings", BIGINT, "number of occupied readings with a valid CO2 value",
-                        unit="readings", nullable=False),
-        PublishedColumn("co2_occupied_mean", DOUBLE, "mean CO2 over the occupied readings (not a mean of "
-                        "daily means); null without CO2", unit="ppm"),
-        PublishedColumn("co2_occupied_max", DOUBLE, "highest occupied CO2; null without CO2", unit="ppm"),
-        *[PublishedColumn(
-            f"en16798_co2_share_{name}", DOUBLE,
-            f"EN 16798-1:2019 category {name.upper()}: share of the occupied CO2 readings whose "
-            f"excess over outdoor CO2 ({outdoor:g} ppm, IAQ_OUTDOOR_CO2_PPM) is {bound} ppm "
-            "(IAQ_EN16798_CO2_EXCESS_PPM); null without CO2", unit="share 0-1")
-          for name, bound in zip(CATEGORIES, bounds)],
-        PublishedColumn("temperature_occupied_readings", BIGINT,
-                        "number of occupied readings with a valid air temperature",
-                        unit="readings", nullable=False),
-        PublishedColumn("temperature_occupied_mean", DOUBLE,
-                        "mean air temperature over the occupied readings; null without temperature",
-                        unit="°C"),
-        PublishedColumn(
-            "temperature_share_in_band", DOUBLE,
-            "EN 16798-1:2019 category II: share of the occupied temperature readings within "
+    return ("EN 16798-1:2019 category II: share of the occupied temperature readings within "
             f"{heating[0]:g}-{heating[1]:g} °C on dates of the heating season {season} "
             "(IAQ_HEATING_SEASON_START/END, IAQ_TEMPERATURE_HEATING_C), "
             f"{other[0]:g}-{other[1]:g} °C on other dates (IAQ_TEMPERATURE_NON_HEATING_C), bounds "
             "included; the air temperature stands in for the standard's operative temperature "
-            "(the sensors measure no radiant temperature); null without temperature",
-            unit="share 0-1"),
+            "(the sensors measure no radiant temperature); null without temperature")
+
+
+def _category_share(index: int) -> Measure:
+    name = CATEGORIES[index]
+    count, n = IAQ_PART_BY_NAME[CATEGORY_N[index]], IAQ_PART_BY_NAME[CO2_N]
+
+    def describe(settings: IaqSettings) -> str:
+        bound = _excess_bounds(settings)[index]
+        return (f"EN 16798-1:2019 category {name.upper()}: share of the occupied CO2 readings whose "
+                f"excess over outdoor CO2 ({settings.iaq_outdoor_co2_ppm:g} ppm, IAQ_OUTDOOR_CO2_PPM) is "
+                f"{bound} ppm (IAQ_EN16798_CO2_EXCESS_PPM); null without CO2")
+    return Measure(f"en16798_co2_share_{name}", DOUBLE, describe, (count, n),
+                   lambda merged: ratio(merged[count.name], merged[n.name]), unit="share 0-1")
+
+
+def _occupied_measures() -> tuple[Measure, ...]:
+    """The occupied statistics of every compliance table (a classroom-day, week or period),
+    from the compliance partials (batch/analysis/iaq_partials.py IAQ_PARTS) merged over it."""
+    co2_n, co2_sum, co2_max = (IAQ_PART_BY_NAME[name] for name in (CO2_N, CO2_SUM, CO2_MAX))
+    temperature_n, temperature_sum, in_band = (
+        IAQ_PART_BY_NAME[name] for name in (TEMPERATURE_N, TEMPERATURE_SUM, TEMPERATURE_IN_BAND))
+    return (
+        Measure("co2_occupied_readings", BIGINT, fixed("number of occupied readings with a valid CO2 value"),
+                (co2_n,), counted(co2_n), unit="readings", nullable=False),
+        Measure("co2_occupied_mean", DOUBLE, fixed("mean CO2 over the occupied readings (not a mean of daily "
+                                                   "means); null without CO2"),
+                (co2_n, co2_sum), lambda merged: ratio(merged[co2_sum.name], merged[co2_n.name]), unit="ppm"),
+        Measure("co2_occupied_max", DOUBLE, fixed("highest occupied CO2; null without CO2"), (co2_max,),
+                lambda merged: np.asarray(merged[co2_max.name], dtype=float), unit="ppm"),
+        *[_category_share(index) for index in range(len(CATEGORIES))],
+        Measure("temperature_occupied_readings", BIGINT,
+                fixed("number of occupied readings with a valid air temperature"),
+                (temperature_n,), counted(temperature_n), unit="readings", nullable=False),
+        Measure("temperature_occupied_mean", DOUBLE,
+                fixed("mean air temperature over the occupied readings; null without temperature"),
+                (temperature_n, temperature_sum),
+                lambda merged: ratio(merged[temperature_sum.name], merged[temperature_n.name]), unit="°C"),
+        Measure("temperature_share_in_band", DOUBLE, _in_band, (temperature_n, in_band),
+                lambda merged: ratio(merged[in_band.name], merged[temperature_n.name]), unit="share 0-1"),
     )
+
+
+OCCUPIED_MEASURES = _occupied_measures()
+
+
+def _statistic_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:
+    return tuple(measure.column(settings) for measure in OCCUPIED_MEASURES)
 
 
 def _rolled_up_columns(settings: IaqSettings) -> tuple[PublishedColumn, ...]:

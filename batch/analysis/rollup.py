@@ -9,7 +9,7 @@ which stays exact where a sum of squares would cancel.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -18,13 +18,12 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from batch.analysis.delta import Scope
-from batch.analysis.statistics import (DISTINCT, MAX, MIN, SUM, Grouping, Measure, Merged, Part, Variance,
-                                       measures)
+from batch.analysis.statistics import DISTINCT, MAX, MIN, SUM, Grouping, Measure, Part, Variance, measures
 from batch.core.contract import METRICS, Metric
 from batch.core.validation import EXCLUSION_REASON, EXCLUSION_REASONS, REPLAY_REASON, REPLAYS, out_of_range_flag
 
 
-def _parts(used: tuple[Measure, ...]) -> list[Part]:
+def parts_of(used: Iterable[Measure]) -> list[Part]:
     """The parts `used` need, once each, the variances last (they merge with the group's mean)."""
     parts = list({part.name: part for measure in used for part in measure.parts}.values())
     return sorted(parts, key=lambda part: isinstance(part.merge, Variance))
@@ -35,35 +34,41 @@ def _values(partials: pd.DataFrame, name: str) -> np.ndarray:
     return partials[name].to_numpy(dtype=float, na_value=0.0)
 
 
-def _finished(keys: pd.DataFrame, merged: Merged, used: tuple[Measure, ...]) -> pd.DataFrame:
-    result = keys.copy()
+def finished(merged: pd.DataFrame, keys: list[str], used: Iterable[Measure]) -> pd.DataFrame:
+    """The `keys` of `merge_parts`' groups, then each measure's value."""
+    result = merged[keys].copy()
     for measure in used:
         result[measure.name] = measure.finish(merged)
     return result.reset_index(drop=True)
 
 
-def _rollup_grouping(included: pd.DataFrame, grouping: Grouping, used: tuple[Measure, ...]) -> pd.DataFrame:
-    """One grouping's statistics from the included partials, one row per group, merged in the driver."""
-    keys = list(grouping.key_names)
-    codes = included.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
+def merge_parts(rows: pd.DataFrame, keys: list[str], parts: Iterable[Part]) -> pd.DataFrame:
+    """One row per group of `rows` sharing `keys` (in the driver): the keys, then each part
+    merged by its rule (SUM parts as doubles, a missing value counting 0)."""
+    codes = rows.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
     groups = int(codes.max()) + 1 if len(codes) else 0
-    by_group = included.groupby(codes, sort=True)
-    merged: dict[str, object] = {}
-    for part in _parts(used):
+    by_group = rows.groupby(codes, sort=True)
+    merged = by_group[keys].first()
+    for part in parts:
         if part.merge == SUM:
-            merged[part.name] = np.bincount(codes, weights=_values(included, part.name), minlength=groups)
+            merged[part.name] = np.bincount(codes, weights=_values(rows, part.name), minlength=groups)
         elif part.merge in (MIN, MAX):
             merged[part.name] = getattr(by_group[part.name], part.merge)()
         elif part.merge == DISTINCT:
             merged[part.name] = by_group[part.name].nunique()
         else:  # a Variance, once its count and sum are merged
-            n_i, sum_i = _values(included, part.merge.count), _values(included, part.merge.total)
+            n_i, sum_i = _values(rows, part.merge.count), _values(rows, part.merge.total)
             with np.errstate(invalid="ignore", divide="ignore"):
-                mean = merged[part.merge.total] / merged[part.merge.count]
-                spread = np.where(n_i > 0, _values(included, part.name) + n_i * (sum_i / n_i - mean[codes]) ** 2,
-                                  0.0)
+                mean = (merged[part.merge.total] / merged[part.merge.count]).to_numpy()
+                spread = np.where(n_i > 0, _values(rows, part.name) + n_i * (sum_i / n_i - mean[codes]) ** 2, 0.0)
             merged[part.name] = np.bincount(codes, weights=spread, minlength=groups)
-    return _finished(by_group[keys].first(), merged, used)
+    return merged.reset_index(drop=True)
+
+
+def _rollup_grouping(included: pd.DataFrame, grouping: Grouping, used: tuple[Measure, ...]) -> pd.DataFrame:
+    """One grouping's statistics from the included partials, one row per group, merged in the driver."""
+    keys = list(grouping.key_names)
+    return finished(merge_parts(included, keys, parts_of(used)), keys, used)
 
 
 def rollup_in_spark(partials_df: DataFrame, grouping: Grouping,
@@ -76,7 +81,7 @@ def rollup_in_spark(partials_df: DataFrame, grouping: Grouping,
     included = partials_df.where(F.col(EXCLUSION_REASON).isNull())
     by_group = Window.partitionBy(*keys)
     merges = []
-    for part in _parts(used):
+    for part in parts_of(used):
         column = F.col(part.name)
         if part.merge == SUM:
             merges.append(F.coalesce(F.sum(column).cast("double"), F.lit(0.0)).alias(part.name))
@@ -90,8 +95,7 @@ def rollup_in_spark(partials_df: DataFrame, grouping: Grouping,
             spread = F.when(n_i > 0, column + n_i * (sum_i / n_i - mean) ** 2).otherwise(F.lit(0.0))
             included = included.withColumn(f"_{part.name}_spread", spread)
             merges.append(F.coalesce(F.sum(f"_{part.name}_spread"), F.lit(0.0)).alias(part.name))
-    merged = included.groupBy(*keys).agg(*merges).toPandas()
-    return _finished(merged[keys], {name: merged[name] for name in merged.columns}, used)
+    return finished(included.groupBy(*keys).agg(*merges).toPandas(), keys, used)
 
 
 def included_partials(partials: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
@@ -107,7 +111,7 @@ def rollup_all(partials: pd.DataFrame, groupings: tuple[Grouping, ...], metrics:
     the groups in the table's scope only where `scopes` gives one (batch/analysis/delta.py)."""
     used = measures(metrics)
     columns = {name: None for grouping in groupings for name in grouping.key_names}
-    included = included_partials(partials, [*columns, *(part.name for part in _parts(used))])
+    included = included_partials(partials, [*columns, *(part.name for part in parts_of(used))])
     scopes = scopes or {}
 
     def rows(table: str) -> pd.DataFrame:

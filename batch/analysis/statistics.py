@@ -124,11 +124,13 @@ class Variance:
 @dataclass(frozen=True)
 class Part:
     """A column of the device-day partials. `aggregate`: its Spark aggregate over a device-day's
-    validated readings (None: a group key of the partials); `merge`: SUM, MIN, MAX, DISTINCT (the
-    number of distinct values of a key) or a Variance."""
+    validated readings, given its family's settings (Thresholds here, IaqRules for the
+    compliance partials of batch/analysis/iaq_partials.py); None: a column that is not one (a
+    group key, a day's flag). `merge`: SUM, MIN, MAX, DISTINCT (the number of distinct values of
+    a key) or a Variance."""
 
     name: str
-    aggregate: Callable[[Thresholds], Column] | None
+    aggregate: Callable[[Any], Column] | None
     merge: str | Variance
 
 
@@ -138,18 +140,19 @@ Merged = Mapping[str, Any]
 
 @dataclass(frozen=True)
 class Measure:
-    """One published column of the statistics tables."""
+    """One published column: its name, type, comment (given the settings it names: Thresholds
+    for the statistics tables, IaqSettings for the compliance tables), parts and finish."""
 
     name: str
     column_type: ColumnType
-    describe: Callable[[Thresholds], str]
+    describe: Callable[[Any], str]
     parts: tuple[Part, ...]
     finish: Callable[[Merged], Any]
     unit: str = ""
     nullable: bool = True
 
-    def column(self, thresholds: Thresholds) -> OutputColumn:
-        return OutputColumn(self.name, self.column_type, self.describe(thresholds), unit=self.unit,
+    def column(self, settings: Any) -> OutputColumn:
+        return OutputColumn(self.name, self.column_type, self.describe(settings), unit=self.unit,
                             nullable=self.nullable)
 
 
@@ -158,7 +161,7 @@ def partial_column(statistic: str, part: str) -> str:
     return f"{statistic}__{part}"
 
 
-def _ratio(numerator: Any, denominator: Any) -> np.ndarray:
+def ratio(numerator: Any, denominator: Any) -> np.ndarray:
     """numerator / denominator where the denominator is positive, else NaN."""
     denominator = np.asarray(denominator, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -171,11 +174,11 @@ def _stddev(n: np.ndarray, m2: np.ndarray) -> np.ndarray:
         return np.where(n > 1, np.sqrt(np.maximum(np.asarray(m2, dtype=float), 0.0) / (n - 1)), np.nan)
 
 
-def _fixed(text: str) -> Callable[[Thresholds], str]:
-    return lambda _thresholds: text
+def fixed(text: str) -> Callable[[Any], str]:
+    return lambda _settings: text
 
 
-def _counted(part: Part) -> Callable[[Merged], Any]:
+def counted(part: Part) -> Callable[[Merged], Any]:
     return lambda merged: np.asarray(merged[part.name]).astype(np.int64)
 
 
@@ -190,13 +193,13 @@ LAST_PART = Part("last_reading_at", lambda _t: F.max(SENDTIME), MAX)
 REPLAYS_PART = Part(REPLAYS, lambda _t: F.sum(REPLAYS).cast("long"), SUM)
 
 GROUP_MEASURES = (
-    Measure("readings", BIGINT, _fixed("number of readings used (excluded readings are counted in "
-                                       "batch_runs)"), (READINGS_PART,), _counted(READINGS_PART), nullable=False),
-    Measure("devices", BIGINT, _fixed("number of distinct devices (DevEui) that sent them"), (DEVICES_PART,),
-            _counted(DEVICES_PART), nullable=False),
-    Measure("first_reading_at", TIMESTAMPTZ, _fixed("time of the first reading"), (FIRST_PART,),
+    Measure("readings", BIGINT, fixed("number of readings used (excluded readings are counted in "
+                                       "batch_runs)"), (READINGS_PART,), counted(READINGS_PART), nullable=False),
+    Measure("devices", BIGINT, fixed("number of distinct devices (DevEui) that sent them"), (DEVICES_PART,),
+            counted(DEVICES_PART), nullable=False),
+    Measure("first_reading_at", TIMESTAMPTZ, fixed("time of the first reading"), (FIRST_PART,),
             _as_is(FIRST_PART), nullable=False),
-    Measure("last_reading_at", TIMESTAMPTZ, _fixed("time of the last reading"), (LAST_PART,),
+    Measure("last_reading_at", TIMESTAMPTZ, fixed("time of the last reading"), (LAST_PART,),
             _as_is(LAST_PART), nullable=False),
 )
 
@@ -238,15 +241,15 @@ def metric_measures(metric: Metric) -> tuple[Measure, ...]:
     text = metric.description
 
     def in_unit(suffix: str, comment: str, used: tuple[Part, ...], finish: Callable[[Merged], Any]) -> Measure:
-        return Measure(f"{metric.name}_{suffix}", DOUBLE, _fixed(comment), used, finish, unit=metric.unit)
+        return Measure(f"{metric.name}_{suffix}", DOUBLE, fixed(comment), used, finish, unit=metric.unit)
 
     n, total = parts.count, parts.total
     return (
         Measure(f"{metric.name}_count", BIGINT,
-                _fixed(f"number of valid values of {text} (nulls and impossible values excluded)"),
-                (n,), _counted(n), nullable=False),
+                fixed(f"number of valid values of {text} (nulls and impossible values excluded)"),
+                (n,), counted(n), nullable=False),
         in_unit("mean", f"mean {text}, {metric.unit}", (n, total),
-                lambda merged: _ratio(merged[total.name], merged[n.name])),
+                lambda merged: ratio(merged[total.name], merged[n.name])),
         in_unit("min", f"lowest {text}, {metric.unit}", (parts.low,), _as_is(parts.low)),
         in_unit("max", f"highest {text}, {metric.unit}", (parts.high,), _as_is(parts.high)),
         in_unit("stddev", f"sample standard deviation of {text}, {metric.unit} (null with fewer than 2 "
@@ -260,7 +263,7 @@ def _share(name: str, metric: str, condition: Callable[[Column, Thresholds], Col
     hits = Part(partial_column(name, HITS_PART),
                 lambda thresholds: F.count(F.when(condition(F.col(metric), thresholds), 1)), SUM)
     n = MetricParts.of(metric).count
-    return Measure(name, DOUBLE, describe, (hits, n), lambda merged: _ratio(merged[hits.name], merged[n.name]),
+    return Measure(name, DOUBLE, describe, (hits, n), lambda merged: ratio(merged[hits.name], merged[n.name]),
                    unit="share 0-1")
 
 
