@@ -367,7 +367,7 @@ def test_every_published_table_is_built_with_exactly_its_catalog_columns(
     # Table.rows selects the catalog's columns from what the roll-ups computed: a column computed
     # under another name than the catalog's, or computed and never published, is caught here.
     from batch.analysis.catalog import build_catalog
-    from batch.analysis.device_days import _aggregate, _columns_read
+    from batch.analysis.device_days import _aggregate, _columns_read, partial_columns
     from batch.analysis.incremental import with_source_file
     from batch.analysis.job import _results
     from batch.core.contract import METRICS
@@ -386,3 +386,8 @@ def test_every_published_table_is_built_with_exactly_its_catalog_columns(
              for name, frame in computed.items()}
     assert {name: sorted(columns) for name, columns in built.items()} == {
         table.name: sorted(table.column_names) for table in catalog.published_tables}
+    # Every aggregated partial column is in the state's fingerprint (a new one forces a full
+    # rebuild): the partials' columns are it, in order, after their group keys.
+    keys = ["exclusion_reason", "institute", "classroom", "DevEui", "reading_date", "profile", "source_file"]
+    derived = ["iso_year", "iso_week", "week_start", "year", "month", "month_start"]
+    assert partials.column_names == keys + partial_columns(METRICS) + derived

@@ -25,6 +25,10 @@ from hypothesis import strategies as st
 from psycopg2 import sql
 from pyspark.sql import SparkSession
 
+from batch.analysis.device_days import partial_columns
+from batch.analysis.incremental import choose_mode, fingerprint
+from batch.analysis.state import STATE_FORMAT_VERSION, StoredMeta
+from batch.core.contract import METRICS
 from batch.core.postgres import PostgresTarget
 from tests import independent
 from tests.support.jobs import admin_connection, query, runs
@@ -281,6 +285,22 @@ def test_a_sink_recreated_under_the_same_path_and_grown_past_the_state_is_read_w
 
 
 # --- 3. a settings change the state depends on -------------------------------------------------------
+
+def test_a_release_computing_other_partial_statistics_rebuilds_the_state_and_says_so() -> None:
+    # A new statistic is one more Measure, hence one more partial column: the state written by
+    # the release before lacks it, and the fingerprint (not a version someone must bump) says so.
+    settings = {"raw_data_path": "/raw", "batch_timezone": "Europe/Rome", "drop_replays": False,
+                "co2_high_ppm": 1000.0, "co2_very_high_ppm": 1500.0, "comfort_min_c": 20.0,
+                "comfort_max_c": 26.0, "health_night_end_hour": 5}
+    metrics = METRICS
+    current = fingerprint(settings, metrics, partial_columns(metrics))
+    before = fingerprint(settings, metrics, partial_columns(metrics)[:-1])
+    assert choose_mode(StoredMeta(STATE_FORMAT_VERSION, current, None, None), current, False) == (
+        "incremental", "the state of the previous run has the same settings")
+    mode, reason = choose_mode(StoredMeta(STATE_FORMAT_VERSION, before, None, None), current, False)
+    assert (mode, reason) == ("full", "the partial statistics computed (a new release's) changed since the "
+                                      "state was written")
+
 
 def write_timetables(path: Path, liceo_timetable: str) -> Path:
     with path.open("w", newline="", encoding="utf-8") as file:

@@ -18,8 +18,8 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 
 from batch.analysis import incremental
-from batch.analysis.health_partials import health_partial_aggregates
-from batch.analysis.iaq_partials import (CO2_N, IAQ_VALIDATED_METRICS, device_day_episodes_table,
+from batch.analysis.health_partials import HEALTH_COLUMNS, health_partial_aggregates
+from batch.analysis.iaq_partials import (CO2_N, IAQ_PARTS, IAQ_VALIDATED_METRICS, device_day_episodes_table,
                                          iaq_partial_aggregates, with_occupied_range)
 from batch.analysis.iaq_rollup import IAQ_GROUP_KEYS
 from batch.analysis.iaq_settings import IaqRules
@@ -27,7 +27,7 @@ from batch.analysis.incremental import FULL, SOURCE_FILE, FileFacts, Touched
 from batch.analysis.partials import partial_statistics, with_group_keys
 from batch.analysis.state import (EPISODES, PARTIALS, IndexedFile, StateUpdate, month_keys, nullable, read_device_days,
                                   read_files, read_meta, read_row_digests, split_by_month)
-from batch.analysis.statistics import GROUPINGS, READING_DATE, group_keys
+from batch.analysis.statistics import GROUPINGS, READING_DATE, group_keys, partial_parts
 from batch.core.config import public_view
 from batch.core.contract import ANALYSIS_COLUMNS, DEVICE, METRICS, PROFILE, Metric
 from batch.core.input_index import InputListing, compare_input, list_input
@@ -56,7 +56,7 @@ def compute_device_days(spark: SparkSession, settings: Any, summary: Any, metric
                         iaq_rules: IaqRules, conn: Any, target: PostgresTarget) -> DeviceDays:
     """`settings`: the run's AnalysisSettings; `summary`: its RunSummary, whose mode, input,
     input changes, readings read and device-days recomputed this fills."""
-    current = incremental.fingerprint(public_view(settings), metrics)
+    current = incremental.fingerprint(public_view(settings), metrics, partial_columns(metrics))
     with conn.cursor() as cursor:
         meta = read_meta(cursor, target.schema)
     conn.commit()
@@ -214,6 +214,12 @@ def _device_days(table: pa.Table) -> int:
 def _columns_read(metrics: tuple[Metric, ...]) -> tuple[str, ...]:
     names = tuple(metric.name for metric in _partial_metrics(metrics))
     return ANALYSIS_COLUMNS + (PROFILE,) + tuple(name for name in names if name not in ANALYSIS_COLUMNS)
+
+
+def partial_columns(metrics: tuple[Metric, ...]) -> list[str]:
+    """The aggregated columns of `_aggregate`'s partials, from their specs, in order."""
+    return ([part.name for part in partial_parts(_partial_metrics(metrics))] + [part.name for part in IAQ_PARTS]
+            + list(HEALTH_COLUMNS))
 
 
 def _partial_metrics(metrics: tuple[Metric, ...]) -> tuple[Metric, ...]:

@@ -34,6 +34,8 @@ CHECKED_METRICS: tuple[str, ...] = METRIC_NAMES
 HOUR_MASK = "health_hour_mask"
 BATTERY_MIN = "health_battery_min"
 CO2_NIGHT_MIN = "health_co2_night_min"
+# The columns health_partial_aggregates adds, in order.
+HEALTH_COLUMNS = (HOUR_MASK, BATTERY_MIN, CO2_NIGHT_MIN)
 
 
 def stuck_n(metric: str) -> str:

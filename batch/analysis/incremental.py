@@ -47,12 +47,17 @@ FULL, INCREMENTAL = "full", "incremental"
 _PARTIAL_OPTIONS = ("RAW_DATA_PATH", "BATCH_TIMEZONE", "DROP_REPLAYS", "CO2_HIGH_PPM",
                     "CO2_VERY_HIGH_PPM", "COMFORT_MIN_C", "COMFORT_MAX_C", "HEALTH_NIGHT_END_HOUR")
 _FILE_OPTIONS = ("IAQ_TIMETABLE_FILE", "IAQ_CLOSURES_FILE")
+# How a change of the fingerprint's other entries is named in `mode_reason`.
+_CHANGED = {"metrics": "the set of metrics", "statistics": "the partial statistics computed (a new release's)"}
 # How far a file's stored sendtime range may be from a recomputed day and still be read.
 _OVERLAP_MARGIN = timedelta(hours=1)
 
 
-def fingerprint(settings: Mapping[str, Any], metrics: tuple[Metric, ...]) -> dict[str, Any]:
-    """What the stored partials depend on, by option name: a file option by its contents."""
+def fingerprint(settings: Mapping[str, Any], metrics: tuple[Metric, ...],
+                partial_columns: Iterable[str]) -> dict[str, Any]:
+    """What the stored partials depend on, by option name: a file option by its contents; the
+    metrics and the partial columns computed (a release adding a statistic adds a column: its
+    state is rebuilt, without anyone having to remember a format version)."""
     names = _PARTIAL_OPTIONS + tuple(sorted(name.upper() for name in settings
                                             if name.upper().startswith("IAQ_")))
     values: dict[str, Any] = {}
@@ -62,6 +67,7 @@ def fingerprint(settings: Mapping[str, Any], metrics: tuple[Metric, ...]) -> dic
             value = {"path": value, "sha256": sha256(Path(value).read_bytes()).hexdigest()}
         values[name] = value if isinstance(value, (bool, int, float, str, dict)) else str(value)
     values["metrics"] = [metric.name for metric in metrics]
+    values["statistics"] = list(partial_columns)
     return values
 
 
@@ -76,8 +82,7 @@ def choose_mode(meta: StoredMeta | None, current: Mapping[str, Any], full_reques
     changed = sorted(name for name in set(current) | set(meta.fingerprint)
                      if current.get(name) != meta.fingerprint.get(name))
     if changed:
-        return FULL, ", ".join("the set of metrics" if name == "metrics" else name
-                               for name in changed) + " changed since the state was written"
+        return FULL, ", ".join(_CHANGED.get(name, name) for name in changed) + " changed since the state was written"
     return INCREMENTAL, "the state of the previous run has the same settings"
 
 
