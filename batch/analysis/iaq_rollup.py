@@ -24,7 +24,7 @@ from batch.analysis.iaq_settings import MICROS_PER_MINUTE, IaqRules
 from batch.analysis.iaq_tables import (COVERAGE, DAILY_TABLE, LOCAL_DATE, NOT_JUDGED_REASON, OCCUPIED_MEASURES,
                                        PERIOD_TABLE, WEEKLY_TABLE)
 from batch.analysis.rollup import included_partials, merge_parts
-from batch.analysis.statistics import READING_DATE, SUM, WEEK_KEYS, Part
+from batch.analysis.statistics import READING_DATE, SUM, WEEK_KEYS, Part, ratio
 from batch.analysis.timetable import Occupancy, public_holidays_applied
 from batch.core.contract import CLASSROOM, INSTITUTE
 
@@ -35,11 +35,6 @@ _BB101_MEAN_MET, _BB101_PEAK_MET = "bb101_mean_met", "bb101_peak_met"
 IAQ_GROUP_KEYS = WEEK_KEYS
 _WEEK_KEYS = tuple(key.column.name for key in IAQ_GROUP_KEYS)
 _CLASSROOM_KEYS = [INSTITUTE, CLASSROOM]
-
-
-def _ratio(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
-    # A share or mean over no reading is NULL, never 0 and never an error.
-    return (numerator / denominator.where(denominator > 0)).astype(float)
 
 
 def _nullable_flag(condition: pd.Series, applies: pd.Series) -> pd.Series:
@@ -105,7 +100,7 @@ def classroom_day_totals(partials: pd.DataFrame, episodes: pd.DataFrame, rules: 
     occupied = {(institute, day): occupied_us(institute, day, rules.occupancy, timezone)
                 for institute, day in set(zip(days[INSTITUTE], days[READING_DATE]))}
     days[_OCCUPIED_US] = [occupied[key] for key in zip(days[INSTITUTE], days[READING_DATE])]
-    days[COVERAGE] = _ratio(days[COVERED_US], days[_OCCUPIED_US])
+    days[COVERAGE] = ratio(days[COVERED_US], days[_OCCUPIED_US])
     judged = school_day & (days[COVERAGE] >= rules.min_day_coverage)
     days[_SCHOOL_DAY] = school_day
     days[_JUDGED] = judged
@@ -129,7 +124,8 @@ def classroom_daily_iaq(day_totals: pd.DataFrame) -> pd.DataFrame:
         "longest_peak_episode_minutes": (day_totals[LONGEST_US] / MICROS_PER_MINUTE).where(school_day),
         COVERAGE: day_totals[COVERAGE], NOT_JUDGED_REASON: day_totals[NOT_JUDGED_REASON],
         _BB101_MEAN_MET: day_totals[_BB101_MEAN_MET], _BB101_PEAK_MET: day_totals[_BB101_PEAK_MET],
-        "pir_share_motion": _ratio(day_totals[PIR_MOTION], day_totals[PIR_N]),
+        # A share over no reading is NULL, never 0 and never an error.
+        "pir_share_motion": ratio(day_totals[PIR_MOTION], day_totals[PIR_N]),
     })
 
 

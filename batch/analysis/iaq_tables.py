@@ -56,7 +56,7 @@ def _excess_bounds(settings: IaqSettings) -> tuple[str, ...]:
             f"above {limits[1]:g} and at most {limits[2]:g}", f"above {limits[2]:g}")
 
 
-def _in_band(settings: IaqSettings) -> str:
+def _in_band_comment(settings: IaqSettings) -> str:
     season = f"{settings.iaq_heating_season_start}..{settings.iaq_heating_season_end}"
     heating, other = settings.iaq_temperature_heating_c, settings.iaq_temperature_non_heating_c
     return ("EN 16798-1:2019 category II: share of the occupied temperature readings within "
@@ -102,7 +102,7 @@ def _occupied_measures() -> tuple[Measure, ...]:
                 fixed("mean air temperature over the occupied readings; null without temperature"),
                 (temperature_n, temperature_sum),
                 lambda merged: ratio(merged[temperature_sum.name], merged[temperature_n.name]), unit="°C"),
-        Measure("temperature_share_in_band", DOUBLE, _in_band, (temperature_n, in_band),
+        Measure("temperature_share_in_band", DOUBLE, _in_band_comment, (temperature_n, in_band),
                 lambda merged: ratio(merged[in_band.name], merged[temperature_n.name]), unit="share 0-1"),
     )
 

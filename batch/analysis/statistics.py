@@ -294,7 +294,7 @@ def partial_parts(metrics: tuple[Metric, ...]) -> tuple[Part, ...]:
     group = (READINGS_PART, REPLAYS_PART, FIRST_PART, LAST_PART)
     per_metric = tuple(part for metric in metrics for part in MetricParts.of(metric.name).all)
     hits = tuple(measure.parts[0] for measure in SHARE_MEASURES)
-    return tuple(part for part in group + per_metric + hits if part.aggregate is not None)
+    return group + per_metric + hits
 
 
 def output_columns(grouping: Grouping, thresholds: Thresholds,
