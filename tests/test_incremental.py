@@ -32,7 +32,7 @@ from batch.core.contract import METRICS
 from batch.core.postgres import PostgresTarget
 from tests import independent
 from tests.support.jobs import admin_connection, query, runs
-from tests.support.published import PUBLISHED_KEYS, published_catalog, write_rows
+from tests.support.published import PUBLISHED_KEYS, STAGED, published_catalog, write_rows
 from tests.support.raw_changes import DEVICES, STEPS, FileChanges, RawFolder, Readings, day_times
 from tests.support.sink import MicroBatchSink
 from tests.test_analysis import analysis_settings, run
@@ -338,4 +338,78 @@ def test_a_changed_setting_forces_a_full_rebuild_that_names_it_and_nothing_chang
         # After all of that, the state is still the full rebuild's.
         with fresh_target(make_target) as full:
             run(spark, analysis_settings(full, folder.path, FULL_REBUILD="true", **variables))
+            assert_same_published(target, full)
+
+
+def row_versions(target: PostgresTarget) -> dict[str, dict[tuple, tuple[str, tuple]]]:
+    """Every published table's rows by key: (the row version's xmin, its values)."""
+    versions = {}
+    with contextlib.closing(admin_connection(target)) as conn:
+        for table in STAGED:
+            with conn.cursor() as cursor:
+                cursor.execute(sql.SQL("SELECT xmin::text, * FROM {}.{}").format(
+                    sql.Identifier(target.schema), sql.Identifier(table)))
+                columns = [description.name for description in cursor.description][1:]
+                rows = cursor.fetchall()
+            at = [columns.index(column) for column in PUBLISHED_KEYS[table]]
+            versions[table] = {tuple(row[1:][i] for i in at): (row[0], row[1:]) for row in rows}
+    return versions
+
+
+def comment_versions(target: PostgresTarget) -> dict[tuple[str, int], tuple[str, str]]:
+    """The comments of the schema's tables and their columns (not the views': recreated by every
+    run, and never vacuumed): (table, column number) -> (xmin, text)."""
+    with contextlib.closing(admin_connection(target)) as conn:
+        rows = query(conn, "SELECT c.relname, d.objsubid, d.xmin::text, d.description FROM pg_description d "
+                           "JOIN pg_class c ON c.oid = d.objoid AND d.classoid = 'pg_class'::regclass "
+                           "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",
+                     (target.schema,))
+    return {(table, column): (version, text) for table, column, version, text in rows}
+
+
+def test_a_full_run_rewrites_only_the_rows_that_changed_and_a_table_edited_by_hand_is_rebuilt(
+        spark: SparkSession, make_target: Callable[..., PostgresTarget], tmp_path: Path) -> None:
+    folder = RawFolder(tmp_path / "raw")
+    folder.add_file(folder.readings.new_days(random.Random(5), 4))
+    variables = dict(SETTINGS, REPORT_DIR=str(tmp_path / "reports"))
+    with fresh_target(make_target) as target:
+        run(spark, analysis_settings(target, folder.path, **variables))
+        first, comments = row_versions(target), comment_versions(target)
+        assert sum(map(len, first.values())) > 0
+        # The same input again, rebuilt: every row is the same, none is written again, and no
+        # comment either (COMMENT ON would cancel autovacuum).
+        run(spark, analysis_settings(target, folder.path, FULL_REBUILD="true", **variables))
+        assert row_versions(target) == first
+        assert comment_versions(target) == comments
+        # Another CO2 threshold changes the CO2 statistics only. In each table, exactly the rows
+        # whose values changed are new versions (xmin), or, where most changed, every row is.
+        run(spark, analysis_settings(target, folder.path, CO2_HIGH_PPM="700", **variables))
+        assert_mode(last_record(target), "full", "CO2_HIGH_PPM")
+        second = row_versions(target)
+        rewritten = {}
+        for table, rows in second.items():
+            assert rows.keys() == first[table].keys(), table
+            changed = {key for key, (_, values) in rows.items() if values != first[table][key][1]}
+            new_versions = {key for key, (version, _) in rows.items() if version != first[table][key][0]}
+            assert new_versions == changed or (new_versions == rows.keys() and len(changed) > len(rows) / 2), (
+                table, len(rows), len(changed), len(new_versions))
+            rewritten[table] = len(new_versions)
+        assert rewritten["classroom_stats"] and not rewritten["device_daily_health"], rewritten
+        # The comments naming the threshold say the new one; the others are left alone.
+        changed_comments = {key: text for key, (_, text) in comment_versions(target).items()
+                            if text != comments[key][1]}
+        assert changed_comments and all("700 ppm (CO2_HIGH_PPM)" in text for text in changed_comments.values()), \
+            changed_comments
+        # A row deleted by hand: the next run notices, rebuilds in full and says which table.
+        with contextlib.closing(admin_connection(target)) as conn:
+            query(conn, sql.SQL("DELETE FROM {}.classroom_stats WHERE ctid = "
+                                "(SELECT min(ctid) FROM {}.classroom_stats)").format(
+                sql.Identifier(target.schema), sql.Identifier(target.schema)))
+        run(spark, analysis_settings(target, folder.path, CO2_HIGH_PPM="700", **variables))
+        record = last_record(target)
+        assert_mode(record, "full", "classroom_stats holds")
+        assert "changed outside the job" in record["mode_reason"]
+        assert row_versions(target)["classroom_stats"].keys() == first["classroom_stats"].keys()
+        with fresh_target(make_target) as full:
+            run(spark, analysis_settings(full, folder.path, FULL_REBUILD="true", CO2_HIGH_PPM="700", **variables))
             assert_same_published(target, full)

@@ -191,13 +191,17 @@ def test_sigkill_at_any_point_keeps_the_previous_results_and_the_next_run_recove
             install_commit_hold(admin, target.schema, key)
             stack.enter_context(advisory_hold(target, key))
         reader = admin
+        # "swap": held after reading the footers, where it has counted the published tables'
+        # rows (state.edited_tables) and stages nothing yet; the staging tables are written in
+        # milliseconds (COPY), too fast to be seen and locked in between.
+        hold_at = "read" if point == "swap" else point if point in ("read", "aggregate") else None
+        job = stack.enter_context(JobProcess.analysis(environment, tmp_path / "job", hold_at=hold_at))
         if point == "swap":
-            # Locked before the job starts: the staging tables are written in milliseconds
-            # (COPY), too fast to be seen and locked in between. Nothing before the swap
-            # locks a published table; the swap replaces weekly_stats after the others.
+            wait_for(lambda: job.hold_reached("read"), "the job to read the footers", job=job)
+            # Nothing else locks a published table before the swap, which replaces weekly_stats
+            # after the others.
             reader = stack.enter_context(table_lock(target, "weekly_stats"))
-        job = stack.enter_context(JobProcess.analysis(
-            environment, tmp_path / "job", hold_at=point if point in ("read", "aggregate") else None))
+            job.release()
 
         # Wait, from outside, until the job is held where the fault is injected.
         if point in ("read", "aggregate"):

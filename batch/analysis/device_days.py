@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -25,8 +26,9 @@ from batch.analysis.iaq_rollup import IAQ_GROUP_KEYS
 from batch.analysis.iaq_settings import IaqRules
 from batch.analysis.incremental import FULL, SOURCE_FILE, FileFacts, Touched
 from batch.analysis.partials import partial_statistics, with_group_keys
-from batch.analysis.state import (EPISODES, PARTIALS, IndexedFile, StateUpdate, month_keys, nullable, read_device_days,
-                                  read_files, read_meta, read_row_digests, split_by_month)
+from batch.analysis.state import (EPISODES, PARTIALS, STATE_FORMAT_VERSION, IndexedFile, StateUpdate, edited_tables,
+                                  month_keys, nullable, read_device_days, read_files, read_meta, read_row_digests,
+                                  split_by_month)
 from batch.analysis.statistics import GROUPINGS, READING_DATE, group_keys, partial_parts
 from batch.core.config import public_view
 from batch.core.contract import ANALYSIS_COLUMNS, DEVICE, METRICS, PROFILE, Metric
@@ -46,21 +48,29 @@ class DeviceDays:
     partials: pa.Table
     episodes: pa.Table
     update: StateUpdate
-    # The previous run's digests of the published rows (batch/analysis/delta.py); none on a full run.
+    # The previous run's digests of the published rows (batch/analysis/delta.py), for the tables
+    # whose rows are still those it published.
     stored_row_digests: dict[str, pd.DataFrame] = field(default_factory=dict)
     # What an incremental run changed in the state; None on a full run (everything).
     changed: incremental.Changed | None = None
 
 
 def compute_device_days(spark: SparkSession, settings: Any, summary: Any, metrics: tuple[Metric, ...],
-                        iaq_rules: IaqRules, conn: Any, target: PostgresTarget) -> DeviceDays:
+                        iaq_rules: IaqRules, conn: Any, target: PostgresTarget,
+                        published: Sequence[str]) -> DeviceDays:
     """`settings`: the run's AnalysisSettings; `summary`: its RunSummary, whose mode, input,
-    input changes, readings read and device-days recomputed this fills."""
+    input changes, readings read and device-days recomputed this fills; `published`: the
+    published tables' names."""
     current = incremental.fingerprint(public_view(settings), metrics, partial_columns(metrics))
     with conn.cursor() as cursor:
         meta = read_meta(cursor, target.schema)
+        edited = edited_tables(cursor, target.schema, published) if meta is not None else {}
+        # A full run too swaps only the rows that changed, against the digests of a state of
+        # this format (digests of another may be computed otherwise).
+        digests = {} if meta is None or meta.format_version != STATE_FORMAT_VERSION else {
+            table: rows for table, rows in read_row_digests(cursor, target.schema).items() if table not in edited}
     conn.commit()
-    summary.mode, summary.mode_reason = incremental.choose_mode(meta, current, settings.full_rebuild)
+    summary.mode, summary.mode_reason = incremental.choose_mode(meta, current, settings.full_rebuild, edited)
     log.info("%s run: %s", summary.mode, summary.mode_reason)
     with summary.phase("read"):
         # An incremental run lists a sink's log from the batch after the state's last one.
@@ -69,12 +79,13 @@ def compute_device_days(spark: SparkSession, settings: Any, summary: Any, metric
                              after.last_sink_batch_id if after else None,
                              after.last_sink_batch_marker if after else None)
     if summary.mode == FULL:
-        return _full(spark, settings, summary, metrics, iaq_rules, listing, current)
-    return _incremental(spark, settings, summary, metrics, iaq_rules, listing, current, conn, target)
+        return _full(spark, settings, summary, metrics, iaq_rules, listing, current, digests)
+    return _incremental(spark, settings, summary, metrics, iaq_rules, listing, current, conn, target, digests)
 
 
 def _full(spark: SparkSession, settings: Any, summary: Any, metrics: tuple[Metric, ...],
-          iaq_rules: IaqRules, listing: InputListing, current: dict[str, Any]) -> DeviceDays:
+          iaq_rules: IaqRules, listing: InputListing, current: dict[str, Any],
+          stored_row_digests: dict[str, pd.DataFrame]) -> DeviceDays:
     def attempt(unreadable: tuple[str, ...]) -> tuple[pa.Table, pa.Table, dict[str, FileFacts], InputFiles]:
         with summary.phase("read"):
             readings_df, input_files = read_raw_readings(
@@ -93,12 +104,13 @@ def _full(spark: SparkSession, settings: Any, summary: Any, metrics: tuple[Metri
         partials, episodes,
         StateUpdate(full=True, months={PARTIALS: split_by_month(partials), EPISODES: split_by_month(episodes)},
                     files=tuple(files), fingerprint=current, last_sink_batch_id=listing.latest_batch_id,
-                    last_sink_batch_marker=listing.latest_batch_marker))
+                    last_sink_batch_marker=listing.latest_batch_marker),
+        stored_row_digests=stored_row_digests)
 
 
 def _incremental(spark: SparkSession, settings: Any, summary: Any, metrics: tuple[Metric, ...],
                  iaq_rules: IaqRules, listing: InputListing, current: dict[str, Any], conn: Any,
-                 target: PostgresTarget) -> DeviceDays:
+                 target: PostgresTarget, stored_row_digests: dict[str, pd.DataFrame]) -> DeviceDays:
     timezone = settings.batch_timezone
     with conn.cursor() as cursor:
         stored_files = read_files(cursor, target.schema)
@@ -157,7 +169,6 @@ def _incremental(spark: SparkSession, settings: Any, summary: Any, metrics: tupl
         partials, partial_months, partial_dates, recomputed = _merge(stored_partials, new_partials, touched)
         episodes, episode_months, episode_dates, _ = _merge(
             read_device_days(cursor, target.schema, EPISODES), new_episodes, touched)
-        stored_row_digests = read_row_digests(cursor, target.schema)
         changed = incremental.Changed(partial_dates | episode_dates, incremental.data_through(stored_partials),
                                       incremental.data_through(partials))
     conn.commit()

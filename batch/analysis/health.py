@@ -61,13 +61,17 @@ def hour_weights(day: dt.date, zone: ZoneInfo) -> tuple[np.ndarray, dt.datetime]
     return weights, midnight
 
 
-def _runs_and_hours(masks: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: wall-clock hours with a reading among those weighed (> 0), and the longest run
-    of hours without one, in elapsed hours (an hour of weight 0 neither counts nor breaks it)."""
+def _runs_and_hours(masks: np.ndarray, weights_of_dates: np.ndarray,
+                    date_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: wall-clock hours with a reading among those weighed (> 0; row i's weights are
+    `weights_of_dates[date_index[i]]`), and the longest run of hours without one, in elapsed
+    hours (an hour of weight 0 neither counts nor breaks it)."""
     run = np.zeros(len(masks))
     longest = np.zeros(len(masks))
     hours = np.zeros(len(masks), dtype=np.int64)
-    for hour, weight in enumerate(np.ascontiguousarray(weights.T)):
+    # One hour's weights at a time: a row-by-hour table would be 24 doubles per device-day.
+    for hour in range(24):
+        weight = weights_of_dates[:, hour][date_index]
         counted = (((masks >> hour) & 1) == 1) & (weight > 0)
         run += weight  # an hour of weight 0 adds nothing: the run goes on through it
         run *= ~counted
@@ -284,7 +288,7 @@ def daily_health(merged: DeviceDays, rules: HealthRules, zone: ZoneInfo) -> pd.D
     day_index = day_index.reshape(-1)
     dates = np.array([day.item() for day in distinct_days.astype("datetime64[D]")], dtype=object)
     weights_of_dates, last_share = _day_weights(dates, span, zone)
-    hours, longest_gap = _runs_and_hours(days[HOUR_MASK], weights_of_dates[day_index])
+    hours, longest_gap = _runs_and_hours(days[HOUR_MASK], weights_of_dates, day_index)
     usual = _usual_readings(readings, codes, rules.usual_days)
     last_day = days[DAY_NUMBER] == last_date
     due = usual * np.where(last_day, last_share, 1.0)

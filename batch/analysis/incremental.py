@@ -71,8 +71,11 @@ def fingerprint(settings: Mapping[str, Any], metrics: tuple[Metric, ...],
     return values
 
 
-def choose_mode(meta: StoredMeta | None, current: Mapping[str, Any], full_requested: bool) -> tuple[str, str]:
-    """(mode, reason): full without a state, when asked, or when the state is of other settings."""
+def choose_mode(meta: StoredMeta | None, current: Mapping[str, Any], full_requested: bool,
+                edited: Mapping[str, tuple[int, int]] | None = None) -> tuple[str, str]:
+    """(mode, reason): full without a state, when asked, when the state is of other settings, or
+    when a published table was `edited` outside the job (state.edited_tables): its rows are no
+    longer those the state describes."""
     if full_requested:
         return FULL, "FULL_REBUILD (--full) given"
     if meta is None:
@@ -83,6 +86,10 @@ def choose_mode(meta: StoredMeta | None, current: Mapping[str, Any], full_reques
                      if current.get(name) != meta.fingerprint.get(name))
     if changed:
         return FULL, ", ".join(_CHANGED.get(name, name) for name in changed) + " changed since the state was written"
+    if edited:
+        return FULL, "; ".join(f"{table} holds {held} rows where the previous run published {published}"
+                               for table, (held, published) in sorted(edited.items())) \
+            + " (changed outside the job)"
     return INCREMENTAL, "the state of the previous run has the same settings"
 
 

@@ -216,7 +216,8 @@ def _compute_and_publish(spark: SparkSession, settings: AnalysisSettings, summar
     iaq_rules = settings.iaq.rules()
     # In the driver: groups, not readings (see batch.analysis.rollup for the bound), where
     # every table is rolled up.
-    device_days = compute_device_days(spark, settings, summary, metrics, iaq_rules, conn, target)
+    device_days = compute_device_days(spark, settings, summary, metrics, iaq_rules, conn, target,
+                                      [table.name for table in catalog.published_tables])
     with summary.phase("aggregate"):
         partials, episodes = arrow_to_pandas(device_days.partials), arrow_to_pandas(device_days.episodes)
         counts = validation_counts(partials, metrics)
@@ -283,7 +284,8 @@ def _stage(writer: publish.StagingWriter, catalog: Catalog, results: Iterator[di
            scopes: Mapping[str, Scope]) -> Staged:
     """Stage every published table as soon as its rows are computed: whole, or, where the
     previous run's row digests are stored and the table gains no column, only the rows that
-    changed and the keys to delete (batch/analysis/delta.py). A table with a scope was computed
+    changed and the keys to delete (batch/analysis/delta.py), unless most rows changed (a plain
+    DELETE and INSERT is then cheaper than deleting by key). A table with a scope was computed
     for its scope only: its rows outside it stay as they are, with their digests."""
     tables = {table.name: table for table in catalog.published_tables}
     empty: set[str] = set()
@@ -304,8 +306,11 @@ def _stage(writer: publish.StagingWriter, catalog: Catalog, results: Iterator[di
                         digests[name] = pd.concat([previous[~recomputed], computed_digests], ignore_index=True)
                         previous = previous[recomputed].reset_index(drop=True)
                     inserted, deleted = row_changes(rows, computed_digests, previous, table.key)
-                    writer.write(table, inserted, deleted)
-                    changed_only[name] = len(digests[name])
+                    if name not in scopes and len(inserted) > len(rows) / 2:
+                        writer.write(table, rows)
+                    else:
+                        writer.write(table, inserted, deleted)
+                        changed_only[name] = len(digests[name])
                 if digests[name].empty:
                     empty.add(name)
         if tables:

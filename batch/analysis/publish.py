@@ -100,15 +100,41 @@ def create_table_ddl(schema: str, table: Table, name: str | None = None,
         qualified(schema, name or table.name), sql.SQL(", ").join(definitions))
 
 
+def _comments(table: Table) -> list[tuple[str | None, str]]:
+    """(column, or None for the table itself; its comment)."""
+    return [(None, table.description), *((column.name, column.comment) for column in table.columns)]
+
+
+def _comment_ddl(schema: str, table: str, column: str | None, text: str) -> sql.Composable:
+    if column is None:
+        return sql.SQL("COMMENT ON TABLE {} IS {}").format(qualified(schema, table), sql.Literal(text))
+    return sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
+        qualified(schema, table), sql.Identifier(column), sql.Literal(text))
+
+
 def comments_ddl(schema: str, table: Table) -> list[sql.Composable]:
-    statements: list[sql.Composable] = [sql.SQL("COMMENT ON TABLE {} IS {}").format(
-        qualified(schema, table.name), sql.Literal(table.description))]
-    statements += [
-        sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
-            qualified(schema, table.name), sql.Identifier(column.name), sql.Literal(column.comment))
-        for column in table.columns
-    ]
-    return statements
+    return [_comment_ddl(schema, table.name, column, text) for column, text in _comments(table)]
+
+
+def _stored_comments(cursor: Any, schema: str) -> dict[tuple[str, str | None], str]:
+    """The comments of the tables of `schema` and of their columns, by (table, column or None)."""
+    cursor.execute(
+        "SELECT c.relname, a.attname, d.description FROM pg_description d "
+        "JOIN pg_class c ON c.oid = d.objoid AND d.classoid = 'pg_class'::regclass "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = %s "
+        "LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.objsubid AND d.objsubid > 0",
+        (schema,))
+    return {(table, column): text for table, column, text in cursor.fetchall()}
+
+
+def _update_comments(cursor: Any, schema: str, table: Table,
+                     stored: Mapping[tuple[str, str | None], str]) -> None:
+    """Comment `table` where its comments differ from the `stored` ones only: COMMENT ON takes a
+    lock that autovacuum yields to, so that one issued on every run would cancel the vacuum of
+    the rows the run's swap deleted, and wait a second (deadlock_timeout) for it to go."""
+    for column, text in _comments(table):
+        if stored.get((table.name, column)) != text:
+            cursor.execute(_comment_ddl(schema, table.name, column, text))
 
 
 def _view_ddl(schema: str, view: View, replace: bool) -> list[sql.Composable]:
@@ -211,8 +237,7 @@ def ensure_schema(conn: psycopg2.extensions.connection, target: PostgresTarget,
         for table in (catalog.runs, *catalog.state_tables):
             for column in new_columns.pop(table.name, ()):
                 cursor.execute(_add_column(target.schema, table.name, column))
-        for statement in comments_ddl(target.schema, catalog.runs):
-            cursor.execute(statement)
+        _update_comments(cursor, target.schema, catalog.runs, _stored_comments(cursor, target.schema))
     conn.commit()
     return Evolution({name: columns for name, columns in new_columns.items() if columns})
 
@@ -419,6 +444,7 @@ def swap_in(conn: psycopg2.extensions.connection, target: PostgresTarget, catalo
     try:
         with conn.cursor() as cursor:
             changed_only = changed_only or {}
+            comments = _stored_comments(cursor, target.schema)
             for table in catalog.published_tables:
                 published = qualified(target.schema, table.name)
                 columns = sql.SQL(", ").join(map(sql.Identifier, table.column_names))
@@ -437,8 +463,7 @@ def swap_in(conn: psycopg2.extensions.connection, target: PostgresTarget, catalo
                     published, columns, columns,
                     qualified(target.schema, staging_table(table.name, run_id))))
                 rows_written[table.name] = changed_only.get(table.name, cursor.rowcount)
-                for statement in comments_ddl(target.schema, table):
-                    cursor.execute(statement)
+                _update_comments(cursor, target.schema, table, comments)
             for view in catalog.views:
                 _recreate_view(cursor, target.schema, view)
             if also is not None:
