@@ -15,13 +15,13 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_type
 
 from batch.analysis.catalog import build_catalog
-from batch.analysis.partials import collect_partials, partial_statistics, with_group_keys
+from batch.analysis.partials import partial_statistics, with_group_keys
 from batch.analysis.rollup import rollup_all, rollup_in_spark, validation_counts
 from batch.analysis.statistics import GROUPINGS, group_keys, output_columns
 from batch.core.contract import ANALYSIS_COLUMNS, METRIC_NAMES, canonical_schema
-from batch.core.session import collect_to_pandas
 from batch.core.thresholds import Thresholds
 from batch.core.validation import validate_readings
+from tests.support.collect import collect_partials, collect_to_pandas
 
 UTC = dt.timezone.utc
 COLUMNS = ("DevEui", "institute", "classroom", "sendtime", "temperature", "humidity", "co2")

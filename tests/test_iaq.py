@@ -27,14 +27,13 @@ from batch.analysis import publish
 from batch.analysis.catalog import Catalog
 from batch.analysis.iaq_partials import (
     IAQ_VALIDATED_METRICS,
-    collect_device_day_episodes,
     iaq_partial_aggregates,
     with_occupied_range,
 )
 from batch.analysis.iaq_rollup import IAQ_GROUP_KEYS, IaqTables, iaq_tables, occupied_us
 from batch.analysis.iaq_settings import IAQ_OPTIONS, IaqRules, IaqSettings
 from batch.analysis.iaq_tables import WEEKLY_TABLE, iaq_catalog_tables, latest_week_view
-from batch.analysis.partials import collect_partials, partial_statistics
+from batch.analysis.partials import partial_statistics
 from batch.analysis.publish import PostgresTarget
 from batch.core.thresholds import Thresholds
 from batch.analysis.timetable import Occupancy, parse_timetable, public_holidays_applied
@@ -43,6 +42,7 @@ from batch.core.contract import ANALYSIS_COLUMNS, canonical_schema
 from batch.core.errors import ConfigurationError
 from batch.core.validation import validate_readings
 from tests import independent_iaq
+from tests.support.collect import collect_device_day_episodes, collect_partials
 
 COLUMNS = ("DevEui", "institute", "classroom", "sendtime", "co2", "temperature", "pir")
 # The references' defaults (IAQ_OPTIONS), with the default timetable.

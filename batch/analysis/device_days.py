@@ -26,16 +26,17 @@ from batch.analysis.iaq_rollup import IAQ_GROUP_KEYS
 from batch.analysis.iaq_settings import IaqRules
 from batch.analysis.incremental import FULL, SOURCE_FILE, FileFacts, Touched
 from batch.analysis.partials import partial_statistics, with_group_keys
+from batch.analysis.rollup import data_through
 from batch.analysis.state import (EPISODES, PARTIALS, STATE_FORMAT_VERSION, IndexedFile, StateUpdate, edited_tables,
                                   month_keys, nullable, read_device_days, read_files, read_meta, read_row_digests,
                                   split_by_month)
 from batch.analysis.statistics import GROUPINGS, READING_DATE, group_keys, partial_parts
 from batch.core.config import public_view
-from batch.core.contract import ANALYSIS_COLUMNS, DEVICE, METRICS, PROFILE, Metric
+from batch.core.contract import ANALYSIS_COLUMNS, DEVICE, INSTITUTE, METRICS, PROFILE, Metric
 from batch.core.input_index import InputListing, compare_input, list_input
 from batch.core.postgres import PostgresTarget
 from batch.core.readers import InputFiles, read_raw_readings, same_file, without_damaged_files
-from batch.core.session import collect_to_arrow
+from batch.core.session import arrow_to_pandas, collect_to_arrow
 from batch.core.validation import EXCLUSION_REASON, validate_readings
 
 log = logging.getLogger(__name__)
@@ -169,8 +170,8 @@ def _incremental(spark: SparkSession, settings: Any, summary: Any, metrics: tupl
         partials, partial_months, partial_dates, recomputed = _merge(stored_partials, new_partials, touched)
         episodes, episode_months, episode_dates, _ = _merge(
             read_device_days(cursor, target.schema, EPISODES), new_episodes, touched)
-        changed = incremental.Changed(partial_dates | episode_dates, incremental.data_through(stored_partials),
-                                      incremental.data_through(partials))
+        changed = incremental.Changed(partial_dates | episode_dates, _data_through(stored_partials),
+                                      _data_through(partials))
     conn.commit()
     files = kept + incremental.indexed(arriving, facts)
     _record_work(summary, len(changes.new), len(changes.changed), len(changes.removed),
@@ -184,6 +185,10 @@ def _incremental(spark: SparkSession, settings: Any, summary: Any, metrics: tupl
                     last_sink_batch_id=listing.latest_batch_id,
                     last_sink_batch_marker=listing.latest_batch_marker),
         stored_row_digests=stored_row_digests, changed=changed)
+
+
+def _data_through(partials: pa.Table) -> dict:
+    return data_through(arrow_to_pandas(partials.select([EXCLUSION_REASON, INSTITUTE, READING_DATE])))
 
 
 def _record_work(summary: Any, new: int, changed: int, removed: int, readings_read: int,

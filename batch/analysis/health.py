@@ -122,9 +122,9 @@ class DeviceDays:
 
 
 def device_days(partials: pd.DataFrame, zone: ZoneInfo) -> DeviceDays:
-    """The rows of `collect_partials`' frame the statistics use, merged per device and local date
-    (a device that moved classroom that day has one per classroom); the place is that of its
-    newest reading."""
+    """The rows of the collected partials (batch/analysis/device_days.py) the statistics use,
+    merged per device and local date (a device that moved classroom that day has one per
+    classroom); the place is that of its newest reading."""
     used = partials[EXCLUSION_REASON].isna().to_numpy()
 
     def column(name: str) -> np.ndarray:

@@ -18,7 +18,6 @@ import datetime as dt
 from collections.abc import Callable
 from functools import reduce
 
-import pandas as pd
 import pyarrow as pa
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -29,7 +28,7 @@ from batch.analysis.partials import LOCAL_MICROS, MICROS_PER_DAY, local_days, wi
 from batch.analysis.statistics import MAX, READING_DATE, SUM, Part
 from batch.analysis.timetable import ALL_INSTITUTES, Occupancy, Timetable, public_holiday_dates
 from batch.core.contract import CLASSROOM, DEVICE, INSTITUTE, METRIC_NAMES, SENDTIME
-from batch.core.session import arrow_to_pandas, collect_to_arrow
+from batch.core.session import collect_to_arrow
 from batch.core.validation import EXCLUSION_REASON
 
 _EPOCH_DATE = dt.date(1970, 1, 1)
@@ -252,10 +251,3 @@ def device_day_episodes_table(validated_df: DataFrame, timezone: str, rules: Iaq
     if not any_occupied_co2:
         return to_arrow_schema(episodes_df.schema).empty_table()
     return collect_to_arrow(episodes_df)
-
-
-def collect_device_day_episodes(validated_df: DataFrame, timezone: str, rules: IaqRules,
-                                partials: pd.DataFrame) -> pd.DataFrame:
-    """`device_day_episodes_table` as pandas, judged on `collect_partials`' frame."""
-    co2_n = partials.loc[partials[EXCLUSION_REASON].isna(), CO2_N]
-    return arrow_to_pandas(device_day_episodes_table(validated_df, timezone, rules, bool((co2_n > 0).any())))

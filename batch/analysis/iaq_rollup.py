@@ -23,7 +23,7 @@ from batch.analysis.iaq_partials import (CATEGORY_N, CO2_N, CO2_SUM, COVERED_US,
 from batch.analysis.iaq_settings import MICROS_PER_MINUTE, IaqRules
 from batch.analysis.iaq_tables import (COVERAGE, DAILY_TABLE, LOCAL_DATE, NOT_JUDGED_REASON, OCCUPIED_MEASURES,
                                        PERIOD_TABLE, WEEKLY_TABLE)
-from batch.analysis.rollup import included_partials, merge_parts
+from batch.analysis.rollup import data_through, included_partials, merge_parts
 from batch.analysis.statistics import READING_DATE, SUM, WEEK_KEYS, Part, ratio
 from batch.analysis.timetable import Occupancy, public_holidays_applied
 from batch.core.contract import CLASSROOM, INSTITUTE
@@ -31,7 +31,7 @@ from batch.core.contract import CLASSROOM, INSTITUTE
 _SCHOOL_DAY, _JUDGED = "iaq_school_day", "iaq_judged"
 _OCCUPIED_US = "iaq_occupied_us"
 _BB101_MEAN_MET, _BB101_PEAK_MET = "bb101_mean_met", "bb101_peak_met"
-# The keys the collected partials must carry for these tables (batch.analysis.partials.collect_partials).
+# The keys the collected partials must carry for these tables (batch/analysis/device_days.py).
 IAQ_GROUP_KEYS = WEEK_KEYS
 _WEEK_KEYS = tuple(key.column.name for key in IAQ_GROUP_KEYS)
 _CLASSROOM_KEYS = [INSTITUTE, CLASSROOM]
@@ -84,7 +84,7 @@ def classroom_day_totals(partials: pd.DataFrame, episodes: pd.DataFrame, rules: 
     the days covered enough to be judged.
 
     `partials`: partial_statistics with `iaq_partial_aggregates` and the ISO week keys
-    (batch.analysis.partials.collect_partials); `episodes`: `collect_device_day_episodes`.
+    (batch/analysis/device_days.py); `episodes`: `device_day_episodes_table`'s.
     """
     keys = [*_CLASSROOM_KEYS, READING_DATE]
     # The week keys follow from the date: grouped by, not merged.
@@ -181,8 +181,8 @@ def iaq_tables(partials: pd.DataFrame, episodes: pd.DataFrame, rules: IaqRules,
     # Complete once data of the classroom's institute newer than the week's Sunday have
     # arrived: the institute's own data, so that an institute whose uplink stopped does not see
     # its last week as complete because another institute's data moved on.
-    data_through = included_partials(partials, [INSTITUTE, READING_DATE]).groupby(INSTITUTE)[READING_DATE].max().to_dict()
-    weekly["week_complete"] = [start + dt.timedelta(days=7) <= data_through[institute]
+    through = data_through(partials)
+    weekly["week_complete"] = [start + dt.timedelta(days=7) <= through[institute]
                                for institute, start in zip(weekly[INSTITUTE], weekly["week_start"])]
     return IaqTables(daily=classroom_daily_iaq(daily_totals), weekly=weekly,
                      period=_rolled_up(day_totals, _CLASSROOM_KEYS, rules))

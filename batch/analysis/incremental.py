@@ -34,11 +34,10 @@ from pyspark.sql import types as T
 from batch.analysis.partials import with_reading_date
 from batch.analysis.state import STATE_FORMAT_VERSION, IndexedFile, StoredMeta
 from batch.analysis.statistics import READING_DATE
-from batch.core.contract import DEVICE, INSTITUTE, SENDTIME, Metric
+from batch.core.contract import DEVICE, SENDTIME, Metric
 from batch.core.input_index import InputEntry
 from batch.core.readers import hadoop_path, same_file
 from batch.core.session import collect_to_arrow
-from batch.core.validation import EXCLUSION_REASON
 
 SOURCE_FILE = "source_file"
 FULL, INCREMENTAL = "full", "incremental"
@@ -187,13 +186,6 @@ class Changed:
     dates: frozenset[date]
     data_through_before: Mapping[str, date]
     data_through_after: Mapping[str, date]
-
-
-def data_through(partials: pa.Table) -> dict[str, date]:
-    """Each institute's last local date with an included reading."""
-    included = partials.filter(pc.is_null(partials[EXCLUSION_REASON]))
-    last = included.group_by(INSTITUTE).aggregate([(READING_DATE, "max")])
-    return dict(zip(last[INSTITUTE].to_pylist(), last[f"{READING_DATE}_max"].to_pylist()))
 
 
 def local_dates_spanned(low: datetime, high: datetime, zone: str) -> set[date]:

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from batch.analysis.statistics import READING_DATE, GroupKey, Thresholds, partial_parts
 from batch.core.contract import CLASSROOM, DEVICE, INSTITUTE, METRICS, SENDTIME, Metric
-from batch.core.session import collect_to_pandas
 from batch.core.validation import EXCLUSION_REASON
 
 LOCAL_MICROS = "local_micros"
@@ -74,8 +72,3 @@ def with_group_keys(partials_df: DataFrame, keys: tuple[GroupKey, ...]) -> DataF
     derived in Spark, where the key definitions live."""
     derived = {key.column.name: key for key in keys if key.derive is not None}
     return partials_df.select("*", *[key.derive().alias(name) for name, key in derived.items()])
-
-
-def collect_partials(partials_df: DataFrame, keys: tuple[GroupKey, ...]) -> pd.DataFrame:
-    """`with_group_keys`' partials in the driver (Arrow)."""
-    return collect_to_pandas(with_group_keys(partials_df, keys))

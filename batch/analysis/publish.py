@@ -344,7 +344,7 @@ def _copy_text(rows: pd.DataFrame, columns: tuple[Column, ...]) -> io.BytesIO:
     is quoted, so an empty name stays an empty string, and a missing value is an unquoted
     empty field, PostgreSQL's NULL; doubles are written in their shortest form that reads
     back to the same double; timestamps are UTC instants (PySpark's Arrow type of each
-    column's Spark type, as batch.core.session.collect_to_pandas collects them).
+    column's Spark type, as batch.core.session.arrow_to_pandas converts them).
     """
     schema = pa.schema([pa.field(column.name, to_arrow_type(column.type.spark)) for column in columns])
     table = pa.Table.from_pandas(rows[list(schema.names)], schema=schema, preserve_index=False)

@@ -10,6 +10,7 @@ which stays exact where a sum of squares would cancel.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -18,8 +19,8 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from batch.analysis.delta import Scope
-from batch.analysis.statistics import DISTINCT, MAX, MIN, SUM, Grouping, Measure, Part, Variance, measures
-from batch.core.contract import METRICS, Metric
+from batch.analysis.statistics import DISTINCT, MAX, MIN, READING_DATE, SUM, Grouping, Measure, Part, Variance, measures
+from batch.core.contract import INSTITUTE, METRICS, Metric
 from batch.core.validation import EXCLUSION_REASON, EXCLUSION_REASONS, REPLAY_REASON, REPLAYS, out_of_range_flag
 
 
@@ -99,16 +100,24 @@ def rollup_in_spark(partials_df: DataFrame, grouping: Grouping,
 
 
 def included_partials(partials: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
-    """The rows of `collect_partials`' frame that the statistics use (no exclusion reason);
-    only `columns` when given (a row filter copies every column it keeps: ~80 here)."""
+    """The rows of the collected partials (batch/analysis/device_days.py) that the statistics use
+    (no exclusion reason); only `columns` when given (a row filter copies every column it keeps:
+    ~80 here)."""
     included = partials[EXCLUSION_REASON].isna().to_numpy()
     return partials.loc[included, columns] if columns is not None else partials[included]
 
 
+def data_through(partials: pd.DataFrame) -> dict[str, date]:
+    """Each institute's last local date with an included reading (a compliance week is complete
+    once its institute's data reach past its Sunday)."""
+    return included_partials(partials, [INSTITUTE, READING_DATE]).groupby(INSTITUTE)[READING_DATE].max().to_dict()
+
+
 def rollup_all(partials: pd.DataFrame, groupings: tuple[Grouping, ...], metrics: tuple[Metric, ...] = METRICS,
                scopes: Mapping[str, Scope] | None = None) -> dict[str, pd.DataFrame]:
-    """The statistics of every grouping, by table name, from `collect_partials`' frame: of
-    the groups in the table's scope only where `scopes` gives one (batch/analysis/delta.py)."""
+    """The statistics of every grouping, by table name, from the collected partials
+    (batch/analysis/device_days.py): of the groups in the table's scope only where `scopes`
+    gives one (batch/analysis/delta.py)."""
     used = measures(metrics)
     columns = {name: None for grouping in groupings for name in grouping.key_names}
     included = included_partials(partials, [*columns, *(part.name for part in parts_of(used))])

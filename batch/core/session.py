@@ -79,8 +79,3 @@ def arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
     """Dates as datetime.date, timestamps as UTC-aware datetime64 (the session time zone,
     BASE_CONF): the one conversion every collected table goes through."""
     return table.to_pandas(date_as_object=True)
-
-
-def collect_to_pandas(df: DataFrame) -> pd.DataFrame:
-    """`collect_to_arrow` as a pandas DataFrame (`arrow_to_pandas`)."""
-    return arrow_to_pandas(collect_to_arrow(df))

@@ -6,7 +6,7 @@
 e.g. RAW_PATH /tmp/indoor-air-bench/many_days-5000000 (tests/bench/shapes.py). SETUP runs once,
 untimed; then, REPEATS times (default 2: the first pays the cold stages, later ones show the
 warm cost), each of STEPS, timed, one line each. Both are Python run in one namespace (RAW_PATH,
-TIMEZONE and every name an earlier step bound): this file imports nothing from batch/ itself,
+TIMEZONE and every name an earlier step bound): this file imports nothing from batch/ or tests/ itself,
 so when the library's functions change, edit SETUP and STEPS only. A step that only builds a
 DataFrame costs its planning: end the ones that should do their work with an action (count,
 collect, an eager localCheckpoint).
@@ -26,6 +26,7 @@ from batch.core.contract import ANALYSIS_COLUMNS, METRICS, PROFILE
 from batch.core.readers import read_raw_readings
 from batch.core.session import BASE_CONF
 from batch.core.validation import validate_readings
+from tests.support.collect import collect_device_day_episodes, collect_partials
 
 builder = SparkSession.builder.appName("bench-profile-aggregate")
 for key, value in BASE_CONF.items():
@@ -46,11 +47,11 @@ STEPS: list[tuple[str, str]] = [
      " statistics.Thresholds(), METRICS, extra_aggregates=iaq_partials.iaq_partial_aggregates(rules))"
      ".coalesce(spark.sparkContext.defaultParallelism).localCheckpoint()"),
     ("partials to the driver (Arrow)",
-     "partials = spark_partials.collect_partials(partials_df,"
+     "partials = collect_partials(partials_df,"
      " statistics.group_keys(statistics.GROUPINGS) + iaq_rollup.IAQ_GROUP_KEYS);"
      " print(f'    {len(partials):,} partial rows')"),
     ("episodes and coverage: scan, sort, fold, collect",
-     "episodes = iaq_partials.collect_device_day_episodes(validated_df, TIMEZONE, rules, partials);"
+     "episodes = collect_device_day_episodes(validated_df, TIMEZONE, rules, partials);"
      " print(f'    {len(episodes):,} device-days with an occupied CO2 reading')"),
     ("validation counts", "rollup.validation_counts(partials, METRICS)"),
     ("roll-up of every grouping", "rollup.rollup_all(partials, statistics.GROUPINGS, METRICS)"),
