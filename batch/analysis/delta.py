@@ -19,6 +19,7 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
+from batch.analysis.health import DAILY_HEALTH_TABLE
 from batch.analysis.iaq_tables import DAILY_TABLE, LOCAL_DATE, WEEKLY_TABLE
 from batch.analysis.incremental import Changed
 from batch.analysis.statistics import GROUPINGS, MONTH_START_KEY, WEEK_START_KEY
@@ -67,14 +68,21 @@ def _weeks_completed_between(changed: Changed) -> set[date]:
 def recomputed_scopes(changed: Changed | None, stored: Mapping[str, pd.DataFrame],
                       new_columns: Mapping[str, object]) -> dict[str, Scope]:
     """The published tables an incremental run recomputes in part, and which part: the weeks,
-    months and dates of the device-days it changed. The other tables (whole-period ones, the
-    sensor health, whose rows look back over earlier days) are recomputed whole, and so is a
-    table without the previous run's digests or gaining a column."""
+    months and dates of the device-days it changed; for device_daily_health, every date from
+    the first it changed or the input's previous last date (observed in part, and no longer
+    the last) on, since a row looks back over the device's earlier days (batch/analysis/health.py
+    reads what it depends on). The whole-period tables and device_health are recomputed whole,
+    and so is a table without the previous run's digests or gaining a column."""
     if changed is None:
         return {}
     weeks = frozenset(_monday(day) for day in changed.dates)
     scopes = {DAILY_TABLE: Scope(LOCAL_DATE, frozenset(changed.dates)),
               WEEKLY_TABLE: Scope(WEEK_START, weeks | _weeks_completed_between(changed))}
+    lasts = [*changed.data_through_before.values(), *changed.data_through_after.values()]
+    if changed.data_through_before:
+        first = min(changed.dates | {max(changed.data_through_before.values())})
+        scopes[DAILY_HEALTH_TABLE] = Scope(LOCAL_DATE, frozenset(
+            first + timedelta(days=offset) for offset in range((max(lasts) - first).days + 1)))
     for grouping in GROUPINGS:
         if WEEK_START in grouping.key_names:
             scopes[grouping.table] = Scope(WEEK_START, weeks)

@@ -156,6 +156,42 @@ def device_days(partials: pd.DataFrame, zone: ZoneInfo) -> DeviceDays:
     return DeviceDays(days, np.asarray(devices, dtype=object), newest, span)
 
 
+def _first_at_or_after(codes: np.ndarray, day_numbers: np.ndarray, day: int) -> np.ndarray:
+    """Per device (by code): the position of its first row dated `day` or later, in rows sorted by
+    device and date (the position after its last row when none is)."""
+    devices = np.arange(int(codes.max()) + 1)
+    return np.searchsorted(codes * _DAYS_PER_CODE + day_numbers, devices * _DAYS_PER_CODE + day)
+
+
+_DAYS_PER_CODE = 1 << 32  # day numbers of a device's rows stay within one code's span
+
+
+def _needed_from(merged: DeviceDays, first_day: int, last_date: int, rules: HealthRules) -> DeviceDays:
+    """`merged` without the device-days that neither a `device_daily_health` row dated
+    `first_day` (a day number) or later nor a `device_health` row depends on: each device's
+    rows from the earliest of its last HEALTH_USUAL_DAYS + 1 days with readings before
+    `first_day` (the usual readings, the day before), its last HEALTH_CO2_BASELINE_NIGHTS +
+    HEALTH_CO2_DRIFT_NIGHTS - 1 nights with a night reading, its last battery reading and its
+    days in the battery fit's window. The input's span is the whole input's."""
+    columns = merged.columns
+    codes, day_numbers = columns[DEVICE_CODE], columns[DAY_NUMBER]
+    rows = np.arange(len(codes))
+    device_start = np.searchsorted(codes, np.arange(int(codes.max()) + 1))
+    cut = np.maximum(device_start, _first_at_or_after(codes, day_numbers, first_day) - (rules.usual_days + 1))
+    cut = np.minimum(cut, _first_at_or_after(codes, day_numbers, last_date - rules.battery_fit_days + 1))
+    for name, count in ((BATTERY_MIN, 1), (CO2_NIGHT_MIN, rules.co2_baseline_nights + rules.co2_drift_nights - 1)):
+        measured = rows[~np.isnan(columns[name])]
+        # The `count` last measured rows of each device: a measured row is among them when
+        # fewer than `count` measured rows of its device follow it.
+        following = np.searchsorted(measured, np.searchsorted(codes, codes[measured], side="right")) \
+            - np.arange(len(measured)) - 1
+        among = measured[following < count]
+        np.minimum.at(cut, codes[among], among)
+    kept = rows >= cut[codes]
+    return DeviceDays({name: values[kept] for name, values in columns.items()}, merged.devices,
+                      merged.last_reading_us, merged.span)
+
+
 def _calendar(days: Columns, last_date: int) -> Columns:
     """Every device's dates from its first reading through `last_date` (a day number), sorted by
     device and date, its days placed at their dates (positions computed, not joined)."""
@@ -420,12 +456,20 @@ DEVICE_HEALTH_COLUMNS = (INSTITUTE, CLASSROOM, "dev_eui", PROFILE, "as_of_date",
                          "co2_drift_suspected")
 
 
-def health_results(partials: pd.DataFrame, rules: HealthRules, timezone: str) -> dict[str, pd.DataFrame]:
-    """The two health tables' rows by table name, for the catalog's build functions."""
+def health_results(partials: pd.DataFrame, rules: HealthRules, timezone: str,
+                   first_date: dt.date | None = None) -> dict[str, pd.DataFrame]:
+    """The two health tables' rows by table name, for the catalog's build functions; with
+    `first_date`, the device_daily_health rows of that date and later only (an incremental run
+    derives them from the device-days they depend on: `_needed_from`)."""
     zone = ZoneInfo(timezone)
     days = device_days(partials, zone)
+    if first_date is not None:
+        last_date = int(np.datetime64(days.span.last_date, "D").astype(np.int64))
+        days = _needed_from(days, int(np.datetime64(first_date, "D").astype(np.int64)), last_date, rules)
     daily = daily_health(days, rules, zone)
     last_reading_at = pd.Series(days.last_reading_us.astype("datetime64[us]"),
                                 index=days.devices).dt.tz_localize("UTC")
-    return {DAILY_HEALTH_TABLE: daily,
-            DEVICE_HEALTH_TABLE: device_health(daily, last_reading_at, rules, timezone)}
+    health = device_health(daily, last_reading_at, rules, timezone)
+    if first_date is not None:
+        daily = daily[(daily["local_date"] >= first_date).to_numpy()].reset_index(drop=True)
+    return {DAILY_HEALTH_TABLE: daily, DEVICE_HEALTH_TABLE: health}

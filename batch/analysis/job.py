@@ -11,7 +11,7 @@ from pyspark.sql import SparkSession
 
 from batch.analysis import publish, runs
 from batch.analysis.catalog import RUN_RECORD_COLUMNS, Catalog, build_catalog
-from batch.analysis.health import health_results
+from batch.analysis.health import DAILY_HEALTH_TABLE, health_results
 from batch.analysis.health_settings import HEALTH_OPTIONS, HealthSettings
 from batch.analysis.delta import Scope, recomputed_scopes, row_digests
 from batch.analysis.delta import changes as row_changes
@@ -263,8 +263,9 @@ def _results(partials: pd.DataFrame, episodes: pd.DataFrame, settings: AnalysisS
     """Every published table's rows by name (those in its scope where `scopes` gives one), a
     few tables at a time. The health tables first: the largest (a row per device and date),
     staged while the others are rolled up."""
+    health_scope = (scopes or {}).get(DAILY_HEALTH_TABLE)
     yield health_results(partials, settings.health.rules(settings.iaq_outdoor_co2_ppm),
-                         settings.batch_timezone)
+                         settings.batch_timezone, min(health_scope.values) if health_scope else None)
     yield rollup_all(partials, GROUPINGS, metrics, scopes)
     yield iaq_results(partials, episodes, iaq_rules, settings.batch_timezone, scopes)
 
