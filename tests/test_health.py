@@ -3,7 +3,8 @@ real PostgreSQL, read back from device_daily_health, device_health and sensors_n
 
 Every expected value below is worked by hand from the histories (the comments show the work), or
 counted in plain Python from the rows written (readings and hours per local day); none comes
-from batch.analysis.health.
+from batch.analysis.health. The last test compares health's two derivations (the whole one,
+checked by hand here, and an incremental run's from a date on) on random histories.
 """
 from __future__ import annotations
 
@@ -15,12 +16,21 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import random
+
+import pandas as pd
 import pyarrow as pa
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from batch.analysis.health import health_results
+from batch.analysis.health_partials import (BATTERY_MIN, CHECKED_METRICS, CO2_NIGHT_MIN, HOUR_MASK, STUCK_METRICS,
+                                            stuck_max, stuck_min, stuck_n)
+from batch.analysis.health_settings import HealthSettings
+from batch.analysis.statistics import READING_DATE
 from batch.core.postgres import PostgresTarget
+from batch.core.validation import EXCLUSION_REASON, out_of_range_flag
 from tests import independent
 from tests.test_analysis import analysis_settings, connect, last_run, run, write_rows
 
@@ -457,3 +467,61 @@ def test_the_health_aggregates_keep_the_aggregation_a_compiled_hash_aggregation(
     # both readings at 10:xx in Rome (20.0 °C), the second one's CO2 (-5 ppm) nulled as out of range.
     assert (row["temperature__n"], row["temperature__min"], row["temperature__max"], row["co2__n"],
             row["co2__min"], row["co2_out_of_range"]) == (2, 20.0, 20.0, 1, 700.0, 1)
+
+
+def random_partials(seed: int) -> pd.DataFrame:
+    """Device-day partials (the columns batch.analysis.health reads) of eight devices over 150
+    days, each with its own density of days with readings, nights with a night reading and
+    battery readings, some days stuck: histories whose look-backs reach far back."""
+    rng = random.Random(seed)
+    rows = []
+    first = dt.date(2025, 1, 6)
+    for number in range(8):
+        # Some devices never see a night, or report their battery rarely: each look-back is the
+        # furthest for some device.
+        density = rng.uniform(0.15, 1)
+        nights = rng.choice((0.0, rng.uniform(0.02, 0.1), rng.uniform(0.3, 0.6)))
+        batteries = rng.choice((rng.uniform(0.01, 0.05), rng.uniform(0.3, 0.9)))
+        level = 100.0
+        for day in dates(first + dt.timedelta(days=rng.randrange(20)), first + dt.timedelta(days=149)):
+            if rng.random() > density:
+                continue
+            level -= rng.uniform(0, 1.5)
+            start = dt.datetime.combine(day, dt.time(rng.randrange(0, 10)), tzinfo=ROME).astimezone(UTC)
+            row = {EXCLUSION_REASON: None, "DevEui": f"dev-{number}", READING_DATE: day,
+                   "institute": INSTITUTE, "classroom": f"room-{number % 2}", "profile": "AM319",
+                   "first_reading_at": start, "last_reading_at": start + dt.timedelta(hours=rng.randrange(1, 14)),
+                   "readings": rng.randrange(1, 150), HOUR_MASK: rng.getrandbits(24),
+                   BATTERY_MIN: level if rng.random() < batteries else None,
+                   CO2_NIGHT_MIN: rng.uniform(380, 800) if rng.random() < nights else None}
+            for metric in STUCK_METRICS:
+                low = rng.choice((21.0, 20.0 + rng.random()))
+                row.update({stuck_n(metric): rng.randrange(0, 40), stuck_min(metric): low,
+                            stuck_max(metric): low if rng.random() < 0.3 else low + 1})
+            row.update({out_of_range_flag(metric): rng.randrange(0, 2) for metric in CHECKED_METRICS})
+            rows.append(row)
+    frame = pd.DataFrame(rows)
+    for column in ("first_reading_at", "last_reading_at"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    return frame
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("usual_days", (28, 2))
+def test_the_rows_derived_from_a_date_on_are_the_whole_derivations(seed: int, usual_days: int) -> None:
+    """An incremental run derives device_daily_health from its first changed date on, from the
+    device-days those rows and device_health depend on only: the same rows as the whole
+    derivation's (itself checked by hand above), whatever the date. With a short usual window,
+    the battery's and the CO2 baseline's look-backs reach further than the usual readings'."""
+    partials = random_partials(seed)
+    rules = dataclasses.replace(HealthSettings().rules(400.0), usual_days=usual_days)
+    whole = health_results(partials, rules, "Europe/Rome")
+    daily = whole["device_daily_health"]
+    assert daily["co2_night_min"].notna().any() and daily["status"].eq("stuck").any()
+    last = daily["local_date"].max()
+    for back in (0, 1, 9, 45, 120):
+        first_date = last - dt.timedelta(days=back)
+        part = health_results(partials, rules, "Europe/Rome", first_date)
+        expected = daily[daily["local_date"] >= first_date].reset_index(drop=True)
+        pd.testing.assert_frame_equal(part["device_daily_health"], expected)
+        pd.testing.assert_frame_equal(part["device_health"], whole["device_health"])
