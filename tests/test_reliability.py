@@ -192,8 +192,8 @@ def test_sigkill_at_any_point_keeps_the_previous_results_and_the_next_run_recove
             stack.enter_context(advisory_hold(target, key))
         reader = admin
         # "swap": held after reading the footers, where it has counted the published tables'
-        # rows (state.edited_tables) and stages nothing yet; the staging tables are written in
-        # milliseconds (COPY), too fast to be seen and locked in between.
+        # rows (device_days.compute_device_days) and stages nothing yet; the staging tables are
+        # written in milliseconds (COPY), too fast to be seen and locked in between.
         hold_at = "read" if point == "swap" else point if point in ("read", "aggregate") else None
         job = stack.enter_context(JobProcess.analysis(environment, tmp_path / "job", hold_at=hold_at))
         if point == "swap":

@@ -78,9 +78,9 @@ def recomputed_scopes(changed: Changed | None, stored: Mapping[str, pd.DataFrame
     weeks = frozenset(_monday(day) for day in changed.dates)
     scopes = {DAILY_TABLE: Scope(LOCAL_DATE, frozenset(changed.dates)),
               WEEKLY_TABLE: Scope(WEEK_START, weeks | _weeks_completed_between(changed))}
-    lasts = [*changed.data_through_before.values(), *changed.data_through_after.values()]
     if changed.data_through_before:
         first = min(changed.dates | {max(changed.data_through_before.values())})
+        lasts = [*changed.data_through_before.values(), *changed.data_through_after.values()]
         scopes[DAILY_HEALTH_TABLE] = Scope(LOCAL_DATE, frozenset(
             first + timedelta(days=offset) for offset in range((max(lasts) - first).days + 1)))
     for grouping in GROUPINGS:

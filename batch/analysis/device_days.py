@@ -27,9 +27,10 @@ from batch.analysis.iaq_settings import IaqRules
 from batch.analysis.incremental import FULL, SOURCE_FILE, FileFacts, Touched
 from batch.analysis.partials import partial_statistics, with_group_keys
 from batch.analysis.rollup import data_through
-from batch.analysis.state import (EPISODES, PARTIALS, STATE_FORMAT_VERSION, IndexedFile, StateUpdate, edited_tables,
-                                  month_keys, nullable, read_device_days, read_files, read_meta, read_row_digests,
-                                  split_by_month)
+from batch.analysis.publish import published_row_counts
+from batch.analysis.state import (EPISODES, PARTIALS, STATE_FORMAT_VERSION, IndexedFile, StateUpdate,
+                                  digest_row_counts, month_keys, nullable, read_device_days, read_files, read_meta,
+                                  read_row_digests, split_by_month)
 from batch.analysis.statistics import GROUPINGS, READING_DATE, group_keys, partial_parts
 from batch.core.config import public_view
 from batch.core.contract import ANALYSIS_COLUMNS, DEVICE, INSTITUTE, METRICS, PROFILE, Metric
@@ -65,12 +66,20 @@ def compute_device_days(spark: SparkSession, settings: Any, summary: Any, metric
     current = incremental.fingerprint(public_view(settings), metrics, partial_columns(metrics))
     with conn.cursor() as cursor:
         meta = read_meta(cursor, target.schema)
-        edited = edited_tables(cursor, target.schema, published) if meta is not None else {}
-        # A full run too swaps only the rows that changed, against the digests of a state of
-        # this format (digests of another may be computed otherwise).
-        digests = {} if meta is None or meta.format_version != STATE_FORMAT_VERSION else {
-            table: rows for table, rows in read_row_digests(cursor, target.schema).items() if table not in edited}
+        described = digest_row_counts(cursor, target.schema) if meta is not None else {}
     conn.commit()
+    # A published table whose row count is not the one its digests describe was edited outside
+    # the job: (rows held, rows the previous run published); its digests are not trusted.
+    held = published_row_counts(conn, target, [table for table in published if table in described])
+    edited = {table: (count, described[table]) for table, count in held.items() if count != described[table]}
+    # A full run too swaps only the rows that changed, against the digests of a state of this
+    # format (digests of another may be computed otherwise).
+    digests: dict[str, pd.DataFrame] = {}
+    if meta is not None and meta.format_version == STATE_FORMAT_VERSION:
+        with conn.cursor() as cursor:
+            digests = {table: rows for table, rows in read_row_digests(cursor, target.schema).items()
+                       if table not in edited}
+        conn.commit()
     summary.mode, summary.mode_reason = incremental.choose_mode(meta, current, settings.full_rebuild, edited)
     log.info("%s run: %s", summary.mode, summary.mode_reason)
     with summary.phase("read"):

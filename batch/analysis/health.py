@@ -156,14 +156,18 @@ def device_days(partials: pd.DataFrame, zone: ZoneInfo) -> DeviceDays:
     return DeviceDays(days, np.asarray(devices, dtype=object), newest, span)
 
 
+def _day_number(day: dt.date) -> int:
+    return int(np.datetime64(day, "D").astype(np.int64))
+
+
+_DAYS_PER_CODE = 1 << 32  # day numbers of a device's rows stay within one code's span
+
+
 def _first_at_or_after(codes: np.ndarray, day_numbers: np.ndarray, day: int) -> np.ndarray:
     """Per device (by code): the position of its first row dated `day` or later, in rows sorted by
     device and date (the position after its last row when none is)."""
     devices = np.arange(int(codes.max()) + 1)
     return np.searchsorted(codes * _DAYS_PER_CODE + day_numbers, devices * _DAYS_PER_CODE + day)
-
-
-_DAYS_PER_CODE = 1 << 32  # day numbers of a device's rows stay within one code's span
 
 
 def _needed_from(merged: DeviceDays, first_day: int, last_date: int, rules: HealthRules) -> DeviceDays:
@@ -316,7 +320,7 @@ def daily_health(merged: DeviceDays, rules: HealthRules, zone: ZoneInfo) -> pd.D
     """The `device_daily_health` rows (published names) from `device_days`, which hold a used
     reading (the job stops before this without one)."""
     span = merged.span
-    last_date = int(np.datetime64(span.last_date, "D").astype(np.int64))
+    last_date = _day_number(span.last_date)
     days = _calendar(merged.columns, last_date)
     codes, readings = days[DEVICE_CODE], days["readings"]
     # Each row's date as an index into the distinct dates, each converted once.
@@ -464,8 +468,7 @@ def health_results(partials: pd.DataFrame, rules: HealthRules, timezone: str,
     zone = ZoneInfo(timezone)
     days = device_days(partials, zone)
     if first_date is not None:
-        last_date = int(np.datetime64(days.span.last_date, "D").astype(np.int64))
-        days = _needed_from(days, int(np.datetime64(first_date, "D").astype(np.int64)), last_date, rules)
+        days = _needed_from(days, _day_number(first_date), _day_number(days.span.last_date), rules)
     daily = daily_health(days, rules, zone)
     last_reading_at = pd.Series(days.last_reading_us.astype("datetime64[us]"),
                                 index=days.devices).dt.tz_localize("UTC")

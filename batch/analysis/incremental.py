@@ -73,8 +73,8 @@ def fingerprint(settings: Mapping[str, Any], metrics: tuple[Metric, ...],
 def choose_mode(meta: StoredMeta | None, current: Mapping[str, Any], full_requested: bool,
                 edited: Mapping[str, tuple[int, int]] | None = None) -> tuple[str, str]:
     """(mode, reason): full without a state, when asked, when the state is of other settings, or
-    when a published table was `edited` outside the job (state.edited_tables): its rows are no
-    longer those the state describes."""
+    when a published table was `edited` outside the job (its row count is not the one its stored
+    digests describe: batch/analysis/device_days.py): its rows are no longer the state's."""
     if full_requested:
         return FULL, "FULL_REBUILD (--full) given"
     if meta is None:

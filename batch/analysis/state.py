@@ -190,20 +190,12 @@ def read_row_digests(cursor: Any, schema: str) -> dict[str, pd.DataFrame]:
             for kind, data in cursor.fetchall()}
 
 
-def edited_tables(cursor: Any, schema: str, tables: Iterable[str]) -> dict[str, tuple[int, int]]:
-    """The published `tables` whose row count is not the one the stored digests describe (rows
-    deleted or added outside the job), as (rows held, rows published by the previous run). The
-    digests are only trusted for the others; no blob is decoded (the state keeps their count)."""
+def digest_row_counts(cursor: Any, schema: str) -> dict[str, int]:
+    """How many published rows the stored digests of each table describe (the previous run's),
+    without decoding a blob: the state keeps their count."""
     cursor.execute(sql.SQL("SELECT kind, rows FROM {} WHERE starts_with(kind, %s)").format(
         qualified(schema, STATE_DEVICE_DAYS.name)), (ROW_DIGESTS,))
-    published = {kind[len(ROW_DIGESTS):]: rows for kind, rows in cursor.fetchall()}
-    edited = {}
-    for table in (name for name in tables if name in published):
-        cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(qualified(schema, table)))
-        held = cursor.fetchone()[0]
-        if held != published[table]:
-            edited[table] = (held, published[table])
-    return edited
+    return {kind[len(ROW_DIGESTS):]: rows for kind, rows in cursor.fetchall()}
 
 
 # (kind, month) -> (rows, Parquet bytes), or None for a month left with no row (deleted).
